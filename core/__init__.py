@@ -1,0 +1,48 @@
+"""neardup: near-duplicate samples and train/test leakage from intermediate-layer activations.
+
+>>> import numpy as np, neardup
+>>> rng = np.random.default_rng(0)
+>>> train = rng.normal(size=(500, 32)).astype("float32")
+>>> test = np.concatenate([train[:5] + 0.01, rng.normal(size=(95, 32))]).astype("float32")
+>>> result = neardup.find_duplicates({"train": train, "test": test})
+>>> result.leakage["test"].count
+5
+"""
+
+from ._collector import ActivationCollector
+from ._errors import NeardupInputError
+from ._pipeline import find_duplicates, find_duplicates_by_layer
+from ._reduce import PCA
+from ._result import DuplicateSet, DuplicatesResult, Leakage
+from ._seed import Duplicates
+from ._threshold import (
+    Cosine,
+    Distance,
+    Percentile,
+    Relative,
+    ResolvedThreshold,
+    Slope,
+    ThresholdStrategy,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PCA",
+    "ActivationCollector",
+    "Cosine",
+    "Distance",
+    "DuplicateSet",
+    "Duplicates",
+    "DuplicatesResult",
+    "Leakage",
+    "NeardupInputError",
+    "Percentile",
+    "Relative",
+    "ResolvedThreshold",
+    "Slope",
+    "ThresholdStrategy",
+    "__version__",
+    "find_duplicates",
+    "find_duplicates_by_layer",
+]

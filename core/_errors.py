@@ -1,0 +1,26 @@
+"""Errors raised for bad input, with messages that name the problem and the fix."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["NeardupInputError", "closest_names"]
+
+
+class NeardupInputError(ValueError):
+    """Raised when the data or the options given to neardup cannot be used as they are.
+
+    The message always says what was wrong and what to do instead.
+    """
+
+
+def closest_names(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """Return a human-readable hint listing the candidates closest to ``name``."""
+    candidates = [str(c) for c in candidates]
+    close = difflib.get_close_matches(str(name), candidates, n=n, cutoff=0.0)
+    if not candidates:
+        return "there are none"
+    shown = ", ".join(repr(c) for c in close)
+    more = len(candidates) - len(close)
+    return f"closest: {shown}" + (f" (and {more} more)" if more > 0 else "")

@@ -1,0 +1,49 @@
+"""Feature normalisation applied before the neighbour search (in place, float32)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._errors import NeardupInputError
+
+NORMALIZE_CHOICES = ("row", "column", None)
+
+__all__ = ["NORMALIZE_CHOICES", "check_normalize", "normalize_inplace"]
+
+_BLOCK_ROWS = 65536
+
+
+def check_normalize(normalize: str | None) -> str | None:
+    """Validate the ``normalize`` option and return it."""
+    if normalize not in NORMALIZE_CHOICES:
+        raise NeardupInputError(
+            f"normalize={normalize!r} is not supported; use 'row' (cosine geometry, the default), "
+            "'column' (DNIKit's per-column L2) or None (raw Euclidean distances)."
+        )
+    return normalize
+
+
+def normalize_inplace(matrix: np.ndarray, normalize: str | None) -> np.ndarray:
+    """Normalise ``matrix`` (``(N, d)`` float32) in place and return it.
+
+    ``"row"`` scales every sample to unit L2 norm, so Euclidean distance is a monotone function
+    of cosine similarity (``d = sqrt(2 - 2 cos)``). ``"column"`` divides every feature by its L2
+    norm over all samples (DNIKit's choice). All-zero rows or columns are left at zero instead
+    of becoming NaN.
+    """
+    check_normalize(normalize)
+    if normalize == "row":
+        for start in range(0, len(matrix), _BLOCK_ROWS):
+            block = matrix[start : start + _BLOCK_ROWS]
+            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+            norms[norms == 0] = 1.0
+            block /= norms[:, None].astype(np.float32)
+    elif normalize == "column":
+        sq = np.zeros(matrix.shape[1], dtype=np.float64)
+        for start in range(0, len(matrix), _BLOCK_ROWS):
+            block = matrix[start : start + _BLOCK_ROWS]
+            sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        norms = np.sqrt(sq)
+        norms[norms == 0] = 1.0
+        matrix /= norms.astype(np.float32)
+    return matrix

@@ -1,0 +1,297 @@
+"""``find_duplicates``: validate -> reduce -> normalise -> neighbours -> threshold -> sets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._clusters import ClusterAssignment, cluster_rows, set_statistics
+from ._errors import NeardupInputError
+from ._leakage import nearest_reference
+from ._neighbors import NeighborGraph, ProgressFn, build_graph, clamp_k
+from ._normalize import check_normalize, normalize_inplace
+from ._reduce import as_reducer
+from ._result import DuplicateSet, DuplicatesResult, Leakage
+from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
+from ._validate import Dataset, prepare, split_index
+
+__all__ = ["find_duplicates", "find_duplicates_by_layer"]
+
+_HISTOGRAM_BINS = 60
+
+
+def find_duplicates(
+    data: Any,
+    *,
+    labels: Any = None,
+    ids: Any = None,
+    threshold: ThresholdStrategy | None = None,
+    normalize: str | None = "row",
+    reduce: Any = None,
+    k: int = 10,
+    backend: str = "auto",
+    reference: str | None = "train",
+    seed: int = 0,
+    n_trees: int = 30,
+    search_k: int = -1,
+    layer: str | None = None,
+    progress: ProgressFn | None = None,
+) -> DuplicatesResult:
+    """Find near-duplicate samples in one layer's activations, within and across splits.
+
+    Parameters
+    ----------
+    data:
+        An ``(N, ...)`` array (one split, named ``"data"``) or a mapping ``split -> array``.
+        Every sample is flattened; any float or integer dtype is computed in float32.
+    labels, ids:
+        Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
+        or str) give per-class leakage and effective class counts; ids (unique per split,
+        any hashable) name samples in the result. Default ids: the position in the split.
+    threshold:
+        A strategy: ``Relative(0.15)`` by default (no duplicates on data that has none),
+        ``Cosine(s)``, ``Distance(x)``, or DNIKit's ``Slope()`` / ``Percentile(p)``.
+    normalize:
+        ``"row"`` (cosine geometry, default), ``"column"`` (DNIKit) or ``None``.
+    reduce:
+        ``None``, an int ``n`` or ``PCA(n)``: project onto the top ``n`` principal components
+        (computed from all splits) before normalising.
+    k:
+        Neighbours per sample (clamped to N-1 with a warning).
+    backend:
+        ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
+        seeded by ``seed``) or ``"auto"`` (exact for small N*N*d, annoy above).
+    reference:
+        The split others are checked against for leakage (ignored with a single split);
+        ``None`` skips leakage.
+    progress:
+        Optional ``callback(stage, done, total)`` for long runs.
+
+    Returns
+    -------
+    DuplicatesResult
+    """
+    normalize = check_normalize(normalize)
+    strategy = as_strategy(threshold)
+    reducer = as_reducer(reduce)
+    dataset = prepare(data, labels=labels, ids=ids)
+    ref_index = None
+    if reference is not None and len(dataset.names) > 1:
+        ref_index = split_index(reference, dataset.names, what="reference split")
+    k = clamp_k(k, len(dataset.matrix))
+
+    x = dataset.matrix
+    if reducer is not None:
+        reducer.fit(x)
+        if reducer.is_noop_for is None:
+            x = reducer.transform(x)
+        if progress:
+            progress("PCA", 1, 1)
+    dataset.matrix = None  # drop the unreduced copy as soon as possible
+    normalize_inplace(x, normalize)
+
+    graph = build_graph(
+        x, k, backend=backend, n_trees=n_trees, search_k=search_k, seed=seed, progress=progress
+    )
+    resolved = resolve_threshold(strategy, graph, normalize)
+    assignment = cluster_rows(graph, resolved.value)
+    split_of_row = dataset.split_of_row
+    leakage = (
+        _leakage(x, graph, resolved.value, dataset, split_of_row, ref_index)
+        if ref_index is not None
+        else {}
+    )
+    class_counts, effective = _class_counts(dataset, assignment)
+    settings = {
+        "normalize": normalize,
+        "reduce": None if reducer is None else reducer.n_components,
+        "k": k,
+        "backend": graph.backend,
+        "n_trees": n_trees if graph.backend == "annoy" else None,
+        "search_k": search_k if graph.backend == "annoy" else None,
+        "seed": seed,
+        "dim": int(x.shape[1]),
+    }
+    return DuplicatesResult(
+        split_sizes=dict(zip(dataset.names, dataset.sizes)),
+        reference=None if ref_index is None else dataset.names[ref_index],
+        threshold=resolved,
+        clusters=_duplicate_sets(x, assignment, dataset, split_of_row),
+        leakage=leakage,
+        class_counts=class_counts,
+        effective_class_counts=effective,
+        histogram=_histogram(graph, split_of_row, resolved.value),
+        settings=settings,
+        layer=layer,
+    )
+
+
+def find_duplicates_by_layer(
+    data: Mapping[str, Mapping[str, Any]], **options: Any
+) -> dict[str, DuplicatesResult]:
+    """Run :func:`find_duplicates` for every layer of ``split -> {layer -> array}``."""
+    from ._collector import ActivationCollector
+
+    labels = options.pop("labels", None)
+    ids = options.pop("ids", None)
+    collector = ActivationCollector()
+    for split, layers in data.items():
+        if not isinstance(layers, Mapping):
+            raise NeardupInputError(
+                f"data[{split!r}] is not a mapping layer -> array; for one layer use "
+                "find_duplicates(data)."
+            )
+        for layer, values in layers.items():
+            collector.add(
+                split,
+                layer,
+                values,
+                ids=None if ids is None else ids.get(split),
+                labels=None if labels is None else labels.get(split),
+            )
+    return collector.analyze(**options)
+
+
+def _row_values(
+    per_split: list[np.ndarray | None], rows: np.ndarray, dataset: Dataset, split_of_row: np.ndarray
+) -> list[Any] | None:
+    """Python values (ids or labels) of the given global rows; None when no split has any."""
+    if all(v is None for v in per_split):
+        return None
+    offsets = dataset.offsets
+    out = []
+    for r in rows:
+        s = split_of_row[r]
+        values = per_split[s]
+        out.append(None if values is None else _py(values[r - offsets[s]]))
+    return out
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _duplicate_sets(
+    x: np.ndarray, assignment: ClusterAssignment, dataset: Dataset, split_of_row: np.ndarray
+) -> list[DuplicateSet]:
+    means, stds, ordered, projections = set_statistics(x, assignment.members)
+    offsets = dataset.offsets
+    sets = [
+        DuplicateSet(
+            ids=_row_values(dataset.ids, rows, dataset, split_of_row),
+            splits=[dataset.names[s] for s in split_of_row[rows]],
+            positions=(rows - offsets[split_of_row[rows]]).tolist(),
+            labels=_row_values(dataset.labels, rows, dataset, split_of_row),
+            mean=float(mean),
+            std=float(std),
+            projection=proj,
+        )
+        for rows, mean, std, proj in zip(ordered, means, stds, projections)
+    ]
+    order = sorted(range(len(sets)), key=lambda i: (sets[i].mean, -sets[i].size, i))
+    return [sets[i] for i in order]
+
+
+def _leakage(
+    x: np.ndarray,
+    graph: NeighborGraph,
+    threshold: float,
+    dataset: Dataset,
+    split_of_row: np.ndarray,
+    ref_index: int,
+) -> dict[str, Leakage]:
+    best_row, best_dist = nearest_reference(x, graph, threshold, split_of_row, ref_index)
+    offsets = dataset.offsets
+    ref_name = dataset.names[ref_index]
+    ref_ids, ref_labels = dataset.ids[ref_index], dataset.labels[ref_index]
+    out = {}
+    for s, name in enumerate(dataset.names):
+        if s == ref_index:
+            continue
+        local = np.flatnonzero(best_row[offsets[s] : offsets[s + 1]] >= 0)
+        dist = best_dist[offsets[s] + local]
+        order = np.lexsort((local, dist))
+        local, dist = local[order], dist[order]
+        ref_local = best_row[offsets[s] + local] - offsets[ref_index]
+        labels = dataset.labels[s]
+        by_class: dict[Any, dict[str, float]] = {}
+        conflicts: list[dict[str, Any]] = []
+        if labels is not None:
+            classes, totals = np.unique(labels, return_counts=True)
+            leaked_counts = dict(zip(*np.unique(labels[local], return_counts=True)))
+            for c, total in zip(classes.tolist(), totals.tolist()):
+                count = int(leaked_counts.get(c, 0))
+                by_class[c] = {"count": count, "total": total, "fraction": count / total}
+            if ref_labels is not None:
+                differ = np.flatnonzero(labels[local] != ref_labels[ref_local])
+                conflicts = [
+                    {
+                        "id": _py(dataset.ids[s][local[i]]),
+                        "nearest_id": _py(ref_ids[ref_local[i]]),
+                        "label": _py(labels[local[i]]),
+                        "nearest_label": _py(ref_labels[ref_local[i]]),
+                        "distance": float(dist[i]),
+                    }
+                    for i in differ
+                ]
+        out[name] = Leakage(
+            split=name,
+            reference=ref_name,
+            ids=dataset.ids[s][local].tolist(),
+            nearest_ids=ref_ids[ref_local].tolist(),
+            distances=dist.astype(np.float32),
+            total=dataset.sizes[s],
+            by_class=by_class,
+            label_conflicts=conflicts,
+        )
+    return out
+
+
+def _class_counts(
+    dataset: Dataset, assignment: ClusterAssignment
+) -> tuple[dict[str, dict[Any, int]], dict[str, dict[Any, int]]]:
+    """Per split: label -> samples, and label -> samples once each set is collapsed to one.
+
+    A set collapses separately in each split and for each label it holds, so a set whose
+    members disagree on the label still counts once per label.
+    """
+    raw: dict[str, dict[Any, int]] = {}
+    effective: dict[str, dict[Any, int]] = {}
+    offsets = dataset.offsets
+    for s, name in enumerate(dataset.names):
+        set_of = assignment.label[offsets[s] : offsets[s + 1]]
+        labels = dataset.labels[s]
+        if labels is None:
+            labels = np.zeros(dataset.sizes[s], dtype=np.int8)
+            keys = [None]
+        else:
+            keys = np.unique(labels).tolist()
+        raw[name], effective[name] = {}, {}
+        for key, code in zip(keys, [0] if keys == [None] else keys):
+            mask = labels == code
+            members = set_of[mask]
+            alone = int(np.count_nonzero(members < 0))
+            raw[name][key] = int(mask.sum())
+            effective[name][key] = alone + len(np.unique(members[members >= 0]))
+    return raw, effective
+
+
+def _histogram(graph: NeighborGraph, split_of_row: np.ndarray, threshold: float) -> dict:
+    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs."""
+    nearest = graph.distances[:, 0]
+    valid = np.isfinite(nearest)
+    nearest = nearest[valid].astype(np.float64)
+    cross = split_of_row[valid] != split_of_row[graph.indices[valid, 0]]
+    top = max(float(np.quantile(nearest, 0.995)) if nearest.size else 0.0, 2.0 * threshold)
+    top = top if top > 0 else 1.0
+    edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)
+    clipped = np.minimum(nearest, top)
+    within_counts, _ = np.histogram(clipped[~cross], bins=edges)
+    cross_counts, _ = np.histogram(clipped[cross], bins=edges)
+    return {
+        "edges": edges.tolist(),
+        "within": within_counts.tolist(),
+        "cross": cross_counts.tolist(),
+    }

@@ -1,0 +1,218 @@
+"""Turn user input (one array, or ``split -> array``) into one validated float32 matrix.
+
+Every check here raises :class:`NeardupInputError` with the problem and its fix; nothing
+downstream has to re-check shapes, dtypes or finiteness.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ._errors import NeardupInputError, closest_names
+
+DEFAULT_SPLIT = "data"
+
+__all__ = ["DEFAULT_SPLIT", "Dataset", "as_feature_matrix", "check_finite", "prepare"]
+
+
+@dataclass
+class Dataset:
+    """Validated input: all splits stacked into one ``(N, d)`` float32 matrix."""
+
+    names: list[str]
+    sizes: list[int]
+    matrix: np.ndarray  # (N, d) float32, owned (safe to modify in place)
+    ids: list[np.ndarray]  # per split, (n_split,)
+    labels: list[np.ndarray | None]  # per split, (n_split,) or None
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Row offset of each split in :attr:`matrix` (length ``len(names) + 1``)."""
+        return np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
+
+    @property
+    def split_of_row(self) -> np.ndarray:
+        """Split index (into :attr:`names`) of every row, shape ``(N,)``."""
+        return np.repeat(np.arange(len(self.names), dtype=np.int32), self.sizes)
+
+
+def as_feature_matrix(values: Any, what: str) -> np.ndarray:
+    """Return ``values`` as an ``(N, d)`` array (any ``(N, ...)`` shape is flattened per sample).
+
+    The dtype is kept (no copy) when it is numeric; conversion to float32 happens later.
+    """
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without torch
+        values = values.detach().cpu().numpy()
+    try:
+        array = np.asarray(values)
+    except ValueError as err:
+        raise NeardupInputError(
+            f"{what} is ragged (its samples have different shapes): {err}. "
+            "Pad or pool every sample to one shape, or pass one (N, d) array."
+        ) from err
+    if array.dtype == object:
+        raise NeardupInputError(
+            f"{what} is ragged or not numeric (numpy made an object array of it). "
+            "Pass one numeric (N, d) array; pad or pool samples to a common shape."
+        )
+    if array.dtype.kind == "b":
+        array = array.astype(np.uint8)
+    if array.dtype.kind not in "iuf":
+        raise NeardupInputError(
+            f"{what} has dtype {array.dtype}, which is not numeric. "
+            "Pass float16/float32/float64 or integer activations."
+        )
+    if array.ndim == 0:
+        raise NeardupInputError(f"{what} is a scalar; pass an (N, d) array of N samples.")
+    if array.ndim == 1:
+        raise NeardupInputError(
+            f"{what} is 1-D with shape {array.shape}; an (N, d) array is expected. "
+            "Use values.reshape(-1, 1) for N samples of one feature, "
+            "or values.reshape(1, -1) for a single sample."
+        )
+    if array.shape[0] == 0:
+        raise NeardupInputError(f"{what} is empty (0 samples); drop it or give it samples.")
+    n = array.shape[0]
+    array = array.reshape(n, -1)
+    if array.shape[1] == 0:
+        raise NeardupInputError(f"{what} has 0 features per sample (shape {array.shape}).")
+    return array
+
+
+def check_finite(matrix: np.ndarray, what: str, row_offset: int = 0) -> None:
+    """Raise if any row holds NaN or Inf, naming the first offending rows."""
+    # One float64 sum per row: NaN and Inf propagate, and float64 cannot overflow for
+    # float32/float16/int inputs of any realistic width.
+    sums = np.add.reduce(matrix, axis=1, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(sums))
+    if bad.size:
+        shown = ", ".join(str(int(i) + row_offset) for i in bad[:10])
+        more = f" and {bad.size - 10} more" if bad.size > 10 else ""
+        raise NeardupInputError(
+            f"{what} has {bad.size} row(s) with NaN or Inf values (rows {shown}{more}). "
+            "Remove those samples or fix the layer that produced them (e.g. a division by zero)."
+        )
+
+
+def _per_split(option: Any, name: str, splits: list[str], single: bool) -> list[Any]:
+    """Spread an option given per split (a mapping) or for a single array over the splits."""
+    if option is None:
+        return [None] * len(splits)
+    if isinstance(option, Mapping):
+        unknown = [s for s in option if s not in splits]
+        if unknown:
+            raise NeardupInputError(
+                f"{name} names split {unknown[0]!r}, which is not in the data "
+                f"({closest_names(unknown[0], splits)}). Use the same split names as the data."
+            )
+        return [option.get(s) for s in splits]
+    if single:
+        return [option]
+    raise NeardupInputError(
+        f"{name} must be a mapping split -> sequence when the data has several splits "
+        f"(splits: {', '.join(map(repr, splits))}); got {type(option).__name__}."
+    )
+
+
+def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
+    if ids is None:
+        return np.arange(n, dtype=np.int64)
+    array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
+    if array.ndim != 1 or len(array) != n:
+        raise NeardupInputError(
+            f"ids for split {split!r} have shape {array.shape}, but the split has {n} samples; "
+            "give exactly one id per sample."
+        )
+    try:
+        unique, counts = np.unique(array, return_counts=True)
+    except TypeError as err:  # mixed, unorderable ids
+        raise NeardupInputError(
+            f"ids for split {split!r} mix types that cannot be compared ({err}); "
+            "use all ints or all strings."
+        ) from err
+    if unique.size != n:
+        dupes = unique[counts > 1][:5].tolist()
+        raise NeardupInputError(
+            f"ids for split {split!r} are not unique: {dupes} appear more than once. "
+            "Every sample needs its own id (e.g. its dataset index)."
+        )
+    return array
+
+
+def _check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    if hasattr(labels, "detach") and hasattr(labels, "cpu"):
+        labels = labels.detach().cpu().numpy()
+    array = np.asarray(labels)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or len(array) != n:
+        raise NeardupInputError(
+            f"labels for split {split!r} have shape {array.shape}, but the split has {n} "
+            "samples; give one label (int or string) per sample, e.g. y.argmax(1) for one-hot."
+        )
+    return array
+
+
+def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
+    """Validate ``data`` (an array or ``split -> array``) and stack it into a :class:`Dataset`."""
+    if isinstance(data, Mapping):
+        if not data:
+            raise NeardupInputError("data is an empty mapping; give at least one split.")
+        first = next(iter(data.values()))
+        if isinstance(first, Mapping):
+            raise NeardupInputError(
+                "data maps split -> {layer -> array}; find_duplicates analyses one layer. "
+                "Use neardup.find_duplicates_by_layer(data, ...) for every layer at once."
+            )
+        names = [str(s) for s in data]
+        arrays = [as_feature_matrix(v, f"split {s!r}") for s, v in zip(names, data.values())]
+        single = False
+    else:
+        names = [DEFAULT_SPLIT]
+        arrays = [as_feature_matrix(data, "data")]
+        single = True
+
+    dims = {s: a.shape[1] for s, a in zip(names, arrays)}
+    if len(set(dims.values())) > 1:
+        listed = ", ".join(f"{s}: {d}" for s, d in dims.items())
+        raise NeardupInputError(
+            f"splits have different feature sizes ({listed}); every split must come from the "
+            "same layer with the same pooling."
+        )
+    sizes = [a.shape[0] for a in arrays]
+    if sum(sizes) < 2:
+        raise NeardupInputError(
+            "data holds a single sample; near-duplicates need at least 2 samples."
+        )
+    for s, a in zip(names, arrays):
+        check_finite(a, f"split {s!r}" if not single else "data")
+
+    id_list = [
+        _check_ids(i, s, n) for i, s, n in zip(_per_split(ids, "ids", names, single), names, sizes)
+    ]
+    label_list = [
+        _check_labels(lab, s, n)
+        for lab, s, n in zip(_per_split(labels, "labels", names, single), names, sizes)
+    ]
+    matrix = np.empty((sum(sizes), arrays[0].shape[1]), dtype=np.float32)
+    start = 0
+    for a in arrays:
+        matrix[start : start + len(a)] = a
+        start += len(a)
+    return Dataset(names=names, sizes=sizes, matrix=matrix, ids=id_list, labels=label_list)
+
+
+def split_index(name: str, names: Sequence[str], what: str = "split") -> int:
+    """Index of split ``name``; a clear error with the closest names when it is unknown."""
+    if name in names:
+        return list(names).index(name)
+    raise NeardupInputError(
+        f"unknown {what} {name!r}; the data has {', '.join(map(repr, names))} "
+        f"({closest_names(name, names)})."
+    )

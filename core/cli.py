@@ -1,0 +1,273 @@
+"""Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz files) and
+``neardup show`` (print a saved JSON result).
+
+Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import NeardupInputError
+from ._pipeline import find_duplicates
+from ._result import DuplicatesResult
+from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
+
+__all__ = ["main", "parse_threshold"]
+
+_STRATEGIES = {
+    "relative": lambda v: Relative(float(v)) if v else Relative(),
+    "cosine": lambda v: Cosine(float(v)),
+    "distance": lambda v: Distance(float(v)),
+    "percentile": lambda v: Percentile(float(v)),
+    "slope": lambda v: Slope(int(v)) if v else Slope(),
+}
+
+
+def parse_threshold(text: str) -> ThresholdStrategy:
+    """Parse ``name[:value]``, e.g. ``relative:0.15``, ``cosine:0.98``, ``slope``."""
+    name, _, value = text.partition(":")
+    maker = _STRATEGIES.get(name.strip().lower())
+    if maker is None:
+        raise NeardupInputError(
+            f"unknown threshold {text!r}; use one of relative[:RATIO], cosine:SIMILARITY, "
+            "distance:D, percentile:P, slope[:SENSITIVITY]."
+        )
+    try:
+        return maker(value.strip())
+    except (TypeError, ValueError) as err:
+        if isinstance(err, NeardupInputError):
+            raise
+        raise NeardupInputError(f"threshold {text!r}: {value!r} is not a number.") from err
+
+
+def _named_paths(items: Sequence[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise NeardupInputError(
+                f"{option} {item!r}: expected NAME=PATH (e.g. train=train.npy)."
+            )
+        if name in out:
+            raise NeardupInputError(f"{option}: split {name!r} given twice.")
+        out[name] = path
+    return out
+
+
+def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
+    """Load ``a.npy``, ``a.npz`` (its only array, or one named in ``prefer``) or ``a.npz:key``."""
+    path, key = spec, None
+    if ":" in spec and not Path(spec).exists():
+        path, _, key = spec.rpartition(":")
+    if not Path(path).exists():
+        raise NeardupInputError(f"{what}: file {path!r} does not exist.")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise NeardupInputError(f"{what}: cannot read {path!r} as .npy/.npz ({err}).") from err
+    if isinstance(loaded, np.ndarray):
+        return loaded
+    with loaded:
+        keys = list(loaded.keys())
+        if key is None:
+            chosen = [k for k in prefer if k in keys]
+            key = keys[0] if len(keys) == 1 else (chosen[0] if chosen else None)
+        if key not in keys:
+            raise NeardupInputError(
+                f"{what}: {path!r} holds arrays {keys}; name one as {path}:KEY."
+            )
+        return loaded[key]
+
+
+class _Progress:
+    """Stage progress on stderr: a live percentage on a terminal, one line per stage otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.stage: str | None = None
+        self.started = self.last = time.monotonic()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if stage != self.stage:
+            self.close()
+            self.stage, self.started, self.last = stage, now, 0.0
+        if self.tty and (now - self.last > 0.2 or done >= total):
+            sys.stderr.write(f"\r  {stage}: {100 * done / max(total, 1):5.1f} %")
+            sys.stderr.flush()
+            self.last = now
+
+    def close(self) -> None:
+        if self.enabled and self.stage is not None:
+            elapsed = time.monotonic() - self.started
+            end = "\r" if self.tty else ""
+            sys.stderr.write(f"{end}  {self.stage}: done in {elapsed:.1f} s\n")
+        self.stage = None
+
+
+def _leak_table(result: DuplicatesResult, limit: int = 10) -> str:
+    rows = []
+    for split, leak in result.leakage.items():
+        for i, (sid, rid, dist) in enumerate(zip(leak.ids, leak.nearest_ids, leak.distances)):
+            if i >= limit:
+                rows.append(f"  {'':>8}  ... {leak.count - limit:,} more in {split}")
+                break
+            rows.append(f"  {split:>8}  {sid!s:>10}  {leak.reference}:{rid!s:<10}  {dist:8.4f}")
+    if not rows:
+        return ""
+    header = f"  {'split':>8}  {'id':>10}  {'nearest':<16}  {'distance':>8}"
+    return "\n".join(["closest leaked samples:", header, *rows])
+
+
+def _scan(args: argparse.Namespace) -> int:
+    splits = _named_paths(args.split, "--split")
+    labels_paths = _named_paths(args.labels, "--labels")
+    unknown = set(labels_paths) - set(splits)
+    if unknown:
+        raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
+    data = {n: _load_array(p, f"split {n!r}", ("x", "activations")) for n, p in splits.items()}
+    labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
+    for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
+        if name not in labels and path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as npz:
+                key = next((k for k in ("y", "labels") if k in npz.files), None)
+                if key is not None:
+                    labels[name] = npz[key]
+    progress = _Progress(enabled=not args.quiet)
+    result = find_duplicates(
+        data if len(data) > 1 else next(iter(data.values())),
+        labels=(labels or None) if len(data) > 1 else next(iter(labels.values()), None),
+        threshold=parse_threshold(args.threshold) if args.threshold else None,
+        normalize=None if args.normalize == "none" else args.normalize,
+        reduce=args.reduce,
+        k=args.k,
+        backend=args.backend,
+        reference=None if args.no_reference else args.reference,
+        n_trees=args.trees,
+        search_k=args.search_k,
+        seed=args.seed,
+        progress=progress,
+    )
+    progress.close()
+    if args.json == "-":
+        print(result.to_json())
+    else:
+        if args.json:
+            result.to_json(args.json)
+        print(result.summary())
+        table = _leak_table(result)
+        if table:
+            print(table)
+        if args.json:
+            print(f"JSON report: {args.json}")
+    return _gate(result, args.fail_above)
+
+
+def _gate(result: DuplicatesResult, fail_above: float | None) -> int:
+    if fail_above is None:
+        return 0
+    worst = max((leak.fraction for leak in result.leakage.values()), default=0.0)
+    if worst > fail_above:
+        print(
+            f"neardup: FAIL: leakage {100 * worst:.2f} % exceeds --fail-above "
+            f"{100 * fail_above:.2f} %",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    try:
+        result = DuplicatesResult.from_json(args.result)
+    except (OSError, ValueError, KeyError) as err:
+        raise NeardupInputError(f"cannot read {args.result!r} as a neardup result: {err}") from err
+    print(result.summary())
+    table = _leak_table(result)
+    if table:
+        print(table)
+    return _gate(result, args.fail_above)
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1] (0.01 = 1 %)")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neardup", description="Find near-duplicate samples and train/test leakage."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    scan = sub.add_parser(
+        "scan",
+        help="analyse activations stored as .npy/.npz files, one per split",
+        description="Analyse activations stored as .npy/.npz files, one per split.",
+    )
+    scan.add_argument(
+        "--split",
+        action="append",
+        required=True,
+        metavar="NAME=PATH[:KEY]",
+        help="activations of one split (repeat per split); .npz: its only array, "
+        "'x'/'activations', or KEY",
+    )
+    scan.add_argument(
+        "--labels",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:KEY]",
+        help="labels of one split (a .npz split with a 'y'/'labels' array provides them itself)",
+    )
+    scan.add_argument(
+        "--threshold",
+        metavar="NAME[:VALUE]",
+        help="relative[:0.15] (default), cosine:S, distance:D, percentile:P, slope[:5]",
+    )
+    scan.add_argument("--normalize", choices=["row", "column", "none"], default="row")
+    scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")
+    scan.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
+    scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
+    scan.add_argument("--trees", type=int, default=30, help="annoy trees (default 30)")
+    scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
+    scan.add_argument("--seed", type=int, default=0)
+    scan.add_argument(
+        "--reference", default="train", help="split the others are checked against (default train)"
+    )
+    scan.add_argument("--no-reference", action="store_true", help="skip the leakage analysis")
+    scan.add_argument("--json", metavar="PATH", help="write the full result as JSON ('-': stdout)")
+    scan.add_argument(
+        "--fail-above",
+        type=_fraction,
+        metavar="FRACTION",
+        help="exit with status 1 when any split's leakage fraction exceeds this",
+    )
+    scan.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    scan.set_defaults(run=_scan)
+    show = sub.add_parser("show", help="print the summary of a saved JSON result")
+    show.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
+    show.add_argument("--fail-above", type=_fraction, metavar="FRACTION")
+    show.set_defaults(run=_show)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``neardup`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except NeardupInputError as err:
+        print(f"neardup: error: {err}", file=sys.stderr)
+        return 2
