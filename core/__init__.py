@@ -10,7 +10,7 @@
 """
 
 from ._collector import ActivationCollector
-from ._errors import NeardupInputError
+from ._errors import LeakageError, NeardupInputError
 from ._pipeline import find_duplicates, find_duplicates_by_layer
 from ._reduce import PCA
 from ._result import DuplicateSet, DuplicatesResult, Leakage
@@ -36,6 +36,7 @@ __all__ = [
     "Duplicates",
     "DuplicatesResult",
     "Leakage",
+    "LeakageError",
     "NeardupInputError",
     "Percentile",
     "Relative",

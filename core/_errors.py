@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["NeardupInputError", "closest_names"]
+__all__ = ["LeakageError", "NeardupInputError", "closest_names"]
 
 
 class NeardupInputError(ValueError):
@@ -24,3 +24,7 @@ def closest_names(name: str, candidates: Iterable[str], n: int = 3) -> str:
     shown = ", ".join(repr(c) for c in close)
     more = len(candidates) - len(close)
     return f"closest: {shown}" + (f" (and {more} more)" if more > 0 else "")
+
+
+class LeakageError(RuntimeError):
+    """Raised by an integration's ``fail_above=`` when leakage exceeds the allowed fraction."""

@@ -1,0 +1,140 @@
+"""Pieces shared by the framework integrations: pooling choices, reports, the leakage gate.
+
+Framework-free (numpy only), so every integration can use it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neardup import DuplicatesResult, LeakageError, NeardupInputError
+
+__all__ = [
+    "POOL_CHOICES",
+    "check_fail_above",
+    "check_pool",
+    "enforce_fail_above",
+    "leakage_metrics",
+    "missing_framework",
+    "pool_array",
+    "write_reports",
+]
+
+POOL_CHOICES = ("avg", "max", "flatten")
+
+
+def missing_framework(feature: str, extra: str, err: ImportError) -> ImportError:
+    """An ImportError that names the feature and the install command (raise it ``from err``)."""
+    return ImportError(
+        f"{feature} needs the optional dependencies of neardup[{extra}] ({err}). "
+        f'Install them with: pip install "neardup[{extra}]"'
+    )
+
+
+def check_pool(pool: Any) -> Any:
+    """Validate ``pool=``: ``"avg"``, ``"max"``, ``"flatten"`` or a callable."""
+    if callable(pool) or pool in POOL_CHOICES:
+        return pool
+    raise NeardupInputError(
+        f"pool={pool!r} is not supported; use 'avg' or 'max' (pool the spatial/sequence axes "
+        "of feature maps), 'flatten', or a callable(activation) -> (batch, features) array."
+    )
+
+
+def pool_array(values: np.ndarray, pool: Any, *, channels_last: bool) -> np.ndarray:
+    """Pool a ``(B, ...)`` numpy activation to ``(B, features)``.
+
+    For arrays with more than 2 dims, ``avg``/``max`` reduce every axis except the batch and
+    channel axes (channel axis last for Keras/TF, second for PyTorch).
+    """
+    if callable(pool):
+        return np.asarray(pool(values))
+    if values.ndim <= 2 or pool == "flatten":
+        return values.reshape(len(values), -1)
+    axes = tuple(range(1, values.ndim - 1)) if channels_last else tuple(range(2, values.ndim))
+    return values.mean(axis=axes) if pool == "avg" else values.max(axis=axes)
+
+
+def check_fail_above(fail_above: float | None) -> float | None:
+    """Validate ``fail_above=`` (a fraction in [0, 1] or None)."""
+    if fail_above is None:
+        return None
+    if isinstance(fail_above, bool) or not isinstance(fail_above, (int, float)):
+        raise NeardupInputError(f"fail_above must be a fraction in [0, 1], got {fail_above!r}.")
+    if not 0 <= fail_above <= 1:
+        raise NeardupInputError(
+            f"fail_above={fail_above} is not a fraction in [0, 1] (0.01 means 1 %)."
+        )
+    return float(fail_above)
+
+
+def leakage_metrics(results: Mapping[str, DuplicatesResult], prefix: str = "neardup/") -> dict:
+    """Scalar metrics per layer and eval split, e.g. ``neardup/test/leak_fraction``.
+
+    With several layers the layer name is part of the key: ``neardup/<layer>/test/...``.
+    """
+    metrics: dict[str, float] = {}
+    several = len(results) > 1
+    for layer, result in results.items():
+        base = f"{prefix}{_safe(layer)}/" if several else prefix
+        metrics[f"{base}duplicate_sets"] = float(len(result.clusters))
+        metrics[f"{base}threshold"] = float(result.threshold.value)
+        for split, leak in result.leakage.items():
+            metrics[f"{base}{split}/leak_count"] = float(leak.count)
+            metrics[f"{base}{split}/leak_fraction"] = float(leak.fraction)
+    return metrics
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
+
+
+def write_reports(
+    results: Mapping[str, DuplicatesResult],
+    directory: str | os.PathLike[str],
+    *,
+    samples: Mapping[str, Any] | Callable[[str, Any], Any] | None = None,
+    stem: str = "neardup",
+) -> list[Path]:
+    """Write one JSON report per layer (and an HTML page when the report renderer exists).
+
+    Returns the written paths: ``<directory>/<stem>-<layer>.json`` (and ``.html``).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for layer, result in results.items():
+        base = directory / f"{stem}-{_safe(layer)}"
+        written.append(Path(f"{base}.json"))
+        result.to_json(written[-1])
+        to_html = getattr(result, "to_html", None)
+        if to_html is not None:
+            written.append(Path(f"{base}.html"))
+            to_html(written[-1], samples=samples)
+    return written
+
+
+def enforce_fail_above(results: Mapping[str, DuplicatesResult], fail_above: float | None) -> None:
+    """Raise :class:`neardup.LeakageError` when any split of any layer leaks above the limit."""
+    if fail_above is None:
+        return
+    worst = [
+        (leak.fraction, layer, split)
+        for layer, result in results.items()
+        for split, leak in result.leakage.items()
+    ]
+    if not worst:
+        return
+    fraction, layer, split = max(worst)
+    if fraction > fail_above:
+        raise LeakageError(
+            f"neardup: {100 * fraction:.2f} % of split {split!r} has a near-duplicate in the "
+            f"reference split (layer {layer!r}), above fail_above={fail_above} "
+            f"({100 * fail_above:.2f} %). See the report for the leaked samples."
+        )
