@@ -243,6 +243,8 @@ def _leakage(
             nearest_ids=ref_ids[ref_local].tolist(),
             distances=dist.astype(np.float32),
             total=dataset.sizes[s],
+            positions=local.tolist(),
+            nearest_positions=ref_local.tolist(),
             by_class=by_class,
             label_conflicts=conflicts,
         )

@@ -96,7 +96,8 @@ class Leakage:
     """Samples of one evaluation split with a near-duplicate in the reference split.
 
     ``ids[i]`` leaks through ``nearest_ids[i]`` (its nearest reference sample) at
-    ``distances[i]``, sorted closest first. ``fraction = count / total``. ``by_class`` maps a
+    ``distances[i]``, sorted closest first; ``positions`` / ``nearest_positions`` are the rows
+    of those samples within their splits. ``fraction = count / total``. ``by_class`` maps a
     label to ``{"count", "total", "fraction"}``; ``label_conflicts`` lists leaked pairs whose
     labels differ (a labelling error on one side, or a genuinely ambiguous sample).
     """
@@ -107,6 +108,8 @@ class Leakage:
     nearest_ids: list[Any]
     distances: np.ndarray
     total: int
+    positions: list[int] = field(default_factory=list)
+    nearest_positions: list[int] = field(default_factory=list)
     by_class: dict[Any, dict[str, float]] = field(default_factory=dict)
     label_conflicts: list[dict[str, Any]] = field(default_factory=list)
 
@@ -128,6 +131,8 @@ class Leakage:
             "ids": _plain(self.ids),
             "nearest_ids": _plain(self.nearest_ids),
             "distances": _plain(np.asarray(self.distances, dtype=np.float64)),
+            "positions": [int(p) for p in self.positions],
+            "nearest_positions": [int(p) for p in self.nearest_positions],
             "by_class": [[_plain(k), _plain(v)] for k, v in self.by_class.items()],
             "label_conflicts": _plain(self.label_conflicts),
         }
@@ -141,6 +146,8 @@ class Leakage:
             nearest_ids=list(d["nearest_ids"]),
             distances=np.asarray(d["distances"], dtype=np.float32),
             total=int(d["total"]),
+            positions=list(d.get("positions", [])),
+            nearest_positions=list(d.get("nearest_positions", [])),
             by_class={k: v for k, v in d.get("by_class", [])},
             label_conflicts=list(d.get("label_conflicts", [])),
         )
