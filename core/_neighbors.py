@@ -126,9 +126,15 @@ def _annoy_indices(
     n_trees: int,
     search_k: int,
     seed: int,
+    n_jobs: int,
     progress: ProgressFn | None,
 ) -> np.ndarray:
-    """Approximate neighbours with annoy (euclidean), seeded; the query itself is removed."""
+    """Approximate neighbours with annoy (euclidean), seeded; the query itself is removed.
+
+    With a fixed ``n_jobs`` the index (and so the result) is identical run to run; annoy
+    builds different trees for different thread counts, so ``n_jobs=-1`` (DNIKit's choice)
+    reproduces only on machines with the same number of cores.
+    """
     from annoy import AnnoyIndex
 
     n, d = x.shape
@@ -138,7 +144,7 @@ def _annoy_indices(
         index.add_item(i, x[i].tolist())
     if progress:
         progress("building annoy index", 0, 1)
-    index.build(int(n_trees), n_jobs=1)
+    index.build(int(n_trees), n_jobs=int(n_jobs))
     if progress:
         progress("building annoy index", 1, 1)
     found = np.full((n, k + 1), -1, dtype=np.int64)
@@ -167,6 +173,7 @@ def build_graph(
     n_trees: int = 30,
     search_k: int = -1,
     seed: int = 0,
+    n_jobs: int = 1,
     progress: ProgressFn | None = None,
 ) -> NeighborGraph:
     """Build the kNN graph of ``x`` (``(N, d)`` float32) with the chosen backend."""
@@ -177,7 +184,7 @@ def build_graph(
         if n_trees < 1:
             raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
         indices = _annoy_indices(
-            x, k, n_trees=n_trees, search_k=search_k, seed=seed, progress=progress
+            x, k, n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs, progress=progress
         )
     return _finish(indices, x, backend)
 

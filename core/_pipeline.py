@@ -36,6 +36,7 @@ def find_duplicates(
     seed: int = 0,
     n_trees: int = 30,
     search_k: int = -1,
+    n_jobs: int = 1,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
@@ -62,7 +63,9 @@ def find_duplicates(
         Neighbours per sample (clamped to N-1 with a warning).
     backend:
         ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
-        seeded by ``seed``) or ``"auto"`` (exact for small N*N*d, annoy above).
+        seeded by ``seed``; ``n_jobs`` threads build the index: 1 gives the same result on
+        every machine, -1 uses all cores as DNIKit does) or ``"auto"`` (exact for small
+        N*N*d, annoy above).
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
@@ -93,7 +96,14 @@ def find_duplicates(
     normalize_inplace(x, normalize)
 
     graph = build_graph(
-        x, k, backend=backend, n_trees=n_trees, search_k=search_k, seed=seed, progress=progress
+        x,
+        k,
+        backend=backend,
+        n_trees=n_trees,
+        search_k=search_k,
+        seed=seed,
+        n_jobs=n_jobs,
+        progress=progress,
     )
     resolved = resolve_threshold(strategy, graph, normalize)
     assignment = cluster_rows(graph, resolved.value)
@@ -111,6 +121,7 @@ def find_duplicates(
         "backend": graph.backend,
         "n_trees": n_trees if graph.backend == "annoy" else None,
         "search_k": search_k if graph.backend == "annoy" else None,
+        "n_jobs": n_jobs if graph.backend == "annoy" else None,
         "seed": seed,
         "dim": int(x.shape[1]),
     }

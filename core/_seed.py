@@ -1,7 +1,7 @@
 """DNIKit-compatible facade: ``Duplicates.introspect`` with the seed's defaults.
 
 Code written for ``dnikit.introspectors.Duplicates`` runs with the import line changed:
-column normalisation, annoy with 30 trees seeded with 0, 10 neighbours per query (the item
+column normalisation, annoy with 30 trees seeded with 0 and built on all cores, 10 neighbours per query (the item
 itself included), the ``Slope`` threshold, and ``results[response_name]`` as a list of
 candidates with ``std``, ``mean``, ``projection``, ``indices`` and ``size``.
 """
@@ -102,6 +102,7 @@ class Duplicates:
                 n_trees=30,
                 k=9,  # DNIKit asks annoy for 10 including the item itself
                 seed=0,
+                n_jobs=-1,  # as DNIKit builds its index (same trees on the same machine)
                 layer=name,
             )
             count = len(values)
