@@ -52,7 +52,7 @@ def find_duplicates(
         or str) give per-class leakage and effective class counts; ids (unique per split,
         any hashable) name samples in the result. Default ids: the position in the split.
     threshold:
-        A strategy: ``Relative(0.15)`` by default (no duplicates on data that has none),
+        A strategy: ``Relative(0.2)`` by default (no duplicates on data that has none),
         ``Cosine(s)``, ``Distance(x)``, or DNIKit's ``Slope()`` / ``Percentile(p)``.
     normalize:
         ``"row"`` (cosine geometry, default), ``"column"`` (DNIKit) or ``None``.

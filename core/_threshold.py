@@ -160,12 +160,12 @@ class Relative(ThresholdStrategy):
 
     The reference is the median, over samples, of the distance to their k-th nearest
     neighbour (robust: a sample needs k near copies before its own reference moves). The
-    default ``ratio=0.15`` was chosen by measurement (README, "Choosing the threshold"):
+    default ``ratio=0.2`` was chosen by measurement (README, "Choosing the threshold"):
     i.i.d. Gaussian data, whose closest pairs sit at about 0.7x the reference, gives no
     duplicates, while exact, noisy and rescaled copies in real activations fall far below.
     """
 
-    ratio: float = 0.15
+    ratio: float = 0.2
 
     def __post_init__(self) -> None:
         if not (0 < float(self.ratio) < 1):

@@ -31,7 +31,7 @@ _STRATEGIES = {
 
 
 def parse_threshold(text: str) -> ThresholdStrategy:
-    """Parse ``name[:value]``, e.g. ``relative:0.15``, ``cosine:0.98``, ``slope``."""
+    """Parse ``name[:value]``, e.g. ``relative:0.2``, ``cosine:0.98``, ``slope``."""
     name, _, value = text.partition(":")
     maker = _STRATEGIES.get(name.strip().lower())
     if maker is None:
@@ -234,7 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument(
         "--threshold",
         metavar="NAME[:VALUE]",
-        help="relative[:0.15] (default), cosine:S, distance:D, percentile:P, slope[:5]",
+        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]",
     )
     scan.add_argument("--normalize", choices=["row", "column", "none"], default="row")
     scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")

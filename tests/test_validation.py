@@ -55,7 +55,9 @@ def test_mismatched_dimensions(xy):
 
 
 def test_unknown_reference_lists_splits(xy):
-    with pytest.raises(NeardupInputError, match="unknown reference split 'trian'.*closest: 'train'"):
+    with pytest.raises(
+        NeardupInputError, match="unknown reference split 'trian'.*closest: 'train'"
+    ):
         find_duplicates({"train": xy[0], "test": xy[1]}, reference="trian")
 
 
