@@ -256,6 +256,24 @@ class DuplicatesResult:
                 fh.write(text)
         return text
 
+    def to_html(
+        self,
+        path: str | os.PathLike[str] | None,
+        *,
+        samples: Any = None,
+        **options: Any,
+    ) -> str:
+        """Write a self-contained HTML report to ``path`` (``None``: only return the text).
+
+        ``samples``: ``split -> sequence`` indexed by position within the split (images or
+        strings) or a callable ``(split, id) -> image or text``, for thumbnails. ``options``:
+        ``max_sets``, ``max_pairs``, ``max_members``, ``thumbnail_size``, ``thumbnail_budget``,
+        ``title`` (see :func:`neardup._html.render_html`).
+        """
+        from ._html import render_html
+
+        return render_html(self, path, samples=samples, **options)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DuplicatesResult:
         t = d["threshold"]

@@ -35,7 +35,9 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def encode_png(image: np.ndarray) -> bytes:
     """Encode a uint8 ``(H, W)`` or ``(H, W, C)`` array (C in 1, 3, 4) as PNG bytes."""
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"encode_png needs a uint8 HW or HWC array, got {image.dtype} {image.shape}")
+        raise ValueError(
+            f"encode_png needs a uint8 HW or HWC array, got {image.dtype} {image.shape}"
+        )
     if image.ndim == 2:
         image = image[:, :, None]
     height, width, channels = image.shape
@@ -114,11 +116,11 @@ def to_image_array(value: Any, *, max_side: int = 64) -> np.ndarray | None:
             array = array[:, :, 0]
     if array.ndim not in (2, 3) or min(array.shape[:2]) < 1:
         return None
-    return _to_uint8(_shrink(array, max_side))
+    return _shrink(_to_uint8(array), max_side)
 
 
 def _shrink(array: np.ndarray, max_side: int) -> np.ndarray:
-    """Block-average by an integer factor so that the longer side is at most ``max_side``."""
+    """Block-average a uint8 image by an integer factor: longer side at most ``max_side``."""
     factor = math.ceil(max(array.shape[:2]) / max_side)
     if factor <= 1:
         return array
@@ -127,7 +129,7 @@ def _shrink(array: np.ndarray, max_side: int) -> np.ndarray:
         return array[::factor, ::factor]
     cropped = array[:height, :width].astype(np.float64)
     shape = (height // factor, factor, width // factor, factor, *array.shape[2:])
-    return cropped.reshape(shape).mean(axis=(1, 3)).astype(array.dtype, copy=False)
+    return np.rint(cropped.reshape(shape).mean(axis=(1, 3))).astype(np.uint8)
 
 
 def _text_html(text: str) -> str:
@@ -186,10 +188,12 @@ class SampleSource:
             return ""
         if isinstance(value, bytes):
             value = value.decode("utf-8", errors="replace")
-        if isinstance(value, np.str_):
-            value = str(value)
-        if isinstance(value, (tuple, list)) and value and not isinstance(value[0], (int, float)):
-            value = value[0]  # a dataset item (input, target): show the input
+        if isinstance(value, tuple) and value:
+            value = value[0]  # a dataset item (input, target, ...): show the input
+        elif isinstance(value, Mapping):  # a dataset row: its first non-scalar column
+            value = next((v for v in value.values() if not isinstance(v, (bool, int, float))), None)
+            if value is None:
+                return ""
         if isinstance(value, str):
             return _text_html(value)
         image = to_image_array(value, max_side=self.max_side)
@@ -207,7 +211,7 @@ class SampleSource:
 
 def _check_samples(samples: Any, split_sizes: Mapping[str, int]) -> Any:
     """Validate the ``samples`` argument against the result's splits and sizes."""
-    if samples is None or callable(samples) and not isinstance(samples, Mapping):
+    if samples is None or (callable(samples) and not isinstance(samples, Mapping)):
         return samples
     if not isinstance(samples, Mapping):
         raise NeardupInputError(

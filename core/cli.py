@@ -1,5 +1,5 @@
-"""Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz files) and
-``neardup show`` (print a saved JSON result).
+"""Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz files),
+``neardup show`` (print a saved JSON result) and ``neardup report`` (render it as HTML).
 
 Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input.
 """
@@ -199,6 +199,30 @@ def _show(args: argparse.Namespace) -> int:
     return _gate(result, args.fail_above)
 
 
+def _report(args: argparse.Namespace) -> int:
+    try:
+        result = DuplicatesResult.from_json(args.result)
+    except (OSError, ValueError, KeyError) as err:
+        raise NeardupInputError(f"cannot read {args.result!r} as a neardup result: {err}") from err
+    samples = {}
+    for name, path in _named_paths(args.samples, "--samples").items():
+        if path.endswith(".txt"):
+            if not Path(path).exists():
+                raise NeardupInputError(f"samples {name!r}: file {path!r} does not exist.")
+            samples[name] = Path(path).read_text(encoding="utf-8").splitlines()
+        else:
+            samples[name] = _load_array(path, f"samples {name!r}", ("x", "images", "text"))
+    result.to_html(
+        args.html,
+        samples=samples or None,
+        max_sets=args.max_sets,
+        max_pairs=args.max_pairs,
+        title=args.title,
+    )
+    print(f"HTML report: {args.html}")
+    return 0
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -260,6 +284,27 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     show.add_argument("--fail-above", type=_fraction, metavar="FRACTION")
     show.set_defaults(run=_show)
+    report = sub.add_parser(
+        "report",
+        help="render a saved JSON result as a self-contained HTML page",
+        description="Render a saved JSON result as one self-contained HTML page.",
+    )
+    report.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
+    report.add_argument("--html", required=True, metavar="PATH", help="the page to write")
+    report.add_argument(
+        "--samples",
+        action="append",
+        default=[],
+        metavar="NAME=PATH[:KEY]",
+        help="thumbnails of one split, in the analysed order: images in .npy/.npz, or a .txt "
+        "file with one text per line (repeat per split)",
+    )
+    report.add_argument("--max-sets", type=int, default=200, help="sets shown (default 200)")
+    report.add_argument(
+        "--max-pairs", type=int, default=200, help="leaked pairs shown per split (default 200)"
+    )
+    report.add_argument("--title", help="page title")
+    report.set_defaults(run=_report)
     return parser
 
 
