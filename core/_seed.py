@@ -1,9 +1,9 @@
 """DNIKit-compatible facade: ``Duplicates.introspect`` with the seed's defaults.
 
 Code written for ``dnikit.introspectors.Duplicates`` runs with the import line changed:
-column normalisation, annoy with 30 trees seeded with 0 and built on all cores, 10 neighbours per query (the item
-itself included), the ``Slope`` threshold, and ``results[response_name]`` as a list of
-candidates with ``std``, ``mean``, ``projection``, ``indices`` and ``size``.
+column normalisation, annoy with 30 trees (seed 0, built on all cores), 10 neighbours per
+query (the item itself included), the ``Slope`` threshold, and ``results[response_name]``
+as a list of candidates with ``std``, ``mean``, ``projection``, ``indices`` and ``size``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neardup
-from neardup import Cosine, Distance, Percentile, Relative, Slope, find_duplicates
+from neardup import Cosine, Distance, Percentile, Slope, find_duplicates
 
 
 def test_default_finds_nothing_in_gaussian_noise_where_slope_reports_hundreds():
@@ -181,7 +181,7 @@ def test_by_layer_runs_every_layer():
     seed=st.integers(0, 10_000),
 )
 def test_properties_against_brute_force(n_train, n_test, copies, seed):
-    """Leak flags equal brute force; sets partition the close pairs; every pair is inside one set."""
+    """Leak flags equal brute force; sets are disjoint; each leaked pair shares a set."""
     rng = np.random.default_rng(seed)
     train = rng.normal(size=(n_train, 5))
     test = rng.normal(size=(n_test, 5))

@@ -69,7 +69,7 @@ def test_missing_default_reference_says_how_to_skip(xy):
 
 
 def test_duplicate_ids(xy):
-    ids = {"train": list(range(59)) + [0], "test": None}
+    ids = {"train": [*range(59), 0], "test": None}
     with pytest.raises(NeardupInputError, match=r"ids for split 'train' are not unique: \[0\]"):
         find_duplicates({"train": xy[0], "test": xy[1]}, ids=ids)
 
