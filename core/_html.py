@@ -59,8 +59,8 @@ figure.member{margin:0;display:inline-flex;flex-direction:column;align-items:cen
 figcaption{font-size:12px;text-align:center;word-break:break-all}
 img.thumb{height:64px;width:auto;image-rendering:pixelated;background:#000}
 .text{font:12px/1.35 ui-monospace,Menlo,Consolas,monospace;white-space:pre-wrap;
- background:var(--soft);padding:4px 6px;border-radius:4px;max-width:240px;max-height:9em;
- overflow:hidden;text-align:left}
+ overflow-wrap:anywhere;background:var(--soft);padding:4px 6px;border-radius:4px;width:220px;
+ max-width:100%;max-height:9em;overflow:hidden;text-align:left}
 .nothumb{font-size:11px;color:var(--muted)}
 .members{display:flex;flex-wrap:wrap;gap:6px;align-items:flex-start}
 details.rest{margin-top:6px}details.rest summary{cursor:pointer;color:var(--muted)}
@@ -70,6 +70,8 @@ section.set{border:1px solid var(--line);border-radius:8px;padding:8px 10px;
 section.set.spans{border-left:4px solid #6f42c1}
 .set h3{margin:0 0 6px;font-size:14px;font-weight:600}
 .pairs{display:grid;grid-template-columns:repeat(auto-fill,minmax(370px,1fr));gap:8px}
+.pairs.texts{grid-template-columns:repeat(auto-fill,minmax(560px,1fr))}
+.pair>figure.member{flex:1 1 0;min-width:0;max-width:none}
 .pair{display:flex;align-items:center;gap:10px;padding:6px;border:1px solid var(--line);
  border-radius:8px}
 .pair.conflict{background:#fdecea}
@@ -78,6 +80,7 @@ section.set.spans{border-left:4px solid #6f42c1}
  display:inline-block}
 #only-spanning:checked ~ #sets > section.set:not(.spans){display:none}
 .footer{margin-top:32px}
+.classcharts{display:flex;flex-wrap:wrap;gap:8px 40px}
 """
 
 
@@ -303,7 +306,8 @@ class _Page:
                 f"{self._member(leak.reference, rpos, rid, rlab)}</div>"
             )
         more = _more(leak.count - shown, f"leaked {_e(split)} samples", "max_pairs")
-        return head + by_class + f'<div class="pairs">{"".join(rows)}</div>' + more
+        kind = "pairs texts" if any('class="text"' in row for row in rows) else "pairs"
+        return head + by_class + f'<div class="{kind}">{"".join(rows)}</div>' + more
 
     # -- 4. duplicate sets ------------------------------------------------------------------
     def _sets_section(self) -> str:
@@ -397,7 +401,7 @@ class _Page:
                 for split in r.class_counts
             ]
             return head + "<p>Without labels: one bar pair per split.</p>" + _bars_svg(groups)
-        parts = [head]
+        parts, charts = [head], []
         for split, counts in r.class_counts.items():
             after = r.effective_class_counts.get(split, {})
             before_total, after_total = sum(counts.values()), sum(after.values())
@@ -412,11 +416,12 @@ class _Page:
                 groups = groups[:_MAX_CHART_LABELS]
             groups.sort(key=lambda g: _sort_key(g[0]))
             loss = 100 * (before_total - after_total) / before_total if before_total else 0.0
-            parts.append(
-                f"<h3>{self._split_badge(split)} {before_total:,} → {after_total:,} samples "
-                f"(−{loss:.2f} %)</h3>{_bars_svg(groups)}{note}"
+            change = f"−{loss:.2f} %" if after_total != before_total else "no change"
+            charts.append(
+                f'<div class="classchart"><h3>{self._split_badge(split)} {before_total:,} → '
+                f"{after_total:,} samples ({change})</h3>{_bars_svg(groups)}{note}</div>"
             )
-        return "".join(parts)
+        return "".join(parts) + f'<div class="classcharts">{"".join(charts)}</div>'
 
     def _footer(self) -> str:
         from . import __version__
