@@ -1,0 +1,368 @@
+"""DuplicatesCallback on real Keras 3 / TensorFlow (CPU) models trained on scikit-learn digits.
+
+30 test images are replaced by noisy copies (sigma 0.03) of training images: the callback
+must find them as train/test leakage from an intermediate layer. TensorFlow start-up and
+training are shared through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+keras = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from neardup import DuplicatesResult, LeakageError, NeardupInputError  # noqa: E402
+from neardup.integrations.keras import DuplicatesCallback  # noqa: E402
+
+N_PLANTED = 30
+
+
+@pytest.fixture(scope="module")
+def split(digits):
+    """Train/test split of digits (N, 8, 8, 1) with 30 planted cross-split near-duplicates."""
+    images, targets = digits
+    x = images[..., None]
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(x))
+    train, test = perm[:1300], perm[1300:]
+    x_train, y_train = x[train], targets[train]
+    x_test, y_test = x[test].copy(), targets[test].copy()
+    planted = np.sort(rng.choice(len(x_test), N_PLANTED, replace=False))
+    sources = rng.choice(len(x_train), N_PLANTED, replace=False)
+    noise = rng.normal(0, 0.03, x_train[sources].shape).astype(np.float32)
+    x_test[planted] = np.clip(x_train[sources] + noise, 0, 1)
+    y_test[planted] = y_train[sources]
+    return x_train, y_train, x_test, y_test, set(planted.tolist())
+
+
+def _conv_layers(prefix: str = "") -> list:
+    return [
+        keras.layers.Conv2D(16, 3, padding="same", activation="relu", name=f"{prefix}conv1"),
+        keras.layers.Conv2D(32, 3, padding="same", activation="relu", name=f"{prefix}conv2"),
+        keras.layers.Flatten(name=f"{prefix}flat"),
+        keras.layers.Dense(32, activation="relu", name=f"{prefix}embedding"),
+    ]
+
+
+def _compile(model):
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.fixture(scope="module")
+def sequential(split):
+    """A small CNN (Sequential built with an Input), trained 2 epochs."""
+    x_train, y_train = split[:2]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            *_conv_layers(),
+            keras.layers.Dense(10, activation="softmax", name="head"),
+        ]
+    )
+    _compile(model).fit(x_train, y_train, epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def functional(split):
+    """A functional model whose conv layers live in a nested Sequential ``encoder``."""
+    x_train, y_train = split[:2]
+    keras.utils.set_random_seed(1)
+    encoder = keras.Sequential([keras.Input((8, 8, 1)), *_conv_layers()], name="encoder")
+    inputs = keras.Input((8, 8, 1), name="image")
+    hidden = keras.layers.Dropout(0.1, name="dropout")(encoder(inputs))
+    outputs = keras.layers.Dense(10, activation="softmax", name="head")(hidden)
+    model = _compile(keras.Model(inputs, outputs, name="digits_net"))
+    model.fit(x_train, y_train, epochs=2, batch_size=64, verbose=0)
+    return model
+
+
+def _data(split, test=None):
+    x_train, y_train, x_test, y_test, _ = split
+    return {"train": (x_train, y_train), "test": (x_test, y_test) if test is None else test}
+
+
+def _leaked(result: DuplicatesResult) -> set[int]:
+    return set(result.leakage["test"].positions)
+
+
+def _assert_finds_planted(result: DuplicatesResult, planted: set[int]) -> None:
+    leaked = _leaked(result)
+    assert planted <= leaked, f"missed planted copies {sorted(planted - leaked)}"
+    assert len(leaked - planted) <= 3, f"false alarms {sorted(leaked - planted)}"
+
+
+# ---- finds the planted leaks ----
+
+
+def test_sequential_numpy_finds_planted_leaks_from_intermediate_layer(sequential, split, capsys):
+    cb = DuplicatesCallback(["conv2", "embedding"], _data(split), pool="flatten")
+    results = cb.run(sequential)
+    assert list(results) == ["conv2", "embedding"]
+    conv2 = results["conv2"]
+    assert conv2.split_sizes == {"train": 1300, "test": 497}
+    assert conv2.settings["dim"] == 8 * 8 * 32  # flattened (8, 8, 32) feature maps
+    _assert_finds_planted(conv2, split[4])
+    assert set(conv2.class_counts["test"]) == set(range(10))  # labels from y
+    assert "leakage test -> train" in capsys.readouterr().out
+    assert cb.metrics["neardup/conv2/test/leak_count"] == len(_leaked(conv2))
+
+
+def test_avg_pool_gives_one_feature_per_channel(sequential, split):
+    cb = DuplicatesCallback("conv1", _data(split), pool="avg", verbose=0)
+    assert cb.run(sequential)["conv1"].settings["dim"] == 16
+
+
+def test_unlabelled_arrays_give_results_without_labels(sequential, split):
+    x_train, _, x_test, _, planted = split
+    cb = DuplicatesCallback("conv2", {"train": x_train, "test": x_test}, pool="flatten", verbose=0)
+    result = cb.run(sequential)["conv2"]
+    _assert_finds_planted(result, planted)
+    assert list(result.class_counts["test"]) == [None]
+
+
+def test_tf_data_batched_and_unbatched_match_numpy(functional, split):
+    _x_train, _y_train, x_test, y_test, planted = split
+    one_hot = keras.utils.to_categorical(y_test, 10)  # one-hot targets -> argmax labels
+    base = tf.data.Dataset.from_tensor_slices((x_test, one_hot))
+    found = {}
+    for name, test in {
+        "numpy": (x_test, y_test),
+        "batched": base.batch(64),
+        "unbatched": base,
+    }.items():
+        cb = DuplicatesCallback("encoder/conv2", _data(split, test), pool="flatten", verbose=0)
+        result = cb.run(functional)["encoder/conv2"]
+        assert result.split_sizes["test"] == len(x_test)
+        assert result.class_counts["test"] == {
+            int(c): int(n) for c, n in zip(*np.unique(y_test, return_counts=True))
+        }
+        found[name] = _leaked(result)
+    _assert_finds_planted(cb.results["encoder/conv2"], planted)
+    assert found["numpy"] == found["batched"] == found["unbatched"]
+
+
+def test_nested_layer_by_bare_name_reads_the_submodel_activations(functional, split):
+    x_test = split[2][:40]
+    cb = DuplicatesCallback("conv2", {"test": x_test}, pool="flatten", verbose=0)
+    features = cb._features(functional, x_test)["conv2"]
+    encoder = functional.get_layer("encoder")
+    direct = keras.Model(encoder.inputs[0], encoder.get_layer("conv2").output)(x_test)
+    np.testing.assert_allclose(features, keras.ops.convert_to_numpy(direct), rtol=1e-5)
+    assert cb.run(functional)["conv2"].split_sizes == {"test": 40}
+
+
+def test_pydataset_input(sequential, split):
+    _x_train, _y_train, x_test, y_test, planted = split
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return -(-len(x_test) // 100)
+
+        def __getitem__(self, i):
+            return x_test[i * 100 : (i + 1) * 100], y_test[i * 100 : (i + 1) * 100]
+
+    cb = DuplicatesCallback("conv2", _data(split, Batches()), pool="flatten", verbose=0)
+    _assert_finds_planted(cb.run(sequential)["conv2"], planted)
+
+
+def test_feature_fn_analyses_a_subclassed_model(split):
+    x_train, y_train, _x_test, _y_test, planted = split
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.conv = keras.layers.Conv2D(16, 3, padding="same", activation="relu")
+            self.flat = keras.layers.Flatten()
+            self.head = keras.layers.Dense(10)
+
+        def call(self, x):
+            return self.head(self.flat(self.conv(x)))
+
+    keras.utils.set_random_seed(0)
+    net = _compile(Net())
+    net.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0)
+    cb = DuplicatesCallback(
+        data=_data(split),
+        feature_fn=lambda model, x: {"conv": model.conv(x)},
+        pool="flatten",
+        verbose=0,
+    )
+    _assert_finds_planted(cb.run(net)["conv"], planted)
+
+
+# ---- Keras hooks ----
+
+
+def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
+    x_train, y_train = split[:2]
+    cb = DuplicatesCallback(
+        "conv2", _data(split), pool="flatten", every_n_epochs=2, report_dir=tmp_path, verbose=0
+    )
+    history = sequential.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[cb])
+    # analysed at epoch 2 only (History records keys when present)...
+    assert history.history["neardup/test/leak_fraction"] == [
+        pytest.approx(cb.metrics["neardup/test/leak_fraction"], abs=0.02)
+    ]
+    assert len(history.history["loss"]) == 3
+    assert history.history["neardup/test/leak_count"][0] >= N_PLANTED
+    # ...and again at train end, since epoch 3 changed the weights
+    names = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert names == ["neardup-conv2.json", "neardup-epoch002-conv2.json"]
+    assert sorted(map(str, cb.report_paths)) == sorted(
+        str(tmp_path / f"neardup-conv2.{ext}") for ext in ("html", "json")
+    )
+    loaded = DuplicatesResult.from_json(tmp_path / "neardup-conv2.json")
+    assert loaded.leakage["test"].count == cb.results["conv2"].leakage["test"].count
+
+
+def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split):
+    x_train, y_train = split[:2]
+    cb = DuplicatesCallback(
+        ["conv1", "conv2"], _data(split), pool="flatten", every_n_epochs=1, verbose=0
+    )
+    runs = []
+    original = cb.run
+    cb.run = lambda *a, **kw: runs.append(kw.get("stem")) or original(*a, **kw)
+    history = sequential.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0, callbacks=[cb])
+    assert len(history.history["neardup/conv2/test/leak_count"]) == 2
+    assert len(history.history["neardup/conv1/duplicate_sets"]) == 2
+    assert runs == ["neardup-epoch001", "neardup-epoch002"]  # train end reuses epoch 2
+
+
+def test_validation_does_not_trigger_but_evaluate_does(sequential, split):
+    x_train, y_train, x_test, y_test, planted = split
+    cb = DuplicatesCallback("conv2", _data(split), pool="flatten", at_train_end=False, verbose=0)
+    sequential.fit(
+        x_train[:256],
+        y_train[:256],
+        validation_data=(x_test, y_test),
+        epochs=1,
+        verbose=0,
+        callbacks=[cb],
+    )
+    assert cb.results == {}  # fit's validation is not evaluate
+    sequential.evaluate(x_test, y_test, verbose=0, callbacks=[cb])
+    _assert_finds_planted(cb.results["conv2"], planted)
+
+
+def test_overrides_no_batch_hooks_so_async_dispatch_stays_on(split):
+    # Keras turns async dispatch off for callbacks that override a batch-end hook
+    # (CallbackList._configure_async_dispatch); begin hooks would add work to every step too.
+    from keras.src.utils.python_utils import is_default
+
+    cb = DuplicatesCallback("conv2", _data(split))
+    hooks = [
+        f"on_{kind}_batch_{when}"
+        for kind in ("train", "test", "predict")
+        for when in ("begin", "end")
+    ]
+    assert all(is_default(getattr(cb, hook)) for hook in [*hooks, "on_batch_end"])
+
+
+def test_fail_above_raises_leakage_error(sequential, split):
+    cb = DuplicatesCallback("conv2", _data(split), pool="flatten", fail_above=0.01, verbose=0)
+    with pytest.raises(LeakageError, match=r"split 'test'.*fail_above=0.01"):
+        cb.run(sequential)
+    assert cb.results["conv2"].leakage["test"].count >= N_PLANTED  # results kept
+
+
+def test_infinite_dataset_needs_steps(sequential, split):
+    x_test, y_test = split[2:4]
+    forever = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(50).repeat()
+    with pytest.raises(NeardupInputError, match=r"infinite tf.data.Dataset.*steps=\{'test': n\}"):
+        DuplicatesCallback("conv2", _data(split, forever))
+    cb = DuplicatesCallback("conv2", _data(split, forever), steps={"test": 3}, verbose=0)
+    assert cb.run(sequential)["conv2"].split_sizes["test"] == 150
+
+
+# ---- bad input ----
+
+
+def test_subclassed_model_without_feature_fn_explains_both_ways_out(split):
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(4)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (-1, 64)))
+
+    net = Net()
+    net(split[2][:2])
+    cb = DuplicatesCallback("dense", _data(split))
+    with pytest.raises(NeardupInputError, match=r"subclassed.*functional model.*feature_fn="):
+        cb.run(net)
+
+
+def test_unknown_layer_lists_the_closest_names(sequential, functional, split):
+    with pytest.raises(NeardupInputError, match=r"no layer 'conv3'.*closest: 'conv2', 'conv1'"):
+        DuplicatesCallback("conv3", _data(split)).run(sequential)
+    with pytest.raises(NeardupInputError, match=r"no layer 'encoder/conv'.*'encoder/conv"):
+        DuplicatesCallback("encoder/conv", _data(split)).run(functional)
+
+
+def test_unknown_layer_fails_before_training(sequential, split):
+    x_train, y_train = split[:2]
+    weights = [w.copy() for w in sequential.get_weights()]
+    cb = DuplicatesCallback("embeding", _data(split), verbose=0)
+    with pytest.raises(NeardupInputError, match="closest: 'embedding'"):
+        sequential.fit(x_train, y_train, epochs=1, verbose=0, callbacks=[cb])
+    assert all(np.array_equal(a, b) for a, b in zip(weights, sequential.get_weights()))
+
+
+def test_mismatched_input_shapes(sequential, split):
+    x_train, _y_train, x_test, _y_test, _ = split
+    flat = {"train": x_train, "test": x_test.reshape(len(x_test), 64)}
+    with pytest.raises(
+        NeardupInputError, match=r"data\['test'\].*\(64,\).*x.reshape\(len\(x\), 8, 8, 1\)"
+    ):
+        DuplicatesCallback("conv2", flat).run(sequential)
+
+    class Flat(keras.utils.PyDataset):  # shape known only at the first batch
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            return x_test[:10].reshape(10, 64)
+
+    with pytest.raises(NeardupInputError, match=r"shape \(64,\)"):
+        DuplicatesCallback("conv2", _data(split, Flat()), verbose=0).run(sequential)
+
+
+def test_unbuilt_sequential_says_how_to_build_it(split):
+    model = keras.Sequential([keras.layers.Dense(4, name="dense")])
+    with pytest.raises(NeardupInputError, match=r"never built.*keras.Input"):
+        DuplicatesCallback("dense", _data(split)).run(model)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"layers": None}, "layers must be a layer name"),
+        ({"layers": ["a", "a"]}, "lists a name twice"),
+        ({"feature_fn": lambda m, x: x}, "not both"),
+        ({"data": {}}, "non-empty dict split -> data"),
+        ({"data": {"train": "x.npy"}}, "str, which is not supported"),
+        ({"data": {"train": (np.zeros((3, 8, 8, 1)), np.zeros(4))}}, "y has 4"),
+        ({"reference": "trian"}, "reference split 'trian'.*closest: 'train'"),
+        ({"pool": "mean"}, "pool='mean' is not supported"),
+        ({"every_n_epochs": 0}, "every_n_epochs must be an int >= 1"),
+        ({"steps": {"val": 2}}, "steps names split"),
+        ({"fail_above": 2}, "not a fraction"),
+        ({"backend": "faiss"}, "backend='faiss'"),
+        ({"normalize": "l2"}, "normalize"),
+        ({"verbose": 3}, "verbose must be 0, 1 or 2"),
+    ],
+)
+def test_options_are_validated_in_init(split, kwargs, message):
+    options = {"layers": "conv2", "data": _data(split), **kwargs}
+    with pytest.raises(NeardupInputError, match=message):
+        DuplicatesCallback(**options)
