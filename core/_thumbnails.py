@@ -92,8 +92,8 @@ def to_image_array(value: Any, *, max_side: int = 64) -> np.ndarray | None:
 
     Layout: 2-D is HW; 3-D is HWC when the last axis has 1, 3 or 4 entries, else CHW when the
     first does; a leading axis of 1 (a batch of one) is dropped; a 1-D vector of a square
-    length (a flattened grayscale image, e.g. 784 = 28x28) is shown as a square. Images larger
-    than ``max_side`` are reduced by block averaging, which keeps the page small.
+    length of 64 or more (a flattened grayscale image, e.g. 784 = 28x28) is shown as a square.
+    Images larger than ``max_side`` are reduced by block averaging (keeps the page small).
     """
     array = np.asarray(_as_numpy(value))
     if array.dtype == object or not (
@@ -104,7 +104,7 @@ def to_image_array(value: Any, *, max_side: int = 64) -> np.ndarray | None:
         array = array[0]
     if array.ndim == 1:
         side = math.isqrt(array.size)
-        if side < 2 or side * side != array.size:
+        if side < 8 or side * side != array.size:
             return None
         array = array.reshape(side, side)
     elif array.ndim == 3:
@@ -179,21 +179,25 @@ class SampleSource:
         if self.samples is None:
             return None
         if callable(self.samples):
-            return self.samples(split, sample_id)
+            try:
+                return self.samples(split, sample_id)
+            except Exception as err:
+                raise NeardupInputError(
+                    f"samples({split!r}, {sample_id!r}) raised {type(err).__name__}: {err}; "
+                    "the callable gets a split name and a sample id of the result."
+                ) from err
         seq = self.samples.get(split)
         return None if seq is None else seq[position]
 
     def _render(self, value: Any) -> str:
-        if value is None:
-            return ""
-        if isinstance(value, bytes):
-            value = value.decode("utf-8", errors="replace")
         if isinstance(value, tuple) and value:
             value = value[0]  # a dataset item (input, target, ...): show the input
         elif isinstance(value, Mapping):  # a dataset row: its first non-scalar column
             value = next((v for v in value.values() if not isinstance(v, (bool, int, float))), None)
-            if value is None:
-                return ""
+        if value is None:
+            return ""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", errors="replace")
         if isinstance(value, str):
             return _text_html(value)
         image = to_image_array(value, max_side=self.max_side)

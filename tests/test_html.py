@@ -40,6 +40,13 @@ window.addEventListener("load", function () {
   body.setAttribute("data-widths", Array.from(new Set(images.map(function (i) {
     return i.naturalWidth; }))).sort().join(","));
   body.setAttribute("data-scripts", document.scripts.length);
+  var box = document.getElementById("only-spanning");
+  if (box) {  // the CSS-only filter: tick it and count the sets still displayed
+    box.checked = true;
+    body.setAttribute("data-filtered", [].filter.call(document.querySelectorAll("section.set"),
+      function (s) { return getComputedStyle(s).display !== "none"; }).length);
+    box.checked = false;
+  }
   body.setAttribute("data-errors", window.__errors.join("|"));
   body.setAttribute("data-loaded", "1");
 });
@@ -251,7 +258,8 @@ def test_text_report_escapes_everything(text_case, tmp_path):
     assert dom.body["data-scripts"] == "1", "a sample injected a <script> element"
     assert dom.body["data-images"] == "0", "the layer name injected an <img> element"
     assert any(hostile in shown for shown in dom.texts), "the <script> sample is not shown as text"
-    assert dom.sets == len(result.clusters) > 0
+    assert dom.sets == len(result.clusters) > dom.spanning > 0
+    assert dom.body["data-filtered"] == str(dom.spanning), "the span-splits filter is broken"
     assert dom.pairs == result.leakage["test <b>"].count
 
 
@@ -366,7 +374,7 @@ def _decode(png: bytes) -> np.ndarray:
         (np.array([[-1.0, 1.0]]), np.array([[0, 255]])),  # [-1, 1]
         (np.array([[0, 1000]], np.int32), np.array([[0, 255]])),  # any range: min-max
         (np.eye(2, dtype=bool), np.eye(2) * 255),
-        (np.arange(16, dtype=np.uint8), np.arange(16).reshape(4, 4)),  # flat square
+        (np.arange(64, dtype=np.uint8), np.arange(64).reshape(8, 8)),  # flat square
         (np.ones((1, 1, 2, 2), np.uint8), np.ones((2, 2))),  # batch of one, CHW
     ],
 )
@@ -408,6 +416,8 @@ def test_bad_options_and_samples_raise_clear_errors(digits_result, digits_split)
         digits_result.to_html(None, samples={"test": images["test"][:10]})
     with pytest.raises(NeardupInputError, match="mapping split -> sequence or a callable"):
         digits_result.to_html(None, samples=images["test"])
+    with pytest.raises(NeardupInputError, match=r"samples\('test', \d+\) raised KeyError"):
+        digits_result.to_html(None, samples=lambda split, sample_id: {}[sample_id])
     with pytest.raises(TypeError, match="max_set"):
         digits_result.to_html(None, max_set=3)
 
