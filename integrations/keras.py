@@ -85,7 +85,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
     threshold, normalize, reduce, k, backend, seed:
         Options of :func:`neardup.find_duplicates`.
     verbose:
-        0 silent, 1 prints a summary per layer and a progress bar on long extraction.
+        0 silent; 1 prints a summary per layer after training/evaluate/run and a progress
+        bar on long extraction; 2 also prints the summaries of every-N-epochs analyses.
 
     Attributes
     ----------
@@ -154,14 +155,19 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-            self.run(self.model, stem=f"neardup-epoch{epoch + 1:03d}")
+            self._analyze(self.model)
             self._fresh = True
             if logs is not None:
-                logs.update(self.metrics)
+                logs.update(self.metrics)  # History/TensorBoard after us record them
+            self._finish(f"neardup-epoch{epoch + 1:03d}", verbose=self.verbose >= 2)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
-        if self.at_train_end and not self._fresh:
+        if not self.at_train_end:
+            return
+        if self._fresh:  # the last epoch's analysis describes the final weights
+            self._finish("neardup", verbose=self.verbose >= 1)
+        else:
             self.run(self.model)
 
     def on_test_begin(self, logs: dict | None = None) -> None:
@@ -184,15 +190,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
             raise NeardupInputError(
                 "run() needs a model: pass cb.run(model), or use the callback in fit/evaluate."
             )
-        collector = self._collect(model)
-        options = dict(self.options, reference=self.reference)
-        if options["reduce"] is not None:
-            options["reduce"] = as_reducer(options["reduce"].n_components)  # a fresh PCA
-        self.results = collector.analyze(**options)
-        del collector
-        self.metrics = leakage_metrics(self.results)
-        self._report(stem)
-        enforce_fail_above(self.results, self.fail_above)
+        self._analyze(model)
+        self._finish(stem, verbose=self.verbose >= 1)
         return self.results
 
     # ---- private steps ----
@@ -257,18 +256,29 @@ class DuplicatesCallback(keras.callbacks.Callback):
         print(f"neardup: extracting activations of split {source.name!r}")
         return keras.utils.Progbar(total, verbose=self.verbose, unit_name="batch")
 
-    def _report(self, stem: str) -> None:
+    def _analyze(self, model: Any) -> None:
+        """Extract every split and analyse it: sets ``results`` and ``metrics``."""
+        collector = self._collect(model)
+        options = dict(self.options, reference=self.reference)
+        if options["reduce"] is not None:
+            options["reduce"] = as_reducer(options["reduce"].n_components)  # a fresh PCA
+        self.results = collector.analyze(**options)
+        self.metrics = leakage_metrics(self.results)
+
+    def _finish(self, stem: str, *, verbose: bool) -> None:
+        """Write the reports, print the summaries, then apply ``fail_above``."""
         self.report_paths = []
         if self.report_dir is not None:
             samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
             self.report_paths = write_reports(
                 self.results, self.report_dir, samples=samples or None, stem=stem
             )
-        if self.verbose:
+        if verbose:
             for result in self.results.values():
                 print(result.summary())
             if self.report_paths:
-                print(f"neardup: reports written to {self.report_dir}")
+                print(f"neardup: reports written to {self.report_dir}/{stem}-*")
+        enforce_fail_above(self.results, self.fail_above)
 
 
 def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:

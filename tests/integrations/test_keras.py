@@ -223,18 +223,47 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
     assert loaded.leakage["test"].count == cb.results["conv2"].leakage["test"].count
 
 
-def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split):
+def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split, tmp_path):
     x_train, y_train = split[:2]
     cb = DuplicatesCallback(
-        ["conv1", "conv2"], _data(split), pool="flatten", every_n_epochs=1, verbose=0
+        ["conv1", "conv2"],
+        _data(split),
+        pool="flatten",
+        every_n_epochs=1,
+        report_dir=tmp_path,
+        verbose=0,
     )
     runs = []
-    original = cb.run
-    cb.run = lambda *a, **kw: runs.append(kw.get("stem")) or original(*a, **kw)
+    original = cb._analyze  # counts analyses; the real one runs
+    cb._analyze = lambda model: runs.append(model) or original(model)
     history = sequential.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0, callbacks=[cb])
     assert len(history.history["neardup/conv2/test/leak_count"]) == 2
     assert len(history.history["neardup/conv1/duplicate_sets"]) == 2
-    assert runs == ["neardup-epoch001", "neardup-epoch002"]  # train end reuses epoch 2
+    assert len(runs) == 2  # train end reuses the analysis of epoch 2...
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [  # ...for the final reports
+        "neardup-conv1.json",
+        "neardup-conv2.json",
+        *(f"neardup-epoch00{e}-conv{c}.json" for e in (1, 2) for c in (1, 2)),
+    ]
+
+
+def test_progress_bar_on_long_extraction_only(sequential, split, capsys):
+    x_train, x_test = split[0], split[2]
+    cb = DuplicatesCallback("conv1", {"train": x_train, "test": x_test}, batch_size=64)
+    cb.run(sequential)
+    out = capsys.readouterr().out
+    assert "extracting activations of split 'train'" in out  # 21 batches
+    assert "21/21" in out
+    assert "split 'test'" not in out  # 8 batches: no bar
+
+
+def test_targets_that_are_not_labels_warn_and_are_ignored(sequential, split):
+    x_train, x_test = split[0], split[2]
+    data = {"train": (x_train, x_train), "test": (x_test, x_test)}  # autoencoder targets
+    cb = DuplicatesCallback("conv1", data, verbose=0)
+    with pytest.warns(UserWarning, match="not one label per sample"):
+        result = cb.run(sequential)["conv1"]
+    assert list(result.class_counts["train"]) == [None]
 
 
 def test_validation_does_not_trigger_but_evaluate_does(sequential, split):
