@@ -46,6 +46,5 @@ out = Path("reports")
 out.mkdir(exist_ok=True)
 result.to_json(out / "digits-leakage.json")
 print(f"JSON report: {out / 'digits-leakage.json'}")
-if hasattr(result, "to_html"):
-    result.to_html(out / "digits-leakage.html", samples={"train": x_train, "test": x_test})
-    print(f"HTML report: {out / 'digits-leakage.html'}")
+result.to_html(out / "digits-leakage.html", samples={"train": x_train, "test": x_test})
+print(f"HTML report: {out / 'digits-leakage.html'}")
