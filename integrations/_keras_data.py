@@ -95,7 +95,8 @@ class SplitSource:
             self._check_cardinality()
         elif isinstance(value, keras.utils.PyDataset):
             self.pydataset = value
-            if value.num_batches is None and steps is None:
+            self._py_batches = _py_num_batches(name, value)
+            if self._py_batches is None and steps is None:
                 raise NeardupInputError(
                     f"data[{name!r}] is an infinite PyDataset (num_batches is None); pass "
                     f"steps={{{name!r}: n}} to read n batches of it."
@@ -164,7 +165,7 @@ class SplitSource:
         if self.arrays is not None:
             return -(-_length(self.arrays[0]) // batch_size)
         if self.pydataset is not None:
-            n = self.pydataset.num_batches
+            n = self._py_batches
         else:
             n = int(self.dataset.cardinality())
             n = n if n >= 0 else None
@@ -194,6 +195,16 @@ class SplitSource:
             dataset = dataset.take(self.steps)
         for batch in dataset:
             yield _unpack(batch)
+
+
+def _py_num_batches(name: str, dataset: Any) -> int | None:
+    try:
+        return dataset.num_batches
+    except NotImplementedError as err:
+        raise NeardupInputError(
+            f"data[{name!r}] is a PyDataset without __len__ or num_batches; implement one "
+            "(num_batches returning None marks an infinite dataset, then pass steps=)."
+        ) from err
 
 
 def as_source(name: Any, value: Any, steps: int | None) -> SplitSource:

@@ -42,7 +42,7 @@ except ImportError as err:  # pragma: no cover - exercised only without keras
     raise missing_framework("neardup.integrations.keras", "keras", err) from err
 
 from ._keras_data import SplitSource, as_source, labels_of, warn_no_labels
-from ._keras_graph import build_extractor, model_input_shapes
+from ._keras_graph import build_extractor, graph_of, model_input_shapes
 
 __all__ = ["DuplicatesCallback"]
 
@@ -199,6 +199,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         """Build the feature model and check the input shapes that are known up front."""
         if self.feature_fn is not None:
             return
+        if isinstance(model, keras.Sequential) and graph_of(model) is None:
+            return  # a Sequential without Input is built by its first step; checked later
         self._feature_model(model)
         expected = model_input_shapes(model)
         for source in self.sources.values():
@@ -389,9 +391,9 @@ def _check_shapes(
             e is None or g is None or g == e for g, e in zip(got[1:], exp[1:])
         ):
             continue
-        sample = ", ".join("?" if e is None else str(e) for e in exp[1:])
+        reshape = ", ".join("-1" if e is None else str(e) for e in exp[1:])
         raise NeardupInputError(
             f"data[{split!r}] has samples of shape {tuple(got[1:])} but the model expects "
-            f"({sample}) (model.inputs: {tuple(exp)}); reshape the data to the model's input "
-            f"shape, e.g. x.reshape(len(x), {sample.replace('?', '-1')})."
+            f"{tuple(exp[1:])} (model.inputs: {tuple(exp)}); reshape the data to the model's "
+            f"input shape, e.g. x.reshape(len(x), {reshape})."
         )

@@ -8,6 +8,7 @@ training are shared through module-scoped fixtures.
 from __future__ import annotations
 
 import os
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -20,6 +21,14 @@ from neardup import DuplicatesResult, LeakageError, NeardupInputError  # noqa: E
 from neardup.integrations.keras import DuplicatesCallback  # noqa: E402
 
 N_PLANTED = 30
+
+
+class Split(NamedTuple):
+    x_train: np.ndarray  # (1300, 8, 8, 1)
+    y_train: np.ndarray
+    x_test: np.ndarray  # (497, 8, 8, 1), 30 of them noisy copies of training images
+    y_test: np.ndarray
+    planted: set[int]  # positions of the copies in the test split
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +46,7 @@ def split(digits):
     noise = rng.normal(0, 0.03, x_train[sources].shape).astype(np.float32)
     x_test[planted] = np.clip(x_train[sources] + noise, 0, 1)
     y_test[planted] = y_train[sources]
-    return x_train, y_train, x_test, y_test, set(planted.tolist())
+    return Split(x_train, y_train, x_test, y_test, set(planted.tolist()))
 
 
 def _conv_layers(prefix: str = "") -> list:
@@ -57,7 +66,7 @@ def _compile(model):
 @pytest.fixture(scope="module")
 def sequential(split):
     """A small CNN (Sequential built with an Input), trained 2 epochs."""
-    x_train, y_train = split[:2]
+    x_train, y_train = split.x_train, split.y_train
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
@@ -73,7 +82,7 @@ def sequential(split):
 @pytest.fixture(scope="module")
 def functional(split):
     """A functional model whose conv layers live in a nested Sequential ``encoder``."""
-    x_train, y_train = split[:2]
+    x_train, y_train = split.x_train, split.y_train
     keras.utils.set_random_seed(1)
     encoder = keras.Sequential([keras.Input((8, 8, 1)), *_conv_layers()], name="encoder")
     inputs = keras.Input((8, 8, 1), name="image")
@@ -85,7 +94,7 @@ def functional(split):
 
 
 def _data(split, test=None):
-    x_train, y_train, x_test, y_test, _ = split
+    x_train, y_train, x_test, y_test = split[:4]
     return {"train": (x_train, y_train), "test": (x_test, y_test) if test is None else test}
 
 
@@ -109,7 +118,7 @@ def test_sequential_numpy_finds_planted_leaks_from_intermediate_layer(sequential
     conv2 = results["conv2"]
     assert conv2.split_sizes == {"train": 1300, "test": 497}
     assert conv2.settings["dim"] == 8 * 8 * 32  # flattened (8, 8, 32) feature maps
-    _assert_finds_planted(conv2, split[4])
+    _assert_finds_planted(conv2, split.planted)
     assert set(conv2.class_counts["test"]) == set(range(10))  # labels from y
     assert "leakage test -> train" in capsys.readouterr().out
     assert cb.metrics["neardup/conv2/test/leak_count"] == len(_leaked(conv2))
@@ -121,7 +130,7 @@ def test_avg_pool_gives_one_feature_per_channel(sequential, split):
 
 
 def test_unlabelled_arrays_give_results_without_labels(sequential, split):
-    x_train, _, x_test, _, planted = split
+    x_train, x_test, planted = split.x_train, split.x_test, split.planted
     cb = DuplicatesCallback("conv2", {"train": x_train, "test": x_test}, pool="flatten", verbose=0)
     result = cb.run(sequential)["conv2"]
     _assert_finds_planted(result, planted)
@@ -129,7 +138,7 @@ def test_unlabelled_arrays_give_results_without_labels(sequential, split):
 
 
 def test_tf_data_batched_and_unbatched_match_numpy(functional, split):
-    _x_train, _y_train, x_test, y_test, planted = split
+    x_test, y_test, planted = split.x_test, split.y_test, split.planted
     one_hot = keras.utils.to_categorical(y_test, 10)  # one-hot targets -> argmax labels
     base = tf.data.Dataset.from_tensor_slices((x_test, one_hot))
     found = {}
@@ -150,7 +159,7 @@ def test_tf_data_batched_and_unbatched_match_numpy(functional, split):
 
 
 def test_nested_layer_by_bare_name_reads_the_submodel_activations(functional, split):
-    x_test = split[2][:40]
+    x_test = split.x_test[:40]
     cb = DuplicatesCallback("conv2", {"test": x_test}, pool="flatten", verbose=0)
     features = cb._features(functional, x_test)["conv2"]
     encoder = functional.get_layer("encoder")
@@ -160,7 +169,7 @@ def test_nested_layer_by_bare_name_reads_the_submodel_activations(functional, sp
 
 
 def test_pydataset_input(sequential, split):
-    _x_train, _y_train, x_test, y_test, planted = split
+    x_test, y_test, planted = split.x_test, split.y_test, split.planted
 
     class Batches(keras.utils.PyDataset):
         def __len__(self):
@@ -174,7 +183,7 @@ def test_pydataset_input(sequential, split):
 
 
 def test_feature_fn_analyses_a_subclassed_model(split):
-    x_train, y_train, _x_test, _y_test, planted = split
+    x_train, y_train, planted = split.x_train, split.y_train, split.planted
 
     class Net(keras.Model):
         def __init__(self):
@@ -202,7 +211,7 @@ def test_feature_fn_analyses_a_subclassed_model(split):
 
 
 def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
-    x_train, y_train = split[:2]
+    x_train, y_train = split.x_train, split.y_train
     cb = DuplicatesCallback(
         "conv2", _data(split), pool="flatten", every_n_epochs=2, report_dir=tmp_path, verbose=0
     )
@@ -224,7 +233,7 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
 
 
 def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split, tmp_path):
-    x_train, y_train = split[:2]
+    x_train, y_train = split.x_train, split.y_train
     cb = DuplicatesCallback(
         ["conv1", "conv2"],
         _data(split),
@@ -248,7 +257,7 @@ def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split
 
 
 def test_progress_bar_on_long_extraction_only(sequential, split, capsys):
-    x_train, x_test = split[0], split[2]
+    x_train, x_test = split.x_train, split.x_test
     cb = DuplicatesCallback("conv1", {"train": x_train, "test": x_test}, batch_size=64)
     cb.run(sequential)
     out = capsys.readouterr().out
@@ -258,7 +267,7 @@ def test_progress_bar_on_long_extraction_only(sequential, split, capsys):
 
 
 def test_targets_that_are_not_labels_warn_and_are_ignored(sequential, split):
-    x_train, x_test = split[0], split[2]
+    x_train, x_test = split.x_train, split.x_test
     data = {"train": (x_train, x_train), "test": (x_test, x_test)}  # autoencoder targets
     cb = DuplicatesCallback("conv1", data, verbose=0)
     with pytest.warns(UserWarning, match="not one label per sample"):
@@ -304,7 +313,7 @@ def test_fail_above_raises_leakage_error(sequential, split):
 
 
 def test_infinite_dataset_needs_steps(sequential, split):
-    x_test, y_test = split[2:4]
+    x_test, y_test = split.x_test, split.y_test
     forever = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(50).repeat()
     with pytest.raises(NeardupInputError, match=r"infinite tf.data.Dataset.*steps=\{'test': n\}"):
         DuplicatesCallback("conv2", _data(split, forever))
@@ -312,7 +321,60 @@ def test_infinite_dataset_needs_steps(sequential, split):
     assert cb.run(sequential)["conv2"].split_sizes["test"] == 150
 
 
+def test_sequential_without_input_is_checked_once_fit_has_built_it(split):
+    x_train, y_train = split.x_train, split.y_train
+    model = _compile(
+        keras.Sequential(
+            [keras.layers.Flatten(), keras.layers.Dense(16, name="hidden"), keras.layers.Dense(10)]
+        )
+    )
+    cb = DuplicatesCallback("hidden", _data(split), verbose=0)
+    model.fit(x_train[:200], y_train[:200], epochs=1, verbose=0, callbacks=[cb])
+    assert cb.results["hidden"].split_sizes == {"train": 1300, "test": 497}
+
+
+def test_multi_input_model_takes_dicts_of_arrays_and_datasets(split):
+    x_train, x_test, y_test = split.x_train, split.x_test, split.y_test
+    image = keras.Input((8, 8, 1), name="image")
+    extra = keras.Input((3,), name="extra")
+    hidden = keras.layers.Dense(8, name="mix")(
+        keras.layers.Concatenate()([keras.layers.Flatten()(image), extra])
+    )
+    model = keras.Model({"image": image, "extra": extra}, keras.layers.Dense(10)(hidden))
+    ones = np.ones((len(x_test), 3), np.float32)
+    test = tf.data.Dataset.from_tensor_slices(({"image": x_test, "extra": ones}, y_test))
+    data = {"train": {"image": x_train, "extra": np.ones((1300, 3), np.float32)}, "test": test}
+    result = DuplicatesCallback("mix", data, verbose=0).run(model)["mix"]
+    assert result.split_sizes == {"train": 1300, "test": 497}
+    assert list(result.class_counts["train"]) == [None]  # no y for train
+    with pytest.raises(NeardupInputError, match="has 1 input array.*takes 2"):
+        DuplicatesCallback("mix", {"train": x_train}, verbose=0).run(model)
+
+
 # ---- bad input ----
+
+
+def test_shared_layer_is_ambiguous(split):
+    shared = keras.layers.Dense(4, name="shared")
+    inputs = keras.Input((8, 8, 1))
+    flat = keras.layers.Flatten()(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([shared(flat), shared(flat * 2.0)]))
+    with pytest.raises(NeardupInputError, match="'shared' is called 2 times"):
+        DuplicatesCallback("shared", _data(split)).run(model)
+
+
+def test_pydataset_without_length_or_infinite_without_steps(split):
+    class NoLength(keras.utils.PyDataset):
+        def __getitem__(self, i):
+            return split.x_test[:10]
+
+    class Forever(NoLength):
+        num_batches = None
+
+    with pytest.raises(NeardupInputError, match="without __len__ or num_batches"):
+        DuplicatesCallback("conv2", _data(split, NoLength()))
+    with pytest.raises(NeardupInputError, match="infinite PyDataset"):
+        DuplicatesCallback("conv2", _data(split, Forever()))
 
 
 def test_subclassed_model_without_feature_fn_explains_both_ways_out(split):
@@ -325,7 +387,7 @@ def test_subclassed_model_without_feature_fn_explains_both_ways_out(split):
             return self.dense(keras.ops.reshape(x, (-1, 64)))
 
     net = Net()
-    net(split[2][:2])
+    net(split.x_test[:2])
     cb = DuplicatesCallback("dense", _data(split))
     with pytest.raises(NeardupInputError, match=r"subclassed.*functional model.*feature_fn="):
         cb.run(net)
@@ -339,7 +401,7 @@ def test_unknown_layer_lists_the_closest_names(sequential, functional, split):
 
 
 def test_unknown_layer_fails_before_training(sequential, split):
-    x_train, y_train = split[:2]
+    x_train, y_train = split.x_train, split.y_train
     weights = [w.copy() for w in sequential.get_weights()]
     cb = DuplicatesCallback("embeding", _data(split), verbose=0)
     with pytest.raises(NeardupInputError, match="closest: 'embedding'"):
@@ -348,7 +410,7 @@ def test_unknown_layer_fails_before_training(sequential, split):
 
 
 def test_mismatched_input_shapes(sequential, split):
-    x_train, _y_train, x_test, _y_test, _ = split
+    x_train, x_test = split.x_train, split.x_test
     flat = {"train": x_train, "test": x_test.reshape(len(x_test), 64)}
     with pytest.raises(
         NeardupInputError, match=r"data\['test'\].*\(64,\).*x.reshape\(len\(x\), 8, 8, 1\)"
