@@ -60,10 +60,22 @@ def _trainer(callbacks, root):
     )
 
 
-def _trained_model(root: str) -> tuple[DigitsCNN, dict]:
+class DigitsMLP(DigitsCNN):
+    """The same training code with a 64-128-64-10 perceptron (no convolution)."""
+
+    def __init__(self, lr: float = 3e-3) -> None:
+        super().__init__(lr)
+        self.features = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64, 128), torch.nn.ReLU(),
+            torch.nn.Linear(128, 64), torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(64, 10)
+
+
+def _trained_model(root: str, kind: str = "cnn") -> tuple[DigitsCNN, dict]:
     pl.seed_everything(0, verbose=False)
     train_dl, _, _, planted = loaders()
-    model = DigitsCNN()
+    model = DigitsCNN() if kind == "cnn" else DigitsMLP()
     _trainer([], root).fit(model, train_dl)
     return model, planted
 
@@ -114,10 +126,13 @@ def _activations(model, loader, names, pool):
     return {n: np.concatenate(v) for n, v in rows.items()}
 
 
-def layer_study(root: str) -> None:
-    model, planted = _trained_model(root)
+def layer_study(root: str, kind: str) -> None:
+    from neardup.integrations._lightning_hooks import default_layer
+
+    model, planted = _trained_model(root, kind)
     _, test_dl, train_eval_dl, _ = loaders()
-    names = [n for n, m in model.named_modules() if n and not list(m.children())]
+    names = [n for n, m in model.named_modules() if n]
+    print(f"model {kind}: layers=None picks {default_layer(model)[0]!r}")
     planted_rows = {kind: np.array([t for t, _ in pairs]) for kind, pairs in planted.items()}
     is_planted = np.zeros(len(test_dl.dataset), bool)
     for rows in planted_rows.values():
@@ -159,12 +174,13 @@ def main() -> None:
     parser.add_argument("--layer", default="features.2")
     parser.add_argument("--pool", default="avg")
     parser.add_argument("--layers", action="store_true", help="run the layer study instead")
+    parser.add_argument("--model", choices=("cnn", "mlp"), default="cnn", help="layer study model")
     args = parser.parse_args()
     import tempfile
 
     with tempfile.TemporaryDirectory() as root:
         if args.layers:
-            layer_study(root)
+            layer_study(root, args.model)
         else:
             overhead(args.repeats, args.tile, args.layer, args.pool, root)
 

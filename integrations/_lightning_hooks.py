@@ -15,7 +15,14 @@ from torch import nn
 from neardup import NeardupInputError
 from neardup._errors import closest_names
 
-__all__ = ["HookManager", "default_layer", "pool_tensor", "resolve_layers", "select_tensor"]
+__all__ = [
+    "HookManager",
+    "channels_first",
+    "default_layer",
+    "pool_tensor",
+    "resolve_layers",
+    "select_tensor",
+]
 
 _DICT_KEYS = ("last_hidden_state", "hidden_states", "features", "logits")
 
@@ -36,20 +43,26 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Modu
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_CHANNELS_FIRST_1D = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+                      nn.AdaptiveMaxPool1d, nn.BatchNorm1d)
 
 
 def default_layer(model: nn.Module) -> tuple[str, str]:
     """Pick the layer analysed when ``layers=None``, and say why.
 
-    Rule (measured on digits, see ``benchmarks/bench_lightning_overhead.py --layers``): the last
-    convolution's output when the model has convolutions (a spatial feature map still tells
-    a copy from a same-class neighbour; the penultimate layer of a classifier does not);
-    otherwise the first of the parametrised leaf layers that is not the last one.
+    Rule, from the layer study in ``benchmarks/bench_lightning_overhead.py --layers``: the
+    block holding the last convolution (its parent module, e.g. ``features`` or
+    ``layer4.1``; the convolution itself when it sits directly in the model), whose pooled
+    map still tells a copy from a same-class neighbour. Without convolutions: the first
+    parametrised layer (the last layers of a classifier merge same-class samples).
     """
     named = [(n, m) for n, m in model.named_modules() if n]
     convs = [n for n, m in named if isinstance(m, _CONV)]
     if convs:
-        return convs[-1], "the last convolution (its feature map keeps near-duplicates apart)"
+        parent = convs[-1].rpartition(".")[0]
+        if parent:
+            return parent, f"the block holding the last convolution ({convs[-1]!r})"
+        return convs[-1], "the last convolution"
     leaves = [
         n
         for n, m in named
@@ -66,6 +79,15 @@ def default_layer(model: nn.Module) -> tuple[str, str]:
         f"layers=None cannot pick a layer: {type(model).__name__} has no parametrised "
         "submodule. Pass layers=[...] with names from model.named_modules()."
     )
+
+
+def channels_first(module: nn.Module) -> bool:
+    """Whether a 3-d output of ``module`` is ``(B, C, L)`` (1-d conv stacks) or ``(B, T, H)``.
+
+    4-d and larger outputs are always ``(B, C, ...)`` in PyTorch; 3-d ones are channel-first
+    only for 1-d convolution/pooling/batch-norm stacks, sequence models put features last.
+    """
+    return any(isinstance(m, _CHANNELS_FIRST_1D) for m in module.modules())
 
 
 def select_tensor(layer: str, output: Any, warned: set[str]) -> torch.Tensor:
@@ -107,11 +129,14 @@ def select_tensor(layer: str, output: Any, warned: set[str]) -> torch.Tensor:
     )
 
 
-def pool_tensor(layer: str, output: Any, pool: Any, warned: set[str]) -> torch.Tensor:
+def pool_tensor(
+    layer: str, output: Any, pool: Any, warned: set[str], *, features_last: bool = False
+) -> torch.Tensor:
     """``(B, features)`` float32 CPU copy of one layer output, pooled on the model's device.
 
-    ``avg``/``max`` reduce every axis after the channel axis (axis 1), as for PyTorch's
-    ``(B, C, H, W)`` maps; ``flatten`` keeps everything.
+    ``avg``/``max`` reduce every axis after the channel axis (axis 1) of PyTorch's
+    ``(B, C, H, W)`` maps, or axis 1 (the sequence) of a 3-d ``(B, T, H)`` output when
+    ``features_last`` (see :func:`channels_first`); ``flatten`` keeps everything.
     """
     if callable(pool):
         pooled = pool(output)
@@ -122,7 +147,7 @@ def pool_tensor(layer: str, output: Any, pool: Any, warned: set[str]) -> torch.T
         if x.ndim <= 2 or pool == "flatten":
             pooled = x.reshape(len(x), -1) if x.ndim != 1 else x.reshape(-1, 1)
         else:
-            dims = tuple(range(2, x.ndim))
+            dims = (1,) if x.ndim == 3 and features_last else tuple(range(2, x.ndim))
             pooled = x.mean(dim=dims) if pool == "avg" else x.amax(dim=dims)
     if pooled.ndim != 2:
         pooled = pooled.reshape(len(pooled), -1)
@@ -150,11 +175,13 @@ class HookManager:
         self.detach()
         self.pending = {name: [] for name in modules}
         for name, module in modules.items():
-            self.handles.append(module.register_forward_hook(self._hook(name)))
+            hook = self._hook(name, features_last=not channels_first(module))
+            self.handles.append(module.register_forward_hook(hook))
 
-    def _hook(self, name: str) -> Callable[..., None]:
+    def _hook(self, name: str, *, features_last: bool) -> Callable[..., None]:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
-            self.pending[name].append(pool_tensor(name, output, self.pool, self.warned))
+            pooled = pool_tensor(name, output, self.pool, self.warned, features_last=features_last)
+            self.pending[name].append(pooled)
 
         return hook
 

@@ -162,7 +162,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self,
         layers: Sequence[str] | str | None = None,
         *,
-        pool: str | Callable[[Any], Any] = "avg",
+        pool: str | Callable[[Any], Any] = "max",
         splits: Mapping[str, Any] | None = None,
         train_loader: Any = None,
         forward_fn: Callable[[Any, Any], Any] | None = None,

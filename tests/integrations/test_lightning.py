@@ -1,0 +1,448 @@
+"""DuplicatesCallback with real Lightning trainers (both packages), real digits, CPU only.
+
+One CNN is trained once per module on digits whose test split holds planted copies of
+training images (10 exact, 10 shifted by one pixel, 10 noisy); every test then runs a real
+``Trainer`` (fit / validate / test) with the callback on that model.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+pytest.importorskip("lightning")
+pytest.importorskip("pytorch_lightning")
+
+import lightning.pytorch as lpl  # noqa: E402
+import pytorch_lightning as ptl  # noqa: E402
+
+from neardup import DuplicatesResult, LeakageError, NeardupInputError  # noqa: E402
+from neardup.integrations.lightning import DuplicatesCallback  # noqa: E402
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+PACKAGES = {"lightning.pytorch": lpl, "pytorch_lightning": ptl}
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+example = _load(ROOT / "examples" / "lightning_digits.py", "_lightning_digits_example")
+
+
+def _module_class(pl):
+    """The examples' digits CNN as a LightningModule of the given Lightning package."""
+
+    class CNN(pl.LightningModule):
+        def __init__(self, fail_at: int | None = None) -> None:
+            super().__init__()
+            self.fail_at = fail_at
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            self.head = nn.Sequential(
+                nn.Flatten(), nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 10)
+            )
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx, dataloader_idx=0):
+            if self.fail_at is not None and batch_idx == self.fail_at:
+                raise RuntimeError("boom in validation_step")
+            x, y = batch
+            self.log("val_loss", nn.functional.cross_entropy(self(x), y))
+
+        def test_step(self, batch, batch_idx, dataloader_idx=0):
+            self.validation_step(batch, batch_idx, dataloader_idx)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-3)
+
+    return CNN
+
+
+MODELS = {name: _module_class(pl) for name, pl in PACKAGES.items()}
+
+
+@pytest.fixture(scope="module")
+def data():
+    (xtr, ytr), (xte, yte), planted = example.contaminated_digits()
+    tensors = [torch.from_numpy(a) for a in (xtr, ytr, xte, yte)]
+    return (*tensors, planted)
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """State dict of the CNN after 8 epochs on the training split (no callback)."""
+    xtr, ytr, *_ = data
+    lpl.seed_everything(0, verbose=False)
+    model = example.DigitsCNN()
+    loader = DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
+    _trainer(lpl, tmp_path_factory.mktemp("pretrain"), max_epochs=8).fit(model, loader)
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _trainer(pl, root, **kwargs):
+    options = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=root,
+    )
+    options.update(kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pl.Trainer(**options)
+
+
+def _model(package, state, **kwargs):
+    model = MODELS[package](**kwargs)
+    model.load_state_dict(state)
+    return model
+
+
+def _loaders(data, batch_size=128):
+    xtr, ytr, xte, yte, _ = data
+    train = DataLoader(TensorDataset(xtr, ytr), batch_size=batch_size)
+    test = DataLoader(TensorDataset(xte, yte), batch_size=batch_size)
+    return train, test
+
+
+def _hooks_left(model):
+    return sum(len(m._forward_hooks) for m in model.modules())
+
+
+def _planted_ids(planted, kind=None):
+    kinds = [kind] if kind else list(planted)
+    return {t for k in kinds for t, _ in planted[k]}
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+class _HookWatcher(lpl.Callback):
+    """Records whether any forward hook is registered while training steps run."""
+
+    def __init__(self, model):
+        self.model, self.during_training = model, []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.during_training.append(_hooks_left(self.model))
+
+
+# ---------------------------------------------------------------------------- behaviour
+
+
+def test_fit_finds_planted_copies_with_dataset_indices(data, trained, tmp_path, capsys):
+    xtr, ytr, *_, planted = data
+    model = _model("lightning.pytorch", trained)
+    train_eval, test = _loaders(data)
+    shuffled = DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
+    cb = DuplicatesCallback(["features"])  # training split: the trainer's (shuffled) loader
+    watcher = _HookWatcher(model)
+    logger = lpl.loggers.CSVLogger(tmp_path)
+    trainer = _trainer(
+        lpl, tmp_path, max_epochs=1, callbacks=[watcher, cb], logger=logger,
+        num_sanity_val_steps=2,
+    )
+    _quiet(trainer.fit, model, shuffled, test)
+
+    result = cb.results["features"]
+    assert isinstance(result, DuplicatesResult)
+    # the sanity check's batches were not collected, every sample exactly once
+    assert result.split_sizes == {"val": 597, "train": 1200}
+    leak = result.leakage["val"]
+    found = set(leak.ids)
+    assert _planted_ids(planted, "exact") <= found
+    assert len(_planted_ids(planted, "shift") & found) >= 8
+    assert len(found - _planted_ids(planted)) <= 3
+    # ids are dataset indices of both splits, even though training was shuffled
+    nearest = dict(zip(leak.ids, leak.nearest_ids))
+    for test_index, train_index in planted["exact"]:
+        assert nearest[test_index] == train_index
+    # never hooked during training steps, nothing left afterwards
+    assert watcher.during_training and max(watcher.during_training) == 0
+    assert _hooks_left(model) == 0
+    # metrics reached the logger, reports the log dir, summary the console
+    logger.save()
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    leaks = [r["neardup/val/leak_count"] for r in rows if r.get("neardup/val/leak_count")]
+    assert leaks and float(leaks[-1]) == leak.count
+    report = Path(trainer.log_dir) / "neardup-fit-features.json"
+    assert json.loads(report.read_text())["leakage"]["val"]["count"] == leak.count
+    out = capsys.readouterr().out
+    assert "leakage val -> train" in out and str(report) in out
+    assert cb.last_summary["metrics"]["neardup/val/leak_count"] == leak.count
+
+
+@pytest.mark.parametrize("package", list(PACKAGES))
+def test_validate_and_test_entry_points_both_packages(package, data, trained, tmp_path):
+    pl = PACKAGES[package]
+    model = _model(package, trained)
+    train, test = _loaders(data)
+    cb = DuplicatesCallback(["features.3"], train_loader=train, verbose=False)
+    trainer = _trainer(pl, tmp_path, callbacks=[cb])
+    validated = _quiet(trainer.validate, model, test, verbose=False)[0]
+    assert validated["neardup/val/leak_count"] == cb.results["features.3"].leakage["val"].count
+    assert validated["neardup/val/leak_count"] >= 25
+    tested = _quiet(trainer.test, model, test, verbose=False)[0]
+    assert set(cb.results["features.3"].leakage) == {"test"}
+    assert tested["neardup/test/leak_count"] == validated["neardup/val/leak_count"]
+    assert _hooks_left(model) == 0
+
+
+def test_several_eval_dataloaders_named_splits_and_dict_batches(data, trained, tmp_path):
+    xtr, ytr, xte, yte, planted = data
+    clean_rows = np.setdiff1d(np.arange(len(xte)), sorted(_planted_ids(planted)))
+
+    class DictDataset(Dataset):  # a train loader of dict batches: default forward/labels
+        def __len__(self):
+            return len(xtr)
+
+        def __getitem__(self, i):
+            return {"image": xtr[i], "label": ytr[i]}
+
+    contaminated = DataLoader(TensorDataset(xte, yte), batch_size=100)
+    clean = DataLoader(TensorDataset(xte[clean_rows], yte[clean_rows]), batch_size=100)
+    cb = DuplicatesCallback(
+        ["features"],
+        splits={"test": ["contaminated", "clean"]},
+        train_loader=DataLoader(DictDataset(), batch_size=100),
+        verbose=False,
+    )
+    model = _model("lightning.pytorch", trained)
+    out = _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).test, model, [contaminated, clean])
+    result = cb.results["features"]
+    assert result.split_sizes == {"contaminated": 597, "clean": 567, "train": 1200}
+    assert result.leakage["contaminated"].count >= 24
+    assert result.leakage["clean"].count <= 3
+    assert sum(result.class_counts["train"].values()) == 1200  # labels from dict batches
+    assert out[0]["neardup/contaminated/leak_count"] == result.leakage["contaminated"].count
+
+
+def test_every_n_val_epochs_feeds_model_checkpoint(data, trained, tmp_path):
+    xtr, ytr, *_ = data
+    train, test = _loaders(data)
+    cb = DuplicatesCallback(
+        ["features"], every_n_val_epochs=1, analyze_at_fit_end=False, verbose=False,
+        save_reports=False,
+    )
+    ckpt = lpl.callbacks.ModelCheckpoint(
+        dirpath=tmp_path / "ckpt", monitor="neardup/val/leak_fraction", mode="min"
+    )
+    trainer = _trainer(
+        lpl, tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[cb, ckpt],
+        enable_checkpointing=True, num_sanity_val_steps=0,
+    )
+    _quiet(trainer.fit, _model("lightning.pytorch", trained), train, test)
+    assert ckpt.best_model_path and ckpt.best_model_score is not None
+    last = cb.results["features"].leakage["val"].fraction
+    assert 0.03 < float(ckpt.best_model_score) <= last + 1e-6  # the best of the 2 epochs
+    # the checkpoint carries the callback's state under its state key
+    state = torch.load(ckpt.best_model_path, weights_only=False)["callbacks"][cb.state_key]
+    assert state["settings"]["layers"] == ["features"]
+    assert state["last_summary"]["metrics"]["neardup/val/leak_count"] > 0
+
+
+def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
+    train, test = _loaders(data)
+    a = DuplicatesCallback(["features"], train_loader=train, verbose=False, save_reports=False)
+    b = DuplicatesCallback(["head.1"], train_loader=train, verbose=False, save_reports=False)
+    assert a.state_key != b.state_key
+    _quiet(_trainer(lpl, tmp_path, callbacks=[a, b]).validate, _model("lightning.pytorch", trained), test)
+    assert list(a.results) == ["features"] and list(b.results) == ["head.1"]
+    restored = DuplicatesCallback(["features"], train_loader=train)
+    restored.load_state_dict(a.state_dict())
+    assert restored.last_summary == a.last_summary
+    with pytest.warns(UserWarning, match="settings"):
+        DuplicatesCallback(["features"], pool="avg").load_state_dict(a.state_dict())
+
+
+def test_default_layer_is_chosen_and_announced(data, trained, tmp_path, capsys):
+    train, test = _loaders(data)
+    cb = DuplicatesCallback(train_loader=train, save_reports=False)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test)
+    assert cb.layers == ["features"] and list(cb.results) == ["features"]
+    assert "layers=None -> analysing 'features'" in capsys.readouterr().out
+
+
+def test_fail_above_raises_after_the_run(data, trained, tmp_path):
+    train, test = _loaders(data)
+    model = _model("lightning.pytorch", trained)
+    cb = DuplicatesCallback(["features"], train_loader=train, fail_above=0.01, verbose=False)
+    with pytest.raises(LeakageError, match=r"split 'val'.*fail_above=0.01"):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert _hooks_left(model) == 0
+    cb = DuplicatesCallback(["features"], train_loader=train, fail_above=0.2, verbose=False)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)  # 5 % < 20 %
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def test_hooks_removed_after_an_exception(data, trained, tmp_path):
+    train, test = _loaders(data, batch_size=64)
+    model = _model("lightning.pytorch", trained, fail_at=2)
+    cb = DuplicatesCallback(["features", "head.1"], train_loader=train)
+    with pytest.raises(RuntimeError, match="boom"):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert _hooks_left(model) == 0 and not cb._hooks.active
+
+
+def test_unknown_layer_lists_closest_names_and_leaks_no_hook(data, trained, tmp_path):
+    train, test = _loaders(data)
+    model = _model("lightning.pytorch", trained)
+    cb = DuplicatesCallback(["features.9", "head.1"], train_loader=train)
+    with pytest.raises(NeardupInputError, match=r"'features.9'.*closest: 'features.\d'"):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert _hooks_left(model) == 0
+
+
+def test_tuple_and_dict_outputs(data, trained, tmp_path):
+    xtr, ytr, xte, yte, _ = data
+
+    class Pair(nn.Module):  # returns (features, aux) like an LSTM
+        def forward(self, x):
+            return x, x.sum()
+
+    class Outputs(nn.Module):  # returns two tensors under names neardup cannot choose from
+        def forward(self, x):
+            return {"a": x, "b": x * 2}
+
+    class Wrapped(MODELS["lightning.pytorch"]):
+        def __init__(self):
+            super().__init__()
+            self.pair, self.outputs = Pair(), Outputs()
+
+        def forward(self, x):
+            h = self.pair(self.features(x))[0]
+            return self.head(self.outputs(h)["a"])
+
+    model = Wrapped()
+    model.load_state_dict(trained, strict=False)
+    train, test = _loaders(data)
+    cb = DuplicatesCallback(["pair"], train_loader=train, verbose=False, save_reports=False)
+    with pytest.warns(UserWarning, match="'pair' returns a tuple of 2; collecting its first"):
+        _trainer(lpl, tmp_path, callbacks=[cb]).validate(model, test, verbose=False)
+    assert cb.results["pair"].leakage["val"].count >= 25
+    cb = DuplicatesCallback(["outputs"], train_loader=train)
+    with pytest.raises(NeardupInputError, match=r"dict with tensors \['a', 'b'\].*pool=callable"):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert _hooks_left(model) == 0
+    pick = DuplicatesCallback(
+        ["outputs"], pool=lambda out: out["b"].amax(dim=(2, 3)), train_loader=train,
+        verbose=False, save_reports=False,
+    )
+    _quiet(_trainer(lpl, tmp_path, callbacks=[pick]).validate, model, test)
+    assert pick.results["outputs"].settings["dim"] == 32
+
+
+def test_iterable_eval_dataset_warns_and_still_works(data, trained, tmp_path):
+    xtr, ytr, xte, yte, _ = data
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            return iter(zip(xte, yte))
+
+    train, _ = _loaders(data)
+    cb = DuplicatesCallback(["features"], train_loader=train, verbose=False, save_reports=False)
+    with pytest.warns(UserWarning, match="IterableDataset.*position in the loading order"):
+        _trainer(lpl, tmp_path, callbacks=[cb]).validate(
+            _model("lightning.pytorch", trained), DataLoader(Stream(), batch_size=100),
+            verbose=False,
+        )
+    assert cb.results["features"].leakage["val"].count >= 25
+
+
+def test_fit_without_eval_dataloader_says_so(data, trained, tmp_path):
+    train, _ = _loaders(data)
+    cb = DuplicatesCallback(["features"])
+    trainer = _trainer(lpl, tmp_path, max_epochs=1, limit_train_batches=1, callbacks=[cb])
+    with pytest.warns(UserWarning, match="no validation data was collected during fit"):
+        trainer.fit(_model("lightning.pytorch", trained), train)
+    assert cb.results == {}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"pool": "mean"}, r"pool='mean' is not supported; use 'avg' or 'max'"),
+        ({"layers": []}, r"non-empty list of module names"),
+        ({"splits": {"val": "train"}}, r"'train' is reserved"),
+        ({"splits": {"valid": "a"}}, r"unknown stage\(s\) \['valid'\]"),
+        ({"splits": {"a": 0, "b": 0}}, r"indices must be distinct"),
+        ({"fail_above": 5}, r"fail_above=5 is not a fraction"),
+        ({"every_n_val_epochs": 0}, r"every_n_val_epochs must be a positive int"),
+        ({"forward_fn": "model"}, r"forward_fn must be a callable"),
+    ],
+)
+def test_bad_options_are_rejected_in_init(options, message):
+    with pytest.raises(NeardupInputError, match=message):
+        DuplicatesCallback(**options)
+
+
+def test_wrong_number_of_split_names(data, trained, tmp_path):
+    train, test = _loaders(data)
+    cb = DuplicatesCallback(["features"], splits={"test": ["a", "b"]}, train_loader=train)
+    with pytest.raises(NeardupInputError, match=r"2 name\(s\) \['a', 'b'\] for the test stage"):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).test, _model("lightning.pytorch", trained), test)
+
+
+# ---------------------------------------------------------------------------- DDP
+
+
+def test_ddp_two_processes_match_one_process(data, trained, tmp_path):
+    """2 CPU ranks (gloo, uneven shards, one padded sample) give the 1-process result."""
+    xtr, ytr, xte, yte, _ = data
+    state = tmp_path / "state.pt"
+    torch.save({"state": trained, "x_train": xtr, "y_train": ytr, "x_test": xte,
+                "y_test": yte}, state)
+    script = HERE / "_lightning_ddp_script.py"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(
+        [sys.executable, str(script), str(state), str(tmp_path), "2"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    ddp = DuplicatesResult.from_json(tmp_path / "ddp-rank0-world2.json")
+
+    single = _load(script, "_lightning_ddp_script").run(state, tmp_path / "one", 1)
+    one = single.results["features"]
+    assert ddp.split_sizes == one.split_sizes == {"val": 597, "train": 1200}
+    assert ddp.leakage["val"].ids == one.leakage["val"].ids
+    assert ddp.leakage["val"].nearest_ids == one.leakage["val"].nearest_ids
+    assert sorted(map(sorted, (c.ids for c in ddp.clusters))) == sorted(
+        map(sorted, (c.ids for c in one.clusters))
+    )
+    assert ddp.threshold.value == pytest.approx(one.threshold.value, rel=1e-4)
