@@ -4,10 +4,18 @@ A :class:`NeighborGraph` holds ``indices (N, k)`` and exact Euclidean ``distance
 for every row, each row's own entry removed (wherever the backend put it: with many identical
 copies the query is not always at position 0), sorted by distance then index, padded with
 ``-1`` / ``inf`` where a backend returned fewer than ``k`` neighbours.
+
+Speed (see ``benchmarks/bench_duplicates.py``): annoy defaults to :data:`DEFAULT_TREES` trees
+(30 in DNIKit; fewer trees keep within-threshold recall at 1.0 on the benchmark's planted
+near-duplicates), and its queries run in ``query_jobs`` forked worker processes that share the
+built index copy-on-write. Query results depend only on the index, never on the number of
+workers, so the graph is the same for any ``query_jobs``.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +26,7 @@ from ._errors import NeardupInputError
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_TREES",
     "NeighborGraph",
     "ProgressFn",
     "build_graph",
@@ -25,6 +34,7 @@ __all__ = [
     "clamp_k",
     "nearest_among",
     "pair_distances",
+    "resolve_query_jobs",
 ]
 
 ProgressFn = Callable[[str, int, int], None]
@@ -34,6 +44,13 @@ BACKENDS = ("auto", "annoy", "exact")
 #: multiply-adds (N * N * d); above it, annoy is faster on one core (see benchmarks/).
 _EXACT_MAX_WORK = 4e9
 _BLOCK_BYTES = 128 << 20
+#: annoy trees by default: measured (benchmarks/) to keep within-threshold recall >= 0.99 on
+#: noisy / shifted / exact near-duplicates at 100k x 40 and 100k x 64 at a quarter of the cost
+#: of DNIKit's 30 trees (the DNIKit facade still asks for 30).
+DEFAULT_TREES = 8
+#: below this many rows, forking query workers costs more than it saves.
+_PARALLEL_MIN_ROWS = 20_000
+_CHUNK_ROWS = 16_384
 
 
 @dataclass
@@ -85,13 +102,30 @@ def pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     return out
 
 
+def _row_distances(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """Exact distances from every row ``i`` to the rows ``indices[i]`` (``inf`` where ``-1``).
+
+    Blocked over rows so only one gather of the neighbour rows is held at a time; the
+    differences are formed in float32 (no cancellation: near-duplicate pairs keep their digits)
+    and their squares summed in float64.
+    """
+    n, k = indices.shape
+    out = np.empty((n, k), dtype=np.float32)
+    step = max(1, _BLOCK_BYTES // (8 * k * max(1, x.shape[1])))
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        block = indices[start:stop]
+        diff = x[np.maximum(block, 0)]
+        diff -= x[start:stop, None, :]
+        out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
+    out[indices < 0] = np.inf
+    return out
+
+
 def _finish(indices: np.ndarray, x: np.ndarray, backend: str) -> NeighborGraph:
     """Recompute exact distances for the candidate pairs and sort each row."""
-    n, k = indices.shape
     valid = indices >= 0
-    rows = np.repeat(np.arange(n, dtype=np.int64), k)[valid.ravel()]
-    distances = np.full(indices.shape, np.inf, dtype=np.float32)
-    distances[valid] = pair_distances(x, rows, indices[valid])
+    distances = _row_distances(x, indices)
     order = np.lexsort((np.where(valid, indices, np.iinfo(np.int64).max), distances), axis=-1)
     return NeighborGraph(
         indices=np.take_along_axis(indices, order, axis=1),
@@ -127,13 +161,15 @@ def _annoy_indices(
     search_k: int,
     seed: int,
     n_jobs: int,
+    query_jobs: int,
     progress: ProgressFn | None,
 ) -> np.ndarray:
     """Approximate neighbours with annoy (euclidean), seeded; the query itself is removed.
 
     With a fixed ``n_jobs`` the index (and so the result) is identical run to run; annoy
     builds different trees for different thread counts, so ``n_jobs=-1`` (DNIKit's choice)
-    reproduces only on machines with the same number of cores.
+    reproduces only on machines with the same number of cores. ``query_jobs`` never changes
+    the result: each item's query depends on the index alone.
     """
     from annoy import AnnoyIndex
 
@@ -147,15 +183,79 @@ def _annoy_indices(
     index.build(int(n_trees), n_jobs=int(n_jobs))
     if progress:
         progress("building annoy index", 1, 1)
-    found = np.full((n, k + 1), -1, dtype=np.int64)
-    report_every = max(1, n // 100)
-    for i in range(n):
-        hits = index.get_nns_by_item(i, k + 1, search_k)
-        found[i, : len(hits)] = hits
-        if progress and (i + 1) % report_every == 0:
-            progress("querying annoy index", i + 1, n)
-    index.unload()
-    return _drop_self(found, k)
+    try:
+        return _drop_self(_query_all(index, n, k + 1, int(search_k), query_jobs, progress), k)
+    finally:
+        index.unload()
+
+
+#: the built index, inherited by forked query workers (copy-on-write, never pickled).
+_SHARED_INDEX = None
+
+
+def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> np.ndarray:
+    """One ``get_nns_by_item`` call per item ``start..stop-1``; rows padded with ``-1``."""
+    found = np.full((stop - start, n_results), -1, dtype=np.int64)
+    query = index.get_nns_by_item
+    for i in range(start, stop):
+        hits = query(i, n_results, search_k)
+        found[i - start, : len(hits)] = hits
+    return found
+
+
+def _query_chunk(task: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
+    start, stop, n_results, search_k = task
+    return start, _query_rows(_SHARED_INDEX, start, stop, n_results, search_k)
+
+
+def resolve_query_jobs(query_jobs: int) -> int:
+    """Worker processes for annoy queries: ``-1`` means one per available CPU."""
+    if isinstance(query_jobs, bool) or not isinstance(query_jobs, (int, np.integer)):
+        raise NeardupInputError(
+            f"query_jobs must be an int (-1 for one worker per CPU, 1 for none), got "
+            f"{query_jobs!r}."
+        )
+    if query_jobs == -1:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    if query_jobs < 1:
+        raise NeardupInputError(
+            f"query_jobs must be >= 1 or -1 (one worker per CPU), got {query_jobs}."
+        )
+    return int(query_jobs)
+
+
+def _query_all(
+    index, n: int, n_results: int, search_k: int, query_jobs: int, progress: ProgressFn | None
+) -> np.ndarray:
+    """Query every item, in forked workers sharing ``index`` when that can pay off."""
+    global _SHARED_INDEX
+    jobs = min(resolve_query_jobs(query_jobs), max(1, n // _CHUNK_ROWS))
+    tasks = [
+        (start, min(n, start + _CHUNK_ROWS), n_results, search_k)
+        for start in range(0, n, _CHUNK_ROWS)
+    ]
+    found = np.empty((n, n_results), dtype=np.int64)
+    done = 0
+    if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
+        _SHARED_INDEX = index
+        try:
+            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+                for start, rows in pool.imap_unordered(_query_chunk, tasks):
+                    found[start : start + len(rows)] = rows
+                    done += len(rows)
+                    if progress:
+                        progress("querying annoy index", done, n)
+        finally:
+            _SHARED_INDEX = None
+        return found
+    for start, stop, _, _ in tasks:
+        found[start:stop] = _query_rows(index, start, stop, n_results, search_k)
+        if progress:
+            progress("querying annoy index", stop, n)
+    return found
 
 
 def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
@@ -170,21 +270,34 @@ def build_graph(
     k: int,
     *,
     backend: str = "auto",
-    n_trees: int = 30,
+    n_trees: int = DEFAULT_TREES,
     search_k: int = -1,
     seed: int = 0,
     n_jobs: int = 1,
+    query_jobs: int = -1,
     progress: ProgressFn | None = None,
 ) -> NeighborGraph:
-    """Build the kNN graph of ``x`` (``(N, d)`` float32) with the chosen backend."""
+    """Build the kNN graph of ``x`` (``(N, d)`` float32) with the chosen backend.
+
+    ``n_jobs`` threads build the annoy index (it shapes the trees); ``query_jobs`` forked
+    processes query it (-1: one per CPU; the result is the same for any value).
+    """
     backend = choose_backend(backend, *x.shape)
+    resolve_query_jobs(query_jobs)  # validate early, whatever the backend
     if backend == "exact":
         indices = _exact_indices(x, k, progress)
     else:
         if n_trees < 1:
             raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
         indices = _annoy_indices(
-            x, k, n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs, progress=progress
+            x,
+            k,
+            n_trees=n_trees,
+            search_k=search_k,
+            seed=seed,
+            n_jobs=n_jobs,
+            query_jobs=query_jobs,
+            progress=progress,
         )
     return _finish(indices, x, backend)
 

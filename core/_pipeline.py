@@ -10,7 +10,7 @@ import numpy as np
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError
 from ._leakage import nearest_reference
-from ._neighbors import NeighborGraph, ProgressFn, build_graph, clamp_k
+from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
 from ._normalize import check_normalize, normalize_inplace
 from ._reduce import as_reducer
 from ._result import DuplicateSet, DuplicatesResult, Leakage
@@ -34,9 +34,10 @@ def find_duplicates(
     backend: str = "auto",
     reference: str | None = "train",
     seed: int = 0,
-    n_trees: int = 30,
+    n_trees: int = DEFAULT_TREES,
     search_k: int = -1,
     n_jobs: int = 1,
+    query_jobs: int = -1,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
@@ -65,7 +66,11 @@ def find_duplicates(
         ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
         seeded by ``seed``; ``n_jobs`` threads build the index: 1 gives the same result on
         every machine, -1 uses all cores as DNIKit does) or ``"auto"`` (exact for small
-        N*N*d, annoy above).
+        N*N*d, annoy above). ``n_trees`` defaults to 8 (DNIKit: 30), measured to keep
+        within-threshold recall >= 0.99 (``benchmarks/bench_duplicates.py``).
+    query_jobs:
+        Processes that query the annoy index (-1: one per CPU, 1: in this process). The
+        result is the same for any value.
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
@@ -103,6 +108,7 @@ def find_duplicates(
         search_k=search_k,
         seed=seed,
         n_jobs=n_jobs,
+        query_jobs=query_jobs,
         progress=progress,
     )
     resolved = resolve_threshold(strategy, graph, normalize)
