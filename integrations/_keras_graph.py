@@ -129,7 +129,7 @@ def _node_in(graph: Any, layer: Any, name: str) -> Any:
 
 def _tensors(model: Any, chains: list[list[Any]], names: list[str]) -> list[Any]:
     """Symbolic outputs, in ``model``'s own graph, of the layers at the end of ``chains``."""
-    graph = _require_graph(model, "sub-model" if names and "/" in names[0] else "model")
+    graph = _require_graph(model)
     out: list[Any] = [None] * len(chains)
     nested: dict[int, tuple[Any, list[int]]] = {}
     for i, chain in enumerate(chains):
@@ -163,11 +163,13 @@ def _tensors(model: Any, chains: list[list[Any]], names: list[str]) -> list[Any]
 def build_extractor(model: Any, names: Sequence[str]) -> Any:
     """``keras.Model(model.inputs, [outputs of names])`` sharing ``model``'s weights."""
     names = list(names)
-    chains = _resolve(model, names)
     graph = _require_graph(model)
-    tensors = _tensors(model, chains, names)
+    chains = _resolve(model, names)
     try:
+        tensors = _tensors(model, chains, names)
         return keras.Model(_inputs(graph), tensors, name=f"{model.name}_neardup_features")
+    except NeardupInputError:
+        raise
     except ValueError as err:  # e.g. a layer Keras cannot reach from the inputs
         raise NeardupInputError(
             f"cannot build a feature model for layers {names} of model {model.name!r} "

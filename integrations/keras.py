@@ -68,7 +68,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         a ``callable(array (B, ...)) -> (B, features)``.
     feature_fn:
         ``feature_fn(model, x_batch) -> array or {name: array}`` instead of ``layers``; the way
-        to analyse subclassed models, which have no graph of layers to read.
+        to analyse subclassed models, which have no graph of layers to read. It receives
+        batches as they come (datasets are not batched for it).
     every_n_epochs:
         Also analyse every N epochs; the scalars (``neardup/test/leak_fraction``, ...) are
         added to the epoch ``logs`` so ``History`` (and a ``TensorBoard`` placed after this
@@ -81,7 +82,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
     report_dir:
         Write ``neardup-<layer>.json`` (and ``.html``) reports there; ``None`` writes nothing.
     fail_above:
-        Raise :class:`neardup.LeakageError` when a split leaks more than this fraction.
+        Raise :class:`neardup.LeakageError` when a split leaks more than this fraction (after
+        writing the reports); raised from an every-N-epochs analysis, it stops training.
     threshold, normalize, reduce, k, backend, seed:
         Options of :func:`neardup.find_duplicates`.
     verbose:
