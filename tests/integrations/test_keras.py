@@ -457,3 +457,13 @@ def test_options_are_validated_in_init(split, kwargs, message):
     options = {"layers": "conv2", "data": _data(split), **kwargs}
     with pytest.raises(NeardupInputError, match=message):
         DuplicatesCallback(**options)
+
+
+def test_missing_keras_names_the_install_command():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['keras'] = None; import neardup.integrations.keras"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode != 0
+    assert 'pip install "neardup[keras]"' in done.stderr
