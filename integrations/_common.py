@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from neardup import DuplicatesResult, LeakageError, NeardupInputError
 
 __all__ = [
