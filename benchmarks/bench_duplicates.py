@@ -46,11 +46,17 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(method: str, n: int, d: int, recall_queries: int) -> dict:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child(method: str, n: int, d: int, recall_queries: int, options: dict) -> dict:
     x = make_data(n, d)
     base = _peak_mb()
     split = int(0.8 * n)
     start = time.perf_counter()
+    cpu_start = time.process_time() + _children_cpu()
     out: dict = {"method": method}
     if method == "dnikit":
         from dnikit.base import Batch
@@ -65,11 +71,12 @@ def _child(method: str, n: int, d: int, recall_queries: int) -> dict:
     else:
         import neardup
 
-        result = neardup.find_duplicates({"train": x[:split], "test": x[split:]})
+        result = neardup.find_duplicates({"train": x[:split], "test": x[split:]}, **options)
         out["sets"] = len(result.clusters)
         out["leaked"] = result.leakage["test"].count
         out["threshold"] = result.threshold.value
     out["seconds"] = time.perf_counter() - start
+    out["cpu_seconds"] = time.process_time() - cpu_start + _children_cpu()
     out["peak_mb_above_input"] = _peak_mb() - base
     out["input_mb"] = x.nbytes / 2**20
     if method == "neardup" and recall_queries:
@@ -88,8 +95,8 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
         xn,
         s["k"],
         backend=s["backend"],
-        n_trees=s["n_trees"] or 30,
-        search_k=s["search_k"] or -1,
+        n_trees=s["n_trees"],
+        search_k=s["search_k"],
         seed=s["seed"],
     )
     t = result.threshold.value
@@ -107,7 +114,7 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
     return found / total if total else float("nan")
 
 
-def _run(method: str, n: int, d: int, recall_queries: int) -> dict:
+def _run(method: str, n: int, d: int, recall_queries: int, options: dict) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -119,6 +126,8 @@ def _run(method: str, n: int, d: int, recall_queries: int) -> dict:
         str(d),
         "--recall-queries",
         str(recall_queries),
+        "--options",
+        json.dumps(options),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -128,23 +137,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="also run 1M x 64")
     parser.add_argument("--recall-queries", type=int, default=2000)
+    parser.add_argument("--trees", type=int, help="neardup n_trees (default: its own)")
+    parser.add_argument("--query-jobs", type=int, help="neardup query_jobs (default: its own)")
+    parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["neardup", "dnikit"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, default=100_000, help=argparse.SUPPRESS)
     parser.add_argument("--d", type=int, default=40, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(_child(args.child, args.n, args.d, args.recall_queries)))
+        options = json.loads(args.options)
+        print(json.dumps(_child(args.child, args.n, args.d, args.recall_queries, options)))
         return
+    options = {}
+    if args.trees is not None:
+        options["n_trees"] = args.trees
+    if args.query_jobs is not None:
+        options["query_jobs"] = args.query_jobs
     sizes = [(100_000, 40)] + ([(1_000_000, 64)] if args.large else [])
-    print(f"{'size':>12} {'method':>8} {'seconds':>8} {'peak MB':>8} {'recall':>7} {'ratio':>6}")
+    print(
+        f"{'size':>12} {'method':>8} {'seconds':>8} {'CPU s':>7} {'peak MB':>8} {'recall':>7} "
+        f"{'ratio':>6}"
+    )
     for n, d in sizes:
-        ours = _run("neardup", n, d, args.recall_queries)
-        theirs = _run("dnikit", n, d, 0)
+        ours = _run("neardup", n, d, args.recall_queries, options)
+        theirs = _run("dnikit", n, d, 0, {})
         ratio = theirs["seconds"] / ours["seconds"]
         for r in (theirs, ours):
             recall = f"{r['recall']:.4f}" if "recall" in r else "-"
             print(
-                f"{n:>9,}x{d:<3} {r['method']:>8} {r['seconds']:8.1f} "
+                f"{n:>9,}x{d:<3} {r['method']:>8} {r['seconds']:8.1f} {r['cpu_seconds']:7.1f} "
                 f"{r['peak_mb_above_input']:8.0f} {recall:>7} "
                 f"{ratio if r is ours else 1.0:6.2f}"
             )

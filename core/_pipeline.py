@@ -66,7 +66,7 @@ def find_duplicates(
         ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
         seeded by ``seed``; ``n_jobs`` threads build the index: 1 gives the same result on
         every machine, -1 uses all cores as DNIKit does) or ``"auto"`` (exact for small
-        N*N*d, annoy above). ``n_trees`` defaults to 8 (DNIKit: 30), measured to keep
+        N*N*d, annoy above). ``n_trees`` defaults to 6 (DNIKit: 30), measured to keep
         within-threshold recall >= 0.99 (``benchmarks/bench_duplicates.py``).
     query_jobs:
         Processes that query the annoy index (-1: one per CPU, 1: in this process). The
