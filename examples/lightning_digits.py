@@ -11,8 +11,6 @@ Run: ``python examples/lightning_digits.py`` (about 10-20 s on a laptop CPU).
 
 from __future__ import annotations
 
-import tempfile
-
 import numpy as np
 import torch
 from torch import nn
@@ -120,20 +118,20 @@ def main() -> None:
     train_dl, test_dl, train_eval_dl, planted = loaders()
     # layers=None: the callback picks a layer and says which; analyse at the end of test()
     callback = DuplicatesCallback(train_loader=train_eval_dl, analyze_at_fit_end=False)
-    with tempfile.TemporaryDirectory() as logs:
-        trainer = pl.Trainer(
-            max_epochs=8,
-            accelerator="cpu",
-            devices=1,
-            callbacks=[callback],
-            default_root_dir=logs,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            logger=pl.loggers.CSVLogger(logs),
-        )
-        model = DigitsCNN()
-        trainer.fit(model, train_dl)
-        metrics = trainer.test(model, test_dl, verbose=False)[0]
+    logs = "reports/lightning"  # the CSV metrics and neardup's JSON/HTML reports go here
+    trainer = pl.Trainer(
+        max_epochs=8,
+        accelerator="cpu",
+        devices=1,
+        callbacks=[callback],
+        default_root_dir=logs,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=pl.loggers.CSVLogger(logs),
+    )
+    model = DigitsCNN()
+    trainer.fit(model, train_dl)
+    metrics = trainer.test(model, test_dl, verbose=False)[0]
     print(f"\ntest accuracy {metrics['test_acc']:.3f}")
     (layer,) = callback.results
     leak = callback.results[layer].leakage["test"]

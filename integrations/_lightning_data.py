@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from torch.utils.data import (
     DataLoader,
-    DistributedSampler,
     IterableDataset,
     RandomSampler,
     SubsetRandomSampler,
@@ -62,8 +61,8 @@ def sample_order(loader: Any) -> tuple[np.ndarray | None, str | None]:
     sampler = _innermost_sampler(loader)
     if isinstance(sampler, _RANDOM):
         return None, f"its sampler is a {type(sampler).__name__} (a new random order each pass)"
-    if isinstance(sampler, DistributedSampler) and sampler.shuffle:
-        pass  # deterministic for a given epoch (set_epoch), so re-iterating is safe
+    # sequential samplers, DistributedSampler (seeded per epoch, even when shuffling) and
+    # fixed lists give the same order on every pass
     source = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
     if loader.batch_sampler is not None:
         flat = itertools.chain.from_iterable(source)

@@ -43,8 +43,14 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Modu
 
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-_CHANNELS_FIRST_1D = (nn.Conv1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
-                      nn.AdaptiveMaxPool1d, nn.BatchNorm1d)
+_CHANNELS_FIRST_1D = (
+    nn.Conv1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.BatchNorm1d,
+)
 
 
 def default_layer(model: nn.Module) -> tuple[str, str]:

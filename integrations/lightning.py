@@ -81,11 +81,12 @@ def _check_splits(splits: Any) -> dict[str, Any] | None:
             "{'val': 'holdout', 'test': ['test_a', 'test_b']})."
         )
     values = list(splits.values())
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+    by_index = all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+    if by_index:
         if len(set(values)) != len(values) or min(values) < 0:
             raise NeardupInputError(f"splits={splits!r}: dataloader indices must be distinct >= 0.")
-        by_index = {int(i): str(name) for name, i in splits.items()}
-        names = list(by_index.values())
+        index_names = {int(i): str(name) for name, i in splits.items()}
+        names = list(index_names.values())
     else:
         bad = [k for k in splits if k not in _STAGES]
         if bad:
@@ -104,7 +105,7 @@ def _check_splits(splits: Any) -> dict[str, Any] | None:
         raise NeardupInputError(
             f"splits={splits!r}: the name {_TRAIN!r} is reserved for the training split."
         )
-    return {"index": by_index} if values and isinstance(values[0], int) else {"stage": by_stage}
+    return {"index": index_names} if by_index else {"stage": by_stage}
 
 
 def _check_positive(name: str, value: Any) -> int | None:
@@ -217,6 +218,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self.last_summary: dict[str, Any] | None = None
         self._hooks = HookManager(self.pool)
         self._eval: ActivationCollector | None = None
+        self._eval_stage: str | None = None
+        self._ddp_ids = False
+        self._device = torch.device("cpu")
         self._split_names: list[str] = []
         self._orders: list[np.ndarray | None] = []
         self._positions: list[int] = []
@@ -253,12 +257,24 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._start_eval(trainer, pl_module, "test")
 
     def on_validation_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Any,
+        pl_module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._collect_batch(batch, dataloader_idx)
 
     def on_test_batch_end(
-        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: Any,
+        pl_module: Any,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._collect_batch(batch, dataloader_idx)
 
@@ -398,7 +414,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         rank, world = trainer.global_rank, trainer.world_size
         order = None
         if is_map_style(loader):
-            loader = sharded_loader(loader, rank, world) if world > 1 else sharded_loader(loader, 0, 1)
+            loader = sharded_loader(loader, rank, world)
             order = np.asarray(loader.sampler, dtype=np.int64)
         elif distributed():
             self._warn(
@@ -468,7 +484,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         out = {}
         for split, collector in collectors.items():
             for layer in layers:
-                if (split, layer) in collector._buffers:
+                if split in collector.splits:  # every batch adds all layers at once
                     values, ids, labels = collector.get(split, layer)
                 else:  # this rank saw no sample of the split
                     values, ids, labels = (
@@ -496,7 +512,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         log_dir = self._log_dir(trainer)  # on every rank: reading log_dir may be collective
         payload: dict[str, Any] = {"metrics": {}, "error": None}
         if trainer.is_global_zero:
-            payload = self._analyze_rank_zero(trainer, rows, layers, train is not None, stem, final, log_dir)
+            payload = self._analyze_rank_zero(
+                trainer, rows, layers, train is not None, stem, final, log_dir
+            )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
         if payload["error"]:
@@ -514,11 +532,15 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     ) -> dict[str, Any]:
         empty = sorted({s for (s, _), (v, _, _) in rows.items() if len(v) == 0})
         if has_train and _TRAIN in empty:
-            self._warn(trainer, "the training loader yielded no samples; checking eval splits only.")
+            self._warn(
+                trainer, "the training loader yielded no samples; checking eval splits only."
+            )
             has_train = False
         eval_empty = [s for s in self._split_names if s in empty]
         if eval_empty:
-            self._warn(trainer, f"eval split(s) {eval_empty} yielded no samples; they are left out.")
+            self._warn(
+                trainer, f"eval split(s) {eval_empty} yielded no samples; they are left out."
+            )
         collector = ActivationCollector()
         for (split, layer), (values, ids, labels) in rows.items():
             if split in empty:
@@ -558,11 +580,17 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         }
         if self.verbose:
             text = "\n".join(self.last_summary["summary"].values())
-            where = f"\n  reports: {', '.join(self.last_summary['reports'])}" if self.report_paths else ""
+            where = (
+                f"\n  reports: {', '.join(self.last_summary['reports'])}"
+                if self.report_paths
+                else ""
+            )
             print(f"{text}{where}", flush=True)
         return {"metrics": metrics, "error": error}
 
-    def _report_metrics(self, trainer: Any, metrics: dict[str, float], log: Callable | None) -> None:
+    def _report_metrics(
+        self, trainer: Any, metrics: dict[str, float], log: Callable | None
+    ) -> None:
         if not metrics:
             return
         if log is not None:
@@ -590,7 +618,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             for name, loader, order in zip(self._split_names, loaders, self._orders)
             if order is not None
         }
-        train = self.train_loader or trainer.train_dataloader
+        train = self.train_loader if self.train_loader is not None else trainer.train_dataloader
         if is_map_style(train):
             datasets[_TRAIN] = train.dataset
         if not datasets:
@@ -611,8 +639,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
 
     # ------------------------------------------------------------------ helpers
     def _settings(self) -> dict[str, Any]:
-        pool = self.pool if isinstance(self.pool, str) else getattr(self.pool, "__name__", "callable")
-        options = {k: v if isinstance(v, (int, float, str, type(None))) else repr(v) for k, v in self.analyze_options.items()}
+        pool = (
+            self.pool if isinstance(self.pool, str) else getattr(self.pool, "__name__", "callable")
+        )
+        options = {
+            k: v if isinstance(v, (int, float, str, type(None))) else repr(v)
+            for k, v in self.analyze_options.items()
+        }
         return {
             "layers": self._layers,
             "pool": pool,

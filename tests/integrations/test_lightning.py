@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 pytest.importorskip("lightning")
 pytest.importorskip("pytorch_lightning")
 
-import lightning.pytorch as lpl  # noqa: E402
-import pytorch_lightning as ptl  # noqa: E402
+import lightning.pytorch as lpl
+import pytorch_lightning as ptl
 
-from neardup import DuplicatesResult, LeakageError, NeardupInputError  # noqa: E402
-from neardup.integrations.lightning import DuplicatesCallback  # noqa: E402
+from neardup import DuplicatesResult, LeakageError, NeardupInputError
+from neardup.integrations.lightning import DuplicatesCallback
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -167,13 +167,17 @@ class _HookWatcher(lpl.Callback):
 def test_fit_finds_planted_copies_with_dataset_indices(data, trained, tmp_path, capsys):
     xtr, ytr, *_, planted = data
     model = _model("lightning.pytorch", trained)
-    train_eval, test = _loaders(data)
+    _, test = _loaders(data)
     shuffled = DataLoader(TensorDataset(xtr, ytr), batch_size=64, shuffle=True)
     cb = DuplicatesCallback(["features"])  # training split: the trainer's (shuffled) loader
     watcher = _HookWatcher(model)
     logger = lpl.loggers.CSVLogger(tmp_path)
     trainer = _trainer(
-        lpl, tmp_path, max_epochs=1, callbacks=[watcher, cb], logger=logger,
+        lpl,
+        tmp_path,
+        max_epochs=1,
+        callbacks=[watcher, cb],
+        logger=logger,
         num_sanity_val_steps=2,
     )
     _quiet(trainer.fit, model, shuffled, test)
@@ -252,18 +256,25 @@ def test_several_eval_dataloaders_named_splits_and_dict_batches(data, trained, t
 
 
 def test_every_n_val_epochs_feeds_model_checkpoint(data, trained, tmp_path):
-    xtr, ytr, *_ = data
     train, test = _loaders(data)
     cb = DuplicatesCallback(
-        ["features"], every_n_val_epochs=1, analyze_at_fit_end=False, verbose=False,
+        ["features"],
+        every_n_val_epochs=1,
+        analyze_at_fit_end=False,
+        verbose=False,
         save_reports=False,
     )
     ckpt = lpl.callbacks.ModelCheckpoint(
         dirpath=tmp_path / "ckpt", monitor="neardup/val/leak_fraction", mode="min"
     )
     trainer = _trainer(
-        lpl, tmp_path, max_epochs=2, limit_train_batches=2, callbacks=[cb, ckpt],
-        enable_checkpointing=True, num_sanity_val_steps=0,
+        lpl,
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=2,
+        callbacks=[cb, ckpt],
+        enable_checkpointing=True,
+        num_sanity_val_steps=0,
     )
     _quiet(trainer.fit, _model("lightning.pytorch", trained), train, test)
     assert ckpt.best_model_path and ckpt.best_model_score is not None
@@ -280,7 +291,11 @@ def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
     a = DuplicatesCallback(["features"], train_loader=train, verbose=False, save_reports=False)
     b = DuplicatesCallback(["head.1"], train_loader=train, verbose=False, save_reports=False)
     assert a.state_key != b.state_key
-    _quiet(_trainer(lpl, tmp_path, callbacks=[a, b]).validate, _model("lightning.pytorch", trained), test)
+    _quiet(
+        _trainer(lpl, tmp_path, callbacks=[a, b]).validate,
+        _model("lightning.pytorch", trained),
+        test,
+    )
     assert list(a.results) == ["features"] and list(b.results) == ["head.1"]
     restored = DuplicatesCallback(["features"], train_loader=train)
     restored.load_state_dict(a.state_dict())
@@ -292,7 +307,9 @@ def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
 def test_default_layer_is_chosen_and_announced(data, trained, tmp_path, capsys):
     train, test = _loaders(data)
     cb = DuplicatesCallback(train_loader=train, save_reports=False)
-    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test)
+    _quiet(
+        _trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test
+    )
     assert cb.layers == ["features"] and list(cb.results) == ["features"]
     assert "layers=None -> analysing 'features'" in capsys.readouterr().out
 
@@ -330,7 +347,6 @@ def test_unknown_layer_lists_closest_names_and_leaks_no_hook(data, trained, tmp_
 
 
 def test_tuple_and_dict_outputs(data, trained, tmp_path):
-    xtr, ytr, xte, yte, _ = data
 
     class Pair(nn.Module):  # returns (features, aux) like an LSTM
         def forward(self, x):
@@ -361,15 +377,18 @@ def test_tuple_and_dict_outputs(data, trained, tmp_path):
         _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
     assert _hooks_left(model) == 0
     pick = DuplicatesCallback(
-        ["outputs"], pool=lambda out: out["b"].amax(dim=(2, 3)), train_loader=train,
-        verbose=False, save_reports=False,
+        ["outputs"],
+        pool=lambda out: out["b"].amax(dim=(2, 3)),
+        train_loader=train,
+        verbose=False,
+        save_reports=False,
     )
     _quiet(_trainer(lpl, tmp_path, callbacks=[pick]).validate, model, test)
     assert pick.results["outputs"].settings["dim"] == 32
 
 
 def test_iterable_eval_dataset_warns_and_still_works(data, trained, tmp_path):
-    xtr, ytr, xte, yte, _ = data
+    *_, xte, yte, _ = data
 
     class Stream(IterableDataset):
         def __iter__(self):
@@ -379,7 +398,8 @@ def test_iterable_eval_dataset_warns_and_still_works(data, trained, tmp_path):
     cb = DuplicatesCallback(["features"], train_loader=train, verbose=False, save_reports=False)
     with pytest.warns(UserWarning, match="IterableDataset.*position in the loading order"):
         _trainer(lpl, tmp_path, callbacks=[cb]).validate(
-            _model("lightning.pytorch", trained), DataLoader(Stream(), batch_size=100),
+            _model("lightning.pytorch", trained),
+            DataLoader(Stream(), batch_size=100),
             verbose=False,
         )
     assert cb.results["features"].leakage["val"].count >= 25
@@ -416,7 +436,9 @@ def test_wrong_number_of_split_names(data, trained, tmp_path):
     train, test = _loaders(data)
     cb = DuplicatesCallback(["features"], splits={"test": ["a", "b"]}, train_loader=train)
     with pytest.raises(NeardupInputError, match=r"2 name\(s\) \['a', 'b'\] for the test stage"):
-        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).test, _model("lightning.pytorch", trained), test)
+        _quiet(
+            _trainer(lpl, tmp_path, callbacks=[cb]).test, _model("lightning.pytorch", trained), test
+        )
 
 
 # ---------------------------------------------------------------------------- DDP
@@ -426,13 +448,18 @@ def test_ddp_two_processes_match_one_process(data, trained, tmp_path):
     """2 CPU ranks (gloo, uneven shards, one padded sample) give the 1-process result."""
     xtr, ytr, xte, yte, _ = data
     state = tmp_path / "state.pt"
-    torch.save({"state": trained, "x_train": xtr, "y_train": ytr, "x_test": xte,
-                "y_test": yte}, state)
+    torch.save(
+        {"state": trained, "x_train": xtr, "y_train": ytr, "x_test": xte, "y_test": yte}, state
+    )
     script = HERE / "_lightning_ddp_script.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(
         [sys.executable, str(script), str(state), str(tmp_path), "2"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     ddp = DuplicatesResult.from_json(tmp_path / "ddp-rank0-world2.json")
