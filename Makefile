@@ -19,6 +19,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/digits_leakage.py
+	$(PY) examples/lightning_digits.py
 
 test: $(STAMP)
 	$(PY) -m pytest
