@@ -402,8 +402,11 @@ def _flatten_chunk(array: pa.Array, column: str, where: str) -> tuple[np.ndarray
                 + (" or sub-lists" if depth else f" (first at row {first})")
                 + "; embed every example, or filter out the empty ones first."
             )
-        lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
-        row_counts = _segment_sums(lengths.astype(np.int64), row_counts)
+        if pa.types.is_fixed_size_list(array.type):  # no per-row lengths to read
+            row_counts = row_counts * array.type.list_size
+        else:
+            lengths = pc.list_value_length(array).to_numpy(zero_copy_only=False)
+            row_counts = _segment_sums(lengths.astype(np.int64), row_counts)
         array = _storage(array.flatten())  # flatten respects slicing (unlike .values)
         depth += 1
     kind = array.type
