@@ -188,9 +188,10 @@ def _annoy_indices(
     if progress:
         progress("building annoy index", 1, 1)
     try:
-        return _drop_self(_query_all(index, n, k + 1, int(search_k), query_jobs, progress), k)
+        found = _query_all(index, n, k + 1, int(search_k), query_jobs, progress)
     finally:
-        index.unload()
+        index.unload()  # free the index before the (N, k) post-processing arrays exist
+    return _drop_self(found, k)
 
 
 #: the built index, inherited by forked query workers (copy-on-write, never pickled).
@@ -263,10 +264,14 @@ def _query_all(
 
 
 def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
-    """Remove each row's own index from its ``k + 1`` results (or drop the last when absent)."""
-    is_self = found == np.arange(len(found))[:, None]
-    order = np.argsort(is_self, axis=1, kind="stable")
-    return np.take_along_axis(found, order, axis=1)[:, :k]
+    """Remove each row's own index from its ``k + 1`` results (or drop the last when absent).
+
+    One boolean mask (no argsort of the whole matrix): annoy lists an item at most once, so
+    every row loses exactly one entry and the kept entries keep their order.
+    """
+    keep = found != np.arange(len(found))[:, None]
+    keep[keep.all(axis=1), -1] = False
+    return found[keep].reshape(len(found), k)
 
 
 def build_graph(
