@@ -188,7 +188,11 @@ def main() -> None:
     for n, d in sizes:
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "x.npy")
-            np.save(data, make_data(n, d))
+            # generated in a subprocess: Linux children inherit the parent's max RSS on spawn
+            gen = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import numpy"
+            gen += "; from bench_duplicates import make_data"
+            gen += f"; numpy.save({data!r}, make_data({n}, {d}))"
+            subprocess.run([sys.executable, "-c", gen], check=True)
             ours = _run("neardup", n, d, args.recall_queries, options, data)
             theirs = _run("dnikit", n, d, 0, {}, data)
         ratio = theirs["seconds"] / ours["seconds"]
