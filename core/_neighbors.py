@@ -48,9 +48,9 @@ _BLOCK_BYTES = 128 << 20
 #: than 128 MB ones.
 _GATHER_BYTES = 4 << 20
 #: annoy trees by default (DNIKit: 30; its facade still asks for 30). Within-threshold recall
-#: against exact search, measured with benchmarks/bench_duplicates.py (1.0 at 100k x 40) and on
-#: harder near-duplicates spread up to the threshold (benchmarks/bench_recall.py): 6 trees
-#: give 1.0 at d=32 and 64, 0.997 at d=128 (5 trees: 0.990-0.995, 8 trees: 1.0).
+#: against exact search: 1.0 at 100k x 40 and 1M x 64 (benchmarks/bench_duplicates.py); on
+#: near-duplicates spread up to the threshold (benchmarks/bench_recall.py, 100k rows) 0.994 at
+#: d=64 and 0.998 at d=128 (4 trees: 0.988 at d=64; 8 trees: 0.998 at d=128).
 DEFAULT_TREES = 6
 #: below this many rows, forking query workers costs more than it saves.
 _PARALLEL_MIN_ROWS = 20_000
