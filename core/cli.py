@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import NeardupInputError
+from ._neighbors import DEFAULT_TREES
 from ._pipeline import find_duplicates
 from ._result import DuplicatesResult
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
@@ -155,6 +156,7 @@ def _scan(args: argparse.Namespace) -> int:
         reference=None if args.no_reference else args.reference,
         n_trees=args.trees,
         search_k=args.search_k,
+        query_jobs=args.query_jobs,
         seed=args.seed,
         progress=progress,
     )
@@ -264,7 +266,18 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")
     scan.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
     scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
-    scan.add_argument("--trees", type=int, default=30, help="annoy trees (default 30)")
+    scan.add_argument(
+        "--trees",
+        type=int,
+        default=DEFAULT_TREES,
+        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
+    )
+    scan.add_argument(
+        "--query-jobs",
+        type=int,
+        default=-1,
+        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
+    )
     scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
     scan.add_argument("--seed", type=int, default=0)
     scan.add_argument(
