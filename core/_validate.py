@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -29,12 +30,12 @@ class Dataset:
     ids: list[np.ndarray]  # per split, (n_split,)
     labels: list[np.ndarray | None]  # per split, (n_split,) or None
 
-    @property
+    @cached_property
     def offsets(self) -> np.ndarray:
         """Row offset of each split in :attr:`matrix` (length ``len(names) + 1``)."""
         return np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.int64)
 
-    @property
+    @cached_property
     def split_of_row(self) -> np.ndarray:
         """Split index (into :attr:`names`) of every row, shape ``(N,)``."""
         return np.repeat(np.arange(len(self.names), dtype=np.int32), self.sizes)

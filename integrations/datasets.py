@@ -648,16 +648,8 @@ def annotate(
     one example per set. Rows are neither reordered nor dropped; splits the report did not
     cover are returned unchanged.
     """
-    single = isinstance(data, Dataset)
-    if not single and not isinstance(data, DatasetDict):
-        raise NeardupInputError(
-            f"annotate takes the DatasetDict or Dataset given to find_leakage, got "
-            f"{type(data).__name__}."
-        )
-    parts = {"data": data} if single else dict(data)
-    _check_report(parts, report, single)
+    single, parts, flags = _analysed_parts(data, report, "annotate")
     out = {}
-    flags = _flags(report, single)
     for name, ds in parts.items():
         if name in flags:
             cluster, leaked = flags[name]
@@ -665,6 +657,21 @@ def annotate(
             ds = _set_column(ds, leaked_column, leaked, Value("bool"))
         out[name] = ds
     return out["data"] if single else DatasetDict(out)
+
+
+def _analysed_parts(
+    data: DatasetDict | Dataset, report: DuplicatesResult, caller: str
+) -> tuple[bool, dict[str, Dataset], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """Check ``data`` against ``report``; return (single, split -> Dataset, per-split flags)."""
+    single = isinstance(data, Dataset)
+    if not single and not isinstance(data, DatasetDict):
+        raise NeardupInputError(
+            f"{caller} takes the DatasetDict or Dataset given to find_leakage, got "
+            f"{type(data).__name__}."
+        )
+    parts = {"data": data} if single else dict(data)
+    _check_report(parts, report, single)
+    return single, parts, _flags(report, single)
 
 
 def _set_column(ds: Dataset, name: str, values: np.ndarray, feature: Any) -> Dataset:
@@ -680,15 +687,7 @@ def drop_leaked(data: DatasetDict | Dataset, report: DuplicatesResult) -> Datase
     the reference split; the reference split is kept whole. For a Dataset: one example per
     duplicate set is kept (its first row). Uses ``select`` (an indices mapping, no copy).
     """
-    single = isinstance(data, Dataset)
-    if not single and not isinstance(data, DatasetDict):
-        raise NeardupInputError(
-            f"drop_leaked takes the DatasetDict or Dataset given to find_leakage, got "
-            f"{type(data).__name__}."
-        )
-    parts = {"data": data} if single else dict(data)
-    _check_report(parts, report, single)
-    flags = _flags(report, single)
+    single, parts, flags = _analysed_parts(data, report, "drop_leaked")
     out = {}
     for name, ds in parts.items():
         leaked = flags[name][1] if name in flags else None
