@@ -22,7 +22,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._copies import expand_neighbours, find_copies
 from ._errors import NeardupInputError
+from ._rows import Rows
 
 __all__ = [
     "BACKENDS",
@@ -55,6 +57,7 @@ DEFAULT_TREES = 6
 #: below this many rows, forking query workers costs more than it saves.
 _PARALLEL_MIN_ROWS = 20_000
 _CHUNK_ROWS = 16_384
+_SORT_ROWS = 65_536
 
 
 @dataclass
@@ -127,15 +130,20 @@ def _row_distances(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def _finish(indices: np.ndarray, x: np.ndarray, backend: str) -> NeighborGraph:
-    """Recompute exact distances for the candidate pairs and sort each row."""
-    valid = indices >= 0
+    """Recompute exact distances for the candidate pairs and sort each row (in place, blocked).
+
+    Sorting block by block keeps the temporaries (sort keys, orders) to one block instead of
+    three more ``(N, k)`` arrays at once.
+    """
     distances = _row_distances(x, indices)
-    order = np.lexsort((np.where(valid, indices, np.iinfo(np.int64).max), distances), axis=-1)
-    return NeighborGraph(
-        indices=np.take_along_axis(indices, order, axis=1),
-        distances=np.take_along_axis(distances, order, axis=1),
-        backend=backend,
-    )
+    missing = np.iinfo(np.int64).max
+    for start in range(0, len(indices), _SORT_ROWS):
+        idx = indices[start : start + _SORT_ROWS]
+        dist = distances[start : start + _SORT_ROWS]
+        order = np.lexsort((np.where(idx >= 0, idx, missing), dist), axis=-1)
+        idx[:] = np.take_along_axis(idx, order, axis=1)
+        dist[:] = np.take_along_axis(dist, order, axis=1)
+    return NeighborGraph(indices=indices, distances=distances, backend=backend)
 
 
 def _exact_indices(x: np.ndarray, k: int, progress: ProgressFn | None) -> np.ndarray:
@@ -158,7 +166,8 @@ def _exact_indices(x: np.ndarray, k: int, progress: ProgressFn | None) -> np.nda
 
 
 def _annoy_indices(
-    x: np.ndarray,
+    rows: Rows,
+    items: np.ndarray | None,
     k: int,
     *,
     n_trees: int,
@@ -170,6 +179,10 @@ def _annoy_indices(
 ) -> np.ndarray:
     """Approximate neighbours with annoy (euclidean), seeded; the query itself is removed.
 
+    The index holds the rows ``items`` (ascending global rows; ``None``: every row) as items
+    ``0..len(items)-1``, filled block by block from ``rows`` so no second full copy of the
+    data is made. Returns ``(len(items), min(k, len(items) - 1))`` item numbers.
+
     With a fixed ``n_jobs`` the index (and so the result) is identical run to run; annoy
     builds different trees for different thread counts, so ``n_jobs=-1`` (DNIKit's choice)
     reproduces only on machines with the same number of cores. ``query_jobs`` never changes
@@ -177,18 +190,28 @@ def _annoy_indices(
     """
     from annoy import AnnoyIndex
 
-    n, d = x.shape
-    index = AnnoyIndex(d, "euclidean")
+    n_items = rows.n if items is None else len(items)
+    k = min(k, n_items - 1)
+    if k < 1:
+        return np.full((n_items, 0), -1, dtype=np.int64)
+    index = AnnoyIndex(rows.d, "euclidean")
     index.set_seed(int(seed))
-    for i in range(n):
-        index.add_item(i, x[i].tolist())
+    add = index.add_item
+    for start, block in rows.blocks():
+        if items is None:
+            for i in range(len(block)):
+                add(start + i, block[i].tolist())
+            continue
+        lo, hi = np.searchsorted(items, [start, start + len(block)])
+        for item, row in zip(range(lo, hi), (items[lo:hi] - start).tolist()):
+            add(item, block[row].tolist())
     if progress:
         progress("building annoy index", 0, 1)
     index.build(int(n_trees), n_jobs=int(n_jobs))
     if progress:
         progress("building annoy index", 1, 1)
     try:
-        found = _query_all(index, n, k + 1, int(search_k), query_jobs, progress)
+        found = _query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
     finally:
         index.unload()  # free the index before the (N, k) post-processing arrays exist
     return _drop_self(found, k)
@@ -200,7 +223,7 @@ _SHARED_INDEX = None
 
 def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> np.ndarray:
     """One ``get_nns_by_item`` call per item ``start..stop-1``; rows padded with ``-1``."""
-    found = np.full((stop - start, n_results), -1, dtype=np.int64)
+    found = np.full((stop - start, n_results), -1, dtype=_item_dtype(index.get_n_items()))
     query = index.get_nns_by_item
     for i in range(start, stop):
         hits = query(i, n_results, search_k)
@@ -242,7 +265,7 @@ def _query_all(
         (start, min(n, start + _CHUNK_ROWS), n_results, search_k)
         for start in range(0, n, _CHUNK_ROWS)
     ]
-    found = np.empty((n, n_results), dtype=np.int64)
+    found = np.empty((n, n_results), dtype=_item_dtype(n))
     done = 0
     if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
         _SHARED_INDEX = index
@@ -263,6 +286,11 @@ def _query_all(
     return found
 
 
+def _item_dtype(n: int) -> type:
+    """int32 item numbers while they fit: halves the largest array of the query phase."""
+    return np.int32 if n < np.iinfo(np.int32).max else np.int64
+
+
 def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
     """Remove each row's own index from its ``k + 1`` results (or drop the last when absent).
 
@@ -271,11 +299,11 @@ def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
     """
     keep = found != np.arange(len(found))[:, None]
     keep[keep.all(axis=1), -1] = False
-    return found[keep].reshape(len(found), k)
+    return found[keep].reshape(len(found), k).astype(np.int64)
 
 
 def build_graph(
-    x: np.ndarray,
+    x: np.ndarray | Rows,
     k: int,
     *,
     backend: str = "auto",
@@ -284,31 +312,41 @@ def build_graph(
     seed: int = 0,
     n_jobs: int = 1,
     query_jobs: int = -1,
+    dedupe: bool = False,
+    prefer: np.ndarray | None = None,
     progress: ProgressFn | None = None,
 ) -> NeighborGraph:
-    """Build the kNN graph of ``x`` (``(N, d)`` float32) with the chosen backend.
+    """Build the kNN graph of ``x`` (an ``(N, d)`` float32 matrix, or :class:`Rows`).
 
     ``n_jobs`` threads build the annoy index (it shapes the trees); ``query_jobs`` forked
-    processes query it (-1: one per CPU; the result is the same for any value).
+    processes query it (-1: one per CPU; the result is the same for any value). With
+    ``dedupe``, exact copies are grouped by hashing first and annoy indexes each distinct row
+    once (:mod:`neardup._copies`); ``prefer`` (``(N,)`` bool) then picks which copy stands
+    for a group. Given :class:`Rows`, the annoy index is filled block by block and the full
+    matrix is materialised only after the index is freed.
     """
-    backend = choose_backend(backend, *x.shape)
+    rows = x if isinstance(x, Rows) else Rows.from_matrix(x)
+    backend = choose_backend(backend, *rows.shape)
     resolve_query_jobs(query_jobs)  # validate early, whatever the backend
     if backend == "exact":
-        indices = _exact_indices(x, k, progress)
+        indices = _exact_indices(rows.matrix(), k, progress)
     else:
         if n_trees < 1:
             raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
-        indices = _annoy_indices(
-            x,
-            k,
-            n_trees=n_trees,
-            search_k=search_k,
-            seed=seed,
-            n_jobs=n_jobs,
-            query_jobs=query_jobs,
-            progress=progress,
+        copies = find_copies(rows) if dedupe else None
+        options = dict(n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs)
+        items = None if copies is None else copies.first
+        found = _annoy_indices(
+            rows, items, k, query_jobs=query_jobs, progress=progress, **options
         )
-    return _finish(indices, x, backend)
+        if copies is not None:
+            indices = expand_neighbours(found, copies, k, prefer)
+        elif found.shape[1] == k:
+            indices = found
+        else:
+            indices = np.full((rows.n, k), -1, dtype=np.int64)
+            indices[:, : found.shape[1]] = found
+    return _finish(indices, rows.matrix(), backend)
 
 
 def nearest_among(

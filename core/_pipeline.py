@@ -14,6 +14,7 @@ from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, c
 from ._normalize import check_normalize, normalize_inplace
 from ._reduce import as_reducer
 from ._result import DuplicateSet, DuplicatesResult, Leakage
+from ._rows import Rows
 from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
 from ._validate import Dataset, prepare, split_index
 
@@ -38,6 +39,7 @@ def find_duplicates(
     search_k: int = -1,
     n_jobs: int = 1,
     query_jobs: int = -1,
+    dedupe: bool = True,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
@@ -71,6 +73,9 @@ def find_duplicates(
     query_jobs:
         Processes that query the annoy index (-1: one per CPU, 1: in this process). The
         result is the same for any value.
+    dedupe:
+        With annoy, group byte-identical rows by hashing first and index each distinct row
+        once; copies are then found exactly and cost no approximate search.
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
@@ -88,20 +93,22 @@ def find_duplicates(
     ref_index = None
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")
-    k = clamp_k(k, len(dataset.matrix))
+    k = clamp_k(k, sum(dataset.sizes))
 
-    x = dataset.matrix
     if reducer is not None:
+        x = dataset.matrix
         reducer.fit(x)
         if reducer.is_noop_for is None:
             x = reducer.transform(x)
         if progress:
             progress("PCA", 1, 1)
-    dataset.matrix = None  # drop the unreduced copy as soon as possible
-    normalize_inplace(x, normalize)
-
+        del dataset.matrix  # drop the unreduced copy as soon as possible
+        rows = Rows.from_matrix(normalize_inplace(x, normalize))
+    else:  # normalised block by block: no full copy while the annoy index exists
+        rows = Rows(dataset.arrays, normalize)
+    split_of_row = dataset.split_of_row
     graph = build_graph(
-        x,
+        rows,
         k,
         backend=backend,
         n_trees=n_trees,
@@ -109,11 +116,13 @@ def find_duplicates(
         seed=seed,
         n_jobs=n_jobs,
         query_jobs=query_jobs,
+        dedupe=dedupe,
+        prefer=None if ref_index is None else split_of_row == ref_index,
         progress=progress,
     )
+    x = rows.matrix()
     resolved = resolve_threshold(strategy, graph, normalize)
     assignment = cluster_rows(graph, resolved.value)
-    split_of_row = dataset.split_of_row
     leakage = (
         _leakage(x, graph, resolved.value, dataset, split_of_row, ref_index)
         if ref_index is not None
@@ -128,6 +137,7 @@ def find_duplicates(
         "n_trees": n_trees if graph.backend == "annoy" else None,
         "search_k": search_k if graph.backend == "annoy" else None,
         "n_jobs": n_jobs if graph.backend == "annoy" else None,
+        "dedupe": dedupe if graph.backend == "annoy" else None,
         "seed": seed,
         "dim": int(x.shape[1]),
     }

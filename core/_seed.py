@@ -103,6 +103,7 @@ class Duplicates:
                 k=9,  # DNIKit asks annoy for 10 including the item itself
                 seed=0,
                 n_jobs=-1,  # as DNIKit builds its index (same trees on the same machine)
+                dedupe=False,  # DNIKit indexes every row, copies included
                 layer=name,
             )
             count = len(values)

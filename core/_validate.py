@@ -1,4 +1,4 @@
-"""Turn user input (one array, or ``split -> array``) into one validated float32 matrix.
+"""Turn user input (one array, or ``split -> array``) into validated per-split arrays.
 
 Every check here raises :class:`NeardupInputError` with the problem and its fix; nothing
 downstream has to re-check shapes, dtypes or finiteness.
@@ -22,13 +22,21 @@ __all__ = ["DEFAULT_SPLIT", "Dataset", "as_feature_matrix", "check_finite", "pre
 
 @dataclass
 class Dataset:
-    """Validated input: all splits stacked into one ``(N, d)`` float32 matrix."""
+    """Validated input: per split, an ``(n_split, d)`` array (the caller's, not copied)."""
 
     names: list[str]
     sizes: list[int]
-    matrix: np.ndarray  # (N, d) float32, owned (safe to modify in place)
+    arrays: list[np.ndarray]  # per split, (n_split, d), any numeric dtype; never modified
     ids: list[np.ndarray]  # per split, (n_split,)
     labels: list[np.ndarray | None]  # per split, (n_split,) or None
+
+    @cached_property
+    def matrix(self) -> np.ndarray:
+        """All splits stacked into one ``(N, d)`` float32 copy (owned: safe to modify)."""
+        matrix = np.empty((sum(self.sizes), self.arrays[0].shape[1]), dtype=np.float32)
+        for start, a in zip(self.offsets, self.arrays):
+            matrix[start : start + len(a)] = a
+        return matrix
 
     @cached_property
     def offsets(self) -> np.ndarray:
@@ -201,12 +209,7 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
         _check_labels(lab, s, n)
         for lab, s, n in zip(_per_split(labels, "labels", names, single), names, sizes)
     ]
-    matrix = np.empty((sum(sizes), arrays[0].shape[1]), dtype=np.float32)
-    start = 0
-    for a in arrays:
-        matrix[start : start + len(a)] = a
-        start += len(a)
-    return Dataset(names=names, sizes=sizes, matrix=matrix, ids=id_list, labels=label_list)
+    return Dataset(names=names, sizes=sizes, arrays=arrays, ids=id_list, labels=label_list)
 
 
 def split_index(name: str, names: Sequence[str], what: str = "split") -> int:

@@ -1,0 +1,111 @@
+"""``Rows``: the normalised float32 feature rows, streamed block by block or materialised once.
+
+The annoy index keeps its own copy of every vector, so filling it from a full normalised
+matrix would hold the data three times (the caller's arrays, the matrix, the index). ``Rows``
+produces the normalised rows block by block straight from the caller's arrays; the matrix is
+materialised only once the index is gone (the exact distances need it). At 1M x 64 this is
+the difference between ~1 GiB and ~0.75 GiB peak RSS (``benchmarks/bench_duplicates.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ._normalize import check_normalize, normalize_inplace
+
+__all__ = ["Rows"]
+
+_BLOCK_ROWS = 65_536
+
+
+class Rows:
+    """Rows of one or more ``(n_i, d)`` arrays, stacked, cast to float32 and normalised.
+
+    Parameters
+    ----------
+    arrays:
+        Validated ``(n_i, d)`` numeric arrays (any float or int dtype); never modified.
+    normalize:
+        ``"row"``, ``"column"`` or ``None``, as in :func:`neardup.find_duplicates`. Column
+        norms are taken over all arrays together (one streamed pass).
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], normalize: str | None) -> None:
+        self._arrays = list(arrays)
+        self.normalize = check_normalize(normalize)
+        self.n = sum(len(a) for a in self._arrays)
+        self.d = int(self._arrays[0].shape[1])
+        self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
+        self._column_norms = self._compute_column_norms() if normalize == "column" else None
+        self._matrix: np.ndarray | None = None
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> Rows:
+        """Wrap an already normalised float32 ``(N, d)`` matrix (no copy)."""
+        rows = cls([matrix], None)
+        rows._matrix = matrix
+        return rows
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.d
+
+    def _compute_column_norms(self) -> np.ndarray:
+        sq = np.zeros(self.d, dtype=np.float64)
+        for _, raw in self._raw_blocks():
+            sq += np.einsum("ij,ij->j", raw, raw, dtype=np.float64)
+        norms = np.sqrt(sq)
+        norms[norms == 0] = 1.0
+        return norms.astype(np.float32)
+
+    def _raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """``(global start row, view)`` blocks of the caller's arrays, in their own dtype."""
+        for offset, array in zip(self._offsets, self._arrays):
+            for start in range(0, len(array), block_rows):
+                yield int(offset) + start, array[start : start + block_rows]
+
+    def _normalised(self, raw: np.ndarray) -> np.ndarray:
+        block = np.array(raw, dtype=np.float32, copy=True)
+        if self.normalize == "column":
+            block /= self._column_norms
+        else:
+            normalize_inplace(block, self.normalize)
+        return block
+
+    def blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """``(global start row, normalised float32 block)``; one block in memory at a time."""
+        if self._matrix is not None:
+            for start in range(0, self.n, block_rows):
+                yield start, self._matrix[start : start + block_rows]
+            return
+        for start, raw in self._raw_blocks(block_rows):
+            yield start, self._normalised(raw)
+
+    def raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """Blocks of the values before normalisation, cast to float32 (for exact-copy hashing)."""
+        source = self._raw_blocks(block_rows) if self._matrix is None else self.blocks(block_rows)
+        for start, raw in source:
+            yield start, np.asarray(raw, dtype=np.float32)
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Values of the given global ``rows`` before normalisation, as float32 ``(len, d)``."""
+        if self._matrix is not None:
+            return self._matrix[rows]
+        out = np.empty((len(rows), self.d), dtype=np.float32)
+        which = np.searchsorted(self._offsets, rows, side="right") - 1
+        for a, array in enumerate(self._arrays):
+            mask = which == a
+            if mask.any():
+                out[mask] = array[rows[mask] - self._offsets[a]]
+        return out
+
+    def matrix(self) -> np.ndarray:
+        """The full normalised ``(N, d)`` float32 matrix, built once (the only full copy)."""
+        if self._matrix is None:
+            matrix = np.empty((self.n, self.d), dtype=np.float32)
+            for start, block in self.blocks():
+                matrix[start : start + len(block)] = block
+            self._matrix = matrix
+        return self._matrix
