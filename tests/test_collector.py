@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,68 @@ def test_layer_missing_in_a_split_is_reported():
     with pytest.raises(NeardupInputError, match=r"layer 'b' has no activations for split\(s\)"):
         collector.analyze()
     assert set(collector.analyze(layers=["a"])) == {"a"}
+
+
+# ---------------------------------------------------------------- memory: linear, one copy
+# tracemalloc sees numpy's data allocations, so these measure the bytes the collector
+# allocates, not time. Slack: a few hundred bytes of Python objects per batch (two array
+# headers and list slots) plus 64 KiB for everything else.
+_PER_BATCH_SLACK = 512
+_SLACK = 64 * 1024
+
+
+def _collect_traced(n, d=64, batch=250, **options):
+    """Add ``n`` rows in batches (one reused caller buffer); traced bytes held and merge peak."""
+    source = np.random.default_rng(0).normal(size=(batch, d)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        start = tracemalloc.get_traced_memory()[0]
+        collector = ActivationCollector(**options)
+        for _ in range(n // batch):
+            collector.add("train", "l", source)
+            source += 1.0  # in place: the caller reuses its buffer
+        held = tracemalloc.get_traced_memory()[0] - start
+        tracemalloc.reset_peak()
+        values, ids, _ = collector.get("train", "l")
+        after, peak = (m - start for m in tracemalloc.get_traced_memory())
+    finally:
+        tracemalloc.stop()
+    assert values.shape == (n, d) and len(ids) == n
+    return collector, held, peak, after
+
+
+def test_collection_holds_one_float32_copy_and_merges_with_one_more():
+    n, d, batches = 40_000, 64, 160
+    data, id_bytes = n * d * 4, n * 8  # float32 rows; int64 ids
+    collector, held, peak, after = _collect_traced(n, d)
+    # adding: exactly one float32 copy of the rows plus the ids, nothing per sample
+    assert data + id_bytes <= held <= data + id_bytes + batches * _PER_BATCH_SLACK + _SLACK
+    # merging into one matrix: one more copy of the rows at most (the output; chunks freed
+    # as copied, ids merged after them), and one copy again afterwards
+    assert peak - held <= data + _SLACK
+    assert peak <= 2 * (data + id_bytes) + batches * _PER_BATCH_SLACK + _SLACK
+    assert after <= held + _SLACK
+    assert collector.nbytes == data
+
+
+def test_memory_doubles_when_the_samples_double():
+    _, held_1, peak_1, _ = _collect_traced(20_000)
+    _, held_2, peak_2, _ = _collect_traced(40_000)
+    assert held_2 / held_1 == pytest.approx(2.0, rel=0.02)
+    assert (peak_2 - held_2) / (peak_1 - held_1) == pytest.approx(2.0, rel=0.02)
+
+
+def test_a_later_get_does_not_copy_again():
+    collector, *_ = _collect_traced(5_000)
+    first = collector.get("train", "l")[0]
+    assert collector.get("train", "l")[0] is first
+    assert collector.arrays("l")["train"] is first
+
+
+def test_a_rejected_first_batch_leaves_nothing_behind():
+    collector = ActivationCollector()
+    with pytest.raises(NeardupInputError, match="ids has shape"):
+        collector.add("train", "l", np.ones((4, 3)), ids=[1, 2])
+    assert len(collector) == 0 and collector.splits == []
+    collector.add("train", "l", np.ones((4, 3)))  # without ids now: a fresh start
+    np.testing.assert_array_equal(collector.get("train", "l")[1], np.arange(4))
