@@ -13,6 +13,7 @@ from ._collector import ActivationCollector
 from ._errors import LeakageError, NeardupInputError
 from ._pipeline import find_duplicates, find_duplicates_by_layer
 from ._reduce import PCA
+from ._reference import ReferenceIndex
 from ._result import DuplicateSet, DuplicatesResult, Leakage
 from ._seed import Duplicates
 from ._threshold import (
@@ -39,6 +40,7 @@ __all__ = [
     "LeakageError",
     "NeardupInputError",
     "Percentile",
+    "ReferenceIndex",
     "Relative",
     "ResolvedThreshold",
     "Slope",

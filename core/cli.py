@@ -1,5 +1,6 @@
 """Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz files),
-``neardup show`` (print a saved JSON result) and ``neardup report`` (render it as HTML).
+``neardup show`` (print a saved JSON result), ``neardup report`` (render it as HTML) and
+``neardup index build`` / ``neardup index score`` (a saved reference index, scored later).
 
 Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input.
 """
@@ -7,9 +8,10 @@ Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ import numpy as np
 from ._errors import NeardupInputError
 from ._neighbors import DEFAULT_TREES
 from ._pipeline import find_duplicates
-from ._result import DuplicatesResult
+from ._reference import ReferenceIndex
+from ._result import SCHEMA_VERSION, DuplicatesResult, Leakage, _plain
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 
 __all__ = ["main", "parse_threshold"]
@@ -87,6 +90,24 @@ def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
         return loaded[key]
 
 
+def _npz_labels(path: str) -> np.ndarray | None:
+    """The ``y``/``labels`` array of an x/y ``.npz`` (``None`` for anything else)."""
+    if not path.endswith(".npz") or not Path(path).exists():
+        return None
+    with np.load(path, allow_pickle=False) as npz:
+        key = next((k for k in ("y", "labels") if k in npz.files), None)
+        return None if key is None else npz[key]
+
+
+def _load_ids(spec: str, what: str) -> np.ndarray:
+    """Ids from a ``.txt`` file (one per line) or a ``.npy``/``.npz`` array."""
+    if spec.endswith(".txt"):
+        if not Path(spec).exists():
+            raise NeardupInputError(f"{what}: file {spec!r} does not exist.")
+        return np.array(Path(spec).read_text(encoding="utf-8").splitlines(), dtype=str)
+    return _load_array(spec, what, ("ids",))
+
+
 class _Progress:
     """Stage progress on stderr: a live percentage on a terminal, one line per stage otherwise."""
 
@@ -116,9 +137,9 @@ class _Progress:
         self.stage = None
 
 
-def _leak_table(result: DuplicatesResult, limit: int = 10) -> str:
+def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
     rows = []
-    for split, leak in result.leakage.items():
+    for split, leak in leakage.items():
         for i, (sid, rid, dist) in enumerate(zip(leak.ids, leak.nearest_ids, leak.distances)):
             if i >= limit:
                 rows.append(f"  {'':>8}  ... {leak.count - limit:,} more in {split}")
@@ -139,11 +160,10 @@ def _scan(args: argparse.Namespace) -> int:
     data = {n: _load_array(p, f"split {n!r}", ("x", "activations")) for n, p in splits.items()}
     labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
     for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
-        if name not in labels and path.endswith(".npz"):
-            with np.load(path, allow_pickle=False) as npz:
-                key = next((k for k in ("y", "labels") if k in npz.files), None)
-                if key is not None:
-                    labels[name] = npz[key]
+        if name not in labels:
+            own = _npz_labels(path)
+            if own is not None:
+                labels[name] = own
     progress = _Progress(enabled=not args.quiet)
     result = find_duplicates(
         data if len(data) > 1 else next(iter(data.values())),
@@ -167,18 +187,18 @@ def _scan(args: argparse.Namespace) -> int:
         if args.json:
             result.to_json(args.json)
         print(result.summary())
-        table = _leak_table(result)
+        table = _leak_table(result.leakage)
         if table:
             print(table)
         if args.json:
             print(f"JSON report: {args.json}")
-    return _gate(result, args.fail_above)
+    return _gate(result.leakage, args.fail_above)
 
 
-def _gate(result: DuplicatesResult, fail_above: float | None) -> int:
+def _gate(leakage: Mapping[str, Leakage], fail_above: float | None) -> int:
     if fail_above is None:
         return 0
-    worst = max((leak.fraction for leak in result.leakage.values()), default=0.0)
+    worst = max((leak.fraction for leak in leakage.values()), default=0.0)
     if worst > fail_above:
         print(
             f"neardup: FAIL: leakage {100 * worst:.2f} % exceeds --fail-above "
@@ -195,10 +215,10 @@ def _show(args: argparse.Namespace) -> int:
     except (OSError, ValueError, KeyError) as err:
         raise NeardupInputError(f"cannot read {args.result!r} as a neardup result: {err}") from err
     print(result.summary())
-    table = _leak_table(result)
+    table = _leak_table(result.leakage)
     if table:
         print(table)
-    return _gate(result, args.fail_above)
+    return _gate(result.leakage, args.fail_above)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -223,6 +243,87 @@ def _report(args: argparse.Namespace) -> int:
     )
     print(f"HTML report: {args.html}")
     return 0
+
+
+def _labelled(data: str, labels: str | None, ids: str | None, what: str) -> tuple:
+    """Activations, labels (``--labels`` or the .npz's own ``y``) and ids of one split."""
+    x = _load_array(data, what, ("x", "activations"))
+    y = _load_array(labels, f"labels of {what}", ("y", "labels")) if labels else _npz_labels(data)
+    return x, y, (_load_ids(ids, f"ids of {what}") if ids else None)
+
+
+def _index_build(args: argparse.Namespace) -> int:
+    x, labels, ids = _labelled(args.data, args.labels, args.ids, f"reference {args.reference!r}")
+    progress = _Progress(enabled=not args.quiet)
+    index = ReferenceIndex.build(
+        x,
+        labels=labels,
+        ids=ids,
+        threshold=parse_threshold(args.threshold) if args.threshold else None,
+        normalize=None if args.normalize == "none" else args.normalize,
+        reduce=args.reduce,
+        k=args.k,
+        n_trees=args.trees,
+        seed=args.seed,
+        query_jobs=args.query_jobs,
+        reference=args.reference,
+        progress=progress,
+    )
+    progress.close()
+    index.save(args.index, overwrite=args.overwrite)
+    print(f"reference index {args.index}: {_describe(index)}")
+    return 0
+
+
+def _describe(index: ReferenceIndex) -> str:
+    s, t = index.settings, index.threshold
+    params = ", ".join(f"{k}={v}" for k, v in t.params.items())
+    reduce = f", PCA to {s['dim']}" if s["reduce"] is not None else ""
+    return (
+        f"{index.size:,} {index.reference} samples x {index.dim} features{reduce}\n"
+        f"  threshold {t.strategy}({params}) -> distance {t.value:.4g}"
+        f"  [normalize={s['normalize']}, trees={s['n_trees']}, k={s['k']}]"
+    )
+
+
+def _index_score(args: argparse.Namespace) -> int:
+    index = ReferenceIndex.load(args.index)
+    x, labels, ids = _labelled(args.data, args.labels, args.ids, f"split {args.split!r}")
+    leak = index.score(x, ids=ids, labels=labels, split=args.split, search_k=args.search_k)
+    if args.json:
+        text = json.dumps(
+            {
+                "schema": SCHEMA_VERSION,
+                "index": str(args.index),
+                "threshold": {
+                    "strategy": index.threshold.strategy,
+                    "params": _plain(index.threshold.params),
+                    "value": index.threshold.value,
+                },
+                "settings": _plain(index.settings),
+                "leakage": {leak.split: leak.to_dict()},
+            },
+            indent=1,
+            allow_nan=False,
+        )
+        if args.json == "-":
+            print(text)
+            return _gate({leak.split: leak}, args.fail_above)
+        Path(args.json).write_text(text, encoding="utf-8")
+    conflicts = (
+        f", {len(leak.label_conflicts)} with a different label" if leak.label_conflicts else ""
+    )
+    print(f"reference index {args.index}: {_describe(index)}")
+    print(
+        f"  leakage {leak.split} -> {leak.reference}: {leak.count:,} of {leak.total:,} samples "
+        f"({100 * leak.fraction:.2f} %) have a near-duplicate in {leak.reference}{conflicts}"
+    )
+    table = _leak_table({leak.split: leak})
+    if table:
+        print(table)
+    if args.json:
+        print(f"JSON report: {args.json}")
+    return _gate({leak.split: leak}, args.fail_above)
 
 
 def _fraction(text: str) -> float:
@@ -318,7 +419,104 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--title", help="page title")
     report.set_defaults(run=_report)
+    _index_parser(sub)
     return parser
+
+
+_INDEX_HELP = """\
+Build a reference index once from the reference (training) split, save it as a directory,
+and score new data against it later, anywhere, without rebuilding it.
+
+The transform (PCA, normalisation) is fitted on the reference alone and the threshold is
+resolved once, at build time, on the reference's own neighbours; every later score uses
+that same fixed distance, so batches scored on different days are judged alike.
+
+  neardup index build train.npz ref_index/ --threshold cosine:0.98
+  neardup index score ref_index/ new_batch.npy --fail-above 0.01 --json leak.json
+
+Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input.
+"""
+
+
+def _index_parser(sub: argparse._SubParsersAction) -> None:
+    """``neardup index build`` and ``neardup index score``."""
+    index = sub.add_parser(
+        "index",
+        help="build a saved reference index from train, then score new data against it",
+        description=_INDEX_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = index.add_subparsers(dest="action", required=True)
+    build = actions.add_parser(
+        "build",
+        help="index the reference activations and save the index directory",
+        description="Index the reference activations (.npy/.npz) and save the index in "
+        "INDEX_DIR (annoy index, vectors, transform, ids, labels and meta.json; no pickle).",
+    )
+    build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
+    build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
+    build.add_argument(
+        "--labels", metavar="PATH[:KEY]", help="labels (an x/y .npz provides its own 'y')"
+    )
+    build.add_argument(
+        "--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line"
+    )
+    build.add_argument(
+        "--threshold",
+        metavar="NAME[:VALUE]",
+        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]; "
+        "resolved now, on the reference, and fixed for every score",
+    )
+    build.add_argument("--normalize", choices=["row", "column", "none"], default="row")
+    build.add_argument("--reduce", type=int, metavar="N", help="PCA (of the reference) to N dims")
+    build.add_argument(
+        "--k", type=int, default=10, help="neighbours / candidates per sample (default 10)"
+    )
+    build.add_argument(
+        "--trees", type=int, default=DEFAULT_TREES, help=f"annoy trees (default {DEFAULT_TREES})"
+    )
+    build.add_argument(
+        "--query-jobs",
+        type=int,
+        default=-1,
+        help="processes querying the reference graph (-1: one per CPU)",
+    )
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument(
+        "--reference", default="train", help="name of the reference split (default train)"
+    )
+    build.add_argument(
+        "--overwrite", action="store_true", help="write into a non-empty INDEX_DIR"
+    )
+    build.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    build.set_defaults(run=_index_build)
+
+    score = actions.add_parser(
+        "score",
+        help="score new activations against a saved index",
+        description="Report the samples of DATA that have a near-duplicate in the index's "
+        "reference split, at the threshold fixed when the index was built.",
+    )
+    score.add_argument("index", metavar="INDEX_DIR", help="written by neardup index build")
+    score.add_argument("data", metavar="DATA", help="new activations: PATH[:KEY]")
+    score.add_argument(
+        "--labels", metavar="PATH[:KEY]", help="labels (an x/y .npz provides its own 'y')"
+    )
+    score.add_argument(
+        "--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line"
+    )
+    score.add_argument("--split", default="new", help="name of the new data (default new)")
+    score.add_argument(
+        "--search-k", type=int, default=-1, help="annoy search_k (-1: trees x k; more misses less)"
+    )
+    score.add_argument("--json", metavar="PATH", help="write the leakage as JSON ('-': stdout)")
+    score.add_argument(
+        "--fail-above",
+        type=_fraction,
+        metavar="FRACTION",
+        help="exit with status 1 when the leaked fraction exceeds this",
+    )
+    score.set_defaults(run=_index_score)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

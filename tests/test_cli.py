@@ -110,3 +110,78 @@ def test_bad_input_exits_2_with_a_message(files, args, message):
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+@pytest.fixture(scope="module")
+def index_dir(files):
+    out = _neardup("index", "build", "train.npz", "ref", "--quiet", cwd=files)
+    assert out.returncode == 0, out.stderr
+    assert "reference index ref: 1,500 train samples x 64 features" in out.stdout
+    assert "threshold Relative(ratio=0.2) -> distance" in out.stdout
+    return files / "ref"
+
+
+def test_index_build_then_score_reports_leakage_and_writes_json(files, index_dir):
+    out = _neardup(
+        "index", "score", index_dir, "test.npy", "--labels", "test_labels.npy",
+        "--split", "test", "--json", "leak.json", cwd=files,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "leakage test -> train: 20 of 317 samples (6.31 %)" in out.stdout
+    assert "closest leaked samples" in out.stdout
+    data = json.loads((files / "leak.json").read_text())
+    leak = data["leakage"]["test"]
+    assert leak["count"] == 20 and sorted(leak["nearest_ids"]) == list(range(20))
+    assert leak["label_conflicts"] == []  # the index kept train.npz's own labels
+    assert data["threshold"]["strategy"] == "Relative" and data["settings"]["k"] == 10
+    scanned = _neardup(
+        "scan", "--split", "train=train.npz", "--split", "test=test.npy", "--json", "-",
+        "--quiet", cwd=files,
+    )  # fmt: skip
+    assert sorted(json.loads(scanned.stdout)["leakage"]["test"]["ids"]) == sorted(leak["ids"])
+
+
+def test_index_score_gate_and_json_to_stdout(files, index_dir):
+    failing = _neardup("index", "score", index_dir, "test.npy", "--fail-above", "0.05", cwd=files)
+    assert failing.returncode == 1
+    assert "exceeds --fail-above 5.00 %" in failing.stderr
+    passing = _neardup(
+        "index", "score", index_dir, "test.npy", "--fail-above", "0.10", "--json", "-", cwd=files
+    )
+    assert passing.returncode == 0
+    assert json.loads(passing.stdout)["leakage"]["new"]["count"] == 20
+
+
+def test_index_options_ids_and_threshold(files):
+    np.save(files / "train_x.npy", np.load(files / "train.npz")["x"])
+    (files / "train_ids.txt").write_text("".join(f"train/{i}.png\n" for i in range(1500)))
+    out = _neardup(
+        "index", "build", "train_x.npy", "ref_cos", "--ids", "train_ids.txt",
+        "--threshold", "cosine:0.999", "--reduce", "32", "--trees", "4", "--quiet", cwd=files,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "PCA to 32" in out.stdout and "Cosine(similarity=0.999)" in out.stdout
+    scored = _neardup("index", "score", "ref_cos", "test.npy", "--json", "-", cwd=files)
+    leak = json.loads(scored.stdout)["leakage"]["new"]
+    assert leak["count"] >= 1 and all(n.startswith("train/") for n in leak["nearest_ids"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["score", "missing_dir", "test.npy"], "no reference index at 'missing_dir'"),
+        (["score", ".", "test.npy"], "is not a neardup reference index: meta.json is missing"),
+        (["score", "INDEX", "narrow.npy"], "has 32 features per sample, but the reference index "
+         "was built from 64; score activations of the same layer, with the same pooling"),
+        (["score", "INDEX", "test.npy", "--split", "train"], "other than the reference's"),
+        (["build", "train.npz", "INDEX"], "the directory is not empty"),
+        (["build", "missing.npy", "new_dir"], "does not exist"),
+        (["build", "train.npz", "new_dir", "--threshold", "cosine:high"], "is not a number"),
+    ],
+)  # fmt: skip
+def test_index_bad_input_exits_2_with_a_message(files, index_dir, args, message):
+    np.save(files / "narrow.npy", np.zeros((5, 32), dtype=np.float32))
+    out = _neardup("index", *[str(index_dir) if a == "INDEX" else a for a in args], cwd=files)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,320 @@
+"""ReferenceIndex: built once on train, saved, loaded elsewhere, scored against new data."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import cdist
+
+import neardup
+from neardup import Cosine, Distance, NeardupInputError, ReferenceIndex, find_duplicates
+
+N_TRAIN = 1500
+
+
+@pytest.fixture(scope="module")
+def data(digits):
+    """Digits: 1,500 train rows; test = the 297 others + 40 planted copies of train rows.
+
+    Planted (by position in test): 297-306 exact copies, 307-316 noisy (sigma 0.02),
+    317-326 brightness-shifted, 327-336 shifted one pixel right.
+    """
+    images, labels = digits
+    x = images.reshape(len(images), -1)
+    train, rng = x[:N_TRAIN], np.random.default_rng(0)
+    src = rng.choice(N_TRAIN, 40, replace=False)
+    planted = [
+        train[src[:10]],
+        np.clip(train[src[10:20]] + rng.normal(scale=0.02, size=(10, 64)), 0, 1),
+        np.clip(train[src[20:30]] * 0.9 + 0.03, 0, 1),
+        np.roll(images[src[30:40]], 1, axis=2).reshape(10, 64),
+    ]
+    test = np.concatenate([x[N_TRAIN:], *planted]).astype(np.float32)
+    test_labels = np.concatenate([labels[N_TRAIN:], labels[src]])
+    return train, labels[:N_TRAIN], test, test_labels, src
+
+
+def _same_leakage(a: neardup.Leakage, b: neardup.Leakage) -> None:
+    assert a.ids == b.ids
+    assert a.nearest_ids == b.nearest_ids
+    assert a.positions == b.positions
+    assert a.nearest_positions == b.nearest_positions
+    np.testing.assert_array_equal(a.distances, b.distances)
+    assert (a.split, a.reference, a.total) == (b.split, b.reference, b.total)
+    assert a.by_class == b.by_class
+    assert a.label_conflicts == b.label_conflicts
+
+
+def _pairs(*leaks: neardup.Leakage) -> set[tuple]:
+    return {
+        (i, n, float(d)) for leak in leaks
+        for i, n, d in zip(leak.ids, leak.nearest_ids, leak.distances)
+    }  # fmt: skip
+
+
+def _brute_force(train: np.ndarray, test: np.ndarray, t: float) -> dict[int, int]:
+    """test row -> nearest train row within ``t`` on unit rows (numpy, float64)."""
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    d = cdist(b, a)
+    nearest = d.argmin(1)
+    return {i: int(nearest[i]) for i in np.flatnonzero(d.min(1) <= t)}
+
+
+@pytest.mark.parametrize(("t", "search_k"), [(0.05, -1), (0.15, -1), (0.25, 3000)])
+def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, search_k):
+    train, train_labels, test, test_labels, src = data
+    expected = find_duplicates(
+        {"train": train, "test": test},
+        labels={"train": train_labels, "test": test_labels},
+        threshold=Distance(t),
+        backend="exact",
+    ).leakage["test"]
+    index = ReferenceIndex.build(train, labels=train_labels, threshold=Distance(t))
+    got = index.score(test, labels=test_labels, split="test", search_k=search_k)
+    _same_leakage(got, expected)
+    oracle = _brute_force(train, test, t)
+    assert dict(zip(got.positions, got.nearest_positions)) == oracle
+    # exact and noisy copies are found, through the training row they were copied from
+    planted = dict(zip(got.positions, got.nearest_ids))
+    assert all(planted[297 + i] == src[i] for i in range(20))
+    assert index.threshold.value == t and index.settings["graph_backend"] == "none"
+
+
+def test_relative_threshold_is_resolved_once_on_the_reference(data):
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train)
+    assert index.threshold.strategy == "Relative"
+    assert index.threshold.value == find_duplicates(train).threshold.value
+    before = index.threshold.value
+    index.score(np.repeat(train[:50], 5, axis=0))  # a batch of copies cannot move the bar
+    assert index.threshold.value == before
+    assert index.score(test).count >= 20
+
+
+def test_save_then_load_in_a_fresh_process_scores_identically(data, tmp_path):
+    train, train_labels, test, test_labels, _ = data
+    ids = np.array([f"img{i:04d}" for i in range(N_TRAIN)], dtype=object)  # stored as unicode
+    index = ReferenceIndex.build(train, ids=ids, labels=train_labels, threshold=Cosine(0.99))
+    here = index.score(test, labels=test_labels, split="test")
+    assert index.save(tmp_path / "idx") == tmp_path / "idx"
+    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+        "ids.npy",
+        "index.ann",
+        "labels.npy",
+        "meta.json",
+        "transform.npz",
+        "vectors.npy",
+    ]
+    np.save(tmp_path / "test.npy", test)
+    np.save(tmp_path / "test_labels.npy", test_labels)
+    script = (
+        "import json, sys, numpy as np, neardup\n"
+        "index = neardup.ReferenceIndex.load(sys.argv[1])\n"
+        "test = np.load(sys.argv[2]); labels = np.load(sys.argv[3])\n"
+        "leak = index.score(test, labels=labels, split='test')\n"
+        "print(json.dumps({'leak': leak.to_dict(), 'mmap': type(index._vectors).__name__,\n"
+        "                  'threshold': index.threshold.value}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, tmp_path / "idx", tmp_path / "test.npy",
+         tmp_path / "test_labels.npy"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    there = json.loads(out.stdout)
+    assert there["mmap"] == "memmap"
+    assert there["threshold"] == index.threshold.value
+    assert there["leak"] == json.loads(json.dumps(here.to_dict()))
+    assert there["leak"]["nearest_ids"][0].startswith("img")
+    loaded = ReferenceIndex.load(tmp_path / "idx")
+    _same_leakage(loaded.score(test, labels=test_labels, split="test"), here)
+    assert loaded.settings == index.settings and loaded.ids.dtype.kind == "U"
+
+
+def test_incremental_batches_equal_their_concatenation(data):
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train, threshold=Distance(0.15))
+    ids = np.arange(len(test)) + 10_000
+    whole = index.score(test, ids=ids)
+    parts = [index.score(test[:200], ids=ids[:200]), index.score(test[200:], ids=ids[200:])]
+    assert _pairs(*parts) == _pairs(whole)
+    assert sum(p.count for p in parts) == whole.count and whole.count > 30
+    assert parts[1].positions == [p - 200 for p in whole.positions if p >= 200]
+
+
+@pytest.mark.parametrize(
+    ("normalize", "reduce"), [("column", None), ("row", 16), ("column", 16), (None, 200)]
+)
+def test_transform_fitted_on_the_reference_round_trips(data, tmp_path, normalize, reduce):
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train, normalize=normalize, reduce=reduce)
+    here = index.score(test, search_k=5000)
+    loaded = ReferenceIndex.load(index.save(tmp_path / "idx"))
+    _same_leakage(loaded.score(test, search_k=5000), here)
+    # the same transform, written out in numpy: PCA of train, then train's column norms
+    x_train, x_test = train.astype(np.float64), test.astype(np.float64)
+    if reduce is not None and reduce < 64:
+        pca = neardup.PCA(reduce).fit(train)
+        x_train, x_test = pca.transform(train), pca.transform(test)
+        np.testing.assert_allclose(loaded._transform.reducer.components_, pca.components_)
+    if normalize == "column":
+        norms = np.linalg.norm(x_train, axis=0)
+        norms[norms == 0] = 1.0  # digits has all-zero pixels: kept at zero
+        x_train, x_test = x_train / norms, x_test / norms
+    elif normalize == "row":
+        x_train = x_train / np.linalg.norm(x_train, axis=1, keepdims=True)
+        x_test = x_test / np.linalg.norm(x_test, axis=1, keepdims=True)
+    np.testing.assert_allclose(loaded._vectors, x_train, rtol=1e-4, atol=1e-5)
+    d = cdist(x_test, x_train)
+    oracle = np.flatnonzero(d.min(1) <= index.threshold.value)
+    assert sorted(here.positions) == oracle.tolist()
+    assert set(range(297, 307)) <= set(here.positions)  # exact copies, whatever the transform
+    assert index.settings["dim"] == (reduce if reduce is not None and reduce < 64 else 64)
+
+
+def test_by_class_and_label_conflicts(data):
+    train, train_labels, test, test_labels, src = data
+    test_labels = test_labels.copy()
+    test_labels[297] = (train_labels[src[0]] + 1) % 10  # an exact copy, relabelled
+    index = ReferenceIndex.build(train, labels=train_labels, threshold=Distance(0.05))
+    leak = index.score(test, labels=test_labels, split="test")
+    assert leak.label_conflicts == [
+        {
+            "id": 297,
+            "nearest_id": int(src[0]),
+            "label": int(test_labels[297]),
+            "nearest_label": int(train_labels[src[0]]),
+            "distance": 0.0,
+        }
+    ]
+    assert sum(c["count"] for c in leak.by_class.values()) == leak.count
+    assert sum(c["total"] for c in leak.by_class.values()) == len(test)
+    unlabelled = ReferenceIndex.build(train, threshold=Distance(0.05))
+    assert unlabelled.score(test, labels=test_labels).label_conflicts == []
+
+
+def test_properties_and_repr(data):
+    train, *_ = data
+    index = ReferenceIndex.build(train, reduce=8, threshold=Distance(0.1), reference="base")
+    assert (index.size, index.dim, index.reference) == (N_TRAIN, 64, "base")
+    assert index.settings["dim"] == 8 and index.settings["reduce"] == 8
+    assert repr(index) == (
+        "ReferenceIndex('base': 1,500 samples x 64 features, reduce=8, normalize='row', "
+        "threshold Distance -> distance 0.1)"
+    )
+    assert index.score(train[:3] + 1e-4, split="test").reference == "base"
+    assert index.ids.tolist() == list(range(N_TRAIN)) and index.labels is None
+
+
+@pytest.fixture(scope="module")
+def small_index(data):
+    train, train_labels, *_ = data
+    return ReferenceIndex.build(train[:200], labels=train_labels[:200], threshold=Distance(0.1))
+
+
+@pytest.mark.parametrize(
+    ("make", "options", "message"),
+    [
+        (lambda t: t[:, :32], {}, r"has 32 features per sample, but the reference index was "
+         r"built from 64; score activations of the same layer, with the same pooling"),
+        (lambda t: np.where(np.arange(len(t))[:, None] % 100 == 3, np.nan, t), {},
+         r"4 row\(s\) with NaN or Inf values \(rows 3, 103, 203, 303\)"),
+        (lambda t: t, {"split": "train"}, "other than the reference's"),
+        (lambda t: t, {"k": 0}, r"k must be an int >= 1, got 0"),
+        (lambda t: t, {"search_k": -2}, r"search_k must be an int >= -1, got -2"),
+        (lambda t: t[:3], {"ids": [1, 1, 2]}, r"are not unique: \[1\]"),
+        (lambda t: t[:3], {"labels": [1, 2]}, r"labels for split 'new' have shape \(2,\)"),
+        (lambda t: t[0], {}, r"is 1-D with shape \(64,\)"),
+    ],
+)  # fmt: skip
+def test_bad_score_input_is_explained(data, small_index, make, options, message):
+    test = data[2]
+    with pytest.raises(NeardupInputError, match=message):
+        small_index.score(make(test), **options)
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ((slice(0, 1),), {}, "holds a single sample; a reference index needs at least 2"),
+        ((slice(0, 50),), {"n_jobs": 0}, r"n_jobs must be an int >= 1, or -1 for every core"),
+        ((slice(0, 50),), {"n_trees": 0}, r"n_trees must be an int >= 1, got 0"),
+        ((slice(0, 50),), {"query_jobs": 0}, r"query_jobs must be >= 1 or -1"),
+        ((slice(0, 50),), {"reference": ""}, "reference must be a non-empty split name"),
+        ((slice(0, 50),), {"normalize": "column", "threshold": Cosine(0.9)},
+         "needs normalize='row'"),
+        ((slice(0, 3),), {"ids": np.array([1, 2.5, 3], dtype=object)},
+         r"ids for split 'train' hold float, int values; a saved reference index stores "
+         r"ids as ints or strings only"),
+        ((slice(0, 3),), {"labels": np.array([1, None, 2], dtype=object)},
+         r"labels for split 'train' hold NoneType, int values"),
+    ],
+)  # fmt: skip
+def test_bad_build_input_is_explained(data, args, options, message):
+    train = data[0]
+    with pytest.raises(NeardupInputError, match=message):
+        ReferenceIndex.build(train[args[0]], **options)
+
+
+def test_object_ids_of_one_type_are_converted(data):
+    train = data[0][:20]
+    ints = ReferenceIndex.build(train, ids=np.array(list(range(100, 120)), dtype=object))
+    assert ints.ids.dtype == np.int64
+    strs = ReferenceIndex.build(train, ids=np.array([f"s{i}" for i in range(20)], dtype=object))
+    assert strs.ids.dtype.kind == "U"
+    assert strs.score(train[:2], split="test").nearest_ids == ["s0", "s1"]
+
+
+def test_load_and_save_errors_name_the_problem(data, tmp_path):
+    index = ReferenceIndex.build(data[0][:200], labels=data[1][:200], threshold=Distance(0.1))
+    with pytest.raises(NeardupInputError, match="no reference index at .*does not exist"):
+        ReferenceIndex.load(tmp_path / "nowhere")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NeardupInputError, match="is a file; a reference index is a directory"):
+        ReferenceIndex.load(tmp_path / "file")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(NeardupInputError, match="not a neardup reference index: meta.json is"):
+        ReferenceIndex.load(tmp_path / "empty")
+
+    path = index.save(tmp_path / "idx")
+    meta = json.loads((path / "meta.json").read_text())
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format version 1"):
+        ReferenceIndex.load(path)
+    (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
+        ReferenceIndex.load(path)
+    (path / "meta.json").write_text(json.dumps(meta))
+    (path / "labels.npy").unlink()
+    with pytest.raises(NeardupInputError, match="incomplete .* labels.npy is missing"):
+        ReferenceIndex.load(path)
+    (path / "index.ann").unlink()
+    with pytest.raises(NeardupInputError, match="index.ann is missing"):
+        ReferenceIndex.load(path)
+
+    with pytest.raises(NeardupInputError, match="the directory is not empty.*overwrite=True"):
+        index.save(path)
+    with pytest.raises(NeardupInputError, match="it is a file"):
+        index.save(tmp_path / "file")
+    index.save(path, overwrite=True)
+    assert ReferenceIndex.load(path).size == 200
+    (path / "vectors.npy").write_bytes(b"not numpy")
+    with pytest.raises(NeardupInputError, match="is damaged: .*Save it again"):
+        ReferenceIndex.load(path)
+
+
+def test_saving_over_the_directory_it_was_loaded_from_keeps_it_usable(data, tmp_path):
+    train, _, test, _, _ = data
+    first = ReferenceIndex.build(train, threshold=Distance(0.1)).save(tmp_path / "idx")
+    loaded = ReferenceIndex.load(first)
+    before = loaded.score(test)
+    ReferenceIndex.build(train[:100], threshold=Distance(0.2)).save(first, overwrite=True)
+    _same_leakage(loaded.score(test), before)  # still reads the files it mapped
+    loaded.save(first, overwrite=True)
+    assert ReferenceIndex.load(first).size == N_TRAIN
+    _same_leakage(ReferenceIndex.load(first).score(test), before)
+    assert sorted(p.name for p in first.iterdir() if p.name.endswith(".partial")) == []
