@@ -500,7 +500,7 @@ class ActivationCollector:
         Options are those of ``find_duplicates`` (threshold, normalize, reduce, k, backend,
         reference, seed, ...). Returns ``layer -> DuplicatesResult``.
         """
-        from ._pipeline import find_duplicates
+        from ._pipeline import analyze_layers
 
         if not self._buffers:
             raise NeardupInputError(
@@ -512,26 +512,18 @@ class ActivationCollector:
                 raise NeardupInputError(
                     f"analyze() takes {bad} from the collected batches; pass {bad}= to add()."
                 )
-        results = {}
-        for layer in layers if layers is not None else self.layers:
+        for layer in layers or []:
             if layer not in self.layers:
                 raise NeardupInputError(
                     f"unknown layer {layer!r} ({closest_names(layer, self.layers)})."
                 )
-            splits = [s for s in self.splits if (s, layer) in self._buffers]
-            missing = [s for s in self.splits if s not in splits]
+        wanted = self.layers if layers is None else list(layers)
+        for layer in wanted:
+            missing = [s for s in self.splits if (s, layer) not in self._buffers]
             if missing:
                 raise NeardupInputError(
                     f"layer {layer!r} has no activations for split(s) {missing}; every split "
                     "must be collected for every layer."
                 )
-            parts = {s: self.get(s, layer) for s in splits}
-            labels = {s: p[2] for s, p in parts.items() if p[2] is not None}
-            results[layer] = find_duplicates(
-                {s: p[0] for s, p in parts.items()},
-                ids={s: p[1] for s, p in parts.items()},
-                labels=labels or None,
-                layer=layer,
-                **options,
-            )
-        return results
+        rows = {(s, layer): self.get(s, layer) for s, layer in self._buffers if layer in wanted}
+        return analyze_layers(rows, wanted, **options)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
-from ._errors import NeardupInputError
+from ._errors import NeardupInputError, closest_names
 from ._leakage import nearest_reference
 from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
 from ._normalize import check_normalize, normalize_inplace
@@ -18,7 +18,7 @@ from ._rows import Rows
 from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
 from ._validate import Dataset, prepare, split_index
 
-__all__ = ["find_duplicates", "find_duplicates_by_layer"]
+__all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 
 _HISTOGRAM_BINS = 60
 
@@ -158,12 +158,14 @@ def find_duplicates(
 def find_duplicates_by_layer(
     data: Mapping[str, Mapping[str, Any]], **options: Any
 ) -> dict[str, DuplicatesResult]:
-    """Run :func:`find_duplicates` for every layer of ``split -> {layer -> array}``."""
-    from ._collector import ActivationCollector
+    """Run :func:`find_duplicates` for every layer of ``split -> {layer -> array}``.
 
-    labels = options.pop("labels", None)
-    ids = options.pop("ids", None)
-    collector = ActivationCollector()
+    ``labels`` and ``ids``, if given, map ``split -> sequence`` (shared by all layers). The
+    arrays are analysed as they are: nothing is copied before each layer's own analysis.
+    """
+    labels = options.pop("labels", None) or {}
+    ids = options.pop("ids", None) or {}
+    rows = {}
     for split, layers in data.items():
         if not isinstance(layers, Mapping):
             raise NeardupInputError(
@@ -171,14 +173,53 @@ def find_duplicates_by_layer(
                 "find_duplicates(data)."
             )
         for layer, values in layers.items():
-            collector.add(
-                split,
-                layer,
-                values,
-                ids=None if ids is None else ids.get(split),
-                labels=None if labels is None else labels.get(split),
+            rows[split, layer] = (values, ids.get(split), labels.get(split))
+    return analyze_layers(rows, **options)
+
+
+def analyze_layers(
+    rows: Mapping[tuple[str, str], tuple[Any, Any, Any]],
+    layers: Sequence[str] | None = None,
+    **options: Any,
+) -> dict[str, DuplicatesResult]:
+    """:func:`find_duplicates` per layer of ``(split, layer) -> (values, ids, labels)``.
+
+    The engine behind ``ActivationCollector.analyze``, ``find_duplicates_by_layer`` and the
+    integrations: the arrays are passed on as they are (no copy), layer by layer.
+    """
+    if not rows:
+        raise NeardupInputError(
+            "no activations to analyse: nothing was collected (did the evaluation run, and do "
+            "the layer names match?)."
+        )
+    for bad in ("labels", "ids"):
+        if bad in options:
+            raise NeardupInputError(
+                f"{bad} come with the collected activations; pass {bad}= when adding them."
             )
-    return collector.analyze(**options)
+    splits = list(dict.fromkeys(s for s, _ in rows))
+    known = list(dict.fromkeys(layer for _, layer in rows))
+    results = {}
+    for layer in known if layers is None else layers:
+        if layer not in known:
+            raise NeardupInputError(f"unknown layer {layer!r} ({closest_names(layer, known)}).")
+        missing = [s for s in splits if (s, layer) not in rows]
+        if missing:
+            raise NeardupInputError(
+                f"layer {layer!r} has no activations for split(s) {missing}; every split "
+                "must be collected for every layer."
+            )
+        parts = {s: rows[s, layer] for s in splits}
+        labels = {s: p[2] for s, p in parts.items() if p[2] is not None}
+        ids = {s: p[1] for s, p in parts.items() if p[1] is not None}
+        results[layer] = find_duplicates(
+            {s: p[0] for s, p in parts.items()},
+            ids=ids or None,
+            labels=labels or None,
+            layer=layer,
+            **options,
+        )
+    return results
 
 
 def _row_values(

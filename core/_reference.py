@@ -34,7 +34,11 @@ from ._neighbors import (
     DEFAULT_TREES,
     NeighborGraph,
     ProgressFn,
+    _drop_self,
+    _finish,
+    _query_all,
     build_graph,
+    choose_backend,
     clamp_k,
     resolve_query_jobs,
 )
@@ -262,20 +266,11 @@ class ReferenceIndex:
         transform, x = _Transform.fit(matrix, normalize, reducer)
         if progress and reducer is not None:
             progress("PCA", 1, 1)
-        graph = _reference_graph(
-            x,
-            k,
-            strategy,
-            n_trees=n_trees,
-            seed=seed,
-            n_jobs=n_jobs,
-            query_jobs=query_jobs,
-            progress=progress,
-        )
+        index = _build_annoy(x, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress)
+        graph = _reference_graph(x, k, strategy, index, query_jobs=query_jobs, progress=progress)
         resolved = resolve_threshold(strategy, graph, normalize)
         graph_backend = graph.backend
         del graph
-        index = _build_annoy(x, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress)
         settings = {
             "normalize": normalize,
             "reduce": None if reducer is None else reducer.n_components,
@@ -599,8 +594,10 @@ def _reference_input(
 def _check_annoy_options(*, n_trees: Any, seed: Any, n_jobs: Any, query_jobs: Any) -> None:
     _check_int("n_trees", n_trees, minimum=1)
     _check_int("seed", seed, minimum=0)
-    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or not (
-        n_jobs == -1 or n_jobs >= 1
+    if (
+        isinstance(n_jobs, bool)
+        or not isinstance(n_jobs, (int, np.integer))
+        or not (n_jobs == -1 or n_jobs >= 1)
     ):
         raise NeardupInputError(
             f"n_jobs must be an int >= 1, or -1 for every core, got {n_jobs!r} "
@@ -642,13 +639,26 @@ def _write(target: Path, write: Any) -> None:
 
 
 def _reference_graph(
-    x: np.ndarray, k: int, strategy: ThresholdStrategy, **options: Any
+    x: np.ndarray,
+    k: int,
+    strategy: ThresholdStrategy,
+    index: Any,
+    *,
+    query_jobs: int,
+    progress: ProgressFn | None,
 ) -> NeighborGraph:
-    """The reference's kNN graph, or an empty one when the strategy is a fixed distance."""
+    """The reference's kNN graph (for the threshold), or an empty one for a fixed distance.
+
+    Small references use exact search (as ``backend="auto"``); larger ones query the index
+    that is kept, so annoy builds it once.
+    """
     if isinstance(strategy, (Distance, Cosine)):
         empty = np.empty((0, k))
         return NeighborGraph(empty.astype(np.int64), empty.astype(np.float32), backend="none")
-    return build_graph(x, k, backend="auto", **options)
+    if choose_backend("auto", *x.shape) == "exact":
+        return build_graph(x, k, backend="exact", query_jobs=query_jobs, progress=progress)
+    found = _query_all(index, len(x), k + 1, -1, query_jobs, progress)
+    return _finish(_drop_self(found, k), x, "annoy")
 
 
 def _build_annoy(

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from neardup import ActivationCollector, DuplicatesResult, LeakageError, NeardupInputError
+from neardup._pipeline import analyze_layers
 
 from ._common import (
     check_fail_above,
@@ -541,12 +542,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._warn(
                 trainer, f"eval split(s) {eval_empty} yielded no samples; they are left out."
             )
-        collector = ActivationCollector()
-        for (split, layer), (values, ids, labels) in rows.items():
-            if split in empty:
-                continue
-            collector.add(split, layer, values, ids=ids, labels=labels)
-        if not collector.splits:
+        # analysed in place: no second copy of the collected activations
+        rows = {key: part for key, part in rows.items() if key[0] not in empty}
+        if not rows:
             raise NeardupInputError(
                 "neardup: no samples were collected from any split; check the dataloaders."
             )
@@ -558,7 +556,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "train/test leakage.",
             )
         options = dict(self.analyze_options, reference=_TRAIN if has_train else None)
-        self.results = collector.analyze(**options)
+        self.results = analyze_layers(rows, layers, **options)
         metrics = leakage_metrics(self.results)
         error = None
         if final:
