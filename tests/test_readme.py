@@ -24,3 +24,15 @@ def test_core_quick_start_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "leakage test -> train: 20 of 1,000 samples" in done.stdout
     assert (tmp_path / "report.json").exists()
+
+
+def test_reference_index_section_runs_and_prints_what_it_shows(tmp_path):
+    code = _block_after("## Reference index")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    text = README.read_text(encoding="utf-8").split("## Reference index", 1)[1]
+    shown = re.search(r"```python\n.*?```\n```\n(.*?)```", text, re.S).group(1)
+    assert done.stdout == shown
+    assert (tmp_path / "train_index" / "meta.json").exists()
