@@ -19,6 +19,7 @@ __all__ = [
     "POOL_CHOICES",
     "check_fail_above",
     "check_pool",
+    "collector_options",
     "enforce_fail_above",
     "leakage_metrics",
     "missing_framework",
@@ -138,3 +139,11 @@ def enforce_fail_above(results: Mapping[str, DuplicatesResult], fail_above: floa
             f"reference split (layer {layer!r}), above fail_above={fail_above} "
             f"({100 * fail_above:.2f} %). See the report for the leaked samples."
         )
+
+
+def collector_options(memory_budget: Any, spill_dir: Any) -> dict[str, Any]:
+    """Validated ``ActivationCollector`` options shared by the callbacks (checked at init)."""
+    from neardup._collector import _check_memory_budget, _check_spill_dir
+
+    budget = _check_memory_budget(memory_budget)
+    return {"memory_budget": budget, "spill_dir": _check_spill_dir(spill_dir, budget)}

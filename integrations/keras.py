@@ -29,6 +29,7 @@ from neardup._threshold import as_strategy
 from ._common import (
     check_fail_above,
     check_pool,
+    collector_options,
     enforce_fail_above,
     leakage_metrics,
     missing_framework,
@@ -84,6 +85,10 @@ class DuplicatesCallback(keras.callbacks.Callback):
     fail_above:
         Raise :class:`neardup.LeakageError` when a split leaks more than this fraction (after
         writing the reports); raised from an every-N-epochs analysis, it stops training.
+    memory_budget, spill_dir:
+        Bytes of activations each collector keeps in memory (an int, or ``"4GB"``,
+        ``"512MiB"``); past it they spill to ``.npy`` files in ``spill_dir`` (default: a
+        temporary directory), removed when the analysis is done with them.
     threshold, normalize, reduce, k, backend, seed:
         Options of :func:`neardup.find_duplicates`.
     verbose:
@@ -119,6 +124,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         backend: str = "auto",
         seed: int = 0,
         verbose: int = 1,
+        memory_budget: int | str | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
         self.layers = _check_layers(layers, feature_fn)
@@ -133,6 +140,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.report_dir = None if report_dir is None else Path(report_dir)
         self.fail_above = check_fail_above(fail_above)
         self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
+        self._collector_options = collector_options(memory_budget, spill_dir)
         if verbose not in (0, 1, 2):
             raise NeardupInputError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
         self.verbose = verbose
@@ -233,7 +241,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         expected = None if self.feature_fn is not None else model_input_shapes(model)
         ranks = [len(s) for s in expected] if expected else [-1]
         channels_last = keras.config.image_data_format() == "channels_last"
-        collector = ActivationCollector()
+        collector = ActivationCollector(**self._collector_options)
         for source in self.sources.values():
             bar = self._progress_bar(source)
             has_labels: bool | None = None

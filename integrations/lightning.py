@@ -24,6 +24,7 @@ from neardup._pipeline import analyze_layers
 from ._common import (
     check_fail_above,
     check_pool,
+    collector_options,
     enforce_fail_above,
     leakage_metrics,
     missing_framework,
@@ -156,6 +157,10 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     report_dir, save_reports, verbose:
         Where JSON/HTML reports go (default ``trainer.log_dir``), whether to write them and
         whether to print the summary (rank 0 only).
+    memory_budget, spill_dir:
+        Bytes of activations kept in memory by each of the two collectors (eval splits,
+        training pass): an int, or ``"4GB"``, ``"512MiB"``. Past it they spill to ``.npy``
+        files in ``spill_dir`` (default: a temporary directory), removed once analysed.
     threshold, normalize, reduce, k, backend, seed:
         Passed to :func:`neardup.find_duplicates`.
     """
@@ -181,6 +186,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         k: int = 10,
         backend: str = "auto",
         seed: int = 0,
+        memory_budget: int | str | None = None,
+        spill_dir: str | Path | None = None,
     ) -> None:
         if isinstance(layers, str):
             layers = [layers]
@@ -206,6 +213,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self.report_dir = report_dir
         self.save_reports = bool(save_reports)
         self.verbose = bool(verbose)
+        self._collector_options = collector_options(memory_budget, spill_dir)
         self.analyze_options = {
             "threshold": threshold,
             "normalize": normalize,
@@ -329,7 +337,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return
         loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
         loaders = _as_list(loaders)
-        self._eval, self._eval_stage = ActivationCollector(), stage
+        self._eval, self._eval_stage = ActivationCollector(**self._collector_options), stage
         self._split_names = self._names_for(stage, len(loaders))
         self._orders, self._positions = [], [0] * len(loaders)
         self._ddp_ids = distributed()
@@ -424,7 +432,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "identified by position per rank, and samples seen by several ranks will look "
                 "like exact duplicates. Pass train_loader= with a map-style dataset.",
             )
-        collector = ActivationCollector()
+        collector = ActivationCollector(**self._collector_options)
         modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
         was_training = pl_module.training
         pl_module.eval()

@@ -137,6 +137,19 @@ def test_unlabelled_arrays_give_results_without_labels(sequential, split):
     assert list(result.class_counts["test"]) == [None]
 
 
+def test_memory_budget_spills_to_disk_and_changes_no_result(sequential, split, tmp_path):
+    spill = tmp_path / "spill"
+    plain = DuplicatesCallback("conv2", _data(split), verbose=0).run(sequential)["conv2"]
+    cb = DuplicatesCallback(
+        "conv2", _data(split), verbose=0, memory_budget="20kB", spill_dir=spill
+    )
+    assert cb.run(sequential)["conv2"].to_dict() == plain.to_dict()
+    assert spill.is_dir()  # created by the first spill; the files went with the collector
+    assert not list(spill.glob("*.npy"))
+    with pytest.raises(NeardupInputError, match="memory_budget='lots' is not a size in bytes"):
+        DuplicatesCallback("conv2", _data(split), memory_budget="lots")
+
+
 def test_tf_data_batched_and_unbatched_match_numpy(functional, split):
     x_test, y_test, planted = split.x_test, split.y_test, split.planted
     one_hot = keras.utils.to_categorical(y_test, 10)  # one-hot targets -> argmax labels

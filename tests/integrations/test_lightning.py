@@ -425,11 +425,27 @@ def test_fit_without_eval_dataloader_says_so(data, trained, tmp_path):
         ({"fail_above": 5}, r"fail_above=5 is not a fraction"),
         ({"every_n_val_epochs": 0}, r"every_n_val_epochs must be a positive int"),
         ({"forward_fn": "model"}, r"forward_fn must be a callable"),
+        ({"memory_budget": "lots"}, r"memory_budget='lots' is not a size in bytes"),
+        ({"spill_dir": "/tmp"}, r"spill_dir='/tmp' is only used with memory_budget="),
     ],
 )
 def test_bad_options_are_rejected_in_init(options, message):
     with pytest.raises(NeardupInputError, match=message):
         DuplicatesCallback(**options)
+
+
+def test_memory_budget_spills_activations_and_changes_no_result(data, trained, tmp_path):
+    model = _model("lightning.pytorch", trained)
+    train, test = _loaders(data)
+    spill = tmp_path / "spill"
+    options = dict(train_loader=train, verbose=False, save_reports=False)
+    plain = DuplicatesCallback(["features.3"], **options)
+    spilled = DuplicatesCallback(["features.3"], memory_budget="10kB", spill_dir=spill, **options)
+    for cb in (plain, spilled):
+        _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test, verbose=False)
+    assert spilled._eval.disk_nbytes > 0 and spilled._eval.nbytes == 0
+    assert list(spill.glob("neardup-val-*.npy"))
+    assert spilled.results["features.3"].to_dict() == plain.results["features.3"].to_dict()
 
 
 def test_wrong_number_of_split_names(data, trained, tmp_path):
