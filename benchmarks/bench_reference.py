@@ -1,0 +1,123 @@
+"""One shard of the 100M-sample plan: build, save, load and score a ``ReferenceIndex``.
+
+The README's scaling section multiplies these per-shard figures out to 100M samples. Build
+and scoring run in separate subprocesses (a shard is built once by one task and scored by
+others), each reporting wall and CPU seconds and its own peak RSS; the data are the
+benchmark's clustered activations with planted near-duplicates (``bench_duplicates``), the
+queries a mix of fresh rows and near-copies of reference rows.
+
+    python benchmarks/bench_reference.py                       # 1M x 64 shard, 100k queries
+    python benchmarks/bench_reference.py --n 200000 --queries 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bench_duplicates import _children_cpu, make_data
+
+THRESHOLD = 0.12  # about Relative(0.2) on this data at 1M x 64 (bench_duplicates prints it)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu() -> float:
+    return time.process_time() + _children_cpu()
+
+
+def _build(data: str, index_dir: str) -> dict:
+    import neardup
+
+    x = np.load(data)
+    start, cpu = time.perf_counter(), _cpu()
+    index = neardup.ReferenceIndex.build(x, threshold=neardup.Distance(THRESHOLD))
+    built = time.perf_counter() - start
+    index.save(index_dir)
+    return {
+        "build_s": built,
+        "save_s": time.perf_counter() - start - built,
+        "cpu_s": _cpu() - cpu,
+        "peak_mib": _peak_mib(),
+        "disk_mib": sum(f.stat().st_size for f in Path(index_dir).iterdir()) / 2**20,
+    }
+
+
+def _score(queries: str, index_dir: str) -> dict:
+    import neardup
+
+    q = np.load(queries)
+    start = time.perf_counter()
+    index = neardup.ReferenceIndex.load(index_dir)
+    loaded = time.perf_counter() - start
+    cpu = _cpu()
+    leak = index.score(q, split="new")
+    seconds = time.perf_counter() - start - loaded
+    return {
+        "load_s": loaded,
+        "score_s": seconds,
+        "cpu_s": _cpu() - cpu,
+        "rows_per_s": len(q) / seconds,
+        "leaked": leak.count,
+        "peak_mib": _peak_mib(),
+    }
+
+
+def _run(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--d", type=int, default=64)
+    parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--score", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.build or args.score:
+        print(json.dumps(_build(*args.build) if args.build else _score(*args.score)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        data, queries, index_dir = (os.path.join(tmp, f) for f in ("x.npy", "q.npy", "index"))
+        x = make_data(args.n + args.queries, args.d)
+        rng = np.random.default_rng(2)
+        q = x[args.n :]
+        copied = rng.choice(args.n, args.queries // 20, replace=False)  # 5 % near-copies
+        q[: len(copied)] = x[copied] + rng.normal(scale=1e-3, size=(len(copied), args.d))
+        np.save(data, x[: args.n])
+        np.save(queries, q)
+        del x, q
+        built = _run("--build", data, index_dir)
+        scored = _run("--score", queries, index_dir)
+    print(f"shard {args.n:,} x {args.d}, threshold distance {THRESHOLD}")
+    print(
+        f"  build {built['build_s']:.1f} s (CPU {built['cpu_s']:.1f} s incl. save), save "
+        f"{built['save_s']:.1f} s, on disk {built['disk_mib']:.0f} MiB, "
+        f"peak RSS {built['peak_mib']:.0f} MiB"
+    )
+    print(
+        f"  load {scored['load_s'] * 1e3:.0f} ms; score {args.queries:,} rows in "
+        f"{scored['score_s']:.1f} s (CPU {scored['cpu_s']:.1f} s) = "
+        f"{scored['rows_per_s']:,.0f} rows/s; {scored['leaked']:,} leaked "
+        f"(>= {args.queries // 20:,} planted); peak RSS {scored['peak_mib']:.0f} MiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
