@@ -38,10 +38,27 @@ def _cpu() -> float:
     return time.process_time() + _children_cpu()
 
 
+def _make(n: int, d: int, m: int, data: str, queries: str) -> dict:
+    """Reference rows and queries: fresh rows, 5 % of them near-copies of reference rows."""
+    x = make_data(n + m, d)
+    rng = np.random.default_rng(2)
+    q = x[n:]
+    copied = rng.choice(n, m // 20, replace=False)
+    q[: len(copied)] = x[copied] + rng.normal(scale=1e-3, size=(len(copied), d))
+    np.save(data, x[:n])
+    np.save(queries, q)
+    return {"planted": len(copied)}
+
+
 def _build(data: str, index_dir: str) -> dict:
     import neardup
+    from neardup._copies import find_copies
+    from neardup._rows import Rows
 
     x = np.load(data)
+    hash_cpu = time.process_time()
+    copies = find_copies(Rows([x], "row")).n_copies  # step 1 of the plan: exact copies
+    hash_cpu = time.process_time() - hash_cpu
     start, cpu = time.perf_counter(), _cpu()
     index = neardup.ReferenceIndex.build(x, threshold=neardup.Distance(THRESHOLD))
     built = time.perf_counter() - start
@@ -51,6 +68,8 @@ def _build(data: str, index_dir: str) -> dict:
         "save_s": time.perf_counter() - start - built,
         "cpu_s": _cpu() - cpu,
         "peak_mib": _peak_mib(),
+        "hash_cpu_s": hash_cpu,
+        "copies": copies,
         "disk_mib": sum(f.stat().st_size for f in Path(index_dir).iterdir()) / 2**20,
     }
 
@@ -87,22 +106,21 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--make", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--score", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.make:
+        n, d, m = (int(v) for v in args.make[:3])
+        print(json.dumps(_make(n, d, m, *args.make[3:])))
+        return
     if args.build or args.score:
         print(json.dumps(_build(*args.build) if args.build else _score(*args.score)))
         return
     with tempfile.TemporaryDirectory() as tmp:
         data, queries, index_dir = (os.path.join(tmp, f) for f in ("x.npy", "q.npy", "index"))
-        x = make_data(args.n + args.queries, args.d)
-        rng = np.random.default_rng(2)
-        q = x[args.n :]
-        copied = rng.choice(args.n, args.queries // 20, replace=False)  # 5 % near-copies
-        q[: len(copied)] = x[copied] + rng.normal(scale=1e-3, size=(len(copied), args.d))
-        np.save(data, x[: args.n])
-        np.save(queries, q)
-        del x, q
+        # generated in a subprocess: Linux children inherit the parent's max RSS on spawn
+        _run("--make", str(args.n), str(args.d), str(args.queries), data, queries)
         built = _run("--build", data, index_dir)
         scored = _run("--score", queries, index_dir)
     print(f"shard {args.n:,} x {args.d}, threshold distance {THRESHOLD}")
@@ -110,6 +128,10 @@ def main() -> None:
         f"  build {built['build_s']:.1f} s (CPU {built['cpu_s']:.1f} s incl. save), save "
         f"{built['save_s']:.1f} s, on disk {built['disk_mib']:.0f} MiB, "
         f"peak RSS {built['peak_mib']:.0f} MiB"
+    )
+    print(
+        f"  hashing rows for exact copies: {built['hash_cpu_s']:.2f} CPU s, "
+        f"{built['copies']:,} copies"
     )
     print(
         f"  load {scored['load_s'] * 1e3:.0f} ms; score {args.queries:,} rows in "
