@@ -38,17 +38,24 @@ class CopyGroups:
 
 
 def _row_hashes(block: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
-    """A 64-bit multiply-add hash (wrapping) of each float32 row's bit pattern.
+    """A 64-bit hash of each float32 row's bit pattern.
 
-    With an even width, pairs of float32 are read as one uint64 word: no copy at all for a
-    contiguous float32 block, ~3 ms per 65k x 64 block here. ``-0.0`` and ``0.0`` hash apart,
-    so such rows stay separate items (the annoy search still finds them at distance 0).
+    Every 64-bit word (two float32 values; one, widened, for an odd width) is first mixed by
+    the splitmix64 finaliser, then the words are summed with odd multipliers (wrapping). The
+    mixing matters: a plain weighted sum collides on structured rows (sign flips of +-1
+    features cancel in bit 63). ``-0.0`` and ``0.0`` hash apart, so such rows stay separate
+    items (the annoy search still finds them at distance 0).
     """
     block = np.ascontiguousarray(block)
     if block.shape[1] % 2 == 0:
-        words = block.view(np.uint64)
+        words = block.view(np.uint64).copy()  # a copy: the mixing below works in place
     else:
         words = block.view(np.uint32).astype(np.uint64)
+    words ^= words >> np.uint64(30)
+    words *= np.uint64(0xBF58476D1CE4E5B9)
+    words ^= words >> np.uint64(27)
+    words *= np.uint64(0x94D049BB133111EB)
+    words ^= words >> np.uint64(31)
     return words @ multipliers[: words.shape[1]]
 
 
@@ -90,15 +97,23 @@ def _first_of_equal_hash(hashes: np.ndarray) -> np.ndarray:
 
 
 def _split_collisions(rows: Rows, leader: np.ndarray) -> None:
-    """Make every row whose values differ from its leader's a leader of its own (in place).
+    """Re-lead every row whose values differ from its leader's (in place).
 
-    A 64-bit hash collision is vanishingly rare, but it must never merge two different rows.
+    A hash collision is rare, but it must never merge two different rows; rows split off
+    their leader are regrouped among themselves by exact value, so copies stay together.
     """
     later = np.flatnonzero(leader != np.arange(len(leader)))
+    strays = []
     for start in range(0, len(later), _VERIFY_ROWS):
         chunk = later[start : start + _VERIFY_ROWS]
         same = np.all(rows.raw_rows(chunk) == rows.raw_rows(leader[chunk]), axis=1)
-        leader[chunk[~same]] = chunk[~same]
+        strays.append(chunk[~same])
+    strays = np.concatenate(strays) if strays else np.empty(0, dtype=np.int64)
+    if strays.size:
+        _, first, inverse = np.unique(
+            rows.raw_rows(strays), axis=0, return_index=True, return_inverse=True
+        )
+        leader[strays] = strays[first][inverse.reshape(-1)]  # first stray of each value
 
 
 def expand_neighbours(
@@ -106,36 +121,56 @@ def expand_neighbours(
 ) -> np.ndarray:
     """Per-row neighbour candidates ``(N, k)`` from the per-group neighbours ``(G, k_g)``.
 
-    A row's list starts with the other rows of its own group (up to ``k``), then the groups
-    nearest to its group, each represented by one row. ``prefer`` (a ``(N,)`` bool mask, e.g.
-    the reference split) decides which rows come first among copies and which row stands for
-    a group, so a copy of a reference sample always lists a reference row. ``-1`` pads.
+    A row's list is what exact search would list: the other rows of its own group first (up
+    to ``k``), then the rows of the groups nearest to its group, group by group, until ``k``.
+    ``prefer`` (a ``(N,)`` bool mask, e.g. the reference split) puts those rows first inside
+    every group, so a copy of a reference sample always lists a reference row. ``-1`` pads
+    only where there are fewer than ``k`` other rows.
     """
     group, n = copies.group, len(copies.group)
     key = np.zeros(n, dtype=np.int8) if prefer is None else (~prefer).astype(np.int8)
     order = np.lexsort((np.arange(n), key, group))  # by group, preferred first, then row
     sizes = np.bincount(group, minlength=len(copies.first))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    stand_in = order[starts]  # the row that represents each group
-    k_g = group_neighbours.shape[1]
-    external = np.where(group_neighbours >= 0, stand_in[np.maximum(group_neighbours, 0)], -1)
+    external = _external_rows(group_neighbours, order, sizes, starts, k)
 
     out = np.full((n, k), -1, dtype=np.int64)
     alone = np.flatnonzero(sizes[group] == 1)
-    width = min(k, k_g)
-    out[alone, :width] = external[group[alone], :width]
+    out[alone] = external[group[alone]]
     for m in np.unique(sizes[sizes > 1]).tolist():
         groups = np.flatnonzero(sizes == m)
         members = order[starts[groups][:, None] + np.arange(m)]  # (G_m, m), preferred first
         n_copies = min(k, m - 1)
-        n_ext = min(k - n_copies, k_g)
-        tail = external[groups, :n_ext]
+        tail = external[groups, : k - n_copies]
         # members past position n_copies all list the first n_copies members
         rest = members[:, n_copies:]
         out[rest, :n_copies] = members[:, None, :n_copies]
-        out[rest, n_copies : n_copies + n_ext] = tail[:, None, :]
-        for j in range(min(n_copies, m)):  # the first members skip themselves
+        out[rest, n_copies:] = tail[:, None, :]
+        for j in range(n_copies):  # the first members skip themselves
             cols = np.delete(np.arange(n_copies + 1), j)
             out[members[:, j], :n_copies] = members[:, cols]
-            out[members[:, j], n_copies : n_copies + n_ext] = tail
+            out[members[:, j], n_copies:] = tail
+    return out
+
+
+def _external_rows(
+    group_neighbours: np.ndarray, order: np.ndarray, sizes: np.ndarray, starts: np.ndarray, k: int
+) -> np.ndarray:
+    """``(G, k)``: the members of each group's neighbour groups, in order, ``-1`` padded."""
+    n_groups, k_g = group_neighbours.shape
+    out = np.full((n_groups, k), -1, dtype=np.int64)
+    if k_g == 0:
+        return out
+    valid = group_neighbours >= 0
+    neighbour = np.maximum(group_neighbours, 0)
+    counts = np.where(valid, sizes[neighbour], 0)
+    ends = np.cumsum(counts, axis=1)  # (G, k_g): slots used after each neighbour group
+    for slot in range(k):
+        j = (ends <= slot).sum(axis=1)  # which neighbour group fills this slot
+        has = j < k_g
+        rows = np.flatnonzero(has)
+        jj = j[has]
+        before = np.where(jj > 0, ends[rows, np.maximum(jj - 1, 0)], 0)
+        g = neighbour[rows, jj]
+        out[rows, slot] = order[starts[g] + slot - before]
     return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -87,6 +88,8 @@ def find_duplicates(
     DuplicatesResult
     """
     normalize = check_normalize(normalize)
+    if not isinstance(dedupe, (bool, np.bool_)):
+        raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")
     strategy = as_strategy(threshold)
     reducer = as_reducer(reduce)
     dataset = prepare(data, labels=labels, ids=ids)
@@ -163,8 +166,8 @@ def find_duplicates_by_layer(
     ``labels`` and ``ids``, if given, map ``split -> sequence`` (shared by all layers). The
     arrays are analysed as they are: nothing is copied before each layer's own analysis.
     """
-    labels = options.pop("labels", None) or {}
-    ids = options.pop("ids", None) or {}
+    labels = _split_mapping(options.pop("labels", None), "labels", data)
+    ids = _split_mapping(options.pop("ids", None), "ids", data)
     rows = {}
     for split, layers in data.items():
         if not isinstance(layers, Mapping):
@@ -187,6 +190,8 @@ def analyze_layers(
     The engine behind ``ActivationCollector.analyze``, ``find_duplicates_by_layer`` and the
     integrations: the arrays are passed on as they are (no copy), layer by layer.
     """
+    if layers is not None and not list(layers):
+        return {}
     if not rows:
         raise NeardupInputError(
             "no activations to analyse: nothing was collected (did the evaluation run, and do "
@@ -209,17 +214,48 @@ def analyze_layers(
                 f"layer {layer!r} has no activations for split(s) {missing}; every split "
                 "must be collected for every layer."
             )
+    inputs = {}
+    for layer in known if layers is None else layers:  # every layer checked before any runs
         parts = {s: rows[s, layer] for s in splits}
         labels = {s: p[2] for s, p in parts.items() if p[2] is not None}
         ids = {s: p[1] for s, p in parts.items() if p[1] is not None}
-        results[layer] = find_duplicates(
-            {s: p[0] for s, p in parts.items()},
-            ids=ids or None,
-            labels=labels or None,
-            layer=layer,
-            **options,
-        )
+        data = {s: p[0] for s, p in parts.items()}
+        kwargs = dict(ids=ids or None, labels=labels or None)
+        with _naming_layer(layer):
+            prepare(data, **kwargs)  # validation only: nothing is copied
+        inputs[layer] = (data, kwargs)
+    results = {}
+    for layer, (data, kwargs) in inputs.items():
+        with _naming_layer(layer):
+            results[layer] = find_duplicates(data, layer=layer, **kwargs, **options)
     return results
+
+
+@contextmanager
+def _naming_layer(layer: str) -> Iterator[None]:
+    """Prefix input errors with the layer they come from."""
+    try:
+        yield
+    except NeardupInputError as err:
+        raise NeardupInputError(f"layer {layer!r}: {err}") from err
+
+
+def _split_mapping(option: Any, name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    """``labels``/``ids`` of find_duplicates_by_layer: a mapping split -> sequence, or None."""
+    if option is None:
+        return {}
+    if not isinstance(option, Mapping):
+        raise NeardupInputError(
+            f"{name} must be a mapping split -> sequence (shared by all layers), got "
+            f"{type(option).__name__}; e.g. {name}={{'train': y_train, 'test': y_test}}."
+        )
+    unknown = [s for s in option if s not in data]
+    if unknown:
+        raise NeardupInputError(
+            f"{name} names split {unknown[0]!r}, which is not in the data "
+            f"({closest_names(unknown[0], list(data))})."
+        )
+    return dict(option)
 
 
 def _row_values(

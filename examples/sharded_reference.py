@@ -25,21 +25,24 @@ THRESHOLD = neardup.Cosine(0.98)  # fixed: every shard must judge with the same 
 SHARDS = 3
 
 
-def score_shard(task: tuple[str, np.ndarray, np.ndarray]) -> tuple[list, list, np.ndarray]:
+def score_shard(task: tuple[str, np.ndarray, np.ndarray]) -> neardup.Leakage:
     """One worker: open a shard (memory-mapped) and score the new samples against it."""
     path, x_new, ids_new = task
-    leak = neardup.ReferenceIndex.load(path).score(x_new, ids=ids_new, split="test")
-    return leak.ids, leak.nearest_ids, leak.distances
+    return neardup.ReferenceIndex.load(path).score(x_new, ids=ids_new, split="test")
 
 
-def merge(answers: list[tuple[list, list, np.ndarray]]) -> dict[int, tuple[int, float]]:
-    """Per leaked sample, its nearest reference row over all shards (ties: lowest id)."""
-    best: dict[int, tuple[int, float]] = {}
-    for ids, nearest_ids, distances in answers:
-        for i, j, d in zip(ids, nearest_ids, distances.tolist()):
-            if i not in best or (d, j) < (best[i][1], best[i][0]):
-                best[i] = (j, d)
-    return best
+def merge(answers: list[neardup.Leakage]) -> dict[int, int]:
+    """Per leaked sample, its nearest reference row over all shards.
+
+    Ties go to the earlier shard, then the earlier row in it: shards hold consecutive rows
+    of the split, so this is the lowest row, as one index over the whole split breaks ties.
+    """
+    best: dict[int, tuple[float, int, int, int]] = {}
+    for shard, leak in enumerate(answers):
+        pairs = zip(leak.ids, leak.nearest_ids, leak.nearest_positions, leak.distances.tolist())
+        for i, j, position, d in pairs:
+            best[i] = min(best.get(i, (np.inf, 0, 0, -1)), (d, shard, position, j))
+    return {i: key[3] for i, key in best.items()}
 
 
 def main() -> None:
@@ -64,10 +67,10 @@ def main() -> None:
     leak = whole.score(x_test, ids=id_test, split="test")
     single = dict(zip(leak.ids, leak.nearest_ids))
     print(f"{SHARDS} shards of ~{len(x_train) // SHARDS} training images, {len(x_test)} test")
-    print(f"leaked test images, sharded and merged: {len(merged)}")
-    print(f"leaked test images, one index:          {leak.count}")
+    print(f"leakage test -> train, sharded and merged: {len(merged)} of {len(x_test)} images")
+    print(f"leakage test -> train, one index:          {leak.count} of {leak.total} images")
     assert set(merged) == set(single), "sharded and single-index leakage differ"
-    assert all(merged[i][0] == single[i] for i in single), "nearest reference rows differ"
+    assert all(merged[i] == single[i] for i in single), "nearest reference rows differ"
     print("same samples, same nearest training images")
 
 

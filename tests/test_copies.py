@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -48,6 +50,32 @@ def test_a_hash_collision_never_merges_different_rows() -> None:
     assert leader.tolist() == [0, 1, 2, 3, 1, 5]  # only the true copy (row 4) keeps its leader
 
 
+def test_structured_rows_are_grouped_despite_a_weak_linear_hash() -> None:
+    # +-1 features: sign flips cancel in a plain weighted sum of words; every copy must group
+    signs = np.array(list(itertools.product([-1.0, 1.0], repeat=8)), dtype=np.float32)
+    copies = find_copies(Rows([np.repeat(signs, 3, axis=0)], "row"))
+    assert len(copies.first) == 256 and copies.n_copies == 512
+    assert np.array_equal(copies.group, np.repeat(np.arange(256), 3))
+
+
+def test_lists_are_full_k_like_exact_search() -> None:
+    x = np.array([[0, 1], [-0.0, 1], [0, 1]], dtype=np.float32)  # -0.0 hashes apart
+    graph = build_graph(x, 2, backend="annoy", dedupe=True, query_jobs=1)
+    assert (graph.indices >= 0).all() and (graph.distances == 0).all()
+
+
+def test_relative_threshold_matches_exact_search_with_many_copies() -> None:
+    rng = np.random.default_rng(8)
+    base = rng.normal(size=(400, 16)).astype(np.float32)
+    x = np.repeat(base, 5, axis=0)  # every row five times, then near copies
+    x[::7] += rng.normal(scale=0.01, size=x[::7].shape).astype(np.float32)
+    exact = neardup.find_duplicates(x, backend="exact")
+    deduped = neardup.find_duplicates(x, backend="annoy", n_trees=50, query_jobs=1)
+    assert deduped.settings["dedupe"] is True
+    assert deduped.threshold.value == pytest.approx(exact.threshold.value, rel=1e-6)
+    assert [c.positions for c in deduped.clusters] == [c.positions for c in exact.clusters]
+
+
 def test_no_copies_gives_singletons() -> None:
     x = np.random.default_rng(1).normal(size=(500, 7)).astype(np.float32)  # odd width too
     copies = find_copies(Rows([x], None))
@@ -89,10 +117,15 @@ def test_expanded_lists_put_copies_first_and_never_repeat(sizes, k, seed) -> Non
             # preferred copies are listed before others
             listed_pref = prefer[listed[:n_mates]]
             assert listed_pref.sum() == min(n_mates, prefer[mates].sum())
-        # after the copies: the stand-ins of the group's neighbour groups, in order
+        # after the copies: every member of the neighbour groups, group by group, in order,
+        # preferred members first inside each group (what exact search would list)
+        expected = []
+        for h in group_neighbours[group[r]]:
+            members = np.flatnonzero(group == h)
+            expected += sorted(members.tolist(), key=lambda i: (not prefer[i], i))
         others = listed[n_mates:]
-        assert np.array_equal(group[others], group_neighbours[group[r]][: len(others)])
-        assert len(listed) == min(k, n_mates + k_g)
+        assert others.tolist() == expected[: len(others)]
+        assert len(listed) == min(k, n_mates + len(expected))
 
 
 def test_dedupe_graph_lists_every_copy_exactly() -> None:

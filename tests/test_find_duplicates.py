@@ -8,7 +8,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neardup
-from neardup import Cosine, Distance, Percentile, Slope, find_duplicates
+from neardup import (
+    ActivationCollector,
+    Cosine,
+    Distance,
+    NeardupInputError,
+    Percentile,
+    Slope,
+    find_duplicates,
+    find_duplicates_by_layer,
+)
 
 
 def test_default_finds_nothing_in_gaussian_noise_where_slope_reports_hundreds():
@@ -199,3 +208,28 @@ def test_properties_against_brute_force(n_train, n_test, copies, seed):
     set_of = {m: n for n, c in enumerate(result.clusters) for m in zip(c.splits, c.ids)}
     for row, ref in zip(result.leakage["test"].ids, result.leakage["test"].nearest_ids):
         assert set_of[("test", row)] == set_of[("train", ref)]
+
+
+def test_by_layer_names_the_bad_layer_before_analysing_any():
+    rng = np.random.default_rng(0)
+    good = {"train": rng.normal(size=(60, 4)), "test": rng.normal(size=(20, 4))}
+    bad_test = rng.normal(size=(20, 4))
+    bad_test[3] = np.nan
+    data = {
+        "train": {"fc1": good["train"], "fc2": rng.normal(size=(60, 4))},
+        "test": {"fc1": good["test"], "fc2": bad_test},
+    }
+    with pytest.raises(NeardupInputError, match=r"layer 'fc2': split 'test' has 1 row\(s\)"):
+        find_duplicates_by_layer(data)
+    with pytest.raises(NeardupInputError, match="labels must be a mapping split -> sequence"):
+        find_duplicates_by_layer(data, labels=np.zeros(60))
+    with pytest.raises(NeardupInputError, match="labels names split 'val'"):
+        find_duplicates_by_layer(data, labels={"val": np.zeros(20)})
+    with pytest.raises(NeardupInputError, match="dedupe must be True or False"):
+        find_duplicates(good, dedupe="no")
+
+
+def test_collector_analyze_of_no_layers_is_empty():
+    collector = ActivationCollector()
+    collector.add("train", "fc", np.random.default_rng(0).normal(size=(10, 3)))
+    assert collector.analyze(layers=[]) == {}
