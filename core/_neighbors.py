@@ -339,8 +339,9 @@ def build_graph(
         found = _annoy_indices(
             rows, items, k, query_jobs=query_jobs, progress=progress, **options
         )
-        if copies is not None:
+        if copies is not None and copies.n_copies:
             indices = expand_neighbours(found, copies, k, prefer)
+            del found, copies  # before the full matrix and the exact distances exist
         elif found.shape[1] == k:
             indices = found
         else:

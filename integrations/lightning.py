@@ -160,7 +160,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     memory_budget, spill_dir:
         Bytes of activations kept in memory by each of the two collectors (eval splits,
         training pass): an int, or ``"4GB"``, ``"512MiB"``. Past it they spill to ``.npy``
-        files in ``spill_dir`` (default: a temporary directory), removed once analysed.
+        files in ``spill_dir`` (default: a temporary directory), removed when the next run
+        starts, when the callback is garbage-collected, or at exit.
     threshold, normalize, reduce, k, backend, seed:
         Passed to :func:`neardup.find_duplicates`.
     """
