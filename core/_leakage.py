@@ -7,11 +7,14 @@ sample "leak" into a reference sample it does not resemble.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._neighbors import NeighborGraph, nearest_among
+from ._result import Leakage
 
-__all__ = ["nearest_reference"]
+__all__ = ["leakage_record", "nearest_reference"]
 
 
 def nearest_reference(
@@ -59,3 +62,63 @@ def nearest_reference(
         best_row[rows[hit]] = nearest[hit]
         best_dist[rows[hit]] = distances[hit]
     return best_row, best_dist
+
+
+def leakage_record(
+    best_ref: np.ndarray,
+    best_dist: np.ndarray,
+    *,
+    split: str,
+    reference: str,
+    ids: np.ndarray,
+    labels: np.ndarray | None,
+    ref_ids: np.ndarray,
+    ref_labels: np.ndarray | None,
+) -> Leakage:
+    """The :class:`Leakage` of one split from its rows' nearest reference rows.
+
+    ``best_ref`` ``(n,)``: position in the reference of each row's nearest reference sample
+    within the threshold (``-1``: none), ``best_dist`` its distance. Leaked rows are listed
+    closest first (ties by position), with per-class counts and label conflicts.
+    """
+    local = np.flatnonzero(best_ref >= 0)
+    dist = best_dist[local]
+    order = np.lexsort((local, dist))
+    local, dist = local[order], dist[order]
+    ref_local = best_ref[local]
+    by_class: dict[Any, dict[str, float]] = {}
+    conflicts: list[dict[str, Any]] = []
+    if labels is not None:
+        classes, totals = np.unique(labels, return_counts=True)
+        leaked_counts = dict(zip(*np.unique(labels[local], return_counts=True)))
+        for c, total in zip(classes.tolist(), totals.tolist()):
+            count = int(leaked_counts.get(c, 0))
+            by_class[c] = {"count": count, "total": total, "fraction": count / total}
+        if ref_labels is not None:
+            differ = np.flatnonzero(labels[local] != ref_labels[ref_local])
+            conflicts = [
+                {
+                    "id": _py(ids[local[i]]),
+                    "nearest_id": _py(ref_ids[ref_local[i]]),
+                    "label": _py(labels[local[i]]),
+                    "nearest_label": _py(ref_labels[ref_local[i]]),
+                    "distance": float(dist[i]),
+                }
+                for i in differ
+            ]
+    return Leakage(
+        split=split,
+        reference=reference,
+        ids=ids[local].tolist(),
+        nearest_ids=ref_ids[ref_local].tolist(),
+        distances=dist.astype(np.float32),
+        total=len(best_ref),
+        positions=local.tolist(),
+        nearest_positions=ref_local.tolist(),
+        by_class=by_class,
+        label_conflicts=conflicts,
+    )
+
+
+def _py(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TREES",
     "NeighborGraph",
     "ProgressFn",
+    "build_annoy_index",
     "build_graph",
     "choose_backend",
     "clamp_k",
@@ -109,21 +110,24 @@ def pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     return out
 
 
-def _row_distances(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """Exact distances from every row ``i`` to the rows ``indices[i]`` (``inf`` where ``-1``).
+def _row_distances(
+    x: np.ndarray, indices: np.ndarray, queries: np.ndarray | None = None
+) -> np.ndarray:
+    """Exact distances from every query row ``i`` to the rows ``x[indices[i]]`` (``inf`` at -1).
 
+    The query rows are ``x`` itself unless ``queries`` (``(len(indices), d)``) is given.
     Blocked over rows so only one gather of the neighbour rows is held at a time; the
     differences are formed in float32 (no cancellation: near-duplicate pairs keep their digits)
     and their squares summed in float64.
     """
+    queries = x if queries is None else queries
     n, k = indices.shape
     out = np.empty((n, k), dtype=np.float32)
     step = max(1, _GATHER_BYTES // (4 * k * max(1, x.shape[1])))
     for start in range(0, n, step):
         stop = min(n, start + step)
-        block = indices[start:stop]
-        diff = x[np.maximum(block, 0)]
-        diff -= x[start:stop, None, :]
+        diff = np.asarray(x[np.maximum(indices[start:stop], 0)], dtype=np.float32)
+        diff -= queries[start:stop, None, :]
         out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
     out[indices < 0] = np.inf
     return out
@@ -188,12 +192,33 @@ def _annoy_indices(
     reproduces only on machines with the same number of cores. ``query_jobs`` never changes
     the result: each item's query depends on the index alone.
     """
-    from annoy import AnnoyIndex
-
     n_items = rows.n if items is None else len(items)
     k = min(k, n_items - 1)
     if k < 1:
         return np.full((n_items, 0), -1, dtype=np.int64)
+    index = build_annoy_index(
+        rows, items, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
+    )
+    try:
+        found = _query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
+    finally:
+        index.unload()  # free the index before the (N, k) post-processing arrays exist
+    return _drop_self(found, k)
+
+
+def build_annoy_index(
+    rows: Rows,
+    items: np.ndarray | None = None,
+    *,
+    n_trees: int,
+    seed: int,
+    n_jobs: int,
+    progress: ProgressFn | None = None,
+):
+    """A seeded euclidean annoy index of ``rows`` (or of the ascending global rows ``items``,
+    as items ``0..len(items)-1``), filled block by block: no full copy of the data is made."""
+    from annoy import AnnoyIndex
+
     index = AnnoyIndex(rows.d, "euclidean")
     index.set_seed(int(seed))
     add = index.add_item
@@ -210,11 +235,7 @@ def _annoy_indices(
     index.build(int(n_trees), n_jobs=int(n_jobs))
     if progress:
         progress("building annoy index", 1, 1)
-    try:
-        found = _query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
-    finally:
-        index.unload()  # free the index before the (N, k) post-processing arrays exist
-    return _drop_self(found, k)
+    return index
 
 
 #: the built index, inherited by forked query workers (copy-on-write, never pickled).

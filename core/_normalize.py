@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
 from ._errors import NeardupInputError
 
 NORMALIZE_CHOICES = ("row", "column", None)
 
-__all__ = ["NORMALIZE_CHOICES", "check_normalize", "normalize_inplace"]
+__all__ = ["NORMALIZE_CHOICES", "check_normalize", "column_norms", "normalize_inplace"]
 
 _BLOCK_ROWS = 65536
 
@@ -21,6 +23,20 @@ def check_normalize(normalize: str | None) -> str | None:
             "'column' (DNIKit's per-column L2) or None (raw Euclidean distances)."
         )
     return normalize
+
+
+def column_norms(blocks: Iterable[np.ndarray]) -> np.ndarray:
+    """L2 norm of every column over all row ``blocks`` (float64 sums), zero columns as 1.
+
+    Returned as float32, ready to divide float32 rows by (DNIKit's column normalisation).
+    """
+    sq = None
+    for block in blocks:
+        part = np.einsum("ij,ij->j", block, block, dtype=np.float64)
+        sq = part if sq is None else sq + part
+    norms = np.sqrt(sq)
+    norms[norms == 0] = 1.0
+    return norms.astype(np.float32)
 
 
 def normalize_inplace(matrix: np.ndarray, normalize: str | None) -> np.ndarray:
@@ -39,11 +55,7 @@ def normalize_inplace(matrix: np.ndarray, normalize: str | None) -> np.ndarray:
             norms[norms == 0] = 1.0
             block /= norms[:, None].astype(np.float32)
     elif normalize == "column":
-        sq = np.zeros(matrix.shape[1], dtype=np.float64)
-        for start in range(0, len(matrix), _BLOCK_ROWS):
-            block = matrix[start : start + _BLOCK_ROWS]
-            sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
-        norms = np.sqrt(sq)
-        norms[norms == 0] = 1.0
-        matrix /= norms.astype(np.float32)
+        matrix /= column_norms(
+            matrix[start : start + _BLOCK_ROWS] for start in range(0, len(matrix), _BLOCK_ROWS)
+        )
     return matrix

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import nearest_reference
+from ._leakage import _py, leakage_record, nearest_reference
 from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
 from ._normalize import check_normalize, normalize_inplace
 from ._reduce import as_reducer
@@ -273,10 +273,6 @@ def _row_values(
     return out
 
 
-def _py(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
 def _duplicate_sets(
     x: np.ndarray, assignment: ClusterAssignment, dataset: Dataset, split_of_row: np.ndarray
 ) -> list[DuplicateSet]:
@@ -308,49 +304,20 @@ def _leakage(
 ) -> dict[str, Leakage]:
     best_row, best_dist = nearest_reference(x, graph, threshold, split_of_row, ref_index)
     offsets = dataset.offsets
-    ref_name = dataset.names[ref_index]
-    ref_ids, ref_labels = dataset.ids[ref_index], dataset.labels[ref_index]
     out = {}
     for s, name in enumerate(dataset.names):
         if s == ref_index:
             continue
-        local = np.flatnonzero(best_row[offsets[s] : offsets[s + 1]] >= 0)
-        dist = best_dist[offsets[s] + local]
-        order = np.lexsort((local, dist))
-        local, dist = local[order], dist[order]
-        ref_local = best_row[offsets[s] + local] - offsets[ref_index]
-        labels = dataset.labels[s]
-        by_class: dict[Any, dict[str, float]] = {}
-        conflicts: list[dict[str, Any]] = []
-        if labels is not None:
-            classes, totals = np.unique(labels, return_counts=True)
-            leaked_counts = dict(zip(*np.unique(labels[local], return_counts=True)))
-            for c, total in zip(classes.tolist(), totals.tolist()):
-                count = int(leaked_counts.get(c, 0))
-                by_class[c] = {"count": count, "total": total, "fraction": count / total}
-            if ref_labels is not None:
-                differ = np.flatnonzero(labels[local] != ref_labels[ref_local])
-                conflicts = [
-                    {
-                        "id": _py(dataset.ids[s][local[i]]),
-                        "nearest_id": _py(ref_ids[ref_local[i]]),
-                        "label": _py(labels[local[i]]),
-                        "nearest_label": _py(ref_labels[ref_local[i]]),
-                        "distance": float(dist[i]),
-                    }
-                    for i in differ
-                ]
-        out[name] = Leakage(
+        best = best_row[offsets[s] : offsets[s + 1]]
+        out[name] = leakage_record(
+            np.where(best >= 0, best - offsets[ref_index], -1),
+            best_dist[offsets[s] : offsets[s + 1]],
             split=name,
-            reference=ref_name,
-            ids=dataset.ids[s][local].tolist(),
-            nearest_ids=ref_ids[ref_local].tolist(),
-            distances=dist.astype(np.float32),
-            total=dataset.sizes[s],
-            positions=local.tolist(),
-            nearest_positions=ref_local.tolist(),
-            by_class=by_class,
-            label_conflicts=conflicts,
+            reference=dataset.names[ref_index],
+            ids=dataset.ids[s],
+            labels=dataset.labels[s],
+            ref_ids=dataset.ids[ref_index],
+            ref_labels=dataset.labels[ref_index],
         )
     return out
 

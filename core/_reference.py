@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError
+from ._leakage import leakage_record
 from ._neighbors import (
     DEFAULT_TREES,
     NeighborGraph,
@@ -37,15 +38,17 @@ from ._neighbors import (
     _drop_self,
     _finish,
     _query_all,
+    _row_distances,
+    build_annoy_index,
     build_graph,
     choose_backend,
     clamp_k,
     resolve_query_jobs,
 )
-from ._normalize import check_normalize, normalize_inplace
-from ._pipeline import _py
+from ._normalize import check_normalize, column_norms, normalize_inplace
 from ._reduce import PCA, as_reducer
 from ._result import Leakage, _plain
+from ._rows import Rows
 from ._threshold import (
     Cosine,
     Distance,
@@ -71,8 +74,7 @@ _META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
 )
 #: query rows transformed and searched at once (bounds the float32 copies of a batch).
 _CHUNK_ROWS = 4096
-#: candidate rows gathered at once for exact distances (cache-sized, as in _neighbors).
-_GATHER_BYTES = 4 << 20
+#: reference rows per block when summing the column norms.
 _BLOCK_ROWS = 65536
 
 
@@ -100,7 +102,9 @@ class _Transform:
             transform.reducer = None if pca.is_noop_for is not None else pca
         x = transform._project(matrix)
         if normalize == "column":
-            transform.column_norms = _column_norms(x)
+            transform.column_norms = column_norms(
+                x[i : i + _BLOCK_ROWS] for i in range(0, len(x), _BLOCK_ROWS)
+            )
         return transform, transform._normalize(x)
 
     @property
@@ -148,17 +152,6 @@ class _Transform:
         if normalize == "column":
             transform.column_norms = arrays["column_norms"].astype(np.float32)
         return transform
-
-
-def _column_norms(x: np.ndarray) -> np.ndarray:
-    """L2 norm of every column of ``x`` (float64 sums, blocked), zero columns as 1, float32."""
-    sq = np.zeros(x.shape[1], dtype=np.float64)
-    for start in range(0, len(x), _BLOCK_ROWS):
-        block = x[start : start + _BLOCK_ROWS]
-        sq += np.einsum("ij,ij->j", block, block, dtype=np.float64)
-    norms = np.sqrt(sq)
-    norms[norms == 0] = 1.0
-    return norms.astype(np.float32)
 
 
 class ReferenceIndex:
@@ -266,7 +259,9 @@ class ReferenceIndex:
         transform, x = _Transform.fit(matrix, normalize, reducer)
         if progress and reducer is not None:
             progress("PCA", 1, 1)
-        index = _build_annoy(x, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress)
+        index = build_annoy_index(
+            Rows.from_matrix(x), n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
+        )
         graph = _reference_graph(x, k, strategy, index, query_jobs=query_jobs, progress=progress)
         resolved = resolve_threshold(strategy, graph, normalize)
         graph_backend = graph.backend
@@ -410,7 +405,7 @@ class ReferenceIndex:
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
             candidates = _query(self._index, q, k, search_k)
-            distances = _candidate_distances(self._vectors, q, candidates)
+            distances = _row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
             best_row[start : start + len(q)][hit] = row[hit]
@@ -426,42 +421,15 @@ class ReferenceIndex:
         labels: np.ndarray | None,
     ) -> Leakage:
         """The :class:`Leakage` record, filled as ``find_duplicates`` fills it."""
-        local = np.flatnonzero(best_row >= 0)
-        dist = best_dist[local]
-        order = np.lexsort((local, dist))
-        local, dist = local[order], dist[order]
-        ref_local = best_row[local]
-        by_class: dict[Any, dict[str, float]] = {}
-        conflicts: list[dict[str, Any]] = []
-        if labels is not None:
-            classes, totals = np.unique(labels, return_counts=True)
-            leaked_counts = dict(zip(*np.unique(labels[local], return_counts=True)))
-            for c, total in zip(classes.tolist(), totals.tolist()):
-                count = int(leaked_counts.get(c, 0))
-                by_class[c] = {"count": count, "total": total, "fraction": count / total}
-            if self._labels is not None:
-                differ = np.flatnonzero(labels[local] != self._labels[ref_local])
-                conflicts = [
-                    {
-                        "id": _py(ids[local[i]]),
-                        "nearest_id": _py(self._ids[ref_local[i]]),
-                        "label": _py(labels[local[i]]),
-                        "nearest_label": _py(self._labels[ref_local[i]]),
-                        "distance": float(dist[i]),
-                    }
-                    for i in differ
-                ]
-        return Leakage(
+        return leakage_record(
+            best_row,
+            best_dist,
             split=split,
             reference=self._reference,
-            ids=ids[local].tolist(),
-            nearest_ids=self._ids[ref_local].tolist(),
-            distances=dist.astype(np.float32),
-            total=len(best_row),
-            positions=local.tolist(),
-            nearest_positions=ref_local.tolist(),
-            by_class=by_class,
-            label_conflicts=conflicts,
+            ids=ids,
+            labels=labels,
+            ref_ids=self._ids,
+            ref_labels=self._labels,
         )
 
     # ------------------------------------------------------------------ save / load
@@ -661,24 +629,6 @@ def _reference_graph(
     return _finish(_drop_self(found, k), x, "annoy")
 
 
-def _build_annoy(
-    x: np.ndarray, *, n_trees: int, seed: int, n_jobs: int, progress: ProgressFn | None
-) -> Any:
-    """A seeded euclidean annoy index of the rows of ``x``."""
-    from annoy import AnnoyIndex
-
-    index = AnnoyIndex(x.shape[1], "euclidean")
-    index.set_seed(int(seed))
-    for i, row in enumerate(x):
-        index.add_item(i, row.tolist())
-    if progress:
-        progress("building annoy index", 0, 1)
-    index.build(int(n_trees), n_jobs=int(n_jobs))
-    if progress:
-        progress("building annoy index", 1, 1)
-    return index
-
-
 def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
     """``(m, k)`` candidate rows per query row (one annoy call per row), padded with ``-1``."""
     found = np.full((len(q), k), -1, dtype=np.int64)
@@ -687,23 +637,6 @@ def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
         hits = get(row, k, search_k)
         found[i, : len(hits)] = hits
     return found
-
-
-def _candidate_distances(vectors: np.ndarray, q: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """Exact distances ``(m, k)`` from each query row to its candidates (``inf`` where ``-1``).
-
-    The same arithmetic as the neighbour graph's: float32 differences, float64 sums.
-    """
-    m, k = candidates.shape
-    out = np.empty((m, k), dtype=np.float32)
-    step = max(1, _GATHER_BYTES // (4 * k * max(1, q.shape[1])))
-    for start in range(0, m, step):
-        stop = min(m, start + step)
-        diff = np.asarray(vectors[np.maximum(candidates[start:stop], 0)], dtype=np.float32)
-        diff -= q[start:stop, None, :]
-        out[start:stop] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
-    out[candidates < 0] = np.inf
-    return out
 
 
 def _nearest(candidates: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

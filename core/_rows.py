@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ._normalize import check_normalize, normalize_inplace
+from ._normalize import check_normalize, column_norms, normalize_inplace
 
 __all__ = ["Rows"]
 
@@ -38,7 +38,9 @@ class Rows:
         self.n = sum(len(a) for a in self._arrays)
         self.d = int(self._arrays[0].shape[1])
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
-        self._column_norms = self._compute_column_norms() if normalize == "column" else None
+        self._column_norms = (
+            column_norms(raw for _, raw in self._raw_blocks()) if normalize == "column" else None
+        )
         self._matrix: np.ndarray | None = None
 
     @classmethod
@@ -51,14 +53,6 @@ class Rows:
     @property
     def shape(self) -> tuple[int, int]:
         return self.n, self.d
-
-    def _compute_column_norms(self) -> np.ndarray:
-        sq = np.zeros(self.d, dtype=np.float64)
-        for _, raw in self._raw_blocks():
-            sq += np.einsum("ij,ij->j", raw, raw, dtype=np.float64)
-        norms = np.sqrt(sq)
-        norms[norms == 0] = 1.0
-        return norms.astype(np.float32)
 
     def _raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(global start row, view)`` blocks of the caller's arrays, in their own dtype."""

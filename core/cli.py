@@ -438,6 +438,14 @@ Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input.
 """
 
 
+def _add_labels_and_ids(parser: argparse.ArgumentParser) -> None:
+    """``--labels`` and ``--ids`` of the ``index`` subcommands."""
+    parser.add_argument(
+        "--labels", metavar="PATH[:KEY]", help="labels (an x/y .npz provides its own 'y')"
+    )
+    parser.add_argument("--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line")
+
+
 def _index_parser(sub: argparse._SubParsersAction) -> None:
     """``neardup index build`` and ``neardup index score``."""
     index = sub.add_parser(
@@ -455,12 +463,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     )
     build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
     build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
-    build.add_argument(
-        "--labels", metavar="PATH[:KEY]", help="labels (an x/y .npz provides its own 'y')"
-    )
-    build.add_argument(
-        "--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line"
-    )
+    _add_labels_and_ids(build)
     build.add_argument(
         "--threshold",
         metavar="NAME[:VALUE]",
@@ -499,12 +502,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     )
     score.add_argument("index", metavar="INDEX_DIR", help="written by neardup index build")
     score.add_argument("data", metavar="DATA", help="new activations: PATH[:KEY]")
-    score.add_argument(
-        "--labels", metavar="PATH[:KEY]", help="labels (an x/y .npz provides its own 'y')"
-    )
-    score.add_argument(
-        "--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line"
-    )
+    _add_labels_and_ids(score)
     score.add_argument("--split", default="new", help="name of the new data (default new)")
     score.add_argument(
         "--search-k", type=int, default=-1, help="annoy search_k (-1: trees x k; more misses less)"
