@@ -4,7 +4,14 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.neardup-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
+
+# Debian packages the tests need: headless Chromium for the HTML report tests. Installed only
+# when missing (needs root or sudo, as on the project's machines and CI).
+SUDO := $(shell test "$$(id -u)" = 0 || echo sudo)
+system-deps:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium)
 
 # torch==2.13.0 first: it is the CPU wheel available here; any other version (pulled in by
 # lightning/transformers if torch were missing) drags several GB of CUDA packages.
@@ -21,7 +28,7 @@ demo: $(STAMP)
 	$(PY) examples/digits_leakage.py
 	$(PY) examples/lightning_digits.py
 
-test: $(STAMP)
+test: system-deps $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)

@@ -1,6 +1,6 @@
 """The HTML report: rendered for real digits images and real text, opened in headless Chromium.
 
-Chromium is required (CI installs Debian's ``chromium`` in ``.ci/run``): a missing browser
+Chromium is required (`make test` installs Debian's ``chromium`` when missing): a missing browser
 fails these tests instead of skipping them. Each browser test loads a copy of the report with a
 small probe script added to ``<head>`` (the report itself has no script): it records every
 error event (a broken inline PNG fires one), each image's decoded width and the number of
@@ -94,7 +94,7 @@ def _open_in_chromium(report: Path, workdir: Path) -> tuple[_Dom, Path]:
     """Load ``report`` (plus the probe) in headless Chromium; return its DOM and a screenshot."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (.ci/run does it)")
+        pytest.fail("chromium is not installed: `apt-get install -y chromium` (`make system-deps` does it)")
     probed = workdir / f"{report.stem}-probed.html"
     probed.write_text(report.read_text(encoding="utf-8").replace("<head>", "<head>" + _PROBE, 1))
     shot = workdir / f"{report.stem}.png"
