@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError
+from ._plain import to_plain
 from .search import NeighborGraph
 
 __all__ = [
@@ -206,6 +207,15 @@ class ResolvedThreshold:
 
     def __str__(self) -> str:
         return f"{self.strategy} -> distance {self.value:.4g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"strategy", "params", "value"}`` as JSON-ready values (reports, index meta)."""
+        return {"strategy": self.strategy, "params": to_plain(self.params), "value": self.value}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResolvedThreshold:
+        """The threshold :meth:`to_dict` wrote (``KeyError``/``TypeError`` when malformed)."""
+        return cls(d["strategy"], dict(d["params"]), float(d["value"]))
 
 
 def as_strategy(threshold: Any) -> ThresholdStrategy:

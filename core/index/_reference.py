@@ -394,11 +394,7 @@ class ReferenceIndex:
             "reference": self._reference,
             "size": self.size,
             "has_labels": self._labels is not None,
-            "threshold": {
-                "strategy": self._threshold.strategy,
-                "params": to_plain(self._threshold.params),
-                "value": self._threshold.value,
-            },
+            "threshold": self._threshold.to_dict(),
             "settings": to_plain(self._settings),
         }
         text = json.dumps(meta, indent=1, allow_nan=False)
@@ -417,8 +413,7 @@ class ReferenceIndex:
             size, dim = int(meta["size"]), int(settings["dim"])
             input_dim, normalize = int(settings["input_dim"]), settings["normalize"]
             has_labels, reference = bool(meta["has_labels"]), str(meta["reference"])
-            t = meta["threshold"]
-            threshold = ResolvedThreshold(t["strategy"], dict(t["params"]), float(t["value"]))
+            threshold = ResolvedThreshold.from_dict(meta["threshold"])
         except (KeyError, TypeError, ValueError) as err:
             raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
         needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
