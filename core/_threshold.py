@@ -30,11 +30,11 @@ __all__ = [
     "ThresholdStrategy",
     "as_strategy",
     "resolve_threshold",
-    "sorted_neighbour_distances",
+    "sorted_neighbor_distances",
 ]
 
 
-def sorted_neighbour_distances(graph: NeighborGraph) -> np.ndarray:
+def sorted_neighbor_distances(graph: NeighborGraph) -> np.ndarray:
     """All finite neighbour distances, sorted, zeros trimmed (DNIKit's input to its strategies)."""
     values = graph.distances[np.isfinite(graph.distances)].astype(np.float64)
     values.sort()
@@ -75,7 +75,7 @@ class Percentile(ThresholdStrategy):
         return float(distances[min(index, len(distances) - 1)])
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        return self(sorted_neighbour_distances(graph))
+        return self(sorted_neighbor_distances(graph))
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ class Slope(ThresholdStrategy):
         return float(distances[probe])
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        return self(sorted_neighbour_distances(graph))
+        return self(sorted_neighbor_distances(graph))
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class _Custom(ThresholdStrategy):
     function: Callable[[np.ndarray], float] = field(repr=False)
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        value = float(self.function(sorted_neighbour_distances(graph)))
+        value = float(self.function(sorted_neighbor_distances(graph)))
         if not math.isfinite(value) or value < 0:
             raise NeardupInputError(f"custom threshold returned {value!r}; need a distance >= 0.")
         return value
