@@ -48,6 +48,7 @@ from ..search import (
     drop_self,
     graph_from_indices,
     query_all,
+    query_vectors,
     resolve_query_jobs,
     row_distances,
 )
@@ -324,7 +325,7 @@ class ReferenceIndex:
         best_dist = np.full(n, np.inf, dtype=np.float32)
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
-            candidates = _query(self._index, q, k, search_k)
+            candidates = query_vectors(self._index, q, k, search_k)
             distances = row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
@@ -515,16 +516,6 @@ def _reference_graph(
         return build_graph(x, k, backend="exact", query_jobs=query_jobs, progress=progress)
     found = query_all(index, len(x), k + 1, -1, query_jobs, progress)
     return graph_from_indices(drop_self(found, k), x, "annoy")
-
-
-def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
-    """``(m, k)`` candidate rows per query row (one annoy call per row), padded with ``-1``."""
-    found = np.full((len(q), k), -1, dtype=np.int64)
-    get = index.get_nns_by_vector
-    for i, row in enumerate(q.tolist()):
-        hits = get(row, k, search_k)
-        found[i, : len(hits)] = hits
-    return found
 
 
 def _nearest(candidates: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
