@@ -1,4 +1,4 @@
-"""The seam check (tools/check_seams.py, run by ``make lint``): clean here, and it catches
+"""The seam check (.ci/check_seams.py, run by ``make lint``): clean here, and it catches
 private imports planted across modules, subpackages and the integrations."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_checker():
-    spec = importlib.util.spec_from_file_location("check_seams", ROOT / "tools" / "check_seams.py")
+    spec = importlib.util.spec_from_file_location("check_seams", ROOT / ".ci" / "check_seams.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -83,9 +83,9 @@ def test_allowed_imports_pass(tree):
 
 def test_script_exits_nonzero_and_names_the_file(tree):
     _plant(tree, "core/report/_html.py", "from ..search._copies import find_copies")
-    shutil.copytree(ROOT / "tools", tree / "tools")
+    shutil.copytree(ROOT / ".ci", tree / ".ci")
     run = subprocess.run(
-        [sys.executable, str(tree / "tools" / "check_seams.py")],
+        [sys.executable, str(tree / ".ci" / "check_seams.py")],
         capture_output=True, text=True, check=False,
     )
     assert run.returncode == 1
