@@ -14,11 +14,14 @@ workers, so the graph is the same for any ``query_jobs``.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +36,7 @@ __all__ = [
     "ProgressFn",
     "build_annoy_index",
     "build_graph",
+    "check_search_k",
     "choose_backend",
     "clamp_k",
     "nearest_among",
@@ -238,8 +242,12 @@ def build_annoy_index(
     return index
 
 
-#: the built index, inherited by forked query workers (copy-on-write, never pickled).
-_SHARED_INDEX = None
+#: built indexes by token, inherited by forked query workers (copy-on-write, never pickled).
+#: One entry per running query phase, so threads that query at once never see each other's
+#: index: each task carries the token of its own.
+_SHARED_INDEXES: dict[int, Any] = {}
+_SHARED_LOCK = threading.Lock()
+_TOKENS = itertools.count()
 
 
 def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> np.ndarray:
@@ -252,9 +260,19 @@ def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> 
     return found
 
 
-def _query_chunk(task: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
-    start, stop, n_results, search_k = task
-    return start, _query_rows(_SHARED_INDEX, start, stop, n_results, search_k)
+def _query_chunk(task: tuple[int, int, int, int, int]) -> tuple[int, np.ndarray]:
+    token, start, stop, n_results, search_k = task
+    return start, _query_rows(_SHARED_INDEXES[token], start, stop, n_results, search_k)
+
+
+def check_search_k(search_k: int, k: int) -> None:
+    """Refuse a ``search_k`` too small to return ``k`` neighbours besides the query itself."""
+    if search_k != -1 and search_k < k + 1:
+        raise NeardupInputError(
+            f"search_k={search_k} is too small for k={k}: annoy would inspect fewer nodes than "
+            f"the {k + 1} results asked for (the sample and its {k} neighbours) and silently "
+            f"miss duplicates. Use search_k=-1 (the default) or at least {k + 1}."
+        )
 
 
 def resolve_query_jobs(query_jobs: int) -> int:
@@ -280,7 +298,6 @@ def _query_all(
     index, n: int, n_results: int, search_k: int, query_jobs: int, progress: ProgressFn | None
 ) -> np.ndarray:
     """Query every item, in forked workers sharing ``index`` when that can pay off."""
-    global _SHARED_INDEX
     jobs = min(resolve_query_jobs(query_jobs), max(1, n // _CHUNK_ROWS))
     tasks = [
         (start, min(n, start + _CHUNK_ROWS), n_results, search_k)
@@ -289,16 +306,20 @@ def _query_all(
     found = np.empty((n, n_results), dtype=_item_dtype(n))
     done = 0
     if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
-        _SHARED_INDEX = index
+        with _SHARED_LOCK:
+            token = next(_TOKENS)
+            _SHARED_INDEXES[token] = index
         try:
             with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                for start, rows in pool.imap_unordered(_query_chunk, tasks):
+                chunks = [(token, *task) for task in tasks]
+                for start, rows in pool.imap_unordered(_query_chunk, chunks):
                     found[start : start + len(rows)] = rows
                     done += len(rows)
                     if progress:
                         progress("querying annoy index", done, n)
         finally:
-            _SHARED_INDEX = None
+            with _SHARED_LOCK:
+                del _SHARED_INDEXES[token]
         return found
     for start, stop, _, _ in tasks:
         found[start:stop] = _query_rows(index, start, stop, n_results, search_k)
@@ -352,8 +373,7 @@ def build_graph(
     if backend == "exact":
         indices = _exact_indices(rows.matrix(), k, progress)
     else:
-        if n_trees < 1:
-            raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
+        check_search_k(search_k, k)
         copies = find_copies(rows) if dedupe else None
         options = dict(n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs)
         items = None if copies is None else copies.first
