@@ -19,7 +19,7 @@ from ._reduce import as_reducer
 from ._result import DuplicateSet, DuplicatesResult, Leakage
 from ._rows import Rows
 from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
-from ._validate import Dataset, prepare, split_index
+from ._validate import Dataset, check_unnormalized_scale, prepare, split_index
 
 __all__ = ["ANALYSIS_OPTIONS", "analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 
@@ -111,6 +111,8 @@ def find_duplicates(
     strategy = as_strategy(threshold)
     reducer = as_reducer(reduce)
     dataset = prepare(data, labels=labels, ids=ids)
+    if normalize is None or reducer is not None:
+        check_unnormalized_scale(dataset.arrays, "find_duplicates")
     ref_index = None
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")

@@ -21,14 +21,23 @@ Directory layout (format 1; no pickle anywhere, every array loads with ``allow_p
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ._annoy_file import check_annoy_file
+from ._atomic import fsync_directory, write_text_atomically
 from ._errors import NeardupInputError
 from ._leakage import leakage_record
 from ._neighbors import (
@@ -45,7 +54,8 @@ from ._neighbors import (
     clamp_k,
     resolve_query_jobs,
 )
-from ._normalize import check_normalize, column_norms, normalize_inplace
+from ._normalize import column_norms, normalize_inplace
+from ._params import check_option, check_options
 from ._reduce import PCA, as_reducer
 from ._result import Leakage, _plain
 from ._rows import Rows
@@ -57,12 +67,24 @@ from ._threshold import (
     as_strategy,
     resolve_threshold,
 )
-from ._validate import _check_ids, _check_labels, as_feature_matrix, check_finite
+from ._validate import (
+    _check_ids,
+    _check_labels,
+    as_feature_matrix,
+    check_finite,
+    check_unnormalized_scale,
+)
 
 __all__ = ["FORMAT_VERSION", "ReferenceIndex"]
 
-#: version of the on-disk layout; :meth:`ReferenceIndex.load` refuses any other.
-FORMAT_VERSION = 1
+#: version of the on-disk layout (2: files in a generation folder named by ``meta.json``,
+#: with sizes and digests); :meth:`ReferenceIndex.load` also reads version 1.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+_GENERATION_PREFIX = "generation-"
+_LOCK = ".lock"
+#: times load re-reads meta.json when a concurrent save swapped the generation it named.
+_LOAD_ATTEMPTS = 20
 _FORMAT = "neardup-reference-index"
 _META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
     "meta.json",
@@ -72,6 +94,10 @@ _META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
     "ids.npy",
     "labels.npy",
 )
+_LEGACY_FILES = (_ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS)
+#: files whose SHA-256 is recorded and checked (vectors.npy: its size and shape only, so a
+#: large index still opens quickly; it is only read, never trusted for memory safety).
+_DIGESTED = (_ANNOY, _TRANSFORM, _IDS, _LABELS)
 #: query rows transformed and searched at once (bounds the float32 copies of a batch).
 _CHUNK_ROWS = 4096
 #: reference rows per block when summing the column norms.
@@ -249,11 +275,26 @@ class ReferenceIndex:
         -------
         ReferenceIndex
         """
-        normalize = check_normalize(normalize)
+        check_options(
+            dict(
+                threshold=threshold,
+                normalize=normalize,
+                reduce=reduce,
+                k=k,
+                n_trees=n_trees,
+                seed=seed,
+                n_jobs=n_jobs,
+                query_jobs=query_jobs,
+                reference=reference,
+                progress=progress,
+            ),
+            where="ReferenceIndex.build",
+        )
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
-        _check_annoy_options(n_trees=n_trees, seed=seed, n_jobs=n_jobs, query_jobs=query_jobs)
         matrix, id_array, label_array = _reference_input(activations, ids, labels, reference)
+        if normalize is None or reducer is not None:
+            check_unnormalized_scale([matrix], f"reference {reference!r}")
         k = clamp_k(k, len(matrix))
 
         transform, x = _Transform.fit(matrix, normalize, reducer)
@@ -367,7 +408,10 @@ class ReferenceIndex:
             Samples whose nearest candidate, by exact distance, is within
             :attr:`threshold`, closest first, with ``total = M``.
         """
-        if not isinstance(split, str) or not split or split == self._reference:
+        check_options(dict(split=split, search_k=search_k), where="ReferenceIndex.score")
+        if k is not None:
+            check_option("k", k, where="ReferenceIndex.score")
+        if split == self._reference:
             raise NeardupInputError(
                 f"split={split!r} must be a non-empty name other than the reference's "
                 f"({self._reference!r}), e.g. 'test' or 'new'."
@@ -381,18 +425,24 @@ class ReferenceIndex:
                 f"same pooling, as the reference {self._reference!r}."
             )
         check_finite(matrix, what)
+        if self._transform.normalize is None or self._transform.reducer is not None:
+            check_unnormalized_scale([matrix], what)
         n = len(matrix)
         query_ids = _check_ids(ids, split, n)
         query_labels = _check_labels(labels, split, n)
         k = self._candidates(k)
-        _check_int("search_k", search_k, minimum=-1)
+        if search_k != -1 and search_k < k:
+            raise NeardupInputError(
+                f"search_k={search_k} is too small for k={k} candidates: annoy would inspect "
+                f"fewer nodes than it returns and miss duplicates. Use -1 (the default) or at "
+                f"least {k}."
+            )
         best_row, best_dist = self._nearest_within(matrix, k, int(search_k))
         return self._leakage(best_row, best_dist, split, query_ids, query_labels)
 
     def _candidates(self, k: int | None) -> int:
         if k is None:
             k = self._settings["k"]
-        _check_int("k", k, minimum=1)
         return min(int(k), self.size)
 
     def _nearest_within(
@@ -436,10 +486,13 @@ class ReferenceIndex:
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write the index to the directory ``path`` (created if needed) and return it.
 
-        Every file is written beside its final name and then renamed over it, and
-        ``meta.json`` comes last: an interrupted save never looks like an index, and an index
-        already open from ``path`` (this one or another) keeps reading the files it mapped.
-        A non-empty directory is only written into with ``overwrite=True``.
+        Crash-safe: the files are written, fsynced, into a new generation directory
+        ``path/generation-<id>/``, and then ``meta.json``, which names that generation and
+        records every file's size and SHA-256, is renamed into place in one step. A kill or a
+        full disk at any point leaves the previous index whole; :meth:`load` never sees half
+        of one, and an index already open from ``path`` keeps reading the files it mapped.
+        Older generations are removed after the swap. A non-empty directory is only written
+        into with ``overwrite=True``; saves to one directory are serialised by a lock file.
         """
         from . import __version__
 
@@ -452,42 +505,78 @@ class ReferenceIndex:
                 "Choose a new directory or pass overwrite=True."
             )
         path.mkdir(parents=True, exist_ok=True)
-        (path / _META).unlink(missing_ok=True)
-        (path / _LABELS).unlink(missing_ok=True)
-        _write(path / _VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
-        _write(path / _IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
+        with _save_lock(path):
+            generation = f"{_GENERATION_PREFIX}{uuid.uuid4().hex[:16]}"
+            folder = path / generation
+            folder.mkdir()
+            try:
+                files = self._write_generation(folder)
+                meta = {
+                    "format": _FORMAT,
+                    "format_version": FORMAT_VERSION,
+                    "neardup_version": __version__,
+                    "generation": generation,
+                    "files": files,
+                    "reference": self._reference,
+                    "size": self.size,
+                    "has_labels": self._labels is not None,
+                    "threshold": {
+                        "strategy": self._threshold.strategy,
+                        "params": _plain(self._threshold.params),
+                        "value": self._threshold.value,
+                    },
+                    "settings": _plain(self._settings),
+                }
+                text = json.dumps(meta, indent=1, allow_nan=False)
+                write_text_atomically(path / _META, text)  # the swap: one rename
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            _remove_old_generations(path, keep=generation)
+        return path
+
+    def _write_generation(self, folder: Path) -> dict[str, dict[str, Any]]:
+        """Write every file of the index into the new ``folder``; return sizes and digests."""
+        _write(folder / _VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
+        _write(folder / _IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
         if self._labels is not None:
-            _write(path / _LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
-        _write(path / _TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
-        ann = path / (_ANNOY + ".partial")
+            _write(folder / _LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
+        _write(folder / _TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
+        ann = folder / _ANNOY
         if not self._index.save(str(ann)):  # annoy then maps the new file itself
             raise OSError(f"annoy could not write {ann}")
-        os.replace(ann, path / _ANNOY)
-        meta = {
-            "format": _FORMAT,
-            "format_version": FORMAT_VERSION,
-            "neardup_version": __version__,
-            "reference": self._reference,
-            "size": self.size,
-            "has_labels": self._labels is not None,
-            "threshold": {
-                "strategy": self._threshold.strategy,
-                "params": _plain(self._threshold.params),
-                "value": self._threshold.value,
-            },
-            "settings": _plain(self._settings),
-        }
-        text = json.dumps(meta, indent=1, allow_nan=False)
-        _write(path / _META, lambda fh: fh.write(text.encode("utf-8")))
-        return path
+        _fsync_file(ann)
+        fsync_directory(folder)
+        names = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + (
+            [_LABELS] if self._labels is not None else []
+        )
+        return {name: _file_record(folder / name, digest=name in _DIGESTED) for name in names}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
-        """Open an index written by :meth:`save` (annoy index and vectors memory-mapped)."""
+        """Open an index written by :meth:`save` (annoy index and vectors memory-mapped).
+
+        Every file's size, and the SHA-256 of ``index.ann`` and the small files, are checked
+        against ``meta.json`` before anything is mapped: a damaged or substituted file is
+        refused with :class:`NeardupInputError`, never handed to annoy. A save that swaps in
+        a new generation while this runs makes it read the new ``meta.json`` again.
+        """
+        path = Path(path)
+        for _ in range(_LOAD_ATTEMPTS):
+            meta = _read_meta(path)
+            try:
+                return cls._open(path, meta)
+            except _GenerationGone:
+                time.sleep(0.01)
+        raise NeardupInputError(
+            f"the reference index at {str(path)!r} was replaced {_LOAD_ATTEMPTS} times while "
+            "it was being opened; open it again once the saves have finished."
+        )
+
+    @classmethod
+    def _open(cls, path: Path, meta: dict[str, Any]) -> ReferenceIndex:
         from annoy import AnnoyIndex
 
-        path = Path(path)
-        meta = _read_meta(path)
         try:
             settings = dict(meta["settings"])
             size, dim = int(meta["size"]), int(settings["dim"])
@@ -495,30 +584,53 @@ class ReferenceIndex:
             has_labels, reference = bool(meta["has_labels"]), str(meta["reference"])
             t = meta["threshold"]
             threshold = ResolvedThreshold(t["strategy"], dict(t["params"]), float(t["value"]))
+            files = meta.get("files")
+            generation = meta.get("generation")
+            if meta["format_version"] >= 2 and not (
+                isinstance(files, dict) and isinstance(generation, str)
+            ):
+                raise KeyError("files")
         except (KeyError, TypeError, ValueError) as err:
             raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
+        if normalize not in ("row", "column", None) or size < 2 or not 0 < dim <= input_dim:
+            raise _corrupt(path, f"{_META} holds impossible settings")
+        folder = path if generation is None else path / _generation_name(path, generation)
         needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
         for name in needed:
-            if not (path / name).is_file():
+            if not (folder / name).is_file():
+                if _meta_changed(path, meta):
+                    raise _GenerationGone
                 raise NeardupInputError(
                     f"{str(path)!r} is an incomplete neardup reference index: {name} is "
                     "missing. Save the index again (ReferenceIndex.save or neardup index build)."
                 )
+        if files is not None:
+            for name in needed:
+                _verify_file(path, folder / name, files.get(name))
         try:
-            vectors = np.load(path / _VECTORS, mmap_mode="r", allow_pickle=False)
-            ids = np.load(path / _IDS, allow_pickle=False)
-            labels = np.load(path / _LABELS, allow_pickle=False) if has_labels else None
-            with np.load(path / _TRANSFORM, allow_pickle=False) as npz:
+            vectors = np.load(folder / _VECTORS, mmap_mode="r", allow_pickle=False)
+            ids = np.load(folder / _IDS, allow_pickle=False)
+            labels = np.load(folder / _LABELS, allow_pickle=False) if has_labels else None
+            with np.load(folder / _TRANSFORM, allow_pickle=False) as npz:
                 transform = _Transform.from_arrays(
                     {key: npz[key] for key in npz.files}, input_dim, normalize
                 )
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, EOFError) as err:
             raise _corrupt(path, f"{err}") from err
-        if vectors.shape != (size, dim) or vectors.dtype != np.float32 or len(ids) != size:
-            raise _corrupt(path, f"{_VECTORS} or {_IDS} do not match the sizes in {_META}")
+        if vectors.shape != (size, dim) or vectors.dtype != np.float32:
+            raise _corrupt(path, f"{_VECTORS} does not match the sizes in {_META}")
+        for name, values in ((_IDS, ids), (_LABELS, labels)):
+            if values is not None and (values.shape != (size,) or values.dtype.kind not in "iuU"):
+                raise _corrupt(
+                    path,
+                    f"{name} holds a {values.dtype} array of shape {values.shape}, not "
+                    f"{size} ints or strings",
+                )
+        _check_transform(path, transform, dim)
+        check_annoy_file(folder / _ANNOY, dim=dim, n_items=size, where=str(path))
         index = AnnoyIndex(dim, "euclidean")
         try:
-            index.load(str(path / _ANNOY))
+            index.load(str(folder / _ANNOY))
         except OSError as err:
             raise _corrupt(path, f"annoy cannot load {_ANNOY}: {err}") from err
         if index.get_n_items() != size:
@@ -540,9 +652,9 @@ def _reference_input(
     activations: Any, ids: Any, labels: Any, reference: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Validated ``(N, d)`` reference matrix, ``(N,)`` storable ids and labels (or None)."""
-    if not isinstance(reference, str) or not reference:
+    if reference is None:
         raise NeardupInputError(
-            f"reference must be a non-empty split name such as 'train', got {reference!r}."
+            "reference=None: a reference index needs the reference split's name, e.g. 'train'."
         )
     what = f"reference {reference!r}"
     matrix = as_feature_matrix(activations, what)
@@ -557,26 +669,6 @@ def _reference_input(
     if label_array is not None:
         label_array = _storable(label_array, "labels", reference)
     return matrix, id_array, label_array
-
-
-def _check_annoy_options(*, n_trees: Any, seed: Any, n_jobs: Any, query_jobs: Any) -> None:
-    _check_int("n_trees", n_trees, minimum=1)
-    _check_int("seed", seed, minimum=0)
-    if (
-        isinstance(n_jobs, bool)
-        or not isinstance(n_jobs, (int, np.integer))
-        or not (n_jobs == -1 or n_jobs >= 1)
-    ):
-        raise NeardupInputError(
-            f"n_jobs must be an int >= 1, or -1 for every core, got {n_jobs!r} "
-            "(it shapes the annoy trees: a fixed value reproduces on every machine)."
-        )
-    resolve_query_jobs(query_jobs)
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise NeardupInputError(f"{name} must be an int >= {minimum}, got {value!r}.")
 
 
 def _storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
@@ -599,11 +691,108 @@ def _storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
 
 
 def _write(target: Path, write: Any) -> None:
-    """Call ``write(file)`` on a new file beside ``target``, then rename it over ``target``."""
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as fh:
+    """Call ``write(file)`` on the new file ``target`` (in a new generation), then fsync it."""
+    with open(target, "wb") as fh:
         write(fh)
-    os.replace(partial, target)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_file(target: Path) -> None:
+    with open(target, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+class _GenerationGone(Exception):
+    """The generation named by the ``meta.json`` just read was swapped out meanwhile."""
+
+
+def _meta_changed(path: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return json.loads((path / _META).read_text(encoding="utf-8")) != meta
+    except (OSError, ValueError):
+        return True
+
+
+def _generation_name(path: Path, generation: str) -> str:
+    """The generation folder named in ``meta.json``: a plain name, never a path elsewhere."""
+    if not re.fullmatch(re.escape(_GENERATION_PREFIX) + r"[0-9a-f]{1,64}", generation):
+        raise _corrupt(path, f"{_META} names an invalid generation {generation[:80]!r}")
+    return generation
+
+
+@contextlib.contextmanager
+def _save_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path/.lock`` for the duration of one save (POSIX flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: saves are not serialised
+        yield
+        return
+    with open(path / _LOCK, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_old_generations(path: Path, keep: str) -> None:
+    """Delete every other generation and the files of a format-1 index (after the swap)."""
+    for entry in path.iterdir():
+        if entry.name.startswith(_GENERATION_PREFIX) and entry.name != keep and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name in _LEGACY_FILES and entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def _file_record(target: Path, *, digest: bool) -> dict[str, Any]:
+    """Size (and SHA-256) of ``target`` for ``meta.json``."""
+    record: dict[str, Any] = {"bytes": target.stat().st_size}
+    if digest:
+        with open(target, "rb") as fh:
+            record["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return record
+
+
+def _verify_file(path: Path, target: Path, record: Any) -> None:
+    """Refuse ``target`` unless its size (and SHA-256, when recorded) match ``meta.json``."""
+    name = target.name
+    if not isinstance(record, dict) or not isinstance(record.get("bytes"), int):
+        raise _corrupt(path, f"{_META} records no size for {name}")
+    size = target.stat().st_size
+    if size != record["bytes"]:
+        raise _corrupt(path, f"{name} has {size:,} bytes, {_META} recorded {record['bytes']:,}")
+    expected = record.get("sha256")
+    if name in _DIGESTED and not isinstance(expected, str):
+        raise _corrupt(path, f"{_META} records no SHA-256 for {name}")
+    if expected is not None:
+        with open(target, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+        if actual != expected:
+            raise _corrupt(
+                path, f"{name} does not match the SHA-256 recorded in {_META} (changed or damaged)"
+            )
+
+
+def _check_transform(path: Path, transform: _Transform, dim: int) -> None:
+    """The stored transform must map ``input_dim`` features to ``dim`` finite ones."""
+    if transform.normalize == "column":
+        norms = transform.column_norms
+        if norms is None or norms.shape != (dim,) or not np.all(np.isfinite(norms) & (norms > 0)):
+            raise _corrupt(path, f"{_TRANSFORM} holds unusable column norms")
+    pca = transform.reducer
+    if pca is not None:
+        comps, mean = pca.components_, pca.mean_
+        if (
+            comps.ndim != 2
+            or comps.shape != (dim, transform.input_dim)
+            or mean.shape != (transform.input_dim,)
+            or not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)))
+        ):
+            raise _corrupt(path, f"{_TRANSFORM} holds a PCA of the wrong shape")
+    elif dim != transform.input_dim:
+        raise _corrupt(path, f"{_META} says dim {dim} but {_TRANSFORM} holds no PCA")
 
 
 def _reference_graph(
@@ -666,18 +855,18 @@ def _read_meta(path: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads((path / _META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise _corrupt(path, f"{_META} is not valid JSON ({err})") from err
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
         raise NeardupInputError(
             f"{str(path)!r} is not a neardup reference index: {_META} does not describe one."
         )
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in _READABLE_VERSIONS:
         raise NeardupInputError(
             f"{str(path)!r} is a reference index of format version {version!r} (written by "
-            f"neardup {meta.get('neardup_version')}); this neardup reads format version "
-            f"{FORMAT_VERSION}. Rebuild the index with this version, or score it with the "
+            f"neardup {meta.get('neardup_version')!s:.40}); this neardup reads format "
+            f"versions {_READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Rebuild the index with this version, or score it with the "
             "neardup that wrote it."
         )
     return meta

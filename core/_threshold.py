@@ -172,9 +172,20 @@ class Relative(ThresholdStrategy):
             raise NeardupInputError(f"Relative ratio must be in (0, 1), got {self.ratio!r}.")
 
     def reference_distance(self, graph: NeighborGraph) -> float:
+        """Median k-th neighbour distance over the samples whose k-th neighbour is not an
+        exact copy.
+
+        A sample with k or more exact copies has a k-th distance of 0 that says nothing
+        about the data's spacing; when most samples are such copies, counting them would
+        pull the median, and with it the threshold, to 0 and hide every near-duplicate. If
+        every k-th distance is 0, the median of the positive neighbour distances is used.
+        """
         kth = graph.distances[:, -1]
-        kth = kth[np.isfinite(kth)]
-        return float(np.median(kth)) if kth.size else 0.0
+        kth = kth[np.isfinite(kth) & (kth > 0)]
+        if kth.size:
+            return float(np.median(kth))
+        positive = graph.distances[np.isfinite(graph.distances) & (graph.distances > 0)]
+        return float(np.median(positive)) if positive.size else 0.0
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
         return float(self.ratio) * self.reference_distance(graph)

@@ -17,7 +17,20 @@ from ._errors import NeardupInputError, closest_names
 
 DEFAULT_SPLIT = "data"
 
-__all__ = ["DEFAULT_SPLIT", "Dataset", "as_feature_matrix", "check_finite", "prepare"]
+__all__ = [
+    "DEFAULT_SPLIT",
+    "Dataset",
+    "as_feature_matrix",
+    "check_finite",
+    "check_unnormalized_scale",
+    "prepare",
+]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: largest row norm computed in float32 without normalisation: its square (1e36) stays far
+#: below float32's maximum (3.4e38) in the matrix products of the exact search and PCA.
+_SAFE_ROW_NORM = 1e18
+_SCAN_ROWS = 65536
 
 
 @dataclass
@@ -105,6 +118,43 @@ def check_finite(matrix: np.ndarray, what: str, row_offset: int = 0) -> None:
             f"{what} has {bad.size} row(s) with NaN or Inf values (rows {shown}{more}). "
             "Remove those samples or fix the layer that produced them (e.g. a division by zero)."
         )
+    if matrix.dtype.kind == "f" and matrix.dtype.itemsize > 4:
+        peak = _max_abs(matrix)
+        if peak > _FLOAT32_MAX:
+            raise NeardupInputError(
+                f"{what} holds values up to {peak:.3g}, beyond float32's range (3.4e38), in "
+                "which neardup computes; they would become Inf/NaN rows. Rescale the data "
+                "(e.g. divide it by a constant) or fix the layer that produced them."
+            )
+
+
+def _max_abs(matrix: np.ndarray) -> float:
+    """Largest absolute value of ``matrix``, blocked over rows (no full-size temporary)."""
+    peak = 0.0
+    for start in range(0, len(matrix), _SCAN_ROWS):
+        block = matrix[start : start + _SCAN_ROWS]
+        if block.size:
+            peak = max(peak, float(np.max(np.abs(block))))
+    return peak
+
+
+def check_unnormalized_scale(arrays: Sequence[np.ndarray], what: str) -> None:
+    """Refuse data whose squared norms would overflow float32 when it is not normalised.
+
+    Without ``normalize`` (and before a PCA) rows are multiplied as they are: a row norm
+    above 1e18 squares past float32's range and distances become Inf or NaN, so planted
+    copies are silently missed.
+    """
+    for array in arrays:
+        if array.dtype.kind not in "iuf":
+            continue
+        peak = _max_abs(array) * float(np.sqrt(array.shape[1]))
+        if peak > _SAFE_ROW_NORM:
+            raise NeardupInputError(
+                f"{what}: row norms reach about {peak:.3g}; without normalisation their squares "
+                f"overflow float32 (max 3.4e38) and distances become Inf. Use normalize='row' "
+                f"or 'column', or divide the data by a constant (e.g. by {peak / 1e6:.1g})."
+            )
 
 
 def _per_split(option: Any, name: str, splits: list[str], single: bool) -> list[Any]:
