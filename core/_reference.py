@@ -52,7 +52,6 @@ from ._neighbors import (
     build_graph,
     choose_backend,
     clamp_k,
-    resolve_query_jobs,
 )
 from ._normalize import column_norms, normalize_inplace
 from ._params import check_option, check_options
@@ -866,8 +865,8 @@ def _read_meta(path: Path) -> dict[str, Any]:
         raise NeardupInputError(
             f"{str(path)!r} is a reference index of format version {version!r} (written by "
             f"neardup {meta.get('neardup_version')!s:.40}); this neardup reads format "
-            f"versions {_READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Rebuild the index with this version, or score it with the "
-            "neardup that wrote it."
+            f"versions {_READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Rebuild the index with "
+            "this version, or score it with the neardup that wrote it."
         )
     return meta
 
