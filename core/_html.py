@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from ._atomic import write_text_atomically
 from ._errors import NeardupInputError
 from ._thumbnails import SampleSource
 
@@ -124,8 +125,7 @@ def render_html(
     page = _Page(result, source, max_sets=max_sets, max_pairs=max_pairs, max_members=max_members)
     text = page.render(title)
     if path is not None:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_text_atomically(path, text)  # the old page stays whole until the rename
     return text
 
 

@@ -377,9 +377,7 @@ def build_graph(
         copies = find_copies(rows) if dedupe else None
         options = dict(n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs)
         items = None if copies is None else copies.first
-        found = _annoy_indices(
-            rows, items, k, query_jobs=query_jobs, progress=progress, **options
-        )
+        found = _annoy_indices(rows, items, k, query_jobs=query_jobs, progress=progress, **options)
         if copies is not None and copies.n_copies:
             indices = expand_neighbours(found, copies, k, prefer)
             del found, copies  # before the full matrix and the exact distances exist

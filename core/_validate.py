@@ -31,6 +31,8 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: below float32's maximum (3.4e38) in the matrix products of the exact search and PCA.
 _SAFE_ROW_NORM = 1e18
 _SCAN_ROWS = 65536
+#: longest split name accepted (it titles every table of the report).
+MAX_SPLIT_NAME_LENGTH = 200
 
 
 @dataclass
@@ -193,6 +195,7 @@ def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
             f"ids for split {split!r} mix types that cannot be compared ({err}); "
             "use all ints or all strings."
         ) from err
+    _check_name_lengths(array, f"ids for split {split!r}")
     if unique.size != n:
         dupes = unique[counts > 1][:5].tolist()
         raise NeardupInputError(
@@ -215,7 +218,52 @@ def _check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
             f"labels for split {split!r} have shape {array.shape}, but the split has {n} "
             "samples; give one label (int or string) per sample, e.g. y.argmax(1) for one-hot."
         )
+    if array.dtype == object:
+        array = _uniform_names(array, f"labels for split {split!r}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = np.flatnonzero(~np.isfinite(array))[:5].tolist()
+        raise NeardupInputError(
+            f"labels for split {split!r} contain NaN or Inf (positions {bad}); give every "
+            "sample a real label, or drop the unlabelled samples."
+        )
+    if array.dtype.kind not in "iufbU":
+        raise NeardupInputError(
+            f"labels for split {split!r} have dtype {array.dtype}; use ints or strings."
+        )
+    _check_name_lengths(array, f"labels for split {split!r}")
     return array
+
+
+#: longest id or label string kept (they are names, shown in every report).
+MAX_NAME_LENGTH = 1000
+
+
+def _uniform_names(array: np.ndarray, what: str) -> np.ndarray:
+    """An object array of ids or labels as all-int or all-str values, or a clear error."""
+    items = array.tolist()
+    if all(isinstance(v, str) for v in items):
+        return np.array(items, dtype=str) if items else array
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        try:
+            return np.array(items, dtype=np.int64)
+        except OverflowError:
+            return array
+    kinds = sorted({type(v).__name__ for v in items})
+    raise NeardupInputError(
+        f"{what} mix {', '.join(kinds)} values; use all ints or all strings (e.g. "
+        "[str(v) for v in values]), with no None."
+    )
+
+
+def _check_name_lengths(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind == "U" and array.dtype.itemsize // 4 > MAX_NAME_LENGTH:
+        longest = int(np.char.str_len(array).max()) if array.size else 0
+        if longest > MAX_NAME_LENGTH:
+            raise NeardupInputError(
+                f"{what} include a string of {longest:,} characters; ids and labels are names "
+                f"shown in every report, at most {MAX_NAME_LENGTH:,} characters. Use a short "
+                "key (e.g. a file name or a hash) and keep the content elsewhere."
+            )
 
 
 def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
@@ -230,6 +278,13 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
                 "Use neardup.find_duplicates_by_layer(data, ...) for every layer at once."
             )
         names = [str(s) for s in data]
+        for name in names:
+            if not name or len(name) > MAX_SPLIT_NAME_LENGTH:
+                raise NeardupInputError(
+                    f"split name {name[:40]!r}{'...' if len(name) > 40 else ''} has "
+                    f"{len(name):,} characters; use a short non-empty name (at most "
+                    f"{MAX_SPLIT_NAME_LENGTH}) such as 'train' or 'test'."
+                )
         arrays = [as_feature_matrix(v, f"split {s!r}") for s, v in zip(names, data.values())]
         single = False
     else:
