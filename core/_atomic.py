@@ -3,8 +3,8 @@
 :func:`atomic_write` writes to a temporary file in the destination's directory (so the final
 rename stays on one file system), flushes and fsyncs it, renames it over the destination and
 fsyncs the directory. A crash, a kill or a full disk before the rename leaves the old file as
-it was; the temporary file is removed on any error (a ``kill -9`` can leave one, named
-``.NAME.*.tmp``, never the destination itself).
+it was; the temporary file is removed on any error. A ``kill -9`` can leave one, named
+``.NAME.PID.*.tmp`` (never a partial destination); the next write of ``NAME`` removes it.
 """
 
 from __future__ import annotations
@@ -18,7 +18,13 @@ from typing import IO, Any
 
 from ._errors import NeardupInputError
 
-__all__ = ["atomic_write", "check_writable", "fsync_directory", "write_text_atomically"]
+__all__ = [
+    "atomic_write",
+    "check_writable",
+    "fsync_directory",
+    "remove_stale_temporaries",
+    "write_text_atomically",
+]
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:
@@ -51,7 +57,8 @@ def atomic_write(
     target = Path(path)
     directory = target.parent if str(target.parent) else Path(".")
     binary = "b" in mode
-    fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    remove_stale_temporaries(target)
+    fd, temp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
             yield fh
@@ -64,6 +71,44 @@ def atomic_write(
             os.unlink(temp)
         raise
     fsync_directory(directory)
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def remove_stale_temporaries(target: str | os.PathLike[str]) -> None:
+    """Delete temporary files of ``target`` left by writers that died (``kill -9``).
+
+    Temporary names carry the writer's process id; files of a process that no longer
+    exists are removed, those of live writers are left alone.
+    """
+    target = Path(target)
+    directory = target.parent if str(target.parent) else Path(".")
+    head = f".{target.name}."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(head) and name.endswith(".tmp")):
+            continue
+        pid = name[len(head) :].split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                os.unlink(directory / name)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _keep_permissions(target: Path, temp: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError
-from ._neighbors import NeighborGraph
+from .search import NeighborGraph
 
 __all__ = [
     "Cosine",
@@ -31,6 +31,13 @@ __all__ = [
     "resolve_threshold",
     "sorted_neighbour_distances",
 ]
+
+
+def _number(value: Any, what: str, rule: str) -> float:
+    """``value`` as a float, or a clear error naming ``what`` and its ``rule``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise NeardupInputError(f"{what} must be a number {rule}, got {value!r}.")
+    return float(value)
 
 
 def sorted_neighbour_distances(graph: NeighborGraph) -> np.ndarray:
@@ -61,7 +68,7 @@ class Percentile(ThresholdStrategy):
     percentile: float
 
     def __post_init__(self) -> None:
-        if not (0 < float(self.percentile) <= 100):
+        if not (0 < _number(self.percentile, "Percentile", "in (0, 100]") <= 100):
             raise NeardupInputError(
                 f"Percentile must be in (0, 100], got {self.percentile!r} "
                 "(98.5 keeps the closest 1.5 % of neighbour pairs)."
@@ -90,8 +97,16 @@ class Slope(ThresholdStrategy):
     sensitivity: int = 5
 
     def __post_init__(self) -> None:
-        if not self.sensitivity > 2:
-            raise NeardupInputError(f"Slope sensitivity must be > 2, got {self.sensitivity!r}.")
+        sensitivity = self.sensitivity
+        if isinstance(sensitivity, (bool, np.bool_)) or not isinstance(
+            sensitivity, (int, np.integer)
+        ):
+            raise NeardupInputError(
+                f"Slope sensitivity must be an int > 2 (it divides the number of distances "
+                f"into windows), got {sensitivity!r}; e.g. Slope(5)."
+            )
+        if not sensitivity > 2:
+            raise NeardupInputError(f"Slope sensitivity must be > 2, got {sensitivity!r}.")
 
     def __call__(self, distances: np.ndarray) -> float:
         n = len(distances)
@@ -119,7 +134,8 @@ class Distance(ThresholdStrategy):
     distance: float
 
     def __post_init__(self) -> None:
-        if not (float(self.distance) >= 0 and math.isfinite(float(self.distance))):
+        value = _number(self.distance, "Distance", ">= 0")
+        if not (value >= 0 and math.isfinite(value)):
             raise NeardupInputError(
                 f"Distance must be a finite number >= 0, got {self.distance!r}."
             )
@@ -139,7 +155,7 @@ class Cosine(ThresholdStrategy):
     similarity: float
 
     def __post_init__(self) -> None:
-        if not (-1.0 <= float(self.similarity) <= 1.0):
+        if not (-1.0 <= _number(self.similarity, "Cosine similarity", "in [-1, 1]") <= 1.0):
             raise NeardupInputError(
                 f"Cosine similarity must be in [-1, 1], got {self.similarity!r}."
             )
@@ -168,7 +184,7 @@ class Relative(ThresholdStrategy):
     ratio: float = 0.2
 
     def __post_init__(self) -> None:
-        if not (0 < float(self.ratio) < 1):
+        if not (0 < _number(self.ratio, "Relative ratio", "in (0, 1)") < 1):
             raise NeardupInputError(f"Relative ratio must be in (0, 1), got {self.ratio!r}.")
 
     def reference_distance(self, graph: NeighborGraph) -> float:

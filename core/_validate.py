@@ -22,6 +22,8 @@ __all__ = [
     "Dataset",
     "as_feature_matrix",
     "check_finite",
+    "check_ids",
+    "check_labels",
     "check_unnormalized_scale",
     "prepare",
 ]
@@ -70,7 +72,11 @@ def as_feature_matrix(values: Any, what: str) -> np.ndarray:
     The dtype is kept (no copy) when it is numeric; conversion to float32 happens later.
     """
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without torch
-        values = values.detach().cpu().numpy()
+        tensor = values.detach().cpu()
+        try:
+            values = tensor.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks: widen to float32
+            values = tensor.float().numpy()
     try:
         array = np.asarray(values)
     except ValueError as err:
@@ -179,7 +185,7 @@ def _per_split(option: Any, name: str, splits: list[str], single: bool) -> list[
     )
 
 
-def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
+def check_ids(ids: Any, split: str, n: int) -> np.ndarray:
     if ids is None:
         return np.arange(n, dtype=np.int64)
     array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
@@ -205,7 +211,7 @@ def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
     return array
 
 
-def _check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
+def check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
     if labels is None:
         return None
     if hasattr(labels, "detach") and hasattr(labels, "cpu"):
@@ -250,7 +256,7 @@ def _uniform_names(array: np.ndarray, what: str) -> np.ndarray:
             return array
     kinds = sorted({type(v).__name__ for v in items})
     raise NeardupInputError(
-        f"{what} mix {', '.join(kinds)} values; use all ints or all strings (e.g. "
+        f"{what} hold {', '.join(kinds)} values; use all ints or all strings (e.g. "
         "[str(v) for v in values]), with no None."
     )
 
@@ -308,10 +314,10 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
         check_finite(a, f"split {s!r}" if not single else "data")
 
     id_list = [
-        _check_ids(i, s, n) for i, s, n in zip(_per_split(ids, "ids", names, single), names, sizes)
+        check_ids(i, s, n) for i, s, n in zip(_per_split(ids, "ids", names, single), names, sizes)
     ]
     label_list = [
-        _check_labels(lab, s, n)
+        check_labels(lab, s, n)
         for lab, s, n in zip(_per_split(labels, "labels", names, single), names, sizes)
     ]
     return Dataset(names=names, sizes=sizes, arrays=arrays, ids=id_list, labels=label_list)

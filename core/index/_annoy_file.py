@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._errors import NeardupInputError
+from .._errors import NeardupInputError
 
 __all__ = ["check_annoy_file"]
 

@@ -36,29 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from ._annoy_file import check_annoy_file
-from ._atomic import fsync_directory, write_text_atomically
-from ._errors import NeardupInputError
-from ._leakage import leakage_record
-from ._neighbors import (
-    DEFAULT_TREES,
-    NeighborGraph,
-    ProgressFn,
-    _drop_self,
-    _finish,
-    _query_all,
-    _row_distances,
-    build_annoy_index,
-    build_graph,
-    choose_backend,
-    clamp_k,
-)
-from ._normalize import column_norms, normalize_inplace
-from ._params import check_option, check_options
-from ._reduce import PCA, as_reducer
-from ._result import Leakage, _plain
-from ._rows import Rows
-from ._threshold import (
+from .._atomic import fsync_directory, write_text_atomically
+from .._errors import NeardupInputError
+from .._leakage import leakage_record
+from .._normalize import column_norms, normalize_inplace
+from .._params import check_option, check_options
+from .._reduce import PCA, as_reducer
+from .._threshold import (
     Cosine,
     Distance,
     ResolvedThreshold,
@@ -66,13 +50,29 @@ from ._threshold import (
     as_strategy,
     resolve_threshold,
 )
-from ._validate import (
-    _check_ids,
-    _check_labels,
+from .._validate import (
     as_feature_matrix,
     check_finite,
+    check_ids,
+    check_labels,
     check_unnormalized_scale,
 )
+from ..report import Leakage, to_plain
+from ..search import (
+    DEFAULT_TREES,
+    NeighborGraph,
+    ProgressFn,
+    Rows,
+    build_annoy_index,
+    build_graph,
+    choose_backend,
+    clamp_k,
+    drop_self,
+    graph_from_indices,
+    query_all,
+    row_distances,
+)
+from ._annoy_file import check_annoy_file
 
 __all__ = ["FORMAT_VERSION", "ReferenceIndex"]
 
@@ -427,8 +427,8 @@ class ReferenceIndex:
         if self._transform.normalize is None or self._transform.reducer is not None:
             check_unnormalized_scale([matrix], what)
         n = len(matrix)
-        query_ids = _check_ids(ids, split, n)
-        query_labels = _check_labels(labels, split, n)
+        query_ids = check_ids(ids, split, n)
+        query_labels = check_labels(labels, split, n)
         k = self._candidates(k)
         if search_k != -1 and search_k < k:
             raise NeardupInputError(
@@ -454,7 +454,7 @@ class ReferenceIndex:
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
             candidates = _query(self._index, q, k, search_k)
-            distances = _row_distances(self._vectors, candidates, q)
+            distances = row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
             best_row[start : start + len(q)][hit] = row[hit]
@@ -493,7 +493,7 @@ class ReferenceIndex:
         Older generations are removed after the swap. A non-empty directory is only written
         into with ``overwrite=True``; saves to one directory are serialised by a lock file.
         """
-        from . import __version__
+        from .. import __version__
 
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -521,10 +521,10 @@ class ReferenceIndex:
                     "has_labels": self._labels is not None,
                     "threshold": {
                         "strategy": self._threshold.strategy,
-                        "params": _plain(self._threshold.params),
+                        "params": to_plain(self._threshold.params),
                         "value": self._threshold.value,
                     },
-                    "settings": _plain(self._settings),
+                    "settings": to_plain(self._settings),
                 }
                 text = json.dumps(meta, indent=1, allow_nan=False)
                 write_text_atomically(path / _META, text)  # the swap: one rename
@@ -574,6 +574,17 @@ class ReferenceIndex:
 
     @classmethod
     def _open(cls, path: Path, meta: dict[str, Any]) -> ReferenceIndex:
+        """Open the generation ``meta`` names; :class:`_GenerationGone` when a concurrent
+        save removed it meanwhile (its files vanish, and ``meta.json`` names another)."""
+        try:
+            return cls._open_generation(path, meta)
+        except (OSError, NeardupInputError):
+            if _meta_changed(path, meta):
+                raise _GenerationGone from None
+            raise
+
+    @classmethod
+    def _open_generation(cls, path: Path, meta: dict[str, Any]) -> ReferenceIndex:
         from annoy import AnnoyIndex
 
         try:
@@ -597,8 +608,6 @@ class ReferenceIndex:
         needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
         for name in needed:
             if not (folder / name).is_file():
-                if _meta_changed(path, meta):
-                    raise _GenerationGone
                 raise NeardupInputError(
                     f"{str(path)!r} is an incomplete neardup reference index: {name} is "
                     "missing. Save the index again (ReferenceIndex.save or neardup index build)."
@@ -663,8 +672,8 @@ def _reference_input(
             f"{what} holds a single sample; a reference index needs at least 2 samples."
         )
     check_finite(matrix, what)
-    id_array = _storable(_check_ids(ids, reference, n), "ids", reference)
-    label_array = _check_labels(labels, reference, n)
+    id_array = _storable(check_ids(ids, reference, n), "ids", reference)
+    label_array = check_labels(labels, reference, n)
     if label_array is not None:
         label_array = _storable(label_array, "labels", reference)
     return matrix, id_array, label_array
@@ -813,8 +822,8 @@ def _reference_graph(
         return NeighborGraph(empty.astype(np.int64), empty.astype(np.float32), backend="none")
     if choose_backend("auto", *x.shape) == "exact":
         return build_graph(x, k, backend="exact", query_jobs=query_jobs, progress=progress)
-    found = _query_all(index, len(x), k + 1, -1, query_jobs, progress)
-    return _finish(_drop_self(found, k), x, "annoy")
+    found = query_all(index, len(x), k + 1, -1, query_jobs, progress)
+    return graph_from_indices(drop_self(found, k), x, "annoy")
 
 
 def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import NeardupInputError
-from ._threshold import Percentile, Slope
+from .._errors import NeardupInputError
+from .._threshold import Percentile, Slope
 
 __all__ = ["Duplicates"]
 
@@ -76,7 +76,7 @@ def _column_normalized(values: Any, name: str) -> np.ndarray:
     had another neighbour set and the pairwise F1 against DNIKit fell to 0.94. All-zero
     columns stay zero (DNIKit would divide by zero and make them NaN).
     """
-    from ._validate import as_feature_matrix, check_finite
+    from .._validate import as_feature_matrix, check_finite
 
     matrix = as_feature_matrix(values, f"response {name!r}")
     check_finite(matrix, f"response {name!r}")
@@ -118,7 +118,7 @@ class Duplicates:
         threshold: Callable[[np.ndarray], float] | None = None,
     ) -> Duplicates:
         """Find duplicate candidates in every response of ``source`` (seed semantics)."""
-        from ._pipeline import find_duplicates
+        from .._pipeline import find_duplicates
 
         responses = _accumulate(source, batch_size)
         results: dict[str, list[Duplicates.DuplicateSetCandidate]] = {}
