@@ -75,7 +75,7 @@ ENTRY_POINTS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
 
 
 def _signature_of(name: str) -> inspect.Signature:
-    call, source = ENTRY_POINTS[name]
+    _, source = ENTRY_POINTS[name]
     if source is None:  # a callback class: its __init__
         if name.startswith("lightning"):
             from neardup.integrations.lightning import DuplicatesCallback
