@@ -313,3 +313,16 @@ def test_cli_report_output_is_atomic_and_bounded(cli_files):
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in Path(cli_files).iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_report_of_a_result_with_huge_names_stays_small(tmp_path, saved):
+    """A result JSON edited to hold 1 MB ids: the page shows each cut to 1,000 characters."""
+    huge = {**saved}
+    huge["clusters"] = [
+        {**c, "ids": ["i" * 1_000_000 for _ in c["ids"]]} for c in saved["clusters"]
+    ]
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(huge))
+    html = DuplicatesResult.from_json(path).to_html(None)
+    assert len(html) < 2_000_000
+    assert "(1,000,000 characters)" in html

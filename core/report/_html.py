@@ -141,9 +141,17 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+#: characters of one user-supplied value (id, label, split name, text sample) shown at most:
+#: a result loaded from an edited JSON file may hold megabyte-long names.
+_MAX_SHOWN = 1000
+
+
 def _e(value: Any) -> str:
-    """Escape any user-supplied value for HTML text or attributes."""
-    return escape(str(value), quote=True)
+    """Escape any user-supplied value for HTML text or attributes, cut to ``_MAX_SHOWN``."""
+    text = str(value)
+    if len(text) > _MAX_SHOWN:
+        text = f"{text[:_MAX_SHOWN]}… ({len(text):,} characters)"
+    return escape(text, quote=True)
 
 
 class _Page:

@@ -323,3 +323,20 @@ def test_saving_over_the_directory_it_was_loaded_from_keeps_it_usable(data, tmp_
     _same_leakage(ReferenceIndex.load(first).score(test), before)
     assert [p.name for p in first.rglob("*") if p.name.endswith(".tmp")] == []
     assert len([p for p in first.iterdir() if p.name.startswith("generation-")]) == 1
+
+
+def test_format_1_flat_layout_still_loads_and_is_replaced_whole(data, tmp_path):
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train[:300], threshold=Distance(0.1))
+    path = index.save(tmp_path / "idx")
+    meta = json.loads((path / "meta.json").read_text())
+    for f in (path / meta["generation"]).iterdir():  # the flat layout of format 1
+        f.rename(path / f.name)
+    (path / meta["generation"]).rmdir()
+    meta = {k: v for k, v in meta.items() if k not in ("generation", "files")}
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    old = ReferenceIndex.load(path)
+    _same_leakage(old.score(test), index.score(test))
+    index.save(path, overwrite=True)  # format 2 replaces it; the flat files are removed
+    assert sorted(p.suffix for p in path.iterdir() if p.is_file()) == ["", ".json"]
+    _same_leakage(ReferenceIndex.load(path).score(test), index.score(test))
