@@ -11,30 +11,16 @@ index (100 MB ``index.ann``) on the shared 2-vCPU box, most of it hashing.
 new sample whose nearest reference sample lies within that fixed distance, as a
 :class:`~neardup.Leakage` (annoy proposes candidates, exact distances decide).
 
-Directory layout (format 2; no pickle anywhere, every array loads with ``allow_pickle=False``)::
-
-    meta.json      format version, neardup version, settings, resolved threshold, sizes,
-                   the current generation and each of its files' size and SHA-256
-    .lock          serialises saves to the directory
-    generation-<id>/ the files below (format 1 had them beside meta.json; still readable)
-    index.ann      annoy index (euclidean) of the transformed reference rows
-    vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
-    transform.npz  the fitted transform: column norms and/or PCA mean and components
-    ids.npy        (size,) reference ids: integers or unicode strings
-    labels.npy     (size,) reference labels, when given
+The directory layout is described in ``_storage``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
-import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,33 +60,38 @@ from ..search import (
     drop_self,
     graph_from_indices,
     query_all,
+    query_vectors,
     row_distances,
 )
 from ._annoy_file import check_annoy_file
-
-__all__ = ["FORMAT_VERSION", "ReferenceIndex"]
-
-#: version of the on-disk layout (2: files in a generation folder named by ``meta.json``,
-#: with sizes and digests); :meth:`ReferenceIndex.load` also reads version 1.
-FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
-_GENERATION_PREFIX = "generation-"
-_LOCK = ".lock"
-#: times load re-reads meta.json when a concurrent save swapped the generation it named.
-_LOAD_ATTEMPTS = 20
-_FORMAT = "neardup-reference-index"
-_META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
-    "meta.json",
-    "index.ann",
-    "vectors.npy",
-    "transform.npz",
-    "ids.npy",
-    "labels.npy",
+from ._storage import (
+    ANNOY,
+    DIGESTED,
+    FORMAT,
+    FORMAT_VERSION,
+    GENERATION_PREFIX,
+    IDS,
+    LABELS,
+    LOAD_ATTEMPTS,
+    META,
+    TRANSFORM,
+    VECTORS,
+    GenerationGone,
+    corrupt,
+    file_record,
+    fsync_file,
+    generation_name,
+    meta_changed,
+    read_meta,
+    remove_old_generations,
+    save_lock,
+    storable,
+    verify_file,
+    write_file,
 )
-_LEGACY_FILES = (_ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS)
-#: files whose SHA-256 is recorded and checked (vectors.npy: its size and shape only, so a
-#: large index still opens quickly; it is only read, never trusted for memory safety).
-_DIGESTED = (_ANNOY, _TRANSFORM, _IDS, _LABELS)
+
+__all__ = ["ReferenceIndex"]
+
 #: query rows transformed and searched at once (bounds the float32 copies of a batch).
 _CHUNK_ROWS = 4096
 
@@ -381,7 +372,7 @@ class ReferenceIndex:
         best_dist = np.full(n, np.inf, dtype=np.float32)
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
-            candidates = _query(self._index, q, k, search_k)
+            candidates = query_vectors(self._index, q, k, search_k)
             distances = row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
@@ -432,14 +423,14 @@ class ReferenceIndex:
                 "Choose a new directory or pass overwrite=True."
             )
         path.mkdir(parents=True, exist_ok=True)
-        with _save_lock(path):
-            generation = f"{_GENERATION_PREFIX}{uuid.uuid4().hex[:16]}"
+        with save_lock(path):
+            generation = f"{GENERATION_PREFIX}{uuid.uuid4().hex[:16]}"
             folder = path / generation
             folder.mkdir()
             try:
                 files = self._write_generation(folder)
                 meta = {
-                    "format": _FORMAT,
+                    "format": FORMAT,
                     "format_version": FORMAT_VERSION,
                     "neardup_version": __version__,
                     "generation": generation,
@@ -451,29 +442,27 @@ class ReferenceIndex:
                     "settings": to_plain(self._settings),
                 }
                 text = json.dumps(meta, indent=1, allow_nan=False)
-                write_text_atomically(path / _META, text)  # the swap: one rename
+                write_text_atomically(path / META, text)  # the swap: one rename
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
-            _remove_old_generations(path, keep=generation)
+            remove_old_generations(path, keep=generation)
         return path
 
     def _write_generation(self, folder: Path) -> dict[str, dict[str, Any]]:
         """Write every file of the index into the new ``folder``; return sizes and digests."""
-        _write(folder / _VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
-        _write(folder / _IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
+        write_file(folder / VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
+        write_file(folder / IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
         if self._labels is not None:
-            _write(folder / _LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
-        _write(folder / _TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
-        ann = folder / _ANNOY
+            write_file(folder / LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
+        write_file(folder / TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
+        ann = folder / ANNOY
         if not self._index.save(str(ann)):  # annoy then maps the new file itself
             raise OSError(f"annoy could not write {ann}")
-        _fsync_file(ann)
+        fsync_file(ann)
         fsync_directory(folder)
-        names = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + (
-            [_LABELS] if self._labels is not None else []
-        )
-        return {name: _file_record(folder / name, digest=name in _DIGESTED) for name in names}
+        names = [ANNOY, VECTORS, TRANSFORM, IDS] + ([LABELS] if self._labels is not None else [])
+        return {name: file_record(folder / name, digest=name in DIGESTED) for name in names}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
@@ -485,26 +474,26 @@ class ReferenceIndex:
         a new generation while this runs makes it read the new ``meta.json`` again.
         """
         path = Path(path)
-        for _ in range(_LOAD_ATTEMPTS):
-            meta = _read_meta(path)
+        for _ in range(LOAD_ATTEMPTS):
+            meta = read_meta(path)
             try:
                 return cls._open(path, meta)
-            except _GenerationGone:
+            except GenerationGone:
                 time.sleep(0.01)
         raise NeardupInputError(
-            f"the reference index at {str(path)!r} was replaced {_LOAD_ATTEMPTS} times while "
+            f"the reference index at {str(path)!r} was replaced {LOAD_ATTEMPTS} times while "
             "it was being opened; open it again once the saves have finished."
         )
 
     @classmethod
     def _open(cls, path: Path, meta: dict[str, Any]) -> ReferenceIndex:
-        """Open the generation ``meta`` names; :class:`_GenerationGone` when a concurrent
+        """Open the generation ``meta`` names; :class:`GenerationGone` when a concurrent
         save removed it meanwhile (its files vanish, and ``meta.json`` names another)."""
         try:
             return cls._open_generation(path, meta)
         except (OSError, NeardupInputError):
-            if _meta_changed(path, meta):
-                raise _GenerationGone from None
+            if meta_changed(path, meta):
+                raise GenerationGone from None
             raise
 
     @classmethod
@@ -524,11 +513,11 @@ class ReferenceIndex:
             ):
                 raise KeyError("files")
         except (KeyError, TypeError, ValueError) as err:
-            raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
+            raise corrupt(path, f"{META} lacks or garbles {err}") from err
         if normalize not in ("row", "column", None) or size < 2 or not 0 < dim <= input_dim:
-            raise _corrupt(path, f"{_META} holds impossible settings")
-        folder = path if generation is None else path / _generation_name(path, generation)
-        needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
+            raise corrupt(path, f"{META} holds impossible settings")
+        folder = path if generation is None else path / generation_name(path, generation)
+        needed = [ANNOY, VECTORS, TRANSFORM, IDS] + ([LABELS] if has_labels else [])
         for name in needed:
             if not (folder / name).is_file():
                 raise NeardupInputError(
@@ -537,35 +526,35 @@ class ReferenceIndex:
                 )
         if files is not None:
             for name in needed:
-                _verify_file(path, folder / name, files.get(name))
+                verify_file(path, folder / name, files.get(name))
         try:
-            vectors = np.load(folder / _VECTORS, mmap_mode="r", allow_pickle=False)
-            ids = np.load(folder / _IDS, allow_pickle=False)
-            labels = np.load(folder / _LABELS, allow_pickle=False) if has_labels else None
-            with np.load(folder / _TRANSFORM, allow_pickle=False) as npz:
+            vectors = np.load(folder / VECTORS, mmap_mode="r", allow_pickle=False)
+            ids = np.load(folder / IDS, allow_pickle=False)
+            labels = np.load(folder / LABELS, allow_pickle=False) if has_labels else None
+            with np.load(folder / TRANSFORM, allow_pickle=False) as npz:
                 transform = Transform.from_arrays(
                     {key: npz[key] for key in npz.files}, input_dim, normalize
                 )
         except (OSError, ValueError, KeyError, EOFError) as err:
-            raise _corrupt(path, f"{err}") from err
+            raise corrupt(path, f"{err}") from err
         if vectors.shape != (size, dim) or vectors.dtype != np.float32:
-            raise _corrupt(path, f"{_VECTORS} does not match the sizes in {_META}")
-        for name, values in ((_IDS, ids), (_LABELS, labels)):
+            raise corrupt(path, f"{VECTORS} does not match the sizes in {META}")
+        for name, values in ((IDS, ids), (LABELS, labels)):
             if values is not None and (values.shape != (size,) or values.dtype.kind not in "iuU"):
-                raise _corrupt(
+                raise corrupt(
                     path,
                     f"{name} holds a {values.dtype} array of shape {values.shape}, not "
                     f"{size} ints or strings",
                 )
         _check_transform(path, transform, dim)
-        check_annoy_file(folder / _ANNOY, dim=dim, n_items=size, where=str(path))
+        check_annoy_file(folder / ANNOY, dim=dim, n_items=size, where=str(path))
         index = AnnoyIndex(dim, "euclidean")
         try:
-            index.load(str(folder / _ANNOY))
+            index.load(str(folder / ANNOY))
         except OSError as err:
-            raise _corrupt(path, f"annoy cannot load {_ANNOY}: {err}") from err
+            raise corrupt(path, f"annoy cannot load {ANNOY}: {err}") from err
         if index.get_n_items() != size:
-            raise _corrupt(path, f"{_ANNOY} holds {index.get_n_items()} items, not {size}")
+            raise corrupt(path, f"{ANNOY} holds {index.get_n_items()} items, not {size}")
         return cls(
             index=index,
             vectors=vectors,
@@ -595,115 +584,11 @@ def _reference_input(
             f"{what} holds a single sample; a reference index needs at least 2 samples."
         )
     check_finite(matrix, what)
-    id_array = _storable(check_ids(ids, reference, n), "ids", reference)
+    id_array = storable(check_ids(ids, reference, n), "ids", reference)
     label_array = check_labels(labels, reference, n)
     if label_array is not None:
-        label_array = _storable(label_array, "labels", reference)
+        label_array = storable(label_array, "labels", reference)
     return matrix, id_array, label_array
-
-
-def _storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
-    """``values`` as an array ``np.save`` writes without pickle (numbers or unicode strings).
-
-    Object arrays of all-str or all-int values are converted; anything else is refused.
-    """
-    if values.dtype != object:
-        return values
-    items = values.tolist()
-    if all(isinstance(v, str) for v in items):
-        return np.array(items, dtype=str)
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        return np.array(items, dtype=np.int64)
-    kinds = sorted({type(v).__name__ for v in items})
-    raise NeardupInputError(
-        f"{name} for split {split!r} hold {', '.join(kinds)} values; a saved reference index "
-        f"stores {name} as ints or strings only. Convert them, e.g. [str(v) for v in {name}]."
-    )
-
-
-def _write(target: Path, write: Any) -> None:
-    """Call ``write(file)`` on the new file ``target`` (in a new generation), then fsync it."""
-    with open(target, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync_file(target: Path) -> None:
-    with open(target, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-class _GenerationGone(Exception):
-    """The generation named by the ``meta.json`` just read was swapped out meanwhile."""
-
-
-def _meta_changed(path: Path, meta: dict[str, Any]) -> bool:
-    try:
-        return json.loads((path / _META).read_text(encoding="utf-8")) != meta
-    except (OSError, ValueError):
-        return True
-
-
-def _generation_name(path: Path, generation: str) -> str:
-    """The generation folder named in ``meta.json``: a plain name, never a path elsewhere."""
-    if not re.fullmatch(re.escape(_GENERATION_PREFIX) + r"[0-9a-f]{1,64}", generation):
-        raise _corrupt(path, f"{_META} names an invalid generation {generation[:80]!r}")
-    return generation
-
-
-@contextlib.contextmanager
-def _save_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on ``path/.lock`` for the duration of one save (POSIX flock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: saves are not serialised
-        yield
-        return
-    with open(path / _LOCK, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def _remove_old_generations(path: Path, keep: str) -> None:
-    """Delete every other generation and the files of a format-1 index (after the swap)."""
-    for entry in path.iterdir():
-        if entry.name.startswith(_GENERATION_PREFIX) and entry.name != keep and entry.is_dir():
-            shutil.rmtree(entry, ignore_errors=True)
-        elif entry.name in _LEGACY_FILES and entry.is_file():
-            entry.unlink(missing_ok=True)
-
-
-def _file_record(target: Path, *, digest: bool) -> dict[str, Any]:
-    """Size (and SHA-256) of ``target`` for ``meta.json``."""
-    record: dict[str, Any] = {"bytes": target.stat().st_size}
-    if digest:
-        with open(target, "rb") as fh:
-            record["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
-    return record
-
-
-def _verify_file(path: Path, target: Path, record: Any) -> None:
-    """Refuse ``target`` unless its size (and SHA-256, when recorded) match ``meta.json``."""
-    name = target.name
-    if not isinstance(record, dict) or not isinstance(record.get("bytes"), int):
-        raise _corrupt(path, f"{_META} records no size for {name}")
-    size = target.stat().st_size
-    if size != record["bytes"]:
-        raise _corrupt(path, f"{name} has {size:,} bytes, {_META} recorded {record['bytes']:,}")
-    expected = record.get("sha256")
-    if name in _DIGESTED and not isinstance(expected, str):
-        raise _corrupt(path, f"{_META} records no SHA-256 for {name}")
-    if expected is not None:
-        with open(target, "rb") as fh:
-            actual = hashlib.file_digest(fh, "sha256").hexdigest()
-        if actual != expected:
-            raise _corrupt(
-                path, f"{name} does not match the SHA-256 recorded in {_META} (changed or damaged)"
-            )
 
 
 def _check_transform(path: Path, transform: Transform, dim: int) -> None:
@@ -711,7 +596,7 @@ def _check_transform(path: Path, transform: Transform, dim: int) -> None:
     if transform.normalize == "column":
         norms = transform.column_norms
         if norms is None or norms.shape != (dim,) or not np.all(np.isfinite(norms) & (norms > 0)):
-            raise _corrupt(path, f"{_TRANSFORM} holds unusable column norms")
+            raise corrupt(path, f"{TRANSFORM} holds unusable column norms")
     pca = transform.reducer
     if pca is not None:
         comps, mean = pca.components_, pca.mean_
@@ -721,9 +606,9 @@ def _check_transform(path: Path, transform: Transform, dim: int) -> None:
             or mean.shape != (transform.input_dim,)
             or not (np.all(np.isfinite(comps)) and np.all(np.isfinite(mean)))
         ):
-            raise _corrupt(path, f"{_TRANSFORM} holds a PCA of the wrong shape")
+            raise corrupt(path, f"{TRANSFORM} holds a PCA of the wrong shape")
     elif dim != transform.input_dim:
-        raise _corrupt(path, f"{_META} says dim {dim} but {_TRANSFORM} holds no PCA")
+        raise corrupt(path, f"{META} says dim {dim} but {TRANSFORM} holds no PCA")
 
 
 def _reference_graph(
@@ -749,61 +634,9 @@ def _reference_graph(
     return graph_from_indices(drop_self(found, k), x, "annoy")
 
 
-def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
-    """``(m, k)`` candidate rows per query row (one annoy call per row), padded with ``-1``."""
-    found = np.full((len(q), k), -1, dtype=np.int64)
-    get = index.get_nns_by_vector
-    for i, row in enumerate(q.tolist()):
-        hits = get(row, k, search_k)
-        found[i, : len(hits)] = hits
-    return found
-
-
 def _nearest(candidates: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row the closest candidate, ties to the lowest row (as the neighbour graph sorts)."""
     dist = distances.min(axis=1)
     tied = (distances == dist[:, None]) & (candidates >= 0)
     row = np.where(tied, candidates, np.iinfo(np.int64).max).min(axis=1)
     return np.where(np.isfinite(dist), row, -1), dist
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    """``meta.json`` of the index at ``path``, checked for format and version."""
-    if not path.exists():
-        raise NeardupInputError(
-            f"no reference index at {str(path)!r}: the directory does not exist. Build one "
-            "with ReferenceIndex.build(...).save(path) or `neardup index build`."
-        )
-    if not path.is_dir():
-        raise NeardupInputError(
-            f"{str(path)!r} is a file; a reference index is a directory written by "
-            "ReferenceIndex.save or `neardup index build`."
-        )
-    if not (path / _META).is_file():
-        raise NeardupInputError(
-            f"{str(path)!r} is not a neardup reference index: {_META} is missing. Build one "
-            "with ReferenceIndex.build(...).save(path) or `neardup index build`."
-        )
-    try:
-        meta = json.loads((path / _META).read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError) as err:
-        raise _corrupt(path, f"{_META} is not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise NeardupInputError(
-            f"{str(path)!r} is not a neardup reference index: {_META} does not describe one."
-        )
-    version = meta.get("format_version")
-    if version not in _READABLE_VERSIONS:
-        raise NeardupInputError(
-            f"{str(path)!r} is a reference index of format version {version!r} (written by "
-            f"neardup {meta.get('neardup_version')!s:.40}); this neardup reads format "
-            f"versions {_READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Rebuild the index with "
-            "this version, or score it with the neardup that wrote it."
-        )
-    return meta
-
-
-def _corrupt(path: Path, detail: str) -> NeardupInputError:
-    return NeardupInputError(
-        f"the reference index at {str(path)!r} is damaged: {detail}. Save it again."
-    )
