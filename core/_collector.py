@@ -18,6 +18,7 @@ moves in place; reading maps the file (``np.memmap``).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -100,6 +101,10 @@ def check_spill_dir(spill_dir: Any, budget: int | None) -> str | None:
     return path
 
 
+#: longest split or layer name accepted by ``add`` (names title reports and spill files).
+_MAX_NAME = 200
+
+
 # --------------------------------------------------------------------------- spill files
 def _npy_header(rows: int, dim: int) -> bytes:
     """A ``.npy`` (version 1.0) header of exactly ``_HEADER_BYTES`` for ``(rows, dim)`` float32.
@@ -116,8 +121,15 @@ def _npy_header(rows: int, dim: int) -> bytes:
 
 
 def _remove_file(file: Any, path: str, pid: int) -> None:
-    """Close and delete a spill file (finalizer: must not reference its owner)."""
-    file.close()
+    """Close and delete a spill file (finalizer: must not reference its owner).
+
+    The file is unbuffered, so closing it writes nothing; even if closing fails, the file
+    is still deleted.
+    """
+    try:
+        file.close()
+    except OSError:
+        pass
     if os.getpid() == pid:  # a forked child never removes its parent's files
         try:
             os.remove(path)
@@ -168,12 +180,35 @@ class _SpillFile:
     def __init__(self, place: _SpillDir, name: str, dim: int) -> None:
         self.place = place  # keeps a temporary directory alive while this file exists
         fd, self.path = tempfile.mkstemp(prefix=f"neardup-{name}-", suffix=".npy", dir=place.path)
-        self.file = os.fdopen(fd, "r+b")
+        # unbuffered: a failed write leaves nothing pending that a later seek, truncate or
+        # close would try (and fail) to write again on a full disk
+        self.file = os.fdopen(fd, "r+b", buffering=0)
         self.dim = dim
         self.rows = 0
         self._mapped: np.memmap | None = None
         self._finalizer = weakref.finalize(self, _remove_file, self.file, self.path, os.getpid())
-        self.file.write(_npy_header(0, dim))
+        try:
+            self._write_all(_npy_header(0, dim))
+        except OSError as err:
+            self._finalizer()
+            raise self._full(err) from err
+
+    def _write_all(self, data: Any) -> None:
+        """Write every byte of ``data`` at the current position (raw writes may be short)."""
+        view = memoryview(data).cast("B")
+        while view:
+            written = self.file.write(view)
+            if not written:
+                raise OSError(errno.ENOSPC, "no bytes written")
+            view = view[written:]
+
+    def _full(self, err: OSError) -> OSError:
+        return OSError(
+            err.errno,
+            f"neardup: could not write activations to the spill file {self.path} ({err}); "
+            "free space there, or pass ActivationCollector(spill_dir=...) on a larger disk. "
+            "The rows collected before are kept.",
+        )
 
     def append(self, values: np.ndarray) -> None:
         """Write ``(n, dim)`` rows after the others (converted to float32 batch by batch).
@@ -181,15 +216,14 @@ class _SpillFile:
         A failed write (disk full) is cut back off, so the file keeps whole rows only.
         """
         try:
-            self.file.write(np.ascontiguousarray(values, dtype=np.float32).data)
-            self.file.flush()
+            self.file.seek(self.nbytes)
+            self._write_all(np.ascontiguousarray(values, dtype=np.float32).data)
         except OSError as err:
-            self.file.truncate(self.nbytes)
-            self.file.seek(0, os.SEEK_END)
-            raise OSError(
-                f"neardup: could not write activations to the spill file {self.path} ({err}); "
-                "free space there, or pass ActivationCollector(spill_dir=...) on a larger disk."
-            ) from err
+            try:  # cut the partial rows off (shrinking needs no space)
+                os.ftruncate(self.file.fileno(), self.nbytes)
+            except OSError:
+                pass  # the row count in the header still bounds what is read
+            raise self._full(err) from err
         self.rows += len(values)
         self._mapped = None
 
@@ -202,9 +236,7 @@ class _SpillFile:
         """All rows so far as a read-only ``(rows, dim)`` memmap (the file is a valid .npy)."""
         if self._mapped is None:
             self.file.seek(0)
-            self.file.write(_npy_header(self.rows, self.dim))
-            self.file.seek(0, os.SEEK_END)
-            self.file.flush()
+            self._write_all(_npy_header(self.rows, self.dim))  # rewrites bytes: no new space
             self._mapped = np.memmap(
                 self.path, dtype=np.float32, mode="r", offset=_HEADER_BYTES,
                 shape=(self.rows, self.dim),
@@ -254,12 +286,13 @@ class _Buffer:
             else np.arange(self.rows, self.rows + n, dtype=np.int64)
         )
         label_array = None if labels is None else _column(labels, n, "labels", where)
-        # everything is checked: from here on the batch is stored whole or not at all
-        self.explicit_ids, self.has_labels = given_ids, labels is not None
+        # everything is checked: from here on the batch is stored whole or not at all (a
+        # failed spill write raises before anything below changes)
         if self.spill is not None:
             self.spill.append(values)
         else:
             self.chunks.append(np.array(values, dtype=np.float32, copy=True))
+        self.explicit_ids, self.has_labels = given_ids, labels is not None
         self.id_chunks.append(id_array)
         if label_array is not None:
             self.label_chunks.append(label_array)
@@ -395,6 +428,13 @@ class ActivationCollector:
         ``labels`` (ints or strings) are optional. Values are copied as float32 rows
         (written to the spill file instead when this ``(split, layer)`` is on disk).
         """
+        for what, name in (("split", split), ("layer", layer)):
+            if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
+                raise NeardupInputError(
+                    f"{what}={str(name)[:40]!r} ({type(name).__name__}) is not valid: a {what} "
+                    f"name must be a non-empty string of at most {_MAX_NAME} characters; pass "
+                    f"e.g. str({what}) or a short name."
+                )
         where = f"split {split!r}, layer {layer!r}"
         matrix = as_feature_matrix(values, f"batch for {where}")
         check_finite(matrix, f"batch for {where}")

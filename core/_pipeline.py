@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -11,15 +12,15 @@ import numpy as np
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError, closest_names
 from ._leakage import leakage_record, nearest_reference, to_python
-from ._normalize import check_normalize
+from ._params import check_options
 from ._reduce import PCA, as_reducer
 from ._threshold import ResolvedThreshold, ThresholdStrategy, as_strategy, resolve_threshold
 from ._transform import Transform
-from ._validate import Dataset, prepare, split_index
+from ._validate import Dataset, check_unnormalized_scale, prepare, split_index
 from .report import DuplicateSet, DuplicatesResult, Leakage
 from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
 
-__all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
+__all__ = ["ANALYSIS_OPTIONS", "analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 
 _HISTOGRAM_BINS = 60
 
@@ -88,12 +89,30 @@ def find_duplicates(
     DuplicatesResult
     """
     # validate
-    normalize = check_normalize(normalize)
-    if not isinstance(dedupe, (bool, np.bool_)):
-        raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")
+    check_options(
+        dict(
+            threshold=threshold,
+            normalize=normalize,
+            reduce=reduce,
+            k=k,
+            backend=backend,
+            reference=reference,
+            seed=seed,
+            n_trees=n_trees,
+            search_k=search_k,
+            n_jobs=n_jobs,
+            query_jobs=query_jobs,
+            dedupe=dedupe,
+            layer=layer,
+            progress=progress,
+        ),
+        where="find_duplicates",
+    )
     strategy = as_strategy(threshold)
     reducer = as_reducer(reduce)
     dataset = prepare(data, labels=labels, ids=ids)
+    if normalize is None or reducer is not None:
+        check_unnormalized_scale(dataset.arrays, "find_duplicates")
     ref_index = None
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")
@@ -225,6 +244,7 @@ def analyze_layers(
             raise NeardupInputError(
                 f"{bad} come with the collected activations; pass {bad}= when adding them."
             )
+    options = check_options(options, where="analyze", allowed=ANALYSIS_OPTIONS)
     splits = list(dict.fromkeys(s for s, _ in rows))
     known = list(dict.fromkeys(layer for _, layer in rows))
     results = {}
@@ -252,6 +272,14 @@ def analyze_layers(
         with _naming_layer(layer):
             results[layer] = find_duplicates(data, layer=layer, **kwargs, **options)
     return results
+
+
+#: the options of find_duplicates besides the data and its labels and ids.
+ANALYSIS_OPTIONS = tuple(
+    name
+    for name in inspect.signature(find_duplicates).parameters
+    if name not in ("data", "labels", "ids", "layer")
+)
 
 
 @contextmanager

@@ -51,6 +51,15 @@ class PCA:
         """Add a ``(n, d)`` block of samples to the running covariance."""
         block = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
         if self._sum is None:
+            d = block.shape[1]
+            need = 2 * 8 * d * d  # the float64 covariance and its eigenvectors
+            if need > MAX_COVARIANCE_BYTES:
+                raise NeardupInputError(
+                    f"reduce= on {d:,} features needs about {need / 2**30:.1f} GiB for the PCA "
+                    f"covariance (d x d float64, twice); at most {MAX_COVARIANCE_BYTES / 2**30:.0f}"
+                    " GiB is allowed. Pool the layer first (e.g. global average pooling of a "
+                    "conv map), pick a narrower layer, or drop reduce=."
+                )
             self._sum = np.zeros(block.shape[1])
             self._gram = np.zeros((block.shape[1], block.shape[1]))
         elif block.shape[1] != self._sum.shape[0]:
@@ -120,6 +129,10 @@ class PCA:
     def fit_transform(self, data: np.ndarray) -> np.ndarray:
         """Fit on ``data`` and return its projection."""
         return self.fit(data).transform(data)
+
+
+#: largest PCA covariance (plus eigenvectors) allowed: 4 GiB is about 16,000 features.
+MAX_COVARIANCE_BYTES = 4 << 30
 
 
 def as_reducer(reduce: Any) -> PCA | None:

@@ -34,6 +34,13 @@ __all__ = [
 ]
 
 
+def _number(value: Any, what: str, rule: str) -> float:
+    """``value`` as a float, or a clear error naming ``what`` and its ``rule``."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise NeardupInputError(f"{what} must be a number {rule}, got {value!r}.")
+    return float(value)
+
+
 def sorted_neighbor_distances(graph: NeighborGraph) -> np.ndarray:
     """All finite neighbour distances, sorted, zeros trimmed (DNIKit's input to its strategies)."""
     values = graph.distances[np.isfinite(graph.distances)].astype(np.float64)
@@ -62,7 +69,7 @@ class Percentile(ThresholdStrategy):
     percentile: float
 
     def __post_init__(self) -> None:
-        if not (0 < float(self.percentile) <= 100):
+        if not (0 < _number(self.percentile, "Percentile", "in (0, 100]") <= 100):
             raise NeardupInputError(
                 f"Percentile must be in (0, 100], got {self.percentile!r} "
                 "(98.5 keeps the closest 1.5 % of neighbour pairs)."
@@ -91,8 +98,16 @@ class Slope(ThresholdStrategy):
     sensitivity: int = 5
 
     def __post_init__(self) -> None:
-        if not self.sensitivity > 2:
-            raise NeardupInputError(f"Slope sensitivity must be > 2, got {self.sensitivity!r}.")
+        sensitivity = self.sensitivity
+        if isinstance(sensitivity, (bool, np.bool_)) or not isinstance(
+            sensitivity, (int, np.integer)
+        ):
+            raise NeardupInputError(
+                f"Slope sensitivity must be an int > 2 (it divides the number of distances "
+                f"into windows), got {sensitivity!r}; e.g. Slope(5)."
+            )
+        if not sensitivity > 2:
+            raise NeardupInputError(f"Slope sensitivity must be > 2, got {sensitivity!r}.")
 
     def __call__(self, distances: np.ndarray) -> float:
         n = len(distances)
@@ -120,7 +135,8 @@ class Distance(ThresholdStrategy):
     distance: float
 
     def __post_init__(self) -> None:
-        if not (float(self.distance) >= 0 and math.isfinite(float(self.distance))):
+        value = _number(self.distance, "Distance", ">= 0")
+        if not (value >= 0 and math.isfinite(value)):
             raise NeardupInputError(
                 f"Distance must be a finite number >= 0, got {self.distance!r}."
             )
@@ -140,7 +156,7 @@ class Cosine(ThresholdStrategy):
     similarity: float
 
     def __post_init__(self) -> None:
-        if not (-1.0 <= float(self.similarity) <= 1.0):
+        if not (-1.0 <= _number(self.similarity, "Cosine similarity", "in [-1, 1]") <= 1.0):
             raise NeardupInputError(
                 f"Cosine similarity must be in [-1, 1], got {self.similarity!r}."
             )
@@ -169,13 +185,24 @@ class Relative(ThresholdStrategy):
     ratio: float = 0.2
 
     def __post_init__(self) -> None:
-        if not (0 < float(self.ratio) < 1):
+        if not (0 < _number(self.ratio, "Relative ratio", "in (0, 1)") < 1):
             raise NeardupInputError(f"Relative ratio must be in (0, 1), got {self.ratio!r}.")
 
     def reference_distance(self, graph: NeighborGraph) -> float:
+        """Median k-th neighbour distance over the samples whose k-th neighbour is not an
+        exact copy.
+
+        A sample with k or more exact copies has a k-th distance of 0 that says nothing
+        about the data's spacing; when most samples are such copies, counting them would
+        pull the median, and with it the threshold, to 0 and hide every near-duplicate. If
+        every k-th distance is 0, the median of the positive neighbour distances is used.
+        """
         kth = graph.distances[:, -1]
-        kth = kth[np.isfinite(kth)]
-        return float(np.median(kth)) if kth.size else 0.0
+        kth = kth[np.isfinite(kth) & (kth > 0)]
+        if kth.size:
+            return float(np.median(kth))
+        positive = graph.distances[np.isfinite(graph.distances) & (graph.distances > 0)]
+        return float(np.median(positive)) if positive.size else 0.0
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
         return float(self.ratio) * self.reference_distance(graph)

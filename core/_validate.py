@@ -24,8 +24,17 @@ __all__ = [
     "check_finite",
     "check_ids",
     "check_labels",
+    "check_unnormalized_scale",
     "prepare",
 ]
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: largest row norm computed in float32 without normalisation: its square (1e36) stays far
+#: below float32's maximum (3.4e38) in the matrix products of the exact search and PCA.
+_SAFE_ROW_NORM = 1e18
+_SCAN_ROWS = 65536
+#: longest split name accepted (it titles every table of the report).
+MAX_SPLIT_NAME_LENGTH = 200
 
 
 @dataclass
@@ -63,7 +72,11 @@ def as_feature_matrix(values: Any, what: str) -> np.ndarray:
     The dtype is kept (no copy) when it is numeric; conversion to float32 happens later.
     """
     if hasattr(values, "detach") and hasattr(values, "cpu"):  # a torch tensor, without torch
-        values = values.detach().cpu().numpy()
+        tensor = values.detach().cpu()
+        try:
+            values = tensor.numpy()
+        except TypeError:  # bfloat16 and other dtypes numpy lacks: widen to float32
+            values = tensor.float().numpy()
     try:
         array = np.asarray(values)
     except ValueError as err:
@@ -113,6 +126,43 @@ def check_finite(matrix: np.ndarray, what: str, row_offset: int = 0) -> None:
             f"{what} has {bad.size} row(s) with NaN or Inf values (rows {shown}{more}). "
             "Remove those samples or fix the layer that produced them (e.g. a division by zero)."
         )
+    if matrix.dtype.kind == "f" and matrix.dtype.itemsize > 4:
+        peak = _max_abs(matrix)
+        if peak > _FLOAT32_MAX:
+            raise NeardupInputError(
+                f"{what} holds values up to {peak:.3g}, beyond float32's range (3.4e38), in "
+                "which neardup computes; they would become Inf/NaN rows. Rescale the data "
+                "(e.g. divide it by a constant) or fix the layer that produced them."
+            )
+
+
+def _max_abs(matrix: np.ndarray) -> float:
+    """Largest absolute value of ``matrix``, blocked over rows (no full-size temporary)."""
+    peak = 0.0
+    for start in range(0, len(matrix), _SCAN_ROWS):
+        block = matrix[start : start + _SCAN_ROWS]
+        if block.size:
+            peak = max(peak, float(np.max(np.abs(block))))
+    return peak
+
+
+def check_unnormalized_scale(arrays: Sequence[np.ndarray], what: str) -> None:
+    """Refuse data whose squared norms would overflow float32 when it is not normalised.
+
+    Without ``normalize`` (and before a PCA) rows are multiplied as they are: a row norm
+    above 1e18 squares past float32's range and distances become Inf or NaN, so planted
+    copies are silently missed.
+    """
+    for array in arrays:
+        if array.dtype.kind not in "iuf":
+            continue
+        peak = _max_abs(array) * float(np.sqrt(array.shape[1]))
+        if peak > _SAFE_ROW_NORM:
+            raise NeardupInputError(
+                f"{what}: row norms reach about {peak:.3g}; without normalisation their squares "
+                f"overflow float32 (max 3.4e38) and distances become Inf. Use normalize='row' "
+                f"or 'column', or divide the data by a constant (e.g. by {peak / 1e6:.1g})."
+            )
 
 
 def _per_split(option: Any, name: str, splits: list[str], single: bool) -> list[Any]:
@@ -151,6 +201,7 @@ def check_ids(ids: Any, split: str, n: int) -> np.ndarray:
             f"ids for split {split!r} mix types that cannot be compared ({err}); "
             "use all ints or all strings."
         ) from err
+    _check_name_lengths(array, f"ids for split {split!r}")
     if unique.size != n:
         dupes = unique[counts > 1][:5].tolist()
         raise NeardupInputError(
@@ -173,7 +224,52 @@ def check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
             f"labels for split {split!r} have shape {array.shape}, but the split has {n} "
             "samples; give one label (int or string) per sample, e.g. y.argmax(1) for one-hot."
         )
+    if array.dtype == object:
+        array = _uniform_names(array, f"labels for split {split!r}")
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        bad = np.flatnonzero(~np.isfinite(array))[:5].tolist()
+        raise NeardupInputError(
+            f"labels for split {split!r} contain NaN or Inf (positions {bad}); give every "
+            "sample a real label, or drop the unlabelled samples."
+        )
+    if array.dtype.kind not in "iufbU":
+        raise NeardupInputError(
+            f"labels for split {split!r} have dtype {array.dtype}; use ints or strings."
+        )
+    _check_name_lengths(array, f"labels for split {split!r}")
     return array
+
+
+#: longest id or label string kept (they are names, shown in every report).
+MAX_NAME_LENGTH = 1000
+
+
+def _uniform_names(array: np.ndarray, what: str) -> np.ndarray:
+    """An object array of ids or labels as all-int or all-str values, or a clear error."""
+    items = array.tolist()
+    if all(isinstance(v, str) for v in items):
+        return np.array(items, dtype=str) if items else array
+    if all(isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in items):
+        try:
+            return np.array(items, dtype=np.int64)
+        except OverflowError:
+            return array
+    kinds = sorted({type(v).__name__ for v in items})
+    raise NeardupInputError(
+        f"{what} hold {', '.join(kinds)} values; use all ints or all strings (e.g. "
+        "[str(v) for v in values]), with no None."
+    )
+
+
+def _check_name_lengths(array: np.ndarray, what: str) -> None:
+    if array.dtype.kind == "U" and array.dtype.itemsize // 4 > MAX_NAME_LENGTH:
+        longest = int(np.char.str_len(array).max()) if array.size else 0
+        if longest > MAX_NAME_LENGTH:
+            raise NeardupInputError(
+                f"{what} include a string of {longest:,} characters; ids and labels are names "
+                f"shown in every report, at most {MAX_NAME_LENGTH:,} characters. Use a short "
+                "key (e.g. a file name or a hash) and keep the content elsewhere."
+            )
 
 
 def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
@@ -188,6 +284,13 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
                 "Use neardup.find_duplicates_by_layer(data, ...) for every layer at once."
             )
         names = [str(s) for s in data]
+        for name in names:
+            if not name or len(name) > MAX_SPLIT_NAME_LENGTH:
+                raise NeardupInputError(
+                    f"split name {name[:40]!r}{'...' if len(name) > 40 else ''} has "
+                    f"{len(name):,} characters; use a short non-empty name (at most "
+                    f"{MAX_SPLIT_NAME_LENGTH}) such as 'train' or 'test'."
+                )
         arrays = [as_feature_matrix(v, f"split {s!r}") for s, v in zip(names, data.values())]
         single = False
     else:

@@ -2,28 +2,62 @@
 ``neardup show`` (print a saved JSON result), ``neardup report`` (render it as HTML) and
 ``neardup index build`` / ``neardup index score`` (a saved reference index, scored later).
 
-Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input.
+Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate, and nothing else),
+2 bad input or options (nothing was written), 3 an internal error or a failure of the system
+(a bug, out of memory, a full disk). Output paths are checked before the work starts, and
+every output file is written atomically: it holds the old content or the new, never a part.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+import traceback
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ._atomic import check_writable, write_text_atomically
 from ._errors import NeardupInputError
+from ._params import check_option
 from ._pipeline import find_duplicates
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 from .index import ReferenceIndex
 from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
 from .search import DEFAULT_TREES
 
-__all__ = ["main", "parse_threshold"]
+__all__ = ["EXIT_GATE", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_OK", "main", "parse_threshold"]
+
+EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+_EXIT_CODES = (
+    "exit codes: 0 success; 1 leakage above --fail-above (only then); 2 bad input or options "
+    "(checked before any work, outputs included); 3 internal error (a bug, out of memory, "
+    "a full disk). Output files are written atomically: the old file or the new, never a part."
+)
+
+
+def _option(name: str) -> Callable[[str], Any]:
+    """An argparse ``type`` that parses an int and checks it against the option table."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        try:
+            return check_option(name, value)
+        except NeardupInputError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = name
+    return parse
+
 
 _STRATEGIES = {
     "relative": lambda v: Relative(float(v)) if v else Relative(),
@@ -74,7 +108,7 @@ def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
         raise NeardupInputError(f"{what}: file {path!r} does not exist.")
     try:
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError) as err:
         raise NeardupInputError(f"{what}: cannot read {path!r} as .npy/.npz ({err}).") from err
     if isinstance(loaded, np.ndarray):
         return loaded
@@ -87,16 +121,25 @@ def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
             raise NeardupInputError(
                 f"{what}: {path!r} holds arrays {keys}; name one as {path}:KEY."
             )
-        return loaded[key]
+        try:
+            return loaded[key]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+            raise NeardupInputError(
+                f"{what}: cannot read array {key!r} of {path!r} ({err}); neardup reads numeric "
+                "or string arrays only, never pickled objects."
+            ) from err
 
 
 def _npz_labels(path: str) -> np.ndarray | None:
     """The ``y``/``labels`` array of an x/y ``.npz`` (``None`` for anything else)."""
     if not path.endswith(".npz") or not Path(path).exists():
         return None
-    with np.load(path, allow_pickle=False) as npz:
-        key = next((k for k in ("y", "labels") if k in npz.files), None)
-        return None if key is None else npz[key]
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            key = next((k for k in ("y", "labels") if k in npz.files), None)
+            return None if key is None else npz[key]
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        raise NeardupInputError(f"labels in {path!r} cannot be read ({err}).") from err
 
 
 def _load_ids(spec: str, what: str) -> np.ndarray:
@@ -104,8 +147,21 @@ def _load_ids(spec: str, what: str) -> np.ndarray:
     if spec.endswith(".txt"):
         if not Path(spec).exists():
             raise NeardupInputError(f"{what}: file {spec!r} does not exist.")
-        return np.array(Path(spec).read_text(encoding="utf-8").splitlines(), dtype=str)
+        return np.array(_read_lines(spec, what), dtype=str)
     return _load_array(spec, what, ("ids",))
+
+
+def _read_lines(path: str, what: str) -> list[str]:
+    """The lines of a UTF-8 text file, or a clear error."""
+    try:
+        return Path(path).read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise NeardupInputError(
+            f"{what}: {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it "
+            "as UTF-8, one entry per line."
+        ) from err
+    except OSError as err:
+        raise NeardupInputError(f"{what}: cannot read {path!r} ({err.strerror}).") from err
 
 
 class _Progress:
@@ -152,6 +208,8 @@ def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
 
 
 def _scan(args: argparse.Namespace) -> int:
+    if args.json and args.json != "-":
+        check_writable(args.json, "--json")
     splits = _named_paths(args.split, "--split")
     labels_paths = _named_paths(args.labels, "--labels")
     unknown = set(labels_paths) - set(splits)
@@ -210,10 +268,7 @@ def _gate(leakage: Mapping[str, Leakage], fail_above: float | None) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    try:
-        result = DuplicatesResult.from_json(args.result)
-    except (OSError, ValueError, KeyError) as err:
-        raise NeardupInputError(f"cannot read {args.result!r} as a neardup result: {err}") from err
+    result = DuplicatesResult.from_json(args.result)
     print(result.summary())
     table = _leak_table(result.leakage)
     if table:
@@ -222,16 +277,14 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    try:
-        result = DuplicatesResult.from_json(args.result)
-    except (OSError, ValueError, KeyError) as err:
-        raise NeardupInputError(f"cannot read {args.result!r} as a neardup result: {err}") from err
+    check_writable(args.html, "--html")
+    result = DuplicatesResult.from_json(args.result)
     samples = {}
     for name, path in _named_paths(args.samples, "--samples").items():
         if path.endswith(".txt"):
             if not Path(path).exists():
                 raise NeardupInputError(f"samples {name!r}: file {path!r} does not exist.")
-            samples[name] = Path(path).read_text(encoding="utf-8").splitlines()
+            samples[name] = _read_lines(path, f"samples {name!r}")
         else:
             samples[name] = _load_array(path, f"samples {name!r}", ("x", "images", "text"))
     result.to_html(
@@ -253,6 +306,7 @@ def _labelled(data: str, labels: str | None, ids: str | None, what: str) -> tupl
 
 
 def _index_build(args: argparse.Namespace) -> int:
+    _check_index_dir(Path(args.index), args.overwrite)
     x, labels, ids = _labelled(args.data, args.labels, args.ids, f"reference {args.reference!r}")
     progress = _Progress(enabled=not args.quiet)
     index = ReferenceIndex.build(
@@ -286,7 +340,27 @@ def _describe(index: ReferenceIndex) -> str:
     )
 
 
+def _check_index_dir(path: Path, overwrite: bool) -> None:
+    """Refuse an INDEX_DIR that ``save`` would refuse, before the index is built."""
+    if path.exists() and not path.is_dir():
+        raise NeardupInputError(f"INDEX_DIR {str(path)!r} is a file; give a directory.")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise NeardupInputError(
+            f"INDEX_DIR {str(path)!r}: the directory is not empty; choose a new directory or "
+            "pass --overwrite."
+        )
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise NeardupInputError(
+            f"INDEX_DIR {str(path)!r} cannot be created: {str(parent)!r} is not writable."
+        )
+
+
 def _index_score(args: argparse.Namespace) -> int:
+    if args.json and args.json != "-":
+        check_writable(args.json, "--json")
     index = ReferenceIndex.load(args.index)
     x, labels, ids = _labelled(args.data, args.labels, args.ids, f"split {args.split!r}")
     leak = index.score(x, ids=ids, labels=labels, split=args.split, search_k=args.search_k)
@@ -305,7 +379,7 @@ def _index_score(args: argparse.Namespace) -> int:
         if args.json == "-":
             print(text)
             return _gate({leak.split: leak}, args.fail_above)
-        Path(args.json).write_text(text, encoding="utf-8")
+        write_text_atomically(args.json, text)
     print(f"reference index {args.index}: {_describe(index)}")
     print(f"  {leak.sentence()}")
     table = _leak_table({leak.split: leak})
@@ -325,11 +399,14 @@ def _fraction(text: str) -> float:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="neardup", description="Find near-duplicate samples and train/test leakage."
+        prog="neardup",
+        description="Find near-duplicate samples and train/test leakage.",
+        epilog=_EXIT_CODES,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser(
         "scan",
+        epilog=_EXIT_CODES,
         help="analyse activations stored as .npy/.npz files, one per split",
         description="Analyse activations stored as .npy/.npz files, one per split.",
     )
@@ -350,7 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_analysis_arguments(scan, index=False)
     scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
-    scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
+    scan.add_argument(
+        "--search-k", type=_option("search_k"), default=-1, help="annoy search_k (default -1)"
+    )
     scan.add_argument(
         "--reference", default="train", help="split the others are checked against (default train)"
     )
@@ -363,12 +442,15 @@ def _parser() -> argparse.ArgumentParser:
         help="exit with status 1 when any split's leakage fraction exceeds this",
     )
     scan.set_defaults(run=_scan)
-    show = sub.add_parser("show", help="print the summary of a saved JSON result")
+    show = sub.add_parser(
+        "show", help="print the summary of a saved JSON result", epilog=_EXIT_CODES
+    )
     show.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     show.add_argument("--fail-above", type=_fraction, metavar="FRACTION")
     show.set_defaults(run=_show)
     report = sub.add_parser(
         "report",
+        epilog=_EXIT_CODES,
         help="render a saved JSON result as a self-contained HTML page",
         description="Render a saved JSON result as one self-contained HTML page.",
     )
@@ -403,7 +485,8 @@ that same fixed distance, so batches scored on different days are judged alike.
   neardup index build train.npz ref_index/ --threshold cosine:0.98
   neardup index score ref_index/ new_batch.npy --fail-above 0.01 --json leak.json
 
-Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input.
+Exit codes: 0 success, 1 leakage above --fail-above (only then), 2 bad input or options
+(checked before any work), 3 internal error. Outputs are written atomically.
 """
 
 
@@ -432,23 +515,23 @@ def _add_analysis_arguments(parser: argparse.ArgumentParser, *, index: bool) -> 
     )
     parser.add_argument(
         "--k",
-        type=int,
+        type=_option("k"),
         default=10,
         help=f"neighbours{' / candidates' if index else ''} per sample (default 10)",
     )
     parser.add_argument(
         "--trees",
-        type=int,
+        type=_option("n_trees"),
         default=DEFAULT_TREES,
         help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
     )
     parser.add_argument(
         "--query-jobs",
-        type=int,
+        type=_option("query_jobs"),
         default=-1,
         help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_option("seed"), default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
@@ -463,6 +546,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     actions = index.add_subparsers(dest="action", required=True)
     build = actions.add_parser(
         "build",
+        epilog=_EXIT_CODES,
         help="index the reference activations and save the index directory",
         description="Index the reference activations (.npy/.npz) and save the index in "
         "INDEX_DIR (annoy index, vectors, transform, ids, labels and meta.json; no pickle).",
@@ -474,13 +558,12 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--reference", default="train", help="name of the reference split (default train)"
     )
-    build.add_argument(
-        "--overwrite", action="store_true", help="write into a non-empty INDEX_DIR"
-    )
+    build.add_argument("--overwrite", action="store_true", help="write into a non-empty INDEX_DIR")
     build.set_defaults(run=_index_build)
 
     score = actions.add_parser(
         "score",
+        epilog=_EXIT_CODES,
         help="score new activations against a saved index",
         description="Report the samples of DATA that have a near-duplicate in the index's "
         "reference split, at the threshold fixed when the index was built.",
@@ -490,7 +573,10 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     _add_labels_and_ids(score)
     score.add_argument("--split", default="new", help="name of the new data (default new)")
     score.add_argument(
-        "--search-k", type=int, default=-1, help="annoy search_k (-1: trees x k; more misses less)"
+        "--search-k",
+        type=_option("search_k"),
+        default=-1,
+        help="annoy search_k (-1: trees x k; more misses less)",
     )
     score.add_argument("--json", metavar="PATH", help="write the leakage as JSON ('-': stdout)")
     score.add_argument(
@@ -503,10 +589,35 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``neardup`` command; returns the exit status."""
+    """Entry point of the ``neardup`` command; returns the exit status.
+
+    0 success, 1 leakage above ``--fail-above``, 2 bad input (argparse exits with 2 too),
+    3 anything else (the traceback is printed: it is a bug or a failure of the system).
+    """
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))
     except NeardupInputError as err:
         print(f"neardup: error: {err}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("neardup: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print(
+            "neardup: internal error: out of memory; use reduce=, a memory budget, or a "
+            "machine with more memory.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
+    except OSError as err:
+        print(f"neardup: internal error: {err}", file=sys.stderr)
+        return EXIT_INTERNAL
+    except Exception:
+        traceback.print_exc()
+        print(
+            "neardup: internal error (exit 3): this is a bug in neardup; please report it with "
+            "the traceback above.",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

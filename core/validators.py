@@ -7,16 +7,22 @@ Each ``check_*`` / ``as_*`` function returns the cleaned value or raises
 from ._collector import check_memory_budget, check_spill_dir
 from ._errors import closest_names
 from ._normalize import check_normalize
+from ._params import PARAMS, check_option, check_options
+from ._pipeline import ANALYSIS_OPTIONS
 from ._reduce import as_reducer
 from ._threshold import as_strategy
 from .search import BACKENDS
 
 __all__ = [
+    "ANALYSIS_OPTIONS",
     "BACKENDS",
+    "PARAMS",
     "as_reducer",
     "as_strategy",
     "check_memory_budget",
     "check_normalize",
+    "check_option",
+    "check_options",
     "check_spill_dir",
     "closest_names",
 ]

@@ -36,3 +36,14 @@ def test_reference_index_section_runs_and_prints_what_it_shows(tmp_path):
     shown = re.search(r"```python\n.*?```\n```\n(.*?)```", text, re.S).group(1)
     assert done.stdout == shown
     assert (tmp_path / "train_index" / "meta.json").exists()
+
+
+def test_bad_input_section_runs_and_prints_what_it_shows(tmp_path):
+    code = _block_after("## Bad input")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    text = README.read_text(encoding="utf-8").split("## Bad input", 1)[1]
+    shown = re.search(r"```python\n.*?```\n```\n(.*?)```", text, re.S).group(1)
+    assert done.stdout == shown

@@ -94,7 +94,7 @@ def test_bad_options(xy):
         find_duplicates(xy[0], normalize="l2")
     with pytest.raises(NeardupInputError, match="backend='faiss'"):
         find_duplicates(xy[0], backend="faiss")
-    with pytest.raises(NeardupInputError, match="k must be a positive int"):
+    with pytest.raises(NeardupInputError, match="k=0 is not valid: k .*must be an int >= 1"):
         find_duplicates(xy[0], k=0)
     with pytest.raises(NeardupInputError, match="reduce="):
         find_duplicates(xy[0], reduce="pca")

@@ -1,19 +1,31 @@
-"""The on-disk format of a reference index: file names, ``meta.json``, atomic writes.
+"""The on-disk format of a reference index: file names, ``meta.json``, generations, checks.
 
-Directory layout (format 1; no pickle anywhere, every array loads with ``allow_pickle=False``)::
+Directory layout (format 2; no pickle anywhere, every array loads with ``allow_pickle=False``)::
 
-    meta.json      format version, neardup version, settings, resolved threshold, sizes
-    index.ann      annoy index (euclidean) of the transformed reference rows
-    vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
-    transform.npz  the fitted transform: column norms and/or PCA mean and components
-    ids.npy        (size,) reference ids: integers or unicode strings
-    labels.npy     (size,) reference labels, when given
+    meta.json        format version, neardup version, settings, resolved threshold, sizes,
+                     the current generation and each of its files' size and SHA-256
+    .lock            serialises saves to the directory
+    generation-<id>/ the files below (format 1 had them beside meta.json; still readable)
+      index.ann      annoy index (euclidean) of the transformed reference rows
+      vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
+      transform.npz  the fitted transform: column norms and/or PCA mean and components
+      ids.npy        (size,) reference ids: integers or unicode strings
+      labels.npy     (size,) reference labels, when given
+
+A save writes a new generation, fsyncs it, and swaps it in by renaming ``meta.json`` (one
+atomic step); older generations are removed afterwards. A load reads ``meta.json`` once and
+opens the generation it names, after checking sizes and digests.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +35,41 @@ from .._errors import NeardupInputError
 
 __all__ = [
     "ANNOY",
+    "DIGESTED",
     "FORMAT",
     "FORMAT_VERSION",
+    "GENERATION_PREFIX",
     "IDS",
     "LABELS",
+    "LEGACY_FILES",
+    "LOAD_ATTEMPTS",
+    "LOCK",
     "META",
+    "READABLE_VERSIONS",
     "TRANSFORM",
     "VECTORS",
+    "GenerationGone",
     "corrupt",
+    "file_record",
+    "fsync_file",
+    "generation_name",
+    "meta_changed",
     "read_meta",
+    "remove_old_generations",
+    "save_lock",
     "storable",
-    "write_atomic",
+    "verify_file",
+    "write_file",
 ]
 
-#: version of the on-disk layout; :meth:`ReferenceIndex.load` refuses any other.
-FORMAT_VERSION = 1
+#: version of the on-disk layout (2: files in a generation folder named by ``meta.json``,
+#: with sizes and digests); :meth:`ReferenceIndex.load` also reads version 1.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+GENERATION_PREFIX = "generation-"
+LOCK = ".lock"
+#: times load re-reads meta.json when a concurrent save swapped the generation it named.
+LOAD_ATTEMPTS = 20
 FORMAT = "neardup-reference-index"
 META, ANNOY, VECTORS, TRANSFORM, IDS, LABELS = (
     "meta.json",
@@ -47,6 +79,11 @@ META, ANNOY, VECTORS, TRANSFORM, IDS, LABELS = (
     "ids.npy",
     "labels.npy",
 )
+LEGACY_FILES = (ANNOY, VECTORS, TRANSFORM, IDS, LABELS)
+#: files whose SHA-256 is recorded and checked (vectors.npy: its size and shape only, so a
+#: large index still opens quickly; it is only read, never trusted for memory safety).
+DIGESTED = (ANNOY, TRANSFORM, IDS, LABELS)
+
 
 def storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
     """``values`` as an array ``np.save`` writes without pickle (numbers or unicode strings).
@@ -67,12 +104,89 @@ def storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
     )
 
 
-def write_atomic(target: Path, write: Any) -> None:
-    """Call ``write(file)`` on a new file beside ``target``, then rename it over ``target``."""
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as fh:
+def write_file(target: Path, write: Any) -> None:
+    """Call ``write(file)`` on the new file ``target`` (in a new generation), then fsync it."""
+    with open(target, "wb") as fh:
         write(fh)
-    os.replace(partial, target)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def fsync_file(target: Path) -> None:
+    with open(target, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+class GenerationGone(Exception):
+    """The generation named by the ``meta.json`` just read was swapped out meanwhile."""
+
+
+def meta_changed(path: Path, meta: dict[str, Any]) -> bool:
+    try:
+        return json.loads((path / META).read_text(encoding="utf-8")) != meta
+    except (OSError, ValueError):
+        return True
+
+
+def generation_name(path: Path, generation: str) -> str:
+    """The generation folder named in ``meta.json``: a plain name, never a path elsewhere."""
+    if not re.fullmatch(re.escape(GENERATION_PREFIX) + r"[0-9a-f]{1,64}", generation):
+        raise corrupt(path, f"{META} names an invalid generation {generation[:80]!r}")
+    return generation
+
+
+@contextlib.contextmanager
+def save_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path/.lock`` for the duration of one save (POSIX flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: saves are not serialised
+        yield
+        return
+    with open(path / LOCK, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def remove_old_generations(path: Path, keep: str) -> None:
+    """Delete every other generation and the files of a format-1 index (after the swap)."""
+    for entry in path.iterdir():
+        if entry.name.startswith(GENERATION_PREFIX) and entry.name != keep and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name in LEGACY_FILES and entry.is_file():
+            entry.unlink(missing_ok=True)
+
+
+def file_record(target: Path, *, digest: bool) -> dict[str, Any]:
+    """Size (and SHA-256) of ``target`` for ``meta.json``."""
+    record: dict[str, Any] = {"bytes": target.stat().st_size}
+    if digest:
+        with open(target, "rb") as fh:
+            record["sha256"] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return record
+
+
+def verify_file(path: Path, target: Path, record: Any) -> None:
+    """Refuse ``target`` unless its size (and SHA-256, when recorded) match ``meta.json``."""
+    name = target.name
+    if not isinstance(record, dict) or not isinstance(record.get("bytes"), int):
+        raise corrupt(path, f"{META} records no size for {name}")
+    size = target.stat().st_size
+    if size != record["bytes"]:
+        raise corrupt(path, f"{name} has {size:,} bytes, {META} recorded {record['bytes']:,}")
+    expected = record.get("sha256")
+    if name in DIGESTED and not isinstance(expected, str):
+        raise corrupt(path, f"{META} records no SHA-256 for {name}")
+    if expected is not None:
+        with open(target, "rb") as fh:
+            actual = hashlib.file_digest(fh, "sha256").hexdigest()
+        if actual != expected:
+            raise corrupt(
+                path, f"{name} does not match the SHA-256 recorded in {META} (changed or damaged)"
+            )
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -94,19 +208,19 @@ def read_meta(path: Path) -> dict[str, Any]:
         )
     try:
         meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, RecursionError) as err:
         raise corrupt(path, f"{META} is not valid JSON ({err})") from err
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise NeardupInputError(
             f"{str(path)!r} is not a neardup reference index: {META} does not describe one."
         )
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise NeardupInputError(
             f"{str(path)!r} is a reference index of format version {version!r} (written by "
-            f"neardup {meta.get('neardup_version')}); this neardup reads format version "
-            f"{FORMAT_VERSION}. Rebuild the index with this version, or score it with the "
-            "neardup that wrote it."
+            f"neardup {meta.get('neardup_version')!s:.40}); this neardup reads format "
+            f"versions {READABLE_VERSIONS[0]} to {FORMAT_VERSION}. Rebuild the index with "
+            "this version, or score it with the neardup that wrote it."
         )
     return meta
 

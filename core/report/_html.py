@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from .._atomic import write_text_atomically
 from .._errors import NeardupInputError
 from ._thumbnails import SampleSource
 
@@ -124,8 +125,7 @@ def render_html(
     page = _Page(result, source, max_sets=max_sets, max_pairs=max_pairs, max_members=max_members)
     text = page.render(title)
     if path is not None:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        write_text_atomically(path, text)  # the old page stays whole until the rename
     return text
 
 
@@ -141,9 +141,17 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
+#: characters of one user-supplied value (id, label, split name, text sample) shown at most:
+#: a result loaded from an edited JSON file may hold megabyte-long names.
+_MAX_SHOWN = 1000
+
+
 def _e(value: Any) -> str:
-    """Escape any user-supplied value for HTML text or attributes."""
-    return escape(str(value), quote=True)
+    """Escape any user-supplied value for HTML text or attributes, cut to ``_MAX_SHOWN``."""
+    text = str(value)
+    if len(text) > _MAX_SHOWN:
+        text = f"{text[:_MAX_SHOWN]}… ({len(text):,} characters)"
+    return escape(text, quote=True)
 
 
 class _Page:

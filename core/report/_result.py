@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from .._atomic import write_text_atomically
+from .._errors import NeardupInputError
 from .._plain import to_plain
 from .._threshold import ResolvedThreshold
 
@@ -233,10 +235,15 @@ class DuplicatesResult:
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 1) -> str:
         """Return the JSON text; also write it to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        try:
+            text = json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise NeardupInputError(
+                f"the result cannot be written as JSON ({err}); ids and labels must be ints or "
+                "strings (no NaN or None)."
+            ) from err
         if path is not None:
-            with open(path, "w", encoding="utf-8") as fh:
-                fh.write(text)
+            write_text_atomically(path, text)  # the old file stays whole until the rename
         return text
 
     def to_html(
@@ -274,6 +281,43 @@ class DuplicatesResult:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> DuplicatesResult:
-        """Load a result written by :meth:`to_json`."""
-        with open(path, encoding="utf-8") as fh:
-            return cls.from_dict(json.load(fh))
+        """Load a result written by :meth:`to_json`.
+
+        Raises
+        ------
+        NeardupInputError
+            When the file is missing, is not JSON, was written by a newer neardup (a higher
+            ``"schema"``), or does not hold a result (wrong types, missing fields, numbers
+            out of range).
+        """
+        where = str(path)
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, UnicodeDecodeError) as err:
+            raise NeardupInputError(f"cannot read {where!r}: {err}") from err
+        except (ValueError, RecursionError) as err:
+            raise NeardupInputError(f"{where!r} is not valid JSON ({err}).") from err
+        if not isinstance(data, dict):
+            raise NeardupInputError(
+                f"{where!r} holds a JSON {type(data).__name__}, not a neardup result object."
+            )
+        schema = data.get("schema")
+        if not (isinstance(schema, int) and not isinstance(schema, bool)) or schema < 1:
+            raise NeardupInputError(f'{where!r} has no valid "schema" version ({schema!r}).')
+        if schema > SCHEMA_VERSION:
+            raise NeardupInputError(
+                f"{where!r} was written with result schema {schema}; this neardup reads schema "
+                f"{SCHEMA_VERSION} and older. Upgrade neardup to read it."
+            )
+        try:
+            result = cls.from_dict(data)
+            json.dumps(result.to_dict(), allow_nan=False)  # every field of a plain type
+            result.summary()
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
+            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)[:200]
+            raise NeardupInputError(
+                f"{where!r} is not a valid neardup result ({type(err).__name__}: {detail}); "
+                "use a file written by `neardup scan --json` or DuplicatesResult.to_json()."
+            ) from err
+        return result

@@ -6,8 +6,11 @@ same for any ``query_jobs``.
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -98,8 +101,12 @@ def build_annoy_index(
     return index
 
 
-#: the built index, inherited by forked query workers (copy-on-write, never pickled).
-_SHARED_INDEX = None
+#: built indexes by token, inherited by forked query workers (copy-on-write, never pickled).
+#: One entry per running query phase, so threads that query at once never see each other's
+#: index: each task carries the token of its own.
+_SHARED_INDEXES: dict[int, Any] = {}
+_SHARED_LOCK = threading.Lock()
+_TOKENS = itertools.count()
 
 
 def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> np.ndarray:
@@ -112,9 +119,9 @@ def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> 
     return found
 
 
-def _query_chunk(task: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
-    start, stop, n_results, search_k = task
-    return start, _query_rows(_SHARED_INDEX, start, stop, n_results, search_k)
+def _query_chunk(task: tuple[int, int, int, int, int]) -> tuple[int, np.ndarray]:
+    token, start, stop, n_results, search_k = task
+    return start, _query_rows(_SHARED_INDEXES[token], start, stop, n_results, search_k)
 
 
 def resolve_query_jobs(query_jobs: int) -> int:
@@ -140,7 +147,6 @@ def query_all(
     index, n: int, n_results: int, search_k: int, query_jobs: int, progress: ProgressFn | None
 ) -> np.ndarray:
     """Query every item, in forked workers sharing ``index`` when that can pay off."""
-    global _SHARED_INDEX
     jobs = min(resolve_query_jobs(query_jobs), max(1, n // _CHUNK_ROWS))
     tasks = [
         (start, min(n, start + _CHUNK_ROWS), n_results, search_k)
@@ -149,16 +155,20 @@ def query_all(
     found = np.empty((n, n_results), dtype=_item_dtype(n))
     done = 0
     if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
-        _SHARED_INDEX = index
+        with _SHARED_LOCK:
+            token = next(_TOKENS)
+            _SHARED_INDEXES[token] = index
         try:
             with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                for start, rows in pool.imap_unordered(_query_chunk, tasks):
+                chunks = [(token, *task) for task in tasks]
+                for start, rows in pool.imap_unordered(_query_chunk, chunks):
                     found[start : start + len(rows)] = rows
                     done += len(rows)
                     if progress:
                         progress("querying annoy index", done, n)
         finally:
-            _SHARED_INDEX = None
+            with _SHARED_LOCK:
+                del _SHARED_INDEXES[token]
         return found
     for start, stop, _, _ in tasks:
         found[start:stop] = _query_rows(index, start, stop, n_results, search_k)

@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_TREES",
     "NeighborGraph",
     "build_graph",
+    "check_search_k",
     "choose_backend",
     "clamp_k",
     "graph_from_indices",
@@ -130,6 +131,16 @@ def graph_from_indices(indices: np.ndarray, x: np.ndarray, backend: str) -> Neig
     return NeighborGraph(indices=indices, distances=distances, backend=backend)
 
 
+def check_search_k(search_k: int, k: int) -> None:
+    """Refuse a ``search_k`` too small to return ``k`` neighbours besides the query itself."""
+    if search_k != -1 and search_k < k + 1:
+        raise NeardupInputError(
+            f"search_k={search_k} is too small for k={k}: annoy would inspect fewer nodes than "
+            f"the {k + 1} results asked for (the sample and its {k} neighbours) and silently "
+            f"miss duplicates. Use search_k=-1 (the default) or at least {k + 1}."
+        )
+
+
 def build_graph(
     x: np.ndarray | Rows,
     k: int,
@@ -159,14 +170,11 @@ def build_graph(
     if backend == "exact":
         indices = exact_indices(rows.matrix(), k, progress)
     else:
-        if n_trees < 1:
-            raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
+        check_search_k(search_k, k)
         copies = find_copies(rows) if dedupe else None
         options = dict(n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs)
         items = None if copies is None else copies.first
-        found = annoy_indices(
-            rows, items, k, query_jobs=query_jobs, progress=progress, **options
-        )
+        found = annoy_indices(rows, items, k, query_jobs=query_jobs, progress=progress, **options)
         if copies is not None and copies.n_copies:
             indices = expand_neighbors(found, copies, k, prefer)
             del found, copies  # before the full matrix and the exact distances exist
@@ -176,5 +184,3 @@ def build_graph(
             indices = np.full((rows.n, k), -1, dtype=np.int64)
             indices[:, : found.shape[1]] = found
     return graph_from_indices(indices, rows.matrix(), backend)
-
-

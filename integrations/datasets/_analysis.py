@@ -7,7 +7,7 @@ from typing import Any
 from datasets import Dataset, DatasetDict
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
-from neardup.validators import closest_names
+from neardup.validators import ANALYSIS_OPTIONS, check_options, closest_names
 
 from ._arrow import read_plain, read_vectors
 
@@ -98,6 +98,11 @@ def find_leakage(
             raise NeardupInputError(
                 f"find_leakage reads {bad} from the datasets; use {hint} instead of {bad}=."
             )
+    check_options(
+        {**options, "reference": reference},
+        where="find_leakage",
+        allowed=(*ANALYSIS_OPTIONS, "layer"),
+    )
     parts, single = _split_map(data, splits, reference)
     vectors, labels, ids = {}, {}, {}
     for name, ds in parts.items():

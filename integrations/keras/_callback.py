@@ -21,10 +21,11 @@ from typing import Any
 
 from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
 from neardup.validators import (
-    BACKENDS,
     as_reducer,
     as_strategy,
     check_normalize,
+    check_option,
+    check_options,
     closest_names,
 )
 
@@ -129,6 +130,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
+        check_option("reference", reference, where="DuplicatesCallback")
         self.layers = _check_layers(layers, feature_fn)
         self.feature_fn = feature_fn
         self.pool = check_pool(pool)
@@ -140,7 +143,6 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.reference = _check_reference(reference, self.sources)
         self.report_dir = None if report_dir is None else Path(report_dir)
         self.fail_above = check_fail_above(fail_above)
-        self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
         self._collector_options = collector_options(memory_budget, spill_dir)
         if verbose not in (0, 1, 2):
             raise NeardupInputError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
@@ -359,12 +361,11 @@ def _check_options(
     threshold: Any, normalize: Any, reduce: Any, k: Any, backend: Any, seed: Any
 ) -> dict[str, Any]:
     """Validate the find_duplicates options now, not after an epoch of training."""
-    if backend not in BACKENDS:
-        raise NeardupInputError(
-            f"backend={backend!r} is not supported; use one of {', '.join(map(repr, BACKENDS))}."
-        )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise NeardupInputError(f"seed must be an int, got {seed!r}.")
+    check_options(
+        dict(threshold=threshold, normalize=normalize, reduce=reduce, k=k, backend=backend,
+             seed=seed),
+        where="DuplicatesCallback",
+    )  # fmt: skip
     return {
         "threshold": as_strategy(threshold),
         "normalize": check_normalize(normalize),

@@ -25,6 +25,7 @@ from neardup import (
     NeardupInputError,
     analyze_layers,
 )
+from neardup.validators import check_options
 
 from .._common import (
     check_fail_above,
@@ -229,6 +230,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             "backend": backend,
             "seed": seed,
         }
+        check_options(self.analyze_options, where="DuplicatesCallback")
         self.results: dict[str, DuplicatesResult] = {}
         self.report_paths: list[Path] = []
         self.last_summary: dict[str, Any] | None = None

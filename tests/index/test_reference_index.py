@@ -102,11 +102,13 @@ def test_save_then_load_in_a_fresh_process_scores_identically(data, tmp_path):
     index = ReferenceIndex.build(train, ids=ids, labels=train_labels, threshold=Cosine(0.99))
     here = index.score(test, labels=test_labels, split="test")
     assert index.save(tmp_path / "idx") == tmp_path / "idx"
-    assert sorted(p.name for p in (tmp_path / "idx").iterdir()) == [
+    saved = tmp_path / "idx"
+    generation = json.loads((saved / "meta.json").read_text())["generation"]
+    assert sorted(p.name for p in saved.iterdir()) == [".lock", generation, "meta.json"]
+    assert sorted(p.name for p in (saved / generation).iterdir()) == [
         "ids.npy",
         "index.ann",
         "labels.npy",
-        "meta.json",
         "transform.npz",
         "vectors.npy",
     ]
@@ -224,8 +226,8 @@ def small_index(data):
         (lambda t: np.where(np.arange(len(t))[:, None] % 100 == 3, np.nan, t), {},
          r"4 row\(s\) with NaN or Inf values \(rows 3, 103, 203, 303\)"),
         (lambda t: t, {"split": "train"}, "other than the reference's"),
-        (lambda t: t, {"k": 0}, r"k must be an int >= 1, got 0"),
-        (lambda t: t, {"search_k": -2}, r"search_k must be an int >= -1, got -2"),
+        (lambda t: t, {"k": 0}, r"k=0 is not valid: k .* must be an int >= 1"),
+        (lambda t: t, {"search_k": -2}, r"search_k=-2 is not valid: .* >= 1, or -1"),
         (lambda t: t[:3], {"ids": [1, 1, 2]}, r"are not unique: \[1\]"),
         (lambda t: t[:3], {"labels": [1, 2]}, r"labels for split 'new' have shape \(2,\)"),
         (lambda t: t[0], {}, r"is 1-D with shape \(64,\)"),
@@ -241,10 +243,10 @@ def test_bad_score_input_is_explained(data, small_index, make, options, message)
     ("args", "options", "message"),
     [
         ((slice(0, 1),), {}, "holds a single sample; a reference index needs at least 2"),
-        ((slice(0, 50),), {"n_jobs": 0}, r"n_jobs must be an int >= 1, or -1 for every core"),
-        ((slice(0, 50),), {"n_trees": 0}, r"n_trees must be an int >= 1, got 0"),
-        ((slice(0, 50),), {"query_jobs": 0}, r"query_jobs must be >= 1 or -1"),
-        ((slice(0, 50),), {"reference": ""}, "reference must be a non-empty split name"),
+        ((slice(0, 50),), {"n_jobs": 0}, r"n_jobs=0 is not valid: .* from 1 to 1,024, or -1"),
+        ((slice(0, 50),), {"n_trees": 0}, r"n_trees=0 is not valid: .* an int from 1"),
+        ((slice(0, 50),), {"query_jobs": 0}, r"query_jobs=0 is not valid: query_jobs .* or -1"),
+        ((slice(0, 50),), {"reference": ""}, "reference='' is not valid: .* a non-empty string"),
         ((slice(0, 50),), {"normalize": "column", "threshold": Cosine(0.9)},
          "needs normalize='row'"),
         ((slice(0, 3),), {"ids": np.array([1, 2.5, 3], dtype=object)},
@@ -283,16 +285,17 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(NeardupInputError, match="format version 99 .*reads format version 1"):
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 2"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps(meta))
-    (path / "labels.npy").unlink()
+    files = path / meta["generation"]
+    (files / "labels.npy").unlink()
     with pytest.raises(NeardupInputError, match="incomplete .* labels.npy is missing"):
         ReferenceIndex.load(path)
-    (path / "index.ann").unlink()
+    (files / "index.ann").unlink()
     with pytest.raises(NeardupInputError, match="index.ann is missing"):
         ReferenceIndex.load(path)
 
@@ -302,7 +305,8 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
         index.save(tmp_path / "file")
     index.save(path, overwrite=True)
     assert ReferenceIndex.load(path).size == 200
-    (path / "vectors.npy").write_bytes(b"not numpy")
+    files = path / json.loads((path / "meta.json").read_text())["generation"]
+    (files / "vectors.npy").write_bytes(b"not numpy")
     with pytest.raises(NeardupInputError, match="is damaged: .*Save it again"):
         ReferenceIndex.load(path)
 
@@ -317,4 +321,22 @@ def test_saving_over_the_directory_it_was_loaded_from_keeps_it_usable(data, tmp_
     loaded.save(first, overwrite=True)
     assert ReferenceIndex.load(first).size == N_TRAIN
     _same_leakage(ReferenceIndex.load(first).score(test), before)
-    assert sorted(p.name for p in first.iterdir() if p.name.endswith(".partial")) == []
+    assert [p.name for p in first.rglob("*") if p.name.endswith(".tmp")] == []
+    assert len([p for p in first.iterdir() if p.name.startswith("generation-")]) == 1
+
+
+def test_format_1_flat_layout_still_loads_and_is_replaced_whole(data, tmp_path):
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train[:300], threshold=Distance(0.1))
+    path = index.save(tmp_path / "idx")
+    meta = json.loads((path / "meta.json").read_text())
+    for f in (path / meta["generation"]).iterdir():  # the flat layout of format 1
+        f.rename(path / f.name)
+    (path / meta["generation"]).rmdir()
+    meta = {k: v for k, v in meta.items() if k not in ("generation", "files")}
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 1}))
+    old = ReferenceIndex.load(path)
+    _same_leakage(old.score(test), index.score(test))
+    index.save(path, overwrite=True)  # format 2 replaces it; the flat files are removed
+    assert sorted(p.suffix for p in path.iterdir() if p.is_file()) == ["", ".json"]
+    _same_leakage(ReferenceIndex.load(path).score(test), index.score(test))
