@@ -21,8 +21,7 @@ from ._cells import (
     fit_partition,
     join_cell,
     merge_pairs,
-    primary_mask,
-    route_rows,
+    route_entries,
 )
 from ._errors import NeardupInputError
 from ._executor import check_executor
@@ -198,8 +197,8 @@ class Cells(Backend):
         Number of leaf cells, instead of ``cell_size``.
     margin:
         Spill margin as a multiple of the threshold: rows within ``margin * threshold`` of a
-        cell boundary are joined in both cells. 1.0 (the default) finds every pair exactly;
-        less trades recall for speed.
+        cell boundary are joined in both cells. 0.5 (the default) finds every pair exactly
+        (``neardup._cells``); less trades recall for speed.
     sample_size:
         Rows whose exact k nearest neighbours (among all rows) feed the threshold and the
         histogram; ``None``: every row up to 5,000 rows, above ``2.5e7 / N`` (500 to 5,000).
@@ -215,9 +214,9 @@ class Cells(Backend):
         The pairs never depend on it.
     """
 
-    cell_size: int = 1024
+    cell_size: int = 256
     n_cells: int | None = None
-    margin: float = 1.0
+    margin: float = 0.5
     sample_size: int | None = None
     seed: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -287,7 +286,7 @@ class Cells(Backend):
         partition: Partition | None = None,
         progress: ProgressFn | None = None,
     ) -> ClosePairs:
-        """Every pair of rows within ``threshold``, exactly (with ``margin >= 1``)."""
+        """Every pair of rows within ``threshold``, exactly (with ``margin >= 0.5``)."""
         partition = self.fit(rows, seed=seed) if partition is None else partition
         tasks = self.cell_tasks(rows, partition, threshold, progress=progress)
         executor = check_executor(self.executor)
@@ -304,14 +303,16 @@ class Cells(Backend):
             return row, np.zeros(rows.n, dtype=np.int64), np.ones(rows.n, dtype=bool)
         parts_row, parts_cell, parts_primary = [], [], []
         for start, block in rows.blocks(_ROUTE_ROWS):
-            r, c = route_rows(partition, block, margin=margin)
+            r, c, p, _ = route_entries(partition, block, margin=margin)
             parts_row.append(r + start)
             parts_cell.append(c)
-            parts_primary.append(primary_mask(r))
+            parts_primary.append(p)
         row = np.concatenate(parts_row)
         cell = np.concatenate(parts_cell)
         primary = np.concatenate(parts_primary)
-        order = np.lexsort((row, ~primary, cell))
+        del parts_row, parts_cell, parts_primary
+        n = np.int64(rows.n)
+        order = np.argsort((cell * 2 + ~primary) * n + row)  # by cell, primary rows first
         return row[order], cell[order], primary[order]
 
     def cell_tasks(

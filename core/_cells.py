@@ -1,17 +1,19 @@
 """Partitioned exact join: every pair of rows within a distance, found cell by cell.
 
 The rows are partitioned by k-means on a seeded sample (two levels when there are many cells:
-coarse cells, each split into leaf cells). Every row goes to its nearest leaf cell (its
-*primary* cell) and also to every other cell whose Voronoi boundary with the primary cell lies
-within ``margin`` of the row. Inside each cell the pairs within the threshold are found exactly
-by blocked matrix products (``|a|^2 + |b|^2 - 2 a.b`` as a screen with a generous float32 slack,
-then the exact distance of every candidate), and the cells' pairs are merged.
+coarse cells, each split into leaf cells). At each level a row goes to its nearest cell and to
+every other cell whose Voronoi boundary with it lies within ``margin`` of the row. Within a
+coarse cell, a row's nearest leaf is its *primary* leaf there. Inside each leaf the pairs with
+at least one primary member are found exactly by blocked matrix products (``|b|^2 - 2 a.b`` as a
+screen with a generous float32 slack, then the exact distance of every candidate), and the
+cells' pairs are merged.
 
-Why it is exact: for a pair ``(a, b)`` with ``|a - b| <= t``, let ``A`` be ``a``'s primary cell
-and ``B`` ``b``'s. The segment from ``a`` to ``b`` crosses the bisector of ``A`` and ``B``, so
-``b`` lies within ``t`` of that bisector and, with ``margin >= t``, is routed to ``A`` as well;
-the pair is found in ``A`` where ``a`` is primary. The same holds level by level in the two-level
-partition. So with ``margin = threshold`` every pair is found, whatever the partition.
+Why ``margin = threshold / 2`` is exact: take a pair ``(a, b)`` with ``|a - b| <= t`` whose
+nearest cells ``A`` and ``B`` differ. ``a`` and ``b`` lie on either side of the bisector of ``A``
+and ``B`` and their distances to it add up to the projection of ``b - a`` on its normal, at most
+``t``: one of them is within ``t / 2`` and is routed to the other's cell. Applied to the coarse
+cells, both rows meet in one coarse cell; applied to that coarse cell's leaves, one row reaches
+the other's nearest leaf there, where the other is primary: the pair is joined.
 
 Public contract (also used by the Ray executor, ``neardup.integrations``):
 
@@ -24,6 +26,7 @@ Public contract (also used by the Ray executor, ``neardup.integrations``):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ __all__ = [
     "fit_partition",
     "join_cell",
     "merge_pairs",
-    "primary_mask",
+    "route_entries",
     "route_rows",
 ]
 
@@ -195,7 +198,13 @@ def _centre_gaps(centres: np.ndarray) -> np.ndarray:
 
 
 def _spill(
-    x: np.ndarray, sq_x: np.ndarray, centres: np.ndarray, gaps: np.ndarray, margin: float
+    x: np.ndarray,
+    sq_x: np.ndarray,
+    centres: np.ndarray,
+    gaps: np.ndarray,
+    sq_c: np.ndarray,
+    max_sq_c: float,
+    margin: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows to their nearest centre and every centre whose bisector with it is within ``margin``.
 
@@ -205,21 +214,21 @@ def _spill(
     """
     d2 = x @ centres.T
     d2 *= -2.0
-    d2 += _squared_norms(centres)[None, :]
-    d2 += sq_x[:, None]
+    d2 += sq_c[None, :]  # |x - c|^2 - |x|^2: the row's own norm cancels in the test
     nearest = np.argmin(d2, axis=1)
     best = d2[np.arange(len(x)), nearest]
     d2 -= best[:, None]
-    slack = 1e-5 * (sq_x[:, None] + float(np.max(_squared_norms(centres)))) + 1e-12
-    keep = d2 <= (2.0 * float(margin)) * gaps[nearest] + slack
+    allowance = (2.0 * float(margin)) * gaps[nearest]
+    allowance += (1e-5 * (sq_x + max_sq_c) + 1e-12)[:, None]
+    keep = d2 <= allowance
     keep[np.arange(len(x)), nearest] = True
     row, centre = np.nonzero(keep)
     return row, centre, centre == nearest[row]
 
 
 def route_rows(
-    partition: Partition, rows: np.ndarray, *, margin: float
-) -> tuple[np.ndarray, np.ndarray]:
+    partition: Partition, rows: np.ndarray, *, margin: float, return_primary: bool = False
+) -> tuple[np.ndarray, ...]:
     """Cells of every row: its nearest leaf cell and the neighbouring ones within ``margin``.
 
     Parameters
@@ -229,24 +238,43 @@ def route_rows(
     rows:
         ``(m, d)`` float32 rows (in the partition's space).
     margin:
-        Distance to a cell boundary under which a row is copied into that cell; the threshold
-        of the join makes it exact (see the module docstring).
+        Distance to a cell boundary under which a row is copied into that cell; half the
+        threshold of the join makes it exact (see the module docstring).
+    return_primary:
+        Also return ``primary`` ``(e,)`` bool: the entry is the row's nearest leaf within that
+        coarse cell (one per coarse cell the row reaches). :func:`join_cell` needs only the
+        pairs with at least one primary member.
 
     Returns
     -------
     row_index, cell : (e,) int64
-        Entries sorted by row; each row's primary cell comes first (:func:`primary_mask`).
+        Entries sorted by row; each row's nearest cell (its nearest leaf of its nearest coarse
+        cell) comes first.
     """
+    row, cell, primary, first = route_entries(partition, rows, margin=margin)
+    cells = np.int64(partition.n_cells)
+    key = (row * 4 + (~first) * 2 + (~primary)) * cells + cell
+    order = np.argsort(key)
+    if return_primary:
+        return row[order], cell[order], primary[order]
+    return row[order], cell[order]
+
+
+def route_entries(
+    partition: Partition, rows: np.ndarray, *, margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
+    marks each row's nearest cell overall."""
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     sq = _squared_norms(rows)
+    geometry = _geometry(partition)
     if len(partition.coarse) == 1:
         c_row = np.arange(len(rows))
         c_cell = np.zeros(len(rows), dtype=np.int64)
         c_primary = np.ones(len(rows), dtype=bool)
     else:
-        gaps = _centre_gaps(partition.coarse)
-        c_row, c_cell, c_primary = _spill(rows, sq, partition.coarse, gaps, margin)
-    out_row, out_cell, out_primary = [], [], []
+        c_row, c_cell, c_primary = _spill(rows, sq, partition.coarse, *geometry[-1], margin)
+    out_row, out_cell, out_primary, out_first = [], [], [], []
     order = np.argsort(c_cell, kind="stable")
     bounds = np.searchsorted(c_cell[order], np.arange(len(partition.coarse) + 1))
     for c in range(len(partition.coarse)):
@@ -255,30 +283,48 @@ def route_rows(
             continue
         members = c_row[entries]
         leaves = partition.leaves_of(c)
-        centres = partition.centroids[leaves]
-        if len(centres) == 1:
+        if leaves.stop - leaves.start == 1:
             l_row = np.arange(len(members))
             l_cell = np.zeros(len(members), dtype=np.int64)
             l_primary = np.ones(len(members), dtype=bool)
         else:
             l_row, l_cell, l_primary = _spill(
-                rows[members], sq[members], centres, _centre_gaps(centres), margin
+                rows[members], sq[members], partition.centroids[leaves], *geometry[c], margin
             )
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
-        out_primary.append(l_primary & c_primary[entries][l_row])
-    row = np.concatenate(out_row).astype(np.int64)
-    cell = np.concatenate(out_cell).astype(np.int64)
-    primary = np.concatenate(out_primary)
-    order = np.lexsort((cell, ~primary, row))
-    return row[order], cell[order]
+        out_primary.append(l_primary)
+        out_first.append(l_primary & c_primary[entries][l_row])
+    return (
+        np.concatenate(out_row).astype(np.int64),
+        np.concatenate(out_cell).astype(np.int64),
+        np.concatenate(out_primary),
+        np.concatenate(out_first),
+    )
 
 
-def primary_mask(row_index: np.ndarray) -> np.ndarray:
-    """``(e,)`` bool: which entries of :func:`route_rows` are the rows' primary cells."""
-    mask = np.ones(len(row_index), dtype=bool)
-    mask[1:] = row_index[1:] != row_index[:-1]
-    return mask
+_GEOMETRY: dict[int, tuple[Partition, list]] = {}
+
+
+def _geometry(partition: Partition) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per coarse cell (and, last, for the coarse cells): ``(gaps, |c|^2, max |c|^2)`` of its
+    centres, computed once per partition (cached on its identity)."""
+    cached = _GEOMETRY.get(id(partition))
+    if cached is not None and cached[0] is partition:
+        return cached[1]
+    out = []
+    for c in range(len(partition.coarse)):
+        centres = partition.centroids[partition.leaves_of(c)]
+        out.append(_centres_geometry(centres))
+    out.append(_centres_geometry(partition.coarse))
+    _GEOMETRY.clear()  # one partition at a time
+    _GEOMETRY[id(partition)] = (partition, out)
+    return out
+
+
+def _centres_geometry(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    sq = _squared_norms(centres)
+    return _centre_gaps(centres), sq, float(sq.max()) if len(sq) else 0.0
 
 
 # --------------------------------------------------------------------------- join
@@ -341,6 +387,16 @@ def join_cell(
     return ClosePairs(i[order], j[order], dist[order])
 
 
+@functools.lru_cache(maxsize=4)
+def _lower_infinity_block(size: int) -> np.ndarray:
+    return np.where(np.tri(size, dtype=bool), np.float32(np.inf), np.float32(0.0))
+
+
+def _lower_infinity(size: int, block_size: int) -> np.ndarray:
+    """``(size, size)`` float32: ``inf`` on and below the diagonal, 0 above."""
+    return _lower_infinity_block(max(size, block_size))[:size, :size]
+
+
 def _join_numpy(
     x: np.ndarray, threshold: float, block_size: int, n_primary: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -354,14 +410,19 @@ def _join_numpy(
     right[:, -1] = sq
     slack = np.float32(_SCREEN_SLACK * float(sq.max()) + 1e-12)
     limit = (np.float32(threshold) ** 2 + slack - sq).astype(np.float32)
-    found_a, found_b = [], []
+    found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for start in range(0, n_primary, block_size):
         stop = min(n_primary, start + block_size)
         d2 = left[start:stop] @ right[start:].T  # |x_a - x_b|^2 - |x_a|^2
-        a, b = np.nonzero(d2 <= limit[start:stop, None])
-        upper = b > a  # column b is row start + b: keep each unordered pair once
-        found_a.append(a[upper] + start)
-        found_b.append(b[upper] + start)
+        square = d2[:, : stop - start]
+        square += _lower_infinity(stop - start, block_size)  # keep b > a: each pair once
+        # pairs are rare: find the rows that have one with a cheap reduction first
+        hit = np.flatnonzero(d2.min(axis=1) <= limit[start:stop])
+        if len(hit) == 0:
+            continue
+        a, b = np.nonzero(d2[hit] <= limit[start + hit, None])
+        found_a.append(hit[a] + start)
+        found_b.append(b + start)
     a = np.concatenate(found_a)
     b = np.concatenate(found_b)
     dist = exact_pair_distances(x[a], x[b])

@@ -1,4 +1,11 @@
-"""Exact PCA from a streamed covariance, in numpy (no scikit-learn)."""
+"""PCA in numpy (no scikit-learn): exact from a streamed covariance, randomized when wide.
+
+Up to :data:`MAX_COVARIANCE_WIDTH` features the ``d x d`` covariance is accumulated block by
+block and solved exactly. Wider data (flattened feature maps, pixels) would need a covariance
+that does not fit (100,000 features: 74.5 GiB), so :meth:`PCA.fit` then uses a randomized range
+finder over the rows (Halko et al.: two streamed passes per power iteration, memory
+``N x (n + 10)`` plus ``(n + 10) x d``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,10 @@ from ._errors import NeardupInputError
 __all__ = ["PCA", "as_reducer"]
 
 _BLOCK_ROWS = 32768
+#: widest data whose d x d float64 covariance is accumulated (4096: 128 MiB).
+MAX_COVARIANCE_WIDTH = 4096
+_OVERSAMPLE = 10
+_POWER_ITERATIONS = 3
 
 
 class PCA:
@@ -50,6 +61,13 @@ class PCA:
     def partial_fit(self, block: np.ndarray) -> PCA:
         """Add a ``(n, d)`` block of samples to the running covariance."""
         block = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
+        if block.shape[1] > MAX_COVARIANCE_WIDTH:
+            gib = block.shape[1] ** 2 * 8 / 2**30
+            raise NeardupInputError(
+                f"PCA.partial_fit got {block.shape[1]} features: its d x d covariance would take "
+                f"{gib:.1f} GiB. Pass the whole (N, d) array to PCA.fit(...) (randomized PCA "
+                f"for more than {MAX_COVARIANCE_WIDTH} features)."
+            )
         if self._sum is None:
             self._sum = np.zeros(block.shape[1])
             self._gram = np.zeros((block.shape[1], block.shape[1]))
@@ -65,7 +83,16 @@ class PCA:
         return self
 
     def fit(self, data: np.ndarray | Iterable[np.ndarray]) -> PCA:
-        """Fit on an ``(N, d)`` array (streamed in blocks) or on an iterable of blocks."""
+        """Fit on an ``(N, d)`` array (streamed in blocks) or on an iterable of blocks.
+
+        An array wider than :data:`MAX_COVARIANCE_WIDTH` is fitted by randomized PCA (seeded,
+        reproducible); no ``d x d`` matrix is built.
+        """
+        if isinstance(data, np.ndarray):
+            data = data.reshape(len(data), -1)
+            if data.shape[1] > MAX_COVARIANCE_WIDTH:
+                self._fit_randomized(data)
+                return self
         blocks = (
             (data[i : i + _BLOCK_ROWS] for i in range(0, len(data), _BLOCK_ROWS))
             if isinstance(data, np.ndarray)
@@ -91,6 +118,59 @@ class PCA:
         total = max(values.clip(min=0).sum(), np.finfo(float).tiny)
         self.explained_variance_ratio_ = values[order].clip(min=0) / total
 
+    def _fit_randomized(self, data: np.ndarray) -> None:
+        """Top components of wide ``data`` by a seeded randomized range finder (float64)."""
+        n, d = data.shape
+        if n < 2:
+            raise NeardupInputError("PCA needs at least 2 samples to fit.")
+        self._count = n
+        self._sum = np.zeros(d)  # marks the width for is_noop_for
+        self._gram = None
+        if self.n_components >= d:
+            return
+        mean = np.zeros(d)
+        for start in range(0, n, _BLOCK_ROWS):
+            mean += np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64).sum(axis=0)
+        mean /= n
+        width = min(self.n_components + _OVERSAMPLE, n, d)
+        rng = np.random.default_rng(0)
+        basis = rng.normal(size=(d, width))  # (d, w)
+        for _ in range(_POWER_ITERATIONS + 1):
+            range_ = self._centred_product(data, mean, basis)  # (n, w) = (X - m) basis
+            q, _ = np.linalg.qr(range_)
+            basis = self._centred_product_t(data, mean, q)  # (d, w) = (X - m)^T q
+            basis, _ = np.linalg.qr(basis)
+        small = self._centred_product(data, mean, basis)  # (n, w) in the found subspace
+        _, singular, vt = np.linalg.svd(small, full_matrices=False)
+        components = (basis @ vt.T).T[: self.n_components]  # (n_components, d)
+        signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(1)])
+        signs[signs == 0] = 1
+        total = 0.0
+        for start in range(0, n, _BLOCK_ROWS):
+            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64) - mean
+            total += float(np.einsum("ij,ij->", block, block))
+        variances = singular[: self.n_components] ** 2
+        self.mean_ = mean
+        self.components_ = components * signs[:, None]
+        self.explained_variance_ratio_ = variances / max(total, np.finfo(float).tiny)
+
+    @staticmethod
+    def _centred_product(data: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
+        out = np.empty((len(data), basis.shape[1]))
+        shift = mean @ basis
+        for start in range(0, len(data), _BLOCK_ROWS):
+            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64)
+            out[start : start + len(block)] = block @ basis - shift
+        return out
+
+    @staticmethod
+    def _centred_product_t(data: np.ndarray, mean: np.ndarray, q: np.ndarray) -> np.ndarray:
+        out = np.zeros((data.shape[1], q.shape[1]))
+        for start in range(0, len(data), _BLOCK_ROWS):
+            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64)
+            out += block.T @ q[start : start + len(block)]
+        return out - np.outer(mean, q.sum(axis=0))
+
     @property
     def is_noop_for(self) -> int | None:
         """Feature width this PCA would keep unchanged (``n_components >= d``), else None."""
@@ -103,6 +183,8 @@ class PCA:
         if self.components_ is None:
             if self._sum is None:
                 raise NeardupInputError("PCA.transform called before fit.")
+            if self._gram is None:  # fitted randomized with n_components >= d: identity
+                return np.asarray(data, dtype=np.float32).reshape(len(data), -1)
             self._solve()
         data = np.asarray(data).reshape(len(data), -1)
         if data.shape[1] != self.components_.shape[1]:

@@ -9,7 +9,7 @@ task per cell) produce the same pairs:
 >>> x = np.random.default_rng(0).normal(size=(2000, 16)).astype("float32")
 >>> x[1] = x[0] + 1e-3
 >>> part = fit_partition(x, n_cells=8, seed=0)
->>> row, cell = route_rows(part, x, margin=0.05)
+>>> row, cell = route_rows(part, x, margin=0.025)  # half the threshold: exact
 >>> pairs = merge_pairs(
 ...     join_cell(x[row[cell == c]], row[cell == c], threshold=0.05) for c in range(8)
 ... )
@@ -17,7 +17,7 @@ task per cell) produce the same pairs:
 (0, 1)
 """
 
-from ._backends import Annoy, Backend, CellTask, Cells, Exact, as_backend, join_cell_task
+from ._backends import Annoy, Backend, Cells, CellTask, Exact, as_backend, join_cell_task
 from ._cells import (
     DEFAULT_BLOCK_SIZE,
     ClosePairs,
@@ -26,7 +26,6 @@ from ._cells import (
     fit_partition,
     join_cell,
     merge_pairs,
-    primary_mask,
     route_rows,
 )
 from ._executor import Executor, SerialExecutor, ThreadExecutor
@@ -53,7 +52,6 @@ __all__ = [
     "join_cell",
     "join_cell_task",
     "merge_pairs",
-    "primary_mask",
     "result_from_pairs",
     "route_rows",
     "sample_rows",

@@ -17,7 +17,6 @@ from neardup.search import (
     fit_partition,
     join_cell,
     merge_pairs,
-    primary_mask,
     route_rows,
     sample_rows,
     sampled_neighbor_graph,
@@ -37,16 +36,21 @@ def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+_DISTANCES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
 def _brute_pairs(x: np.ndarray, t: float) -> set[tuple[int, int]]:
-    """Every pair within ``t`` by direct differences (float64 sums), 200 rows at a time."""
-    out: set[tuple[int, int]] = set()
-    for s in range(0, len(x), 200):
-        diff = (x[s : s + 200, None, :] - x[None, :, :]).astype(np.float64)
-        d = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff)).astype(np.float32)
-        i, j = np.nonzero(d <= np.float32(t))
-        i += s
-        out |= {(a, b) for a, b in zip(i.tolist(), j.tolist()) if a < b}
-    return out
+    """Every pair within ``t`` by direct differences (float64 sums; cached per array)."""
+    cached = _DISTANCES.get(id(x))
+    d = cached[1] if cached is not None and cached[0] is x else None
+    if d is None:
+        d = np.empty((len(x), len(x)), dtype=np.float32)
+        for s in range(0, len(x), 100):
+            diff = x[s : s + 100, None, :] - x[None, :, :]
+            d[s : s + 100] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
+        _DISTANCES[id(x)] = (x, d)
+    i, j = np.nonzero(np.triu(d <= np.float32(t), 1))
+    return set(zip(i.tolist(), j.tolist()))
 
 
 def _pairs(p: ClosePairs) -> set[tuple[int, int]]:
@@ -59,7 +63,7 @@ def data() -> np.ndarray:
 
 
 def test_join_cell_equals_brute_force_and_is_sorted(data):
-    x = data[:700]
+    x = data[:700].copy()
     ids = np.arange(1000, 1700)[::-1].copy()  # global ids in any order
     got = join_cell(x, ids, threshold=0.45, block_size=97)
     want = {(min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in _brute_pairs(x, 0.45)}
@@ -72,7 +76,7 @@ def test_join_cell_equals_brute_force_and_is_sorted(data):
 
 
 def test_join_cell_primary_rows_only(data):
-    x = data[:400]
+    x = data[:400].copy()
     got = join_cell(x, np.arange(400), threshold=0.45, n_primary=100)
     want = {(a, b) for a, b in _brute_pairs(x, 0.45) if a < 100}
     assert _pairs(got) == want and want
@@ -98,34 +102,32 @@ def test_cells_find_every_pair_within_the_threshold(data, n_cells):
     assert _pairs(pairs) == _brute_pairs(data, t)
 
 
-def test_smaller_margin_loses_pairs_and_margin_one_does_not(data):
+def test_smaller_margin_loses_pairs_and_half_the_threshold_does_not(data):
     rows = neardup._rows.Rows([data], None)
     t = 0.6  # wide enough that many pairs straddle cell boundaries
     truth = _brute_pairs(data, t)
-    full = _pairs(Cells(n_cells=90).find_pairs(rows, t, seed=0))
-    none = _pairs(Cells(n_cells=90, margin=0.0).find_pairs(rows, t, seed=0))
-    assert full == truth
-    assert none < truth  # strictly fewer: the margin is what makes the join exact
+    half = _pairs(Cells(n_cells=90, margin=0.5).find_pairs(rows, t, seed=0))
+    less = _pairs(Cells(n_cells=90, margin=0.3).find_pairs(rows, t, seed=0))
+    assert half == truth
+    assert less < truth  # strictly fewer: the margin is what makes the join exact
 
 
-def test_route_rows_primary_first_and_partition_round_trip(data):
+def test_route_rows_nearest_first_and_partition_round_trip(data):
     part = fit_partition(data[:2000], n_cells=100, seed=3)
     assert len(np.unique(part.parent)) > 1  # two levels
     assert np.all(np.diff(part.parent) >= 0)
-    row, cell = route_rows(part, data, margin=0.1)
-    first = primary_mask(row)
-    assert first.sum() == len(data) and np.all(np.diff(row) >= 0)
-    nearest = np.argmin(((data[:, None] - part.centroids[None]) ** 2).sum(-1), axis=1)
-    # the primary cell is the nearest leaf of the nearest coarse cell
+    row, cell, primary = route_rows(part, data, margin=0.1, return_primary=True)
+    first = np.r_[True, row[1:] != row[:-1]]
+    assert first.sum() == len(data) and np.all(np.diff(row) >= 0) and primary[first].all()
     coarse = np.argmin(((data[:, None] - part.coarse[None]) ** 2).sum(-1), axis=1)
-    agree = part.parent[cell[first]] == coarse
-    assert agree.mean() > 0.99
+    assert np.mean(part.parent[cell[first]] == coarse) > 0.99  # nearest coarse cell first
+    # one primary leaf per coarse cell reached: the nearest leaf of that coarse cell
+    reached = np.unique(np.stack([row, part.parent[cell]]), axis=1).shape[1]
+    assert primary.sum() == reached
     flat = fit_partition(data[:2000], n_cells=10, seed=3)
     r, c = route_rows(flat, data, margin=0.0)
-    assert np.mean(c[primary_mask(r)] == np.argmin(
-        ((data[:, None] - flat.centroids[None]) ** 2).sum(-1), axis=1
-    )) > 0.999
-    del nearest
+    nearest = np.argmin(((data[:, None] - flat.centroids[None]) ** 2).sum(-1), axis=1)
+    assert len(r) == len(data) and np.mean(c == nearest) > 0.999
     buffer = io.BytesIO()
     np.savez(buffer, **part.arrays())
     buffer.seek(0)
