@@ -115,7 +115,7 @@ def measure(name: str, raw: np.ndarray) -> None:
 
     rows = Rows([raw.reshape(len(raw), -1)], "row")
     x = rows.matrix()
-    n, d = x.shape
+    n = len(x)
     full = Relative().resolve(build_graph(x, 10, backend="exact"), "row")
     sampled = [
         Relative().resolve(sampled_neighbor_graph(rows, sample_rows(n, 500, s), 10), "row")
