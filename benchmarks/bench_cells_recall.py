@@ -109,9 +109,7 @@ def brute_pairs(x: np.ndarray, t: float) -> set[tuple[int, int]]:
 
 def measure(name: str, raw: np.ndarray) -> None:
     from neardup import Relative
-    from neardup._neighbors import build_graph
-    from neardup._rows import Rows
-    from neardup.search import Cells, sample_rows, sampled_neighbor_graph
+    from neardup.search import Cells, Rows, build_graph, sample_rows, sampled_neighbor_graph
 
     rows = Rows([raw.reshape(len(raw), -1)], "row")
     x = rows.matrix()
