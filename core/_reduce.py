@@ -9,7 +9,7 @@ finder over the rows (Halko et al.: two streamed passes per power iteration, mem
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,10 +89,7 @@ class PCA:
         reproducible); no ``d x d`` matrix is built.
         """
         if isinstance(data, np.ndarray):
-            data = data.reshape(len(data), -1)
-            if data.shape[1] > MAX_COVARIANCE_WIDTH:
-                self._fit_randomized(data)
-                return self
+            return self.fit_arrays([data])
         blocks = (
             (data[i : i + _BLOCK_ROWS] for i in range(0, len(data), _BLOCK_ROWS))
             if isinstance(data, np.ndarray)
@@ -118,9 +115,21 @@ class PCA:
         total = max(values.clip(min=0).sum(), np.finfo(float).tiny)
         self.explained_variance_ratio_ = values[order].clip(min=0) / total
 
-    def _fit_randomized(self, data: np.ndarray) -> None:
-        """Top components of wide ``data`` by a seeded randomized range finder (float64)."""
-        n, d = data.shape
+    def fit_arrays(self, arrays: Sequence[np.ndarray]) -> PCA:
+        """Fit on the stacked rows of ``(n_i, d)`` arrays (any dtype, read block by block):
+        exact from the streamed covariance, or randomized above ``MAX_COVARIANCE_WIDTH``."""
+        arrays = [a.reshape(len(a), -1) for a in arrays]
+        if arrays and arrays[0].shape[1] > MAX_COVARIANCE_WIDTH:
+            self._fit_randomized(arrays)
+            return self
+        for block in _blocks(arrays):
+            self.partial_fit(np.asarray(block, dtype=np.float32))
+        self._solve()
+        return self
+
+    def _fit_randomized(self, arrays: list[np.ndarray]) -> None:
+        """Top components of wide rows by a seeded randomized range finder (float64)."""
+        n, d = sum(len(a) for a in arrays), arrays[0].shape[1]
         if n < 2:
             raise NeardupInputError("PCA needs at least 2 samples to fit.")
         self._count = n
@@ -129,47 +138,30 @@ class PCA:
         if self.n_components >= d:
             return
         mean = np.zeros(d)
-        for start in range(0, n, _BLOCK_ROWS):
-            mean += np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64).sum(axis=0)
+        for block in _blocks(arrays):
+            mean += block.sum(axis=0)
         mean /= n
         width = min(self.n_components + _OVERSAMPLE, n, d)
         rng = np.random.default_rng(0)
         basis = rng.normal(size=(d, width))  # (d, w)
         for _ in range(_POWER_ITERATIONS + 1):
-            range_ = self._centred_product(data, mean, basis)  # (n, w) = (X - m) basis
+            range_ = _centered_product(arrays, mean, basis)  # (n, w) = (X - m) basis
             q, _ = np.linalg.qr(range_)
-            basis = self._centred_product_t(data, mean, q)  # (d, w) = (X - m)^T q
+            basis = _centered_product_t(arrays, mean, q)  # (d, w) = (X - m)^T q
             basis, _ = np.linalg.qr(basis)
-        small = self._centred_product(data, mean, basis)  # (n, w) in the found subspace
+        small = _centered_product(arrays, mean, basis)  # (n, w) in the found subspace
         _, singular, vt = np.linalg.svd(small, full_matrices=False)
         components = (basis @ vt.T).T[: self.n_components]  # (n_components, d)
         signs = np.sign(components[np.arange(len(components)), np.abs(components).argmax(1)])
         signs[signs == 0] = 1
         total = 0.0
-        for start in range(0, n, _BLOCK_ROWS):
-            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64) - mean
+        for block in _blocks(arrays):
+            block -= mean
             total += float(np.einsum("ij,ij->", block, block))
         variances = singular[: self.n_components] ** 2
         self.mean_ = mean
         self.components_ = components * signs[:, None]
         self.explained_variance_ratio_ = variances / max(total, np.finfo(float).tiny)
-
-    @staticmethod
-    def _centred_product(data: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
-        out = np.empty((len(data), basis.shape[1]))
-        shift = mean @ basis
-        for start in range(0, len(data), _BLOCK_ROWS):
-            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64)
-            out[start : start + len(block)] = block @ basis - shift
-        return out
-
-    @staticmethod
-    def _centred_product_t(data: np.ndarray, mean: np.ndarray, q: np.ndarray) -> np.ndarray:
-        out = np.zeros((data.shape[1], q.shape[1]))
-        for start in range(0, len(data), _BLOCK_ROWS):
-            block = np.asarray(data[start : start + _BLOCK_ROWS], dtype=np.float64)
-            out += block.T @ q[start : start + len(block)]
-        return out - np.outer(mean, q.sum(axis=0))
 
     @property
     def is_noop_for(self) -> int | None:
@@ -202,6 +194,33 @@ class PCA:
     def fit_transform(self, data: np.ndarray) -> np.ndarray:
         """Fit on ``data`` and return its projection."""
         return self.fit(data).transform(data)
+
+
+def _blocks(arrays: Sequence[np.ndarray]) -> Iterator[np.ndarray]:
+    """float64 copies of the rows of ``arrays``, ``_BLOCK_ROWS`` at a time, in order."""
+    for array in arrays:
+        for start in range(0, len(array), _BLOCK_ROWS):
+            yield np.asarray(array[start : start + _BLOCK_ROWS], dtype=np.float64)
+
+
+def _centered_product(
+    arrays: Sequence[np.ndarray], mean: np.ndarray, basis: np.ndarray
+) -> np.ndarray:
+    """``(X - mean) @ basis`` over the stacked rows, ``(n, w)``."""
+    shift = mean @ basis
+    return np.concatenate([block @ basis - shift for block in _blocks(arrays)])
+
+
+def _centered_product_t(
+    arrays: Sequence[np.ndarray], mean: np.ndarray, q: np.ndarray
+) -> np.ndarray:
+    """``(X - mean)^T @ q`` over the stacked rows, ``(d, w)``."""
+    out = np.zeros((len(mean), q.shape[1]))
+    start = 0
+    for block in _blocks(arrays):
+        out += block.T @ q[start : start + len(block)]
+        start += len(block)
+    return out - np.outer(mean, q.sum(axis=0))
 
 
 def as_reducer(reduce: Any) -> PCA | None:
