@@ -23,6 +23,7 @@ from ._cells import (
     fit_partition,
     join_cell,
     merge_pairs,
+    orthonormal_projection,
     route_entries,
 )
 from ._executor import check_executor
@@ -47,6 +48,8 @@ _ANNOY_OPTIONS = ("n_trees", "search_k", "n_jobs", "query_jobs", "dedupe")
 #: rows of the seeded sample that fits the k-means partition, per cell (capped below).
 _FIT_ROWS_PER_CELL = 32
 _FIT_ROWS_MAX = 65_536
+#: ...and at most this many bytes of them (wide rows).
+_FIT_BYTES = 128 << 20
 #: rows routed to cells at once (one (block, coarse cells) product at a time).
 _ROUTE_ROWS = 65_536
 #: automatic sample for the neighbour statistics: every row up to this many rows...
@@ -167,12 +170,13 @@ class Exact(Backend):
 class CellTask:
     """One cell's join: its rows (primary rows first) and their global ids."""
 
-    rows: Any  # (m, d) float32 (numpy or torch)
+    rows: Any  # (m, d) float32 (numpy or torch), projected when ``verify`` is given
     row_ids: np.ndarray  # (m,) int64
     n_primary: int
     threshold: float
     block_size: int = DEFAULT_BLOCK_SIZE
     device: str | None = None
+    verify: Any = None  # (m, D) float32 full-width rows whose distances decide
 
 
 def join_cell_task(task: CellTask) -> ClosePairs:
@@ -184,6 +188,7 @@ def join_cell_task(task: CellTask) -> ClosePairs:
         block_size=task.block_size,
         n_primary=task.n_primary,
         device=task.device,
+        verify=task.verify,
     )
 
 
@@ -210,6 +215,11 @@ class Cells(Backend):
         Rows per matrix product inside a cell.
     device:
         ``None`` (numpy/BLAS) or a torch device (``"cuda"``, ``"cpu"``) for the in-cell products.
+    project_above, project_to:
+        Rows wider than ``project_above`` are partitioned and screened through an orthonormal
+        projection to ``project_to`` dimensions (top principal directions of a sample; it never
+        lengthens a distance, so no pair is lost) and every candidate is measured in full
+        width: the same pairs, at a fraction of the products. ``project_above=None``: never.
     executor:
         Runs the per-cell joins: ``None`` (in this process), ``ThreadExecutor(n)``, or any
         object with ``map(fn, tasks)`` yielding results in task order (e.g. a Ray executor).
@@ -223,6 +233,8 @@ class Cells(Backend):
     seed: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
     device: str | None = None
+    project_above: int | None = 256
+    project_to: int = 64
     executor: Any = field(default=None, compare=False)
     name = "cells"
     finds_pairs = True
@@ -240,6 +252,9 @@ class Cells(Backend):
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         _check_int("block_size", self.block_size, minimum=1)
+        if self.project_above is not None:
+            _check_int("project_above", self.project_above, minimum=1)
+        _check_int("project_to", self.project_to, minimum=1)
         if self.device is not None and not isinstance(self.device, str):
             raise NeardupInputError(
                 f"device must be None or a torch device name such as 'cuda', got {self.device!r}."
@@ -272,12 +287,19 @@ class Cells(Backend):
         """The k-means partition of ``rows`` (fitted on a seeded sample)."""
         seed = self.seed if self.seed is not None else seed
         n_cells = self.cells_for(rows.n)
-        if n_cells == 1:
+        wide = self.project_above is not None and rows.d > max(self.project_above, self.project_to)
+        if n_cells == 1 and not wide:
             centre = np.zeros((1, rows.d), dtype=np.float32)
             return Partition(centre, np.zeros(1, dtype=np.int64), centre.copy())
         size = min(rows.n, max(_FIT_ROWS_PER_CELL * n_cells, 4096), _FIT_ROWS_MAX)
+        size = min(size, max(256, _FIT_BYTES // (4 * rows.d)))
         fit_rows = rows.take(sample_rows(rows.n, size, seed + 1))
-        return fit_partition(fit_rows, n_cells=n_cells, seed=seed)
+        projection = None
+        if wide:
+            projection = orthonormal_projection(fit_rows, self.project_to, seed=seed)
+            fit_rows = fit_rows @ projection.T
+        part = fit_partition(fit_rows, n_cells=n_cells, seed=seed)
+        return Partition(part.centroids, part.parent, part.coarse, projection)
 
     def find_pairs(
         self,
@@ -300,7 +322,7 @@ class Cells(Backend):
         """``(row, cell, primary)`` of every routed entry, sorted by cell, primary rows first
         and by row within each cell."""
         margin = float(self.margin) * float(threshold)
-        if partition.n_cells == 1:
+        if partition.n_cells == 1 and partition.projection is None:
             row = np.arange(rows.n, dtype=np.int64)
             return row, np.zeros(rows.n, dtype=np.int64), np.ones(rows.n, dtype=bool)
         parts_row, parts_cell, parts_primary = [], [], []
@@ -333,13 +355,16 @@ class Cells(Backend):
             lo, hi = int(bounds[c]), int(bounds[c + 1])
             if hi - lo >= 2 and n_primary[c] >= 1:
                 ids = row[lo:hi]
+                full = rows.take(ids)
+                wide = partition.projection is not None
                 yield CellTask(
-                    rows=rows.take(ids),
+                    rows=partition.project(full) if wide else full,
                     row_ids=ids,
                     n_primary=int(n_primary[c]),
                     threshold=float(threshold),
                     block_size=int(self.block_size),
                     device=self.device,
+                    verify=full if wide else None,
                 )
             if progress:
                 progress("joining cells", c + 1, partition.n_cells)
@@ -352,6 +377,8 @@ class Cells(Backend):
             "margin": float(self.margin),
             "sample_size": self.sample_size,
             "device": self.device,
+            "project_above": self.project_above,
+            "project_to": int(self.project_to),
         }
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "fit_partition",
     "join_cell",
     "merge_pairs",
+    "orthonormal_projection",
     "route_entries",
     "route_rows",
 ]
@@ -92,11 +93,15 @@ class Partition:
         Coarse cell of every leaf (non-decreasing).
     coarse : (C0, d) float32
         Coarse cell centres.
+    projection : (d, D) float32 or None
+        For wide rows (width ``D``): the orthonormal map into the partition's space ``d``
+        (:func:`orthonormal_projection`); :func:`route_rows` takes rows of either width.
     """
 
     centroids: np.ndarray
     parent: np.ndarray
     coarse: np.ndarray
+    projection: np.ndarray | None = None
 
     @property
     def n_cells(self) -> int:
@@ -108,15 +113,27 @@ class Partition:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays for ``np.savez`` (loads with ``allow_pickle=False``)."""
-        return {"centroids": self.centroids, "parent": self.parent, "coarse": self.coarse}
+        out = {"centroids": self.centroids, "parent": self.parent, "coarse": self.coarse}
+        if self.projection is not None:
+            out["projection"] = self.projection
+        return out
 
     @classmethod
     def from_arrays(cls, arrays: Any) -> Partition:
+        projection = arrays["projection"] if "projection" in arrays else None
         return cls(
             centroids=np.asarray(arrays["centroids"], dtype=np.float32),
             parent=np.asarray(arrays["parent"], dtype=np.int64),
             coarse=np.asarray(arrays["coarse"], dtype=np.float32),
+            projection=None if projection is None else np.asarray(projection, np.float32),
         )
+
+    def project(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in the partition's space: projected when they have the input's full width."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if self.projection is not None and rows.shape[1] == self.projection.shape[1]:
+            return rows @ self.projection.T
+        return rows
 
     def leaves_of(self, coarse_cell: int) -> slice:
         lo, hi = np.searchsorted(self.parent, [coarse_cell, coarse_cell + 1])
@@ -265,7 +282,7 @@ def route_entries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
     marks each row's nearest cell overall."""
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
     sq = _squared_norms(rows)
     geometry = _geometry(partition)
     if len(partition.coarse) == 1:
@@ -327,6 +344,21 @@ def _centres_geometry(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, floa
     return _centre_gaps(centres), sq, float(sq.max()) if len(sq) else 0.0
 
 
+def orthonormal_projection(sample: np.ndarray, width: int, *, seed: int) -> np.ndarray:
+    """``(width, d)`` float32 with orthonormal rows spanning ``sample``'s top principal
+    directions (seeded randomized range finder, one power iteration). Distances through it
+    never grow: ``|P a - P b| <= |a - b|``, so a screen in ``width`` dimensions keeps every pair.
+    """
+    x = np.asarray(sample, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    width = min(width, *x.shape)
+    rng = np.random.default_rng([int(seed), 0x9E3])
+    basis, _ = np.linalg.qr(x @ rng.normal(size=(x.shape[1], width + 10)))
+    basis, _ = np.linalg.qr(x @ (x.T @ basis))  # one power iteration
+    _, _, vt = np.linalg.svd(basis.T @ x, full_matrices=False)
+    return np.ascontiguousarray(vt[:width], dtype=np.float32)
+
+
 # --------------------------------------------------------------------------- join
 
 
@@ -349,6 +381,7 @@ def join_cell(
     block_size: int = DEFAULT_BLOCK_SIZE,
     n_primary: int | None = None,
     device: str | None = None,
+    verify: Any = None,
 ) -> ClosePairs:
     """Every pair of ``rows`` within ``threshold``, exactly, by blocked matrix products.
 
@@ -369,6 +402,10 @@ def join_cell(
     device:
         ``None`` (numpy, BLAS) or a torch device name (``"cpu"``, ``"cuda"``) to run the products
         in torch; a torch tensor in ``rows`` implies its own device.
+    verify:
+        ``(m, D)`` rows whose distances decide, when ``rows`` are their projection through an
+        orthonormal ``(d, D)`` map (``|P a - P b| <= |a - b|``): the products screen in ``d``
+        dimensions and every candidate is measured in ``D``; the pairs are those of ``verify``.
     """
     row_ids = np.asarray(row_ids, dtype=np.int64)
     m = len(row_ids)
@@ -376,11 +413,14 @@ def join_cell(
     if m < 2 or n_primary < 1:
         return ClosePairs.empty()
     if device is not None or _is_torch(rows):
-        a, b, dist = _join_torch(rows, threshold, block_size, n_primary, device)
+        a, b, dist = _join_torch(rows, verify, threshold, block_size, n_primary, device)
     else:
-        a, b, dist = _join_numpy(
-            np.ascontiguousarray(rows, dtype=np.float32), threshold, block_size, n_primary
-        )
+        x = np.ascontiguousarray(rows, dtype=np.float32)
+        a, b = _screen_numpy(x, threshold, block_size, n_primary)
+        source = x if verify is None else np.asarray(verify, dtype=np.float32)
+        dist = exact_pair_distances(source[a], source[b])
+    keep = dist <= threshold
+    a, b, dist = a[keep], b[keep], dist[keep]
     gi, gj = row_ids[a], row_ids[b]
     i, j = np.minimum(gi, gj), np.maximum(gi, gj)
     order = np.lexsort((j, i))
@@ -397,9 +437,11 @@ def _lower_infinity(size: int, block_size: int) -> np.ndarray:
     return _lower_infinity_block(max(size, block_size))[:size, :size]
 
 
-def _join_numpy(
+def _screen_numpy(
     x: np.ndarray, threshold: float, block_size: int, n_primary: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs ``(a, b)``, ``a < b``, ``a < n_primary``: every pair within
+    ``threshold`` and a few more (float32 slack)."""
     sq = _squared_norms(x)
     # one product gives |b|^2 - 2 a.b: rows [a, 1] times columns [-2 b, |b|^2]
     left = np.empty((len(x), x.shape[1] + 1), dtype=np.float32)
@@ -423,15 +465,16 @@ def _join_numpy(
         a, b = np.nonzero(d2[hit] <= limit[start + hit, None])
         found_a.append(hit[a] + start)
         found_b.append(b + start)
-    a = np.concatenate(found_a)
-    b = np.concatenate(found_b)
-    dist = exact_pair_distances(x[a], x[b])
-    keep = dist <= threshold
-    return a[keep], b[keep], dist[keep]
+    return np.concatenate(found_a), np.concatenate(found_b)
 
 
 def _join_torch(
-    rows: Any, threshold: float, block_size: int, n_primary: int, device: str | None
+    rows: Any,
+    verify: Any,
+    threshold: float,
+    block_size: int,
+    n_primary: int,
+    device: str | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     import torch  # only when the caller asked for torch or passed tensors
 
@@ -450,11 +493,12 @@ def _join_torch(
         found_b.append(b[upper] + start)
     a = torch.cat(found_a)
     b = torch.cat(found_b)
+    if verify is not None:
+        source = verify if _is_torch(verify) else torch.from_numpy(np.asarray(verify, np.float32))
+        x = source.to(device=x.device, dtype=torch.float32)
     diff = x[a] - x[b]
     dist = torch.sqrt((diff.double() * diff.double()).sum(dim=1)).float().cpu().numpy()
-    a, b = a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64)
-    keep = dist <= threshold
-    return a[keep], b[keep], dist[keep]
+    return a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64), dist
 
 
 def merge_pairs(parts: Iterable[ClosePairs]) -> ClosePairs:

@@ -216,3 +216,23 @@ def test_backend_objects_and_the_older_keywords():
         neardup.Cells(margin=-1)
     with pytest.raises(neardup.NeardupInputError, match="has no map"):
         neardup.Cells(executor=object())
+
+
+def test_wide_rows_are_screened_through_a_projection_and_stay_exact():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(40, 600)).astype(np.float32)
+    x = base[rng.integers(0, 40, 1500)] + rng.normal(scale=0.6, size=(1500, 600)).astype(
+        np.float32
+    )
+    x[1000:1100] = x[:100] + rng.normal(scale=0.02, size=(100, 600)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = Rows([x], None)
+    t = 0.35
+    backend = Cells(n_cells=12, project_above=256, project_to=32)
+    partition = backend.fit(rows, seed=0)
+    assert partition.projection.shape == (32, 600)
+    np.testing.assert_allclose(partition.projection @ partition.projection.T, np.eye(32), atol=1e-5)
+    got = backend.find_pairs(rows, t, seed=0, partition=partition)
+    assert _pairs(got) == _brute_pairs(x, t) and len(got) >= 100
+    full_width = Cells(n_cells=12, project_above=None).find_pairs(rows, t, seed=0)
+    assert np.array_equal(full_width.i, got.i) and np.array_equal(full_width.distance, got.distance)
