@@ -9,10 +9,11 @@ from ._errors import closest_names
 from ._normalize import check_normalize
 from ._reduce import as_reducer
 from ._threshold import as_strategy
-from .search import BACKENDS
+from .search import BACKENDS, as_backend
 
 __all__ = [
     "BACKENDS",
+    "as_backend",
     "as_reducer",
     "as_strategy",
     "check_memory_budget",

@@ -50,7 +50,7 @@ __all__ = [
 DEFAULT_BLOCK_SIZE = 2048
 #: above this many cells the partition has two levels (about sqrt(n_cells) coarse cells).
 _FLAT_MAX_CELLS = 64
-_KMEANS_ITERATIONS = 8
+_KMEANS_ITERATIONS = 5
 #: relative float32 slack of the product screen (in squared-distance units, times the largest
 #: squared row norm of the cell); candidates are then decided by exact distances.
 _SCREEN_SLACK = 1e-4

@@ -21,7 +21,7 @@ from typing import Any
 
 from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
 from neardup.validators import (
-    BACKENDS,
+    as_backend,
     as_reducer,
     as_strategy,
     check_normalize,
@@ -122,7 +122,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         normalize: str | None = "row",
         reduce: Any = None,
         k: int = 10,
-        backend: str = "auto",
+        backend: Any = "auto",
         seed: int = 0,
         verbose: int = 1,
         memory_budget: int | str | None = None,
@@ -359,10 +359,7 @@ def _check_options(
     threshold: Any, normalize: Any, reduce: Any, k: Any, backend: Any, seed: Any
 ) -> dict[str, Any]:
     """Validate the find_duplicates options now, not after an epoch of training."""
-    if backend not in BACKENDS:
-        raise NeardupInputError(
-            f"backend={backend!r} is not supported; use one of {', '.join(map(repr, BACKENDS))}."
-        )
+    as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise NeardupInputError(f"seed must be an int, got {seed!r}.")
     return {
