@@ -41,7 +41,7 @@ from ._cells import (
     route_entries,
     route_rows,
 )
-from ._copies import CopyGroups, expand_neighbors, find_copies
+from ._copies import CopyGroups, copy_pairs, expand_neighbors, find_copies
 from ._exact import nearest_among, pair_distances
 from ._executor import Executor, SerialExecutor, ThreadExecutor, check_executor
 from ._graph import (
@@ -82,6 +82,7 @@ __all__ = [
     "check_executor",
     "choose_backend",
     "clamp_k",
+    "copy_pairs",
     "drop_self",
     "exact_pair_distances",
     "expand_neighbors",
