@@ -29,7 +29,16 @@ with each sample's own entry removed (:class:`NeighborGraph`).
 from typing import Any
 
 from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
-from ._backends import Annoy, Backend, Cells, CellTask, Exact, as_backend, join_cell_task
+from ._backends import (
+    Annoy,
+    Backend,
+    Cells,
+    CellTask,
+    Exact,
+    as_backend,
+    blas_threads,
+    join_cell_task,
+)
 from ._cells import (
     DEFAULT_BLOCK_SIZE,
     ClosePairs,
@@ -77,6 +86,7 @@ __all__ = [
     "SerialExecutor",
     "ThreadExecutor",
     "as_backend",
+    "blas_threads",
     "build_annoy_index",
     "build_graph",
     "check_executor",

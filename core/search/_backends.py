@@ -42,6 +42,7 @@ __all__ = [
     "Cells",
     "Exact",
     "as_backend",
+    "blas_threads",
     "join_cell_task",
 ]
 
