@@ -28,7 +28,7 @@ with each sample's own entry removed (:class:`NeighborGraph`).
 
 from typing import Any
 
-from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
+from ._annoy import build_annoy_index, drop_self, query_all, query_vectors, resolve_query_jobs
 from ._backends import (
     Annoy,
     Backend,
@@ -105,6 +105,7 @@ __all__ = [
     "nearest_among",
     "pair_distances",
     "query_all",
+    "query_vectors",
     "resolve_query_jobs",
     "route_entries",
     "route_rows",
