@@ -25,17 +25,21 @@ from ._threshold import (
 from .compat.dnikit import Duplicates
 from .index import ReferenceIndex
 from .report import DuplicateSet, DuplicatesResult, Leakage
+from .search import Annoy, Cells, Exact
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PCA",
     "ActivationCollector",
+    "Annoy",
+    "Cells",
     "Cosine",
     "Distance",
     "DuplicateSet",
     "Duplicates",
     "DuplicatesResult",
+    "Exact",
     "Leakage",
     "LeakageError",
     "NeardupInputError",

@@ -283,12 +283,36 @@ def _reduce_ok(value: Any) -> bool:
 MAX_JOBS = 1024
 
 register(Param("k", Integer(low=1), "neighbours per sample", "10 is the default."))
+def _backend_ok(value: Any) -> bool:
+    from .search import BACKEND_NAMES, Backend
+
+    if isinstance(value, Backend):
+        return True
+    return isinstance(value, str) and value in BACKEND_NAMES
+
+
+def _backend_hint(value: Any) -> str:
+    from .search import BACKEND_NAMES
+
+    return closest_names(value, list(BACKEND_NAMES)) if isinstance(value, str) else ""
+
+
+class _BackendConstraint(Predicate):
+    def hint(self, value: Any) -> str:
+        return _backend_hint(value)
+
+
 register(
     Param(
         "backend",
-        Choice(("auto", "annoy", "exact")),
+        _BackendConstraint(
+            _backend_ok,
+            "a backend object (neardup.Cells(), neardup.Annoy(...), neardup.Exact()) or one of "
+            "'auto', 'cells', 'annoy', 'exact'",
+            ("no-such-choice", 3, np.zeros(2)),
+        ),
         "the neighbour search",
-        "'auto' picks exact search for small data and annoy above.",
+        "'auto' (the default) is the cell engine, neardup.Cells().",
     )
 )
 register(
@@ -303,7 +327,7 @@ register(
 register(
     Param(
         "n_trees",
-        Integer(low=1, high=10_000),
+        Nullable(Integer(low=1, high=10_000)),
         "annoy trees",
         "More trees miss fewer neighbours and cost more time; 6 is the default, DNIKit used 30.",
     )
@@ -311,7 +335,7 @@ register(
 register(
     Param(
         "search_k",
-        Integer(low=1, also=(-1,)),
+        Nullable(Integer(low=1, also=(-1,))),
         "annoy nodes inspected per query",
         "Use -1 (n_trees * k, the default) or a number of nodes; 0 would inspect nothing.",
     )
@@ -327,7 +351,7 @@ register(
 register(
     Param(
         "n_jobs",
-        Integer(low=1, high=MAX_JOBS, also=(-1,)),
+        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,))),
         "threads that build the annoy index",
         "Use 1 (the same index on every machine) or -1 (every core, as DNIKit).",
     )
@@ -335,7 +359,7 @@ register(
 register(
     Param(
         "query_jobs",
-        Integer(low=1, high=MAX_JOBS, also=(-1,)),
+        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,))),
         "processes that query the annoy index",
         "Use -1 (one per CPU) or 1 (no worker processes); the result is the same for any value.",
     )
@@ -343,7 +367,7 @@ register(
 register(
     Param(
         "dedupe",
-        Boolean(),
+        Nullable(Boolean()),
         "whether byte-identical rows are grouped before the annoy search",
         "Pass True (the default) or False.",
     )

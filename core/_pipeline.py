@@ -3,24 +3,48 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ._clusters import ClusterAssignment, cluster_rows, set_statistics
+from ._clusters import ClusterAssignment, close_pairs, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import leakage_record, nearest_reference, to_python
+from ._leakage import (
+    leakage_record,
+    nearest_reference,
+    nearest_reference_by_group,
+    nearest_reference_in_pairs,
+    to_python,
+)
 from ._params import check_options
 from ._reduce import PCA, as_reducer
 from ._threshold import ResolvedThreshold, ThresholdStrategy, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale, prepare, split_index
 from .report import DuplicateSet, DuplicatesResult, Leakage
-from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
+from .search import (
+    Backend,
+    ClosePairs,
+    NeighborGraph,
+    ProgressFn,
+    Rows,
+    as_backend,
+    clamp_k,
+    copy_pairs,
+    find_copies,
+    merge_pairs,
+)
 
-__all__ = ["ANALYSIS_OPTIONS", "analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
+__all__ = [
+    "ANALYSIS_OPTIONS",
+    "analyze_layers",
+    "find_duplicates",
+    "find_duplicates_by_layer",
+    "graph_close_pairs",
+    "result_from_pairs",
+]
 
 _HISTOGRAM_BINS = 60
 
@@ -34,14 +58,14 @@ def find_duplicates(
     normalize: str | None = "row",
     reduce: Any = None,
     k: int = 10,
-    backend: str = "auto",
+    backend: Backend | str = "auto",
     reference: str | None = "train",
     seed: int = 0,
-    n_trees: int = DEFAULT_TREES,
-    search_k: int = -1,
-    n_jobs: int = 1,
-    query_jobs: int = -1,
-    dedupe: bool = True,
+    n_trees: int | None = None,
+    search_k: int | None = None,
+    n_jobs: int | None = None,
+    query_jobs: int | None = None,
+    dedupe: bool | None = None,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
@@ -65,22 +89,20 @@ def find_duplicates(
         ``None``, an int ``n`` or ``PCA(n)``: project onto the top ``n`` principal components
         (computed from all splits) before normalising.
     k:
-        Neighbours per sample (clamped to N-1 with a warning).
+        Neighbours per sample for the neighbour statistics (clamped to N-1 with a warning).
     backend:
-        ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
-        seeded by ``seed``; ``n_jobs`` threads build the index: 1 gives the same result on
-        every machine, -1 uses all cores as DNIKit does) or ``"auto"`` (exact for small
-        N*N*d, annoy above). ``n_trees`` defaults to 6 (DNIKit: 30), measured to keep
-        within-threshold recall >= 0.99 (``benchmarks/bench_duplicates.py``).
-    query_jobs:
-        Processes that query the annoy index (-1: one per CPU, 1: in this process). The
-        result is the same for any value.
-    dedupe:
-        With annoy, group byte-identical rows by hashing first and index each distinct row
-        once; copies are then found exactly and cost no approximate search.
+        ``neardup.Cells()`` (the default, also ``"auto"``/``"cells"``): every pair within the
+        threshold, exactly, from a partitioned join; thresholds that need neighbour statistics
+        read the exact kNN of a seeded sample of rows. ``neardup.Annoy(...)`` (``"annoy"``):
+        approximate kNN graph of every row, as DNIKit. ``neardup.Exact()`` (``"exact"``): exact
+        kNN graph by brute force (small data).
+    n_trees, search_k, n_jobs, query_jobs, dedupe:
+        The older keyword form of ``Annoy(...)``'s options, accepted with ``backend="annoy"``.
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
+    seed:
+        Seeds the samples and partition of ``Cells`` and annoy's trees.
     progress:
         Optional ``callback(stage, done, total)`` for long runs.
 
@@ -108,6 +130,14 @@ def find_duplicates(
         ),
         where="find_duplicates",
     )
+    engine = as_backend(
+        backend,
+        n_trees=n_trees,
+        search_k=search_k,
+        n_jobs=n_jobs,
+        query_jobs=query_jobs,
+        dedupe=dedupe,
+    )
     strategy = as_strategy(threshold)
     reducer = as_reducer(reduce)
     dataset = prepare(data, labels=labels, ids=ids)
@@ -119,45 +149,62 @@ def find_duplicates(
     k = clamp_k(k, sum(dataset.sizes))
     # transform
     rows = _transform(dataset, normalize, reducer, progress)
-    # search
+    # search, threshold
     split_of_row = dataset.split_of_row
-    graph = build_graph(
-        rows,
-        k,
-        backend=backend,
-        n_trees=n_trees,
-        search_k=search_k,
-        seed=seed,
-        n_jobs=n_jobs,
-        query_jobs=query_jobs,
-        dedupe=dedupe,
-        prefer=None if ref_index is None else split_of_row == ref_index,
-        progress=progress,
-    )
-    x = rows.matrix()
-    # threshold, sets and leakage
-    resolved = resolve_threshold(strategy, graph, normalize)
-    assignment = cluster_rows(graph, resolved.value)
-    leakage = (
-        _leakage(x, graph, resolved.value, dataset, split_of_row, ref_index)
-        if ref_index is not None
-        else {}
-    )
-    # report
+    nearest = None
+    if engine.finds_pairs:
+        graph = engine.neighbor_graph(rows, k, seed=seed)
+        resolved = resolve_threshold(strategy, graph, normalize)
+        copies = find_copies(rows) if engine.dedupe else None
+        if copies is not None and copies.n_copies:  # join each distinct row once
+            pairs = engine.find_pairs(
+                rows, resolved.value, seed=seed, items=copies.first, progress=progress
+            )
+            if ref_index is not None:
+                nearest = nearest_reference_by_group(
+                    pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
+                )
+            pairs = merge_pairs([pairs, copy_pairs(copies)])
+        else:
+            pairs = engine.find_pairs(rows, resolved.value, seed=seed, progress=progress)
+        take = rows.take
+    else:
+        graph = engine.graph(
+            rows,
+            k,
+            seed=seed,
+            prefer=None if ref_index is None else split_of_row == ref_index,
+            progress=progress,
+        )
+        x = rows.matrix()
+        resolved = resolve_threshold(strategy, graph, normalize)
+        pairs = graph_close_pairs(graph, resolved.value)
+        if ref_index is not None:
+            nearest = nearest_reference(x, graph, resolved.value, split_of_row, ref_index)
+
+        def take(r: np.ndarray) -> np.ndarray:
+            return x[r]
+
+    # sets, leakage and report
     settings = {
         "normalize": normalize,
         "reduce": None if reducer is None else reducer.n_components,
         "k": k,
-        "backend": graph.backend,
-        "n_trees": n_trees if graph.backend == "annoy" else None,
-        "search_k": search_k if graph.backend == "annoy" else None,
-        "n_jobs": n_jobs if graph.backend == "annoy" else None,
-        "dedupe": dedupe if graph.backend == "annoy" else None,
+        **dict.fromkeys(("n_trees", "search_k", "n_jobs", "dedupe")),
+        **engine.settings(),
         "seed": seed,
-        "dim": int(x.shape[1]),
+        "dim": int(rows.d),
     }
-    return _report(
-        dataset, x, graph, resolved, assignment, leakage, ref_index, settings=settings, layer=layer
+    return result_from_pairs(
+        pairs,
+        dataset=dataset,
+        threshold=resolved,
+        reference=ref_index,
+        rows=take,
+        graph=graph,
+        settings=settings,
+        layer=layer,
+        nearest=nearest,
     )
 
 
@@ -171,30 +218,66 @@ def _transform(
     return Rows.transformed(dataset.arrays, transform)
 
 
-def _report(
-    dataset: Dataset,
-    x: np.ndarray,
-    graph: NeighborGraph,
-    resolved: ResolvedThreshold,
-    assignment: ClusterAssignment,
-    leakage: dict[str, Leakage],
-    ref_index: int | None,
+def graph_close_pairs(graph: NeighborGraph, threshold: float) -> ClosePairs:
+    """The close pairs of a kNN graph of every row, as :class:`ClosePairs`."""
+    rows, cols = close_pairs(graph, threshold)
+    dist = graph.distances[graph.distances <= threshold]
+    return merge_pairs(
+        [ClosePairs(np.minimum(rows, cols), np.maximum(rows, cols), dist.astype(np.float32))]
+    )
+
+
+def result_from_pairs(
+    pairs: ClosePairs,
     *,
+    dataset: Dataset,
+    threshold: ResolvedThreshold,
+    reference: int | None,
+    rows: Callable[[np.ndarray], np.ndarray],
+    graph: NeighborGraph,
     settings: dict[str, Any],
-    layer: str | None,
+    layer: str | None = None,
+    nearest: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> DuplicatesResult:
-    """The :class:`DuplicatesResult`: sets, leakage, class counts and the distance histogram."""
+    """The :class:`DuplicatesResult` of all close pairs (what every backend ends with).
+
+    Parameters
+    ----------
+    pairs:
+        Every pair within ``threshold.value`` (global rows over the splits in order).
+    dataset:
+        The validated splits (sizes, ids, labels) from :func:`neardup._validate.prepare`.
+    reference:
+        Index of the reference split (``None``: no leakage).
+    rows:
+        ``rows(global_rows) -> (len, d)`` normalised float32 rows (for the sets' statistics).
+    graph:
+        The neighbour graph the threshold was resolved on (every row, or a sample): the
+        histogram is drawn from it.
+    nearest:
+        Each row's nearest reference row and distance, when the backend computed them itself;
+        otherwise taken from the pairs.
+    """
+    n = int(sum(dataset.sizes))
     split_of_row = dataset.split_of_row
+    assignment = ClusterAssignment(n, pairs.i, pairs.j)
+    leakage = {}
+    if reference is not None:
+        if nearest is None:
+            nearest = nearest_reference_in_pairs(
+                pairs.i, pairs.j, pairs.distance, split_of_row, reference
+            )
+        leakage = _leakage(nearest, dataset, reference)
     class_counts, effective = _class_counts(dataset, assignment)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),
-        reference=None if ref_index is None else dataset.names[ref_index],
-        threshold=resolved,
-        clusters=_duplicate_sets(x, assignment, dataset, split_of_row),
+        reference=None if reference is None else dataset.names[reference],
+        threshold=threshold,
+        clusters=_duplicate_sets(rows, assignment, dataset, split_of_row),
         leakage=leakage,
         class_counts=class_counts,
         effective_class_counts=effective,
-        histogram=_histogram(graph, split_of_row, resolved.value),
+        histogram=_histogram(graph, split_of_row, threshold.value),
         settings=settings,
         layer=layer,
     )
@@ -325,9 +408,20 @@ def _row_values(
 
 
 def _duplicate_sets(
-    x: np.ndarray, assignment: ClusterAssignment, dataset: Dataset, split_of_row: np.ndarray
+    take: Callable[[np.ndarray], np.ndarray],
+    assignment: ClusterAssignment,
+    dataset: Dataset,
+    split_of_row: np.ndarray,
 ) -> list[DuplicateSet]:
-    means, stds, ordered, projections = set_statistics(x, assignment.members)
+    members = assignment.members
+    if members:  # only the member rows are gathered, renumbered 0.. in set order
+        sizes = np.array([len(m) for m in members])
+        member_rows = np.concatenate(members)
+        local = np.split(np.arange(len(member_rows)), np.cumsum(sizes)[:-1])
+        means, stds, ordered_local, projections = set_statistics(take(member_rows), local)
+        ordered = [member_rows[o] for o in ordered_local]
+    else:
+        means, stds, ordered, projections = np.zeros(0), np.zeros(0), [], []
     offsets = dataset.offsets
     sets = [
         DuplicateSet(
@@ -346,14 +440,9 @@ def _duplicate_sets(
 
 
 def _leakage(
-    x: np.ndarray,
-    graph: NeighborGraph,
-    threshold: float,
-    dataset: Dataset,
-    split_of_row: np.ndarray,
-    ref_index: int,
+    nearest: tuple[np.ndarray, np.ndarray], dataset: Dataset, ref_index: int
 ) -> dict[str, Leakage]:
-    best_row, best_dist = nearest_reference(x, graph, threshold, split_of_row, ref_index)
+    best_row, best_dist = nearest
     offsets = dataset.offsets
     out = {}
     for s, name in enumerate(dataset.names):
@@ -403,11 +492,15 @@ def _class_counts(
 
 
 def _histogram(graph: NeighborGraph, split_of_row: np.ndarray, threshold: float) -> dict:
-    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs."""
+    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs.
+
+    Drawn from the rows of ``graph``: every row, or the sample of the ``Cells`` backend.
+    """
     nearest = graph.distances[:, 0]
     valid = np.isfinite(nearest)
     nearest = nearest[valid].astype(np.float64)
-    cross = split_of_row[valid] != split_of_row[graph.indices[valid, 0]]
+    query_split = split_of_row[graph.query_rows[valid]]
+    cross = query_split != split_of_row[graph.indices[valid, 0]]
     top = max(float(np.quantile(nearest, 0.995)) if nearest.size else 0.0, 2.0 * threshold)
     top = top if top > 0 else 1.0
     edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)

@@ -22,9 +22,6 @@ __all__ = ["Transform"]
 
 #: rows per block when summing column norms and applying.
 _BLOCK_ROWS = 65_536
-#: rows per block when fitting the PCA (PCA.fit's own block size, so one array gives the same
-#: float64 sums as fitting it whole).
-_PCA_BLOCK_ROWS = 32_768
 
 
 def _blocks(arrays: Sequence[np.ndarray], rows: int = _BLOCK_ROWS) -> Iterator[np.ndarray]:
@@ -73,8 +70,7 @@ class Transform:
         arrays = list(arrays)
         transform = cls(input_dim=int(arrays[0].shape[1]), normalize=check_normalize(normalize))
         if reduce is not None:
-            blocks = _blocks(arrays, _PCA_BLOCK_ROWS)
-            reduce.fit(np.asarray(block, dtype=np.float32) for block in blocks)
+            reduce.fit_arrays(arrays)  # randomized above MAX_COVARIANCE_WIDTH features
             transform.reducer = None if reduce.is_noop_for is not None else reduce
         if transform.normalize == "column":
             transform.column_norms = column_norms(

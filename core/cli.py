@@ -232,9 +232,7 @@ def _scan(args: argparse.Namespace) -> int:
         k=args.k,
         backend=args.backend,
         reference=None if args.no_reference else args.reference,
-        n_trees=args.trees,
-        search_k=args.search_k,
-        query_jobs=args.query_jobs,
+        **_annoy_options(args),
         seed=args.seed,
         progress=progress,
     )
@@ -251,6 +249,14 @@ def _scan(args: argparse.Namespace) -> int:
         if args.json:
             print(f"JSON report: {args.json}")
     return _gate(result.leakage, args.fail_above)
+
+
+def _annoy_options(args: argparse.Namespace) -> dict[str, int]:
+    """``--trees``/``--search-k``/``--query-jobs`` for ``scan``: options of ``--backend annoy``
+    only (the cell engine has none of them)."""
+    if args.backend != "annoy":
+        return {}
+    return {"n_trees": args.trees, "search_k": args.search_k, "query_jobs": args.query_jobs}
 
 
 def _gate(leakage: Mapping[str, Leakage], fail_above: float | None) -> int:
@@ -426,9 +432,18 @@ def _parser() -> argparse.ArgumentParser:
         help="labels of one split (a .npz split with a 'y'/'labels' array provides them itself)",
     )
     _add_analysis_arguments(scan, index=False)
-    scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
     scan.add_argument(
-        "--search-k", type=_option("search_k"), default=-1, help="annoy search_k (default -1)"
+        "--backend",
+        choices=["auto", "cells", "annoy", "exact"],
+        default="auto",
+        help="auto/cells: exact pairs from the cell engine (default); annoy: approximate kNN "
+        "graph (--trees, --query-jobs, --search-k apply to it); exact: brute-force kNN graph",
+    )
+    scan.add_argument(
+        "--search-k",
+        type=_option("search_k"),
+        default=-1,
+        help="with --backend annoy: search_k (default -1)",
     )
     scan.add_argument(
         "--reference", default="train", help="split the others are checked against (default train)"

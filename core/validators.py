@@ -11,12 +11,13 @@ from ._params import PARAMS, check_option, check_options
 from ._pipeline import ANALYSIS_OPTIONS
 from ._reduce import as_reducer
 from ._threshold import as_strategy
-from .search import BACKENDS
+from .search import BACKENDS, as_backend
 
 __all__ = [
     "ANALYSIS_OPTIONS",
     "BACKENDS",
     "PARAMS",
+    "as_backend",
     "as_reducer",
     "as_strategy",
     "check_memory_budget",

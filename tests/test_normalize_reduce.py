@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neardup import PCA, NeardupInputError, find_duplicates
+from neardup import PCA, Cosine, NeardupInputError, find_duplicates
 from neardup._normalize import normalize_inplace
 
 
@@ -66,3 +66,44 @@ def test_pca_rejects_bad_components():
         PCA(2.5)
     with pytest.raises(NeardupInputError, match=">= 1"):
         PCA(0)
+
+
+def test_reduce_on_wide_rows_builds_no_covariance():
+    """reduce=5 on 20 rows x 100,000 features once tried to allocate a 74.5 GiB covariance;
+    above MAX_COVARIANCE_WIDTH features the PCA is randomized (memory ~ N x 15 + 15 x d)."""
+    import tracemalloc
+
+    from neardup._reduce import MAX_COVARIANCE_WIDTH
+
+    rng = np.random.default_rng(0)
+    d = 100_000
+    assert d > MAX_COVARIANCE_WIDTH
+    base = rng.normal(size=(20, d)).astype(np.float32)
+    base[10:] = base[:10] + rng.normal(scale=1e-3, size=(10, d)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        result = find_duplicates(base, reduce=5, threshold=Cosine(0.99))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.settings["dim"] == 5
+    assert peak < 200 * 2**20  # the float32 input itself is 7.6 MiB
+    # the planted pairs stay together in the reduced space
+    set_of = {p: n for n, s in enumerate(result.clusters) for p in s.positions}
+    assert all(i in set_of and set_of[i] == set_of.get(i + 10) for i in range(10))
+
+
+def test_randomized_pca_matches_the_exact_subspace():
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=(300, 4)) * np.array([10.0, 8.0, 6.0, 4.0])
+    x = signal @ rng.normal(size=(4, 5000)) + rng.normal(scale=0.1, size=(300, 5000))
+    x = x.astype(np.float32).astype(np.float64)
+    wide = PCA(4).fit(x.astype(np.float32))
+    centered = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(centered @ centered.T)  # exact, through the 300 x 300 Gram
+    top = np.argsort(values)[::-1][:4]
+    exact = (centered.T @ vectors[:, top] / np.sqrt(values[top])).T
+    # the same 4-D subspace: every exact component lies in the randomized span
+    inside = np.linalg.norm(exact @ wide.components_.T, axis=1)
+    np.testing.assert_allclose(inside, 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.abs(np.sum(exact * wide.components_, axis=1)), 1.0, atol=1e-6)

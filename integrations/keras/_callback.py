@@ -21,6 +21,7 @@ from typing import Any
 
 from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
 from neardup.validators import (
+    as_backend,
     as_reducer,
     as_strategy,
     check_normalize,
@@ -123,7 +124,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         normalize: str | None = "row",
         reduce: Any = None,
         k: int = 10,
-        backend: str = "auto",
+        backend: Any = "auto",
         seed: int = 0,
         verbose: int = 1,
         memory_budget: int | str | None = None,
@@ -366,6 +367,7 @@ def _check_options(
              seed=seed),
         where="DuplicatesCallback",
     )  # fmt: skip
+    as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
     return {
         "threshold": as_strategy(threshold),
         "normalize": check_normalize(normalize),

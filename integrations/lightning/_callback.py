@@ -192,7 +192,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         normalize: str | None = "row",
         reduce: Any = None,
         k: int = 10,
-        backend: str = "auto",
+        backend: Any = "auto",
         seed: int = 0,
         memory_budget: int | str | None = None,
         spill_dir: str | Path | None = None,
