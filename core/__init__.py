@@ -9,6 +9,7 @@
 5
 """
 
+from ._backends import Annoy, Cells, Exact
 from ._collector import ActivationCollector
 from ._errors import LeakageError, NeardupInputError
 from ._pipeline import find_duplicates, find_duplicates_by_layer
@@ -31,11 +32,14 @@ __version__ = "0.1.0"
 __all__ = [
     "PCA",
     "ActivationCollector",
+    "Annoy",
+    "Cells",
     "Cosine",
     "Distance",
     "DuplicateSet",
     "Duplicates",
     "DuplicatesResult",
+    "Exact",
     "Leakage",
     "LeakageError",
     "NeardupInputError",

@@ -14,7 +14,7 @@ import numpy as np
 from ._neighbors import NeighborGraph, nearest_among
 from ._result import Leakage
 
-__all__ = ["leakage_record", "nearest_reference"]
+__all__ = ["leakage_record", "nearest_reference", "nearest_reference_in_pairs"]
 
 
 def nearest_reference(
@@ -32,24 +32,11 @@ def nearest_reference(
     search against the reference rows.
     """
     n = len(graph.indices)
-    best_row = np.full(n, -1, dtype=np.int64)
-    best_dist = np.full(n, np.inf, dtype=np.float32)
     close = graph.distances <= threshold
     src = np.nonzero(close)[0].astype(np.int64)
-    dst = graph.indices[close]
-    dist = graph.distances[close]
-    # both directions: (eval -> ref) and (ref -> eval) pairs
-    a = np.concatenate([src, dst])
-    b = np.concatenate([dst, src])
-    d = np.concatenate([dist, dist])
-    keep = (split_of_row[b] == reference) & (split_of_row[a] != reference)
-    a, b, d = a[keep], b[keep], d[keep]
-    order = np.lexsort((b, d, a))  # per eval row: nearest first, ties by row
-    a, b, d = a[order], b[order], d[order]
-    first = np.ones(len(a), dtype=bool)
-    first[1:] = a[1:] != a[:-1]
-    best_row[a[first]] = b[first]
-    best_dist[a[first]] = d[first]
+    best_row, best_dist = nearest_reference_in_pairs(
+        src, graph.indices[close], graph.distances[close], split_of_row, reference
+    )
 
     saturated = (
         (split_of_row != reference) & (best_row < 0) & np.all(close, axis=1) & (graph.k < n - 1)
@@ -61,6 +48,34 @@ def nearest_reference(
         hit = distances <= threshold
         best_row[rows[hit]] = nearest[hit]
         best_dist[rows[hit]] = distances[hit]
+    return best_row, best_dist
+
+
+def nearest_reference_in_pairs(
+    i: np.ndarray,
+    j: np.ndarray,
+    distance: np.ndarray,
+    split_of_row: np.ndarray,
+    reference: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every row, its nearest reference row among the close pairs ``(i, j, distance)``
+    (``(p,)`` each, either order), ``-1`` / ``inf`` when it has none; ties go to the lower row.
+    """
+    n = len(split_of_row)
+    best_row = np.full(n, -1, dtype=np.int64)
+    best_dist = np.full(n, np.inf, dtype=np.float32)
+    # both directions: (eval -> ref) and (ref -> eval) pairs
+    a = np.concatenate([i, j])
+    b = np.concatenate([j, i])
+    d = np.concatenate([distance, distance])
+    keep = (split_of_row[b] == reference) & (split_of_row[a] != reference)
+    a, b, d = a[keep], b[keep], d[keep]
+    order = np.lexsort((b, d, a))  # per eval row: nearest first, ties by row
+    a, b, d = a[order], b[order], d[order]
+    first = np.ones(len(a), dtype=bool)
+    first[1:] = a[1:] != a[:-1]
+    best_row[a[first]] = b[first]
+    best_dist[a[first]] = d[first]
     return best_row, best_dist
 
 

@@ -63,11 +63,22 @@ _SORT_ROWS = 65_536
 
 @dataclass
 class NeighborGraph:
-    """Each row's ``k`` nearest other rows with exact distances."""
+    """Each row's ``k`` nearest other rows with exact distances.
+
+    ``rows`` ``(m,)``: the global rows the graph lists neighbours for, when it covers a sample
+    of the rows only (their neighbours are still searched among all rows); ``None``: every row,
+    in order.
+    """
 
     indices: np.ndarray  # (N, k) int64, -1 where missing
     distances: np.ndarray  # (N, k) float32, inf where missing
     backend: str
+    rows: np.ndarray | None = None
+
+    @property
+    def query_rows(self) -> np.ndarray:
+        """``(m,)`` global row of every graph row."""
+        return np.arange(len(self.indices)) if self.rows is None else self.rows
 
     @property
     def k(self) -> int:

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from ._clusters import ClusterAssignment, cluster_rows, set_statistics
+from ._backends import Backend, as_backend
+from ._cells import ClosePairs, merge_pairs
+from ._clusters import ClusterAssignment, close_pairs, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import _py, leakage_record, nearest_reference
-from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
+from ._leakage import _py, leakage_record, nearest_reference, nearest_reference_in_pairs
+from ._neighbors import NeighborGraph, ProgressFn, clamp_k
 from ._normalize import check_normalize, normalize_inplace
 from ._reduce import as_reducer
 from ._result import DuplicateSet, DuplicatesResult, Leakage
 from ._rows import Rows
-from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
+from ._threshold import ResolvedThreshold, ThresholdStrategy, as_strategy, resolve_threshold
 from ._validate import Dataset, prepare, split_index
 
-__all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
+__all__ = [
+    "analyze_layers",
+    "find_duplicates",
+    "find_duplicates_by_layer",
+    "graph_close_pairs",
+    "result_from_pairs",
+]
 
 _HISTOGRAM_BINS = 60
 
@@ -33,14 +41,14 @@ def find_duplicates(
     normalize: str | None = "row",
     reduce: Any = None,
     k: int = 10,
-    backend: str = "auto",
+    backend: Backend | str = "auto",
     reference: str | None = "train",
     seed: int = 0,
-    n_trees: int = DEFAULT_TREES,
-    search_k: int = -1,
-    n_jobs: int = 1,
-    query_jobs: int = -1,
-    dedupe: bool = True,
+    n_trees: int | None = None,
+    search_k: int | None = None,
+    n_jobs: int | None = None,
+    query_jobs: int | None = None,
+    dedupe: bool | None = None,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
@@ -64,22 +72,20 @@ def find_duplicates(
         ``None``, an int ``n`` or ``PCA(n)``: project onto the top ``n`` principal components
         (computed from all splits) before normalising.
     k:
-        Neighbours per sample (clamped to N-1 with a warning).
+        Neighbours per sample for the neighbour statistics (clamped to N-1 with a warning).
     backend:
-        ``"exact"`` (blocked BLAS), ``"annoy"`` (approximate; ``n_trees``/``search_k``,
-        seeded by ``seed``; ``n_jobs`` threads build the index: 1 gives the same result on
-        every machine, -1 uses all cores as DNIKit does) or ``"auto"`` (exact for small
-        N*N*d, annoy above). ``n_trees`` defaults to 6 (DNIKit: 30), measured to keep
-        within-threshold recall >= 0.99 (``benchmarks/bench_duplicates.py``).
-    query_jobs:
-        Processes that query the annoy index (-1: one per CPU, 1: in this process). The
-        result is the same for any value.
-    dedupe:
-        With annoy, group byte-identical rows by hashing first and index each distinct row
-        once; copies are then found exactly and cost no approximate search.
+        ``neardup.Cells()`` (the default, also ``"auto"``/``"cells"``): every pair within the
+        threshold, exactly, from a partitioned join; thresholds that need neighbour statistics
+        read the exact kNN of a seeded sample of rows. ``neardup.Annoy(...)`` (``"annoy"``):
+        approximate kNN graph of every row, as DNIKit. ``neardup.Exact()`` (``"exact"``): exact
+        kNN graph by brute force (small data).
+    n_trees, search_k, n_jobs, query_jobs, dedupe:
+        The older keyword form of ``Annoy(...)``'s options, accepted with ``backend="annoy"``.
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
+    seed:
+        Seeds the samples and partition of ``Cells`` and annoy's trees.
     progress:
         Optional ``callback(stage, done, total)`` for long runs.
 
@@ -88,8 +94,14 @@ def find_duplicates(
     DuplicatesResult
     """
     normalize = check_normalize(normalize)
-    if not isinstance(dedupe, (bool, np.bool_)):
-        raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")
+    engine = as_backend(
+        backend,
+        n_trees=n_trees,
+        search_k=search_k,
+        n_jobs=n_jobs,
+        query_jobs=query_jobs,
+        dedupe=dedupe,
+    )
     strategy = as_strategy(threshold)
     reducer = as_reducer(reduce)
     dataset = prepare(data, labels=labels, ids=ids)
@@ -107,52 +119,114 @@ def find_duplicates(
             progress("PCA", 1, 1)
         del dataset.matrix  # drop the unreduced copy as soon as possible
         rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: no full copy while the annoy index exists
+    else:  # normalised block by block: never a full normalised copy with Cells
         rows = Rows(dataset.arrays, normalize)
     split_of_row = dataset.split_of_row
-    graph = build_graph(
-        rows,
-        k,
-        backend=backend,
-        n_trees=n_trees,
-        search_k=search_k,
-        seed=seed,
-        n_jobs=n_jobs,
-        query_jobs=query_jobs,
-        dedupe=dedupe,
-        prefer=None if ref_index is None else split_of_row == ref_index,
-        progress=progress,
-    )
-    x = rows.matrix()
-    resolved = resolve_threshold(strategy, graph, normalize)
-    assignment = cluster_rows(graph, resolved.value)
-    leakage = (
-        _leakage(x, graph, resolved.value, dataset, split_of_row, ref_index)
-        if ref_index is not None
-        else {}
-    )
-    class_counts, effective = _class_counts(dataset, assignment)
+    nearest = None
+    if engine.finds_pairs:
+        graph = engine.neighbor_graph(rows, k, seed=seed)
+        resolved = resolve_threshold(strategy, graph, normalize)
+        pairs = engine.find_pairs(rows, resolved.value, seed=seed, progress=progress)
+        take = rows.take
+    else:
+        graph = engine.graph(
+            rows,
+            k,
+            seed=seed,
+            prefer=None if ref_index is None else split_of_row == ref_index,
+            progress=progress,
+        )
+        x = rows.matrix()
+        resolved = resolve_threshold(strategy, graph, normalize)
+        pairs = graph_close_pairs(graph, resolved.value)
+        if ref_index is not None:
+            nearest = nearest_reference(x, graph, resolved.value, split_of_row, ref_index)
+
+        def take(r: np.ndarray) -> np.ndarray:
+            return x[r]
+
     settings = {
         "normalize": normalize,
         "reduce": None if reducer is None else reducer.n_components,
         "k": k,
-        "backend": graph.backend,
-        "n_trees": n_trees if graph.backend == "annoy" else None,
-        "search_k": search_k if graph.backend == "annoy" else None,
-        "n_jobs": n_jobs if graph.backend == "annoy" else None,
-        "dedupe": dedupe if graph.backend == "annoy" else None,
+        **dict.fromkeys(("n_trees", "search_k", "n_jobs", "dedupe")),
+        **engine.settings(),
         "seed": seed,
-        "dim": int(x.shape[1]),
+        "dim": int(rows.d),
     }
+    return result_from_pairs(
+        pairs,
+        dataset=dataset,
+        threshold=resolved,
+        reference=ref_index,
+        rows=take,
+        graph=graph,
+        settings=settings,
+        layer=layer,
+        nearest=nearest,
+    )
+
+
+def graph_close_pairs(graph: NeighborGraph, threshold: float) -> ClosePairs:
+    """The close pairs of a kNN graph of every row, as :class:`ClosePairs`."""
+    rows, cols = close_pairs(graph, threshold)
+    dist = graph.distances[graph.distances <= threshold]
+    return merge_pairs(
+        [ClosePairs(np.minimum(rows, cols), np.maximum(rows, cols), dist.astype(np.float32))]
+    )
+
+
+def result_from_pairs(
+    pairs: ClosePairs,
+    *,
+    dataset: Dataset,
+    threshold: ResolvedThreshold,
+    reference: int | None,
+    rows: Callable[[np.ndarray], np.ndarray],
+    graph: NeighborGraph,
+    settings: dict[str, Any],
+    layer: str | None = None,
+    nearest: tuple[np.ndarray, np.ndarray] | None = None,
+) -> DuplicatesResult:
+    """The :class:`DuplicatesResult` of all close pairs (what every backend ends with).
+
+    Parameters
+    ----------
+    pairs:
+        Every pair within ``threshold.value`` (global rows over the splits in order).
+    dataset:
+        The validated splits (sizes, ids, labels) from :func:`neardup._validate.prepare`.
+    reference:
+        Index of the reference split (``None``: no leakage).
+    rows:
+        ``rows(global_rows) -> (len, d)`` normalised float32 rows (for the sets' statistics).
+    graph:
+        The neighbour graph the threshold was resolved on (every row, or a sample): the
+        histogram is drawn from it.
+    nearest:
+        Each row's nearest reference row and distance, when the backend computed them itself;
+        otherwise taken from the pairs.
+    """
+    n = int(sum(dataset.sizes))
+    split_of_row = dataset.split_of_row
+    assignment = ClusterAssignment(n, pairs.i, pairs.j)
+    leakage = {}
+    if reference is not None:
+        if nearest is None:
+            nearest = nearest_reference_in_pairs(
+                pairs.i, pairs.j, pairs.distance, split_of_row, reference
+            )
+        leakage = _leakage(nearest, dataset, reference)
+    class_counts, effective = _class_counts(dataset, assignment)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),
-        reference=None if ref_index is None else dataset.names[ref_index],
-        threshold=resolved,
-        clusters=_duplicate_sets(x, assignment, dataset, split_of_row),
+        reference=None if reference is None else dataset.names[reference],
+        threshold=threshold,
+        clusters=_duplicate_sets(rows, assignment, dataset, split_of_row),
         leakage=leakage,
         class_counts=class_counts,
         effective_class_counts=effective,
-        histogram=_histogram(graph, split_of_row, resolved.value),
+        histogram=_histogram(graph, split_of_row, threshold.value),
         settings=settings,
         layer=layer,
     )
@@ -274,9 +348,20 @@ def _row_values(
 
 
 def _duplicate_sets(
-    x: np.ndarray, assignment: ClusterAssignment, dataset: Dataset, split_of_row: np.ndarray
+    take: Callable[[np.ndarray], np.ndarray],
+    assignment: ClusterAssignment,
+    dataset: Dataset,
+    split_of_row: np.ndarray,
 ) -> list[DuplicateSet]:
-    means, stds, ordered, projections = set_statistics(x, assignment.members)
+    members = assignment.members
+    if members:  # only the member rows are gathered, renumbered 0.. in set order
+        sizes = np.array([len(m) for m in members])
+        member_rows = np.concatenate(members)
+        local = np.split(np.arange(len(member_rows)), np.cumsum(sizes)[:-1])
+        means, stds, ordered_local, projections = set_statistics(take(member_rows), local)
+        ordered = [member_rows[o] for o in ordered_local]
+    else:
+        means, stds, ordered, projections = np.zeros(0), np.zeros(0), [], []
     offsets = dataset.offsets
     sets = [
         DuplicateSet(
@@ -295,14 +380,9 @@ def _duplicate_sets(
 
 
 def _leakage(
-    x: np.ndarray,
-    graph: NeighborGraph,
-    threshold: float,
-    dataset: Dataset,
-    split_of_row: np.ndarray,
-    ref_index: int,
+    nearest: tuple[np.ndarray, np.ndarray], dataset: Dataset, ref_index: int
 ) -> dict[str, Leakage]:
-    best_row, best_dist = nearest_reference(x, graph, threshold, split_of_row, ref_index)
+    best_row, best_dist = nearest
     offsets = dataset.offsets
     out = {}
     for s, name in enumerate(dataset.names):
@@ -352,11 +432,15 @@ def _class_counts(
 
 
 def _histogram(graph: NeighborGraph, split_of_row: np.ndarray, threshold: float) -> dict:
-    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs."""
+    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs.
+
+    Drawn from the rows of ``graph``: every row, or the sample of the ``Cells`` backend.
+    """
     nearest = graph.distances[:, 0]
     valid = np.isfinite(nearest)
     nearest = nearest[valid].astype(np.float64)
-    cross = split_of_row[valid] != split_of_row[graph.indices[valid, 0]]
+    query_split = split_of_row[graph.query_rows[valid]]
+    cross = query_split != split_of_row[graph.indices[valid, 0]]
     top = max(float(np.quantile(nearest, 0.995)) if nearest.size else 0.0, 2.0 * threshold)
     top = top if top > 0 else 1.0
     edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)

@@ -95,6 +95,22 @@ class Rows:
                 out[mask] = array[rows[mask] - self._offsets[a]]
         return out
 
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
+        matrix is built: rows are read from the caller's arrays and normalised)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._matrix is not None:
+            return self._matrix[rows]
+        if len(self._arrays) == 1:
+            block = np.asarray(self._arrays[0][rows], dtype=np.float32)  # a fresh copy
+        else:
+            block = self.raw_rows(rows)
+        if self.normalize == "column":
+            block /= self._column_norms
+        else:
+            normalize_inplace(block, self.normalize)
+        return block
+
     def matrix(self) -> np.ndarray:
         """The full normalised ``(N, d)`` float32 matrix, built once (the only full copy)."""
         if self._matrix is None:
