@@ -1,1 +1,23 @@
-"""Ray integration (WIP)."""
+"""Ray integration: the cell engine on a Ray cluster (``pip install "neardup[ray]"``).
+
+- :class:`RayExecutor` runs each cell's exact join as one Ray task (rows through the object
+  store, worker deaths retried by Ray's task retries); plug it into
+  ``neardup.Cells(executor=RayExecutor())`` or let :func:`find_duplicates` do it.
+- :func:`find_duplicates` reads a Ray Dataset, ``.npy``/Parquet shards or a Hugging Face
+  dataset on Ray (optionally embedding raw samples with ``map_batches``) and returns the
+  same :class:`neardup.DuplicatesResult` as :func:`neardup.find_duplicates`.
+"""
+
+from neardup.integrations._common import missing_framework
+
+try:
+    import ray
+    import ray.data  # noqa: F401
+except ImportError as err:  # pragma: no cover - exercised only without the extra
+    raise missing_framework("neardup.integrations.ray", "ray", err) from err
+
+from ._executor import RayExecutor
+from ._run import find_duplicates, ray_backend, read_vectors
+from ._sources import SplitArrays
+
+__all__ = ["RayExecutor", "SplitArrays", "find_duplicates", "ray_backend", "read_vectors"]
