@@ -170,26 +170,23 @@ def test_hugging_face_dataset_dict_gives_the_single_process_result(
     _assert_same(result, single_process)
 
 
-class PooledConv:
-    """A fixed random conv layer, average-pooled: a model built once per Ray actor."""
+class Thumbnails:
+    """A 4x4 thumbnail view with each image's mean and contrast removed (a "model" built once
+    per Ray actor). Row by row, so its values do not depend on the batch size."""
 
-    def __init__(self):
-        import torch
-
-        torch.manual_seed(0)
-        self.conv = torch.nn.Conv2d(1, 16, 3, padding=1)
+    def __init__(self, side: int = 4):
+        self.side = side
 
     def __call__(self, images):
-        import torch
-
-        with torch.no_grad():
-            x = torch.as_tensor(np.asarray(images, dtype=np.float32)).unsqueeze(1)
-            maps = torch.relu(self.conv(x))
-            return torch.nn.functional.avg_pool2d(maps, 2).flatten(1).numpy()
+        x = np.asarray(images, dtype=np.float32)
+        f = x.shape[1] // self.side
+        thumbs = x.reshape(len(x), self.side, f, self.side, f).mean(axis=(2, 4))
+        thumbs = thumbs.reshape(len(x), -1)
+        thumbs -= thumbs.mean(axis=1, keepdims=True)
+        return thumbs / (thumbs.std(axis=1, keepdims=True) + 1e-6)
 
 
 def test_raw_images_embedded_with_map_batches(ray_local, splits):
-    pytest.importorskip("torch")
     images = {s: v.reshape(-1, 8, 8) for s, v in splits["vectors"].items()}
     rows = [
         {"image": img, "split": s, "label": int(y)}
@@ -198,15 +195,15 @@ def test_raw_images_embedded_with_map_batches(ray_local, splits):
     ]
     dataset = ray.data.from_items(rows, override_num_blocks=4)
     result = find_duplicates(
-        dataset, embed=PooledConv, input_column="image", label_column="label",
+        dataset, embed=Thumbnails, input_column="image", label_column="label",
         batch_size=200, concurrency=1, backend=CELLS,
     )  # fmt: skip
-    model = PooledConv()
+    model = Thumbnails()
     expected = neardup.find_duplicates(
         {s: model(images[s]) for s in images}, labels=splits["labels"], backend=CELLS
     )
     assert result.to_dict() == expected.to_dict()
-    assert result.settings["dim"] == 16 * 4 * 4
+    assert result.settings["dim"] == 16
     assert result.leakage["test"].count >= 20  # exact and noisy copies at least
 
 
@@ -309,3 +306,26 @@ def test_input_errors_name_the_problem(ray_local, splits, tmp_path):
         RayExecutor(max_retries=-1)
     with pytest.raises(NeardupInputError, match="cannot read list"):
         find_duplicates([[1.0, 2.0]])
+
+
+def test_two_node_cluster_on_localhost_spreads_cells_and_gives_the_same_result(tmp_path):
+    """A head node and a second node (their own raylets) on this machine, in a subprocess
+    (this process is attached to the session's local Ray)."""
+    import json
+    import subprocess
+
+    script = Path(__file__).with_name("_ray_two_nodes_script.py")
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SHARD_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["alive_nodes"] == 2
+    assert report["task_nodes"] == 2  # cell joins ran on both nodes
+    assert report["tasks"] >= 20
+    assert report["equal"] is True
+    assert report["leaked"] >= 20
