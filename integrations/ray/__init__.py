@@ -6,6 +6,9 @@
 - :func:`find_duplicates` reads a Ray Dataset, ``.npy``/Parquet shards or a Hugging Face
   dataset on Ray (optionally embedding raw samples with ``map_batches``) and returns the
   same :class:`neardup.DuplicatesResult` as :func:`neardup.find_duplicates`.
+- :class:`ShardedReference` builds a reference split as saved ``ReferenceIndex`` shards (one
+  Ray task per shard) and scores new data against all of them (one task per shard and
+  batch), merged into the :class:`neardup.Leakage` one index gives.
 """
 
 from neardup.integrations._common import missing_framework
@@ -17,7 +20,15 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
     raise missing_framework("neardup.integrations.ray", "ray", err) from err
 
 from ._executor import RayExecutor
+from ._reference import ShardedReference
 from ._run import find_duplicates, ray_backend, read_vectors
 from ._sources import SplitArrays
 
-__all__ = ["RayExecutor", "SplitArrays", "find_duplicates", "ray_backend", "read_vectors"]
+__all__ = [
+    "RayExecutor",
+    "ShardedReference",
+    "SplitArrays",
+    "find_duplicates",
+    "ray_backend",
+    "read_vectors",
+]

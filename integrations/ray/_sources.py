@@ -22,7 +22,7 @@ import ray.data
 
 from neardup import NeardupInputError
 
-__all__ = ["Columns", "SplitArrays", "embed_rows", "read_splits"]
+__all__ = ["Columns", "SplitArrays", "embed_rows", "read_shard", "read_splits", "shard_rows"]
 
 DEFAULT_SPLIT = "data"
 SHARD_SUFFIXES = (".npy", ".parquet")
@@ -288,7 +288,7 @@ def _is_hf_dataset_dict(source: Any) -> bool:
 
 def _read_shards(shards: Mapping[Any, Any], columns: Columns) -> SplitArrays:
     tasks: list[tuple[str, ray.ObjectRef]] = []
-    reader = ray.remote(_read_shard)
+    reader = ray.remote(read_shard)
     for split, paths in shards.items():
         if isinstance(paths, (str, Path)) or not isinstance(paths, Sequence) or not paths:
             raise NeardupInputError(
@@ -312,8 +312,17 @@ def _shard_result(ref: ray.ObjectRef) -> dict[str, np.ndarray]:
         raise
 
 
-def _read_shard(path: str, columns: Columns) -> dict[str, np.ndarray]:
-    """One Ray task: a shard's columns as numpy arrays."""
+def shard_rows(path: str) -> int:
+    """Rows in a ``.npy`` or Parquet shard, from its header or footer (a Ray task)."""
+    file = _shard_file(path)
+    if file.suffix == ".npy":
+        return int(np.load(file, mmap_mode="r", allow_pickle=False).shape[0])
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(file).metadata.num_rows)
+
+
+def _shard_file(path: str) -> Path:
     file = Path(path)
     if file.suffix not in SHARD_SUFFIXES:
         raise NeardupInputError(
@@ -322,6 +331,12 @@ def _read_shard(path: str, columns: Columns) -> dict[str, np.ndarray]:
         )
     if not file.is_file():
         raise NeardupInputError(f"shard {path!r} does not exist (or is not a file).")
+    return file
+
+
+def read_shard(path: str, columns: Columns) -> dict[str, np.ndarray]:
+    """One Ray task: a shard's columns as numpy arrays."""
+    file = _shard_file(path)
     if file.suffix == ".npy":
         try:
             vectors = np.load(file, mmap_mode="r", allow_pickle=False)

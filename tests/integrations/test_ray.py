@@ -27,7 +27,12 @@ import pyarrow.parquet as pq  # noqa: E402
 
 import neardup  # noqa: E402
 from neardup import NeardupInputError  # noqa: E402
-from neardup.integrations.ray import RayExecutor, find_duplicates, read_vectors  # noqa: E402
+from neardup.integrations.ray import (  # noqa: E402
+    RayExecutor,
+    ShardedReference,
+    find_duplicates,
+    read_vectors,
+)
 
 # Ray workers cannot import this test module: its task wrappers travel by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -329,3 +334,82 @@ def test_two_node_cluster_on_localhost_spreads_cells_and_gives_the_same_result(t
     assert report["tasks"] >= 20
     assert report["equal"] is True
     assert report["leaked"] >= 20
+
+
+# --- ShardedReference --------------------------------------------------------------------
+
+FIXED = neardup.Cosine(0.98)
+
+
+@pytest.fixture(scope="module")
+def one_index_leakage(splits):
+    """One ReferenceIndex over the whole training split, scoring the test split."""
+    train = splits["vectors"]["train"]
+    index = neardup.ReferenceIndex.build(
+        train, ids=splits["ids"]["train"], labels=_relabeled(splits), threshold=FIXED
+    )
+    return index.score(
+        splits["vectors"]["test"],
+        ids=splits["ids"]["test"],
+        labels=splits["labels"]["test"],
+        split="test",
+    )
+
+
+def _relabeled(splits):
+    """Training labels with 5 sources of planted copies relabelled: label conflicts."""
+    labels = splits["labels"]["train"].copy()
+    x_train, x_test = splits["vectors"]["train"], splits["vectors"]["test"]
+    for t in range(5):
+        source = int(np.argmin(((x_train - x_test[t]) ** 2).sum(axis=1)))
+        labels[source] = (labels[source] + 1) % 10
+    return labels
+
+
+def test_sharded_reference_from_an_array_scores_like_one_index(
+    ray_local, splits, one_index_leakage, tmp_path
+):
+    sharded = ShardedReference.build(
+        splits["vectors"]["train"], tmp_path / "ref", threshold=FIXED, n_shards=3,
+        ids=splits["ids"]["train"], labels=_relabeled(splits),
+    )  # fmt: skip
+    assert sharded.sizes == (449, 449, 449)
+    leak = ShardedReference.load(tmp_path / "ref").score(
+        splits["vectors"]["test"], ids=splits["ids"]["test"],
+        labels=splits["labels"]["test"], split="test", batch_rows=100,
+    )  # fmt: skip
+    assert leak.to_dict() == one_index_leakage.to_dict()
+    assert leak.count >= 30
+    assert len(leak.label_conflicts) == 5
+    assert max(leak.nearest_positions) >= 898  # rows of the last shard, in global positions
+
+
+def test_sharded_reference_from_shard_files_is_read_by_its_tasks(ray_local, splits, tmp_path):
+    train = splits["vectors"]["train"]
+    paths = []
+    for s, part in enumerate(np.array_split(np.arange(len(train)), 2)):
+        paths.append(tmp_path / f"train-{s}.npy")
+        np.save(paths[-1], train[part])
+    sharded = ShardedReference.build(paths, tmp_path / "ref", threshold=FIXED)
+    leak = sharded.score(splits["vectors"]["test"], split="test")
+    one = neardup.ReferenceIndex.build(train, threshold=FIXED)
+    assert leak.to_dict() == one.score(splits["vectors"]["test"], split="test").to_dict()
+    assert sharded.sizes == (674, 673)
+
+
+def test_sharded_reference_refuses_options_that_differ_per_shard(ray_local, splits, tmp_path):
+    train = splits["vectors"]["train"]
+    with pytest.raises(NeardupInputError, match=r"fixed one: neardup\.Cosine"):
+        ShardedReference.build(train, tmp_path / "a", threshold=neardup.Relative(0.2))
+    with pytest.raises(NeardupInputError, match="column norms differ"):
+        ShardedReference.build(train, tmp_path / "b", threshold=FIXED, normalize="column")
+    with pytest.raises(NeardupInputError, match="reduce"):
+        ShardedReference.build(train, tmp_path / "c", threshold=FIXED, reduce=8)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "other.txt").write_text("x")
+    with pytest.raises(NeardupInputError, match="not empty.*overwrite=True"):
+        ShardedReference.build(train, tmp_path / "d", threshold=FIXED)
+    with pytest.raises(NeardupInputError, match=r"no shards\.json"):
+        ShardedReference.load(tmp_path / "d")
+    with pytest.raises(NeardupInputError, match="n_shards"):
+        ShardedReference.build(train, tmp_path / "e", threshold=FIXED, n_shards=0)
