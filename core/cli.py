@@ -366,20 +366,27 @@ def _parser() -> argparse.ArgumentParser:
     scan.add_argument("--normalize", choices=["row", "column", "none"], default="row")
     scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")
     scan.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
-    scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
+    scan.add_argument(
+        "--backend",
+        choices=["auto", "cells", "annoy", "exact"],
+        default="auto",
+        help="auto/cells: exact pairs from the cell engine (default); annoy: approximate kNN "
+        "graph; exact: brute-force kNN graph",
+    )
     scan.add_argument(
         "--trees",
         type=int,
-        default=DEFAULT_TREES,
-        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
+        help=f"with --backend annoy: annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
     )
     scan.add_argument(
         "--query-jobs",
         type=int,
-        default=-1,
-        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
+        help="with --backend annoy: processes querying annoy (default -1: one per CPU; the "
+        "result is the same for any value)",
     )
-    scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
+    scan.add_argument(
+        "--search-k", type=int, help="with --backend annoy: annoy search_k (default -1)"
+    )
     scan.add_argument("--seed", type=int, default=0)
     scan.add_argument(
         "--reference", default="train", help="split the others are checked against (default train)"
