@@ -4,10 +4,13 @@ Each method runs in its own subprocess (so peak memory is its own) on the same s
 activations: clustered data with realistic near-duplicates (noisy copies at several noise
 levels, small shifts, exact copies), split 80/20 into train/test. Reported: wall time, the
 time ratio DNIKit / neardup, peak RSS above the input data, and neardup's pair recall against
-exact search for the pairs within its resolved threshold (on a sample of query rows).
+exact search at its resolved threshold (on a sample of query rows: a pair is found when both
+rows are in one duplicate set).
 
     python benchmarks/bench_duplicates.py            # 100k x 40
-    python benchmarks/bench_duplicates.py --large    # also 1M x 64 (several minutes)
+    python benchmarks/bench_duplicates.py --large    # also 1M x 64 and 1M x 512 (minutes)
+    python benchmarks/bench_duplicates.py --wide     # also 60,000 x 3,072 (neardup only)
+    python benchmarks/bench_duplicates.py --annoy    # neardup with Annoy() instead of Cells()
 """
 
 from __future__ import annotations
@@ -33,8 +36,8 @@ def _load(n: int, d: int, data: str | None) -> np.ndarray:
 def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
     """Clustered float32 activations with ~3 % near-duplicates of varied kinds."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)]
+    centers = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
+    x = centers[rng.integers(0, len(centers), n)]
     x += rng.normal(scale=0.5, size=(n, d)).astype(np.float32)
     m = n // 100
     targets = rng.choice(n, 3 * m, replace=False)
@@ -81,6 +84,10 @@ def _child(
     else:
         import neardup
 
+        options = dict(options)
+        if isinstance(options.get("backend"), dict):  # {"name": "Annoy", "n_trees": 6, ...}
+            spec = dict(options["backend"])
+            options["backend"] = getattr(neardup, spec.pop("name"))(**spec)
         result = neardup.find_duplicates({"train": x[:split], "test": x[split:]}, **options)
         out["sets"] = len(result.clusters)
         out["leaked"] = result.leakage["test"].count
@@ -96,22 +103,25 @@ def _child(
 
 
 def _recall(x: np.ndarray, result, queries: int) -> float:
-    """Share of exact within-threshold pairs (from sampled query rows) that the graph found."""
-    from neardup._neighbors import build_graph
+    """Pair recall against exact search at the result's own resolved threshold.
+
+    For sampled query rows, every row within the threshold is found by brute force; a pair
+    counts as found when both rows are in the same duplicate set of the result.
+    """
     from neardup._normalize import normalize_inplace
 
     s = result.settings
+    if s.get("reduce"):
+        return float("nan")  # pairs live in the reduced space: not comparable here
     xn = normalize_inplace(x.astype(np.float32, copy=True), s["normalize"])
-    graph = build_graph(
-        xn,
-        s["k"],
-        backend=s["backend"],
-        n_trees=s["n_trees"],
-        search_k=s["search_k"],
-        seed=s["seed"],
-    )
     t = result.threshold.value
-    rows = np.random.default_rng(1).choice(len(xn), queries, replace=False)
+    set_of = np.full(len(xn), -1, dtype=np.int64)
+    offsets = np.cumsum([0, *result.split_sizes.values()])
+    starts = dict(zip(result.split_sizes, offsets))
+    for number, dup in enumerate(result.clusters):
+        rows = [starts[sp] + p for sp, p in zip(dup.splits, dup.positions)]
+        set_of[rows] = number
+    rows = np.random.default_rng(1).choice(len(xn), min(queries, len(xn)), replace=False)
     sq = np.einsum("ij,ij->i", xn, xn, dtype=np.float64).astype(np.float32)
     found = total = 0
     step = max(1, (64 << 20) // (4 * len(xn)))
@@ -125,14 +135,11 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
         for i, r in enumerate(block):
             cand = np.flatnonzero(d2[i] <= (t + 1e-3) ** 2 + 1e-4)
             cand = cand[cand != r]
-            dist = np.linalg.norm(xn[cand].astype(np.float64) - xn[r], axis=1)
-            within = cand[dist <= t]
-            true = set(within[np.argsort(dist[dist <= t], kind="stable")][: s["k"]].tolist())
-            if not true:
-                continue
-            got = set(graph.indices[r][graph.distances[r] <= t].tolist())
-            found += len(true & got)
-            total += len(true)
+            diff = xn[cand] - xn[r]
+            dist = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
+            within = cand[dist.astype(np.float32) <= np.float32(t)]
+            total += len(within)
+            found += int(np.count_nonzero((set_of[within] == set_of[r]) & (set_of[r] >= 0)))
     return found / total if total else float("nan")
 
 
@@ -159,10 +166,20 @@ def _run(method: str, n: int, d: int, recall_queries: int, options: dict, data: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--large", action="store_true", help="also run 1M x 64")
+    parser.add_argument("--large", action="store_true", help="also run 1M x 64 and 1M x 512")
+    parser.add_argument(
+        "--wide", action="store_true", help="also 60,000 x 3,072 (neardup only)"
+    )
+    parser.add_argument(
+        "--sizes", help="comma-separated NxD to run instead (e.g. 100000x40,1000000x64)"
+    )
+    parser.add_argument("--no-dnikit", action="store_true", help="skip DNIKit (ratio: -)")
+    parser.add_argument(
+        "--annoy", action="store_true", help="neardup with Annoy() instead of the default Cells()"
+    )
     parser.add_argument("--recall-queries", type=int, default=2000)
-    parser.add_argument("--trees", type=int, help="neardup n_trees (default: its own)")
-    parser.add_argument("--query-jobs", type=int, help="neardup query_jobs (default: its own)")
+    parser.add_argument("--trees", type=int, help="with --annoy: n_trees (default: its own)")
+    parser.add_argument("--query-jobs", type=int, help="with --annoy: query_jobs")
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--child", choices=["neardup", "dnikit"], help=argparse.SUPPRESS)
@@ -175,17 +192,26 @@ def main() -> None:
             json.dumps(_child(args.child, args.n, args.d, args.recall_queries, options, args.data))
         )
         return
-    options = {}
-    if args.trees is not None:
-        options["n_trees"] = args.trees
-    if args.query_jobs is not None:
-        options["query_jobs"] = args.query_jobs
-    sizes = [(100_000, 40)] + ([(1_000_000, 64)] if args.large else [])
+    options: dict = {}
+    if args.annoy:
+        spec = {"name": "Annoy"}
+        if args.trees is not None:
+            spec["n_trees"] = args.trees
+        if args.query_jobs is not None:
+            spec["query_jobs"] = args.query_jobs
+        options["backend"] = spec
+    if args.sizes:
+        sizes = [tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")]
+    else:
+        sizes = [(100_000, 40)] + ([(1_000_000, 64)] if args.large else [])
+        sizes += [(60_000, 3_072)] if args.wide else []
+        sizes += [(1_000_000, 512)] if args.large else []
     print(
         f"{'size':>12} {'method':>8} {'seconds':>8} {'CPU s':>7} {'peak MB':>8} {'MB>in':>7} "
         f"{'recall':>7} {'ratio':>6}"
     )
     for n, d in sizes:
+        with_dnikit = not args.no_dnikit and d <= 64
         with tempfile.TemporaryDirectory() as tmp:
             data = os.path.join(tmp, "x.npy")
             # generated in a subprocess: Linux children inherit the parent's max RSS on spawn
@@ -194,18 +220,22 @@ def main() -> None:
             gen += f"; numpy.save({data!r}, make_data({n}, {d}))"
             subprocess.run([sys.executable, "-c", gen], check=True)
             ours = _run("neardup", n, d, args.recall_queries, options, data)
-            theirs = _run("dnikit", n, d, 0, {}, data)
-        ratio = theirs["seconds"] / ours["seconds"]
+            theirs = _run("dnikit", n, d, 0, {}, data) if with_dnikit else None
         for r in (theirs, ours):
+            if r is None:
+                continue
             recall = f"{r['recall']:.4f}" if "recall" in r else "-"
+            ratio = "-" if theirs is None else f"{theirs['seconds'] / r['seconds']:6.2f}"
             print(
-                f"{n:>9,}x{d:<3} {r['method']:>8} {r['seconds']:8.1f} {r['cpu_seconds']:7.1f} "
-                f"{r['peak_mb']:8.0f} {r['peak_mb_above_input']:7.0f} {recall:>7} "
-                f"{ratio if r is ours else 1.0:6.2f}"
+                f"{n:>9,}x{d:<5} {r['method']:>8} {r['seconds']:8.1f} {r['cpu_seconds']:7.1f} "
+                f"{r['peak_mb']:8.0f} {r['peak_mb_above_input']:7.0f} {recall:>7} {ratio:>6}",
+                flush=True,
             )
         print(
             f"  neardup: {ours['sets']} sets, {ours['leaked']} test samples leaked, "
-            f"threshold {ours['threshold']:.4g}; DNIKit (Slope): {theirs['sets']} sets"
+            f"threshold {ours['threshold']:.4g}"
+            + (f"; DNIKit (Slope): {theirs['sets']} sets" if theirs else ""),
+            flush=True,
         )
 
 

@@ -1,4 +1,4 @@
-"""``find_duplicates``: validate -> reduce -> normalise -> neighbours -> threshold -> sets."""
+"""``find_duplicates``: validate -> transform -> search -> threshold -> sets/leakage -> report."""
 
 from __future__ import annotations
 
@@ -8,18 +8,30 @@ from typing import Any
 
 import numpy as np
 
-from ._backends import Backend, as_backend
-from ._cells import ClosePairs, merge_pairs
 from ._clusters import ClusterAssignment, close_pairs, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import _py, leakage_record, nearest_reference, nearest_reference_in_pairs
-from ._neighbors import NeighborGraph, ProgressFn, clamp_k
-from ._normalize import check_normalize, normalize_inplace
-from ._reduce import as_reducer
-from ._result import DuplicateSet, DuplicatesResult, Leakage
-from ._rows import Rows
+from ._leakage import (
+    leakage_record,
+    nearest_reference,
+    nearest_reference_in_pairs,
+    to_python,
+)
+from ._normalize import check_normalize
+from ._reduce import PCA, as_reducer
 from ._threshold import ResolvedThreshold, ThresholdStrategy, as_strategy, resolve_threshold
+from ._transform import Transform
 from ._validate import Dataset, prepare, split_index
+from .report import DuplicateSet, DuplicatesResult, Leakage
+from .search import (
+    Backend,
+    ClosePairs,
+    NeighborGraph,
+    ProgressFn,
+    Rows,
+    as_backend,
+    clamp_k,
+    merge_pairs,
+)
 
 __all__ = [
     "analyze_layers",
@@ -93,6 +105,7 @@ def find_duplicates(
     -------
     DuplicatesResult
     """
+    # validate
     normalize = check_normalize(normalize)
     engine = as_backend(
         backend,
@@ -109,18 +122,9 @@ def find_duplicates(
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")
     k = clamp_k(k, sum(dataset.sizes))
-
-    if reducer is not None:
-        x = dataset.matrix
-        reducer.fit(x)
-        if reducer.is_noop_for is None:
-            x = reducer.transform(x)
-        if progress:
-            progress("PCA", 1, 1)
-        del dataset.matrix  # drop the unreduced copy as soon as possible
-        rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: never a full normalised copy with Cells
-        rows = Rows(dataset.arrays, normalize)
+    # transform
+    rows = _transform(dataset, normalize, reducer, progress)
+    # search, threshold
     split_of_row = dataset.split_of_row
     nearest = None
     if engine.finds_pairs:
@@ -145,6 +149,7 @@ def find_duplicates(
         def take(r: np.ndarray) -> np.ndarray:
             return x[r]
 
+    # sets, leakage and report
     settings = {
         "normalize": normalize,
         "reduce": None if reducer is None else reducer.n_components,
@@ -165,6 +170,16 @@ def find_duplicates(
         layer=layer,
         nearest=nearest,
     )
+
+
+def _transform(
+    dataset: Dataset, normalize: str | None, reducer: PCA | None, progress: ProgressFn | None
+) -> Rows:
+    """Fit the transform (PCA, then the normalisation) on every split and return the rows."""
+    transform = Transform.fit(dataset.arrays, normalize=normalize, reduce=reducer)
+    if progress and reducer is not None:
+        progress("PCA", 1, 1)
+    return Rows.transformed(dataset.arrays, transform)
 
 
 def graph_close_pairs(graph: NeighborGraph, threshold: float) -> ClosePairs:
@@ -343,7 +358,7 @@ def _row_values(
     for r in rows:
         s = split_of_row[r]
         values = per_split[s]
-        out.append(None if values is None else _py(values[r - offsets[s]]))
+        out.append(None if values is None else to_python(values[r - offsets[s]]))
     return out
 
 

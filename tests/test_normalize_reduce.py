@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neardup import PCA, NeardupInputError, find_duplicates
+from neardup import PCA, Cosine, NeardupInputError, find_duplicates
 from neardup._normalize import normalize_inplace
 
 
-def test_column_normalisation_leaves_zero_columns_finite():
+def test_column_normalization_leaves_zero_columns_finite():
     x = np.array([[1.0, 0.0, 3.0], [2.0, 0.0, 4.0]], dtype=np.float32)
     out = normalize_inplace(x.copy(), "column")
     assert np.isfinite(out).all()
     np.testing.assert_allclose(np.linalg.norm(out, axis=0), [1.0, 0.0, 1.0], rtol=1e-6)
 
 
-def test_row_normalisation_unit_rows_and_zero_rows_kept():
+def test_row_normalization_unit_rows_and_zero_rows_kept():
     x = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     out = normalize_inplace(x.copy(), "row")
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
@@ -31,13 +31,13 @@ def test_pca_matches_svd():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 12)) @ rng.normal(size=(12, 12))
     pca = PCA(4).fit(x.astype(np.float32))
-    centred = x - x.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    centered = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
     # same subspace and variances (signs may differ)
     np.testing.assert_allclose(np.abs(pca.components_ @ vt[:4].T), np.eye(4), atol=1e-6)
     np.testing.assert_allclose(pca.explained_variance_ratio_, (s**2 / (s**2).sum())[:4], rtol=1e-6)
     projected = pca.transform(x)
-    np.testing.assert_allclose(np.abs(projected), np.abs(centred @ vt[:4].T), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.abs(projected), np.abs(centered @ vt[:4].T), rtol=1e-3, atol=1e-3)
 
 
 def test_pca_streamed_equals_whole():
@@ -66,3 +66,44 @@ def test_pca_rejects_bad_components():
         PCA(2.5)
     with pytest.raises(NeardupInputError, match=">= 1"):
         PCA(0)
+
+
+def test_reduce_on_wide_rows_builds_no_covariance():
+    """reduce=5 on 20 rows x 100,000 features once tried to allocate a 74.5 GiB covariance;
+    above MAX_COVARIANCE_WIDTH features the PCA is randomized (memory ~ N x 15 + 15 x d)."""
+    import tracemalloc
+
+    from neardup._reduce import MAX_COVARIANCE_WIDTH
+
+    rng = np.random.default_rng(0)
+    d = 100_000
+    assert d > MAX_COVARIANCE_WIDTH
+    base = rng.normal(size=(20, d)).astype(np.float32)
+    base[10:] = base[:10] + rng.normal(scale=1e-3, size=(10, d)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        result = find_duplicates(base, reduce=5, threshold=Cosine(0.99))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.settings["dim"] == 5
+    assert peak < 200 * 2**20  # the float32 input itself is 7.6 MiB
+    # the planted pairs stay together in the reduced space
+    set_of = {p: n for n, s in enumerate(result.clusters) for p in s.positions}
+    assert all(i in set_of and set_of[i] == set_of.get(i + 10) for i in range(10))
+
+
+def test_randomized_pca_matches_the_exact_subspace():
+    rng = np.random.default_rng(1)
+    signal = rng.normal(size=(300, 4)) * np.array([10.0, 8.0, 6.0, 4.0])
+    x = signal @ rng.normal(size=(4, 5000)) + rng.normal(scale=0.1, size=(300, 5000))
+    x = x.astype(np.float32).astype(np.float64)
+    wide = PCA(4).fit(x.astype(np.float32))
+    centered = x - x.mean(axis=0)
+    values, vectors = np.linalg.eigh(centered @ centered.T)  # exact, through the 300 x 300 Gram
+    top = np.argsort(values)[::-1][:4]
+    exact = (centered.T @ vectors[:, top] / np.sqrt(values[top])).T
+    # the same 4-D subspace: every exact component lies in the randomized span
+    inside = np.linalg.norm(exact @ wide.components_.T, axis=1)
+    np.testing.assert_allclose(inside, 1.0, atol=1e-6)
+    np.testing.assert_allclose(np.abs(np.sum(exact * wide.components_, axis=1)), 1.0, atol=1e-6)

@@ -1,0 +1,421 @@
+"""Search backends as objects: ``Cells()`` (the default), ``Annoy(...)`` and ``Exact()``.
+
+A backend either lists every pair of rows within the threshold (``Cells``: exact pairs from a
+partitioned join, thresholds from the exact kNN of a seeded sample of rows), or builds a kNN
+graph of every row whose close pairs are the duplicates (``Annoy``: approximate, the DNIKit
+facade's engine; ``Exact``: brute force). ``result.settings`` records the backend's options.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._errors import NeardupInputError
+from ._annoy import resolve_query_jobs
+from ._cells import (
+    DEFAULT_BLOCK_SIZE,
+    ClosePairs,
+    Partition,
+    fit_partition,
+    join_cell,
+    merge_pairs,
+    orthonormal_projection,
+    route_entries,
+)
+from ._executor import check_executor
+from ._graph import DEFAULT_TREES, NeighborGraph, build_graph
+from ._progress import ProgressFn
+from ._rows import Rows
+from ._sample_knn import sample_rows, sampled_neighbor_graph
+
+__all__ = [
+    "BACKEND_NAMES",
+    "Annoy",
+    "Backend",
+    "CellTask",
+    "Cells",
+    "Exact",
+    "as_backend",
+    "join_cell_task",
+]
+
+BACKEND_NAMES = ("auto", "cells", "annoy", "exact")
+_ANNOY_OPTIONS = ("n_trees", "search_k", "n_jobs", "query_jobs", "dedupe")
+#: rows of the seeded sample that fits the k-means partition, per cell (capped below).
+_FIT_ROWS_PER_CELL = 32
+_FIT_ROWS_MAX = 65_536
+#: ...and at most this many bytes of them (wide rows).
+_FIT_BYTES = 128 << 20
+#: rows routed to cells at once (one (block, coarse cells) product at a time).
+_ROUTE_ROWS = 65_536
+#: automatic sample for the neighbour statistics: every row up to this many rows...
+_SAMPLE_ALL_UP_TO = 5_000
+#: ...above, as many as fit this many distances (m * N: the screen's elementwise passes cost
+#: more than the product itself at d <= 64), within the bounds below.
+_SAMPLE_WORK = 2.5e7
+_SAMPLE_MIN, _SAMPLE_MAX = 500, 5_000
+
+
+def _check_int(name: str, value: Any, *, minimum: int, allow: tuple = ()) -> None:
+    if value in allow and not isinstance(value, bool):
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        extra = f" (or {', '.join(map(repr, allow))})" if allow else ""
+        raise NeardupInputError(f"{name} must be an int >= {minimum}{extra}, got {value!r}.")
+
+
+class Backend:
+    """Base class of the search backends."""
+
+    name = "backend"
+    #: True: ``find_pairs`` lists all close pairs; False: ``graph`` builds a kNN graph.
+    finds_pairs = False
+
+    def settings(self) -> dict[str, Any]:
+        """The options recorded in ``result.settings``."""
+        return {"backend": self.name}
+
+
+@dataclass(frozen=True)
+class Annoy(Backend):
+    """Approximate kNN graph with annoy (seeded), as DNIKit does.
+
+    Parameters
+    ----------
+    n_trees:
+        Trees of the index (DNIKit: 30); 6 keeps within-threshold recall >= 0.99 on the
+        benchmarks.
+    search_k:
+        Nodes inspected per query (-1: ``n_trees * k``).
+    n_jobs:
+        Threads that build the index (1 reproduces on every machine; -1 uses all cores).
+    query_jobs:
+        Forked processes that query it (-1: one per CPU); never changes the result.
+    dedupe:
+        Group byte-identical rows by hashing first and index each distinct row once.
+    """
+
+    n_trees: int = DEFAULT_TREES
+    search_k: int = -1
+    n_jobs: int = 1
+    query_jobs: int = -1
+    dedupe: bool = True
+    name = "annoy"
+
+    def __post_init__(self) -> None:
+        _check_int("n_trees", self.n_trees, minimum=1)
+        _check_int("search_k", self.search_k, minimum=-1)
+        _check_int("n_jobs", self.n_jobs, minimum=1, allow=(-1,))
+        resolve_query_jobs(self.query_jobs)
+        if not isinstance(self.dedupe, (bool, np.bool_)):
+            raise NeardupInputError(f"dedupe must be True or False, got {self.dedupe!r}.")
+
+    def graph(
+        self,
+        rows: Rows,
+        k: int,
+        *,
+        seed: int,
+        prefer: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> NeighborGraph:
+        """The kNN graph of every row (exact distances for the pairs annoy proposes)."""
+        return build_graph(
+            rows,
+            k,
+            backend="annoy",
+            n_trees=self.n_trees,
+            search_k=self.search_k,
+            seed=seed,
+            n_jobs=self.n_jobs,
+            query_jobs=self.query_jobs,
+            dedupe=bool(self.dedupe),
+            prefer=prefer,
+            progress=progress,
+        )
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "n_trees": int(self.n_trees),
+            "search_k": int(self.search_k),
+            "n_jobs": int(self.n_jobs),
+            "dedupe": bool(self.dedupe),
+        }
+
+
+@dataclass(frozen=True)
+class Exact(Backend):
+    """Exact kNN graph of every row by blocked brute force (``N * N * d``: small data only)."""
+
+    name = "exact"
+
+    def graph(
+        self,
+        rows: Rows,
+        k: int,
+        *,
+        seed: int,
+        prefer: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> NeighborGraph:
+        return build_graph(rows, k, backend="exact", progress=progress)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """One cell's join: its rows (primary rows first) and their global ids."""
+
+    rows: Any  # (m, d) float32 (numpy or torch), projected when ``verify`` is given
+    row_ids: np.ndarray  # (m,) int64
+    n_primary: int
+    threshold: float
+    block_size: int = DEFAULT_BLOCK_SIZE
+    device: str | None = None
+    verify: Any = None  # (m, D) float32 full-width rows whose distances decide
+
+
+def join_cell_task(task: CellTask) -> ClosePairs:
+    """Run :func:`~neardup._cells.join_cell` on one :class:`CellTask` (what executors map)."""
+    return join_cell(
+        task.rows,
+        task.row_ids,
+        threshold=task.threshold,
+        block_size=task.block_size,
+        n_primary=task.n_primary,
+        device=task.device,
+        verify=task.verify,
+    )
+
+
+@dataclass(frozen=True)
+class Cells(Backend):
+    """Exact close pairs from a partitioned join (the default backend).
+
+    Parameters
+    ----------
+    cell_size:
+        Target rows per leaf cell (the partition has ``N / cell_size`` cells).
+    n_cells:
+        Number of leaf cells, instead of ``cell_size``.
+    margin:
+        Spill margin as a multiple of the threshold: rows within ``margin * threshold`` of a
+        cell boundary are joined in both cells. 0.5 (the default) finds every pair exactly
+        (``neardup._cells``); less trades recall for speed.
+    sample_size:
+        Rows whose exact k nearest neighbours (among all rows) feed the threshold and the
+        histogram; ``None``: every row up to 5,000 rows, above ``2.5e7 / N`` (500 to 5,000).
+    seed:
+        Seed of the samples and the k-means (``None``: ``find_duplicates``'s ``seed``).
+    block_size:
+        Rows per matrix product inside a cell.
+    device:
+        ``None`` (numpy/BLAS) or a torch device (``"cuda"``, ``"cpu"``) for the in-cell products.
+    project_above, project_to:
+        Rows wider than ``project_above`` are partitioned and screened through an orthonormal
+        projection to ``project_to`` dimensions (top principal directions of a sample; it never
+        lengthens a distance, so no pair is lost) and every candidate is measured in full
+        width: the same pairs, at a fraction of the products. ``project_above=None``: never.
+    executor:
+        Runs the per-cell joins: ``None`` (in this process), ``ThreadExecutor(n)``, or any
+        object with ``map(fn, tasks)`` yielding results in task order (e.g. a Ray executor).
+        The pairs never depend on it.
+    """
+
+    cell_size: int = 256
+    n_cells: int | None = None
+    margin: float = 0.5
+    sample_size: int | None = None
+    seed: int | None = None
+    block_size: int = DEFAULT_BLOCK_SIZE
+    device: str | None = None
+    project_above: int | None = 256
+    project_to: int = 64
+    executor: Any = field(default=None, compare=False)
+    name = "cells"
+    finds_pairs = True
+
+    def __post_init__(self) -> None:
+        _check_int("cell_size", self.cell_size, minimum=2)
+        if self.n_cells is not None:
+            _check_int("n_cells", self.n_cells, minimum=1)
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)):
+            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
+        if self.margin < 0:
+            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
+        if self.sample_size is not None:
+            _check_int("sample_size", self.sample_size, minimum=2)
+        if self.seed is not None:
+            _check_int("seed", self.seed, minimum=0)
+        _check_int("block_size", self.block_size, minimum=1)
+        if self.project_above is not None:
+            _check_int("project_above", self.project_above, minimum=1)
+        _check_int("project_to", self.project_to, minimum=1)
+        if self.device is not None and not isinstance(self.device, str):
+            raise NeardupInputError(
+                f"device must be None or a torch device name such as 'cuda', got {self.device!r}."
+            )
+        check_executor(self.executor)
+
+    # ----------------------------------------------------------------- statistics
+    def sample_size_for(self, n: int, d: int) -> int:
+        """Rows sampled for the neighbour statistics of ``n`` rows of width ``d``."""
+        if self.sample_size is not None:
+            return min(n, int(self.sample_size))
+        if n <= _SAMPLE_ALL_UP_TO:
+            return n
+        return int(min(n, _SAMPLE_MAX, max(_SAMPLE_MIN, _SAMPLE_WORK / float(n))))
+
+    def neighbor_graph(self, rows: Rows, k: int, *, seed: int) -> NeighborGraph:
+        """Exact ``k`` nearest neighbours (among all rows) of a seeded sample of rows."""
+        seed = self.seed if self.seed is not None else seed
+        sample = sample_rows(rows.n, self.sample_size_for(*rows.shape), seed)
+        return sampled_neighbor_graph(rows, sample, k)
+
+    # ----------------------------------------------------------------- pairs
+    def cells_for(self, n: int) -> int:
+        """Leaf cells for ``n`` rows."""
+        if self.n_cells is not None:
+            return max(1, min(int(self.n_cells), n))
+        return max(1, round(n / self.cell_size))
+
+    def fit(self, rows: Rows, *, seed: int) -> Partition:
+        """The k-means partition of ``rows`` (fitted on a seeded sample)."""
+        seed = self.seed if self.seed is not None else seed
+        n_cells = self.cells_for(rows.n)
+        wide = self.project_above is not None and rows.d > max(self.project_above, self.project_to)
+        if n_cells == 1 and not wide:
+            centre = np.zeros((1, rows.d), dtype=np.float32)
+            return Partition(centre, np.zeros(1, dtype=np.int64), centre.copy())
+        size = min(rows.n, max(_FIT_ROWS_PER_CELL * n_cells, 4096), _FIT_ROWS_MAX)
+        size = min(size, max(256, _FIT_BYTES // (4 * rows.d)))
+        fit_rows = rows.take(sample_rows(rows.n, size, seed + 1))
+        projection = None
+        if wide:
+            projection = orthonormal_projection(fit_rows, self.project_to, seed=seed)
+            fit_rows = fit_rows @ projection.T
+        part = fit_partition(fit_rows, n_cells=n_cells, seed=seed)
+        return Partition(part.centroids, part.parent, part.coarse, projection)
+
+    def find_pairs(
+        self,
+        rows: Rows,
+        threshold: float,
+        *,
+        seed: int,
+        partition: Partition | None = None,
+        progress: ProgressFn | None = None,
+    ) -> ClosePairs:
+        """Every pair of rows within ``threshold``, exactly (with ``margin >= 0.5``)."""
+        partition = self.fit(rows, seed=seed) if partition is None else partition
+        tasks = self.cell_tasks(rows, partition, threshold, progress=progress)
+        executor = check_executor(self.executor)
+        return merge_pairs(executor.map(join_cell_task, tasks))
+
+    def route(
+        self, rows: Rows, partition: Partition, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, cell, primary)`` of every routed entry, sorted by cell, primary rows first
+        and by row within each cell."""
+        margin = float(self.margin) * float(threshold)
+        if partition.n_cells == 1 and partition.projection is None:
+            row = np.arange(rows.n, dtype=np.int64)
+            return row, np.zeros(rows.n, dtype=np.int64), np.ones(rows.n, dtype=bool)
+        parts_row, parts_cell, parts_primary = [], [], []
+        for start, block in rows.blocks(_ROUTE_ROWS):
+            r, c, p, _ = route_entries(partition, block, margin=margin)
+            parts_row.append(r + start)
+            parts_cell.append(c)
+            parts_primary.append(p)
+        row = np.concatenate(parts_row)
+        cell = np.concatenate(parts_cell)
+        primary = np.concatenate(parts_primary)
+        del parts_row, parts_cell, parts_primary
+        n = np.int64(rows.n)
+        order = np.argsort((cell * 2 + ~primary) * n + row)  # by cell, primary rows first
+        return row[order], cell[order], primary[order]
+
+    def cell_tasks(
+        self,
+        rows: Rows,
+        partition: Partition,
+        threshold: float,
+        *,
+        progress: ProgressFn | None = None,
+    ):
+        """Lazily built :class:`CellTask` of every non-empty cell, in cell order."""
+        row, cell, primary = self.route(rows, partition, threshold)
+        bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
+        n_primary = np.add.reduceat(primary, bounds[:-1]) if len(row) else []
+        for c in range(partition.n_cells):
+            lo, hi = int(bounds[c]), int(bounds[c + 1])
+            if hi - lo >= 2 and n_primary[c] >= 1:
+                ids = row[lo:hi]
+                full = rows.take(ids)
+                wide = partition.projection is not None
+                yield CellTask(
+                    rows=partition.project(full) if wide else full,
+                    row_ids=ids,
+                    n_primary=int(n_primary[c]),
+                    threshold=float(threshold),
+                    block_size=int(self.block_size),
+                    device=self.device,
+                    verify=full if wide else None,
+                )
+            if progress:
+                progress("joining cells", c + 1, partition.n_cells)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "cell_size": int(self.cell_size),
+            "n_cells": self.n_cells,
+            "margin": float(self.margin),
+            "sample_size": self.sample_size,
+            "device": self.device,
+            "project_above": self.project_above,
+            "project_to": int(self.project_to),
+        }
+
+
+def as_backend(backend: Any, **annoy_options: Any) -> Backend:
+    """Accept a backend object or a name (``"auto"``/``"cells"``, ``"annoy"``, ``"exact"``).
+
+    ``annoy_options`` (``n_trees``, ``search_k``, ``n_jobs``, ``query_jobs``, ``dedupe``; ``None``
+    when not given) are the older keyword form of ``Annoy(...)``: accepted with
+    ``backend="annoy"`` (and checked but unused with ``"exact"``).
+    """
+    given = {k: v for k, v in annoy_options.items() if v is not None}
+    unknown = set(given) - set(_ANNOY_OPTIONS)
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)}")
+    if isinstance(backend, Backend):
+        if given:
+            raise NeardupInputError(
+                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
+                f"the annoy backend; with backend={backend!r} drop it, or pass "
+                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)})."
+            )
+        return backend
+    if isinstance(backend, str) and backend in BACKEND_NAMES:
+        if backend == "annoy":
+            return Annoy(**given)
+        if given:
+            Annoy(**given)  # validated as before, whatever the backend
+        if backend == "exact":
+            return Exact()
+        if given:
+            raise NeardupInputError(
+                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
+                f"the annoy backend, but backend={backend!r} uses the cell engine; pass "
+                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)}) for annoy."
+            )
+        return Cells()
+    raise NeardupInputError(
+        f"backend={backend!r} is not supported; use neardup.Cells() (the default, also "
+        "'auto'/'cells'), neardup.Annoy(...) ('annoy') or neardup.Exact() ('exact')."
+    )

@@ -1,0 +1,517 @@
+"""Partitioned exact join: every pair of rows within a distance, found cell by cell.
+
+The rows are partitioned by k-means on a seeded sample (two levels when there are many cells:
+coarse cells, each split into leaf cells). At each level a row goes to its nearest cell and to
+every other cell whose Voronoi boundary with it lies within ``margin`` of the row. Within a
+coarse cell, a row's nearest leaf is its *primary* leaf there. Inside each leaf the pairs with
+at least one primary member are found exactly by blocked matrix products (``|b|^2 - 2 a.b`` as a
+screen with a generous float32 slack, then the exact distance of every candidate), and the
+cells' pairs are merged.
+
+Why ``margin = threshold / 2`` is exact: take a pair ``(a, b)`` with ``|a - b| <= t`` whose
+nearest cells ``A`` and ``B`` differ. ``a`` and ``b`` lie on either side of the bisector of ``A``
+and ``B`` and their distances to it add up to the projection of ``b - a`` on its normal, at most
+``t``: one of them is within ``t / 2`` and is routed to the other's cell. Applied to the coarse
+cells, both rows meet in one coarse cell; applied to that coarse cell's leaves, one row reaches
+the other's nearest leaf there, where the other is primary: the pair is joined.
+
+Public contract (also used by the Ray executor, ``neardup.integrations``):
+
+- :func:`fit_partition` ``(sample, n_cells, seed) -> Partition`` (plain arrays, no pickle);
+- :func:`route_rows` ``(partition, rows, margin) -> (row_index, cell)``, each row's primary
+  entry first;
+- :func:`join_cell` ``(rows, row_ids, threshold) -> ClosePairs``;
+- :func:`merge_pairs` ``(parts) -> ClosePairs``, deterministic whatever the order of the parts.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_BLOCK_SIZE",
+    "ClosePairs",
+    "Partition",
+    "fit_partition",
+    "join_cell",
+    "merge_pairs",
+    "orthonormal_projection",
+    "route_entries",
+    "route_rows",
+]
+
+#: query rows per matrix product inside a cell (a (block, cell) float32 product at a time).
+DEFAULT_BLOCK_SIZE = 2048
+#: above this many cells the partition has two levels (about sqrt(n_cells) coarse cells).
+_FLAT_MAX_CELLS = 64
+_KMEANS_ITERATIONS = 5
+#: relative float32 slack of the product screen (in squared-distance units, times the largest
+#: squared row norm of the cell); candidates are then decided by exact distances.
+_SCREEN_SLACK = 1e-4
+
+
+@dataclass(frozen=True)
+class ClosePairs:
+    """Row pairs within a distance: ``i < j`` global row ids, sorted by ``(i, j)``.
+
+    Attributes
+    ----------
+    i, j : (p,) int64
+    distance : (p,) float32
+        Exact Euclidean distances (float32 differences, float64 sums).
+    """
+
+    i: np.ndarray
+    j: np.ndarray
+    distance: np.ndarray
+
+    @classmethod
+    def empty(cls) -> ClosePairs:
+        return cls(
+            np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, np.float32)
+        )
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+@dataclass(frozen=True)
+class Partition:
+    """A two-level k-means partition (a flat one has a single coarse cell).
+
+    Attributes
+    ----------
+    centroids : (C, d) float32
+        Leaf cell centres; leaves of one coarse cell are contiguous.
+    parent : (C,) int64
+        Coarse cell of every leaf (non-decreasing).
+    coarse : (C0, d) float32
+        Coarse cell centres.
+    projection : (d, D) float32 or None
+        For wide rows (width ``D``): the orthonormal map into the partition's space ``d``
+        (:func:`orthonormal_projection`); :func:`route_rows` takes rows of either width.
+    """
+
+    centroids: np.ndarray
+    parent: np.ndarray
+    coarse: np.ndarray
+    projection: np.ndarray | None = None
+
+    @property
+    def n_cells(self) -> int:
+        return len(self.centroids)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Plain arrays for ``np.savez`` (loads with ``allow_pickle=False``)."""
+        out = {"centroids": self.centroids, "parent": self.parent, "coarse": self.coarse}
+        if self.projection is not None:
+            out["projection"] = self.projection
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Any) -> Partition:
+        projection = arrays["projection"] if "projection" in arrays else None
+        return cls(
+            centroids=np.asarray(arrays["centroids"], dtype=np.float32),
+            parent=np.asarray(arrays["parent"], dtype=np.int64),
+            coarse=np.asarray(arrays["coarse"], dtype=np.float32),
+            projection=None if projection is None else np.asarray(projection, np.float32),
+        )
+
+    def project(self, rows: np.ndarray) -> np.ndarray:
+        """Rows in the partition's space: projected when they have the input's full width."""
+        rows = np.asarray(rows, dtype=np.float32)
+        if self.projection is not None and rows.shape[1] == self.projection.shape[1]:
+            return rows @ self.projection.T
+        return rows
+
+    def leaves_of(self, coarse_cell: int) -> slice:
+        lo, hi = np.searchsorted(self.parent, [coarse_cell, coarse_cell + 1])
+        return slice(int(lo), int(hi))
+
+
+# --------------------------------------------------------------------------- partition
+
+
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+
+
+def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Index of the nearest centre of every row (``|c|^2 - 2 x.c``; ties to the lowest)."""
+    scores = x @ centres.T
+    scores *= -2.0
+    scores += _squared_norms(centres)[None, :]
+    return np.argmin(scores, axis=1)
+
+
+def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Lloyd's k-means from ``k`` distinct seeded rows; empty cells keep their centre."""
+    k = min(k, len(x))
+    centres = x[np.sort(rng.choice(len(x), k, replace=False))].astype(np.float32)
+    for _ in range(_KMEANS_ITERATIONS):
+        label = _nearest_centre(x, centres)
+        counts = np.bincount(label, minlength=k)
+        sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+        _add_rows(sums, label, x)
+        filled = counts > 0
+        centres[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+    return centres
+
+
+def _add_rows(sums: np.ndarray, label: np.ndarray, x: np.ndarray) -> None:
+    """``sums[label[r]] += x[r]`` for every row, by sorting (faster than ``np.add.at``)."""
+    order = np.argsort(label, kind="stable")
+    sorted_labels = label[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    sums[sorted_labels[starts]] += np.add.reduceat(x[order].astype(np.float64), starts, axis=0)
+
+
+def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:
+    """k-means partition of ``sample`` (``(s, d)`` float32) into about ``n_cells`` leaf cells.
+
+    Flat up to 64 cells; above, about ``sqrt(n_cells)`` coarse cells, each split into leaves in
+    proportion to its share of the sample. Deterministic for a ``seed``.
+    """
+    sample = np.ascontiguousarray(sample, dtype=np.float32)
+    n_cells = max(1, min(int(n_cells), len(sample)))
+    rng = np.random.default_rng(seed)
+    if n_cells <= _FLAT_MAX_CELLS:
+        coarse = sample.mean(axis=0, keepdims=True).astype(np.float32)
+        leaves = _kmeans(sample, n_cells, rng) if n_cells > 1 else coarse.copy()
+        return Partition(leaves, np.zeros(len(leaves), dtype=np.int64), coarse)
+    n_coarse = round(math.sqrt(n_cells))
+    coarse = _kmeans(sample, n_coarse, rng)
+    label = _nearest_centre(sample, coarse)
+    leaves, parents, kept = [], [], []
+    for c in range(len(coarse)):
+        members = sample[label == c]
+        if len(members) == 0:
+            continue
+        share = max(1, round(n_cells * len(members) / len(sample)))
+        child = np.random.default_rng([seed, c])
+        part = _kmeans(members, share, child) if share > 1 else members.mean(0, keepdims=True)
+        leaves.append(part.astype(np.float32))
+        parents.append(np.full(len(part), len(kept), dtype=np.int64))
+        kept.append(c)
+    return Partition(np.concatenate(leaves), np.concatenate(parents), coarse[kept])
+
+
+def _centre_gaps(centres: np.ndarray) -> np.ndarray:
+    """``(c, c)`` Euclidean distances between centres (float64)."""
+    c = centres.astype(np.float64)
+    sq = np.einsum("ij,ij->i", c, c)
+    return np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * (c @ c.T), 0.0))
+
+
+def _spill(
+    x: np.ndarray,
+    sq_x: np.ndarray,
+    centres: np.ndarray,
+    gaps: np.ndarray,
+    sq_c: np.ndarray,
+    max_sq_c: float,
+    margin: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows to their nearest centre and every centre whose bisector with it is within ``margin``.
+
+    Returns ``(row, centre, primary)`` for the kept entries. The test is
+    ``|x-c|^2 - |x-c1|^2 <= 2 |c-c1| margin`` (distance of ``x`` to the bisector of ``c1``, ``c``
+    times ``2 |c - c1|``), with a small slack for float32 rounding.
+    """
+    d2 = x @ centres.T
+    d2 *= -2.0
+    d2 += sq_c[None, :]  # |x - c|^2 - |x|^2: the row's own norm cancels in the test
+    nearest = np.argmin(d2, axis=1)
+    best = d2[np.arange(len(x)), nearest]
+    d2 -= best[:, None]
+    allowance = (2.0 * float(margin)) * gaps[nearest]
+    allowance += (1e-5 * (sq_x + max_sq_c) + 1e-12)[:, None]
+    keep = d2 <= allowance
+    keep[np.arange(len(x)), nearest] = True
+    row, centre = np.nonzero(keep)
+    return row, centre, centre == nearest[row]
+
+
+def route_rows(
+    partition: Partition, rows: np.ndarray, *, margin: float, return_primary: bool = False
+) -> tuple[np.ndarray, ...]:
+    """Cells of every row: its nearest leaf cell and the neighbouring ones within ``margin``.
+
+    Parameters
+    ----------
+    partition:
+        From :func:`fit_partition`.
+    rows:
+        ``(m, d)`` float32 rows (in the partition's space).
+    margin:
+        Distance to a cell boundary under which a row is copied into that cell; half the
+        threshold of the join makes it exact (see the module docstring).
+    return_primary:
+        Also return ``primary`` ``(e,)`` bool: the entry is the row's nearest leaf within that
+        coarse cell (one per coarse cell the row reaches). :func:`join_cell` needs only the
+        pairs with at least one primary member.
+
+    Returns
+    -------
+    row_index, cell : (e,) int64
+        Entries sorted by row; each row's nearest cell (its nearest leaf of its nearest coarse
+        cell) comes first.
+    """
+    row, cell, primary, first = route_entries(partition, rows, margin=margin)
+    cells = np.int64(partition.n_cells)
+    key = (row * 4 + (~first) * 2 + (~primary)) * cells + cell
+    order = np.argsort(key)
+    if return_primary:
+        return row[order], cell[order], primary[order]
+    return row[order], cell[order]
+
+
+def route_entries(
+    partition: Partition, rows: np.ndarray, *, margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
+    marks each row's nearest cell overall."""
+    rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
+    sq = _squared_norms(rows)
+    geometry = _geometry(partition)
+    if len(partition.coarse) == 1:
+        c_row = np.arange(len(rows))
+        c_cell = np.zeros(len(rows), dtype=np.int64)
+        c_primary = np.ones(len(rows), dtype=bool)
+    else:
+        c_row, c_cell, c_primary = _spill(rows, sq, partition.coarse, *geometry[-1], margin)
+    out_row, out_cell, out_primary, out_first = [], [], [], []
+    order = np.argsort(c_cell, kind="stable")
+    bounds = np.searchsorted(c_cell[order], np.arange(len(partition.coarse) + 1))
+    for c in range(len(partition.coarse)):
+        entries = order[bounds[c] : bounds[c + 1]]
+        if len(entries) == 0:
+            continue
+        members = c_row[entries]
+        leaves = partition.leaves_of(c)
+        if leaves.stop - leaves.start == 1:
+            l_row = np.arange(len(members))
+            l_cell = np.zeros(len(members), dtype=np.int64)
+            l_primary = np.ones(len(members), dtype=bool)
+        else:
+            l_row, l_cell, l_primary = _spill(
+                rows[members], sq[members], partition.centroids[leaves], *geometry[c], margin
+            )
+        out_row.append(members[l_row])
+        out_cell.append(l_cell + leaves.start)
+        out_primary.append(l_primary)
+        out_first.append(l_primary & c_primary[entries][l_row])
+    return (
+        np.concatenate(out_row).astype(np.int64),
+        np.concatenate(out_cell).astype(np.int64),
+        np.concatenate(out_primary),
+        np.concatenate(out_first),
+    )
+
+
+_GEOMETRY: dict[int, tuple[Partition, list]] = {}
+
+
+def _geometry(partition: Partition) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Per coarse cell (and, last, for the coarse cells): ``(gaps, |c|^2, max |c|^2)`` of its
+    centres, computed once per partition (cached on its identity)."""
+    cached = _GEOMETRY.get(id(partition))
+    if cached is not None and cached[0] is partition:
+        return cached[1]
+    out = []
+    for c in range(len(partition.coarse)):
+        centres = partition.centroids[partition.leaves_of(c)]
+        out.append(_centres_geometry(centres))
+    out.append(_centres_geometry(partition.coarse))
+    _GEOMETRY.clear()  # one partition at a time
+    _GEOMETRY[id(partition)] = (partition, out)
+    return out
+
+
+def _centres_geometry(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    sq = _squared_norms(centres)
+    return _centre_gaps(centres), sq, float(sq.max()) if len(sq) else 0.0
+
+
+def orthonormal_projection(sample: np.ndarray, width: int, *, seed: int) -> np.ndarray:
+    """``(width, d)`` float32 with orthonormal rows spanning ``sample``'s top principal
+    directions (seeded randomized range finder, one power iteration). Distances through it
+    never grow: ``|P a - P b| <= |a - b|``, so a screen in ``width`` dimensions keeps every pair.
+    """
+    x = np.asarray(sample, dtype=np.float64)
+    x = x - x.mean(axis=0)
+    width = min(width, *x.shape)
+    rng = np.random.default_rng([int(seed), 0x9E3])
+    basis, _ = np.linalg.qr(x @ rng.normal(size=(x.shape[1], width + 10)))
+    basis, _ = np.linalg.qr(x @ (x.T @ basis))  # one power iteration
+    _, _, vt = np.linalg.svd(basis.T @ x, full_matrices=False)
+    return np.ascontiguousarray(vt[:width], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- join
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch"
+
+
+def exact_pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(p,)`` float32 distances between rows ``a[p]`` and ``b[p]``: float32 differences,
+    float64 sums of squares (the same value whichever cell computes it)."""
+    diff = a - b
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64)).astype(np.float32)
+
+
+def join_cell(
+    rows: Any,
+    row_ids: np.ndarray,
+    *,
+    threshold: float,
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    n_primary: int | None = None,
+    device: str | None = None,
+    verify: Any = None,
+) -> ClosePairs:
+    """Every pair of ``rows`` within ``threshold``, exactly, by blocked matrix products.
+
+    Parameters
+    ----------
+    rows:
+        ``(m, d)`` float32 rows of one cell: a numpy array, or a torch tensor (the products run
+        on its device).
+    row_ids:
+        ``(m,)`` global row ids (distinct).
+    threshold:
+        Pairs at distance ``<= threshold`` (compared in float32, as the neighbour graphs are).
+    block_size:
+        Rows per matrix product (a ``(block_size, m)`` float32 product at a time).
+    n_primary:
+        Only pairs with at least one of the first ``n_primary`` rows (the cell's primary rows);
+        ``None``: all pairs.
+    device:
+        ``None`` (numpy, BLAS) or a torch device name (``"cpu"``, ``"cuda"``) to run the products
+        in torch; a torch tensor in ``rows`` implies its own device.
+    verify:
+        ``(m, D)`` rows whose distances decide, when ``rows`` are their projection through an
+        orthonormal ``(d, D)`` map (``|P a - P b| <= |a - b|``): the products screen in ``d``
+        dimensions and every candidate is measured in ``D``; the pairs are those of ``verify``.
+    """
+    row_ids = np.asarray(row_ids, dtype=np.int64)
+    m = len(row_ids)
+    n_primary = m if n_primary is None else min(int(n_primary), m)
+    if m < 2 or n_primary < 1:
+        return ClosePairs.empty()
+    if device is not None or _is_torch(rows):
+        a, b, dist = _join_torch(rows, verify, threshold, block_size, n_primary, device)
+    else:
+        x = np.ascontiguousarray(rows, dtype=np.float32)
+        a, b = _screen_numpy(x, threshold, block_size, n_primary)
+        source = x if verify is None else np.asarray(verify, dtype=np.float32)
+        dist = exact_pair_distances(source[a], source[b])
+    keep = dist <= threshold
+    a, b, dist = a[keep], b[keep], dist[keep]
+    gi, gj = row_ids[a], row_ids[b]
+    i, j = np.minimum(gi, gj), np.maximum(gi, gj)
+    order = np.lexsort((j, i))
+    return ClosePairs(i[order], j[order], dist[order])
+
+
+@functools.lru_cache(maxsize=4)
+def _lower_infinity_block(size: int) -> np.ndarray:
+    return np.where(np.tri(size, dtype=bool), np.float32(np.inf), np.float32(0.0))
+
+
+def _lower_infinity(size: int, block_size: int) -> np.ndarray:
+    """``(size, size)`` float32: ``inf`` on and below the diagonal, 0 above."""
+    return _lower_infinity_block(max(size, block_size))[:size, :size]
+
+
+def _screen_numpy(
+    x: np.ndarray, threshold: float, block_size: int, n_primary: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs ``(a, b)``, ``a < b``, ``a < n_primary``: every pair within
+    ``threshold`` and a few more (float32 slack)."""
+    sq = _squared_norms(x)
+    # one product gives |b|^2 - 2 a.b: rows [a, 1] times columns [-2 b, |b|^2]
+    left = np.empty((len(x), x.shape[1] + 1), dtype=np.float32)
+    left[:, :-1] = x
+    left[:, -1] = 1.0
+    right = np.empty_like(left)
+    np.multiply(x, -2.0, out=right[:, :-1])
+    right[:, -1] = sq
+    slack = np.float32(_SCREEN_SLACK * float(sq.max()) + 1e-12)
+    limit = (np.float32(threshold) ** 2 + slack - sq).astype(np.float32)
+    found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for start in range(0, n_primary, block_size):
+        stop = min(n_primary, start + block_size)
+        d2 = left[start:stop] @ right[start:].T  # |x_a - x_b|^2 - |x_a|^2
+        square = d2[:, : stop - start]
+        square += _lower_infinity(stop - start, block_size)  # keep b > a: each pair once
+        # pairs are rare: find the rows that have one with a cheap reduction first
+        hit = np.flatnonzero(d2.min(axis=1) <= limit[start:stop])
+        if len(hit) == 0:
+            continue
+        a, b = np.nonzero(d2[hit] <= limit[start + hit, None])
+        found_a.append(hit[a] + start)
+        found_b.append(b + start)
+    return np.concatenate(found_a), np.concatenate(found_b)
+
+
+def _join_torch(
+    rows: Any,
+    verify: Any,
+    threshold: float,
+    block_size: int,
+    n_primary: int,
+    device: str | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import torch  # only when the caller asked for torch or passed tensors
+
+    x = rows if _is_torch(rows) else torch.from_numpy(np.ascontiguousarray(rows, np.float32))
+    x = x.to(device=device or x.device, dtype=torch.float32)
+    sq = (x.double() * x.double()).sum(dim=1).float()
+    limit = float(np.float32(threshold) ** 2) + _SCREEN_SLACK * float(sq.max()) + 1e-12
+    found_a, found_b = [], []
+    for start in range(0, n_primary, block_size):
+        stop = min(n_primary, start + block_size)
+        d2 = x[start:stop] @ x[start:].T
+        d2.mul_(-2.0).add_(sq[None, start:]).add_(sq[start:stop, None])
+        a, b = torch.nonzero(d2 <= limit, as_tuple=True)
+        upper = b > a
+        found_a.append(a[upper] + start)
+        found_b.append(b[upper] + start)
+    a = torch.cat(found_a)
+    b = torch.cat(found_b)
+    if verify is not None:
+        source = verify if _is_torch(verify) else torch.from_numpy(np.asarray(verify, np.float32))
+        x = source.to(device=x.device, dtype=torch.float32)
+    diff = x[a] - x[b]
+    dist = torch.sqrt((diff.double() * diff.double()).sum(dim=1)).float().cpu().numpy()
+    return a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64), dist
+
+
+def merge_pairs(parts: Iterable[ClosePairs]) -> ClosePairs:
+    """Union of close pairs, deduplicated and sorted by ``(i, j)``: the same whatever the order
+    of ``parts`` (a pair found in several cells has the same exact distance in each)."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        return ClosePairs.empty()
+    i = np.concatenate([p.i for p in parts])
+    j = np.concatenate([p.j for p in parts])
+    dist = np.concatenate([p.distance for p in parts])
+    order = np.lexsort((dist, j, i))
+    i, j, dist = i[order], j[order], dist[order]
+    first = np.ones(len(i), dtype=bool)
+    first[1:] = (i[1:] != i[:-1]) | (j[1:] != j[:-1])
+    return ClosePairs(i[first], j[first], dist[first])

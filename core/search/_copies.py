@@ -1,0 +1,176 @@
+"""Exact copies, found first by hashing rows, so the approximate search sees each value once.
+
+Scraped and augmented datasets often hold many byte-identical samples (blank images, boiler-
+plate sentences). Hashing every row is O(N*d); the annoy index then holds one item per
+distinct row, and the neighbour lists of the copies are rebuilt from their group (the other
+copies first, at distance 0) and from the group's approximate neighbours. Copies are therefore
+found exactly, whatever the annoy recall, and a group of thousands of identical rows cannot
+crowd the k neighbours of the rows around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._rows import Rows
+
+__all__ = ["CopyGroups", "expand_neighbors", "find_copies"]
+
+_VERIFY_ROWS = 65_536
+
+
+@dataclass
+class CopyGroups:
+    """Rows grouped by identical values: ``group[i]`` of row ``i``, groups numbered by ``first``.
+
+    ``first`` (ascending) is each group's first row, the one whose values are indexed.
+    """
+
+    group: np.ndarray  # (N,) int64
+    first: np.ndarray  # (G,) int64, ascending
+
+    @property
+    def n_copies(self) -> int:
+        """Rows that repeat an earlier row exactly."""
+        return len(self.group) - len(self.first)
+
+
+def _row_hashes(block: np.ndarray, multipliers: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each float32 row's bit pattern.
+
+    Every 64-bit word (two float32 values; one, widened, for an odd width) is first mixed by
+    the splitmix64 finaliser, then the words are summed with odd multipliers (wrapping). The
+    mixing matters: a plain weighted sum collides on structured rows (sign flips of +-1
+    features cancel in bit 63). ``-0.0`` and ``0.0`` hash apart, so such rows stay separate
+    items (the annoy search still finds them at distance 0).
+    """
+    block = np.ascontiguousarray(block)
+    if block.shape[1] % 2 == 0:
+        words = block.view(np.uint64).copy()  # a copy: the mixing below works in place
+    else:
+        words = block.view(np.uint32).astype(np.uint64)
+    words ^= words >> np.uint64(30)
+    words *= np.uint64(0xBF58476D1CE4E5B9)
+    words ^= words >> np.uint64(27)
+    words *= np.uint64(0x94D049BB133111EB)
+    words ^= words >> np.uint64(31)
+    return words @ multipliers[: words.shape[1]]
+
+
+def find_copies(rows: Rows) -> CopyGroups:
+    """Group the rows of ``rows`` that are exactly equal (after the cast to float32).
+
+    Rows are hashed, grouped by hash, then compared value by value with their group's first
+    row, so a hash collision never merges two different rows.
+    """
+    multipliers = np.random.default_rng(0x6E656172).integers(
+        1, np.iinfo(np.int64).max, size=rows.d, dtype=np.uint64
+    ) | np.uint64(1)
+    hashes = np.empty(rows.n, dtype=np.uint64)
+    for start, block in rows.raw_blocks():
+        hashes[start : start + len(block)] = _row_hashes(block, multipliers)
+    leader = _first_of_equal_hash(hashes)
+    del hashes
+    _split_collisions(rows, leader)
+    is_first = leader == np.arange(len(leader))
+    number = np.cumsum(is_first) - 1  # groups numbered by their first row
+    return CopyGroups(group=number[leader], first=np.flatnonzero(is_first))
+
+
+def _first_of_equal_hash(hashes: np.ndarray) -> np.ndarray:
+    """For every row, the smallest row with the same hash (one unstable sort, then O(N))."""
+    order = np.argsort(hashes)
+    sorted_hashes = hashes[order]
+    new_run = np.empty(len(order), dtype=bool)
+    new_run[0] = True
+    np.not_equal(sorted_hashes[1:], sorted_hashes[:-1], out=new_run[1:])
+    del sorted_hashes
+    leader = np.arange(len(order), dtype=np.int64)
+    if new_run.all():
+        return leader
+    starts = np.flatnonzero(new_run)
+    smallest = np.minimum.reduceat(order, starts)
+    leader[order] = smallest[np.cumsum(new_run) - 1]
+    return leader
+
+
+def _split_collisions(rows: Rows, leader: np.ndarray) -> None:
+    """Re-lead every row whose values differ from its leader's (in place).
+
+    A hash collision is rare, but it must never merge two different rows; rows split off
+    their leader are regrouped among themselves by exact value, so copies stay together.
+    """
+    later = np.flatnonzero(leader != np.arange(len(leader)))
+    strays = []
+    for start in range(0, len(later), _VERIFY_ROWS):
+        chunk = later[start : start + _VERIFY_ROWS]
+        same = np.all(rows.raw_rows(chunk) == rows.raw_rows(leader[chunk]), axis=1)
+        strays.append(chunk[~same])
+    strays = np.concatenate(strays) if strays else np.empty(0, dtype=np.int64)
+    if strays.size:
+        _, first, inverse = np.unique(
+            rows.raw_rows(strays), axis=0, return_index=True, return_inverse=True
+        )
+        leader[strays] = strays[first][inverse.reshape(-1)]  # first stray of each value
+
+
+def expand_neighbors(
+    group_neighbors: np.ndarray, copies: CopyGroups, k: int, prefer: np.ndarray | None = None
+) -> np.ndarray:
+    """Per-row neighbour candidates ``(N, k)`` from the per-group neighbours ``(G, k_g)``.
+
+    A row's list is what exact search would list: the other rows of its own group first (up
+    to ``k``), then the rows of the groups nearest to its group, group by group, until ``k``.
+    ``prefer`` (a ``(N,)`` bool mask, e.g. the reference split) puts those rows first inside
+    every group, so a copy of a reference sample always lists a reference row. ``-1`` pads
+    only where there are fewer than ``k`` other rows.
+    """
+    group, n = copies.group, len(copies.group)
+    key = np.zeros(n, dtype=np.int8) if prefer is None else (~prefer).astype(np.int8)
+    order = np.lexsort((np.arange(n), key, group))  # by group, preferred first, then row
+    sizes = np.bincount(group, minlength=len(copies.first))
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    external = _external_rows(group_neighbors, order, sizes, starts, k)
+
+    out = np.full((n, k), -1, dtype=np.int64)
+    alone = np.flatnonzero(sizes[group] == 1)
+    out[alone] = external[group[alone]]
+    for m in np.unique(sizes[sizes > 1]).tolist():
+        groups = np.flatnonzero(sizes == m)
+        members = order[starts[groups][:, None] + np.arange(m)]  # (G_m, m), preferred first
+        n_copies = min(k, m - 1)
+        tail = external[groups, : k - n_copies]
+        # members past position n_copies all list the first n_copies members
+        rest = members[:, n_copies:]
+        out[rest, :n_copies] = members[:, None, :n_copies]
+        out[rest, n_copies:] = tail[:, None, :]
+        for j in range(n_copies):  # the first members skip themselves
+            cols = np.delete(np.arange(n_copies + 1), j)
+            out[members[:, j], :n_copies] = members[:, cols]
+            out[members[:, j], n_copies:] = tail
+    return out
+
+
+def _external_rows(
+    group_neighbors: np.ndarray, order: np.ndarray, sizes: np.ndarray, starts: np.ndarray, k: int
+) -> np.ndarray:
+    """``(G, k)``: the members of each group's neighbour groups, in order, ``-1`` padded."""
+    n_groups, k_g = group_neighbors.shape
+    out = np.full((n_groups, k), -1, dtype=np.int64)
+    if k_g == 0:
+        return out
+    valid = group_neighbors >= 0
+    neighbor = np.maximum(group_neighbors, 0)
+    counts = np.where(valid, sizes[neighbor], 0)
+    ends = np.cumsum(counts, axis=1)  # (G, k_g): slots used after each neighbour group
+    for slot in range(k):
+        j = (ends <= slot).sum(axis=1)  # which neighbour group fills this slot
+        has = j < k_g
+        rows = np.flatnonzero(has)
+        jj = j[has]
+        before = np.where(jj > 0, ends[rows, np.maximum(jj - 1, 0)], 0)
+        g = neighbor[rows, jj]
+        out[rows, slot] = order[starts[g] + slot - before]
+    return out

@@ -1,0 +1,126 @@
+"""``Rows``: the transformed float32 feature rows, streamed block by block or materialised once.
+
+The annoy index keeps its own copy of every vector, so filling it from a full normalised
+matrix would hold the data three times (the caller's arrays, the matrix, the index). ``Rows``
+produces the normalised rows block by block straight from the caller's arrays; the matrix is
+materialised only once the index is gone (the exact distances need it). At 1M x 64 this is
+the difference between ~1 GiB and ~0.75 GiB peak RSS (``benchmarks/bench_duplicates.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from .._transform import Transform
+
+__all__ = ["Rows"]
+
+_BLOCK_ROWS = 65_536
+
+
+class Rows:
+    """Rows of one or more ``(n_i, d)`` arrays, stacked, cast to float32 and normalised.
+
+    Parameters
+    ----------
+    arrays:
+        Validated ``(n_i, d)`` numeric arrays (any float or int dtype); never modified.
+    normalize:
+        ``"row"``, ``"column"`` or ``None``, as in :func:`neardup.find_duplicates` (column
+        norms are then taken over all arrays together, in one streamed pass), or a fitted
+        ``Transform`` (``core/_transform.py``) without PCA: the width must not change, as the
+        values before the transform are hashed for exact copies.
+    """
+
+    def __init__(self, arrays: Sequence[np.ndarray], normalize: str | Transform | None) -> None:
+        self._arrays = list(arrays)
+        self.transform = (
+            normalize
+            if isinstance(normalize, Transform)
+            else Transform.fit(self._arrays, normalize=normalize)
+        )
+        if self.transform.reducer is not None:
+            raise ValueError("Rows streams width-preserving transforms only (no PCA)")
+        self.normalize = self.transform.normalize
+        self.n = sum(len(a) for a in self._arrays)
+        self.d = int(self._arrays[0].shape[1])
+        self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
+        self._matrix: np.ndarray | None = None
+
+    @classmethod
+    def from_matrix(cls, matrix: np.ndarray) -> Rows:
+        """Wrap an already normalised float32 ``(N, d)`` matrix (no copy)."""
+        rows = cls([matrix], None)
+        rows._matrix = matrix
+        return rows
+
+    @classmethod
+    def transformed(cls, arrays: Sequence[np.ndarray], transform: Transform) -> Rows:
+        """The rows of ``arrays`` through a fitted ``transform``.
+
+        Streamed block by block when the width is kept (no full copy while the annoy index
+        exists); with PCA the reduced rows are materialised at once (they are small).
+        """
+        if transform.reducer is None:
+            return cls(arrays, transform)
+        return cls.from_matrix(transform.apply_all(arrays))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.d
+
+    def _raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """``(global start row, view)`` blocks of the caller's arrays, in their own dtype."""
+        for offset, array in zip(self._offsets, self._arrays):
+            for start in range(0, len(array), block_rows):
+                yield int(offset) + start, array[start : start + block_rows]
+
+    def blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """``(global start row, normalised float32 block)``; one block in memory at a time."""
+        if self._matrix is not None:
+            for start in range(0, self.n, block_rows):
+                yield start, self._matrix[start : start + block_rows]
+            return
+        for start, raw in self._raw_blocks(block_rows):
+            yield start, self.transform.apply(raw)
+
+    def raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+        """Blocks of the values before normalisation, cast to float32 (for exact-copy hashing)."""
+        source = self._raw_blocks(block_rows) if self._matrix is None else self.blocks(block_rows)
+        for start, raw in source:
+            yield start, np.asarray(raw, dtype=np.float32)
+
+    def raw_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Values of the given global ``rows`` before normalisation, as float32 ``(len, d)``."""
+        if self._matrix is not None:
+            return self._matrix[rows]
+        out = np.empty((len(rows), self.d), dtype=np.float32)
+        which = np.searchsorted(self._offsets, rows, side="right") - 1
+        for a, array in enumerate(self._arrays):
+            mask = which == a
+            if mask.any():
+                out[mask] = array[rows[mask] - self._offsets[a]]
+        return out
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
+        matrix is built: rows are read from the caller's arrays and normalised)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._matrix is not None:
+            return self._matrix[rows]
+        if len(self._arrays) == 1:
+            block = self._arrays[0][rows]  # fancy indexing: already a copy
+        else:
+            block = self.raw_rows(rows)
+        return self.transform.apply(block)
+
+    def matrix(self) -> np.ndarray:
+        """The full normalised ``(N, d)`` float32 matrix, built once (the only full copy)."""
+        if self._matrix is None:
+            matrix = np.empty((self.n, self.d), dtype=np.float32)
+            for start, block in self.blocks():
+                matrix[start : start + len(block)] = block
+            self._matrix = matrix
+        return self._matrix

@@ -1,0 +1,117 @@
+"""Exact k nearest neighbours of a seeded sample of rows, searched among all rows.
+
+Thresholds that need neighbour statistics (``Relative``, ``Slope``, ``Percentile``, ...) and the
+nearest-neighbour histogram read this graph instead of a graph of every row: ``m`` sampled rows
+cost ``m * N * d`` multiply-adds (one streamed pass over the rows) instead of ``N * N * d``.
+With ``m >= N`` the sample is every row and the graph equals the exact backend's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._cells import exact_pair_distances
+from ._graph import NeighborGraph
+from ._rows import Rows
+
+__all__ = ["sample_rows", "sampled_neighbor_graph"]
+
+#: columns of the first product, whose top-k seeds the per-row bounds that screen the rest.
+_SEED_COLUMNS = 4096
+_BLOCK_ROWS = 16384
+
+
+def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """``min(n, size)`` distinct rows of ``range(n)``, sorted, chosen by ``seed``."""
+    if size >= n:
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([int(seed), 0x5A3])
+    return np.sort(rng.choice(n, size, replace=False)).astype(np.int64)
+
+
+def _column_blocks(rows: Rows):
+    """``(start, block)`` of normalised rows, the first block split after ``_SEED_COLUMNS``."""
+    first = True
+    for start, block in rows.blocks(_BLOCK_ROWS):
+        if first and len(block) > _SEED_COLUMNS:
+            yield start, block[:_SEED_COLUMNS]
+            yield start + _SEED_COLUMNS, block[_SEED_COLUMNS:]
+        else:
+            yield start, block
+        first = False
+
+
+def sampled_neighbor_graph(
+    rows: Rows, sample: np.ndarray, k: int, *, backend: str = "cells"
+) -> NeighborGraph:
+    """The ``k`` nearest other rows (among all ``rows``) of every sampled row, exactly.
+
+    Parameters
+    ----------
+    rows:
+        All ``N`` rows, streamed block by block.
+    sample:
+        ``(m,)`` sorted distinct global rows.
+    k:
+        Neighbours per sampled row (``<= N - 1``).
+
+    Returns
+    -------
+    NeighborGraph
+        ``indices``/``distances`` ``(m, k)``, sorted by distance then row, with ``rows=sample``.
+    """
+    queries = rows.take(sample)
+    m = len(sample)
+    left = np.empty((m, rows.d + 1), dtype=np.float32)  # [q, 1]
+    left[:, :-1] = queries
+    left[:, -1] = 1.0
+    best_d2 = np.full((m, k), np.inf, dtype=np.float32)  # |q - b|^2 - |q|^2
+    best_id = np.full((m, k), -1, dtype=np.int64)
+    for start, block in _column_blocks(rows):
+        right = np.empty((len(block), rows.d + 1), dtype=np.float32)  # [-2 b, |b|^2]
+        np.multiply(block, -2.0, out=right[:, :-1])
+        right[:, -1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        d2 = left @ right.T
+        lo, hi = np.searchsorted(sample, [start, start + len(block)])
+        d2[np.arange(lo, hi), sample[lo:hi] - start] = np.inf  # never a row's own entry
+        bound = best_d2[:, -1]
+        if np.isinf(bound).any():  # rows without k candidates yet: the block's k-th value
+            take = min(k, len(block))
+            bound = np.minimum(bound, np.partition(d2, take - 1, axis=1)[:, take - 1])
+        r, c = np.nonzero(d2 <= bound[:, None])
+        values = d2[r, c]
+        keep = np.isfinite(values)
+        _merge(best_d2, best_id, r[keep], c[keep] + start, values[keep])
+    distances = np.full((m, k), np.inf, dtype=np.float32)
+    valid = best_id >= 0
+    q_rows = np.repeat(np.arange(m), k).reshape(m, k)[valid]
+    distances[valid] = exact_pair_distances(queries[q_rows], rows.take(best_id[valid]))
+    order = np.lexsort((np.where(valid, best_id, np.iinfo(np.int64).max), distances), axis=1)
+    return NeighborGraph(
+        indices=np.take_along_axis(best_id, order, axis=1),
+        distances=np.take_along_axis(distances, order, axis=1),
+        backend=backend,
+        rows=sample,
+    )
+
+
+def _merge(
+    best_d2: np.ndarray, best_id: np.ndarray, r: np.ndarray, ids: np.ndarray, values: np.ndarray
+) -> None:
+    """Fold candidates ``(r, ids, values)`` into each row's ``k`` best (ties by lower id)."""
+    if len(r) == 0:
+        return
+    m, k = best_d2.shape
+    have = best_id >= 0
+    rr = np.concatenate([np.nonzero(have)[0], r])
+    ii = np.concatenate([best_id[have], ids])
+    vv = np.concatenate([best_d2[have], values])
+    order = np.lexsort((ii, vv, rr))
+    rr, ii, vv = rr[order], ii[order], vv[order]
+    starts = np.searchsorted(rr, np.arange(m))
+    rank = np.arange(len(rr)) - starts[rr]
+    keep = rank < k
+    best_d2.fill(np.inf)
+    best_id.fill(-1)
+    best_d2[rr[keep], rank[keep]] = vv[keep]
+    best_id[rr[keep], rank[keep]] = ii[keep]

@@ -1,0 +1,408 @@
+"""Keras 3 callback: near-duplicates and train/test leakage from intermediate-layer activations.
+
+Keras callbacks never see the input batches, so the callback is given its data (one entry per
+split) and reads the activations of the named layers through one feature model,
+``keras.Model(model.inputs, [layer outputs])``, built once and sharing the model's weights.
+Activations are pooled batch by batch and fed to :class:`neardup.ActivationCollector`, so raw
+feature maps of a whole split are never held at once.
+
+>>> from neardup.integrations.keras import DuplicatesCallback  # doctest: +SKIP
+>>> cb = DuplicatesCallback(layers=["conv2"], data={"train": (x, y), "test": test_ds})
+>>> model.fit(x, y, epochs=5, callbacks=[cb])  # doctest: +SKIP
+>>> cb.results["conv2"].leakage["test"].count  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
+from neardup.validators import (
+    as_backend,
+    as_reducer,
+    as_strategy,
+    check_normalize,
+    closest_names,
+)
+
+from .._common import (
+    check_fail_above,
+    check_pool,
+    collector_options,
+    leakage_metrics,
+    missing_framework,
+    pool_array,
+)
+from .._finish import announce, finish
+
+try:
+    import keras
+except ImportError as err:  # pragma: no cover - exercised only without keras
+    raise missing_framework("neardup.integrations.keras", "keras", err) from err
+
+from ._data import SplitSource, as_source, labels_of, warn_no_labels
+from ._graph import build_extractor, graph_of, model_input_shapes
+
+__all__ = ["DuplicatesCallback"]
+
+FeatureFn = Callable[[Any, Any], Any]
+_PROGRESS_MIN_BATCHES = 20  # show a progress bar for splits of at least this many batches
+
+
+class DuplicatesCallback(keras.callbacks.Callback):
+    """Find near-duplicates and train/test leakage in a Keras model's layer activations.
+
+    Parameters
+    ----------
+    layers:
+        Layer name(s) to analyse; layers inside nested sub-models as ``"encoder/conv2"`` (or
+        the bare name when it is unique). Not needed with ``feature_fn``.
+    data:
+        ``split -> data``: numpy arrays, ``(x, y)`` tuples, finite ``tf.data.Dataset`` or
+        ``keras.utils.PyDataset``. ``y`` gives labels (one-hot -> argmax) for class statistics.
+    reference:
+        The split the others are checked against for leakage (``None``: no leakage check).
+    pool:
+        ``"avg"`` / ``"max"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or
+        a ``callable(array (B, ...)) -> (B, features)``.
+    feature_fn:
+        ``feature_fn(model, x_batch) -> array or {name: array}`` instead of ``layers``; the way
+        to analyse subclassed models, which have no graph of layers to read. It receives
+        batches as they come (datasets are not batched for it).
+    every_n_epochs:
+        Also analyse every N epochs; the scalars (``neardup/test/leak_fraction``, ...) are
+        added to the epoch ``logs`` so ``History`` (and a ``TensorBoard`` placed after this
+        callback) record them.
+    at_train_end, at_test_end:
+        Analyse when ``fit`` ends / when ``evaluate`` (not fit's validation) ends.
+    batch_size, steps:
+        Batch size for arrays and unbatched datasets; ``steps`` (int, or ``split -> int``)
+        limits the batches read from datasets and is required for infinite ones.
+    report_dir:
+        Write ``neardup-<layer>.json`` (and ``.html``) reports there; ``None`` writes nothing.
+    fail_above:
+        Raise :class:`neardup.LeakageError` when a split leaks more than this fraction (after
+        writing the reports); raised from an every-N-epochs analysis, it stops training.
+    memory_budget, spill_dir:
+        Bytes of activations each collector keeps in memory (an int, or ``"4GB"``,
+        ``"512MiB"``); past it they spill to ``.npy`` files in ``spill_dir`` (default: a
+        temporary directory), removed when the analysis is done with them.
+    threshold, normalize, reduce, k, backend, seed:
+        Options of :func:`neardup.find_duplicates`.
+    verbose:
+        0 silent; 1 prints a summary per layer after training/evaluate/run and a progress
+        bar on long extraction; 2 also prints the summaries of every-N-epochs analyses.
+
+    Attributes
+    ----------
+    results: ``layer -> DuplicatesResult`` of the latest analysis (empty before the first).
+    metrics: the ``neardup/...`` scalars of the latest analysis.
+    report_paths: files written by the latest analysis.
+    """
+
+    def __init__(
+        self,
+        layers: str | Sequence[str] | None = None,
+        data: Mapping[str, Any] | None = None,
+        *,
+        reference: str | None = "train",
+        pool: str | Callable[[Any], Any] = "avg",
+        feature_fn: FeatureFn | None = None,
+        every_n_epochs: int | None = None,
+        at_train_end: bool = True,
+        at_test_end: bool = True,
+        batch_size: int = 256,
+        steps: int | Mapping[str, int] | None = None,
+        report_dir: str | os.PathLike[str] | None = None,
+        fail_above: float | None = None,
+        threshold: Any = None,
+        normalize: str | None = "row",
+        reduce: Any = None,
+        k: int = 10,
+        backend: Any = "auto",
+        seed: int = 0,
+        verbose: int = 1,
+        memory_budget: int | str | None = None,
+        spill_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.layers = _check_layers(layers, feature_fn)
+        self.feature_fn = feature_fn
+        self.pool = check_pool(pool)
+        self.every_n_epochs = _check_positive_int(every_n_epochs, "every_n_epochs", none_ok=True)
+        self.at_train_end = bool(at_train_end)
+        self.at_test_end = bool(at_test_end)
+        self.batch_size = _check_positive_int(batch_size, "batch_size")
+        self.sources = _check_data(data, steps)
+        self.reference = _check_reference(reference, self.sources)
+        self.report_dir = None if report_dir is None else Path(report_dir)
+        self.fail_above = check_fail_above(fail_above)
+        self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
+        self._collector_options = collector_options(memory_budget, spill_dir)
+        if verbose not in (0, 1, 2):
+            raise NeardupInputError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
+        self.verbose = verbose
+        self.results: dict[str, DuplicatesResult] = {}
+        self.metrics: dict[str, float] = {}
+        self.report_paths: list[Path] = []
+        self._extractor: tuple[Any, Any] | None = None  # (model, feature model)
+        self._in_fit = False
+        self._fresh = False  # results describe the current weights
+
+    # ---- Keras hooks (no batch hooks: Keras's async dispatch stays on) ----
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self._in_fit = False  # fit sets it again in on_train_begin; evaluate does not
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._in_fit, self._fresh = True, False
+        self._prepare(self.model)  # fail before training, not after it
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._fresh = False
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
+            self._analyze(self.model)
+            self._fresh = True
+            if logs is not None:
+                logs.update(self.metrics)  # History/TensorBoard after us record them
+            self._finish(f"neardup-epoch{epoch + 1:03d}", verbose=self.verbose >= 2)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self._in_fit = False
+        if not self.at_train_end:
+            return
+        if self._fresh:  # the last epoch's analysis describes the final weights
+            self._finish("neardup", verbose=self.verbose >= 1)
+        else:
+            self.run(self.model)
+
+    def on_test_begin(self, logs: dict | None = None) -> None:
+        if not self._in_fit and self.at_test_end:
+            self._prepare(self.model)
+
+    def on_test_end(self, logs: dict | None = None) -> None:
+        if not self._in_fit and self.at_test_end:
+            self.run(self.model)
+
+    # ---- public steps ----
+    def run(
+        self, model: keras.Model | None = None, *, stem: str = "neardup"
+    ) -> dict[str, DuplicatesResult]:
+        """Analyse ``model`` (default: the model this callback is attached to) now.
+
+        Extracts the activations of every split, runs the analysis, writes the reports,
+        prints the summary and applies ``fail_above``. Returns ``layer -> DuplicatesResult``.
+        """
+        model = self.model if model is None else model
+        if model is None:
+            raise NeardupInputError(
+                "run() needs a model: pass cb.run(model), or use the callback in fit/evaluate."
+            )
+        self._analyze(model)
+        self._finish(stem, verbose=self.verbose >= 1)
+        return self.results
+
+    # ---- private steps ----
+    def _prepare(self, model: keras.Model) -> None:
+        """Build the feature model and check the input shapes that are known up front."""
+        if self.feature_fn is not None:
+            return
+        if isinstance(model, keras.Sequential) and graph_of(model) is None:
+            return  # a Sequential without Input is built by its first step; checked later
+        self._feature_model(model)
+        expected = model_input_shapes(model)
+        for source in self.sources.values():
+            shapes = source.x_shapes()
+            if shapes is not None:
+                _check_shapes(
+                    source.name, shapes, expected, unbatched_ok=source.dataset is not None
+                )
+
+    def _feature_model(self, model: keras.Model) -> Any:
+        if self._extractor is None or self._extractor[0] is not model:
+            self._extractor = (model, build_extractor(model, self.layers))
+        return self._extractor[1]
+
+    def _features(self, model: keras.Model, x: Any) -> dict[str, Any]:
+        """``name -> activations`` of one batch, as numpy."""
+        if self.feature_fn is None:
+            out = self._feature_model(model).predict_on_batch(x)
+            out = out if isinstance(out, list) else [out]
+            return dict(zip(self.layers, out))
+        out = self.feature_fn(model, x)
+        if not isinstance(out, Mapping):
+            out = {"features": out}
+        return {str(name): keras.ops.convert_to_numpy(v) for name, v in out.items()}
+
+    def _collect(self, model: keras.Model) -> ActivationCollector:
+        """Run every split through the feature model, batch by batch, into a collector."""
+        expected = None if self.feature_fn is not None else model_input_shapes(model)
+        ranks = [len(s) for s in expected] if expected else [-1]
+        channels_last = keras.config.image_data_format() == "channels_last"
+        collector = ActivationCollector(**self._collector_options)
+        for source in self.sources.values():
+            bar = self._progress_bar(source)
+            has_labels: bool | None = None
+            for i, (x, y) in enumerate(source.batches(self.batch_size, ranks)):
+                if expected is not None and i == 0:
+                    _check_shapes(source.name, _batch_shapes(x), expected)
+                labels = labels_of(y)
+                if has_labels is None:
+                    has_labels = labels is not None
+                    if y is not None and labels is None:
+                        warn_no_labels(source.name)
+                labels = labels if has_labels else None
+                for name, values in self._features(model, x).items():
+                    pooled = pool_array(values, self.pool, channels_last=channels_last)
+                    collector.add(source.name, name, pooled, labels=labels)
+                if bar is not None:
+                    bar.update(i + 1)
+        return collector
+
+    def _progress_bar(self, source: SplitSource) -> Any:
+        total = source.num_batches(self.batch_size)
+        if not self.verbose or (total is not None and total < _PROGRESS_MIN_BATCHES):
+            return None
+        announce(f"neardup: extracting activations of split {source.name!r}")
+        return keras.utils.Progbar(total, verbose=self.verbose, unit_name="batch")
+
+    def _analyze(self, model: keras.Model) -> None:
+        """Extract every split and analyse it: sets ``results`` and ``metrics``."""
+        collector = self._collect(model)
+        options = dict(self.options, reference=self.reference)
+        if options["reduce"] is not None:
+            options["reduce"] = as_reducer(options["reduce"].n_components)  # a fresh PCA
+        self.results = collector.analyze(**options)
+        self.metrics = leakage_metrics(self.results)
+
+    def _finish(self, stem: str, *, verbose: bool) -> None:
+        """Write the reports, show the summaries, then apply ``fail_above``."""
+        samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
+        outcome = finish(
+            self.results,
+            report_dir=self.report_dir,
+            stem=stem,
+            samples=samples or None,
+            fail_above=self.fail_above,
+            verbose=verbose,
+        )
+        self.report_paths = outcome.report_paths
+        outcome.raise_for_failure()
+
+
+def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:
+    if feature_fn is not None:
+        if not callable(feature_fn):
+            raise NeardupInputError(
+                f"feature_fn must be callable(model, x) -> array or dict, got {feature_fn!r}."
+            )
+        if layers is not None:
+            raise NeardupInputError(
+                "give layers= (names of the model's layers) or feature_fn=, not both; with "
+                "feature_fn, return a dict name -> array to analyse several outputs."
+            )
+        return None
+    if isinstance(layers, str):
+        layers = [layers]
+    if not layers or not all(isinstance(n, str) and n for n in layers):
+        raise NeardupInputError(
+            f"layers must be a layer name or a list of layer names, got {layers!r} "
+            "(or pass feature_fn= instead)."
+        )
+    if len(set(layers)) != len(layers):
+        raise NeardupInputError(f"layers lists a name twice: {list(layers)}.")
+    return list(layers)
+
+
+def _check_positive_int(value: Any, name: str, *, none_ok: bool = False) -> int | None:
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise NeardupInputError(f"{name} must be an int >= 1, got {value!r}.")
+    return value
+
+
+def _check_data(data: Any, steps: Any) -> dict[str, SplitSource]:
+    if not isinstance(data, Mapping) or not data:
+        raise NeardupInputError(
+            "data must be a non-empty dict split -> data, e.g. "
+            "data={'train': (x_train, y_train), 'test': test_ds}."
+        )
+    if isinstance(steps, Mapping):
+        unknown = [s for s in steps if s not in data]
+        if unknown:
+            raise NeardupInputError(
+                f"steps names split(s) {unknown} that are not in data "
+                f"({closest_names(unknown[0], data)})."
+            )
+        per_split = dict(steps)
+    else:
+        per_split = dict.fromkeys(data, steps)
+    return {name: as_source(name, value, per_split.get(name)) for name, value in data.items()}
+
+
+def _check_reference(reference: Any, sources: Mapping[str, SplitSource]) -> str | None:
+    if reference is None or len(sources) == 1 or reference in sources:
+        return reference
+    raise NeardupInputError(
+        f"reference split {reference!r} is not in data ({closest_names(reference, sources)}); "
+        "pass reference= one of the data keys, or None to skip the leakage check."
+    )
+
+
+def _check_options(
+    threshold: Any, normalize: Any, reduce: Any, k: Any, backend: Any, seed: Any
+) -> dict[str, Any]:
+    """Validate the find_duplicates options now, not after an epoch of training."""
+    as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise NeardupInputError(f"seed must be an int, got {seed!r}.")
+    return {
+        "threshold": as_strategy(threshold),
+        "normalize": check_normalize(normalize),
+        "reduce": as_reducer(reduce),
+        "k": _check_positive_int(k, "k"),
+        "backend": backend,
+        "seed": seed,
+    }
+
+
+def _batch_shapes(x: Any) -> list[tuple[Any, ...]]:
+    return [tuple(keras.ops.shape(a)) for a in keras.tree.flatten(x)]
+
+
+def _check_shapes(
+    split: str,
+    shapes: list[tuple[Any, ...]],
+    expected: list[tuple[Any, ...]],
+    *,
+    unbatched_ok: bool = False,
+) -> None:
+    """Compare input shapes (batch axis first) with ``model.inputs``; None matches anything.
+
+    With ``unbatched_ok`` (a tf.data element spec), a shape without the batch axis is fine:
+    such a dataset is batched when it is read.
+    """
+    if len(shapes) != len(expected):
+        raise NeardupInputError(
+            f"data[{split!r}] has {len(shapes)} input array(s) but the model takes "
+            f"{len(expected)}; give x as a list/dict with one array per model input."
+        )
+    for got, exp in zip(shapes, expected):
+        if unbatched_ok and len(got) == len(exp) - 1:
+            got = (None, *got)
+        if len(got) == len(exp) and all(
+            e is None or g is None or g == e for g, e in zip(got[1:], exp[1:])
+        ):
+            continue
+        reshape = ", ".join("-1" if e is None else str(e) for e in exp[1:])
+        raise NeardupInputError(
+            f"data[{split!r}] has samples of shape {tuple(got[1:])} but the model expects "
+            f"{tuple(exp[1:])} (model.inputs: {tuple(exp)}); reshape the data to the model's "
+            f"input shape, e.g. x.reshape(len(x), {reshape})."
+        )

@@ -1,0 +1,238 @@
+"""The cell engine against brute force: exact pairs, determinism, executors, the contract."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import neardup
+from neardup.search import (
+    Cells,
+    ClosePairs,
+    Partition,
+    Rows,
+    ThreadExecutor,
+    build_graph,
+    fit_partition,
+    join_cell,
+    merge_pairs,
+    route_rows,
+    sample_rows,
+    sampled_neighbor_graph,
+)
+
+
+def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
+    """Clustered unit rows with exact, noisy and shifted copies (as the benchmark's data)."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(max(5, n // 100), d))
+    x = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=0.5, size=(n, d))
+    m = n // 30
+    src, dst = rng.choice(n, m, replace=False), rng.choice(n, m, replace=False)
+    x[dst[: m // 3]] = x[src[: m // 3]]
+    x[dst[m // 3 :]] = x[src[m // 3 :]] + rng.normal(scale=0.02, size=(m - m // 3, d))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+_DISTANCES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _brute_pairs(x: np.ndarray, t: float) -> set[tuple[int, int]]:
+    """Every pair within ``t`` by direct differences (float64 sums; cached per array)."""
+    cached = _DISTANCES.get(id(x))
+    d = cached[1] if cached is not None and cached[0] is x else None
+    if d is None:
+        d = np.empty((len(x), len(x)), dtype=np.float32)
+        for s in range(0, len(x), 100):
+            diff = x[s : s + 100, None, :] - x[None, :, :]
+            d[s : s + 100] = np.sqrt(np.einsum("ijk,ijk->ij", diff, diff, dtype=np.float64))
+        _DISTANCES[id(x)] = (x, d)
+    i, j = np.nonzero(np.triu(d <= np.float32(t), 1))
+    return set(zip(i.tolist(), j.tolist()))
+
+
+def _pairs(p: ClosePairs) -> set[tuple[int, int]]:
+    return set(zip(p.i.tolist(), p.j.tolist()))
+
+
+@pytest.fixture(scope="module")
+def data() -> np.ndarray:
+    return _clustered(3000, 24)
+
+
+def test_join_cell_equals_brute_force_and_is_sorted(data):
+    x = data[:700].copy()
+    ids = np.arange(1000, 1700)[::-1].copy()  # global ids in any order
+    got = join_cell(x, ids, threshold=0.45, block_size=97)
+    want = {(min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in _brute_pairs(x, 0.45)}
+    assert _pairs(got) == want and len(want) > 50
+    assert np.all(got.i < got.j)
+    assert np.all(np.diff(got.i * 10_000 + got.j) > 0)
+    diff = x[np.searchsorted(-ids, -got.i)] - x[np.searchsorted(-ids, -got.j)]
+    np.testing.assert_allclose(got.distance, np.linalg.norm(diff, axis=1), atol=1e-6)
+    assert got.distance.dtype == np.float32 and got.i.dtype == np.int64
+
+
+def test_join_cell_primary_rows_only(data):
+    x = data[:400].copy()
+    got = join_cell(x, np.arange(400), threshold=0.45, n_primary=100)
+    want = {(a, b) for a, b in _brute_pairs(x, 0.45) if a < 100}
+    assert _pairs(got) == want and want
+
+
+def test_join_cell_in_torch_matches_numpy(data):
+    torch = pytest.importorskip("torch")
+    x = data[:500]
+    ids = np.arange(500)
+    ref = join_cell(x, ids, threshold=0.45)
+    # CPU torch stands in for a CUDA device here (no GPU on the test machines)
+    for rows, device in ((torch.from_numpy(x), None), (x, "cpu")):
+        got = join_cell(rows, ids, threshold=0.45, block_size=128, device=device)
+        assert _pairs(got) == _pairs(ref)
+        np.testing.assert_allclose(got.distance, ref.distance, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_cells", [1, 7, 90])  # one cell, flat, two levels
+def test_cells_find_every_pair_within_the_threshold(data, n_cells):
+    rows = Rows([data], None)
+    t = 0.45
+    pairs = Cells(n_cells=n_cells).find_pairs(rows, t, seed=0)
+    assert _pairs(pairs) == _brute_pairs(data, t)
+
+
+def test_smaller_margin_loses_pairs_and_half_the_threshold_does_not(data):
+    rows = Rows([data], None)
+    t = 0.6  # wide enough that many pairs straddle cell boundaries
+    truth = _brute_pairs(data, t)
+    half = _pairs(Cells(n_cells=90, margin=0.5).find_pairs(rows, t, seed=0))
+    less = _pairs(Cells(n_cells=90, margin=0.3).find_pairs(rows, t, seed=0))
+    assert half == truth
+    assert less < truth  # strictly fewer: the margin is what makes the join exact
+
+
+def test_route_rows_nearest_first_and_partition_round_trip(data):
+    part = fit_partition(data[:2000], n_cells=100, seed=3)
+    assert len(np.unique(part.parent)) > 1  # two levels
+    assert np.all(np.diff(part.parent) >= 0)
+    row, cell, primary = route_rows(part, data, margin=0.1, return_primary=True)
+    first = np.r_[True, row[1:] != row[:-1]]
+    assert first.sum() == len(data) and np.all(np.diff(row) >= 0) and primary[first].all()
+    coarse = np.argmin(((data[:, None] - part.coarse[None]) ** 2).sum(-1), axis=1)
+    assert np.mean(part.parent[cell[first]] == coarse) > 0.99  # nearest coarse cell first
+    # one primary leaf per coarse cell reached: the nearest leaf of that coarse cell
+    reached = np.unique(np.stack([row, part.parent[cell]]), axis=1).shape[1]
+    assert primary.sum() == reached
+    flat = fit_partition(data[:2000], n_cells=10, seed=3)
+    r, c = route_rows(flat, data, margin=0.0)
+    nearest = np.argmin(((data[:, None] - flat.centroids[None]) ** 2).sum(-1), axis=1)
+    assert len(r) == len(data) and np.mean(c == nearest) > 0.999
+    buffer = io.BytesIO()
+    np.savez(buffer, **part.arrays())
+    buffer.seek(0)
+    with np.load(buffer, allow_pickle=False) as saved:
+        again = Partition.from_arrays(saved)
+    assert np.array_equal(again.centroids, part.centroids)
+    assert np.array_equal(route_rows(again, data, margin=0.1)[1], cell)
+
+
+def test_merge_pairs_is_order_independent(data):
+    rows = Rows([data], None)
+    backend = Cells(n_cells=20)
+    partition = backend.fit(rows, seed=0)
+    parts = [join_cell_result for join_cell_result in map(
+        lambda task: join_cell(task.rows, task.row_ids, threshold=0.4, n_primary=task.n_primary),
+        backend.cell_tasks(rows, partition, 0.4),
+    )]
+    a = merge_pairs(parts)
+    b = merge_pairs(parts[::-1] + parts[:3])  # other order, some parts twice
+    for field in ("i", "j", "distance"):
+        assert np.array_equal(getattr(a, field), getattr(b, field))
+
+
+def test_same_pairs_for_any_executor_and_for_a_seed(data):
+    rows = Rows([data], "row")
+    t = 0.4
+    serial = Cells(n_cells=40).find_pairs(rows, t, seed=5)
+    for executor in (ThreadExecutor(2), ThreadPoolExecutor(3)):
+        other = Cells(n_cells=40, executor=executor).find_pairs(rows, t, seed=5)
+        assert np.array_equal(other.i, serial.i) and np.array_equal(other.j, serial.j)
+        assert np.array_equal(other.distance, serial.distance)
+    again = Cells(n_cells=40).find_pairs(rows, t, seed=5)
+    assert np.array_equal(again.i, serial.i)
+
+
+def test_sampled_graph_is_the_exact_graph_of_the_sampled_rows(data):
+    rows = Rows([data], "row")
+    sample = sample_rows(len(data), 300, seed=1)
+    assert len(np.unique(sample)) == 300 and np.all(np.diff(sample) > 0)
+    graph = sampled_neighbor_graph(rows, sample, 7)
+    exact = build_graph(rows.matrix(), 7, backend="exact")
+    np.testing.assert_allclose(graph.distances, exact.distances[sample], atol=1e-6)
+    assert np.array_equal(graph.rows, sample)
+
+
+def test_default_backend_matches_exact_search(data):
+    split = {"train": data[:2400], "test": data[2400:]}
+    cells = neardup.find_duplicates(split)
+    exact = neardup.find_duplicates(split, backend="exact")
+    assert cells.settings["backend"] == "cells" and exact.settings["backend"] == "exact"
+    assert cells.threshold.value == exact.threshold.value  # every row sampled below 5,000
+    assert cells.leakage["test"].positions == exact.leakage["test"].positions
+    assert sorted(map(sorted, (s.positions for s in cells.clusters))) == sorted(
+        map(sorted, (s.positions for s in exact.clusters))
+    )
+    assert cells.histogram == exact.histogram
+
+
+def test_large_input_uses_a_sample_and_stays_exact():
+    x = _clustered(12_000, 16, seed=2)
+    result = neardup.find_duplicates(x, backend=neardup.Cells(cell_size=500))
+    t = result.threshold.value
+    # every pair within the resolved threshold, as brute force on the flagged rows' blocks
+    rows = Rows([x], "row")
+    pairs = Cells(n_cells=1).find_pairs(rows, t, seed=0)
+    members = {r for s in result.clusters for r in s.positions}
+    assert members == set(pairs.i.tolist()) | set(pairs.j.tolist())
+    assert sum(result.histogram["within"]) == Cells().sample_size_for(12_000, 16)
+
+
+def test_backend_objects_and_the_older_keywords():
+    x = _clustered(300, 8)
+    annoy = neardup.find_duplicates(x, backend=neardup.Annoy(n_trees=8, query_jobs=1))
+    assert annoy.settings["backend"] == "annoy" and annoy.settings["n_trees"] == 8
+    legacy = neardup.find_duplicates(x, backend="annoy", n_trees=8, query_jobs=1)
+    assert legacy.settings == annoy.settings
+    cells = neardup.find_duplicates(x, backend=neardup.Cells(cell_size=64))
+    assert cells.settings["cell_size"] == 64 and cells.settings["n_trees"] is None
+    with pytest.raises(neardup.NeardupInputError, match=r"backend=neardup.Annoy\(n_trees=...\)"):
+        neardup.find_duplicates(x, n_trees=8)
+    with pytest.raises(neardup.NeardupInputError, match="n_trees is an option of the annoy"):
+        neardup.find_duplicates(x, backend=neardup.Cells(), n_trees=8)
+    with pytest.raises(neardup.NeardupInputError, match="margin must be a number >= 0"):
+        neardup.Cells(margin=-1)
+    with pytest.raises(neardup.NeardupInputError, match="has no map"):
+        neardup.Cells(executor=object())
+
+
+def test_wide_rows_are_screened_through_a_projection_and_stay_exact():
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=(40, 600)).astype(np.float32)
+    x = base[rng.integers(0, 40, 1500)] + rng.normal(scale=0.6, size=(1500, 600)).astype(
+        np.float32
+    )
+    x[1000:1100] = x[:100] + rng.normal(scale=0.02, size=(100, 600)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = Rows([x], None)
+    t = 0.35
+    backend = Cells(n_cells=12, project_above=256, project_to=32)
+    partition = backend.fit(rows, seed=0)
+    assert partition.projection.shape == (32, 600)
+    np.testing.assert_allclose(partition.projection @ partition.projection.T, np.eye(32), atol=1e-5)
+    got = backend.find_pairs(rows, t, seed=0, partition=partition)
+    assert _pairs(got) == _brute_pairs(x, t) and len(got) >= 100
+    full_width = Cells(n_cells=12, project_above=None).find_pairs(rows, t, seed=0)
+    assert np.array_equal(full_width.i, got.i) and np.array_equal(full_width.distance, got.distance)

@@ -1,0 +1,105 @@
+"""Fast paths of the annoy backend checked against the exact backend (never timed here).
+
+Timing lives in ``benchmarks/``; these tests pin what the fast paths must keep: the same graph
+for any number of query workers, exact distances from the blocked distance step, and
+within-threshold recall of the default tree count on near-duplicates up to the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import neardup
+from neardup.search import DEFAULT_TREES, _annoy, build_graph, pair_distances, row_distances
+
+
+def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
+    """Clustered unit rows; 5 % noisy copies at distances spread from 0 to about 0.15."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(n // 100, d))
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(scale=0.7, size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    m = n // 20
+    targets = rng.choice(n, m, replace=False)
+    noise = rng.uniform(0, 0.15, size=(m, 1)) / np.sqrt(d)
+    x[targets] = x[rng.integers(0, n, m)] + rng.normal(size=(m, d)) * noise
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Fork query workers even for a few thousand rows (the real cut-off is 20,000)."""
+    monkeypatch.setattr(_annoy, "_PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(_annoy, "_CHUNK_ROWS", 500)
+
+
+def test_query_workers_give_the_same_graph(small_chunks):
+    x = _hard(4000, 16)
+    one = build_graph(x, 10, backend="annoy", n_trees=3, query_jobs=1)
+    for jobs in (2, 3):
+        many = build_graph(x, 10, backend="annoy", n_trees=3, query_jobs=jobs)
+        np.testing.assert_array_equal(many.indices, one.indices)
+        np.testing.assert_array_equal(many.distances, one.distances)
+    assert not (one.indices == np.arange(4000)[:, None]).any()
+
+
+def test_parallel_progress_reaches_the_total(small_chunks):
+    seen = []
+    build_graph(
+        _hard(3000, 8),
+        5,
+        backend="annoy",
+        n_trees=2,
+        query_jobs=2,
+        progress=lambda stage, done, total: seen.append((stage, done, total)),
+    )
+    queried = [done for stage, done, _ in seen if stage == "querying annoy index"]
+    assert queried == sorted(queried) and queried[-1] == 3000
+
+
+def test_find_duplicates_does_not_depend_on_query_jobs(small_chunks):
+    x = _hard(3000, 12)
+    data = {"train": x[:2400], "test": x[2400:]}
+    a = neardup.find_duplicates(data, backend="annoy", query_jobs=1)
+    b = neardup.find_duplicates(data, backend="annoy", query_jobs=2)
+    assert a.threshold.value == b.threshold.value
+    assert [c.positions for c in a.clusters] == [c.positions for c in b.clusters]
+    assert a.leakage["test"].positions == b.leakage["test"].positions
+    assert a.leakage["test"].count > 0
+
+
+def test_blocked_row_distances_match_pair_distances_and_padding():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 24)).astype(np.float32)
+    indices = rng.integers(0, 5000, size=(5000, 7))
+    indices[::13, -2:] = -1
+    got = row_distances(x, indices)
+    valid = indices >= 0
+    rows = np.repeat(np.arange(5000), 7)[valid.ravel()]
+    np.testing.assert_array_equal(got[valid], pair_distances(x, rows, indices[valid]))
+    assert np.isinf(got[~valid]).all()
+    brute = np.linalg.norm(x[3].astype(np.float64) - x[indices[3]], axis=1)
+    np.testing.assert_allclose(got[3], brute, rtol=1e-6)
+
+
+def test_default_trees_keep_recall_on_near_duplicates_up_to_the_threshold():
+    x = _hard(20000, 64)
+    exact = build_graph(x, 10, backend="exact")
+    fast = build_graph(x, 10, backend="annoy")  # DEFAULT_TREES, default search_k
+    threshold = 0.2 * float(np.median(exact.distances[:, -1]))
+    pairs = {}
+    for name, g in (("exact", exact), ("annoy", fast)):
+        rows, cols = np.nonzero(g.distances <= threshold)
+        pairs[name] = {(min(a, b), max(a, b)) for a, b in zip(rows, g.indices[rows, cols])}
+    assert len(pairs["exact"]) >= 500
+    recall = len(pairs["exact"] & pairs["annoy"]) / len(pairs["exact"])
+    assert recall >= 0.99, (DEFAULT_TREES, recall)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])
+def test_bad_query_jobs_is_a_clear_error(bad):
+    x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+    with pytest.raises(neardup.NeardupInputError, match="query_jobs"):
+        neardup.find_duplicates(x, query_jobs=bad)
