@@ -24,10 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_duplicates import make_data  # noqa: E402
+from bench_duplicates import make_data
 
 
 def _timed_join(fn, task):

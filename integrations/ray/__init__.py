@@ -11,11 +11,10 @@
   batch), merged into the :class:`neardup.Leakage` one index gives.
 """
 
-from neardup.integrations._common import missing_framework
+from .._common import missing_framework
 
 try:
-    import ray
-    import ray.data  # noqa: F401
+    import ray.data  # noqa: F401  (checks the extra is installed before anything else)
 except ImportError as err:  # pragma: no cover - exercised only without the extra
     raise missing_framework("neardup.integrations.ray", "ray", err) from err
 
