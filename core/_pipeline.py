@@ -13,6 +13,7 @@ from ._errors import NeardupInputError, closest_names
 from ._leakage import (
     leakage_record,
     nearest_reference,
+    nearest_reference_by_group,
     nearest_reference_in_pairs,
     to_python,
 )
@@ -30,6 +31,8 @@ from .search import (
     Rows,
     as_backend,
     clamp_k,
+    copy_pairs,
+    find_copies,
     merge_pairs,
 )
 
@@ -130,7 +133,18 @@ def find_duplicates(
     if engine.finds_pairs:
         graph = engine.neighbor_graph(rows, k, seed=seed)
         resolved = resolve_threshold(strategy, graph, normalize)
-        pairs = engine.find_pairs(rows, resolved.value, seed=seed, progress=progress)
+        copies = find_copies(rows) if engine.dedupe else None
+        if copies is not None and copies.n_copies:  # join each distinct row once
+            pairs = engine.find_pairs(
+                rows, resolved.value, seed=seed, items=copies.first, progress=progress
+            )
+            if ref_index is not None:
+                nearest = nearest_reference_by_group(
+                    pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
+                )
+            pairs = merge_pairs([pairs, copy_pairs(copies)])
+        else:
+            pairs = engine.find_pairs(rows, resolved.value, seed=seed, progress=progress)
         take = rows.take
     else:
         graph = engine.graph(

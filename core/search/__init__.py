@@ -28,8 +28,17 @@ with each sample's own entry removed (:class:`NeighborGraph`).
 
 from typing import Any
 
-from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
-from ._backends import Annoy, Backend, Cells, CellTask, Exact, as_backend, join_cell_task
+from ._annoy import build_annoy_index, drop_self, query_all, query_vectors, resolve_query_jobs
+from ._backends import (
+    Annoy,
+    Backend,
+    Cells,
+    CellTask,
+    Exact,
+    as_backend,
+    blas_threads,
+    join_cell_task,
+)
 from ._cells import (
     DEFAULT_BLOCK_SIZE,
     ClosePairs,
@@ -41,7 +50,7 @@ from ._cells import (
     route_entries,
     route_rows,
 )
-from ._copies import CopyGroups, expand_neighbors, find_copies
+from ._copies import CopyGroups, copy_pairs, expand_neighbors, find_copies
 from ._exact import nearest_among, pair_distances
 from ._executor import Executor, SerialExecutor, ThreadExecutor, check_executor
 from ._graph import (
@@ -77,11 +86,13 @@ __all__ = [
     "SerialExecutor",
     "ThreadExecutor",
     "as_backend",
+    "blas_threads",
     "build_annoy_index",
     "build_graph",
     "check_executor",
     "choose_backend",
     "clamp_k",
+    "copy_pairs",
     "drop_self",
     "exact_pair_distances",
     "expand_neighbors",
@@ -94,6 +105,7 @@ __all__ = [
     "nearest_among",
     "pair_distances",
     "query_all",
+    "query_vectors",
     "resolve_query_jobs",
     "route_entries",
     "route_rows",

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._cells import ClosePairs
 from ._rows import Rows
 
-__all__ = ["CopyGroups", "expand_neighbors", "find_copies"]
+__all__ = ["CopyGroups", "copy_pairs", "expand_neighbors", "find_copies"]
 
 _VERIFY_ROWS = 65_536
 
@@ -174,3 +175,11 @@ def _external_rows(
         g = neighbor[rows, jj]
         out[rows, slot] = order[starts[g] + slot - before]
     return out
+
+
+def copy_pairs(copies: CopyGroups) -> ClosePairs:
+    """Each copy linked to its group's first row, at distance 0 (``(n_copies,)`` pairs, sorted):
+    the groups' connectivity without the ``g (g - 1) / 2`` pairs of a group of ``g``."""
+    first = copies.first[copies.group]
+    rows = np.flatnonzero(first != np.arange(len(first)))
+    return ClosePairs(first[rows], rows, np.zeros(len(rows), dtype=np.float32))

@@ -59,13 +59,14 @@ class NeighborGraph:
 
     ``rows`` ``(m,)``: the global rows the graph lists neighbours for, when it covers a sample
     of the rows only (their neighbours are still searched among all rows); ``None``: every row,
-    in order.
+    in order. ``total_rows``: the number of rows searched (``None``: the graph's own rows).
     """
 
     indices: np.ndarray  # (N, k) int64, -1 where missing
     distances: np.ndarray  # (N, k) float32, inf where missing
     backend: str
     rows: np.ndarray | None = None
+    total_rows: int | None = None
 
     @property
     def query_rows(self) -> np.ndarray:

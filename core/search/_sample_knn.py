@@ -92,6 +92,7 @@ def sampled_neighbor_graph(
         distances=np.take_along_axis(distances, order, axis=1),
         backend=backend,
         rows=sample,
+        total_rows=rows.n,
     )
 
 

@@ -538,24 +538,19 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         log_dir = self._log_dir(trainer)  # on every rank: reading log_dir may be collective
         payload: dict[str, Any] = {"metrics": {}, "error": None}
         if trainer.is_global_zero:
+            rows, reference = self._usable_rows(trainer, rows, has_train=train is not None)
             payload = self._analyze_rank_zero(
-                trainer, rows, layers, train is not None, stem, final, log_dir
+                trainer, rows, layers, reference=reference, stem=stem, final=final, log_dir=log_dir
             )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
         if payload["error"]:
             raise LeakageError(payload["error"])
 
-    def _analyze_rank_zero(
-        self,
-        trainer: Trainer,
-        rows: dict,
-        layers: list[str],
-        has_train: bool,
-        stem: str,
-        final: bool,
-        log_dir: Path,
-    ) -> dict[str, Any]:
+    def _usable_rows(
+        self, trainer: Trainer, rows: dict, *, has_train: bool
+    ) -> tuple[dict, str | None]:
+        """The rows without empty splits (warned about), and the reference split (or None)."""
         empty = sorted({s for (s, _), (v, _, _) in rows.items() if len(v) == 0})
         if has_train and _TRAIN in empty:
             self._warn(
@@ -580,7 +575,21 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "duplicates within and across eval splits only. Pass train_loader= to check "
                 "train/test leakage.",
             )
-        options = dict(self.analyze_options, reference=_TRAIN if has_train else None)
+        return rows, _TRAIN if has_train else None
+
+    def _analyze_rank_zero(
+        self,
+        trainer: Trainer,
+        rows: dict,
+        layers: list[str],
+        *,
+        reference: str | None,
+        stem: str,
+        final: bool,
+        log_dir: Path,
+    ) -> dict[str, Any]:
+        """Analyse, then :func:`finish` (reports, summary, gate); the payload to broadcast."""
+        options = dict(self.analyze_options, reference=reference)
         self.results = analyze_layers(rows, layers, **options)
         outcome = finish(
             self.results,

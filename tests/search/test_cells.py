@@ -236,3 +236,26 @@ def test_wide_rows_are_screened_through_a_projection_and_stay_exact():
     assert _pairs(got) == _brute_pairs(x, t) and len(got) >= 100
     full_width = Cells(n_cells=12, project_above=None).find_pairs(rows, t, seed=0)
     assert np.array_equal(full_width.i, got.i) and np.array_equal(full_width.distance, got.distance)
+
+
+def test_exact_copies_joined_once_give_the_same_result():
+    """A group of 400 identical rows: 399 link pairs instead of 79,800, same sets and leakage."""
+    rng = np.random.default_rng(6)
+    train = _clustered(1500, 12, seed=6)
+    test = _clustered(500, 12, seed=7)
+    train[100:500] = train[99]  # one large group of copies in train
+    test[:50] = train[99]  # ...reaching into test
+    test[50:80] = test[80]  # a group in test only, near a train row
+    test[80:81] = train[700] + rng.normal(scale=0.01, size=(1, 12)).astype(np.float32)
+    test[50:80] = test[80]
+    data = {"train": train, "test": test}
+    copies = neardup.find_duplicates(data, backend=neardup.Cells(cell_size=64))
+    plain = neardup.find_duplicates(data, backend=neardup.Cells(cell_size=64, dedupe=False))
+    assert copies.settings["dedupe"] is True and plain.settings["dedupe"] is False
+    assert sorted(map(sorted, (s.positions for s in copies.clusters))) == sorted(
+        map(sorted, (s.positions for s in plain.clusters))
+    )
+    a, b = copies.leakage["test"], plain.leakage["test"]
+    assert a.positions == b.positions and a.nearest_positions == b.nearest_positions
+    np.testing.assert_array_equal(a.distances, b.distances)
+    assert a.nearest_positions[:50] == [99] * 50 and a.count >= 81
