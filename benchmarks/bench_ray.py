@@ -4,7 +4,8 @@ Each configuration runs in a fresh process (a process attaches to one Ray at a t
 
 - ``serial``: ``neardup.find_duplicates`` with ``Cells()`` in this process (the reference);
 - ``ray-1`` / ``ray-2``: the same with ``Cells(executor=RayExecutor())`` on a local
-  ``ray.init(num_cpus=1 | 2)``: one Ray task per cell.
+  ``ray.init(num_cpus=1 | 2)``: one Ray task per cell;
+- ``ray-2x8``: 2 CPUs, ``RayExecutor(tasks_per_call=8)``: 8 cells per Ray task.
 
 Per cell it records the rows (primary and spilled), the join time inside the task and the
 pairs found; it reports the replication factor (routed entries / N), the driver's merge time
@@ -72,9 +73,10 @@ def _child(mode: str, n: int, d: int, seed: int) -> dict:
         from neardup.integrations.ray import RayExecutor
 
         start = time.perf_counter()
-        ray.init(num_cpus=int(mode[-1]), include_dashboard=False, log_to_driver=False)
+        cpus, _, per_call = mode.removeprefix("ray-").partition("x")
+        ray.init(num_cpus=int(cpus), include_dashboard=False, log_to_driver=False)
         out["ray_init_s"] = time.perf_counter() - start
-        inner = RayExecutor()
+        inner = RayExecutor(tasks_per_call=int(per_call or 1))
         # warm the workers (process start, imports) outside the timed run
         list(inner.map(abs, range(8)))
     recorder = _Recording(inner)
@@ -114,7 +116,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {}
     env = {**os.environ, "PYTHONHASHSEED": "0", "RAY_DEDUP_LOGS": "0"}
     for _ in range(args.repeat):
-        for mode in ("serial", "ray-1", "ray-2"):
+        for mode in ("serial", "ray-1", "ray-2", "ray-2x8"):
             cmd = [sys.executable, __file__, "--child", mode, "--n", str(args.n)]
             cmd += ["--d", str(args.d), "--seed", str(args.seed)]
             done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -138,7 +140,9 @@ def main() -> None:
     t1 = statistics.median(r["total_s"] for r in runs["ray-1"])
     t2 = statistics.median(r["total_s"] for r in runs["ray-2"])
     print(f"speed-up ray-1 -> ray-2: {t1 / t2:.2f}x")
-    inits = [r["ray_init_s"] for m in ("ray-1", "ray-2") for r in runs[m]]
+    t8 = statistics.median(r["total_s"] for r in runs["ray-2x8"])
+    print(f"speed-up ray-1 -> ray-2x8: {t1 / t8:.2f}x")
+    inits = [r["ray_init_s"] for m in ("ray-1", "ray-2", "ray-2x8") for r in runs[m]]
     print(f"ray.init median {statistics.median(inits):.1f} s")
     print(f"identical results in every run: {len(digests) == 1}")
 

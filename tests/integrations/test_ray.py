@@ -138,7 +138,9 @@ def test_npy_and_parquet_shards_give_the_single_process_result(
         )
         pq.write_table(table, tmp_path / f"test-{k}.parquet")
         shards["test"].append(str(tmp_path / f"test-{k}.parquet"))
-    result = find_duplicates(shards, label_column="label", backend=CELLS)
+    result = find_duplicates(
+        shards, label_column="label", backend=CELLS, executor=RayExecutor(tasks_per_call=4)
+    )  # 4 cells per Ray task: the same pairs
     # .npy shards carry no ids or labels: the reference run gets positions and no train labels
     expected = neardup.find_duplicates(
         splits["vectors"], labels={"test": splits["labels"]["test"]}, backend=CELLS
@@ -309,6 +311,8 @@ def test_input_errors_name_the_problem(ray_local, splits, tmp_path):
         read_vectors(dataset, embed=lambda x: x)
     with pytest.raises(NeardupInputError, match="max_retries"):
         RayExecutor(max_retries=-1)
+    with pytest.raises(NeardupInputError, match="tasks_per_call"):
+        RayExecutor(tasks_per_call=0)
     with pytest.raises(NeardupInputError, match="cannot read list"):
         find_duplicates([[1.0, 2.0]])
 
