@@ -47,3 +47,16 @@ def test_bad_input_section_runs_and_prints_what_it_shows(tmp_path):
     text = README.read_text(encoding="utf-8").split("## Bad input", 1)[1]
     shown = re.search(r"```python\n.*?```\n```\n(.*?)```", text, re.S).group(1)
     assert done.stdout == shown
+
+
+def test_ray_section_runs_on_a_local_ray(tmp_path):
+    """The Ray section's snippet, in its own process (it starts its own local Ray)."""
+    import pytest
+
+    pytest.importorskip("ray")
+    code = _block_after("## Ray: the cell engine on a cluster")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-2:] == ["50 leaked", "True"]
