@@ -14,6 +14,8 @@ __all__ = ["ImageView"]
 
 _CHANNELS = (1, 3, 4)
 _CHUNK_BYTES = 64 << 20
+#: half-width of an aligned thumbnail's window, in standard deviations of the content
+_REACH = 2.0
 
 
 def _area_weights(source: int, target: int) -> np.ndarray:
@@ -28,6 +30,46 @@ def _area_weights(source: int, target: int) -> np.ndarray:
         None,
     )
     return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def _window_weights(source: int, lo: np.ndarray, hi: np.ndarray, target: int) -> np.ndarray:
+    """``(n, target, source)`` box weights over per-image windows ``[lo, hi)`` (pixel units).
+
+    Parts of a window outside the image repeat its edge pixels.
+    """
+    edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, target + 1)[None, :]
+    first = int(np.floor(edges.min()))
+    last = int(np.ceil(edges.max()))
+    pixel = np.arange(first, max(last, first + 1))
+    starts, stops = edges[:, :-1, None], edges[:, 1:, None]
+    overlap = np.clip(np.minimum(stops, pixel + 1) - np.maximum(starts, pixel), 0.0, None)
+    clamp = np.zeros((len(pixel), source))
+    clamp[np.arange(len(pixel)), np.clip(pixel, 0, source - 1)] = 1.0
+    weights = overlap @ clamp
+    return weights / np.maximum(weights.sum(axis=2, keepdims=True), 1e-12)
+
+
+def _content_windows(grey: np.ndarray, reach: float) -> tuple[np.ndarray, ...]:
+    """Per image of ``grey`` ``(n, H, W)``: a square window around its intensity centroid.
+
+    Weights are each image's intensities above its minimum (unchanged by brightness and
+    contrast changes); the window spans ``reach`` standard deviations of the weighted pixel
+    positions each way, so it moves and scales with the content (shifts and crops).
+    """
+    n, height, width = grey.shape
+    weights = grey - grey.reshape(n, -1).min(axis=1)[:, None, None]
+    total = weights.sum(axis=(1, 2))
+    flat = total <= 0
+    weights[flat] = 1.0
+    total[flat] = height * width
+    ys = np.arange(height) + 0.5
+    xs = np.arange(width) + 0.5
+    wy = weights.sum(axis=2) / total[:, None]
+    wx = weights.sum(axis=1) / total[:, None]
+    cy, cx = wy @ ys, wx @ xs
+    var = (wy @ ys**2 - cy**2 + wx @ xs**2 - cx**2) / 2.0
+    half = reach * np.sqrt(np.maximum(var, 0.25))
+    return cy - half, cy + half, cx - half, cx + half
 
 
 def _as_array(image: Any) -> np.ndarray:
@@ -98,6 +140,7 @@ class ImageView:
     size: int = 8
     color: bool | str = "auto"
     channels_first: bool | None = None
+    align: bool = False
 
     def __post_init__(self) -> None:
         if (
@@ -188,6 +231,8 @@ class ImageView:
         rows_weights = _area_weights(height, self.size)
         cols_weights = _area_weights(width, self.size)
         out_channels = 3 if color else 1
+        if self.align:
+            return self._aligned(batch, color)
         out = np.empty((n, self.size, self.size, out_channels), dtype=np.float64)
         step = max(1, _CHUNK_BYTES // (8 * height * width * channels))
         for start in range(0, n, step):
@@ -199,6 +244,31 @@ class ImageView:
             out[start : start + len(chunk)] = np.einsum(
                 "ih,nhwc,jw->nijc", rows_weights, chunk, cols_weights, optimize=True
             )
+        return _standardized(out)
+
+    def _aligned(self, batch: np.ndarray, color: bool) -> np.ndarray:
+        n, height, width, channels = batch.shape
+        out = np.empty((n, self.size, self.size, 3 if color else 1), dtype=np.float64)
+        step = max(1, _CHUNK_BYTES // (8 * height * width * channels * 4))
+        for start in range(0, n, step):
+            chunk = batch[start : start + step].astype(np.float64)
+            if color and channels == 1:
+                chunk = np.repeat(chunk, 3, axis=-1)
+            elif not color and channels == 3:
+                chunk = chunk.mean(axis=-1, keepdims=True)
+            y0, y1, x0, x1 = _content_windows(chunk.mean(axis=-1), _REACH)
+            rows_weights = _window_weights(height, y0, y1, self.size)
+            cols_weights = _window_weights(width, x0, x1, self.size)
+            out[start : start + len(chunk)] = np.einsum(
+                "nih,nhwc,njw->nijc", rows_weights, chunk, cols_weights, optimize=True
+            )
+        return _standardized(out)
+
+
+def _standardized(out: np.ndarray) -> np.ndarray:
+    """``(n, s, s, c)`` thumbnails -> rows with mean 0 and standard deviation 1 (float32)."""
+    if True:
+        n = len(out)
         flat = out.reshape(n, -1)
         flat -= flat.mean(axis=1, keepdims=True)
         spread = flat.std(axis=1, keepdims=True)
