@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import NeardupInputError
-from ._neighbors import NeighborGraph
 from ._threshold import ThresholdStrategy
+from .search import NeighborGraph
 
 __all__ = ["Auto", "intrinsic_dimension"]
 

@@ -24,8 +24,6 @@ from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment, close_pairs
 from ._errors import NeardupInputError, closest_names
 from ._leakage import leakage_record, nearest_reference
-from ._neighbors import DEFAULT_TREES, ProgressFn, pair_distances
-from ._result import DuplicatesResult, Leakage
 from ._threshold import ResolvedThreshold
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
@@ -38,6 +36,8 @@ from ._view_run import (
     histogram,
     single_view_result,
 )
+from .report import DuplicatesResult, Leakage
+from .search import DEFAULT_TREES, ProgressFn, pair_distances
 
 __all__ = ["COMBINE_RULES", "check_combine", "find_duplicates_multiview"]
 

@@ -1,4 +1,4 @@
-"""``find_duplicates``: validate -> reduce -> normalise -> neighbours -> threshold -> sets."""
+"""``find_duplicates``: validate -> transform -> search -> threshold -> sets/leakage -> report."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 from ._errors import NeardupInputError, closest_names
 from ._multiview import check_combine, find_duplicates_multiview
-from ._neighbors import DEFAULT_TREES, ProgressFn
-from ._result import DuplicatesResult
 from ._threshold import ThresholdStrategy
 from ._validate import prepare, split_index
 from ._view_run import analyse_view, single_view_result
+from .report import DuplicatesResult
+from .search import DEFAULT_TREES, ProgressFn
 
 __all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 

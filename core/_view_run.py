@@ -17,14 +17,14 @@ from ._auto_threshold import Auto
 from ._chains import PairwiseFn, euclidean_pairwise, set_diameters, split_chains
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError
-from ._leakage import _py, leakage_record, nearest_reference
-from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
-from ._normalize import check_normalize, normalize_inplace
+from ._leakage import leakage_record, nearest_reference, to_python
+from ._normalize import check_normalize
 from ._reduce import as_reducer
-from ._result import DuplicateSet, DuplicatesResult, Leakage
-from ._rows import Rows
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
+from ._transform import Transform
 from ._validate import Dataset
+from .report import DuplicateSet, DuplicatesResult, Leakage
+from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
 
 __all__ = [
     "ViewRun",
@@ -105,17 +105,10 @@ def analyse_view(
     strategy = Auto() if threshold is None else as_strategy(threshold)
     reducer = as_reducer(reduce)
     k = clamp_k(k, sum(dataset.sizes))
-    if reducer is not None:
-        x = dataset.matrix
-        reducer.fit(x)
-        if reducer.is_noop_for is None:
-            x = reducer.transform(x)
-        if progress:
-            progress("PCA", 1, 1)
-        del dataset.matrix  # drop the unreduced copy as soon as possible
-        rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: no full copy while the annoy index exists
-        rows = Rows(dataset.arrays, normalize)
+    transform = Transform.fit(dataset.arrays, normalize=normalize, reduce=reducer)
+    if progress and reducer is not None:
+        progress("PCA", 1, 1)
+    rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     graph = build_graph(
         rows,
@@ -207,7 +200,7 @@ def row_values(per_split: list[np.ndarray | None], rows: np.ndarray, dataset: Da
     for r in rows:
         s = split_of_row[r]
         values = per_split[s]
-        out.append(None if values is None else _py(values[r - offsets[s]]))
+        out.append(None if values is None else to_python(values[r - offsets[s]]))
     return out
 
 
