@@ -49,6 +49,37 @@ IMAGE_CHECK = 0.95  # Pearson r of full-resolution pixels: a natural near-duplic
 TEXT_CHECK = 0.9  # difflib ratio of lower-cased text: a natural near-duplicate
 
 ROWS: list[dict] = []
+OPTIONS: dict = {}  # find_duplicates options of every case (--threshold)
+
+
+class LogFence(neardup.ThresholdStrategy):
+    """A candidate rule measured against Auto: a robust low-tail fence on log nearest distances.
+
+    ``exp(q25 - width * (q50 - q25))`` of the non-zero nearest-neighbour distances.
+    """
+
+    def __init__(self, width: float = 3.0) -> None:
+        self.width = width
+
+    def resolve(self, graph, normalize) -> float:
+        nearest = graph.distances[:, 0]
+        nearest = np.log(nearest[np.isfinite(nearest) & (nearest > 0)])
+        if nearest.size < 8:
+            return 0.0
+        q25, q50 = np.quantile(nearest, [0.25, 0.5])
+        return float(np.exp(q25 - self.width * (q50 - q25)))
+
+
+def threshold_option(text: str):
+    """``auto`` (the default), ``auto:<false_alarms>``, ``fence:<width>``, ``relative:<r>``."""
+    name, _, value = text.partition(":")
+    if name == "auto":
+        return None if not value else neardup.Auto(false_alarms=float(value))
+    if name == "fence":
+        return LogFence(float(value or 3.0))
+    if name == "relative":
+        return neardup.Relative(float(value or 0.2))
+    raise SystemExit(f"unknown --threshold {text!r}")
 
 
 # ---------------------------------------------------------------- image kinds (uint8 HW / HWC)
@@ -274,7 +305,7 @@ def control(case: str, result, seconds: float) -> None:
 
 def run(data, **options):
     start = time.perf_counter()
-    result = neardup.find_duplicates(data, **options)
+    result = neardup.find_duplicates(data, **{**OPTIONS, **options})
     return result, time.perf_counter() - start
 
 
@@ -287,7 +318,7 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     order = rng.permutation(len(digits))
     train, test = digits[order[:1200]], digits[order[1200:]]
     r, t = run({"train": {"image": view(train)}, "test": {"image": view(test)}})
-    control("digits, disjoint train/test (ImageView)", r, t)
+    control("digits, disjoint train/test (ImageView)", r, t, train, test)
     kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "contrast x0.8")}
     u8 = lambda x: np.rint(x * 255 / 16).astype(np.uint8)  # noqa: E731
     planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, rng)
@@ -320,7 +351,7 @@ def text(rng: np.random.Generator, per_kind: int) -> None:
             "test": {"text": view(test), "minilm": minilm_embed(test)},
         }
     )
-    control("pydoc sentences, disjoint train/test (text + MiniLM)", r, t)
+    control("pydoc sentences, disjoint train/test (text + MiniLM)", r, t, train, test)
     planted, kind_of, _ = plant(train, test, TEXT_KINDS, per_kind, rng)
     minilm_test = minilm_embed(planted)
     for views in (("text",), ("minilm",), ("text", "minilm")):
@@ -398,7 +429,10 @@ def main() -> None:
     parser.add_argument("--only", default="noise,images,text,spam")
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threshold", default="auto", help=threshold_option.__doc__)
     args = parser.parse_args()
+    if args.threshold != "auto":
+        OPTIONS["threshold"] = threshold_option(args.threshold)
     rng = np.random.default_rng(args.seed)
     only = args.only.split(",")
     start = time.perf_counter()

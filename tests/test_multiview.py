@@ -17,7 +17,7 @@ from neardup import (
     Relative,
     find_duplicates,
 )
-from neardup._neighbors import NeighborGraph
+from neardup.search import NeighborGraph, Rows, build_graph
 
 
 def _two_views(seed: int = 0):
@@ -149,9 +149,6 @@ def test_auto_on_a_sample_of_rows_matches_the_full_graph():
     x[:300] = x[300:600] + rng.normal(scale=0.01, size=(300, 12))
     full = find_duplicates(x, backend="exact")
     # rebuild the graph the engine would give for 2,000 sampled rows (their k nearest of all)
-    from neardup._neighbors import build_graph
-    from neardup._rows import Rows
-
     rows = Rows([x], "row")
     graph = build_graph(rows, 10, backend="exact")
     sample = rng.choice(6000, 2000, replace=False)
