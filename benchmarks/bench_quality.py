@@ -21,6 +21,7 @@ disjoint real samples.
 
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
+    python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
 """
 
 from __future__ import annotations
@@ -418,6 +419,33 @@ def noise(rng: np.random.Generator) -> None:
         control(f"Gaussian noise {n:,} x {d}", r, t)
 
 
+def view_choice(rng: np.random.Generator) -> None:
+    """ImageView size and alignment on Fashion-MNIST: how far planted copies lie from their
+    source against the natural test->train nearest distances (``--only views``)."""
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+    train, test = load_fashion()
+    pick = rng.choice(len(train), 100, replace=False)
+    kinds = ("noise", "jpeg q75", "shift 1-2 px", "crop 90%")
+    copies = {k: np.stack([IMAGE_KINDS[k](train[i], rng) for i in pick]) for k in kinds}
+    print("| view | natural 1 % | " + " | ".join(f"{k} q95 / median" for k in kinds) + " |")
+    print("|---|---:|" + "---:|" * len(kinds))
+    for view in (ImageView(size=4), ImageView(), ImageView(size=16), ImageView(align=True)):
+        a, b = unit(view(train)), unit(view(test))
+        nearest = np.concatenate(
+            [(2 - 2 * (b[s : s + 2000] @ a.T)).min(axis=1) for s in range(0, len(b), 2000)]
+        )
+        natural = float(np.quantile(np.sqrt(np.maximum(nearest, 0)), 0.01))
+        cells = []
+        for k in kinds:
+            c = unit(view(copies[k]))
+            d = np.sqrt(np.maximum(2 - 2 * np.einsum("ij,ij->i", c, a[pick]), 0))
+            cells.append(f"{np.quantile(d, 0.95) / natural:.2f} / {np.median(d) / natural:.2f}")
+        print(f"| {view} | {natural:.4f} | " + " | ".join(cells) + " |")
+
+
 def print_table() -> None:
     print()
     print("| case | views | kind | planted | found | recall / precision | notes |")
@@ -450,6 +478,8 @@ def main() -> None:
         text(rng, max(1, args.per_kind * 4 // 5))
     if "spam" in only:
         spam()
+    if "views" in only:
+        view_choice(rng)
     print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all (neardup {neardup.__version__}).")
 

@@ -167,3 +167,12 @@ def test_auto_with_only_exact_copies_reports_them():
     assert result.threshold.value == 0.0
     assert "only exact copies" in result.threshold.reason
     assert sorted(c.size for c in result.clusters) == [3, 3]
+
+
+def test_html_report_shows_which_view_found_each_pair():
+    result = find_duplicates(_two_views())
+    page = result.to_html(None)
+    assert page.count("found by:") == 20
+    assert page.count('class="view found">✓ a ') == 10
+    assert page.count('class="view found">✓ b ') == 10
+    assert "within the threshold of any view" in page
