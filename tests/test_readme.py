@@ -36,3 +36,14 @@ def test_reference_index_section_runs_and_prints_what_it_shows(tmp_path):
     shown = re.search(r"```python\n.*?```\n```\n(.*?)```", text, re.S).group(1)
     assert done.stdout == shown
     assert (tmp_path / "train_index" / "meta.json").exists()
+
+
+def test_views_and_thresholds_section_runs(tmp_path):
+    code = _block_after("## Views and thresholds")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "leakage test -> train: 20 of 597 samples" in done.stdout
+    assert "20 leaked; pair 0 found by ['image', 'pixels']" in done.stdout
+    assert "{'train': 0, 'test': 20} samples to drop" in done.stdout
