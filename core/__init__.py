@@ -9,6 +9,8 @@
 5
 """
 
+from . import views
+from ._auto_threshold import Auto
 from ._collector import ActivationCollector
 from ._errors import LeakageError, NeardupInputError
 from ._pipeline import analyze_layers, find_duplicates, find_duplicates_by_layer
@@ -33,6 +35,7 @@ __all__ = [
     "PCA",
     "ActivationCollector",
     "Annoy",
+    "Auto",
     "Cells",
     "Cosine",
     "Distance",
@@ -53,4 +56,5 @@ __all__ = [
     "analyze_layers",
     "find_duplicates",
     "find_duplicates_by_layer",
+    "views",
 ]

@@ -426,3 +426,39 @@ register(
         "Pass a short name such as 'test' or 'new'.",
     )
 )
+
+
+def _max_diameter_ok(value: Any) -> bool:
+    if value is None:
+        return True
+    return _is_number(value) and bool(np.isfinite(float(value))) and float(value) > 0
+
+
+register(
+    Param(
+        "combine",
+        Choice(("any",)),
+        "how several views' verdicts combine into one",
+        "'any': a pair is a near-duplicate when it is within its threshold in at least one view.",
+    )
+)
+register(
+    Param(
+        "max_diameter",
+        Predicate(
+            _max_diameter_ok,
+            "None or a finite number > 0 (a multiple of the threshold)",
+            ("x", 0, -1.0, float("inf"), float("nan"), True),
+        ),
+        "the widest duplicate set kept whole, in thresholds",
+        "E.g. max_diameter=2.0 splits chains wider than two thresholds; None keeps every set.",
+    )
+)
+register(
+    Param(
+        "keep",
+        Choice(("first", "centroid", "reference")),
+        "which member of a duplicate set survives a clean export",
+        "Use 'first', 'centroid' or 'reference' (the member from the reference split).",
+    )
+)

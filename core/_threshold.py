@@ -231,18 +231,26 @@ class ResolvedThreshold:
     strategy: str
     params: dict[str, Any]
     value: float
+    reason: str = ""  # why the strategy cut there (filled by strategies that choose from data)
 
     def __str__(self) -> str:
-        return f"{self.strategy} -> distance {self.value:.4g}"
+        text = f"{self.strategy} -> distance {self.value:.4g}"
+        return f"{text} ({self.reason})" if self.reason else text
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"strategy", "params", "value"}`` as JSON-ready values (reports, index meta)."""
-        return {"strategy": self.strategy, "params": to_plain(self.params), "value": self.value}
+        """``{"strategy", "params", "value", "reason"}`` as JSON-ready values (reports, index
+        meta)."""
+        return {
+            "strategy": self.strategy,
+            "params": to_plain(self.params),
+            "value": self.value,
+            "reason": self.reason,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ResolvedThreshold:
         """The threshold :meth:`to_dict` wrote (``KeyError``/``TypeError`` when malformed)."""
-        return cls(d["strategy"], dict(d["params"]), float(d["value"]))
+        return cls(d["strategy"], dict(d["params"]), float(d["value"]), d.get("reason", ""))
 
 
 def as_strategy(threshold: Any) -> ThresholdStrategy:
@@ -263,6 +271,12 @@ def resolve_threshold(
     strategy: ThresholdStrategy, graph: NeighborGraph, normalize: str | None
 ) -> ResolvedThreshold:
     """Resolve ``strategy`` on ``graph`` into a :class:`ResolvedThreshold`."""
-    value = strategy.resolve(graph, normalize)
+    explain = getattr(strategy, "explain", None)
+    if explain is not None:
+        value, reason = explain(graph, normalize)
+    else:
+        value, reason = strategy.resolve(graph, normalize), ""
     name = type(strategy).__name__.lstrip("_")
-    return ResolvedThreshold(strategy=name, params=strategy.params(), value=float(value))
+    return ResolvedThreshold(
+        strategy=name, params=strategy.params(), value=float(value), reason=reason
+    )

@@ -57,6 +57,7 @@ def _find_leakage(**options: Any) -> Any:
 
 
 _INDEX = ReferenceIndex.build(X, n_trees=2)
+_RESULT = neardup.find_duplicates({"train": X[:40], "test": X[40:]})
 
 #: entry point -> (call with options, the options it takes, their defaults)
 ENTRY_POINTS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
@@ -71,6 +72,10 @@ ENTRY_POINTS: dict[str, tuple[Callable[..., Any], Callable[..., Any]]] = {
     "lightning.DuplicatesCallback": (_lightning, None),
     "keras.DuplicatesCallback": (_keras, None),
     "datasets.find_leakage": (_find_leakage, neardup.find_duplicates),
+    "DuplicatesResult.keep_mask": (
+        lambda **o: _RESULT.keep_mask(**o),
+        neardup.DuplicatesResult.keep_mask,
+    ),
 }
 
 

@@ -60,3 +60,14 @@ def test_ray_section_runs_on_a_local_ray(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-2:] == ["50 leaked", "True"]
+
+
+def test_views_and_thresholds_section_runs(tmp_path):
+    code = _block_after("## Views and thresholds")
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "leakage test -> train: 20 of 597 samples" in done.stdout
+    assert "20 leaked; pair 0 found by ['image', 'pixels']" in done.stdout
+    assert "{'train': 0, 'test': 20} samples to drop" in done.stdout
