@@ -9,6 +9,8 @@
 5
 """
 
+from . import views
+from ._auto_threshold import Auto
 from ._collector import ActivationCollector
 from ._errors import LeakageError, NeardupInputError
 from ._pipeline import analyze_layers, find_duplicates, find_duplicates_by_layer
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PCA",
     "ActivationCollector",
+    "Auto",
     "Cosine",
     "Distance",
     "DuplicateSet",
@@ -49,4 +52,5 @@ __all__ = [
     "analyze_layers",
     "find_duplicates",
     "find_duplicates_by_layer",
+    "views",
 ]

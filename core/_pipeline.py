@@ -6,21 +6,24 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
-
-from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import leakage_record, nearest_reference, to_python
-from ._normalize import check_normalize, normalize_inplace
-from ._reduce import as_reducer
-from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
-from ._validate import Dataset, prepare, split_index
-from .report import DuplicateSet, DuplicatesResult, Leakage
-from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
+from ._multiview import check_combine, find_duplicates_multiview
+from ._threshold import ThresholdStrategy
+from ._validate import prepare, split_index
+from ._view_run import analyse_view, single_view_result
+from .report import DuplicatesResult
+from .search import DEFAULT_TREES, ProgressFn
 
 __all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 
-_HISTOGRAM_BINS = 60
+
+def _is_multiview(data: Any) -> bool:
+    """``{split: {view: array}}`` (several views) rather than ``{split: array}``."""
+    return (
+        isinstance(data, Mapping)
+        and len(data) > 0
+        and all(isinstance(v, Mapping) for v in data.values())
+    )
 
 
 def find_duplicates(
@@ -40,25 +43,36 @@ def find_duplicates(
     n_jobs: int = 1,
     query_jobs: int = -1,
     dedupe: bool = True,
+    combine: str = "any",
+    max_diameter: float | None = None,
     layer: str | None = None,
     progress: ProgressFn | None = None,
 ) -> DuplicatesResult:
-    """Find near-duplicate samples in one layer's activations, within and across splits.
+    """Find near-duplicate samples, within and across splits, in one or several views.
 
     Parameters
     ----------
     data:
         An ``(N, ...)`` array (one split, named ``"data"``) or a mapping ``split -> array``.
         Every sample is flattened; any float or integer dtype is computed in float32.
+        Several *views* of the same samples (a model layer, :class:`neardup.views.ImageView`
+        thumbnails, :class:`neardup.views.TextView` n-grams, ...): a mapping
+        ``split -> {view -> (N_split, ...) array}``, every split with the same views. Each view
+        gets its own threshold; the result combines them (see ``combine``) and keeps each
+        view's own result in ``result.views``.
     labels, ids:
         Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
         or str) give per-class leakage and effective class counts; ids (unique per split,
         any hashable) name samples in the result. Default ids: the position in the split.
     threshold:
-        A strategy: ``Relative(0.2)`` by default (no duplicates on data that has none),
-        ``Cosine(s)``, ``Distance(x)``, or DNIKit's ``Slope()`` / ``Percentile(p)``.
+        A strategy: ``Auto()`` by default (cut below the bulk of natural nearest-neighbour
+        distances, chosen per view; silent on data without duplicates; the result's
+        ``threshold.reason`` says why it cut there), ``Relative(r)``, ``Cosine(s)``,
+        ``Distance(x)``, or DNIKit's ``Slope()`` / ``Percentile(p)``. With several views, one
+        strategy for all or a mapping ``view -> strategy`` (missing views get ``Auto()``).
     normalize:
-        ``"row"`` (cosine geometry, default), ``"column"`` (DNIKit) or ``None``.
+        ``"row"`` (cosine geometry, default), ``"column"`` (DNIKit) or ``None``; with several
+        views, one value or a mapping ``view -> value``.
     reduce:
         ``None``, an int ``n`` or ``PCA(n)``: project onto the top ``n`` principal components
         (computed from all splits) before normalising.
@@ -79,82 +93,76 @@ def find_duplicates(
     reference:
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
+    combine:
+        With several views, how their verdicts combine into one: ``"any"`` (a pair is a
+        near-duplicate when it is within its threshold in at least one view).
+    max_diameter:
+        Split chained duplicate sets so that no two members of a set are further apart than
+        ``max_diameter`` thresholds (a multiple of the threshold, so one value fits every
+        view; 1.0 makes every member pair itself a near-duplicate). ``None``: sets are the
+        connected components of close pairs, and ``DuplicateSet.diameter`` reports how far
+        they stretch.
     progress:
         Optional ``callback(stage, done, total)`` for long runs.
 
     Returns
     -------
     DuplicatesResult
+        With several views, ``leakage[split]`` is the combined verdict: each leaked pair
+        records which views found it (``found_by``) and its distance in every view
+        (``view_distances``); its ``distances`` are relative (distance / threshold in the view
+        where the pair is closest, so <= 1). ``clusters`` come from the union of all views'
+        close pairs; ``views[name]`` holds each view's own result.
     """
-    normalize = check_normalize(normalize)
-    if not isinstance(dedupe, (bool, np.bool_)):
-        raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")
-    strategy = as_strategy(threshold)
-    reducer = as_reducer(reduce)
+    if _is_multiview(data):
+        return find_duplicates_multiview(
+            data,
+            labels=labels,
+            ids=ids,
+            threshold=threshold,
+            normalize=normalize,
+            reduce=reduce,
+            k=k,
+            backend=backend,
+            reference=reference,
+            seed=seed,
+            n_trees=n_trees,
+            search_k=search_k,
+            n_jobs=n_jobs,
+            query_jobs=query_jobs,
+            dedupe=dedupe,
+            combine=combine,
+            max_diameter=max_diameter,
+            progress=progress,
+        )
+    if combine != "any":
+        check_combine(combine)
+    if isinstance(threshold, Mapping) or isinstance(normalize, Mapping):
+        raise NeardupInputError(
+            "threshold= and normalize= take one value per view only when data has several "
+            "views ({split: {view: array}}); got a mapping for a single view."
+        )
     dataset = prepare(data, labels=labels, ids=ids)
     ref_index = None
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")
-    k = clamp_k(k, sum(dataset.sizes))
-
-    if reducer is not None:
-        x = dataset.matrix
-        reducer.fit(x)
-        if reducer.is_noop_for is None:
-            x = reducer.transform(x)
-        if progress:
-            progress("PCA", 1, 1)
-        del dataset.matrix  # drop the unreduced copy as soon as possible
-        rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: no full copy while the annoy index exists
-        rows = Rows(dataset.arrays, normalize)
-    split_of_row = dataset.split_of_row
-    graph = build_graph(
-        rows,
-        k,
+    run = analyse_view(
+        dataset,
+        threshold=threshold,
+        normalize=normalize,
+        reduce=reduce,
+        k=k,
         backend=backend,
+        reference_index=ref_index,
+        seed=seed,
         n_trees=n_trees,
         search_k=search_k,
-        seed=seed,
         n_jobs=n_jobs,
         query_jobs=query_jobs,
         dedupe=dedupe,
-        prefer=None if ref_index is None else split_of_row == ref_index,
         progress=progress,
     )
-    x = rows.matrix()
-    resolved = resolve_threshold(strategy, graph, normalize)
-    assignment = cluster_rows(graph, resolved.value)
-    leakage = (
-        _leakage(x, graph, resolved.value, dataset, split_of_row, ref_index)
-        if ref_index is not None
-        else {}
-    )
-    class_counts, effective = _class_counts(dataset, assignment)
-    settings = {
-        "normalize": normalize,
-        "reduce": None if reducer is None else reducer.n_components,
-        "k": k,
-        "backend": graph.backend,
-        "n_trees": n_trees if graph.backend == "annoy" else None,
-        "search_k": search_k if graph.backend == "annoy" else None,
-        "n_jobs": n_jobs if graph.backend == "annoy" else None,
-        "dedupe": dedupe if graph.backend == "annoy" else None,
-        "seed": seed,
-        "dim": int(x.shape[1]),
-    }
-    return DuplicatesResult(
-        split_sizes=dict(zip(dataset.names, dataset.sizes)),
-        reference=None if ref_index is None else dataset.names[ref_index],
-        threshold=resolved,
-        clusters=_duplicate_sets(x, assignment, dataset, split_of_row),
-        leakage=leakage,
-        class_counts=class_counts,
-        effective_class_counts=effective,
-        histogram=_histogram(graph, split_of_row, resolved.value),
-        settings=settings,
-        layer=layer,
-    )
+    return single_view_result(run, dataset, ref_index, max_diameter=max_diameter, layer=layer)
 
 
 def find_duplicates_by_layer(
@@ -255,115 +263,3 @@ def _split_mapping(option: Any, name: str, data: Mapping[str, Any]) -> dict[str,
             f"({closest_names(unknown[0], list(data))})."
         )
     return dict(option)
-
-
-def _row_values(
-    per_split: list[np.ndarray | None], rows: np.ndarray, dataset: Dataset, split_of_row: np.ndarray
-) -> list[Any] | None:
-    """Python values (ids or labels) of the given global rows; None when no split has any."""
-    if all(v is None for v in per_split):
-        return None
-    offsets = dataset.offsets
-    out = []
-    for r in rows:
-        s = split_of_row[r]
-        values = per_split[s]
-        out.append(None if values is None else to_python(values[r - offsets[s]]))
-    return out
-
-
-def _duplicate_sets(
-    x: np.ndarray, assignment: ClusterAssignment, dataset: Dataset, split_of_row: np.ndarray
-) -> list[DuplicateSet]:
-    means, stds, ordered, projections = set_statistics(x, assignment.members)
-    offsets = dataset.offsets
-    sets = [
-        DuplicateSet(
-            ids=_row_values(dataset.ids, rows, dataset, split_of_row),
-            splits=[dataset.names[s] for s in split_of_row[rows]],
-            positions=(rows - offsets[split_of_row[rows]]).tolist(),
-            labels=_row_values(dataset.labels, rows, dataset, split_of_row),
-            mean=float(mean),
-            std=float(std),
-            projection=proj,
-        )
-        for rows, mean, std, proj in zip(ordered, means, stds, projections)
-    ]
-    order = sorted(range(len(sets)), key=lambda i: (sets[i].mean, -sets[i].size, i))
-    return [sets[i] for i in order]
-
-
-def _leakage(
-    x: np.ndarray,
-    graph: NeighborGraph,
-    threshold: float,
-    dataset: Dataset,
-    split_of_row: np.ndarray,
-    ref_index: int,
-) -> dict[str, Leakage]:
-    best_row, best_dist = nearest_reference(x, graph, threshold, split_of_row, ref_index)
-    offsets = dataset.offsets
-    out = {}
-    for s, name in enumerate(dataset.names):
-        if s == ref_index:
-            continue
-        best = best_row[offsets[s] : offsets[s + 1]]
-        out[name] = leakage_record(
-            np.where(best >= 0, best - offsets[ref_index], -1),
-            best_dist[offsets[s] : offsets[s + 1]],
-            split=name,
-            reference=dataset.names[ref_index],
-            ids=dataset.ids[s],
-            labels=dataset.labels[s],
-            ref_ids=dataset.ids[ref_index],
-            ref_labels=dataset.labels[ref_index],
-        )
-    return out
-
-
-def _class_counts(
-    dataset: Dataset, assignment: ClusterAssignment
-) -> tuple[dict[str, dict[Any, int]], dict[str, dict[Any, int]]]:
-    """Per split: label -> samples, and label -> samples once each set is collapsed to one.
-
-    A set collapses separately in each split and for each label it holds, so a set whose
-    members disagree on the label still counts once per label.
-    """
-    raw: dict[str, dict[Any, int]] = {}
-    effective: dict[str, dict[Any, int]] = {}
-    offsets = dataset.offsets
-    for s, name in enumerate(dataset.names):
-        set_of = assignment.label[offsets[s] : offsets[s + 1]]
-        labels = dataset.labels[s]
-        if labels is None:
-            labels = np.zeros(dataset.sizes[s], dtype=np.int8)
-            keys = [None]
-        else:
-            keys = np.unique(labels).tolist()
-        raw[name], effective[name] = {}, {}
-        for key, code in zip(keys, [0] if keys == [None] else keys):
-            mask = labels == code
-            members = set_of[mask]
-            alone = int(np.count_nonzero(members < 0))
-            raw[name][key] = int(mask.sum())
-            effective[name][key] = alone + len(np.unique(members[members >= 0]))
-    return raw, effective
-
-
-def _histogram(graph: NeighborGraph, split_of_row: np.ndarray, threshold: float) -> dict:
-    """Nearest-neighbour distance histogram, split into within-split and cross-split pairs."""
-    nearest = graph.distances[:, 0]
-    valid = np.isfinite(nearest)
-    nearest = nearest[valid].astype(np.float64)
-    cross = split_of_row[valid] != split_of_row[graph.indices[valid, 0]]
-    top = max(float(np.quantile(nearest, 0.995)) if nearest.size else 0.0, 2.0 * threshold)
-    top = top if top > 0 else 1.0
-    edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)
-    clipped = np.minimum(nearest, top)
-    within_counts, _ = np.histogram(clipped[~cross], bins=edges)
-    cross_counts, _ = np.histogram(clipped[cross], bins=edges)
-    return {
-        "edges": edges.tolist(),
-        "within": within_counts.tolist(),
-        "cross": cross_counts.tolist(),
-    }

@@ -203,9 +203,11 @@ class ResolvedThreshold:
     strategy: str
     params: dict[str, Any]
     value: float
+    reason: str = ""  # why the strategy cut there (filled by strategies that choose from data)
 
     def __str__(self) -> str:
-        return f"{self.strategy} -> distance {self.value:.4g}"
+        text = f"{self.strategy} -> distance {self.value:.4g}"
+        return f"{text} ({self.reason})" if self.reason else text
 
 
 def as_strategy(threshold: Any) -> ThresholdStrategy:
@@ -226,6 +228,12 @@ def resolve_threshold(
     strategy: ThresholdStrategy, graph: NeighborGraph, normalize: str | None
 ) -> ResolvedThreshold:
     """Resolve ``strategy`` on ``graph`` into a :class:`ResolvedThreshold`."""
-    value = strategy.resolve(graph, normalize)
+    explain = getattr(strategy, "explain", None)
+    if explain is not None:
+        value, reason = explain(graph, normalize)
+    else:
+        value, reason = strategy.resolve(graph, normalize), ""
     name = type(strategy).__name__.lstrip("_")
-    return ResolvedThreshold(strategy=name, params=strategy.params(), value=float(value))
+    return ResolvedThreshold(
+        strategy=name, params=strategy.params(), value=float(value), reason=reason
+    )

@@ -46,7 +46,11 @@ class DuplicateSet:
 
     Members are listed in the order of their first principal component (sets of 3+), so
     similar samples sit side by side. ``mean``/``std``: distance of the members to the set's
-    centroid in the analysed feature space (lower = tighter).
+    centroid in the analysed feature space (lower = tighter). ``diameter``: the largest exact
+    distance between two members (in a multi-view result, in threshold units: the smallest
+    over views of distance / threshold, so <= 1 means every member pair is itself a
+    near-duplicate); a set much wider than the threshold is a chain (see ``max_diameter=``).
+    ``central``: index (into the member lists) of the member nearest the set's centroid.
     """
 
     ids: list[Any]
@@ -56,6 +60,8 @@ class DuplicateSet:
     mean: float
     std: float
     projection: np.ndarray | None = None  # (size, 2) for sets of more than 5 members
+    diameter: float | None = None
+    central: int = 0
 
     @property
     def size(self) -> int:
@@ -75,6 +81,8 @@ class DuplicateSet:
             "mean": float(self.mean),
             "std": float(self.std),
             "projection": None if self.projection is None else to_plain(self.projection),
+            "diameter": None if self.diameter is None else float(self.diameter),
+            "central": int(self.central),
         }
 
     @classmethod
@@ -88,6 +96,8 @@ class DuplicateSet:
             mean=float(d["mean"]),
             std=float(d["std"]),
             projection=None if proj is None else np.asarray(proj, dtype=np.float32),
+            diameter=None if d.get("diameter") is None else float(d["diameter"]),
+            central=int(d.get("central", 0)),
         )
 
 
@@ -100,6 +110,10 @@ class Leakage:
     of those samples within their splits. ``fraction = count / total``. ``by_class`` maps a
     label to ``{"count", "total", "fraction"}``; ``label_conflicts`` lists leaked pairs whose
     labels differ (a labelling error on one side, or a genuinely ambiguous sample).
+
+    In a result of several views, ``distances`` are in threshold units (the pair's smallest
+    distance / threshold over the views, <= 1), ``found_by[i]`` lists the views in which pair
+    ``i`` is within its threshold, and ``view_distances[view][i]`` is its distance in each view.
     """
 
     split: str
@@ -112,6 +126,8 @@ class Leakage:
     nearest_positions: list[int] = field(default_factory=list)
     by_class: dict[Any, dict[str, float]] = field(default_factory=dict)
     label_conflicts: list[dict[str, Any]] = field(default_factory=list)
+    found_by: list[list[str]] = field(default_factory=list)
+    view_distances: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -135,6 +151,10 @@ class Leakage:
             "nearest_positions": [int(p) for p in self.nearest_positions],
             "by_class": [[to_plain(k), to_plain(v)] for k, v in self.by_class.items()],
             "label_conflicts": to_plain(self.label_conflicts),
+            "found_by": [list(v) for v in self.found_by],
+            "view_distances": {
+                v: to_plain(np.asarray(d, dtype=np.float64)) for v, d in self.view_distances.items()
+            },
         }
 
     @classmethod
@@ -150,6 +170,10 @@ class Leakage:
             nearest_positions=list(d.get("nearest_positions", [])),
             by_class={k: v for k, v in d.get("by_class", [])},
             label_conflicts=list(d.get("label_conflicts", [])),
+            found_by=[list(v) for v in d.get("found_by", [])],
+            view_distances={
+                v: np.asarray(x, dtype=np.float32) for v, x in d.get("view_distances", {}).items()
+            },
         )
 
 
@@ -168,6 +192,8 @@ class DuplicatesResult:
         key is ``None``.
     histogram: nearest-neighbour distances (``edges``, ``within`` and ``cross`` split counts).
     settings: the options the analysis ran with (normalize, reduce, k, backend, ...).
+    views: with several views, view -> that view's own result (the attributes above then
+        hold the combined verdict, in threshold units); empty for a single view.
     """
 
     split_sizes: dict[str, int]
@@ -180,6 +206,7 @@ class DuplicatesResult:
     histogram: dict[str, list[float]]
     settings: dict[str, Any]
     layer: str | None = None
+    views: dict[str, DuplicatesResult] = field(default_factory=dict)
 
     @property
     def num_samples(self) -> int:
@@ -202,6 +229,15 @@ class DuplicatesResult:
             f" -> distance {self.threshold.value:.4g}"
             f"  [normalize={s.get('normalize')}, backend={s.get('backend')}, k={s.get('k')}]",
         ]
+        if self.threshold.reason and not self.views:
+            lines.append(f"  why: {self.threshold.reason}")
+        for name, view in self.views.items():
+            found = sum(name in f for leak in self.leakage.values() for f in leak.found_by)
+            lines.append(
+                f"  view {name}: {view.threshold.strategy} -> distance "
+                f"{view.threshold.value:.4g}; {found} leaked pairs found in it"
+                + (f" ({view.threshold.reason})" if view.threshold.reason else "")
+            )
         spanning = sum(c.spans_splits for c in self.clusters)
         lines.append(
             f"  duplicate sets: {len(self.clusters):,} holding {self.num_duplicated:,} samples"
@@ -239,6 +275,7 @@ class DuplicatesResult:
                 "strategy": self.threshold.strategy,
                 "params": to_plain(self.threshold.params),
                 "value": self.threshold.value,
+                "reason": self.threshold.reason,
             },
             "settings": to_plain(self.settings),
             "clusters": [c.to_dict() for c in self.clusters],
@@ -246,6 +283,7 @@ class DuplicatesResult:
             "class_counts": _counts_to_json(self.class_counts),
             "effective_class_counts": _counts_to_json(self.effective_class_counts),
             "histogram": to_plain(self.histogram),
+            "views": {name: view.to_dict() for name, view in self.views.items()},
         }
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 1) -> str:
@@ -255,6 +293,45 @@ class DuplicatesResult:
             with open(path, "w", encoding="utf-8") as fh:
                 fh.write(text)
         return text
+
+    def keep_mask(self, *, keep: str = "first") -> dict[str, np.ndarray]:
+        """Per split, a bool ``(n_split,)`` mask of the samples a clean export keeps.
+
+        Every sample outside the duplicate sets is kept; of each set exactly one member is,
+        chosen by ``keep``:
+
+        - ``"first"``: the first member in split order (the order of ``split_sizes``), then
+          by position within the split;
+        - ``"centroid"``: the member nearest the set's centroid (``DuplicateSet.central``);
+        - ``"reference"``: a member of the reference split when the set has one (the first
+          such), otherwise the first member. Evaluation samples that leak into the reference
+          split are then dropped and the reference is kept whole where possible.
+
+        The choice depends only on the result, so the export is the same on every run.
+        """
+        rules = ("first", "centroid", "reference")
+        if keep not in rules:
+            from ._errors import NeardupInputError
+
+            raise NeardupInputError(
+                f"keep must be one of {', '.join(map(repr, rules))}, got {keep!r}."
+            )
+        split_order = {name: i for i, name in enumerate(self.split_sizes)}
+        masks = {name: np.ones(n, dtype=bool) for name, n in self.split_sizes.items()}
+        for dup in self.clusters:
+            members = sorted(
+                range(dup.size), key=lambda m: (split_order[dup.splits[m]], dup.positions[m])
+            )
+            chosen = members[0]
+            if keep == "centroid":
+                chosen = dup.central
+            elif keep == "reference":
+                in_reference = [m for m in members if dup.splits[m] == self.reference]
+                chosen = in_reference[0] if in_reference else members[0]
+            for m in range(dup.size):
+                if m != chosen:
+                    masks[dup.splits[m]][dup.positions[m]] = False
+        return masks
 
     def to_html(
         self,
@@ -280,7 +357,9 @@ class DuplicatesResult:
         return cls(
             split_sizes=dict(d["split_sizes"]),
             reference=d.get("reference"),
-            threshold=ResolvedThreshold(t["strategy"], dict(t["params"]), float(t["value"])),
+            threshold=ResolvedThreshold(
+                t["strategy"], dict(t["params"]), float(t["value"]), t.get("reason", "")
+            ),
             clusters=[DuplicateSet.from_dict(c) for c in d["clusters"]],
             leakage={s: Leakage.from_dict(v) for s, v in d["leakage"].items()},
             class_counts=_counts_from_json(d["class_counts"]),
@@ -288,6 +367,7 @@ class DuplicatesResult:
             histogram=dict(d["histogram"]),
             settings=dict(d["settings"]),
             layer=d.get("layer"),
+            views={name: cls.from_dict(v) for name, v in d.get("views", {}).items()},
         )
 
     @classmethod

@@ -1,0 +1,123 @@
+"""``Auto``: the default threshold, chosen per view from its own nearest-neighbour distances.
+
+Natural nearest neighbours follow a power law at small distances: the share of samples whose
+nearest neighbour lies within ``t`` grows like ``t ** m``, with ``m`` the intrinsic dimension
+of the data. ``Auto`` measures ``m`` (Levina-Bickel maximum likelihood, from each row's k
+neighbour distances), anchors the law at a low quantile of the nearest-neighbour distances,
+and cuts where fewer than ``false_alarms`` natural samples are expected below the cut among
+all rows. Near-duplicates lie far below that; data without duplicates (i.i.d. noise, distinct
+real samples) has, by construction, almost nothing there, whatever its dimension or size.
+
+It reads only per-row statistics of the neighbour graph (each row's own neighbour distances)
+and the number of rows, so it also works when the graph holds the neighbour lists of a random
+sample of the rows (their k nearest among all rows): pass the total number of rows as the
+graph's ``total_rows`` attribute when it differs from the number of graph rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._errors import NeardupInputError
+from ._threshold import ThresholdStrategy
+from .search import NeighborGraph
+
+__all__ = ["Auto", "intrinsic_dimension"]
+
+
+def intrinsic_dimension(distances: np.ndarray) -> float:
+    """Median over rows of the Levina-Bickel estimate from ``(N, k)`` sorted neighbour distances.
+
+    Rows with a zero, missing or tied neighbour list are skipped; ``nan`` when none is left
+    (needs ``k >= 3``).
+    """
+    if distances.ndim != 2 or distances.shape[1] < 3:
+        return math.nan
+    d = distances.astype(np.float64)
+    ok = np.all(np.isfinite(d), axis=1) & (d[:, 0] > 0)
+    d = d[ok]
+    if not len(d):
+        return math.nan
+    logs = np.log(d[:, -1:] / d[:, :-1]).sum(axis=1)
+    good = logs > 0
+    if not good.any():
+        return math.nan
+    return float(np.median((d.shape[1] - 1) / logs[good]))
+
+
+@dataclass(frozen=True)
+class Auto(ThresholdStrategy):
+    """Cut below the natural nearest-neighbour distances, expecting ``false_alarms`` there.
+
+    With ``x_q`` the ``quantile`` of the non-zero nearest-neighbour distances, ``m`` the
+    intrinsic dimension (:func:`intrinsic_dimension`) and ``N`` the number of rows, natural
+    samples are expected below ``t`` about ``N * quantile * (t / x_q) ** m`` times; the cut is
+    the ``t`` where that is ``false_alarms``, capped at ``max_ratio`` times the median distance
+    to the k-th neighbour (the scale :class:`Relative` uses). Exact copies are always found.
+
+    Parameters
+    ----------
+    false_alarms:
+        Natural (non-duplicate) samples expected below the cut, over the whole data; smaller
+        is stricter.
+    quantile:
+        Where the power law is anchored: the natural bulk must hold at least this share of
+        the samples (near-duplicates below it are fine; they are what is looked for).
+    max_ratio:
+        Never cut above this multiple of the median k-th neighbour distance.
+
+    The resolved threshold's ``reason`` gives ``m``, ``x_q``, the cut and how many nearest
+    distances fall below it.
+    """
+
+    false_alarms: float = 0.1
+    quantile: float = 0.25
+    max_ratio: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(float(self.false_alarms)) and float(self.false_alarms) > 0):
+            raise NeardupInputError(
+                f"Auto false_alarms must be a finite number > 0, got {self.false_alarms!r}."
+            )
+        if not (0 < float(self.quantile) < 1):
+            raise NeardupInputError(f"Auto quantile must be in (0, 1), got {self.quantile!r}.")
+        if not (0 < float(self.max_ratio) <= 1):
+            raise NeardupInputError(f"Auto max_ratio must be in (0, 1], got {self.max_ratio!r}.")
+
+    def explain(self, graph: NeighborGraph, normalize: str | None) -> tuple[float, str]:
+        """The threshold and a one-line reason for it."""
+        nearest = graph.distances[:, 0]
+        nearest = nearest[np.isfinite(nearest)].astype(np.float64)
+        kth = graph.distances[:, -1]
+        kth = kth[np.isfinite(kth)].astype(np.float64)
+        positive = nearest[nearest > 0]
+        dimension = intrinsic_dimension(graph.distances)
+        if positive.size < 8 or kth.size == 0 or not math.isfinite(dimension):
+            return 0.0, (
+                f"too few distinct neighbour distances ({positive.size} non-zero) to model the "
+                "natural ones: only exact copies are reported"
+            )
+        rows = int(getattr(graph, "total_rows", len(graph.indices)))
+        anchor = float(np.quantile(positive, self.quantile))
+        expected_ratio = float(self.false_alarms) / (float(self.quantile) * rows)
+        fence = anchor * min(1.0, expected_ratio) ** (1.0 / max(dimension, 1.0))
+        cap = float(self.max_ratio) * float(np.median(kth))
+        value = min(fence, cap)
+        below = int(np.count_nonzero(positive <= value))
+        bound = (
+            f"where {self.false_alarms:g} natural samples are expected below"
+            if fence <= cap
+            else f"capped at {self.max_ratio:g} x the median k-th neighbour distance"
+        )
+        return value, (
+            f"intrinsic dimension {dimension:.1f}, {100 * self.quantile:g} % of nearest "
+            f"neighbours within {anchor:.4g}; cut at {value:.4g} ({bound}); {below} of "
+            f"{positive.size} non-identical nearest distances and "
+            f"{nearest.size - positive.size} exact copies fall below it"
+        )
+
+    def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
+        return self.explain(graph, normalize)[0]

@@ -1,0 +1,97 @@
+"""Chains in duplicate sets: each set's diameter, and splitting sets that stretch too far.
+
+Connected components of close pairs can chain: ``a ~ b ~ c`` puts ``a`` and ``c`` in one set
+however far apart they are. A set's *diameter* is its largest exact member-to-member
+distance; :func:`split_chains` cuts a set into pieces whose diameters stay within a limit
+(complete-linkage clustering, cut at the limit), so every piece is a tight group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import squareform
+
+__all__ = ["PairwiseFn", "euclidean_pairwise", "set_diameters", "split_chains"]
+
+#: ``pairwise(rows_a, rows_b) -> (len(rows_a), len(rows_b))`` float64 distances.
+PairwiseFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+#: sets up to this size are split by complete linkage on their full distance matrix; larger
+#: ones greedily, by balls of radius max_diameter / 2 around their first unassigned member.
+_LINKAGE_MAX_MEMBERS = 2048
+_BLOCK = 2048
+
+
+def euclidean_pairwise(x: np.ndarray, scale: float = 1.0) -> PairwiseFn:
+    """Exact Euclidean distances between rows of ``x`` ``(N, d)``, divided by ``scale``."""
+
+    def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        xa = x[a].astype(np.float64)
+        xb = x[b].astype(np.float64)
+        sq = (xa * xa).sum(1)[:, None] + (xb * xb).sum(1)[None, :] - 2.0 * xa @ xb.T
+        dist = np.sqrt(np.maximum(sq, 0.0))
+        if scale > 0:
+            return dist / scale
+        return np.where(dist > 0, np.inf, 0.0)
+
+    return pairwise
+
+
+def set_diameters(members: list[np.ndarray], pairwise: PairwiseFn) -> np.ndarray:
+    """``(n_sets,)`` largest member-to-member distance of each set (blocked for large sets)."""
+    out = np.zeros(len(members))
+    for s, rows in enumerate(members):
+        best = 0.0
+        for start in range(0, len(rows), _BLOCK):
+            block = pairwise(rows[start : start + _BLOCK], rows[start:])
+            best = max(best, float(block.max()) if block.size else 0.0)
+        out[s] = best
+    return out
+
+
+def split_chains(
+    members: list[np.ndarray], pairwise: PairwiseFn, max_diameter: float
+) -> list[np.ndarray]:
+    """Split every set wider than ``max_diameter`` into pieces of diameter <= ``max_diameter``.
+
+    Pieces of one member are dropped (they are no longer duplicates of anything). Sets up to
+    2,048 members use complete linkage (the fewest pieces that a merge order allows); larger
+    ones are cut greedily into balls of radius ``max_diameter / 2``. Each piece's rows stay
+    sorted; pieces are ordered by their first row.
+    """
+    out: list[np.ndarray] = []
+    for rows in members:
+        if len(rows) <= _LINKAGE_MAX_MEMBERS:
+            dist = pairwise(rows, rows)
+            if dist.max() <= max_diameter:
+                out.append(rows)
+                continue
+            np.fill_diagonal(dist, 0.0)
+            dist = np.minimum(dist, dist.T)  # exact symmetry for scipy
+            finite_cap = 2.0 * max(max_diameter, 1.0) + 1.0
+            tree = linkage(squareform(np.minimum(dist, finite_cap), checks=False), "complete")
+            piece = fcluster(tree, t=max_diameter, criterion="distance")
+        else:
+            piece = _greedy_balls(rows, pairwise, max_diameter / 2.0)
+        for label in np.unique(piece):
+            part = rows[piece == label]
+            if len(part) >= 2:
+                out.append(np.sort(part))
+    out.sort(key=lambda rows: int(rows[0]))
+    return out
+
+
+def _greedy_balls(rows: np.ndarray, pairwise: PairwiseFn, radius: float) -> np.ndarray:
+    piece = np.zeros(len(rows), dtype=np.int64)
+    label = 0
+    while True:
+        free = np.flatnonzero(piece == 0)
+        if free.size == 0:
+            return piece
+        label += 1
+        near = pairwise(rows[free[:1]], rows[free])[0] <= radius
+        near[0] = True
+        piece[free[near]] = label

@@ -1,0 +1,353 @@
+"""Several views of the same samples, one verdict.
+
+Each view (a model layer, an input thumbnail, text n-grams, ...) is analysed on its own, with
+its own threshold (:func:`analyse_view`). A pair of samples is a near-duplicate when the
+combination rule says so:
+
+- ``"any"``: the pair is within its own threshold in at least one view.
+
+The combined result puts every view on one scale, *threshold units* (a pair's distance in a
+view divided by that view's threshold), and scores a pair by its smallest relative distance
+over the views. Duplicate sets are the connected components of the union of all views' close
+pairs; leakage keeps, for each evaluation sample, its best-scoring reference partner, with
+the views that found the pair and its distance in every view.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from ._chains import PairwiseFn, set_diameters, split_chains
+from ._clusters import ClusterAssignment, close_pairs
+from ._errors import NeardupInputError, closest_names
+from ._leakage import leakage_record, nearest_reference
+from ._threshold import ResolvedThreshold
+from ._validate import Dataset, prepare, split_index
+from ._view_run import (
+    ViewRun,
+    analyse_view,
+    assignment_from_members,
+    check_max_diameter,
+    class_counts,
+    duplicate_sets,
+    histogram,
+    single_view_result,
+)
+from .report import DuplicatesResult, Leakage
+from .search import DEFAULT_TREES, ProgressFn, pair_distances
+
+__all__ = ["COMBINE_RULES", "check_combine", "find_duplicates_multiview"]
+
+COMBINE_RULES = ("any",)
+
+
+def check_combine(combine: Any) -> str:
+    """Validate the ``combine=`` rule."""
+    if combine not in COMBINE_RULES:
+        raise NeardupInputError(
+            f"combine must be one of {', '.join(map(repr, COMBINE_RULES))}, got {combine!r}."
+        )
+    return combine
+
+
+def _per_view(option: Any, name: str, views: list[str], default: Any) -> dict[str, Any]:
+    """One value for every view, or a mapping ``view -> value`` (missing views: default)."""
+    if not isinstance(option, Mapping):
+        return {v: option for v in views}
+    unknown = [v for v in option if v not in views]
+    if unknown:
+        raise NeardupInputError(
+            f"{name} names view {unknown[0]!r}, which is not in the data "
+            f"({closest_names(unknown[0], views)})."
+        )
+    return {v: option.get(v, default) for v in views}
+
+
+def _view_names(data: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    splits = list(data)
+    views = list(data[splits[0]])
+    if not views:
+        raise NeardupInputError(
+            f"split {splits[0]!r} has no views: data must map split -> {{view -> array}} with "
+            "at least one view."
+        )
+    for split in splits[1:]:
+        missing = [v for v in views if v not in data[split]]
+        extra = [v for v in data[split] if v not in views]
+        if missing or extra:
+            raise NeardupInputError(
+                f"every split needs the same views: split {split!r} "
+                + (f"lacks {missing}" if missing else f"has extra {extra}")
+                + f" (split {splits[0]!r} has {views})."
+            )
+    return views
+
+
+def _datasets(
+    data: Mapping[str, Mapping[str, Any]], views: list[str], labels: Any, ids: Any
+) -> dict[str, Dataset]:
+    out: dict[str, Dataset] = {}
+    for view in views:
+        try:
+            out[view] = prepare({s: data[s][view] for s in data}, labels=labels, ids=ids)
+        except NeardupInputError as err:
+            raise NeardupInputError(f"view {view!r}: {err}") from err
+        first = out[views[0]]
+        if out[view].sizes != first.sizes:
+            bad = next(i for i, (a, b) in enumerate(zip(out[view].sizes, first.sizes)) if a != b)
+            raise NeardupInputError(
+                f"views must describe the same samples: split {first.names[bad]!r} has "
+                f"{first.sizes[bad]} rows in view {views[0]!r} but {out[view].sizes[bad]} in "
+                f"view {view!r}."
+            )
+    return out
+
+
+def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
+    """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
+    if threshold > 0:
+        return distance.astype(np.float64) / threshold
+    return np.where(distance > 0, np.inf, 0.0)
+
+
+def _combined_pairwise(runs: dict[str, ViewRun]) -> PairwiseFn:
+    members = [run.pairwise() for run in runs.values()]
+
+    def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        out = members[0](a, b)
+        for more in members[1:]:
+            np.minimum(out, more(a, b), out=out)
+        return out
+
+    return pairwise
+
+
+def _candidate_pairs(
+    runs: dict[str, ViewRun], split_of_row: np.ndarray, ref_index: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unique row pairs ``(i, j)``, ``i < j``, close in at least one view."""
+    n = len(split_of_row)
+    rows, cols = [], []
+    for run in runs.values():
+        r, c = close_pairs(run.graph, run.threshold.value)
+        rows.append(r)
+        cols.append(c)
+        if ref_index is not None:  # eval rows whose reference copy lies beyond the k-th
+            best, _ = nearest_reference(
+                run.x, run.graph, run.threshold.value, split_of_row, ref_index
+            )
+            hit = np.flatnonzero(best >= 0)
+            rows.append(hit)
+            cols.append(best[hit])
+    i = np.concatenate(rows).astype(np.int64)
+    j = np.concatenate(cols).astype(np.int64)
+    keep = (i != j) & (j >= 0)
+    lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+    key = np.unique(lo * n + hi)
+    return key // n, key % n
+
+
+def find_duplicates_multiview(
+    data: Mapping[str, Mapping[str, Any]],
+    *,
+    labels: Any = None,
+    ids: Any = None,
+    threshold: Any = None,
+    normalize: Any = "row",
+    reduce: Any = None,
+    k: int = 10,
+    backend: str = "auto",
+    reference: str | None = "train",
+    seed: int = 0,
+    n_trees: int = DEFAULT_TREES,
+    search_k: int = -1,
+    n_jobs: int = 1,
+    query_jobs: int = -1,
+    dedupe: bool = True,
+    combine: str = "any",
+    max_diameter: float | None = None,
+    progress: ProgressFn | None = None,
+) -> DuplicatesResult:
+    """:func:`neardup.find_duplicates` on ``split -> {view -> array}``: one combined verdict."""
+    check_combine(combine)
+    max_diameter = check_max_diameter(max_diameter)
+    views = _view_names(data)
+    thresholds = _per_view(threshold, "threshold", views, None)
+    normalizes = _per_view(normalize, "normalize", views, "row")
+    datasets = _datasets(data, views, labels, ids)
+    dataset = datasets[views[0]]
+    ref_index = None
+    if reference is not None and len(dataset.names) > 1:
+        ref_index = split_index(reference, dataset.names, what="reference split")
+    runs: dict[str, ViewRun] = {}
+    per_view: dict[str, DuplicatesResult] = {}
+    for view in views:
+        try:
+            runs[view] = analyse_view(
+                datasets[view],
+                threshold=thresholds[view],
+                normalize=normalizes[view],
+                reduce=reduce,
+                k=k,
+                backend=backend,
+                reference_index=ref_index,
+                seed=seed,
+                n_trees=n_trees,
+                search_k=search_k,
+                n_jobs=n_jobs,
+                query_jobs=query_jobs,
+                dedupe=dedupe,
+                progress=progress,
+            )
+        except NeardupInputError as err:
+            raise NeardupInputError(f"view {view!r}: {err}") from err
+        per_view[view] = single_view_result(
+            runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
+        )
+
+    split_of_row = dataset.split_of_row
+    n = len(split_of_row)
+    i, j = _candidate_pairs(runs, split_of_row, ref_index)
+    distance = {v: pair_distances(run.x, i, j) for v, run in runs.items()}
+    relative = {v: _relative(distance[v], runs[v].threshold.value) for v in views}
+    score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
+    close = score <= 1.0  # "any": within the threshold of at least one view
+    i, j, score = i[close], j[close], score[close]
+    relative = {v: r[close] for v, r in relative.items()}
+    distance = {v: d[close] for v, d in distance.items()}
+
+    pairwise = _combined_pairwise(runs)
+    assignment = ClusterAssignment(n, i, j)
+    if max_diameter is not None:
+        assignment = assignment_from_members(
+            n, split_chains(assignment.members, pairwise, max_diameter)
+        )
+    diameters = set_diameters(assignment.members, pairwise)
+    stats_x, local = _joint_rows(runs, assignment)
+    leakage = (
+        _combined_leakage(dataset, ref_index, i, j, score, relative, distance)
+        if ref_index is not None
+        else {}
+    )
+    raw_counts, effective = class_counts(dataset, assignment)
+    nearest, nearest_row = _nearest_relative(runs)
+    return DuplicatesResult(
+        split_sizes=dict(zip(dataset.names, dataset.sizes)),
+        reference=None if ref_index is None else dataset.names[ref_index],
+        threshold=ResolvedThreshold(
+            strategy="Views",
+            params={"combine": combine},
+            value=1.0,
+            reason="; ".join(f"{v}: {run.threshold}" for v, run in runs.items()),
+        ),
+        clusters=duplicate_sets(stats_x, assignment, dataset, diameters, local=local),
+        leakage=leakage,
+        class_counts=raw_counts,
+        effective_class_counts=effective,
+        histogram=histogram(nearest, nearest_row, split_of_row, 1.0),
+        settings={
+            "views": views,
+            "combine": combine,
+            "max_diameter": max_diameter,
+            "units": "threshold",
+            "k": runs[views[0]].settings["k"],
+            "backend": ",".join(dict.fromkeys(r.settings["backend"] for r in runs.values())),
+            "normalize": ",".join(
+                dict.fromkeys(str(r.settings["normalize"]) for r in runs.values())
+            ),
+            "dim": int(sum(r.settings["dim"] for r in runs.values())),
+            "seed": seed,
+        },
+        views=per_view,
+    )
+
+
+def _joint_rows(
+    runs: dict[str, ViewRun], assignment: ClusterAssignment
+) -> tuple[np.ndarray, np.ndarray]:
+    """Member rows of all sets in the joint space (each view divided by its threshold).
+
+    Returns the ``(M, sum of d)`` rows and ``local`` ``(N,)``: each global row's position
+    among them (-1 for rows in no set).
+    """
+    n = len(assignment.label)
+    rows = np.flatnonzero(assignment.label >= 0)
+    local = np.full(n, -1, dtype=np.int64)
+    local[rows] = np.arange(len(rows))
+    parts = []
+    for run in runs.values():
+        scale = run.threshold.value if run.threshold.value > 0 else 1.0
+        parts.append(run.x[rows].astype(np.float32) / np.float32(scale))
+    return np.concatenate(parts, axis=1), local
+
+
+def _nearest_relative(runs: dict[str, ViewRun]) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's nearest neighbour over all views, in threshold units, and that neighbour."""
+    best = None
+    best_row = None
+    for run in runs.values():
+        rel = _relative(run.graph.distances[:, 0], run.threshold.value)
+        row = run.graph.indices[:, 0]
+        if best is None:
+            best, best_row = rel, row.copy()
+        else:
+            better = rel < best
+            best = np.where(better, rel, best)
+            best_row = np.where(better, row, best_row)
+    return best.astype(np.float32), best_row
+
+
+def _combined_leakage(
+    dataset: Dataset,
+    ref_index: int,
+    i: np.ndarray,
+    j: np.ndarray,
+    score: np.ndarray,
+    relative: dict[str, np.ndarray],
+    distance: dict[str, np.ndarray],
+) -> dict[str, Leakage]:
+    """Per evaluation split, each sample's best-scoring reference partner among the pairs."""
+    split_of_row = dataset.split_of_row
+    n = len(split_of_row)
+    in_ref_i = split_of_row[i] == ref_index
+    in_ref_j = split_of_row[j] == ref_index
+    cross = in_ref_i ^ in_ref_j
+    evals = np.where(in_ref_i, j, i)[cross]
+    refs = np.where(in_ref_i, i, j)[cross]
+    score = score[cross]
+    order = np.lexsort((refs, score, evals))  # per eval row: best score first, ties by row
+    evals, refs, pick = evals[order], refs[order], np.flatnonzero(cross)[order]
+    first = np.ones(len(evals), dtype=bool)
+    first[1:] = evals[1:] != evals[:-1]
+    best_ref = np.full(n, -1, dtype=np.int64)
+    best_score = np.full(n, np.inf, dtype=np.float32)
+    best_pair = np.full(n, -1, dtype=np.int64)
+    best_ref[evals[first]] = refs[first]
+    best_score[evals[first]] = score[order][first]
+    best_pair[evals[first]] = pick[first]
+    offsets = dataset.offsets
+    names = list(relative)
+    out = {}
+    for s, name in enumerate(dataset.names):
+        if s == ref_index:
+            continue
+        span = slice(offsets[s], offsets[s + 1])
+        best = best_ref[span]
+        leak = leakage_record(
+            np.where(best >= 0, best - offsets[ref_index], -1),
+            best_score[span],
+            split=name,
+            reference=dataset.names[ref_index],
+            ids=dataset.ids[s],
+            labels=dataset.labels[s],
+            ref_ids=dataset.ids[ref_index],
+            ref_labels=dataset.labels[ref_index],
+        )
+        pairs = best_pair[span][np.asarray(leak.positions, dtype=np.int64)]
+        leak.found_by = [[v for v in names if relative[v][p] <= 1.0] for p in pairs]
+        leak.view_distances = {v: distance[v][pairs].astype(np.float32) for v in names}
+        out[name] = leak
+    return out

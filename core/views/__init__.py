@@ -1,0 +1,23 @@
+"""Input views: turn raw samples (images, texts) into vectors where near-duplicates are close.
+
+A *view* is one way to turn a sample into a vector. A model layer is one view; the views here
+look at the input itself, in pure numpy, so re-encoded, shifted, re-lit or re-punctuated copies
+land next to each other even where a trained layer pulls a whole class together:
+
+- :class:`ImageView`: a small standardised thumbnail of each image.
+- :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
+  whitespace are normalised away.
+
+Both are plain callables ``view(samples) -> (N, d) float32``; pass their output to
+:func:`neardup.find_duplicates` as one view among others::
+
+    neardup.find_duplicates({
+        "train": {"pixels": ImageView()(train_images), "layer": train_activations},
+        "test": {"pixels": ImageView()(test_images), "layer": test_activations},
+    })
+"""
+
+from ._image import ImageView
+from ._text import TextView
+
+__all__ = ["ImageView", "TextView"]

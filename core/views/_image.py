@@ -1,0 +1,278 @@
+"""``ImageView``: a standardised thumbnail per image (box-filter resize, mean/contrast removed)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import NeardupInputError
+
+__all__ = ["ImageView"]
+
+_CHANNELS = (1, 3, 4)
+_CHUNK_BYTES = 64 << 20
+#: half-width of an aligned thumbnail's window, in standard deviations of the content
+_REACH = 2.0
+
+
+def _area_weights(source: int, target: int) -> np.ndarray:
+    """``(target, source)`` box-filter weights: each output cell averages the input it covers."""
+    edges = np.linspace(0.0, source, target + 1)
+    starts, stops = edges[:-1], edges[1:]
+    pixel = np.arange(source)
+    overlap = np.clip(
+        np.minimum(stops[:, None], pixel[None, :] + 1)
+        - np.maximum(starts[:, None], pixel[None, :]),
+        0.0,
+        None,
+    )
+    return overlap / overlap.sum(axis=1, keepdims=True)
+
+
+def _window_weights(source: int, lo: np.ndarray, hi: np.ndarray, target: int) -> np.ndarray:
+    """``(n, target, source)`` box weights over per-image windows ``[lo, hi)`` (pixel units).
+
+    Parts of a window outside the image repeat its edge pixels.
+    """
+    edges = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, target + 1)[None, :]
+    first = int(np.floor(edges.min()))
+    last = int(np.ceil(edges.max()))
+    pixel = np.arange(first, max(last, first + 1))
+    starts, stops = edges[:, :-1, None], edges[:, 1:, None]
+    overlap = np.clip(np.minimum(stops, pixel + 1) - np.maximum(starts, pixel), 0.0, None)
+    clamp = np.zeros((len(pixel), source))
+    clamp[np.arange(len(pixel)), np.clip(pixel, 0, source - 1)] = 1.0
+    weights = overlap @ clamp
+    return weights / np.maximum(weights.sum(axis=2, keepdims=True), 1e-12)
+
+
+def _content_windows(grey: np.ndarray, reach: float) -> tuple[np.ndarray, ...]:
+    """Per image of ``grey`` ``(n, H, W)``: a square window around its intensity centroid.
+
+    Weights are each image's intensities above its minimum (unchanged by brightness and
+    contrast changes); the window spans ``reach`` standard deviations of the weighted pixel
+    positions each way, so it moves and scales with the content (shifts and crops).
+    """
+    n, height, width = grey.shape
+    weights = grey - grey.reshape(n, -1).min(axis=1)[:, None, None]
+    total = weights.sum(axis=(1, 2))
+    flat = total <= 0
+    weights[flat] = 1.0
+    total[flat] = height * width
+    ys = np.arange(height) + 0.5
+    xs = np.arange(width) + 0.5
+    wy = weights.sum(axis=2) / total[:, None]
+    wx = weights.sum(axis=1) / total[:, None]
+    cy, cx = wy @ ys, wx @ xs
+    var = (wy @ ys**2 - cy**2 + wx @ xs**2 - cx**2) / 2.0
+    half = reach * np.sqrt(np.maximum(var, 0.25))
+    return cy - half, cy + half, cx - half, cx + half
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """One image (numpy, PIL, torch or TF tensor) as a numeric numpy array, no framework import."""
+    if hasattr(image, "detach") and hasattr(image, "cpu"):  # torch
+        image = image.detach().cpu().numpy()
+    elif hasattr(image, "mode") and hasattr(image, "convert"):  # PIL
+        if image.mode not in ("L", "RGB", "RGBA"):
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+        image = np.asarray(image)
+    elif not isinstance(image, np.ndarray) and callable(getattr(image, "numpy", None)):  # tf
+        image = image.numpy()
+    return np.asarray(image)
+
+
+def _channels_last(batch: np.ndarray, channels_first: bool | None) -> np.ndarray:
+    """``(N, H, W)`` / ``(N, H, W, C)`` / ``(N, C, H, W)`` -> ``(N, H, W, C)``."""
+    if batch.ndim == 3:
+        return batch[..., None]
+    if batch.ndim != 4:
+        raise NeardupInputError(
+            f"ImageView needs images shaped (N, H, W), (N, H, W, C) or (N, C, H, W), got an "
+            f"array of shape {batch.shape}; flattened images must be reshaped first, e.g. "
+            "x.reshape(-1, 28, 28)."
+        )
+    if channels_first is None:
+        channels_first = batch.shape[-1] not in _CHANNELS and batch.shape[1] in _CHANNELS
+    if channels_first:
+        batch = np.moveaxis(batch, 1, -1)
+    if batch.shape[-1] not in _CHANNELS:
+        raise NeardupInputError(
+            f"ImageView: images of shape {batch.shape[1:]} have {batch.shape[-1]} channels; "
+            "expected 1 (grey), 3 (RGB) or 4 (RGBA), channels last or, with "
+            "channels_first=True, first."
+        )
+    return batch
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """A standardised ``size x size`` thumbnail of each image, as one float32 row.
+
+    Each image is box-filtered down to ``size x size`` (any input size; images of different
+    sizes can be mixed), alpha dropped, then standardised: its mean is subtracted and it is
+    divided by its standard deviation (over all its pixels and channels). Brightness and
+    contrast changes, re-encodings, noise and small shifts or crops then move a copy very
+    little, while different images stay apart. Grey images give ``size * size`` values, colour
+    images ``3 * size * size`` (a grey image in a colour set is repeated over 3 channels).
+
+    Parameters
+    ----------
+    size:
+        Thumbnail side in pixels. 8 was the best of 4, 8 and 16 on the measurements in the
+        README ("Views and thresholds").
+    color:
+        ``True`` keeps 3 colour channels, ``False`` averages them to grey, ``"auto"`` (default)
+        keeps colour when any image of the call has 3+ channels.
+    channels_first:
+        ``None`` guesses the layout (channels last unless only the first axis can be
+        channels); ``True``/``False`` forces it.
+
+    Call it on a batch: ``ImageView()(images) -> (N, d) float32``. ``images`` is an array
+    ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3, 4; uint8, int, bool or
+    float, any range), or a sequence of single images (numpy, PIL, torch or TF tensors).
+    A constant image gives a row of zeros (all constant images are exact duplicates).
+    """
+
+    size: int = 8
+    color: bool | str = "auto"
+    channels_first: bool | None = None
+    align: bool = False
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.size, bool)
+            or not isinstance(self.size, (int, np.integer))
+            or not (1 <= self.size <= 256)
+        ):
+            raise NeardupInputError(
+                f"ImageView size must be an int in [1, 256], got {self.size!r}."
+            )
+        if self.color not in (True, False, "auto"):
+            raise NeardupInputError(
+                f"ImageView color must be True, False or 'auto', got {self.color!r}."
+            )
+        if self.channels_first not in (None, True, False):
+            raise NeardupInputError(
+                f"ImageView channels_first must be None, True or False, got "
+                f"{self.channels_first!r}."
+            )
+
+    @property
+    def name(self) -> str:
+        """A short description used as the default view name."""
+        return f"image{self.size}"
+
+    def __call__(self, images: Any) -> np.ndarray:
+        batches = self._batches(images)
+        color = self.color
+        if color == "auto":
+            color = any(b.shape[-1] >= 3 for b in batches)
+        out = [self._thumbnails(b, bool(color)) for b in batches]
+        if not out:
+            channels = 3 if color is True else 1
+            return np.zeros((0, channels * self.size * self.size), dtype=np.float32)
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _batches(self, images: Any) -> list[np.ndarray]:
+        """The images as channels-last numeric batches (one per run of same-shaped images)."""
+        if isinstance(images, (str, bytes)):
+            raise NeardupInputError("ImageView takes images, got a string.")
+        if isinstance(images, np.ndarray) or hasattr(images, "shape"):
+            batch = _as_array(images)
+            if batch.dtype != object:
+                return [self._checked(_channels_last(batch, self.channels_first))]
+            images = list(batch)
+        if not isinstance(images, Sequence) and not hasattr(images, "__iter__"):
+            raise NeardupInputError(
+                f"ImageView takes an array of images or a sequence of images, got "
+                f"{type(images).__name__}."
+            )
+        batches: list[np.ndarray] = []
+        run: list[np.ndarray] = []
+        for position, image in enumerate(images):
+            array = _as_array(image)
+            if array.ndim not in (2, 3):
+                raise NeardupInputError(
+                    f"ImageView: image {position} has shape {array.shape}; expected (H, W), "
+                    "(H, W, C) or (C, H, W)."
+                )
+            if run and run[0].shape != array.shape:
+                batches.append(np.stack(run))
+                run = []
+            run.append(array)
+        if run:
+            batches.append(np.stack(run))
+        return [self._checked(_channels_last(b, self.channels_first)) for b in batches]
+
+    @staticmethod
+    def _checked(batch: np.ndarray) -> np.ndarray:
+        if not (np.issubdtype(batch.dtype, np.number) or batch.dtype == np.bool_):
+            raise NeardupInputError(f"ImageView needs numeric images, got dtype {batch.dtype}.")
+        if np.issubdtype(batch.dtype, np.complexfloating):
+            raise NeardupInputError("ImageView needs real-valued images, got complex values.")
+        if np.issubdtype(batch.dtype, np.floating) and not np.isfinite(batch).all():
+            bad = int(np.argwhere(~np.isfinite(batch.reshape(len(batch), -1)))[0, 0])
+            raise NeardupInputError(
+                f"ImageView: image {bad} has NaN or infinite pixels; fix or drop it first."
+            )
+        if batch.shape[1] < 1 or batch.shape[2] < 1:
+            raise NeardupInputError(f"ImageView: empty images of shape {batch.shape[1:]}.")
+        return batch
+
+    def _thumbnails(self, batch: np.ndarray, color: bool) -> np.ndarray:
+        """``(n, H, W, C)`` -> standardised ``(n, size * size * channels)`` float32 rows."""
+        n, height, width, channels = batch.shape
+        if channels == 4:
+            batch, channels = batch[..., :3], 3
+        rows_weights = _area_weights(height, self.size)
+        cols_weights = _area_weights(width, self.size)
+        out_channels = 3 if color else 1
+        if self.align:
+            return self._aligned(batch, color)
+        out = np.empty((n, self.size, self.size, out_channels), dtype=np.float64)
+        step = max(1, _CHUNK_BYTES // (8 * height * width * channels))
+        for start in range(0, n, step):
+            chunk = batch[start : start + step].astype(np.float64)
+            if color and channels == 1:
+                chunk = np.repeat(chunk, 3, axis=-1)
+            elif not color and channels == 3:
+                chunk = chunk.mean(axis=-1, keepdims=True)
+            out[start : start + len(chunk)] = np.einsum(
+                "ih,nhwc,jw->nijc", rows_weights, chunk, cols_weights, optimize=True
+            )
+        return _standardized(out)
+
+    def _aligned(self, batch: np.ndarray, color: bool) -> np.ndarray:
+        n, height, width, channels = batch.shape
+        out = np.empty((n, self.size, self.size, 3 if color else 1), dtype=np.float64)
+        step = max(1, _CHUNK_BYTES // (8 * height * width * channels * 4))
+        for start in range(0, n, step):
+            chunk = batch[start : start + step].astype(np.float64)
+            if color and channels == 1:
+                chunk = np.repeat(chunk, 3, axis=-1)
+            elif not color and channels == 3:
+                chunk = chunk.mean(axis=-1, keepdims=True)
+            y0, y1, x0, x1 = _content_windows(chunk.mean(axis=-1), _REACH)
+            rows_weights = _window_weights(height, y0, y1, self.size)
+            cols_weights = _window_weights(width, x0, x1, self.size)
+            out[start : start + len(chunk)] = np.einsum(
+                "nih,nhwc,njw->nijc", rows_weights, chunk, cols_weights, optimize=True
+            )
+        return _standardized(out)
+
+
+def _standardized(out: np.ndarray) -> np.ndarray:
+    """``(n, s, s, c)`` thumbnails -> rows with mean 0 and standard deviation 1 (float32)."""
+    if True:
+        n = len(out)
+        flat = out.reshape(n, -1)
+        flat -= flat.mean(axis=1, keepdims=True)
+        spread = flat.std(axis=1, keepdims=True)
+        constant = spread[:, 0] <= 1e-9 * (1.0 + np.abs(out.reshape(n, -1)).max(axis=1))
+        flat /= np.where(constant[:, None], 1.0, spread)
+        flat[constant] = 0.0
+        return flat.astype(np.float32)
