@@ -1,9 +1,10 @@
 """PyTorch Lightning callback: near-duplicates and train/test leakage from eval activations.
 
 >>> from neardup.integrations.lightning import DuplicatesCallback
->>> cb = DuplicatesCallback(layers=["features.2"])               # doctest: +SKIP
+>>> cb = DuplicatesCallback()             # a default layer + an input view  # doctest: +SKIP
 >>> trainer = Trainer(callbacks=[cb]); trainer.fit(model, train_dl, val_dl)  # doctest: +SKIP
->>> cb.results["features.2"].leakage["val"].count                  # doctest: +SKIP
+>>> cb.leakage["val"].ids, cb.leakage["val"].found_by   # the combined verdict  # doctest: +SKIP
+>>> cb.results["features"].leakage["val"].count          # one view's own result  # doctest: +SKIP
 
 Works with both ``lightning.pytorch`` and ``pytorch_lightning``: the callback derives from
 the ``Callback`` class of each package that is installed, so either ``Trainer`` accepts it.
@@ -21,12 +22,13 @@ import numpy as np
 from neardup import (
     ActivationCollector,
     DuplicatesResult,
+    Leakage,
     LeakageError,
     NeardupInputError,
-    analyze_layers,
 )
 
 from .._common import (
+    DEFAULT_POOL,
     check_fail_above,
     check_pool,
     collector_options,
@@ -35,6 +37,7 @@ from .._common import (
     missing_framework,
     write_reports,
 )
+from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
 
 try:
     import torch
@@ -63,6 +66,7 @@ if not _BASES:  # pragma: no cover - depends on the environment
 
 from ._data import (  # noqa: E402  (after the framework check on purpose)
     default_forward,
+    default_input,
     default_labels,
     is_map_style,
     sample_order,
@@ -132,14 +136,30 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     when the analysis runs. Every row carries its dataset index; under DDP the rows are
     gathered to rank 0 and the ``DistributedSampler`` padding is dropped.
 
+    Several *views* of every sample are analysed together: the model layer(s) and, by
+    default, an *input view* of the batch's input tensor (``ImageView()`` 8x8 standardised
+    thumbnails for image batches, ``TextView()`` for lists of strings). Each view gets its own
+    automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
+    is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
+    each view's own result.
+
     Parameters
     ----------
     layers:
         Names from ``model.named_modules()``. ``None`` picks one (the last convolution; else
         the first parametrised layer) and says which.
+    input_view:
+        ``"auto"`` (default): an image or text view of the inputs when the batch's input is
+        an image tensor ``(B, C, H, W)`` / ``(B, H, W)`` or a list of strings, else none;
+        ``None``: layers only; or a callable ``view(inputs) -> (B, d)`` array, e.g.
+        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``.
+    input_fn:
+        ``input_fn(batch)`` returns the inputs the input view reads (default: ``x`` of
+        ``(x, y)``, a dict's ``"image"``/``"pixel_values"``/... entry, or the batch itself).
     pool:
-        ``"avg"`` / ``"max"`` (over the spatial/sequence axes of ``(B, C, ...)`` maps),
-        ``"flatten"``, or ``callable(raw_output) -> (B, features)`` tensor.
+        ``"max"`` (default, shared with the Keras callback: ``benchmarks/bench_pooling.py``)
+        / ``"avg"`` over the spatial/sequence axes of ``(B, C, ...)`` maps, ``"flatten"``,
+        or ``callable(raw_output) -> (B, features)`` tensor.
     splits:
         Split names: ``{name: dataloader_index}`` or ``{"val"|"test": name or [names]}``.
         Default ``"val"`` / ``"test"`` (``"val_0"``, ``"val_1"``, ... for several loaders).
@@ -168,14 +188,24 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         files in ``spill_dir`` (default: a temporary directory), removed when the next run
         starts, when the callback is garbage-collected, or at exit.
     threshold, normalize, reduce, k, backend, seed:
-        Passed to :func:`neardup.find_duplicates`.
+        Passed to :func:`neardup.find_duplicates` (one threshold strategy for every view;
+        default ``Auto()`` per view).
+
+    Attributes
+    ----------
+    result: the combined :class:`neardup.DuplicatesResult` of the latest analysis.
+    leakage: ``split -> Leakage``, the combined verdict (``ids``, ``nearest_ids``,
+        ``found_by``, ``view_distances``).
+    results: ``view -> DuplicatesResult``, each layer's (and the input view's) own result.
     """
 
     def __init__(
         self,
         layers: Sequence[str] | str | None = None,
         *,
-        pool: str | Callable[[Any], Any] = "max",
+        input_view: Any = "auto",
+        input_fn: Callable[[Any], Any] | None = None,
+        pool: str | Callable[[Any], Any] = DEFAULT_POOL,
         splits: Mapping[str, Any] | None = None,
         train_loader: Any = None,
         forward_fn: Callable[[Any, Any], Any] | None = None,
@@ -204,15 +234,23 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     f"layers={layers!r} must be None or a non-empty list of module names "
                     "from model.named_modules()."
                 )
+            check_view_names(layers)
         self._layers = layers
+        self._input_option = input_view
+        self._input = InputView(input_view)
         self.pool = check_pool(pool)
         self._splits = _check_splits(splits)
-        for name, fn in (("forward_fn", forward_fn), ("label_fn", label_fn)):
+        for name, fn in (
+            ("forward_fn", forward_fn),
+            ("label_fn", label_fn),
+            ("input_fn", input_fn),
+        ):
             if fn is not None and not callable(fn):
                 raise NeardupInputError(f"{name} must be a callable, got {fn!r}.")
         self.train_loader = train_loader
         self.forward_fn = forward_fn or default_forward
         self.label_fn = label_fn or default_labels
+        self.input_fn = input_fn or default_input
         self.every_n_val_epochs = _check_positive("every_n_val_epochs", every_n_val_epochs)
         self.analyze_at_fit_end = bool(analyze_at_fit_end)
         self.fail_above = check_fail_above(fail_above)
@@ -228,6 +266,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             "backend": backend,
             "seed": seed,
         }
+        self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}
         self.report_paths: list[Path] = []
         self.last_summary: dict[str, Any] | None = None
@@ -251,6 +290,17 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     def layers(self) -> list[str] | None:
         """The layers analysed (the chosen one once ``layers=None`` has been resolved)."""
         return self._chosen_layers or self._layers
+
+    @property
+    def leakage(self) -> dict[str, Leakage]:
+        """``split -> Leakage``: the combined verdict of the latest analysis (all views)."""
+        return {} if self.result is None else self.result.leakage
+
+    @property
+    def views(self) -> list[str]:
+        """The views analysed: the layers, then ``"input"`` when there is an input view."""
+        layers = list(self.layers or [])
+        return [*layers, INPUT_VIEW] if self._input.view is not None else layers
 
     def state_dict(self) -> dict[str, Any]:
         return {"settings": self._settings(), "last_summary": self.last_summary}
@@ -280,7 +330,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect_batch(batch, dataloader_idx)
+        self._collect_batch(trainer, batch, dataloader_idx)
 
     def on_test_batch_end(
         self,
@@ -291,7 +341,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect_batch(batch, dataloader_idx)
+        self._collect_batch(trainer, batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._hooks.detach()
@@ -389,7 +439,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             )
         return names
 
-    def _collect_batch(self, batch: Any, dataloader_idx: int) -> None:
+    def _collect_batch(self, trainer: Any, batch: Any, dataloader_idx: int) -> None:
         if not self._hooks.active or self._eval is None:
             return
         outputs = self._hooks.take()
@@ -397,6 +447,33 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ids, labels = self._batch_ids(outputs, dataloader_idx, split), self.label_fn(batch)
         for layer, values in outputs.items():
             self._eval.add(split, layer, values.numpy(), ids=ids, labels=labels)
+        self._add_input_rows(trainer, self._eval, split, batch, ids, labels)
+
+    def _add_input_rows(
+        self,
+        trainer: Any,
+        collector: ActivationCollector,
+        split: str,
+        batch: Any,
+        ids: Any,
+        labels: Any,
+    ) -> None:
+        """Add the input view's rows of one batch (nothing when there is no input view)."""
+        if not self._input.active:
+            return
+        announce = not self._input.resolved
+        rows = self._input.rows(self.input_fn(batch))
+        if announce:
+            self._info(trainer, f"neardup: input_view='auto' -> {self._input.reason}.")
+        if rows is None:
+            return
+        if len(rows) != len(ids):
+            raise NeardupInputError(
+                f"split {split!r}: the input view gave {len(rows)} rows for a batch of "
+                f"{len(ids)} samples; pass input_fn=lambda batch: ... returning the batch's "
+                "inputs, or input_view=None."
+            )
+        collector.add(split, INPUT_VIEW, rows, ids=ids, labels=labels)
 
     def _batch_ids(self, outputs: dict[str, Any], idx: int, split: str) -> np.ndarray:
         missing = [name for name, v in outputs.items() if v is None]
@@ -464,6 +541,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     position += n
                     for layer, values in outputs.items():
                         collector.add(_TRAIN, layer, values.numpy(), ids=ids, labels=labels)
+                    self._add_input_rows(trainer, collector, _TRAIN, batch, ids, labels)
         finally:
             self._hooks.detach()
             pl_module.train(was_training)
@@ -518,8 +596,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._device = trainer.strategy.root_device if distributed() else torch.device("cpu")
         if self._device.type != "cpu" and torch.distributed.get_backend() == "gloo":
             self._device = torch.device("cpu")
-        layers = self._resolve_layer_names(trainer, pl_module)
+        self._resolve_layer_names(trainer, pl_module)
         train = self._train_pass(trainer, pl_module)
+        layers = self.views
         collectors = {s: self._eval for s in self._split_names}
         if train is not None:
             collectors[_TRAIN] = train
@@ -570,28 +649,29 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "train/test leakage.",
             )
         options = dict(self.analyze_options, reference=_TRAIN if has_train else None)
-        self.results = analyze_layers(rows, layers, **options)
-        metrics = leakage_metrics(self.results)
+        self.result = analyze_views(rows, layers, **options)
+        self.results = dict(self.result.views)
+        metrics = leakage_metrics(self.result)
         error = None
         if final:
             try:
-                enforce_fail_above(self.results, self.fail_above)
+                enforce_fail_above(self.result, self.fail_above)
             except LeakageError as err:
                 error = str(err)
         self.report_paths = []
         if self.save_reports:
             samples = self._sample_lookup(trainer)
             self.report_paths = write_reports(
-                self.results, log_dir, samples=samples, stem=f"neardup-{stem}"
+                self.result, log_dir, samples=samples, stem=f"neardup-{stem}"
             )
         self.last_summary = {
             "stage": stem,
             "metrics": metrics,
-            "summary": {layer: r.summary() for layer, r in self.results.items()},
+            "summary": self.result.summary(),
             "reports": [str(p) for p in self.report_paths],
         }
         if self.verbose:
-            text = "\n".join(self.last_summary["summary"].values())
+            text = self.last_summary["summary"]
             where = (
                 f"\n  reports: {', '.join(self.last_summary['reports'])}"
                 if self.report_paths
@@ -660,6 +740,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         }
         return {
             "layers": self._layers,
+            "input_view": self._input_option
+            if isinstance(self._input_option, (str, type(None)))
+            else repr(self._input_option),
             "pool": pool,
             "splits": repr(self._splits),
             "every_n_val_epochs": self.every_n_val_epochs,

@@ -296,7 +296,8 @@ def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
         _model("lightning.pytorch", trained),
         test,
     )
-    assert list(a.results) == ["features"] and list(b.results) == ["head.1"]
+    # each layer beside the default input view (8x8 thumbnails of the digits)
+    assert list(a.results) == ["features", "input"] and list(b.results) == ["head.1", "input"]
     restored = DuplicatesCallback(["features"], train_loader=train)
     restored.load_state_dict(a.state_dict())
     assert restored.last_summary == a.last_summary
@@ -310,8 +311,10 @@ def test_default_layer_is_chosen_and_announced(data, trained, tmp_path, capsys):
     _quiet(
         _trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test
     )
-    assert cb.layers == ["features"] and list(cb.results) == ["features"]
-    assert "layers=None -> analysing 'features'" in capsys.readouterr().out
+    assert cb.layers == ["features"] and list(cb.results) == ["features", "input"]
+    out = capsys.readouterr().out
+    assert "layers=None -> analysing 'features'" in out
+    assert "input_view='auto' -> images (1, 8, 8) -> ImageView()" in out
 
 
 def test_fail_above_raises_after_the_run(data, trained, tmp_path):
