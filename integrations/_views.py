@@ -159,9 +159,9 @@ class InputView:
         return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
 
 
-def check_view_names(layers: Sequence[str]) -> None:
-    """The input view's name must not be a layer name."""
-    if INPUT_VIEW in layers:
+def check_view_names(layers: Sequence[str], input_view: Any) -> None:
+    """With an input view, no layer may be named like it (:data:`INPUT_VIEW`)."""
+    if input_view is not None and INPUT_VIEW in layers:
         raise NeardupInputError(
             f"a layer is named {INPUT_VIEW!r}, which is the input view's name; pass "
             "input_view=None, or analyse a layer with another name."

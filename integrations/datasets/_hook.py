@@ -3,7 +3,8 @@
 >>> from neardup.integrations.datasets import ActivationHook, find_leakage, annotate
 >>> hook = ActivationHook(embed_fn, column="neardup_embedding")  # doctest: +SKIP
 >>> dsd = hook.map(dsd, batch_size=64)          # or dsd.map(hook, batched=True, ...)
->>> report = find_leakage(dsd, column="neardup_embedding")
+>>> report = find_leakage(dsd, column="neardup_embedding")  # + a view of the text column
+>>> report.leakage["test"].ids, report.leakage["test"].found_by   # the combined verdict
 >>> clean = annotate(dsd, report)   # + neardup_cluster (int, -1 = none), neardup_leaked (bool)
 >>> clean["test"].filter(lambda ex: not ex["neardup_leaked"])
 
@@ -38,15 +39,17 @@ import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.validators import closest_names
+from neardup.views import ImageView, TextView
 
 from .._common import missing_framework
+from .._views import INPUT_VIEW, check_input_view
 
 try:
     import datasets
     import pyarrow as pa
     import pyarrow.compute as pc
     import xxhash
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Dataset, DatasetDict, Features, Image, Value
     from datasets.fingerprint import Hasher
 except ImportError as _err:  # pragma: no cover - depends on the environment
     raise missing_framework("neardup.integrations.datasets", "datasets", _err) from _err
@@ -527,14 +530,25 @@ def _split_map(
 def find_leakage(
     data: DatasetDict | Dataset,
     *,
-    column: str = "neardup_embedding",
+    column: str | None = "neardup_embedding",
+    input_column: str | None = "auto",
+    input_view: Any = "auto",
     label_column: str | None = None,
     id_column: str | None = None,
     splits: list[str] | None = None,
     reference: str | None = "train",
     **options: Any,
 ) -> DuplicatesResult:
-    """Near-duplicates and train/test leakage from a vector column of a DatasetDict.
+    """Near-duplicates and train/test leakage from a vector column and the input column.
+
+    Two *views* of every example are analysed together by default: the vector column (e.g.
+    MiniLM activations written by :class:`ActivationHook`) and an *input view* of the text or
+    image column (:class:`neardup.views.TextView` character n-grams: case, punctuation,
+    markup and whitespace edits leave a copy identical; :class:`neardup.views.ImageView`
+    thumbnails for an ``Image()`` column). Each view gets its own automatic threshold; the
+    result is the combined verdict (a pair is a near-duplicate when it is within the
+    threshold of any view; ``leakage[split].found_by`` says which) and ``result.views[view]``
+    holds each view's own result (views named ``column`` and ``"input"``).
 
     Parameters
     ----------
@@ -542,7 +556,15 @@ def find_leakage(
         A ``DatasetDict`` (every split, or those in ``splits``, checked against
         ``reference``) or one ``Dataset`` (duplicates within it; its split is ``"data"``).
     column:
-        The vector column (fixed-size or variable-length lists of numbers, any nesting).
+        The vector column (fixed-size or variable-length lists of numbers, any nesting);
+        ``None``: the input view only.
+    input_column:
+        The column the input view reads. ``"auto"`` (default): the only ``Image()`` column,
+        else a string column named ``text``/``sentence``/``content``/``body``/``document``,
+        else the only string column (none: no input view). ``None``: no input view.
+    input_view:
+        ``"auto"``: ``TextView()`` for strings, ``ImageView()`` for images; or a callable
+        ``view(list of values) -> (n, d)`` array.
     label_column, id_column:
         Optional columns with per-example labels (int/ClassLabel/str: per-class leakage) and
         ids (unique per split). Without ids, samples are named by their row position.
@@ -562,22 +584,42 @@ def find_leakage(
             raise NeardupInputError(
                 f"find_leakage reads {bad} from the datasets; use {hint} instead of {bad}=."
             )
+    check_input_view(input_view)
     parts, single = _split_map(data, splits, reference)
+    source = _input_column(parts, input_column, (column, label_column, id_column))
+    if column is None and source is None:
+        raise NeardupInputError(
+            "find_leakage needs a vector column (column=) or an input column to view "
+            "(input_column=); both are None or none was found."
+        )
+    if column is not None and column == INPUT_VIEW and source is not None:
+        raise NeardupInputError(
+            f"the vector column is named {INPUT_VIEW!r}, the input view's name; pass "
+            "input_column=None or rename the column."
+        )
     vectors, labels, ids = {}, {}, {}
     for name, ds in parts.items():
         where = "the dataset" if single else f"split {name!r}"
-        vectors[name] = _read_vectors(ds, column, where)
+        views = {}
+        if column is not None:
+            views[column] = _read_vectors(ds, column, where)
+        if source is not None:
+            views[INPUT_VIEW] = _input_rows(ds, source, input_view, where)
+        vectors[name] = views if len(views) > 1 else next(iter(views.values()))
         if label_column is not None:
             labels[name] = _read_plain(ds, label_column, where, "label")
         if id_column is not None:
             ids[name] = _read_plain(ds, id_column, where, "id")
-    layer = options.pop("layer", column)
+    several = column is not None and source is not None
+    layer = options.pop("layer", None)
+    if not several:  # one view: its name is the result's layer
+        options["layer"] = layer or (column if column is not None else INPUT_VIEW)
     if single:
+        data_views = vectors["data"]
         return find_duplicates(
-            vectors["data"],
+            {"data": data_views} if isinstance(data_views, dict) else data_views,
             labels=labels.get("data"),
             ids=ids.get("data"),
-            layer=layer,
             **options,
         )
     return find_duplicates(
@@ -585,9 +627,105 @@ def find_leakage(
         labels=labels or None,
         ids=ids or None,
         reference=reference,
-        layer=layer,
         **options,
     )
+
+
+_TEXT_NAMES = ("text", "sentence", "content", "body", "document")
+_INPUT_CHUNK = 1024  # examples viewed at a time (images are decoded chunk by chunk)
+
+
+def _is_string(feature: Any) -> bool:
+    return isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+
+
+def _input_column(
+    parts: Mapping[str, Dataset], input_column: Any, taken: tuple[Any, ...]
+) -> tuple[str, str] | None:
+    """``(column, "image" | "text" | "other")`` the input view reads, or None for no view."""
+    if input_column is None:
+        return None
+    features = next(iter(parts.values())).features
+    if input_column != "auto":
+        if not isinstance(input_column, str):
+            raise NeardupInputError(
+                f"input_column must be a column name, 'auto' or None, got {input_column!r}."
+            )
+        for name, ds in parts.items():
+            if input_column not in ds.column_names:
+                raise NeardupInputError(
+                    f"split {name!r} has no column {input_column!r} "
+                    f"({closest_names(input_column, ds.column_names)}); pass input_column= "
+                    "the text or image column, or None for no input view."
+                )
+        feature = features.get(input_column)
+        kind = (
+            "image"
+            if isinstance(feature, Image)
+            else "text"
+            if _is_string(feature)
+            else "other"
+        )
+        return input_column, kind
+    free = {k: f for k, f in features.items() if k not in taken}
+    images = [k for k, f in free.items() if isinstance(f, Image)]
+    if len(images) == 1:
+        return images[0], "image"
+    texts = [k for k, f in free.items() if _is_string(f)]
+    named = [k for k in texts if k.lower() in _TEXT_NAMES]
+    if named:
+        return named[0], "text"
+    if len(texts) == 1:
+        return texts[0], "text"
+    if len(images) + len(texts) > 1:
+        warnings.warn(
+            f"find_leakage: several columns could feed the input view ({images + texts}); "
+            "none is used. Pass input_column= the text or image column (or None).",
+            stacklevel=3,
+        )
+    return None
+
+
+def _input_rows(ds: Dataset, source: tuple[str, str], input_view: Any, where: str) -> np.ndarray:
+    """``(n, d)`` float32 rows of the input view over ``ds[column]``, chunk by chunk."""
+    column, kind = source
+    if input_view == "auto":
+        if kind == "other":
+            raise NeardupInputError(
+                f"{where}: input column {column!r} is neither text nor an Image() column; "
+                "pass input_view= a callable view(values) -> (n, d) array, or "
+                "input_column=None."
+            )
+        view: Any = TextView() if kind == "text" else None
+    else:
+        view = input_view
+    parts = []
+    for start in range(0, len(ds), _INPUT_CHUNK):
+        values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
+        if view is None:  # an ImageView whose colour mode the first chunk decides
+            view = ImageView(color=_has_colour(values))
+        rows = np.asarray(view(values))
+        if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
+            raise NeardupInputError(
+                f"{where}: the input view returned {rows.dtype} values of shape {rows.shape} "
+                f"for {len(values)} examples; it must return a numeric (n, d) array."
+            )
+        parts.append(np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32))
+    if not parts:
+        raise NeardupInputError(f"{where} has no rows; drop the empty split.")
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _has_colour(images: list[Any]) -> bool:
+    """Whether any image of a chunk (PIL or array) has three or more channels."""
+    for image in images:
+        mode = getattr(image, "mode", None)
+        if mode is not None:
+            if mode not in ("L", "1", "I", "F", "I;16", "LA", "P"):
+                return True
+        elif np.ndim(image) == 3 and np.shape(image)[-1] >= 3:
+            return True
+    return False
 
 
 def _check_report(parts: Mapping[str, Dataset], report: DuplicatesResult, single: bool) -> None:

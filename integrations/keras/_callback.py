@@ -7,9 +7,10 @@ Activations are pooled batch by batch and fed to :class:`neardup.ActivationColle
 feature maps of a whole split are never held at once.
 
 >>> from neardup.integrations.keras import DuplicatesCallback  # doctest: +SKIP
->>> cb = DuplicatesCallback(layers=["conv2"], data={"train": (x, y), "test": test_ds})
+>>> cb = DuplicatesCallback(data={"train": (x, y), "test": test_ds})  # doctest: +SKIP
 >>> model.fit(x, y, epochs=5, callbacks=[cb])  # doctest: +SKIP
->>> cb.results["conv2"].leakage["test"].count  # doctest: +SKIP
+>>> cb.leakage["test"].ids, cb.leakage["test"].found_by  # combined verdict  # doctest: +SKIP
+>>> cb.results["conv2"].leakage["test"].count  # one view's own result  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
+from neardup import ActivationCollector, DuplicatesResult, Leakage, NeardupInputError
 from neardup.validators import (
     BACKENDS,
     as_reducer,
@@ -29,6 +30,7 @@ from neardup.validators import (
 )
 
 from .._common import (
+    DEFAULT_POOL,
     check_fail_above,
     check_pool,
     collector_options,
@@ -38,6 +40,7 @@ from .._common import (
     pool_array,
     write_reports,
 )
+from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
 
 try:
     import keras
@@ -45,7 +48,7 @@ except ImportError as err:  # pragma: no cover - exercised only without keras
     raise missing_framework("neardup.integrations.keras", "keras", err) from err
 
 from ._data import SplitSource, as_source, labels_of, warn_no_labels
-from ._graph import build_extractor, graph_of, model_input_shapes
+from ._graph import build_extractor, default_layer, graph_of, model_input_shapes
 
 __all__ = ["DuplicatesCallback"]
 
@@ -56,19 +59,34 @@ _PROGRESS_MIN_BATCHES = 20  # show a progress bar for splits of at least this ma
 class DuplicatesCallback(keras.callbacks.Callback):
     """Find near-duplicates and train/test leakage in a Keras model's layer activations.
 
+    Several *views* of every sample are analysed together: the model layer(s) and, by
+    default, an *input view* of the data's ``x`` (``ImageView()`` 8x8 standardised
+    thumbnails for image arrays, ``TextView()`` for arrays of strings). Each view gets its own
+    automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
+    is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
+    each view's own result.
+
     Parameters
     ----------
     layers:
         Layer name(s) to analyse; layers inside nested sub-models as ``"encoder/conv2"`` (or
-        the bare name when it is unique). Not needed with ``feature_fn``.
+        the bare name when it is unique). ``None`` picks one as the Lightning callback does
+        (the end of the block holding the last convolution; else the first layer with
+        weights) and says which. Not used with ``feature_fn``.
     data:
         ``split -> data``: numpy arrays, ``(x, y)`` tuples, finite ``tf.data.Dataset`` or
         ``keras.utils.PyDataset``. ``y`` gives labels (one-hot -> argmax) for class statistics.
     reference:
         The split the others are checked against for leakage (``None``: no leakage check).
+    input_view:
+        ``"auto"`` (default): an image or text view of ``x`` when it is an image array
+        ``(B, H, W, C)`` / ``(B, H, W)`` or strings, else none; ``None``: layers only; or a
+        callable ``view(x_batch) -> (B, d)`` array, e.g. ``neardup.views.ImageView(size=16)``.
+        The view is named ``"input"``.
     pool:
-        ``"avg"`` / ``"max"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or
-        a ``callable(array (B, ...)) -> (B, features)``.
+        ``"max"`` (default, shared with the Lightning callback: ``benchmarks/bench_pooling.py``)
+        / ``"avg"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or a
+        ``callable(array (B, ...)) -> (B, features)``.
     feature_fn:
         ``feature_fn(model, x_batch) -> array or {name: array}`` instead of ``layers``; the way
         to analyse subclassed models, which have no graph of layers to read. It receives
@@ -99,7 +117,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     Attributes
     ----------
-    results: ``layer -> DuplicatesResult`` of the latest analysis (empty before the first).
+    result: the combined :class:`neardup.DuplicatesResult` of the latest analysis.
+    leakage: ``split -> Leakage``, the combined verdict (``ids``, ``nearest_ids``,
+        ``found_by``, ``view_distances``).
+    results: ``view -> DuplicatesResult``, each layer's (and the input view's) own result
+        (empty before the first analysis).
     metrics: the ``neardup/...`` scalars of the latest analysis.
     report_paths: files written by the latest analysis.
     """
@@ -110,7 +132,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         data: Mapping[str, Any] | None = None,
         *,
         reference: str | None = "train",
-        pool: str | Callable[[Any], Any] = "avg",
+        input_view: Any = "auto",
+        pool: str | Callable[[Any], Any] = DEFAULT_POOL,
         feature_fn: FeatureFn | None = None,
         every_n_epochs: int | None = None,
         at_train_end: bool = True,
@@ -132,6 +155,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
         super().__init__()
         self.layers = _check_layers(layers, feature_fn)
         self.feature_fn = feature_fn
+        self._default_layers = self.layers is None and feature_fn is None
+        self._input_option = input_view
+        self._input = InputView(input_view)
+        if self.layers is not None:
+            check_view_names(self.layers, input_view)
         self.pool = check_pool(pool)
         self.every_n_epochs = _check_positive_int(every_n_epochs, "every_n_epochs", none_ok=True)
         self.at_train_end = bool(at_train_end)
@@ -146,6 +174,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         if verbose not in (0, 1, 2):
             raise NeardupInputError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
         self.verbose = verbose
+        self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}
         self.metrics: dict[str, float] = {}
         self.report_paths: list[Path] = []
@@ -190,6 +219,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
         if not self._in_fit and self.at_test_end:
             self.run(self.model)
 
+    @property
+    def leakage(self) -> dict[str, Leakage]:
+        """``split -> Leakage``: the combined verdict of the latest analysis (all views)."""
+        return {} if self.result is None else self.result.leakage
+
     # ---- public steps ----
     def run(self, model: Any = None, *, stem: str = "neardup") -> dict[str, DuplicatesResult]:
         """Analyse ``model`` (default: the model this callback is attached to) now.
@@ -224,6 +258,12 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def _feature_model(self, model: Any) -> Any:
         if self._extractor is None or self._extractor[0] is not model:
+            if self._default_layers:
+                name, why = default_layer(model)
+                if self.layers != [name] and self.verbose:
+                    print(f"neardup: layers=None -> analysing {name!r}, {why}.")
+                self.layers = [name]
+            check_view_names(self.layers, self._input_option)
             self._extractor = (model, build_extractor(model, self.layers))
         return self._extractor[1]
 
@@ -259,9 +299,30 @@ class DuplicatesCallback(keras.callbacks.Callback):
                 for name, values in self._features(model, x).items():
                     pooled = pool_array(values, self.pool, channels_last=channels_last)
                     collector.add(source.name, name, pooled, labels=labels)
+                self._add_input_rows(collector, source.name, x, labels)
                 if bar is not None:
                     bar.update(i + 1)
         return collector
+
+    def _add_input_rows(
+        self, collector: ActivationCollector, split: str, x: Any, labels: Any
+    ) -> None:
+        """Add the input view's rows of one batch (nothing when there is no input view)."""
+        if not self._input.active:
+            return
+        announce = not self._input.resolved
+        rows = self._input.rows(x)
+        if announce and self.verbose:
+            print(f"neardup: input_view='auto' -> {self._input.reason}.")
+        if rows is None:
+            return
+        n = len(keras.tree.flatten(x)[0])
+        if len(rows) != n:
+            raise NeardupInputError(
+                f"split {split!r}: the input view gave {len(rows)} rows for a batch of {n} "
+                "samples; pass input_view= a callable returning one row per sample, or None."
+            )
+        collector.add(split, INPUT_VIEW, rows, labels=labels)
 
     def _progress_bar(self, source: SplitSource) -> Any:
         total = source.num_batches(self.batch_size)
@@ -276,8 +337,14 @@ class DuplicatesCallback(keras.callbacks.Callback):
         options = dict(self.options, reference=self.reference)
         if options["reduce"] is not None:
             options["reduce"] = as_reducer(options["reduce"].n_components)  # a fresh PCA
-        self.results = collector.analyze(**options)
-        self.metrics = leakage_metrics(self.results)
+        rows = {
+            (split, view): collector.get(split, view)
+            for split in collector.splits
+            for view in collector.layers
+        }
+        self.result = analyze_views(rows, collector.layers, **options)
+        self.results = dict(self.result.views)
+        self.metrics = leakage_metrics(self.result)
 
     def _finish(self, stem: str, *, verbose: bool) -> None:
         """Write the reports, print the summaries, then apply ``fail_above``."""
@@ -285,14 +352,13 @@ class DuplicatesCallback(keras.callbacks.Callback):
         if self.report_dir is not None:
             samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
             self.report_paths = write_reports(
-                self.results, self.report_dir, samples=samples or None, stem=stem
+                self.result, self.report_dir, samples=samples or None, stem=stem
             )
         if verbose:
-            for result in self.results.values():
-                print(result.summary())
+            print(self.result.summary())
             if self.report_paths:
-                print(f"neardup: reports written to {self.report_dir}/{stem}-*")
-        enforce_fail_above(self.results, self.fail_above)
+                print(f"neardup: reports written to {self.report_dir}/{stem}*")
+        enforce_fail_above(self.result, self.fail_above)
 
 
 def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:
@@ -307,11 +373,13 @@ def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:
                 "feature_fn, return a dict name -> array to analyse several outputs."
             )
         return None
+    if layers is None:
+        return None  # chosen from the model (default_layer) when it is known
     if isinstance(layers, str):
         layers = [layers]
     if not layers or not all(isinstance(n, str) and n for n in layers):
         raise NeardupInputError(
-            f"layers must be a layer name or a list of layer names, got {layers!r} "
+            f"layers must be None, a layer name or a list of layer names, got {layers!r} "
             "(or pass feature_fn= instead)."
         )
     if len(set(layers)) != len(layers):

@@ -234,7 +234,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     f"layers={layers!r} must be None or a non-empty list of module names "
                     "from model.named_modules()."
                 )
-            check_view_names(layers)
+            check_view_names(layers, input_view)
         self._layers = layers
         self._input_option = input_view
         self._input = InputView(input_view)

@@ -52,6 +52,9 @@ from neardup.integrations.datasets import (  # noqa: E402
 # ("Real-valued" -> "realvalued"), other test sentences are >= 0.105 from every training
 # sentence, so similarity 0.905 (distance 0.095) separates them.
 THRESHOLD = Cosine(0.905)
+# The tests of the vector column read it alone, with this threshold; the default (the column
+# plus a TextView of the text column, each with its Auto threshold) is tested further down.
+EMBEDDING_ONLY = dict(threshold=THRESHOLD, input_column=None)
 N_TRAIN, N_TEST = 180, 60
 KINDS = ["case"] * 4 + ["punct"] * 4 + ["word"] * 4
 
@@ -201,7 +204,7 @@ def test_hook_writes_a_fixed_size_float32_column(embedded):
 def test_text_leakage_finds_every_near_copy_and_nothing_else(embedded, corpus):
     _, planted = corpus
     assert len(planted) > len(KINDS)  # the corpus has a natural twin too
-    report = find_leakage(embedded, column="neardup_embedding", threshold=THRESHOLD)
+    report = find_leakage(embedded, column="neardup_embedding", **EMBEDDING_ONLY)
     leak = report.leakage["test"]
     assert isinstance(report, DuplicatesResult)
     assert report.split_sizes == {"train": N_TRAIN, "test": N_TEST}
@@ -211,7 +214,7 @@ def test_text_leakage_finds_every_near_copy_and_nothing_else(embedded, corpus):
 
 
 def test_labels_come_from_a_named_column(embedded):
-    report = find_leakage(embedded, label_column="label", threshold=THRESHOLD)
+    report = find_leakage(embedded, label_column="label", **EMBEDDING_ONLY)
     assert set(report.leakage["test"].by_class) == {0, 1, 2}
     assert sum(c["count"] for c in report.leakage["test"].by_class.values()) == len(
         report.leakage["test"].positions
@@ -350,7 +353,7 @@ def test_select_shuffle_filter_are_read_in_their_row_order(embedded, corpus):
     test = embedded["test"].shuffle(seed=3).filter(lambda ex: ex["label"] != 7)
     assert test._indices is not None
     reordered = DatasetDict({"train": embedded["train"].select(range(N_TRAIN)), "test": test})
-    report = find_leakage(reordered, threshold=THRESHOLD)
+    report = find_leakage(reordered, **EMBEDDING_ONLY)
     leaked_texts = sorted(test[p]["text"] for p in report.leakage["test"].positions)
     assert leaked_texts == sorted(embedded["test"][p]["text"] for p in planted)
     flat = test.flatten_indices()
@@ -361,8 +364,8 @@ def test_variable_length_lists_read_like_fixed_ones(embedded):
     copy_hook = ActivationHook(lambda b: np.asarray(b["neardup_embedding"]), column="var")
     variable = embedded.map(copy_hook, batched=True, batch_size=50)  # no features=
     assert str(variable["test"].data.table.column("var").type) == "list<item: float>"
-    a = find_leakage(variable, column="var", threshold=THRESHOLD).leakage["test"]
-    b = find_leakage(embedded, threshold=THRESHOLD).leakage["test"]
+    a = find_leakage(variable, column="var", **EMBEDDING_ONLY).leakage["test"]
+    b = find_leakage(embedded, **EMBEDDING_ONLY).leakage["test"]
     assert a.positions == b.positions
 
 
@@ -373,7 +376,7 @@ def test_variable_length_lists_read_like_fixed_ones(embedded):
 
 def test_annotate_then_filter_round_trip(embedded, corpus):
     _, planted = corpus
-    report = find_leakage(embedded, threshold=THRESHOLD)
+    report = find_leakage(embedded, **EMBEDDING_ONLY)
     clean = annotate(embedded, report)
     for split in ("train", "test"):
         assert clean[split]["text"] == embedded[split]["text"]  # no reordering, no dropping
@@ -400,7 +403,7 @@ def test_annotate_then_filter_round_trip(embedded, corpus):
 def test_single_dataset_means_duplicates_within_it(embedded, corpus):
     _, planted = corpus
     whole = datasets.concatenate_datasets([embedded["train"], embedded["test"]])
-    report = find_leakage(whole, threshold=THRESHOLD)
+    report = find_leakage(whole, **EMBEDDING_ONLY)
     assert report.leakage == {}
     set_of = {p: k for k, c in enumerate(report.clusters) for p in c.positions}
     for test_pos, train_pos in planted.items():
@@ -420,7 +423,7 @@ def test_single_dataset_means_duplicates_within_it(embedded, corpus):
 
 def test_splits_option_and_unreported_splits_stay_untouched(embedded):
     three = DatasetDict({**embedded, "extra": embedded["test"].select(range(10))})
-    report = find_leakage(three, splits=["train", "test"], threshold=THRESHOLD)
+    report = find_leakage(three, splits=["train", "test"], **EMBEDDING_ONLY)
     assert list(report.split_sizes) == ["train", "test"]
     out = annotate(three, report)
     assert "neardup_leaked" not in out["extra"].column_names
@@ -480,6 +483,101 @@ def test_image_dataset_with_a_pixel_embed_fn(digit_dsd):
 
 
 # --------------------------------------------------------------------------------------------
+# Defaults: the vector column and an input view of the text / image column, one verdict
+# --------------------------------------------------------------------------------------------
+
+
+def _edited_corpus(embedded, corpus, minilm):
+    """The embedded corpus with 5 more test sentences replaced by training sentences with
+    their punctuation removed (case kept) and 5 with HTML/whitespace noise: test position ->
+    kind, for every planted copy."""
+    _, leaks = corpus
+    dsd = embedded
+    test = list(dsd["test"]["text"])
+    train = dsd["train"]["text"]
+    free = [i for i in range(N_TEST) if i not in leaks]
+    kinds = {p: KINDS[j] for j, p in enumerate(sorted(k for k in leaks if k % 5 == 2))}
+    for n, position in enumerate(free[:10]):
+        source = 7 + 13 * n
+        if n < 5:
+            test[position] = re.sub(r"[.,;:'()\-]", "", train[source])
+            kinds[position] = "punct, case kept"
+        else:
+            test[position] = "<p>" + train[source].replace(" ", "  \n", 2) + "&nbsp;</p>"
+            kinds[position] = "html"
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    edited = Dataset.from_dict({"text": test, "label": dsd["test"]["label"]})
+    return DatasetDict({"train": dsd["train"], "test": hook.map(edited)}), kinds
+
+
+def test_default_adds_the_text_view_and_finds_every_edit(embedded, corpus, minilm):
+    dsd, kinds = _edited_corpus(embedded, corpus, minilm)
+    report = find_leakage(dsd)  # the embedding column + TextView of "text", Auto thresholds
+    assert list(report.views) == ["neardup_embedding", "input"]
+    leak = report.leakage["test"]
+    found = dict(zip(leak.positions, leak.found_by))
+    missed = {p: k for p, k in kinds.items() if p not in found}
+    assert not missed, f"missed planted copies {missed}"
+    natural = set(corpus[1]) - set(kinds)  # the corpus' own textual twin(s)
+    assert set(found) - set(kinds) <= natural, f"false alarms {set(found) - set(kinds)}"
+    # copies that differ in case, punctuation or markup only are identical in the text view
+    for p, kind in kinds.items():
+        if kind in ("case", "punct", "punct, case kept", "html"):
+            assert "input" in found[p], (kind, found[p])
+    assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
+    assert set(leak.view_distances) == {"neardup_embedding", "input"}
+    text_only = find_leakage(dsd, column=None)  # the input view alone
+    assert text_only.layer == "input" and text_only.settings["dim"] == 1024
+
+
+def test_input_column_choice_and_errors(embedded):
+    assert find_leakage(embedded, input_column="text").views  # named explicitly
+    two = DatasetDict({s: ds.add_column("title", ds["text"]) for s, ds in embedded.items()})
+    assert list(find_leakage(two).views) == ["neardup_embedding", "input"]  # "text" wins
+    other = DatasetDict(
+        {s: ds.rename_column("text", "note").add_column("title", ds["text"])
+         for s, ds in embedded.items()}
+    )
+    with pytest.warns(UserWarning, match=r"several columns.*input_column="):
+        assert find_leakage(other, **EMBEDDING_ONLY | {"input_column": "auto"}).views == {}
+    with pytest.raises(NeardupInputError, match=r"no column 'txt'.*closest: 'text'"):
+        find_leakage(embedded, input_column="txt")
+    with pytest.raises(NeardupInputError, match=r"input column 'label' is neither text nor"):
+        find_leakage(embedded, input_column="label")
+    with pytest.raises(NeardupInputError, match=r"input_view='ngrams' is not supported"):
+        find_leakage(embedded, input_view="ngrams")
+
+
+def test_image_column_gets_the_thumbnail_view(digits):
+    from PIL import Image as PILImage
+
+    images = digits[0]
+    rng = np.random.default_rng(2)
+    u8 = np.rint(images * 255).astype(np.uint8)
+    train, test = u8[:1200], u8[1200:1500].copy()
+    slots = rng.choice(len(test), 30, replace=False)
+    sources = rng.choice(len(train), 30, replace=False)
+    test[slots[:10]] = np.rint(train[sources[:10]] * 0.85).astype(np.uint8)  # brightness
+    test[slots[10:20]] = train[sources[10:20]]  # exact
+    noise = rng.normal(0, 8, size=(10, 8, 8))
+    test[slots[20:]] = np.clip(np.rint(train[sources[20:]] + noise), 0, 255).astype(np.uint8)
+
+    def split(x):
+        return Dataset.from_dict(
+            {"image": [PILImage.fromarray(a) for a in x]},
+            features=Features({"image": datasets.Image()}),
+        )
+
+    report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
+    leak = report.leakage["test"]
+    assert report.layer == "input" and report.settings["dim"] == 64  # 8x8 grey thumbnails
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    planted = dict(zip(slots.tolist(), sources.tolist()))
+    assert {p: found.get(p) for p in planted} == planted
+    assert len(set(found) - set(planted)) <= 2, sorted(set(found) - set(planted))
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
 
@@ -505,7 +603,7 @@ def test_missing_split_and_missing_reference(embedded):
     no_train = DatasetDict({"training": embedded["train"], "test": embedded["test"]})
     with pytest.raises(NeardupInputError, match=r"reference split 'train'.*closest: 'training'"):
         find_leakage(no_train)
-    report = find_leakage(no_train, reference="training", threshold=THRESHOLD)
+    report = find_leakage(no_train, reference="training", **EMBEDDING_ONLY)
     assert report.reference == "training"
 
 
@@ -533,7 +631,7 @@ def test_wrong_containers_and_options(embedded):
 
 
 def test_report_must_match_the_data(embedded):
-    report = find_leakage(embedded, threshold=THRESHOLD)
+    report = find_leakage(embedded, **EMBEDDING_ONLY)
     shorter = DatasetDict({"train": embedded["train"], "test": embedded["test"].select(range(9))})
     with pytest.raises(NeardupInputError, match=r"split 'test' has 9 rows but the report saw 60"):
         annotate(shorter, report)
