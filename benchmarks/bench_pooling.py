@@ -151,8 +151,10 @@ def study(name: str, data, per_kind: int, epochs: int) -> list[dict]:
     start = time.perf_counter()
     model = train(x_train, y_train, epochs)
     layer, _ = default_layer(model)
-    print(f"\n{name}: CNN trained {epochs} epochs in {time.perf_counter() - start:.0f} s; "
-          f"default layer {layer!r}; {per_kind} planted per kind")
+    print(
+        f"\n{name}: CNN trained {epochs} epochs in {time.perf_counter() - start:.0f} s; "
+        f"default layer {layer!r}; {per_kind} planted per kind"
+    )
     rows = []
     planted = np.array(sorted(kind_of))
     unplanted = np.setdiff1d(np.arange(len(x_test)), planted)
@@ -193,13 +195,18 @@ def main() -> None:
     print("|---|---|---:|" + "---:|" * len(KINDS) + "---:|---:|")
     for r in rows:
         recalls = " | ".join(f"{r[k]:.2f}" for k in KINDS)
-        print(f"| {r['data']} | {r['pool']} | {r['dim']} | {recalls} | {r['false']} | "
-              f"{r['sep']:.2f} |")
-    mean = {p: np.mean([np.mean([r[k] for k in KINDS]) for r in rows if r["pool"] == p])
-            for p in POOLS}
+        print(
+            f"| {r['data']} | {r['pool']} | {r['dim']} | {recalls} | {r['false']} | "
+            f"{r['sep']:.2f} |"
+        )
+    mean = {
+        p: np.mean([np.mean([r[k] for k in KINDS]) for r in rows if r["pool"] == p]) for p in POOLS
+    }
     false = {p: sum(r["false"] for r in rows if r["pool"] == p) for p in POOLS}
-    print("\nmean recall over kinds and data: "
-          + ", ".join(f"{p} {mean[p]:.3f} ({false[p]} false alarms)" for p in POOLS))
+    print(
+        "\nmean recall over kinds and data: "
+        + ", ".join(f"{p} {mean[p]:.3f} ({false[p]} false alarms)" for p in POOLS)
+    )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,10 @@ def _as_numpy(inputs: Any) -> Any:
 
 def _is_text(inputs: Any) -> bool:
     if isinstance(inputs, np.ndarray):
-        return inputs.ndim == 1 and inputs.dtype.kind in "USO" and (
-            inputs.dtype.kind != "O" or all(isinstance(v, (str, bytes)) for v in inputs[:8])
+        return (
+            inputs.ndim == 1
+            and inputs.dtype.kind in "USO"
+            and (inputs.dtype.kind != "O" or all(isinstance(v, (str, bytes)) for v in inputs[:8]))
         )
     return (
         isinstance(inputs, Sequence)
@@ -101,8 +103,10 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
     inputs = _as_numpy(inputs)
     if _is_text(inputs):
         return TextView(), "texts -> TextView() (character 4-grams of the normalised text)"
-    if isinstance(inputs, (list, tuple)) and inputs and all(
-        hasattr(v, "mode") and hasattr(v, "convert") for v in inputs
+    if (
+        isinstance(inputs, (list, tuple))
+        and inputs
+        and all(hasattr(v, "mode") and hasattr(v, "convert") for v in inputs)
     ):
         return ImageView(), "PIL images -> ImageView() (8x8 standardised thumbnails)"
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "biuf":
@@ -110,8 +114,7 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
         if layout is not None:
             return (
                 ImageView(channels_first=layout),
-                f"images {tuple(inputs.shape[1:])} -> ImageView() (8x8 standardised "
-                "thumbnails)",
+                f"images {tuple(inputs.shape[1:])} -> ImageView() (8x8 standardised thumbnails)",
             )
         return None, (
             f"inputs of shape {tuple(inputs.shape[1:])} are neither images nor texts, so "

@@ -202,12 +202,12 @@ def test_fit_finds_planted_copies_with_dataset_indices(data, trained, tmp_path, 
     logger.save()
     rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
     leaks = [r["neardup/val/leak_count"] for r in rows if r.get("neardup/val/leak_count")]
-    assert leaks and float(leaks[-1]) == leak.count
+    assert leaks and float(leaks[-1]) == cb.leakage["val"].count  # the combined verdict
     report = Path(trainer.log_dir) / "neardup-fit-features.json"
     assert json.loads(report.read_text())["leakage"]["val"]["count"] == leak.count
     out = capsys.readouterr().out
     assert "leakage val -> train" in out and str(report) in out
-    assert cb.last_summary["metrics"]["neardup/val/leak_count"] == leak.count
+    assert cb.last_summary["metrics"]["neardup/features/val/leak_count"] == leak.count
 
 
 @pytest.mark.parametrize("package", list(PACKAGES))
@@ -326,6 +326,69 @@ def test_fail_above_raises_after_the_run(data, trained, tmp_path):
     assert _hooks_left(model) == 0
     cb = DuplicatesCallback(["features"], train_loader=train, fail_above=0.2, verbose=False)
     _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)  # 5 % < 20 %
+
+
+def test_default_config_finds_exact_noise_and_brightness_copies(data, trained, tmp_path, capsys):
+    """layers=None, input_view='auto', pool and threshold defaults: one combined verdict."""
+    xtr, ytr, xte, yte, planted = data
+    taken = _planted_ids(planted)
+    rng = np.random.default_rng(5)
+    slots = rng.choice(sorted(set(range(len(xte))) - taken), 10, replace=False)
+    sources = rng.choice(len(xtr), 10, replace=False)
+    xte, yte = xte.clone(), yte.clone()
+    xte[slots], yte[slots] = xtr[sources] * 0.85, ytr[sources]  # brightness x 0.85
+    kinds = {k: _planted_ids(planted, k) for k in planted}
+    kinds["brightness"] = set(slots.tolist())
+    train = DataLoader(TensorDataset(xtr, ytr), batch_size=128)
+    test = DataLoader(TensorDataset(xte, yte), batch_size=128)
+    cb = DuplicatesCallback(train_loader=train, save_reports=False)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert "input_view='auto' -> images (1, 8, 8)" in capsys.readouterr().out
+    assert cb.views == ["features", "input"] and cb.pool == "max"
+    leak = cb.leakage["val"]
+    found = dict(zip(leak.ids, leak.found_by))
+    for kind in ("exact", "noise", "brightness"):
+        assert kinds[kind] <= set(found), f"{kind}: missed {sorted(kinds[kind] - set(found))}"
+    assert len(kinds["shift"] & set(found)) >= 8
+    planted_all = set().union(*kinds.values())
+    assert len(set(found) - planted_all) <= 3, sorted(set(found) - planted_all)
+    # a brightness copy is an identical thumbnail: the input view finds every one
+    assert all("input" in found[i] for i in kinds["brightness"])
+    nearest = dict(zip(leak.ids, leak.nearest_ids))  # dataset indices on both sides
+    assert all(nearest[int(s)] == int(t) for s, t in zip(slots, sources))
+    assert set(leak.view_distances) == {"features", "input"}
+    off = DuplicatesCallback(train_loader=train, save_reports=False, input_view=None, verbose=False)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[off]).validate, model, test)
+    assert list(off.results) == ["features"] and off.views == ["features"]
+
+
+def test_input_fn_and_a_custom_input_view(data, trained, tmp_path):
+    from neardup.views import ImageView
+
+    train, test = _loaders(data)
+    seen = []
+
+    def inputs(batch):
+        seen.append(len(batch[0]))
+        return batch[0]
+
+    cb = DuplicatesCallback(
+        ["features"],
+        train_loader=train,
+        input_view=ImageView(size=4),
+        input_fn=inputs,
+        save_reports=False,
+        verbose=False,
+    )
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert cb.results["input"].settings["dim"] == 16 and sum(seen) == 597 + 1200
+    with pytest.raises(NeardupInputError, match="input_view='thumbs' is not supported"):
+        DuplicatesCallback(input_view="thumbs")
+    with pytest.raises(NeardupInputError, match="named 'input'"):
+        DuplicatesCallback(["input"])
 
 
 # ---------------------------------------------------------------------------- bad input
