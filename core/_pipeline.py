@@ -1,4 +1,4 @@
-"""``find_duplicates``: validate -> reduce -> normalise -> neighbours -> threshold -> sets."""
+"""``find_duplicates``: validate -> transform -> search -> threshold -> sets/leakage -> report."""
 
 from __future__ import annotations
 

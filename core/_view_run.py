@@ -18,9 +18,10 @@ from ._chains import PairwiseFn, euclidean_pairwise, set_diameters, split_chains
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError
 from ._leakage import leakage_record, nearest_reference, to_python
-from ._normalize import check_normalize, normalize_inplace
+from ._normalize import check_normalize
 from ._reduce import as_reducer
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
+from ._transform import Transform
 from ._validate import Dataset
 from .report import DuplicateSet, DuplicatesResult, Leakage
 from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
@@ -104,17 +105,10 @@ def analyse_view(
     strategy = Auto() if threshold is None else as_strategy(threshold)
     reducer = as_reducer(reduce)
     k = clamp_k(k, sum(dataset.sizes))
-    if reducer is not None:
-        x = dataset.matrix
-        reducer.fit(x)
-        if reducer.is_noop_for is None:
-            x = reducer.transform(x)
-        if progress:
-            progress("PCA", 1, 1)
-        del dataset.matrix  # drop the unreduced copy as soon as possible
-        rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: no full copy while the annoy index exists
-        rows = Rows(dataset.arrays, normalize)
+    transform = Transform.fit(dataset.arrays, normalize=normalize, reduce=reducer)
+    if progress and reducer is not None:
+        progress("PCA", 1, 1)
+    rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     graph = build_graph(
         rows,

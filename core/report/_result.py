@@ -311,7 +311,7 @@ class DuplicatesResult:
         """
         rules = ("first", "centroid", "reference")
         if keep not in rules:
-            from ._errors import NeardupInputError
+            from .._errors import NeardupInputError
 
             raise NeardupInputError(
                 f"keep must be one of {', '.join(map(repr, rules))}, got {keep!r}."

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import neardup
-from neardup.search import DEFAULT_TREES, _graph, build_graph, pair_distances, row_distances
+from neardup.search import DEFAULT_TREES, _annoy, build_graph, pair_distances, row_distances
 
 
 def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
@@ -31,8 +31,8 @@ def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Fork query workers even for a few thousand rows (the real cut-off is 20,000)."""
-    monkeypatch.setattr(_graph, "_PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(_graph, "_CHUNK_ROWS", 500)
+    monkeypatch.setattr(_annoy, "_PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(_annoy, "_CHUNK_ROWS", 500)
 
 
 def test_query_workers_give_the_same_graph(small_chunks):

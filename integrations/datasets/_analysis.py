@@ -1,0 +1,167 @@
+"""``find_leakage``: near-duplicates and leakage from a vector column and the input column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datasets import Dataset, DatasetDict
+
+from neardup import DuplicatesResult, NeardupInputError, find_duplicates
+from neardup.validators import closest_names
+
+from .._views import INPUT_VIEW, check_input_view
+from ._arrow import read_plain, read_vectors
+from ._input import input_column as choose_input_column
+from ._input import input_rows
+
+__all__ = ["find_leakage"]
+
+_RESERVED_OPTIONS = {
+    "labels": "label_column=",
+    "ids": "id_column=",
+    "data": "the first argument",
+}
+
+
+def _split_map(
+    data: Any, splits: list[str] | None, reference: str | None
+) -> tuple[dict[str, Dataset], bool]:
+    """``split -> Dataset`` to analyse, and whether the input was a single Dataset."""
+    if isinstance(data, Dataset):
+        if splits is not None:
+            raise NeardupInputError(
+                "splits= only applies to a DatasetDict; a single Dataset is analysed whole "
+                "(duplicates within it)."
+            )
+        return {"data": data}, True
+    if not isinstance(data, DatasetDict):
+        iterable = type(data).__name__.startswith("Iterable")
+        raise NeardupInputError(
+            f"find_leakage takes a datasets.DatasetDict (leakage across splits) or a Dataset "
+            f"(duplicates within it), got {type(data).__name__}"
+            + (
+                "; materialise a streaming dataset first (Dataset.from_generator or "
+                "load_dataset(..., streaming=False))."
+                if iterable
+                else "."
+            )
+        )
+    names = list(data) if splits is None else list(splits)
+    if not names:
+        raise NeardupInputError("the DatasetDict has no splits.")
+    for name in names:
+        if name not in data:
+            raise NeardupInputError(
+                f"split {name!r} is not in the DatasetDict ({closest_names(name, list(data))})."
+            )
+    if reference is not None and len(names) > 1 and reference not in names:
+        raise NeardupInputError(
+            f"reference split {reference!r} is not among the analysed splits {names} "
+            f"({closest_names(reference, names)}); pass reference= the training split's name, "
+            "or reference=None to skip leakage."
+        )
+    return {name: data[name] for name in names}, False
+
+
+def find_leakage(
+    data: DatasetDict | Dataset,
+    *,
+    column: str | None = "neardup_embedding",
+    input_column: str | None = "auto",
+    input_view: Any = "auto",
+    label_column: str | None = None,
+    id_column: str | None = None,
+    splits: list[str] | None = None,
+    reference: str | None = "train",
+    **options: Any,
+) -> DuplicatesResult:
+    """Near-duplicates and train/test leakage from a vector column and the input column.
+
+    Two *views* of every example are analysed together by default: the vector column (e.g.
+    MiniLM activations written by :class:`ActivationHook`) and an *input view* of the text or
+    image column (:class:`neardup.views.TextView` character n-grams: case, punctuation,
+    markup and whitespace edits leave a copy identical; :class:`neardup.views.ImageView`
+    thumbnails for an ``Image()`` column). Each view gets its own automatic threshold; the
+    result is the combined verdict (a pair is a near-duplicate when it is within the
+    threshold of any view; ``leakage[split].found_by`` says which) and ``result.views[view]``
+    holds each view's own result (views named ``column`` and ``"input"``).
+
+    Parameters
+    ----------
+    data:
+        A ``DatasetDict`` (every split, or those in ``splits``, checked against
+        ``reference``) or one ``Dataset`` (duplicates within it; its split is ``"data"``).
+    column:
+        The vector column (fixed-size or variable-length lists of numbers, any nesting);
+        ``None``: the input view only.
+    input_column:
+        The column the input view reads. ``"auto"`` (default): the only ``Image()`` column,
+        else a string column named ``text``/``sentence``/``content``/``body``/``document``,
+        else the only string column (none: no input view). ``None``: no input view.
+    input_view:
+        ``"auto"``: ``TextView()`` for strings, ``ImageView()`` for images; or a callable
+        ``view(list of values) -> (n, d)`` array.
+    label_column, id_column:
+        Optional columns with per-example labels (int/ClassLabel/str: per-class leakage) and
+        ids (unique per split). Without ids, samples are named by their row position.
+    reference:
+        The split other splits are checked against (``None``: duplicate sets only).
+    **options:
+        Any option of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k,
+        backend, seed, ...).
+
+    Returns
+    -------
+    neardup.DuplicatesResult
+        Positions in it are row positions within each split, as the datasets are now.
+    """
+    for bad, hint in _RESERVED_OPTIONS.items():
+        if bad in options:
+            raise NeardupInputError(
+                f"find_leakage reads {bad} from the datasets; use {hint} instead of {bad}=."
+            )
+    check_input_view(input_view)
+    parts, single = _split_map(data, splits, reference)
+    source = choose_input_column(parts, input_column, (column, label_column, id_column))
+    if column is None and source is None:
+        raise NeardupInputError(
+            "find_leakage needs a vector column (column=) or an input column to view "
+            "(input_column=); both are None or none was found."
+        )
+    if column is not None and column == INPUT_VIEW and source is not None:
+        raise NeardupInputError(
+            f"the vector column is named {INPUT_VIEW!r}, the input view's name; pass "
+            "input_column=None or rename the column."
+        )
+    vectors, labels, ids = {}, {}, {}
+    for name, ds in parts.items():
+        where = "the dataset" if single else f"split {name!r}"
+        views = {}
+        if column is not None:
+            views[column] = read_vectors(ds, column, where)
+        if source is not None:
+            views[INPUT_VIEW] = input_rows(ds, source, input_view, where)
+        vectors[name] = views if len(views) > 1 else next(iter(views.values()))
+        if label_column is not None:
+            labels[name] = read_plain(ds, label_column, where, "label")
+        if id_column is not None:
+            ids[name] = read_plain(ds, id_column, where, "id")
+    several = column is not None and source is not None
+    layer = options.pop("layer", None)
+    if not several:  # one view: its name is the result's layer
+        options["layer"] = layer or (column if column is not None else INPUT_VIEW)
+    if single:
+        data_views = vectors["data"]
+        return find_duplicates(
+            {"data": data_views} if isinstance(data_views, dict) else data_views,
+            labels=labels.get("data"),
+            ids=ids.get("data"),
+            **options,
+        )
+    return find_duplicates(
+        vectors,
+        labels=labels or None,
+        ids=ids or None,
+        reference=reference,
+        **options,
+    )

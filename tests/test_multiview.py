@@ -1,0 +1,172 @@
+"""Several views, one verdict; the Auto threshold; set diameters, max_diameter= and keep=."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neardup import (
+    Auto,
+    Distance,
+    DuplicatesResult,
+    NeardupInputError,
+    Relative,
+    find_duplicates,
+)
+from neardup._neighbors import NeighborGraph
+
+
+def _two_views(seed: int = 0):
+    """Train/test in two views; test rows 0-9 copy train in view a only, 10-19 in b only."""
+    rng = np.random.default_rng(seed)
+    a_train, b_train = rng.normal(size=(2, 600, 32)).astype(np.float32)
+    a_test, b_test = rng.normal(size=(2, 200, 32)).astype(np.float32)
+    a_test[:10] = a_train[:10] + rng.normal(scale=0.01, size=(10, 32))
+    b_test[10:20] = b_train[10:20] + rng.normal(scale=0.01, size=(10, 32))
+    return {"train": {"a": a_train, "b": b_train}, "test": {"a": a_test, "b": b_test}}
+
+
+def test_any_view_within_its_threshold_is_the_combined_verdict():
+    data = _two_views()
+    result = find_duplicates(data)
+    leak = result.leakage["test"]
+    assert sorted(leak.positions) == list(range(20))
+    assert leak.nearest_positions == leak.positions  # each copy leaks through its source
+    for pos, views in zip(leak.positions, leak.found_by):
+        assert views == (["a"] if pos < 10 else ["b"])
+    assert np.all(leak.distances <= 1.0)
+    for view in ("a", "b"):  # distances in every view are the exact ones
+        x = data["train"][view][leak.nearest_positions] / np.linalg.norm(
+            data["train"][view][leak.nearest_positions], axis=1, keepdims=True
+        )
+        y = data["test"][view][leak.positions] / np.linalg.norm(
+            data["test"][view][leak.positions], axis=1, keepdims=True
+        )
+        np.testing.assert_allclose(
+            leak.view_distances[view], np.linalg.norm(x - y, axis=1), atol=1e-5
+        )
+    assert set(result.views) == {"a", "b"}
+    assert result.views["a"].leakage["test"].count == 10
+    assert result.threshold.strategy == "Views"
+    assert len(result.clusters) == 20 and all(c.spans_splits for c in result.clusters)
+    assert "view a" in result.summary() and "view b" in result.summary()
+
+
+def test_multiview_result_round_trips_through_json(tmp_path):
+    result = find_duplicates(_two_views(), max_diameter=2.0)
+    path = tmp_path / "r.json"
+    result.to_json(path)
+    back = DuplicatesResult.from_json(path)
+    assert back.leakage["test"].found_by == result.leakage["test"].found_by
+    np.testing.assert_allclose(
+        back.leakage["test"].view_distances["b"], result.leakage["test"].view_distances["b"]
+    )
+    assert back.views["a"].threshold.reason == result.views["a"].threshold.reason
+    assert [c.diameter for c in back.clusters] == [c.diameter for c in result.clusters]
+    assert json.loads(path.read_text())["views"]["b"]["threshold"]["strategy"] == "Auto"
+
+
+def test_per_view_thresholds_and_bad_view_input():
+    data = _two_views()
+    result = find_duplicates(data, threshold={"a": Distance(0.0)})  # b keeps Auto
+    assert result.views["a"].threshold.value == 0.0
+    assert sorted(result.leakage["test"].positions) == list(range(10, 20))
+    with pytest.raises(NeardupInputError, match="names view 'c'"):
+        find_duplicates(data, threshold={"c": Relative()})
+    bad = {"train": data["train"], "test": {"a": data["test"]["a"]}}
+    with pytest.raises(NeardupInputError, match="lacks \\['b'\\]"):
+        find_duplicates(bad)
+    short = {"train": data["train"], "test": {"a": data["test"]["a"], "b": data["test"]["b"][:5]}}
+    with pytest.raises(NeardupInputError, match="same samples"):
+        find_duplicates(short)
+    with pytest.raises(NeardupInputError, match="combine must be one of"):
+        find_duplicates(data, combine="all")
+    with pytest.raises(NeardupInputError, match="one value per view"):
+        find_duplicates(data["train"]["a"], threshold={"a": Relative()})
+
+
+def test_diameter_and_max_diameter_split_a_chain():
+    # points on a line 0.9 apart: consecutive pairs within Distance(1), the chain 3.6 long
+    x = np.zeros((5, 2), dtype=np.float32)
+    x[:, 0] = np.arange(5) * 0.9
+    whole = find_duplicates(x, threshold=Distance(1.0), normalize=None, k=4)
+    assert len(whole.clusters) == 1
+    assert whole.clusters[0].diameter == pytest.approx(3.6, abs=1e-5)
+    assert whole.clusters[0].central == whole.clusters[0].positions.index(2)
+    split = find_duplicates(x, threshold=Distance(1.0), normalize=None, k=4, max_diameter=1.0)
+    assert [c.size for c in split.clusters] == [2, 2]
+    assert all(c.diameter <= 1.0 for c in split.clusters)
+    with pytest.raises(NeardupInputError, match="max_diameter"):
+        find_duplicates(x, k=4, max_diameter=0)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.floats(1.0, 3.0))
+def test_property_max_diameter_bounds_every_set(seed, limit):
+    rng = np.random.default_rng(seed)
+    x = np.cumsum(rng.normal(scale=0.3, size=(40, 3)), axis=0).astype(np.float32)
+    result = find_duplicates(x, threshold=Distance(0.5), normalize=None, k=6, max_diameter=limit)
+    for dup in result.clusters:
+        pts = x[dup.positions]
+        exact = np.linalg.norm(pts[:, None] - pts[None], axis=-1).max()
+        assert exact <= limit * 0.5 + 1e-4
+        assert dup.diameter == pytest.approx(exact, abs=1e-4)
+
+
+def test_keep_mask_keeps_one_member_per_set_deterministically():
+    data = _two_views()
+    result = find_duplicates(data)
+    again = find_duplicates(data)
+    for keep in ("first", "centroid", "reference"):
+        masks = result.keep_mask(keep=keep)
+        assert all(np.array_equal(masks[s], again.keep_mask(keep=keep)[s]) for s in masks)
+        dropped = sum(int((~m).sum()) for m in masks.values())
+        assert dropped == sum(c.size - 1 for c in result.clusters)
+    reference = result.keep_mask(keep="reference")
+    assert reference["train"].all() and (~reference["test"]).sum() == 20
+    first = result.keep_mask(keep="first")  # train comes first in split order
+    assert first["train"].all()
+    with pytest.raises(NeardupInputError, match="keep must be one of"):
+        result.keep_mask(keep="last")
+
+
+@pytest.mark.parametrize("n, d", [(4000, 4), (6000, 16), (3000, 128)])
+def test_auto_is_silent_on_gaussian_noise(n, d):
+    x = np.random.default_rng(d).normal(size=(n, d)).astype(np.float32)
+    result = find_duplicates({"train": x[: n // 2], "test": x[n // 2 :]})
+    assert result.threshold.strategy == "Auto"
+    assert result.num_duplicated == 0
+    assert "intrinsic dimension" in result.threshold.reason
+
+
+def test_auto_on_a_sample_of_rows_matches_the_full_graph():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6000, 12)).astype(np.float32)
+    x[:300] = x[300:600] + rng.normal(scale=0.01, size=(300, 12))
+    full = find_duplicates(x, backend="exact")
+    # rebuild the graph the engine would give for 2,000 sampled rows (their k nearest of all)
+    from neardup._neighbors import build_graph
+    from neardup._rows import Rows
+
+    rows = Rows([x], "row")
+    graph = build_graph(rows, 10, backend="exact")
+    sample = rng.choice(6000, 2000, replace=False)
+    sampled = NeighborGraph(graph.indices[sample], graph.distances[sample], "exact")
+    sampled.total_rows = 6000
+    value = Auto().resolve(sampled, "row")
+    assert value == pytest.approx(full.threshold.value, rel=0.15)
+    assert full.num_duplicated == 600
+
+
+def test_auto_with_only_exact_copies_reports_them():
+    x = np.zeros((6, 3), dtype=np.float32)
+    x[:, 0] = 1
+    x[3:, 1] = 1
+    result = find_duplicates(x, k=5)
+    assert result.threshold.value == 0.0
+    assert "only exact copies" in result.threshold.reason
+    assert sorted(c.size for c in result.clusters) == [3, 3]

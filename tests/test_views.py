@@ -1,0 +1,124 @@
+"""Input views: ImageView thumbnails and TextView n-grams (pure numpy, no framework)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from neardup import NeardupInputError
+from neardup.views import ImageView, TextView
+from neardup.views._text import normalize_text
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+
+    return np.rint(load_digits().images * 255 / 16).astype(np.uint8)
+
+
+def test_image_view_shapes_layouts_and_mixed_sizes(digits):
+    view = ImageView()
+    assert view(digits[:5]).shape == (5, 64)
+    assert view(digits[:5]).dtype == np.float32
+    rgb = np.repeat(digits[:5, :, :, None], 3, axis=-1)
+    assert view(rgb).shape == (5, 192)
+    chw = np.moveaxis(rgb, -1, 1)
+    np.testing.assert_allclose(view(chw), view(rgb), atol=1e-6)
+    mixed = view([digits[0], np.zeros((30, 20)), rgb[1]])  # grey + colour: colour kept
+    assert mixed.shape == (3, 192)
+    assert not mixed[1].any()  # a constant image: all zeros
+    assert ImageView(color=False)(rgb).shape == (5, 64)
+    assert ImageView(size=4)(digits[:2]).shape == (2, 16)
+
+
+def test_image_view_is_invariant_to_brightness_and_contrast(digits):
+    view = ImageView()
+    base = digits[:50].astype(np.float64)
+    brighter = view(np.clip(base * 0.85, 0, 255))
+    contrast = view((base - base.mean()) * 0.8 + base.mean())
+    original = view(base)
+    np.testing.assert_allclose(brighter, original, atol=1e-4)
+    np.testing.assert_allclose(contrast, original, atol=1e-4)
+    assert _cos(original[0], original[1]) < 0.99  # different digits stay apart
+
+
+def test_image_view_rejects_bad_input_with_a_fix():
+    with pytest.raises(NeardupInputError, match="reshape"):
+        ImageView()(np.zeros((4, 784)))
+    with pytest.raises(NeardupInputError, match="channels"):
+        ImageView()(np.zeros((4, 8, 8, 5)))
+    with pytest.raises(NeardupInputError, match="image 1 has NaN"):
+        ImageView()(np.stack([np.zeros((8, 8)), np.full((8, 8), np.nan)]))
+    with pytest.raises(NeardupInputError, match="size"):
+        ImageView(size=0)
+    with pytest.raises(NeardupInputError, match="string"):
+        ImageView()("a.png")
+
+
+def test_normalize_text_removes_case_punctuation_markup_whitespace():
+    assert normalize_text("<p>Hello,&nbsp;WORLD!</p>\n  Again") == "hello world again"
+    assert normalize_text("Ｆｕｌｌ-width") == "full width"
+
+
+def test_text_view_identical_after_normalisation_and_close_after_a_dropped_word():
+    view = TextView()
+    a = "The quick brown fox jumps over the lazy dog near the river bank."
+    rows = view(
+        [
+            a,
+            a.upper(),
+            "<b>the quick, brown fox</b> jumps over the lazy dog near the river bank",
+            "The quick brown fox jumps over the dog near the river bank.",
+            "A completely different sentence about parsing Python source files.",
+        ]
+    )
+    np.testing.assert_allclose(rows[1], rows[0])
+    np.testing.assert_allclose(rows[2], rows[0])
+    assert _cos(rows[0], rows[3]) > 0.85
+    assert _cos(rows[0], rows[4]) < 0.5
+
+
+def test_text_view_is_stable_across_processes():
+    import subprocess
+    import sys
+
+    code = (
+        "from neardup.views import TextView; print(TextView(dim=64)(['stable hash'])[0].tolist())"
+    )
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            check=True,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outs) == 1
+
+
+def test_text_view_rejects_bad_input():
+    with pytest.raises(NeardupInputError, match="wrap it in a list"):
+        TextView()("one string")
+    with pytest.raises(NeardupInputError, match="text 1 is a int"):
+        TextView()(["ok", 3])
+    with pytest.raises(NeardupInputError, match="ngram"):
+        TextView(ngram=0)
+    assert not TextView()(["", "!!!"]).any()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.text(min_size=1, max_size=60))
+def test_text_view_property_case_and_punctuation_never_matter(text):
+    view = TextView(dim=128)
+    variant = "  " + text.upper().replace(" ", " , ") + "!"
+    if normalize_text(variant) == normalize_text(text):
+        np.testing.assert_allclose(view([variant])[0], view([text])[0])
