@@ -25,6 +25,7 @@ __all__ = [
 ]
 
 _DICT_KEYS = ("last_hidden_state", "hidden_states", "features", "logits")
+_LISTED = 40  # module names shown in an error message
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
@@ -33,10 +34,13 @@ def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Modu
     out = {}
     for name in layers:
         if name not in modules or name == "":
+            names = [n for n in modules if n]
+            shown = ", ".join(repr(n) for n in names[:_LISTED])
+            more = f", ... ({len(names)} in all)" if len(names) > _LISTED else ""
             raise NeardupInputError(
                 f"layer {name!r} is not a submodule of {type(model).__name__} "
-                f"({closest_names(name, [n for n in modules if n])}); use names from "
-                "model.named_modules()."
+                f"({closest_names(name, names)}); use names from model.named_modules(): "
+                f"{shown}{more}."
             )
         out[name] = modules[name]
     return out

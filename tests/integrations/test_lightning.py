@@ -407,8 +407,9 @@ def test_unknown_layer_lists_closest_names_and_leaks_no_hook(data, trained, tmp_
     train, test = _loaders(data)
     model = _model("lightning.pytorch", trained)
     cb = DuplicatesCallback(["features.9", "head.1"], train_loader=train)
-    with pytest.raises(NeardupInputError, match=r"'features.9'.*closest: 'features.\d'"):
+    with pytest.raises(NeardupInputError, match=r"'features.9'.*closest: 'features.\d'") as err:
         _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert "named_modules(): 'features', 'features.0', 'features.1'" in str(err.value)
     assert _hooks_left(model) == 0
 
 
