@@ -13,6 +13,7 @@ from ._errors import NeardupInputError, closest_names
 from ._leakage import _py, leakage_record, nearest_reference
 from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
 from ._normalize import check_normalize, normalize_inplace
+from ._progress import as_progress
 from ._reduce import as_reducer
 from ._result import DuplicateSet, DuplicatesResult, Leakage
 from ._rows import Rows
@@ -42,7 +43,7 @@ def find_duplicates(
     query_jobs: int = -1,
     dedupe: bool = True,
     layer: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: bool | ProgressFn | None = None,
 ) -> DuplicatesResult:
     """Find near-duplicate samples in one layer's activations, within and across splits.
 
@@ -81,12 +82,14 @@ def find_duplicates(
         The split others are checked against for leakage (ignored with a single split);
         ``None`` skips leakage.
     progress:
-        Optional ``callback(stage, done, total)`` for long runs.
+        ``True`` draws ``tqdm`` progress bars (a widget in Jupyter, stderr elsewhere); or a
+        ``callback(stage, done, total)`` for long runs.
 
     Returns
     -------
     DuplicatesResult
     """
+    progress = as_progress(progress)
     normalize = check_normalize(normalize)
     if not isinstance(dedupe, (bool, np.bool_)):
         raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")

@@ -46,6 +46,7 @@ from ._neighbors import (
     resolve_query_jobs,
 )
 from ._normalize import check_normalize, column_norms, normalize_inplace
+from ._progress import as_progress
 from ._reduce import PCA, as_reducer
 from ._result import Leakage, _plain
 from ._rows import Rows
@@ -214,7 +215,7 @@ class ReferenceIndex:
         n_jobs: int = 1,
         query_jobs: int = -1,
         reference: str = "train",
-        progress: ProgressFn | None = None,
+        progress: bool | ProgressFn | None = None,
     ) -> ReferenceIndex:
         """Index the reference activations.
 
@@ -243,12 +244,13 @@ class ReferenceIndex:
         reference:
             The name scored splits are reported against (``Leakage.reference``).
         progress:
-            Optional ``callback(stage, done, total)``.
+            ``True`` for ``tqdm`` progress bars, or a ``callback(stage, done, total)``.
 
         Returns
         -------
         ReferenceIndex
         """
+        progress = as_progress(progress)
         normalize = check_normalize(normalize)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)

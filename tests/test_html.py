@@ -94,7 +94,9 @@ def _open_in_chromium(report: Path, workdir: Path) -> tuple[_Dom, Path]:
     """Load ``report`` (plus the probe) in headless Chromium; return its DOM and a screenshot."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.fail("chromium is not installed: `apt-get install -y chromium` (`make system-deps` does it)")
+        pytest.fail(
+            "chromium is not installed: `apt-get install -y chromium` (`make system-deps` does it)"
+        )
     probed = workdir / f"{report.stem}-probed.html"
     probed.write_text(report.read_text(encoding="utf-8").replace("<head>", "<head>" + _PROBE, 1))
     shot = workdir / f"{report.stem}.png"
