@@ -161,8 +161,7 @@ def _scan(args: argparse.Namespace) -> int:
         raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
     progress = ProgressBars(disable=args.quiet)
     data = {
-        n: _load_array(p, f"split {n!r}", ("x", "activations"), progress)
-        for n, p in splits.items()
+        n: _load_array(p, f"split {n!r}", ("x", "activations"), progress) for n, p in splits.items()
     }
     labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
     for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
