@@ -2,9 +2,9 @@
 
 Same data as bench_duplicates.py (``make_data``), row-normalised as the pipeline does. Each
 method builds its index and queries all N rows for k=10 neighbours, then the result goes
-through neardup's own post-processing (exact distances + sort, ``_finish``) so every method
-ends with the same ``NeighborGraph`` the pipeline needs; "knn s" is the search alone. Every
-method runs in its own subprocess (peak RSS is its own, input included), each at least
+through neardup's own post-processing (exact distances + sort, ``graph_from_indices``) so
+every method ends with the same ``NeighborGraph`` the pipeline needs; "knn s" is the search
+alone. Every method runs in its own subprocess (peak RSS is its own, input included), each at least
 ``--repeats`` times, interleaved, because timings on a shared machine are noisy; ratios are
 against annoy's median in the same run.
 
@@ -125,7 +125,7 @@ def _pynndescent(x: np.ndarray, k: int, p: dict) -> np.ndarray:
 
 def _search(library: str, x: np.ndarray, k: int, p: dict) -> np.ndarray:
     """(N, k) neighbour indices excluding each row itself, -1 where missing."""
-    from neardup._neighbors import _drop_self
+    from neardup.search import drop_self
 
     search = {
         "hnswlib": _hnswlib,
@@ -133,11 +133,11 @@ def _search(library: str, x: np.ndarray, k: int, p: dict) -> np.ndarray:
         "faiss-ivf": _faiss_ivf,
         "pynndescent": _pynndescent,
     }[library]
-    return _drop_self(search(x, k, p), k)
+    return drop_self(search(x, k, p), k)
 
 
 def _child(method: str, data: str, save: str | None) -> dict:
-    from neardup._neighbors import _finish, build_graph
+    from neardup.search import build_graph, graph_from_indices
 
     x = np.load(data)
     base = _peak_mb()
@@ -155,7 +155,7 @@ def _child(method: str, data: str, save: str | None) -> dict:
     else:
         indices = _search(library, x, K, params)
         marks["knn"] = time.perf_counter()
-        graph = _finish(indices, x, method)
+        graph = graph_from_indices(indices, x, method)
     out = {
         "method": method,
         "seconds": time.perf_counter() - start,

@@ -97,8 +97,8 @@ def _child(
 
 def _recall(x: np.ndarray, result, queries: int) -> float:
     """Share of exact within-threshold pairs (from sampled query rows) that the graph found."""
-    from neardup._neighbors import build_graph
     from neardup._normalize import normalize_inplace
+    from neardup.search import build_graph
 
     s = result.settings
     xn = normalize_inplace(x.astype(np.float32, copy=True), s["normalize"])

@@ -132,7 +132,7 @@ def _ms(values):
 
 
 def _activations(model, loader, names, pool):
-    from neardup.integrations._lightning_hooks import HookManager
+    from neardup.integrations.lightning._hooks import HookManager
 
     modules = dict(model.named_modules())
     hooks = HookManager(pool)
@@ -149,7 +149,7 @@ def _activations(model, loader, names, pool):
 
 
 def layer_study(root: str, kind: str) -> None:
-    from neardup.integrations._lightning_hooks import default_layer
+    from neardup.integrations.lightning._hooks import default_layer
 
     model, planted = _trained_model(root, kind)
     _, test_dl, train_eval_dl, _ = loaders()

@@ -52,8 +52,7 @@ def _make(n: int, d: int, m: int, data: str, queries: str) -> dict:
 
 def _build(data: str, index_dir: str) -> dict:
     import neardup
-    from neardup._copies import find_copies
-    from neardup._rows import Rows
+    from neardup.search import Rows, find_copies
 
     x = np.load(data)
     hash_cpu = time.process_time()

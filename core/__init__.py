@@ -11,11 +11,8 @@
 
 from ._collector import ActivationCollector
 from ._errors import LeakageError, NeardupInputError
-from ._pipeline import find_duplicates, find_duplicates_by_layer
+from ._pipeline import analyze_layers, find_duplicates, find_duplicates_by_layer
 from ._reduce import PCA
-from ._reference import ReferenceIndex
-from ._result import DuplicateSet, DuplicatesResult, Leakage
-from ._seed import Duplicates
 from ._threshold import (
     Cosine,
     Distance,
@@ -25,6 +22,9 @@ from ._threshold import (
     Slope,
     ThresholdStrategy,
 )
+from .compat.dnikit import Duplicates
+from .index import ReferenceIndex
+from .report import DuplicateSet, DuplicatesResult, Leakage
 
 __version__ = "0.1.0"
 
@@ -46,6 +46,7 @@ __all__ = [
     "Slope",
     "ThresholdStrategy",
     "__version__",
+    "analyze_layers",
     "find_duplicates",
     "find_duplicates_by_layer",
 ]

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ._neighbors import NeighborGraph
+from .search import NeighborGraph
 
 __all__ = ["ClusterAssignment", "close_pairs", "cluster_rows", "set_statistics"]
 

@@ -31,7 +31,7 @@ import numpy as np
 from ._errors import NeardupInputError, closest_names
 from ._validate import as_feature_matrix, check_finite
 
-__all__ = ["ActivationCollector"]
+__all__ = ["ActivationCollector", "check_memory_budget", "check_spill_dir"]
 
 _FLOAT32 = np.dtype(np.float32)
 _HEADER_BYTES = 128  # fixed .npy header size, so the row count can be rewritten in place
@@ -51,7 +51,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*$", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- options
-def _check_memory_budget(value: Any) -> int | None:
+def check_memory_budget(value: Any) -> int | None:
     """Return the budget in bytes (``None``: no budget), or raise naming the accepted forms.
 
     Accepts a non-negative number of bytes or a string such as ``"2GB"`` / ``"512MiB"``
@@ -77,7 +77,7 @@ def _check_memory_budget(value: Any) -> int | None:
     return int(number)
 
 
-def _check_spill_dir(spill_dir: Any, budget: int | None) -> str | None:
+def check_spill_dir(spill_dir: Any, budget: int | None) -> str | None:
     """Return ``spill_dir`` as a string path; it only makes sense with a budget."""
     if spill_dir is None:
         return None
@@ -376,8 +376,8 @@ class ActivationCollector:
         memory_budget: int | float | str | None = None,
         spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._budget = _check_memory_budget(memory_budget)
-        self._spill_dir = _check_spill_dir(spill_dir, self._budget)
+        self._budget = check_memory_budget(memory_budget)
+        self._spill_dir = check_spill_dir(spill_dir, self._budget)
         self._place: _SpillDir | None = None
         self._buffers: dict[tuple[str, str], _Buffer] = {}
 

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from ._neighbors import NeighborGraph, nearest_among
-from ._result import Leakage
+from .report import Leakage
+from .search import NeighborGraph, nearest_among
 
-__all__ = ["leakage_record", "nearest_reference"]
+__all__ = ["leakage_record", "nearest_reference", "to_python"]
 
 
 def nearest_reference(
@@ -98,10 +98,10 @@ def leakage_record(
             differ = np.flatnonzero(labels[local] != ref_labels[ref_local])
             conflicts = [
                 {
-                    "id": _py(ids[local[i]]),
-                    "nearest_id": _py(ref_ids[ref_local[i]]),
-                    "label": _py(labels[local[i]]),
-                    "nearest_label": _py(ref_labels[ref_local[i]]),
+                    "id": to_python(ids[local[i]]),
+                    "nearest_id": to_python(ref_ids[ref_local[i]]),
+                    "label": to_python(labels[local[i]]),
+                    "nearest_label": to_python(ref_labels[ref_local[i]]),
                     "distance": float(dist[i]),
                 }
                 for i in differ
@@ -120,5 +120,5 @@ def leakage_record(
     )
 
 
-def _py(value: Any) -> Any:
+def to_python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value

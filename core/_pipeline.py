@@ -10,15 +10,14 @@ import numpy as np
 
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError, closest_names
-from ._leakage import _py, leakage_record, nearest_reference
-from ._neighbors import DEFAULT_TREES, NeighborGraph, ProgressFn, build_graph, clamp_k
+from ._leakage import leakage_record, nearest_reference, to_python
 from ._normalize import check_normalize, normalize_inplace
 from ._progress import as_progress
 from ._reduce import as_reducer
-from ._result import DuplicateSet, DuplicatesResult, Leakage
-from ._rows import Rows
 from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
 from ._validate import Dataset, prepare, split_index
+from .report import DuplicateSet, DuplicatesResult, Leakage
+from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
 
 __all__ = ["analyze_layers", "find_duplicates", "find_duplicates_by_layer"]
 
@@ -272,7 +271,7 @@ def _row_values(
     for r in rows:
         s = split_of_row[r]
         values = per_split[s]
-        out.append(None if values is None else _py(values[r - offsets[s]]))
+        out.append(None if values is None else to_python(values[r - offsets[s]]))
     return out
 
 

@@ -11,7 +11,7 @@ import sys
 from typing import IO, Any
 
 from ._errors import NeardupInputError
-from ._neighbors import ProgressFn
+from .search import ProgressFn
 
 __all__ = ["ProgressBars", "as_progress"]
 

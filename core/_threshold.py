@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError
-from ._neighbors import NeighborGraph
+from .search import NeighborGraph
 
 __all__ = [
     "Cosine",

@@ -17,7 +17,15 @@ from ._errors import NeardupInputError, closest_names
 
 DEFAULT_SPLIT = "data"
 
-__all__ = ["DEFAULT_SPLIT", "Dataset", "as_feature_matrix", "check_finite", "prepare"]
+__all__ = [
+    "DEFAULT_SPLIT",
+    "Dataset",
+    "as_feature_matrix",
+    "check_finite",
+    "check_ids",
+    "check_labels",
+    "prepare",
+]
 
 
 @dataclass
@@ -127,7 +135,7 @@ def _per_split(option: Any, name: str, splits: list[str], single: bool) -> list[
     )
 
 
-def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
+def check_ids(ids: Any, split: str, n: int) -> np.ndarray:
     if ids is None:
         return np.arange(n, dtype=np.int64)
     array = np.asarray(ids) if not isinstance(ids, np.ndarray) else ids
@@ -152,7 +160,7 @@ def _check_ids(ids: Any, split: str, n: int) -> np.ndarray:
     return array
 
 
-def _check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
+def check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
     if labels is None:
         return None
     if hasattr(labels, "detach") and hasattr(labels, "cpu"):
@@ -203,10 +211,10 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
         check_finite(a, f"split {s!r}" if not single else "data")
 
     id_list = [
-        _check_ids(i, s, n) for i, s, n in zip(_per_split(ids, "ids", names, single), names, sizes)
+        check_ids(i, s, n) for i, s, n in zip(_per_split(ids, "ids", names, single), names, sizes)
     ]
     label_list = [
-        _check_labels(lab, s, n)
+        check_labels(lab, s, n)
         for lab, s, n in zip(_per_split(labels, "labels", names, single), names, sizes)
     ]
     return Dataset(names=names, sizes=sizes, arrays=arrays, ids=id_list, labels=label_list)

@@ -17,12 +17,12 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import NeardupInputError
-from ._neighbors import DEFAULT_TREES, ProgressFn
 from ._pipeline import find_duplicates
 from ._progress import ProgressBars
-from ._reference import ReferenceIndex
-from ._result import SCHEMA_VERSION, DuplicatesResult, Leakage, _plain
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
+from .index import ReferenceIndex
+from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
+from .search import DEFAULT_TREES, ProgressFn
 
 __all__ = ["main", "parse_threshold"]
 
@@ -318,10 +318,10 @@ def _index_score(args: argparse.Namespace) -> int:
                 "index": str(args.index),
                 "threshold": {
                     "strategy": index.threshold.strategy,
-                    "params": _plain(index.threshold.params),
+                    "params": to_plain(index.threshold.params),
                     "value": index.threshold.value,
                 },
-                "settings": _plain(index.settings),
+                "settings": to_plain(index.settings),
                 "leakage": {leak.split: leak.to_dict()},
             },
             indent=1,

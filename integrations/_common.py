@@ -143,7 +143,7 @@ def enforce_fail_above(results: Mapping[str, DuplicatesResult], fail_above: floa
 
 def collector_options(memory_budget: Any, spill_dir: Any) -> dict[str, Any]:
     """Validated ``ActivationCollector`` options shared by the callbacks (checked at init)."""
-    from neardup._collector import _check_memory_budget, _check_spill_dir
+    from neardup.validators import check_memory_budget, check_spill_dir
 
-    budget = _check_memory_budget(memory_budget)
-    return {"memory_budget": budget, "spill_dir": _check_spill_dir(spill_dir, budget)}
+    budget = check_memory_budget(memory_budget)
+    return {"memory_budget": budget, "spill_dir": check_spill_dir(spill_dir, budget)}

@@ -14,7 +14,7 @@ import xxhash
 
 from neardup import NeardupInputError
 
-from ._common import missing_framework
+from .._common import missing_framework
 
 __all__ = ["POOLING_CHOICES", "TransformerEmbedder"]
 

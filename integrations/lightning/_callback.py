@@ -18,10 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from neardup import ActivationCollector, DuplicatesResult, LeakageError, NeardupInputError
-from neardup._pipeline import analyze_layers
+from neardup import (
+    ActivationCollector,
+    DuplicatesResult,
+    LeakageError,
+    NeardupInputError,
+    analyze_layers,
+)
 
-from ._common import (
+from .._common import (
     check_fail_above,
     check_pool,
     collector_options,
@@ -56,15 +61,15 @@ if not _BASES:  # pragma: no cover - depends on the environment
         ImportError("neither lightning nor pytorch_lightning is installed"),
     )
 
-from ._lightning_data import (  # noqa: E402  (after the framework check on purpose)
+from ._data import (  # noqa: E402  (after the framework check on purpose)
     default_forward,
     default_labels,
     is_map_style,
     sample_order,
     sharded_loader,
 )
-from ._lightning_ddp import dedupe_by_id, distributed, gather_rows  # noqa: E402
-from ._lightning_hooks import HookManager, default_layer, resolve_layers  # noqa: E402
+from ._ddp import dedupe_by_id, distributed, gather_rows  # noqa: E402
+from ._hooks import HookManager, default_layer, resolve_layers  # noqa: E402
 
 __all__ = ["DuplicatesCallback"]
 

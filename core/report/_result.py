@@ -9,23 +9,23 @@ from typing import Any
 
 import numpy as np
 
-from ._threshold import ResolvedThreshold
+from .._threshold import ResolvedThreshold
 
-__all__ = ["DuplicateSet", "DuplicatesResult", "Leakage"]
+__all__ = ["SCHEMA_VERSION", "DuplicateSet", "DuplicatesResult", "Leakage", "to_plain"]
 
 SCHEMA_VERSION = 1
 
 
-def _plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
     """Turn numpy scalars/arrays into JSON-ready Python values (other hashables -> str)."""
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [to_plain(v) for v in value.tolist()]
     if isinstance(value, np.generic):
         return value.item()
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): to_plain(v) for k, v in value.items()}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)
@@ -33,7 +33,7 @@ def _plain(value: Any) -> Any:
 
 def _counts_to_json(counts: dict[str, dict[Any, int]]) -> dict[str, list[list[Any]]]:
     # labels may be ints or strings: keep them as values, not as (stringified) JSON keys
-    return {s: [[_plain(lab), int(n)] for lab, n in c.items()] for s, c in counts.items()}
+    return {s: [[to_plain(lab), int(n)] for lab, n in c.items()] for s, c in counts.items()}
 
 
 def _counts_from_json(counts: dict[str, list[list[Any]]]) -> dict[str, dict[Any, int]]:
@@ -67,14 +67,14 @@ class DuplicateSet:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "ids": _plain(self.ids),
+            "ids": to_plain(self.ids),
             "splits": list(self.splits),
             "positions": [int(p) for p in self.positions],
-            "labels": _plain(self.labels),
+            "labels": to_plain(self.labels),
             "size": self.size,
             "mean": float(self.mean),
             "std": float(self.std),
-            "projection": None if self.projection is None else _plain(self.projection),
+            "projection": None if self.projection is None else to_plain(self.projection),
         }
 
     @classmethod
@@ -128,13 +128,13 @@ class Leakage:
             "count": self.count,
             "total": self.total,
             "fraction": self.fraction,
-            "ids": _plain(self.ids),
-            "nearest_ids": _plain(self.nearest_ids),
-            "distances": _plain(np.asarray(self.distances, dtype=np.float64)),
+            "ids": to_plain(self.ids),
+            "nearest_ids": to_plain(self.nearest_ids),
+            "distances": to_plain(np.asarray(self.distances, dtype=np.float64)),
             "positions": [int(p) for p in self.positions],
             "nearest_positions": [int(p) for p in self.nearest_positions],
-            "by_class": [[_plain(k), _plain(v)] for k, v in self.by_class.items()],
-            "label_conflicts": _plain(self.label_conflicts),
+            "by_class": [[to_plain(k), to_plain(v)] for k, v in self.by_class.items()],
+            "label_conflicts": to_plain(self.label_conflicts),
         }
 
     @classmethod
@@ -243,15 +243,15 @@ class DuplicatesResult:
             "reference": self.reference,
             "threshold": {
                 "strategy": self.threshold.strategy,
-                "params": _plain(self.threshold.params),
+                "params": to_plain(self.threshold.params),
                 "value": self.threshold.value,
             },
-            "settings": _plain(self.settings),
+            "settings": to_plain(self.settings),
             "clusters": [c.to_dict() for c in self.clusters],
             "leakage": {s: leak.to_dict() for s, leak in self.leakage.items()},
             "class_counts": _counts_to_json(self.class_counts),
             "effective_class_counts": _counts_to_json(self.effective_class_counts),
-            "histogram": _plain(self.histogram),
+            "histogram": to_plain(self.histogram),
         }
 
     def to_json(self, path: str | os.PathLike[str] | None = None, *, indent: int = 1) -> str:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._errors import NeardupInputError
 from ._copies import expand_neighbours, find_copies
-from ._errors import NeardupInputError
 from ._rows import Rows
 
 __all__ = [
@@ -35,9 +35,13 @@ __all__ = [
     "build_graph",
     "choose_backend",
     "clamp_k",
+    "drop_self",
+    "graph_from_indices",
     "nearest_among",
     "pair_distances",
+    "query_all",
     "resolve_query_jobs",
+    "row_distances",
 ]
 
 ProgressFn = Callable[[str, int, int], None]
@@ -47,7 +51,7 @@ BACKENDS = ("auto", "annoy", "exact")
 #: multiply-adds (N * N * d); above it, annoy is faster on one core (see benchmarks/).
 _EXACT_MAX_WORK = 4e9
 _BLOCK_BYTES = 128 << 20
-#: neighbour rows gathered at once by _row_distances: cache-sized blocks measured 3-4x faster
+#: neighbour rows gathered at once by row_distances: cache-sized blocks measured 3-4x faster
 #: than 128 MB ones.
 _GATHER_BYTES = 4 << 20
 #: annoy trees by default (DNIKit: 30; its facade still asks for 30). Within-threshold recall
@@ -110,7 +114,7 @@ def pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndar
     return out
 
 
-def _row_distances(
+def row_distances(
     x: np.ndarray, indices: np.ndarray, queries: np.ndarray | None = None
 ) -> np.ndarray:
     """Exact distances from every query row ``i`` to the rows ``x[indices[i]]`` (``inf`` at -1).
@@ -133,13 +137,13 @@ def _row_distances(
     return out
 
 
-def _finish(indices: np.ndarray, x: np.ndarray, backend: str) -> NeighborGraph:
+def graph_from_indices(indices: np.ndarray, x: np.ndarray, backend: str) -> NeighborGraph:
     """Recompute exact distances for the candidate pairs and sort each row (in place, blocked).
 
     Sorting block by block keeps the temporaries (sort keys, orders) to one block instead of
     three more ``(N, k)`` arrays at once.
     """
-    distances = _row_distances(x, indices)
+    distances = row_distances(x, indices)
     missing = np.iinfo(np.int64).max
     for start in range(0, len(indices), _SORT_ROWS):
         idx = indices[start : start + _SORT_ROWS]
@@ -200,10 +204,10 @@ def _annoy_indices(
         rows, items, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
     )
     try:
-        found = _query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
+        found = query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
     finally:
         index.unload()  # free the index before the (N, k) post-processing arrays exist
-    return _drop_self(found, k)
+    return drop_self(found, k)
 
 
 def build_annoy_index(
@@ -276,7 +280,7 @@ def resolve_query_jobs(query_jobs: int) -> int:
     return int(query_jobs)
 
 
-def _query_all(
+def query_all(
     index, n: int, n_results: int, search_k: int, query_jobs: int, progress: ProgressFn | None
 ) -> np.ndarray:
     """Query every item, in forked workers sharing ``index`` when that can pay off."""
@@ -312,7 +316,7 @@ def _item_dtype(n: int) -> type:
     return np.int32 if n < np.iinfo(np.int32).max else np.int64
 
 
-def _drop_self(found: np.ndarray, k: int) -> np.ndarray:
+def drop_self(found: np.ndarray, k: int) -> np.ndarray:
     """Remove each row's own index from its ``k + 1`` results (or drop the last when absent).
 
     One boolean mask (no argsort of the whole matrix): annoy lists an item at most once, so
@@ -368,7 +372,7 @@ def build_graph(
         else:
             indices = np.full((rows.n, k), -1, dtype=np.int64)
             indices[:, : found.shape[1]] = found
-    return _finish(indices, rows.matrix(), backend)
+    return graph_from_indices(indices, rows.matrix(), backend)
 
 
 def nearest_among(

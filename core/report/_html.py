@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from ._errors import NeardupInputError
+from .._errors import NeardupInputError
 from ._thumbnails import SampleSource
 
 if TYPE_CHECKING:
@@ -527,7 +527,7 @@ class _Page:
         return "".join(parts) + f'<div class="classcharts">{"".join(charts)}</div>'
 
     def _footer(self) -> str:
-        from . import __version__
+        from .. import __version__
 
         when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         extra = ""

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ._normalize import check_normalize, column_norms, normalize_inplace
+from .._normalize import check_normalize, column_norms, normalize_inplace
 
 __all__ = ["Rows"]
 

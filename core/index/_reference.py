@@ -29,28 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import NeardupInputError
-from ._leakage import leakage_record
-from ._neighbors import (
-    DEFAULT_TREES,
-    NeighborGraph,
-    ProgressFn,
-    _drop_self,
-    _finish,
-    _query_all,
-    _row_distances,
-    build_annoy_index,
-    build_graph,
-    choose_backend,
-    clamp_k,
-    resolve_query_jobs,
-)
-from ._normalize import check_normalize, column_norms, normalize_inplace
-from ._progress import as_progress
-from ._reduce import PCA, as_reducer
-from ._result import Leakage, _plain
-from ._rows import Rows
-from ._threshold import (
+from .._errors import NeardupInputError
+from .._leakage import leakage_record
+from .._normalize import check_normalize, column_norms, normalize_inplace
+from .._progress import as_progress
+from .._reduce import PCA, as_reducer
+from .._threshold import (
     Cosine,
     Distance,
     ResolvedThreshold,
@@ -58,7 +42,23 @@ from ._threshold import (
     as_strategy,
     resolve_threshold,
 )
-from ._validate import _check_ids, _check_labels, as_feature_matrix, check_finite
+from .._validate import as_feature_matrix, check_finite, check_ids, check_labels
+from ..report import Leakage, to_plain
+from ..search import (
+    DEFAULT_TREES,
+    NeighborGraph,
+    ProgressFn,
+    Rows,
+    build_annoy_index,
+    build_graph,
+    choose_backend,
+    clamp_k,
+    drop_self,
+    graph_from_indices,
+    query_all,
+    resolve_query_jobs,
+    row_distances,
+)
 
 __all__ = ["FORMAT_VERSION", "ReferenceIndex"]
 
@@ -384,8 +384,8 @@ class ReferenceIndex:
             )
         check_finite(matrix, what)
         n = len(matrix)
-        query_ids = _check_ids(ids, split, n)
-        query_labels = _check_labels(labels, split, n)
+        query_ids = check_ids(ids, split, n)
+        query_labels = check_labels(labels, split, n)
         k = self._candidates(k)
         _check_int("search_k", search_k, minimum=-1)
         best_row, best_dist = self._nearest_within(matrix, k, int(search_k))
@@ -407,7 +407,7 @@ class ReferenceIndex:
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
             candidates = _query(self._index, q, k, search_k)
-            distances = _row_distances(self._vectors, candidates, q)
+            distances = row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
             best_row[start : start + len(q)][hit] = row[hit]
@@ -443,7 +443,7 @@ class ReferenceIndex:
         already open from ``path`` (this one or another) keeps reading the files it mapped.
         A non-empty directory is only written into with ``overwrite=True``.
         """
-        from . import __version__
+        from .. import __version__
 
         path = Path(path)
         if path.exists() and not path.is_dir():
@@ -474,10 +474,10 @@ class ReferenceIndex:
             "has_labels": self._labels is not None,
             "threshold": {
                 "strategy": self._threshold.strategy,
-                "params": _plain(self._threshold.params),
+                "params": to_plain(self._threshold.params),
                 "value": self._threshold.value,
             },
-            "settings": _plain(self._settings),
+            "settings": to_plain(self._settings),
         }
         text = json.dumps(meta, indent=1, allow_nan=False)
         _write(path / _META, lambda fh: fh.write(text.encode("utf-8")))
@@ -554,8 +554,8 @@ def _reference_input(
             f"{what} holds a single sample; a reference index needs at least 2 samples."
         )
     check_finite(matrix, what)
-    id_array = _storable(_check_ids(ids, reference, n), "ids", reference)
-    label_array = _check_labels(labels, reference, n)
+    id_array = _storable(check_ids(ids, reference, n), "ids", reference)
+    label_array = check_labels(labels, reference, n)
     if label_array is not None:
         label_array = _storable(label_array, "labels", reference)
     return matrix, id_array, label_array
@@ -627,8 +627,8 @@ def _reference_graph(
         return NeighborGraph(empty.astype(np.int64), empty.astype(np.float32), backend="none")
     if choose_backend("auto", *x.shape) == "exact":
         return build_graph(x, k, backend="exact", query_jobs=query_jobs, progress=progress)
-    found = _query_all(index, len(x), k + 1, -1, query_jobs, progress)
-    return _finish(_drop_self(found, k), x, "annoy")
+    found = query_all(index, len(x), k + 1, -1, query_jobs, progress)
+    return graph_from_indices(drop_self(found, k), x, "annoy")
 
 
 def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from neardup._neighbors import _drop_self, build_graph, choose_backend
+from neardup.search import build_graph, choose_backend, drop_self
 
 
 def _brute_force(x: np.ndarray, k: int) -> np.ndarray:
@@ -33,7 +33,7 @@ def test_many_identical_copies_never_list_the_query_itself():
 
 def test_drop_self_wherever_it_is():
     found = np.array([[5, 0, 7], [3, 4, 6], [2, 9, 8]])  # row 0 lists itself second
-    np.testing.assert_array_equal(_drop_self(found, 2), [[5, 7], [3, 4], [9, 8]])
+    np.testing.assert_array_equal(drop_self(found, 2), [[5, 7], [3, 4], [9, 8]])
 
 
 def test_annoy_recall_against_exact_on_planted_near_duplicates():

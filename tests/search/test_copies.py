@@ -1,4 +1,4 @@
-"""Exact copies found by hashing (neardup._copies) and the streamed rows they are read from."""
+"""Exact copies found by hashing (``neardup.search``) and the streamed rows they are read from."""
 
 from __future__ import annotations
 
@@ -10,10 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import neardup
-from neardup._copies import _split_collisions, expand_neighbours, find_copies
-from neardup._neighbors import build_graph
 from neardup._normalize import normalize_inplace
-from neardup._rows import Rows
+from neardup.search import Rows, build_graph, expand_neighbours, find_copies
+from neardup.search._copies import _split_collisions
 
 
 def _with_copies(seed: int = 0, n: int = 3000, d: int = 24) -> np.ndarray:
@@ -97,7 +96,7 @@ def test_expanded_lists_put_copies_first_and_never_repeat(sizes, k, seed) -> Non
     rank = np.argsort(np.argsort(first))
     group = rank[group]
     first = np.sort(first)
-    copies = neardup._copies.CopyGroups(group=group, first=first)
+    copies = neardup.search.CopyGroups(group=group, first=first)
     n_groups = len(first)
     k_g = min(k, n_groups - 1)
     group_neighbours = np.array(

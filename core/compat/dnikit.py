@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import NeardupInputError
-from ._threshold import Percentile, Slope
+from .._errors import NeardupInputError
+from .._threshold import Percentile, Slope
 
 __all__ = ["Duplicates"]
 
@@ -88,7 +88,7 @@ class Duplicates:
         threshold: Callable[[np.ndarray], float] | None = None,
     ) -> Duplicates:
         """Find duplicate candidates in every response of ``source`` (seed semantics)."""
-        from ._pipeline import find_duplicates
+        from .._pipeline import find_duplicates
 
         responses = _accumulate(source, batch_size)
         results: dict[str, list[Duplicates.DuplicateSetCandidate]] = {}

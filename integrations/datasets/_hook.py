@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
-from neardup._errors import closest_names
+from neardup.validators import closest_names
 
-from ._common import missing_framework
+from .._common import missing_framework
 
 try:
     import datasets
@@ -51,7 +51,7 @@ try:
 except ImportError as _err:  # pragma: no cover - depends on the environment
     raise missing_framework("neardup.integrations.datasets", "datasets", _err) from _err
 
-from ._datasets_embedder import POOLING_CHOICES, TransformerEmbedder
+from ._embedder import POOLING_CHOICES, TransformerEmbedder
 
 __all__ = [
     "POOLING_CHOICES",

@@ -20,13 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
-from neardup._errors import closest_names
-from neardup._neighbors import BACKENDS
-from neardup._normalize import check_normalize
-from neardup._reduce import as_reducer
-from neardup._threshold import as_strategy
+from neardup.validators import (
+    BACKENDS,
+    as_reducer,
+    as_strategy,
+    check_normalize,
+    closest_names,
+)
 
-from ._common import (
+from .._common import (
     check_fail_above,
     check_pool,
     collector_options,
@@ -42,8 +44,8 @@ try:
 except ImportError as err:  # pragma: no cover - exercised only without keras
     raise missing_framework("neardup.integrations.keras", "keras", err) from err
 
-from ._keras_data import SplitSource, as_source, labels_of, warn_no_labels
-from ._keras_graph import build_extractor, graph_of, model_input_shapes
+from ._data import SplitSource, as_source, labels_of, warn_no_labels
+from ._graph import build_extractor, graph_of, model_input_shapes
 
 __all__ = ["DuplicatesCallback"]
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ._errors import NeardupInputError
+from .._errors import NeardupInputError
 
 __all__ = ["SampleSource", "encode_png", "to_image_array"]
 

@@ -24,7 +24,7 @@ import pytest
 
 import neardup
 from neardup import DuplicateSet, DuplicatesResult, Leakage, NeardupInputError, ResolvedThreshold
-from neardup._thumbnails import encode_png, to_image_array
+from neardup.report import encode_png, to_image_array
 
 NEARDUP = Path(sys.executable).with_name("neardup")
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from neardup import NeardupInputError
-from neardup._errors import closest_names
+from neardup.validators import closest_names
 
 __all__ = [
     "HookManager",

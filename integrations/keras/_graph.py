@@ -16,7 +16,7 @@ from typing import Any
 import keras
 
 from neardup import NeardupInputError
-from neardup._errors import closest_names
+from neardup.validators import closest_names
 
 __all__ = ["build_extractor", "graph_of", "layer_index", "model_input_shapes"]
 

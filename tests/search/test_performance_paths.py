@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import neardup
-from neardup import _neighbors
-from neardup._neighbors import DEFAULT_TREES, _row_distances, build_graph, pair_distances
+from neardup.search import DEFAULT_TREES, _graph, build_graph, pair_distances, row_distances
 
 
 def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
@@ -32,8 +31,8 @@ def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Fork query workers even for a few thousand rows (the real cut-off is 20,000)."""
-    monkeypatch.setattr(_neighbors, "_PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(_neighbors, "_CHUNK_ROWS", 500)
+    monkeypatch.setattr(_graph, "_PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(_graph, "_CHUNK_ROWS", 500)
 
 
 def test_query_workers_give_the_same_graph(small_chunks):
@@ -76,7 +75,7 @@ def test_blocked_row_distances_match_pair_distances_and_padding():
     x = rng.normal(size=(5000, 24)).astype(np.float32)
     indices = rng.integers(0, 5000, size=(5000, 7))
     indices[::13, -2:] = -1
-    got = _row_distances(x, indices)
+    got = row_distances(x, indices)
     valid = indices >= 0
     rows = np.repeat(np.arange(5000), 7)[valid.ravel()]
     np.testing.assert_array_equal(got[valid], pair_distances(x, rows, indices[valid]))

@@ -1,0 +1,1 @@
+"""Drop-in facades for other libraries' APIs (:mod:`neardup.compat.dnikit`)."""

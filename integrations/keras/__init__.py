@@ -1,0 +1,9 @@
+"""Keras 3 integration: :class:`DuplicatesCallback` (see ``_callback``).
+
+Split by concern: ``_callback`` (the hooks ``fit`` calls), ``_graph`` (the feature model over
+the chosen layers) and ``_data`` (the splits the callback is given).
+"""
+
+from ._callback import DuplicatesCallback
+
+__all__ = ["DuplicatesCallback"]
