@@ -76,19 +76,29 @@ def check_fail_above(fail_above: float | None) -> float | None:
 
 
 def leakage_metrics(results: Mapping[str, DuplicatesResult], prefix: str = "neardup/") -> dict:
-    """Scalar metrics per layer and eval split, e.g. ``neardup/test/leak_fraction``.
+    """Scalar metrics per layer and split, e.g. ``neardup/test/leak_fraction``.
 
-    With several layers the layer name is part of the key: ``neardup/<layer>/test/...``.
+    Every name carries its split, so a validation and a test analysis logged at the same step
+    never collide: per eval split (every split but the reference; the only split when there
+    is one) ``<split>/duplicate_sets`` (sets with a member in that split), ``<split>/threshold``
+    and, against the reference, ``<split>/leak_count`` and ``<split>/leak_fraction``. With
+    several layers the layer name comes first: ``neardup/<layer>/test/...``.
     """
     metrics: dict[str, float] = {}
     several = len(results) > 1
     for layer, result in results.items():
         base = f"{prefix}{_safe(layer)}/" if several else prefix
-        metrics[f"{base}duplicate_sets"] = float(len(result.clusters))
-        metrics[f"{base}threshold"] = float(result.threshold.value)
-        for split, leak in result.leakage.items():
-            metrics[f"{base}{split}/leak_count"] = float(leak.count)
-            metrics[f"{base}{split}/leak_fraction"] = float(leak.fraction)
+        splits = [s for s in result.split_sizes if s != result.reference] or list(
+            result.split_sizes
+        )
+        for split in splits:
+            sets = sum(1 for c in result.clusters if split in c.splits)
+            metrics[f"{base}{split}/duplicate_sets"] = float(sets)
+            metrics[f"{base}{split}/threshold"] = float(result.threshold.value)
+            leak = result.leakage.get(split)
+            if leak is not None:
+                metrics[f"{base}{split}/leak_count"] = float(leak.count)
+                metrics[f"{base}{split}/leak_fraction"] = float(leak.fraction)
     return metrics
 
 

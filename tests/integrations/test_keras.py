@@ -23,6 +23,12 @@ from neardup.integrations.keras import DuplicatesCallback  # noqa: E402
 N_PLANTED = 30
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """Reports go to ./neardup_reports by default: keep them out of the source tree."""
+    monkeypatch.chdir(tmp_path)
+
+
 class Split(NamedTuple):
     x_train: np.ndarray  # (1300, 8, 8, 1)
     y_train: np.ndarray
@@ -260,7 +266,7 @@ def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split
     cb._analyze = lambda model: runs.append(model) or original(model)
     history = sequential.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0, callbacks=[cb])
     assert len(history.history["neardup/conv2/test/leak_count"]) == 2
-    assert len(history.history["neardup/conv1/duplicate_sets"]) == 2
+    assert len(history.history["neardup/conv1/test/duplicate_sets"]) == 2
     assert len(runs) == 2  # train end reuses the analysis of epoch 2...
     assert sorted(p.name for p in tmp_path.glob("*.json")) == [  # ...for the final reports
         "neardup-conv1.json",
