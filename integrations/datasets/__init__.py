@@ -1,13 +1,15 @@
 """Hugging Face ``datasets`` integration: activations as a column, leakage across a DatasetDict.
 
 See ``_hook`` for how an :class:`ActivationHook` is identified in ``datasets``' cache;
-``_embedder`` holds :class:`TransformerEmbedder`.
+``_embedder`` holds :class:`TransformerEmbedder`, ``_image`` :class:`ImageEmbedder` and
+``_weights`` the weight hashing that ties a hook's cache identity to its model.
 """
 
 # _hook checks that ``datasets`` is installed before anything else is imported
 from ._hook import (
     POOLING_CHOICES,
     ActivationHook,
+    ImageEmbedder,
     TransformerEmbedder,
     annotate,
     drop_leaked,
@@ -18,6 +20,7 @@ from ._hook import (
 __all__ = [
     "POOLING_CHOICES",
     "ActivationHook",
+    "ImageEmbedder",
     "TransformerEmbedder",
     "annotate",
     "drop_leaked",
