@@ -519,6 +519,9 @@ class _CompiledNet(lpl.LightningModule):
         if not hasattr(self.net, "_orig_mod"):
             self.net = torch.compile(self.net, backend="eager")
 
+    def forward(self, x):
+        return self.net(x)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         return nn.functional.cross_entropy(self.net(x), y)
