@@ -31,8 +31,11 @@ demo: $(STAMP)
 test: system-deps $(STAMP)
 	$(PY) -m pytest
 
+# ruff (PLC2701 included: see pyproject) and the seam check (no private names or private
+# modules imported across packages; tools/check_seams.py says the rules).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PY) tools/check_seams.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_duplicates.py

@@ -1,4 +1,4 @@
-"""``find_duplicates``: validate -> reduce -> normalise -> neighbours -> threshold -> sets."""
+"""``find_duplicates``: validate -> transform -> search -> threshold -> sets/leakage -> report."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ import numpy as np
 from ._clusters import ClusterAssignment, cluster_rows, set_statistics
 from ._errors import NeardupInputError, closest_names
 from ._leakage import leakage_record, nearest_reference, to_python
-from ._normalize import check_normalize, normalize_inplace
+from ._normalize import check_normalize
 from ._progress import as_progress
-from ._reduce import as_reducer
-from ._threshold import ThresholdStrategy, as_strategy, resolve_threshold
+from ._reduce import PCA, as_reducer
+from ._threshold import ResolvedThreshold, ThresholdStrategy, as_strategy, resolve_threshold
+from ._transform import Transform
 from ._validate import Dataset, prepare, split_index
 from .report import DuplicateSet, DuplicatesResult, Leakage
 from .search import DEFAULT_TREES, NeighborGraph, ProgressFn, Rows, build_graph, clamp_k
@@ -88,6 +89,7 @@ def find_duplicates(
     -------
     DuplicatesResult
     """
+    # validate
     progress = as_progress(progress)
     normalize = check_normalize(normalize)
     if not isinstance(dedupe, (bool, np.bool_)):
@@ -99,18 +101,9 @@ def find_duplicates(
     if reference is not None and len(dataset.names) > 1:
         ref_index = split_index(reference, dataset.names, what="reference split")
     k = clamp_k(k, sum(dataset.sizes))
-
-    if reducer is not None:
-        x = dataset.matrix
-        reducer.fit(x)
-        if reducer.is_noop_for is None:
-            x = reducer.transform(x)
-        if progress:
-            progress("PCA", 1, 1)
-        del dataset.matrix  # drop the unreduced copy as soon as possible
-        rows = Rows.from_matrix(normalize_inplace(x, normalize))
-    else:  # normalised block by block: no full copy while the annoy index exists
-        rows = Rows(dataset.arrays, normalize)
+    # transform
+    rows = _transform(dataset, normalize, reducer, progress)
+    # search
     split_of_row = dataset.split_of_row
     graph = build_graph(
         rows,
@@ -126,6 +119,7 @@ def find_duplicates(
         progress=progress,
     )
     x = rows.matrix()
+    # threshold, sets and leakage
     resolved = resolve_threshold(strategy, graph, normalize)
     assignment = cluster_rows(graph, resolved.value)
     leakage = (
@@ -133,7 +127,7 @@ def find_duplicates(
         if ref_index is not None
         else {}
     )
-    class_counts, effective = _class_counts(dataset, assignment, ref_index)
+    # report
     settings = {
         "normalize": normalize,
         "reduce": None if reducer is None else reducer.n_components,
@@ -146,6 +140,36 @@ def find_duplicates(
         "seed": seed,
         "dim": int(x.shape[1]),
     }
+    return _report(
+        dataset, x, graph, resolved, assignment, leakage, ref_index, settings=settings, layer=layer
+    )
+
+
+def _transform(
+    dataset: Dataset, normalize: str | None, reducer: PCA | None, progress: ProgressFn | None
+) -> Rows:
+    """Fit the transform (PCA, then the normalisation) on every split and return the rows."""
+    transform = Transform.fit(dataset.arrays, normalize=normalize, reduce=reducer)
+    if progress and reducer is not None:
+        progress("PCA", 1, 1)
+    return Rows.transformed(dataset.arrays, transform)
+
+
+def _report(
+    dataset: Dataset,
+    x: np.ndarray,
+    graph: NeighborGraph,
+    resolved: ResolvedThreshold,
+    assignment: ClusterAssignment,
+    leakage: dict[str, Leakage],
+    ref_index: int | None,
+    *,
+    settings: dict[str, Any],
+    layer: str | None,
+) -> DuplicatesResult:
+    """The :class:`DuplicatesResult`: sets, leakage, class counts and the distance histogram."""
+    split_of_row = dataset.split_of_row
+    class_counts, effective = _class_counts(dataset, assignment, ref_index)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),
         reference=None if ref_index is None else dataset.names[ref_index],

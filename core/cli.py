@@ -316,11 +316,7 @@ def _index_score(args: argparse.Namespace) -> int:
             {
                 "schema": SCHEMA_VERSION,
                 "index": str(args.index),
-                "threshold": {
-                    "strategy": index.threshold.strategy,
-                    "params": to_plain(index.threshold.params),
-                    "value": index.threshold.value,
-                },
+                "threshold": index.threshold.to_dict(),
                 "settings": to_plain(index.settings),
                 "leakage": {leak.split: leak.to_dict()},
             },
@@ -331,14 +327,8 @@ def _index_score(args: argparse.Namespace) -> int:
             print(text)
             return _gate({leak.split: leak}, args.fail_above)
         Path(args.json).write_text(text, encoding="utf-8")
-    conflicts = (
-        f", {len(leak.label_conflicts)} with a different label" if leak.label_conflicts else ""
-    )
     print(f"reference index {args.index}: {_describe(index)}")
-    print(
-        f"  leakage {leak.split} -> {leak.reference}: {leak.count:,} of {leak.total:,} samples "
-        f"({100 * leak.fraction:.2f} %) have a near-duplicate in {leak.reference}{conflicts}"
-    )
+    print(f"  {leak.sentence()}")
     table = _leak_table({leak.split: leak})
     if table:
         print(table)
@@ -389,29 +379,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH[:KEY]",
         help="labels of one split (a .npz split with a 'y'/'labels' array provides them itself)",
     )
-    scan.add_argument(
-        "--threshold",
-        metavar="NAME[:VALUE]",
-        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]",
-    )
-    scan.add_argument("--normalize", choices=["row", "column", "none"], default="row")
-    scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")
-    scan.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
+    _add_analysis_arguments(scan, index=False)
     scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
-    scan.add_argument(
-        "--trees",
-        type=int,
-        default=DEFAULT_TREES,
-        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
-    )
-    scan.add_argument(
-        "--query-jobs",
-        type=int,
-        default=-1,
-        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
-    )
     scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
-    scan.add_argument("--seed", type=int, default=0)
     scan.add_argument(
         "--reference", default="train", help="split the others are checked against (default train)"
     )
@@ -423,7 +393,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="exit with status 1 when any split's leakage fraction exceeds this",
     )
-    scan.add_argument("--quiet", action="store_true", help="no progress on stderr")
     scan.set_defaults(run=_scan)
     show = sub.add_parser(
         "show",
@@ -482,6 +451,43 @@ def _add_labels_and_ids(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line")
 
 
+def _add_analysis_arguments(parser: argparse.ArgumentParser, *, index: bool) -> None:
+    """The options ``scan`` and ``index build`` share (``index``: worded for a saved index)."""
+    parser.add_argument(
+        "--threshold",
+        metavar="NAME[:VALUE]",
+        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]"
+        + ("; resolved now, on the reference, and fixed for every score" if index else ""),
+    )
+    parser.add_argument("--normalize", choices=["row", "column", "none"], default="row")
+    parser.add_argument(
+        "--reduce",
+        type=int,
+        metavar="N",
+        help="PCA (of the reference) to N dims" if index else "PCA to N dimensions first",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=10,
+        help=f"neighbours{' / candidates' if index else ''} per sample (default 10)",
+    )
+    parser.add_argument(
+        "--trees",
+        type=int,
+        default=DEFAULT_TREES,
+        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
+    )
+    parser.add_argument(
+        "--query-jobs",
+        type=int,
+        default=-1,
+        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
 def _index_parser(sub: argparse._SubParsersAction) -> None:
     """``neardup index build`` and ``neardup index score``."""
     index = sub.add_parser(
@@ -502,27 +508,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
     build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
     _add_labels_and_ids(build)
-    build.add_argument(
-        "--threshold",
-        metavar="NAME[:VALUE]",
-        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]; "
-        "resolved now, on the reference, and fixed for every score",
-    )
-    build.add_argument("--normalize", choices=["row", "column", "none"], default="row")
-    build.add_argument("--reduce", type=int, metavar="N", help="PCA (of the reference) to N dims")
-    build.add_argument(
-        "--k", type=int, default=10, help="neighbours / candidates per sample (default 10)"
-    )
-    build.add_argument(
-        "--trees", type=int, default=DEFAULT_TREES, help=f"annoy trees (default {DEFAULT_TREES})"
-    )
-    build.add_argument(
-        "--query-jobs",
-        type=int,
-        default=-1,
-        help="processes querying the reference graph (-1: one per CPU)",
-    )
-    build.add_argument("--seed", type=int, default=0)
+    _add_analysis_arguments(build, index=True)
     build.add_argument(
         "--reference", default="train", help="name of the reference split (default train)"
     )
@@ -531,7 +517,6 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace the index in a non-empty INDEX_DIR (checked before any computing)",
     )
-    build.add_argument("--quiet", action="store_true", help="no progress on stderr")
     build.set_defaults(run=_index_build)
 
     score = actions.add_parser(

@@ -58,7 +58,7 @@ def test_cosine_threshold_on_real_digits(digits):
     assert raw == 1797 and effective == raw - members + len(result.clusters)
 
 
-def test_cosine_needs_row_normalisation():
+def test_cosine_needs_row_normalization():
     x = np.random.default_rng(0).normal(size=(50, 4))
     with pytest.raises(neardup.NeardupInputError, match="normalize='row'"):
         find_duplicates(x, threshold=Cosine(0.9), normalize="column")
@@ -229,7 +229,7 @@ def test_properties_against_brute_force(n_train, n_test, copies, seed):
         assert set_of[("test", row)] == set_of[("train", ref)]
 
 
-def test_by_layer_names_the_bad_layer_before_analysing_any():
+def test_by_layer_names_the_bad_layer_before_analyzing_any():
     rng = np.random.default_rng(0)
     good = {"train": rng.normal(size=(60, 4)), "test": rng.normal(size=(20, 4))}
     bad_test = rng.normal(size=(20, 4))

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from .._errors import NeardupInputError
 from .._leakage import leakage_record
-from .._normalize import check_normalize, column_norms, normalize_inplace
+from .._normalize import check_normalize
 from .._progress import as_progress
 from .._reduce import PCA, as_reducer
 from .._threshold import (
@@ -42,6 +41,7 @@ from .._threshold import (
     as_strategy,
     resolve_threshold,
 )
+from .._transform import Transform
 from .._validate import as_feature_matrix, check_finite, check_ids, check_labels
 from ..report import Leakage, to_plain
 from ..search import (
@@ -75,84 +75,6 @@ _META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
 )
 #: query rows transformed and searched at once (bounds the float32 copies of a batch).
 _CHUNK_ROWS = 4096
-#: reference rows per block when summing the column norms.
-_BLOCK_ROWS = 65536
-
-
-@dataclass
-class _Transform:
-    """The reference-fitted map from raw activations to the indexed space.
-
-    PCA (``mean`` and ``components`` of the reference) first, then the normalisation: per
-    row for ``"row"``, by the reference's stored column norms for ``"column"``.
-    """
-
-    input_dim: int
-    normalize: str | None
-    reducer: PCA | None = None
-    column_norms: np.ndarray | None = None  # (dim,) float32, zero columns stored as 1
-
-    @classmethod
-    def fit(
-        cls, matrix: np.ndarray, normalize: str | None, reduce: PCA | None
-    ) -> tuple[_Transform, np.ndarray]:
-        """Fit on the reference ``(N, input_dim)`` and return it with the transformed rows."""
-        transform = cls(input_dim=int(matrix.shape[1]), normalize=normalize)
-        if reduce is not None:
-            pca = PCA(reduce.n_components).fit(matrix)  # fresh: never mutate the user's PCA
-            transform.reducer = None if pca.is_noop_for is not None else pca
-        x = transform._project(matrix)
-        if normalize == "column":
-            transform.column_norms = column_norms(
-                x[i : i + _BLOCK_ROWS] for i in range(0, len(x), _BLOCK_ROWS)
-            )
-        return transform, transform._normalize(x)
-
-    @property
-    def dim(self) -> int:
-        return self.input_dim if self.reducer is None else len(self.reducer.components_)
-
-    def apply(self, matrix: np.ndarray) -> np.ndarray:
-        """Map ``(m, input_dim)`` activations to ``(m, dim)`` float32 rows of the index space."""
-        return self._normalize(self._project(matrix))
-
-    def _project(self, matrix: np.ndarray) -> np.ndarray:
-        if self.reducer is not None:
-            return self.reducer.transform(matrix)
-        return np.array(matrix, dtype=np.float32)  # an owned copy, normalised in place
-
-    def _normalize(self, x: np.ndarray) -> np.ndarray:
-        if self.normalize == "column":
-            x /= self.column_norms
-            return x
-        return normalize_inplace(x, self.normalize)
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The fitted parameters as plain arrays (for ``transform.npz``)."""
-        out: dict[str, np.ndarray] = {}
-        if self.column_norms is not None:
-            out["column_norms"] = self.column_norms
-        if self.reducer is not None:
-            out["pca_mean"] = self.reducer.mean_
-            out["pca_components"] = self.reducer.components_
-            out["pca_explained_variance_ratio"] = self.reducer.explained_variance_ratio_
-        return out
-
-    @classmethod
-    def from_arrays(
-        cls, arrays: dict[str, np.ndarray], input_dim: int, normalize: str | None
-    ) -> _Transform:
-        transform = cls(input_dim=input_dim, normalize=normalize)
-        if "pca_components" in arrays:
-            components = arrays["pca_components"]
-            pca = PCA(len(components))
-            pca.mean_ = arrays["pca_mean"]
-            pca.components_ = components
-            pca.explained_variance_ratio_ = arrays.get("pca_explained_variance_ratio")
-            transform.reducer = pca
-        if normalize == "column":
-            transform.column_norms = arrays["column_norms"].astype(np.float32)
-        return transform
 
 
 class ReferenceIndex:
@@ -183,7 +105,7 @@ class ReferenceIndex:
         vectors: np.ndarray,
         ids: np.ndarray,
         labels: np.ndarray | None,
-        transform: _Transform,
+        transform: Transform,
         threshold: ResolvedThreshold,
         settings: dict[str, Any],
         reference: str,
@@ -258,9 +180,11 @@ class ReferenceIndex:
         matrix, id_array, label_array = _reference_input(activations, ids, labels, reference)
         k = clamp_k(k, len(matrix))
 
-        transform, x = _Transform.fit(matrix, normalize, reducer)
+        fresh = None if reducer is None else PCA(reducer.n_components)  # never fit the user's
+        transform = Transform.fit([matrix], normalize=normalize, reduce=fresh)
         if progress and reducer is not None:
             progress("PCA", 1, 1)
+        x = transform.apply_all([matrix])
         index = build_annoy_index(
             Rows.from_matrix(x), n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
         )
@@ -472,11 +396,7 @@ class ReferenceIndex:
             "reference": self._reference,
             "size": self.size,
             "has_labels": self._labels is not None,
-            "threshold": {
-                "strategy": self._threshold.strategy,
-                "params": to_plain(self._threshold.params),
-                "value": self._threshold.value,
-            },
+            "threshold": self._threshold.to_dict(),
             "settings": to_plain(self._settings),
         }
         text = json.dumps(meta, indent=1, allow_nan=False)
@@ -495,8 +415,7 @@ class ReferenceIndex:
             size, dim = int(meta["size"]), int(settings["dim"])
             input_dim, normalize = int(settings["input_dim"]), settings["normalize"]
             has_labels, reference = bool(meta["has_labels"]), str(meta["reference"])
-            t = meta["threshold"]
-            threshold = ResolvedThreshold(t["strategy"], dict(t["params"]), float(t["value"]))
+            threshold = ResolvedThreshold.from_dict(meta["threshold"])
         except (KeyError, TypeError, ValueError) as err:
             raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
         needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
@@ -511,7 +430,7 @@ class ReferenceIndex:
             ids = np.load(path / _IDS, allow_pickle=False)
             labels = np.load(path / _LABELS, allow_pickle=False) if has_labels else None
             with np.load(path / _TRANSFORM, allow_pickle=False) as npz:
-                transform = _Transform.from_arrays(
+                transform = Transform.from_arrays(
                     {key: npz[key] for key in npz.files}, input_dim, normalize
                 )
         except (OSError, ValueError, KeyError) as err:

@@ -627,12 +627,12 @@ def _histogram_svg(
             f"{_fmt(float(edges[i]))}–{_fmt(float(edges[i + 1]))}{last}: "
             f"{int(within[i]):,} same split, {int(cross[i]):,} other split"
         )
-        for offset, count, colour in ((0.0, within[i], _WITHIN), (half, cross[i], _CROSS)):
+        for offset, count, color in ((0.0, within[i], _WITHIN), (half, cross[i], _CROSS)):
             if count > 0:
                 y = sy(count)
                 out.append(
                     f'<rect x="{a + offset:.2f}" y="{y:.2f}" width="{max(half - 0.4, 0.6):.2f}" '
-                    f'height="{top + ph - y:.2f}" fill="{colour}"><title>{tip}</title></rect>'
+                    f'height="{top + ph - y:.2f}" fill="{color}"><title>{tip}</title></rect>'
                 )
     for tick in _nice_ticks(x0, x1):
         x = sx(tick)
@@ -689,11 +689,11 @@ def _bars_svg(groups: Iterable[tuple[Any, float, float]]) -> str:
         x = left + i * slot + 3
         shown = "(no label)" if name is None else str(name)
         tip = f"{_e(shown)}: {int(before):,} before, {int(after):,} after"
-        for dx, value, colour in ((0.0, before, _BEFORE), (bar, after, _AFTER)):
+        for dx, value, color in ((0.0, before, _BEFORE), (bar, after, _AFTER)):
             y = sy(value)
             out.append(
                 f'<rect x="{x + dx:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{top + ph - y:.1f}"'
-                f' fill="{colour}"><title>{tip}</title></rect>'
+                f' fill="{color}"><title>{tip}</title></rect>'
             )
         short = shown if len(shown) <= 8 else shown[:7] + "…"
         out.append(

@@ -1,27 +1,26 @@
 """Neighbour search: the neighbour graph, exact and annoy backends, exact copies, streamed rows.
 
+``_graph`` builds the graph with ``_exact`` (blocked brute force) or ``_annoy`` (approximate,
+seeded); ``_copies`` groups exact copies by hashing; ``_rows`` streams the (normalised) rows.
+
 One graph format passes between pure functions: ``indices (N, k)`` and ``distances (N, k)``
 with each sample's own entry removed (:class:`NeighborGraph`).
 """
 
-from ._copies import CopyGroups, expand_neighbours, find_copies
+from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
+from ._copies import CopyGroups, expand_neighbors, find_copies
+from ._exact import nearest_among, pair_distances
 from ._graph import (
     BACKENDS,
     DEFAULT_TREES,
     NeighborGraph,
-    ProgressFn,
-    build_annoy_index,
     build_graph,
     choose_backend,
     clamp_k,
-    drop_self,
     graph_from_indices,
-    nearest_among,
-    pair_distances,
-    query_all,
-    resolve_query_jobs,
     row_distances,
 )
+from ._progress import ProgressFn
 from ._rows import Rows
 
 __all__ = [
@@ -36,7 +35,7 @@ __all__ = [
     "choose_backend",
     "clamp_k",
     "drop_self",
-    "expand_neighbours",
+    "expand_neighbors",
     "find_copies",
     "graph_from_indices",
     "nearest_among",

@@ -14,43 +14,34 @@ workers, so the graph is the same for any ``query_jobs``.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .._errors import NeardupInputError
-from ._copies import expand_neighbours, find_copies
+from ._annoy import annoy_indices, resolve_query_jobs
+from ._copies import expand_neighbors, find_copies
+from ._exact import exact_indices
+from ._progress import ProgressFn
 from ._rows import Rows
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_TREES",
     "NeighborGraph",
-    "ProgressFn",
-    "build_annoy_index",
     "build_graph",
     "choose_backend",
     "clamp_k",
-    "drop_self",
     "graph_from_indices",
-    "nearest_among",
-    "pair_distances",
-    "query_all",
-    "resolve_query_jobs",
     "row_distances",
 ]
 
-ProgressFn = Callable[[str, int, int], None]
 BACKENDS = ("auto", "annoy", "exact")
 
 #: ``auto`` picks exact search while the full distance matrix costs at most this many
 #: multiply-adds (N * N * d); above it, annoy is faster on one core (see benchmarks/).
 _EXACT_MAX_WORK = 4e9
-_BLOCK_BYTES = 128 << 20
 #: neighbour rows gathered at once by row_distances: cache-sized blocks measured 3-4x faster
 #: than 128 MB ones.
 _GATHER_BYTES = 4 << 20
@@ -59,9 +50,6 @@ _GATHER_BYTES = 4 << 20
 #: near-duplicates spread up to the threshold (benchmarks/bench_recall.py, 100k rows) 0.994 at
 #: d=64 and 0.998 at d=128 (4 trees: 0.988 at d=64; 8 trees: 0.998 at d=128).
 DEFAULT_TREES = 6
-#: below this many rows, forking query workers costs more than it saves.
-_PARALLEL_MIN_ROWS = 20_000
-_CHUNK_ROWS = 16_384
 _SORT_ROWS = 65_536
 
 
@@ -100,18 +88,6 @@ def choose_backend(backend: str, n: int, d: int) -> str:
     if backend == "auto":
         return "exact" if float(n) * n * d <= _EXACT_MAX_WORK else "annoy"
     return backend
-
-
-def pair_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distances between ``x[rows]`` and ``x[cols]`` (float64 accumulation)."""
-    out = np.empty(len(rows), dtype=np.float32)
-    step = max(1, _BLOCK_BYTES // (8 * max(1, x.shape[1])))
-    for start in range(0, len(rows), step):
-        diff = x[rows[start : start + step]] - x[cols[start : start + step]]
-        out[start : start + len(diff)] = np.sqrt(
-            np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
-        )
-    return out
 
 
 def row_distances(
@@ -154,179 +130,6 @@ def graph_from_indices(indices: np.ndarray, x: np.ndarray, backend: str) -> Neig
     return NeighborGraph(indices=indices, distances=distances, backend=backend)
 
 
-def _exact_indices(x: np.ndarray, k: int, progress: ProgressFn | None) -> np.ndarray:
-    """Blocked brute force: ``|a|^2 + |b|^2 - 2ab`` per block of rows, then top-k selection."""
-    n = len(x)
-    sq = np.einsum("ij,ij->i", x, x)
-    rows_per_block = int(max(1, min(n, _BLOCK_BYTES // (4 * n))))
-    indices = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, rows_per_block):
-        stop = min(n, start + rows_per_block)
-        d2 = x[start:stop] @ x.T
-        d2 *= -2.0
-        d2 += sq[None, :]
-        d2 += sq[start:stop, None]
-        d2[np.arange(stop - start), np.arange(start, stop)] = np.inf
-        indices[start:stop] = np.argpartition(d2, k - 1, axis=1)[:, :k]
-        if progress:
-            progress("exact neighbour search", stop, n)
-    return indices
-
-
-def _annoy_indices(
-    rows: Rows,
-    items: np.ndarray | None,
-    k: int,
-    *,
-    n_trees: int,
-    search_k: int,
-    seed: int,
-    n_jobs: int,
-    query_jobs: int,
-    progress: ProgressFn | None,
-) -> np.ndarray:
-    """Approximate neighbours with annoy (euclidean), seeded; the query itself is removed.
-
-    The index holds the rows ``items`` (ascending global rows; ``None``: every row) as items
-    ``0..len(items)-1``, filled block by block from ``rows`` so no second full copy of the
-    data is made. Returns ``(len(items), min(k, len(items) - 1))`` item numbers.
-
-    With a fixed ``n_jobs`` the index (and so the result) is identical run to run; annoy
-    builds different trees for different thread counts, so ``n_jobs=-1`` (DNIKit's choice)
-    reproduces only on machines with the same number of cores. ``query_jobs`` never changes
-    the result: each item's query depends on the index alone.
-    """
-    n_items = rows.n if items is None else len(items)
-    k = min(k, n_items - 1)
-    if k < 1:
-        return np.full((n_items, 0), -1, dtype=np.int64)
-    index = build_annoy_index(
-        rows, items, n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
-    )
-    try:
-        found = query_all(index, n_items, k + 1, int(search_k), query_jobs, progress)
-    finally:
-        index.unload()  # free the index before the (N, k) post-processing arrays exist
-    return drop_self(found, k)
-
-
-def build_annoy_index(
-    rows: Rows,
-    items: np.ndarray | None = None,
-    *,
-    n_trees: int,
-    seed: int,
-    n_jobs: int,
-    progress: ProgressFn | None = None,
-):
-    """A seeded euclidean annoy index of ``rows`` (or of the ascending global rows ``items``,
-    as items ``0..len(items)-1``), filled block by block: no full copy of the data is made."""
-    from annoy import AnnoyIndex
-
-    index = AnnoyIndex(rows.d, "euclidean")
-    index.set_seed(int(seed))
-    add = index.add_item
-    for start, block in rows.blocks():
-        if items is None:
-            for i in range(len(block)):
-                add(start + i, block[i].tolist())
-            continue
-        lo, hi = np.searchsorted(items, [start, start + len(block)])
-        for item, row in zip(range(lo, hi), (items[lo:hi] - start).tolist()):
-            add(item, block[row].tolist())
-    if progress:
-        progress("building annoy index", 0, 1)
-    index.build(int(n_trees), n_jobs=int(n_jobs))
-    if progress:
-        progress("building annoy index", 1, 1)
-    return index
-
-
-#: the built index, inherited by forked query workers (copy-on-write, never pickled).
-_SHARED_INDEX = None
-
-
-def _query_rows(index, start: int, stop: int, n_results: int, search_k: int) -> np.ndarray:
-    """One ``get_nns_by_item`` call per item ``start..stop-1``; rows padded with ``-1``."""
-    found = np.full((stop - start, n_results), -1, dtype=_item_dtype(index.get_n_items()))
-    query = index.get_nns_by_item
-    for i in range(start, stop):
-        hits = query(i, n_results, search_k)
-        found[i - start, : len(hits)] = hits
-    return found
-
-
-def _query_chunk(task: tuple[int, int, int, int]) -> tuple[int, np.ndarray]:
-    start, stop, n_results, search_k = task
-    return start, _query_rows(_SHARED_INDEX, start, stop, n_results, search_k)
-
-
-def resolve_query_jobs(query_jobs: int) -> int:
-    """Worker processes for annoy queries: ``-1`` means one per available CPU."""
-    if isinstance(query_jobs, bool) or not isinstance(query_jobs, (int, np.integer)):
-        raise NeardupInputError(
-            f"query_jobs must be an int (-1 for one worker per CPU, 1 for none), got "
-            f"{query_jobs!r}."
-        )
-    if query_jobs == -1:
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except AttributeError:  # not on Linux
-            return max(1, os.cpu_count() or 1)
-    if query_jobs < 1:
-        raise NeardupInputError(
-            f"query_jobs must be >= 1 or -1 (one worker per CPU), got {query_jobs}."
-        )
-    return int(query_jobs)
-
-
-def query_all(
-    index, n: int, n_results: int, search_k: int, query_jobs: int, progress: ProgressFn | None
-) -> np.ndarray:
-    """Query every item, in forked workers sharing ``index`` when that can pay off."""
-    global _SHARED_INDEX
-    jobs = min(resolve_query_jobs(query_jobs), max(1, n // _CHUNK_ROWS))
-    tasks = [
-        (start, min(n, start + _CHUNK_ROWS), n_results, search_k)
-        for start in range(0, n, _CHUNK_ROWS)
-    ]
-    found = np.empty((n, n_results), dtype=_item_dtype(n))
-    done = 0
-    if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
-        _SHARED_INDEX = index
-        try:
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
-                for start, rows in pool.imap_unordered(_query_chunk, tasks):
-                    found[start : start + len(rows)] = rows
-                    done += len(rows)
-                    if progress:
-                        progress("querying annoy index", done, n)
-        finally:
-            _SHARED_INDEX = None
-        return found
-    for start, stop, _, _ in tasks:
-        found[start:stop] = _query_rows(index, start, stop, n_results, search_k)
-        if progress:
-            progress("querying annoy index", stop, n)
-    return found
-
-
-def _item_dtype(n: int) -> type:
-    """int32 item numbers while they fit: halves the largest array of the query phase."""
-    return np.int32 if n < np.iinfo(np.int32).max else np.int64
-
-
-def drop_self(found: np.ndarray, k: int) -> np.ndarray:
-    """Remove each row's own index from its ``k + 1`` results (or drop the last when absent).
-
-    One boolean mask (no argsort of the whole matrix): annoy lists an item at most once, so
-    every row loses exactly one entry and the kept entries keep their order.
-    """
-    keep = found != np.arange(len(found))[:, None]
-    keep[keep.all(axis=1), -1] = False
-    return found[keep].reshape(len(found), k).astype(np.int64)
-
-
 def build_graph(
     x: np.ndarray | Rows,
     k: int,
@@ -346,7 +149,7 @@ def build_graph(
     ``n_jobs`` threads build the annoy index (it shapes the trees); ``query_jobs`` forked
     processes query it (-1: one per CPU; the result is the same for any value). With
     ``dedupe``, exact copies are grouped by hashing first and annoy indexes each distinct row
-    once (:mod:`neardup._copies`); ``prefer`` (``(N,)`` bool) then picks which copy stands
+    once (``neardup.search._copies``); ``prefer`` (``(N,)`` bool) then picks which copy stands
     for a group. Given :class:`Rows`, the annoy index is filled block by block and the full
     matrix is materialised only after the index is freed.
     """
@@ -354,18 +157,18 @@ def build_graph(
     backend = choose_backend(backend, *rows.shape)
     resolve_query_jobs(query_jobs)  # validate early, whatever the backend
     if backend == "exact":
-        indices = _exact_indices(rows.matrix(), k, progress)
+        indices = exact_indices(rows.matrix(), k, progress)
     else:
         if n_trees < 1:
             raise NeardupInputError(f"n_trees must be >= 1, got {n_trees}.")
         copies = find_copies(rows) if dedupe else None
         options = dict(n_trees=n_trees, search_k=search_k, seed=seed, n_jobs=n_jobs)
         items = None if copies is None else copies.first
-        found = _annoy_indices(
+        found = annoy_indices(
             rows, items, k, query_jobs=query_jobs, progress=progress, **options
         )
         if copies is not None and copies.n_copies:
-            indices = expand_neighbours(found, copies, k, prefer)
+            indices = expand_neighbors(found, copies, k, prefer)
             del found, copies  # before the full matrix and the exact distances exist
         elif found.shape[1] == k:
             indices = found
@@ -375,16 +178,3 @@ def build_graph(
     return graph_from_indices(indices, rows.matrix(), backend)
 
 
-def nearest_among(
-    x: np.ndarray, query_rows: np.ndarray, target_rows: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact nearest target row (and distance) for each query row, by blocked brute force."""
-    targets = x[target_rows]
-    sq = np.einsum("ij,ij->i", targets, targets)
-    best = np.empty(len(query_rows), dtype=np.int64)
-    step = int(max(1, _BLOCK_BYTES // (4 * max(1, len(targets)))))
-    for start in range(0, len(query_rows), step):
-        q = x[query_rows[start : start + step]]
-        d2 = sq[None, :] - 2.0 * (q @ targets.T)
-        best[start : start + len(q)] = target_rows[np.argmin(d2, axis=1)]
-    return best, pair_distances(x, query_rows, best)

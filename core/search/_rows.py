@@ -1,4 +1,4 @@
-"""``Rows``: the normalised float32 feature rows, streamed block by block or materialised once.
+"""``Rows``: the transformed float32 feature rows, streamed block by block or materialised once.
 
 The annoy index keeps its own copy of every vector, so filling it from a full normalised
 matrix would hold the data three times (the caller's arrays, the matrix, the index). ``Rows``
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .._normalize import check_normalize, column_norms, normalize_inplace
+from .._transform import Transform
 
 __all__ = ["Rows"]
 
@@ -28,19 +28,25 @@ class Rows:
     arrays:
         Validated ``(n_i, d)`` numeric arrays (any float or int dtype); never modified.
     normalize:
-        ``"row"``, ``"column"`` or ``None``, as in :func:`neardup.find_duplicates`. Column
-        norms are taken over all arrays together (one streamed pass).
+        ``"row"``, ``"column"`` or ``None``, as in :func:`neardup.find_duplicates` (column
+        norms are then taken over all arrays together, in one streamed pass), or a fitted
+        :class:`~neardup._transform.Transform` without PCA (the width must not change: the
+        values before the transform are hashed for exact copies).
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray], normalize: str | None) -> None:
+    def __init__(self, arrays: Sequence[np.ndarray], normalize: str | Transform | None) -> None:
         self._arrays = list(arrays)
-        self.normalize = check_normalize(normalize)
+        self.transform = (
+            normalize
+            if isinstance(normalize, Transform)
+            else Transform.fit(self._arrays, normalize=normalize)
+        )
+        if self.transform.reducer is not None:
+            raise ValueError("Rows streams width-preserving transforms only (no PCA)")
+        self.normalize = self.transform.normalize
         self.n = sum(len(a) for a in self._arrays)
         self.d = int(self._arrays[0].shape[1])
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
-        self._column_norms = (
-            column_norms(raw for _, raw in self._raw_blocks()) if normalize == "column" else None
-        )
         self._matrix: np.ndarray | None = None
 
     @classmethod
@@ -49,6 +55,17 @@ class Rows:
         rows = cls([matrix], None)
         rows._matrix = matrix
         return rows
+
+    @classmethod
+    def transformed(cls, arrays: Sequence[np.ndarray], transform: Transform) -> Rows:
+        """The rows of ``arrays`` through a fitted ``transform``.
+
+        Streamed block by block when the width is kept (no full copy while the annoy index
+        exists); with PCA the reduced rows are materialised at once (they are small).
+        """
+        if transform.reducer is None:
+            return cls(arrays, transform)
+        return cls.from_matrix(transform.apply_all(arrays))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -60,14 +77,6 @@ class Rows:
             for start in range(0, len(array), block_rows):
                 yield int(offset) + start, array[start : start + block_rows]
 
-    def _normalised(self, raw: np.ndarray) -> np.ndarray:
-        block = np.array(raw, dtype=np.float32, copy=True)
-        if self.normalize == "column":
-            block /= self._column_norms
-        else:
-            normalize_inplace(block, self.normalize)
-        return block
-
     def blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(global start row, normalised float32 block)``; one block in memory at a time."""
         if self._matrix is not None:
@@ -75,7 +84,7 @@ class Rows:
                 yield start, self._matrix[start : start + block_rows]
             return
         for start, raw in self._raw_blocks(block_rows):
-            yield start, self._normalised(raw)
+            yield start, self.transform.apply(raw)
 
     def raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """Blocks of the values before normalisation, cast to float32 (for exact-copy hashing)."""

@@ -137,8 +137,8 @@ def _assert_screenshot_has_content(shot: Path) -> None:
 
     with Image.open(shot) as img:
         assert img.size == (1200, 2000)
-        colours = img.convert("RGB").getcolors(maxcolors=1 << 20)
-    assert colours is None or len(colours) > 50, "the screenshot shows almost nothing"
+        colors = img.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colors is None or len(colors) > 50, "the screenshot shows almost nothing"
 
 
 def _assert_offline(text: str) -> None:

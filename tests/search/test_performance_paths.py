@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 import neardup
-from neardup.search import DEFAULT_TREES, _graph, build_graph, pair_distances, row_distances
+from neardup.search import DEFAULT_TREES, _annoy, build_graph, pair_distances, row_distances
 
 
 def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
     """Clustered unit rows; 5 % noisy copies at distances spread from 0 to about 0.15."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n // 100, d))
-    x = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=0.7, size=(n, d))
+    centers = rng.normal(size=(n // 100, d))
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(scale=0.7, size=(n, d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     m = n // 20
     targets = rng.choice(n, m, replace=False)
@@ -31,8 +31,8 @@ def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Fork query workers even for a few thousand rows (the real cut-off is 20,000)."""
-    monkeypatch.setattr(_graph, "_PARALLEL_MIN_ROWS", 0)
-    monkeypatch.setattr(_graph, "_CHUNK_ROWS", 500)
+    monkeypatch.setattr(_annoy, "_PARALLEL_MIN_ROWS", 0)
+    monkeypatch.setattr(_annoy, "_CHUNK_ROWS", 500)
 
 
 def test_query_workers_give_the_same_graph(small_chunks):
