@@ -235,13 +235,14 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
         "conv2", _data(split), pool="flatten", every_n_epochs=2, report_dir=tmp_path, verbose=0
     )
     history = sequential.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[cb])
-    # analysed at epoch 2 only (History records keys when present)...
-    assert history.history["neardup/test/leak_fraction"] == [
-        pytest.approx(cb.metrics["neardup/test/leak_fraction"], abs=0.02)
-    ]
+    # analysed at epoch 2 (every_n_epochs) and at the end of the last epoch (the final
+    # analysis lands in that epoch's logs); History records keys when present
+    fractions = history.history["neardup/test/leak_fraction"]
+    assert len(fractions) == 2
+    assert fractions[-1] == pytest.approx(cb.metrics["neardup/test/leak_fraction"])
     assert len(history.history["loss"]) == 3
     assert history.history["neardup/test/leak_count"][0] >= N_PLANTED
-    # ...and again at train end, since epoch 3 changed the weights
+    # the final analysis (epoch 3 changed the weights) writes the final reports
     names = sorted(p.name for p in tmp_path.glob("*.json"))
     assert names == ["neardup-conv2.json", "neardup-epoch002-conv2.json"]
     assert sorted(map(str, cb.report_paths)) == sorted(
