@@ -23,11 +23,11 @@ from ._thumbnails import SampleSource
 if TYPE_CHECKING:
     from ._result import DuplicateSet, DuplicatesResult, Leakage
 
-__all__ = ["render_html", "render_html_fragment", "split_colour"]
+__all__ = ["render_html", "render_html_fragment", "split_color"]
 
 # One colour per split name, the same in every report: the usual names are fixed, any other
 # name gets a colour from its hash. The charts use none of these colours for anything else.
-_SPLIT_COLOURS = {
+_SPLIT_COLORS = {
     "train": "#1f77b4",
     "training": "#1f77b4",
     "val": "#2ca02c",
@@ -37,18 +37,18 @@ _SPLIT_COLOURS = {
     "test": "#ff7f0e",
     "testing": "#ff7f0e",
 }
-_OTHER_SPLIT_COLOURS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f3b08", "#1b9e77")
+_OTHER_SPLIT_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f3b08", "#1b9e77")
 # histogram: same split (grey) / another split (purple, as the "spans splits" badge);
 # class bars: before (light grey) / after (dark grey); threshold: red
 _WITHIN, _CROSS, _BEFORE, _AFTER, _THRESHOLD = "#9aa5b1", "#6f42c1", "#d0d7de", "#57606a", "#d62728"
 
 
-def split_colour(split: str) -> str:
+def split_color(split: str) -> str:
     """The colour of a split in every report: fixed for train/val/test, hashed otherwise."""
-    fixed = _SPLIT_COLOURS.get(str(split).lower())
+    fixed = _SPLIT_COLORS.get(str(split).lower())
     if fixed is not None:
         return fixed
-    return _OTHER_SPLIT_COLOURS[zlib.crc32(str(split).encode("utf-8")) % len(_OTHER_SPLIT_COLOURS)]
+    return _OTHER_SPLIT_COLORS[zlib.crc32(str(split).encode("utf-8")) % len(_OTHER_SPLIT_COLORS)]
 
 
 _MAX_HIDDEN_MEMBERS = 40  # members behind "show more" in one set
@@ -175,7 +175,7 @@ def render_html_fragment(result: DuplicatesResult, *, max_rows: int = 10) -> str
     t = r.threshold
     params = ", ".join(f"{_e(k)}={_e(v)}" for k, v in t.params.items())
     badge = {
-        s: f'<span class="badge" style="background:{split_colour(s)}">{_e(s)}</span>'
+        s: f'<span class="badge" style="background:{split_color(s)}">{_e(s)}</span>'
         for s in r.split_sizes
     }
 
@@ -285,7 +285,7 @@ class _Page:
             self._footer(),
         ]
         split_css = "".join(
-            f".s{i}{{background:{split_colour(s)}}}" for s, i in self.split_index.items()
+            f".s{i}{{background:{split_color(s)}}}" for s, i in self.split_index.items()
         )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

@@ -64,14 +64,14 @@ def _to_tensorboard(writer: Any, results: Mapping[str, DuplicatesResult], step: 
         counts = [float(a + b) for a, b in zip(within, cross)]
         total = sum(counts)
         if len(edges) >= 2 and total > 0:
-            centres = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
+            centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
             writer.add_histogram_raw(
-                tag_of(result, layer, several, "nearest_neighbour_distance"),
+                tag_of(result, layer, several, "nearest_neighbor_distance"),
                 min=float(edges[0]),
                 max=float(edges[-1]),
                 num=total,
-                sum=float(sum(c * n for c, n in zip(centres, counts))),
-                sum_squares=float(sum(c * c * n for c, n in zip(centres, counts))),
+                sum=float(sum(c * n for c, n in zip(centers, counts))),
+                sum_squares=float(sum(c * c * n for c, n in zip(centers, counts))),
                 bucket_limits=[float(e) for e in edges[1:]],
                 bucket_counts=counts,
                 global_step=step,

@@ -634,10 +634,10 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(data, tra
     tags = acc.Tags()
     assert "neardup/val/leak_count" in tags["scalars"]
     assert {
-        "neardup/val/nearest_neighbour_distance",
-        "neardup/test/nearest_neighbour_distance",
+        "neardup/val/nearest_neighbor_distance",
+        "neardup/test/nearest_neighbor_distance",
     } <= set(tags["histograms"])
-    histogram = acc.Histograms("neardup/val/nearest_neighbour_distance")[0].histogram_value
+    histogram = acc.Histograms("neardup/val/nearest_neighbor_distance")[0].histogram_value
     assert histogram.num == 597 + 1200  # every sample's nearest neighbour
     assert "neardup/test/summary/text_summary" in tags["tensors"]
     text = acc.Tensors("neardup/test/summary/text_summary")[0].tensor_proto.string_val[0]

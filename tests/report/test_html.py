@@ -521,27 +521,27 @@ def test_cli_report_from_json(digits_split, tmp_path):
 # -- colours, labels, notebooks --------------------------------------------------------------
 def _split_css(text: str) -> dict[str, str]:
     """split name -> background colour of its badge class on a page."""
-    colours = dict(re.findall(r"\.(s\d+)\{background:(#[0-9a-f]{6})\}", text))
+    colors = dict(re.findall(r"\.(s\d+)\{background:(#[0-9a-f]{6})\}", text))
     names = dict(re.findall(r'class="badge split (s\d+)">([^<]+)</span>', text))
-    return {name: colours[cls] for cls, name in names.items()}
+    return {name: colors[cls] for cls, name in names.items()}
 
 
-def test_one_colour_per_split_in_every_report(digits):
+def test_one_color_per_split_in_every_report(digits):
     images, _ = digits
     x = images.reshape(len(images), -1)
     two = neardup.find_duplicates({"train": x[:900], "test": x[900:]})
     three = neardup.find_duplicates({"test": x[:500], "val": x[500:900], "train": x[900:]})
     odd = neardup.find_duplicates({"holdout": x[:900], "train": x[900:]})
     pages = [r.to_html(None) for r in (two, three, odd)]
-    colours = [_split_css(p) for p in pages]
-    assert colours[0]["train"] == colours[1]["train"] == colours[2]["train"]
-    assert colours[0]["test"] == colours[1]["test"]
-    assert len({colours[1]["train"], colours[1]["test"], colours[1]["val"]}) == 3
-    assert colours[2]["holdout"] not in (colours[1]["train"], colours[1]["test"])
-    split_colours = {c for page in colours for c in page.values()}
+    colors = [_split_css(p) for p in pages]
+    assert colors[0]["train"] == colors[1]["train"] == colors[2]["train"]
+    assert colors[0]["test"] == colors[1]["test"]
+    assert len({colors[1]["train"], colors[1]["test"], colors[1]["val"]}) == 3
+    assert colors[2]["holdout"] not in (colors[1]["train"], colors[1]["test"])
+    split_colors = {c for page in colors for c in page.values()}
     for page in pages:  # histogram and class bars use no split colour
         chart = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"', page)
-        assert chart and not split_colours & set(chart)
+        assert chart and not split_colors & set(chart)
 
 
 def test_labels_are_named_on_the_page(digits_result):
