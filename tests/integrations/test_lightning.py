@@ -600,10 +600,13 @@ def test_smoke_runs_read_a_bounded_training_pass(
     assert cb.results["features"].split_sizes["train"] == train_rows
 
 
-def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(data, trained, tmp_path):
+def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
+    data, trained, tmp_path, monkeypatch
+):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: a local file store
     train, test = _loaders(data)
     tensorboard = lpl.loggers.TensorBoardLogger(tmp_path / "tb", name="run")
     csv_logger = lpl.loggers.CSVLogger(tmp_path / "csv", name="run")
