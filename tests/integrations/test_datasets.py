@@ -614,23 +614,29 @@ def test_module_import_is_lazy_about_torch():
 
 
 @pytest.fixture(scope="module")
-def digit_images(digit_dsd, tmp_path_factory):
-    """The planted digits as an ``Image()`` column (PNG-encoded PIL images), saved to disk."""
+def digit_images(digits, tmp_path_factory):
+    """Digits as an ``Image()`` column (PNG-encoded 16x16 PIL images), saved to disk; 20 test
+    images are noisy copies (sigma 0.02) of training images. No brightness change: a randomly
+    initialised CNN's ReLU features do not keep brightness-scaled copies close (DESIGN.md)."""
     from datasets import Image
     from PIL import Image as PILImage
 
-    dsd, planted = digit_dsd
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    train_x, test_x = images[:1200], images[1200:1600].copy()
+    sources = rng.choice(1200, 20, replace=False)
+    positions = rng.choice(400, 20, replace=False)
+    noise = rng.normal(0.0, 0.02, size=(20, 8, 8)).astype(np.float32)
+    test_x[positions] = np.clip(train_x[sources] + noise, 0.0, 1.0)
+    features = Features({"image": Image(), "label": ClassLabel(names=list("0123456789"))})
     out = {}
-    for split, ds in dsd.with_format("numpy").items():
-        pixels = (np.asarray(ds["pixels"]) * 255).round().astype(np.uint8)
-        images = [PILImage.fromarray(p, mode="L").resize((16, 16)) for p in pixels]
-        features = Features({"image": Image(), "label": ds.features["label"]})
-        out[split] = Dataset.from_dict(
-            {"image": images, "label": np.asarray(ds["label"])}, features=features
-        )
+    for split, x, y in (("train", train_x, labels[:1200]), ("test", test_x, labels[1200:1600])):
+        pixels = (x * 255).round().astype(np.uint8)
+        pil = [PILImage.fromarray(p, mode="L").resize((16, 16)) for p in pixels]
+        out[split] = Dataset.from_dict({"image": pil, "label": y}, features=features)
     path = tmp_path_factory.mktemp("digit-images") / "dsd"
     DatasetDict(out).save_to_disk(str(path))
-    return load_from_disk(str(path)), planted
+    return load_from_disk(str(path)), dict(zip(positions.tolist(), sources.tolist()))
 
 
 def _to_float_batch(images, *, channels_last: bool) -> np.ndarray:
@@ -699,7 +705,7 @@ def test_image_embedder_over_a_keras_model(digit_images):
     assert embed.neardup_fingerprint() != before  # tied to the current weights
 
 
-def test_hook_identity_follows_the_current_weights_of_a_closure(digit_images, datasets_log):
+def test_hook_identity_follows_the_current_weights_of_a_closure(digit_images):
     import torch
 
     dsd, _ = digit_images
@@ -712,22 +718,25 @@ def test_hook_identity_follows_the_current_weights_of_a_closure(digit_images, da
         with torch.no_grad():
             return model(torch.from_numpy(_to_float_batch(batch["image"], channels_last=False)))
 
-    first = ActivationHook(embed).map(test, batch_size=200)
+    def mapped(hook):
+        return test.map(hook, batched=True, batch_size=200)  # 400 rows: two calls
+
+    first = mapped(ActivationHook(embed))
     assert len(calls) == 2
-    again = ActivationHook(embed).map(test, batch_size=200)  # same weights: from the cache
+    again = mapped(ActivationHook(embed))  # same weights: from the cache
     assert len(calls) == 2 and again.cache_files == first.cache_files
     with torch.no_grad():
         model[-1].bias += 1.0  # "fine-tuning"
-    changed = ActivationHook(embed).map(test, batch_size=200)
+    changed = mapped(ActivationHook(embed))
     assert len(calls) == 4, "the cache returned vectors of the old weights"
     assert not np.allclose(_vectors(changed), _vectors(first))
     # with name= the identity is the user's: a change of weights is reported, not followed
     named = ActivationHook(embed, name="cnn", version=1)
-    named.map(test, batch_size=200)
+    mapped(named)
     with torch.no_grad():
         model[-1].bias -= 1.0
     with pytest.warns(UserWarning, match=r"weights of the model\(s\) embed_fn uses changed"):
-        named.map(test, batch_size=200)
+        mapped(named)
 
 
 def test_find_leakage_writes_texts_into_the_html_report(embedded, corpus, tmp_path):
