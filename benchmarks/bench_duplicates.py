@@ -33,8 +33,8 @@ def _load(n: int, d: int, data: str | None) -> np.ndarray:
 def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
     """Clustered float32 activations with ~3 % near-duplicates of varied kinds."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)]
+    centers = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
+    x = centers[rng.integers(0, len(centers), n)]
     x += rng.normal(scale=0.5, size=(n, d)).astype(np.float32)
     m = n // 100
     targets = rng.choice(n, 3 * m, replace=False)

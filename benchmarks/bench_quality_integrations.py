@@ -183,17 +183,19 @@ def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     xs = (x_train[..., None] / 255.0).astype(np.float32)
     xt = (x_test[..., None] / 255.0).astype(np.float32)
-    cb = DuplicatesCallback(data={"train": (xs, y_train), "test": (xt, y_test)}, verbose=0)
-    timings = {}
-    original = cb.run
+    cb = DuplicatesCallback(
+        data={"train": (xs, y_train), "test": (xt, y_test)}, report_dir=None, verbose=0
+    )
+    timings = {"analysis": 0.0}
+    original = cb._analyze  # the final analysis runs at the end of the last epoch
 
-    def timed_run(*args, **kwargs):
+    def timed_analyze(*args, **kwargs):
         start = time.perf_counter()
         out = original(*args, **kwargs)
         timings["analysis"] = time.perf_counter() - start
         return out
 
-    cb.run = timed_run
+    cb._analyze = timed_analyze
     start = time.perf_counter()
     model.fit(xs, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[cb])
     seconds = timings["analysis"]

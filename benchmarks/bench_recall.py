@@ -19,8 +19,8 @@ import numpy as np
 def make_hard(n: int, d: int, seed: int = 1) -> np.ndarray:
     """Clustered unit rows; 5 % are noisy copies at distances spread over ``[0, ~0.15]``."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
-    x = centres[rng.integers(0, len(centres), n)]
+    centers = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
+    x = centers[rng.integers(0, len(centers), n)]
     x += rng.normal(scale=0.7, size=(n, d)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     m = n // 20

@@ -56,8 +56,8 @@ def cluster_rows(graph: NeighborGraph, threshold: float) -> ClusterAssignment:
 
 
 def _pca_scores(samples: np.ndarray, n_components: int) -> np.ndarray:
-    centred = samples - samples.mean(axis=0)
-    u, s, _ = np.linalg.svd(centred.astype(np.float64), full_matrices=False)
+    centered = samples - samples.mean(axis=0)
+    u, s, _ = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
     scores = u[:, :n_components] * s[:n_components]
     # deterministic signs: the largest-magnitude score of each component is positive
     signs = np.sign(scores[np.abs(scores).argmax(axis=0), np.arange(scores.shape[1])])

@@ -6,8 +6,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
 from ._errors import NeardupInputError, closest_names
 from ._multiview import check_combine, find_duplicates_multiview
+from ._progress import as_progress
 from ._threshold import ThresholdStrategy
 from ._validate import prepare, split_index
 from ._view_run import analyse_view, single_view_result
@@ -46,7 +49,7 @@ def find_duplicates(
     combine: str = "any",
     max_diameter: float | None = None,
     layer: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: bool | ProgressFn | None = None,
 ) -> DuplicatesResult:
     """Find near-duplicate samples, within and across splits, in one or several views.
 
@@ -103,7 +106,8 @@ def find_duplicates(
         connected components of close pairs, and ``DuplicateSet.diameter`` reports how far
         they stretch.
     progress:
-        Optional ``callback(stage, done, total)`` for long runs.
+        ``True`` draws ``tqdm`` progress bars (a widget in Jupyter, stderr elsewhere); or a
+        ``callback(stage, done, total)`` for long runs.
 
     Returns
     -------
@@ -114,6 +118,9 @@ def find_duplicates(
         where the pair is closest, so <= 1). ``clusters`` come from the union of all views'
         close pairs; ``views[name]`` holds each view's own result.
     """
+    progress = as_progress(progress)
+    if not isinstance(dedupe, (bool, np.bool_)):
+        raise NeardupInputError(f"dedupe must be True or False, got {dedupe!r}.")
     if _is_multiview(data):
         return find_duplicates_multiview(
             data,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError
+from ._plain import to_plain
 from .search import NeighborGraph
 
 __all__ = [
@@ -29,11 +30,11 @@ __all__ = [
     "ThresholdStrategy",
     "as_strategy",
     "resolve_threshold",
-    "sorted_neighbour_distances",
+    "sorted_neighbor_distances",
 ]
 
 
-def sorted_neighbour_distances(graph: NeighborGraph) -> np.ndarray:
+def sorted_neighbor_distances(graph: NeighborGraph) -> np.ndarray:
     """All finite neighbour distances, sorted, zeros trimmed (DNIKit's input to its strategies)."""
     values = graph.distances[np.isfinite(graph.distances)].astype(np.float64)
     values.sort()
@@ -74,7 +75,7 @@ class Percentile(ThresholdStrategy):
         return float(distances[min(index, len(distances) - 1)])
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        return self(sorted_neighbour_distances(graph))
+        return self(sorted_neighbor_distances(graph))
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ class Slope(ThresholdStrategy):
         return float(distances[probe])
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        return self(sorted_neighbour_distances(graph))
+        return self(sorted_neighbor_distances(graph))
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ class _Custom(ThresholdStrategy):
     function: Callable[[np.ndarray], float] = field(repr=False)
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
-        value = float(self.function(sorted_neighbour_distances(graph)))
+        value = float(self.function(sorted_neighbor_distances(graph)))
         if not math.isfinite(value) or value < 0:
             raise NeardupInputError(f"custom threshold returned {value!r}; need a distance >= 0.")
         return value
@@ -208,6 +209,21 @@ class ResolvedThreshold:
     def __str__(self) -> str:
         text = f"{self.strategy} -> distance {self.value:.4g}"
         return f"{text} ({self.reason})" if self.reason else text
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"strategy", "params", "value", "reason"}`` as JSON-ready values (reports, index
+        meta)."""
+        return {
+            "strategy": self.strategy,
+            "params": to_plain(self.params),
+            "value": self.value,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ResolvedThreshold:
+        """The threshold :meth:`to_dict` wrote (``KeyError``/``TypeError`` when malformed)."""
+        return cls(d["strategy"], dict(d["params"]), float(d["value"]), d.get("reason", ""))
 
 
 def as_strategy(threshold: Any) -> ThresholdStrategy:

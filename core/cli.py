@@ -8,9 +8,9 @@ Exit codes: 0 success, 1 leakage above ``--fail-above`` (a CI gate), 2 bad input
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -18,10 +18,11 @@ import numpy as np
 
 from ._errors import NeardupInputError
 from ._pipeline import find_duplicates
+from ._progress import ProgressBars
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 from .index import ReferenceIndex
 from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
-from .search import DEFAULT_TREES
+from .search import DEFAULT_TREES, ProgressFn
 
 __all__ = ["main", "parse_threshold"]
 
@@ -65,19 +66,31 @@ def _named_paths(items: Sequence[str], option: str) -> dict[str, str]:
     return out
 
 
-def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
-    """Load ``a.npy``, ``a.npz`` (its only array, or one named in ``prefer``) or ``a.npz:key``."""
+_LOAD_CHUNK_BYTES = 64 << 20
+
+
+def _load_array(
+    spec: str, what: str, prefer: Sequence[str], progress: ProgressFn | None = None
+) -> np.ndarray:
+    """Load ``a.npy``, ``a.npz`` (its only array, or one named in ``prefer``) or ``a.npz:key``.
+
+    With ``progress``, a ``.npy`` file is read in 64 MiB blocks of rows, each reported as
+    ``loading <what>``; an ``.npz`` (compressed, read at once) reports its start and end.
+    """
     path, key = spec, None
     if ":" in spec and not Path(spec).exists():
         path, _, key = spec.rpartition(":")
     if not Path(path).exists():
         raise NeardupInputError(f"{what}: file {path!r} does not exist.")
+    stage = f"loading {what} ({Path(path).name})"
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if progress else None)
     except (ValueError, OSError) as err:
         raise NeardupInputError(f"{what}: cannot read {path!r} as .npy/.npz ({err}).") from err
     if isinstance(loaded, np.ndarray):
-        return loaded
+        return _read_in_blocks(loaded, stage, progress) if progress else loaded
+    if progress:
+        progress(stage, 0, 1)
     with loaded:
         keys = list(loaded.keys())
         if key is None:
@@ -87,7 +100,25 @@ def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
             raise NeardupInputError(
                 f"{what}: {path!r} holds arrays {keys}; name one as {path}:KEY."
             )
-        return loaded[key]
+        array = loaded[key]
+    if progress:
+        progress(stage, 1, 1)
+    return array
+
+
+def _read_in_blocks(mapped: np.ndarray, stage: str, progress: ProgressFn) -> np.ndarray:
+    """Copy a memory-mapped ``.npy`` into memory block by block, reporting rows read."""
+    if mapped.ndim == 0 or len(mapped) == 0:
+        return np.array(mapped)
+    out = np.empty(mapped.shape, dtype=mapped.dtype)
+    n = len(mapped)
+    step = max(1, _LOAD_CHUNK_BYTES // max(1, mapped[:1].nbytes))
+    progress(stage, 0, n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        out[start:stop] = mapped[start:stop]
+        progress(stage, stop, n)
+    return out
 
 
 def _npz_labels(path: str) -> np.ndarray | None:
@@ -106,35 +137,6 @@ def _load_ids(spec: str, what: str) -> np.ndarray:
             raise NeardupInputError(f"{what}: file {spec!r} does not exist.")
         return np.array(Path(spec).read_text(encoding="utf-8").splitlines(), dtype=str)
     return _load_array(spec, what, ("ids",))
-
-
-class _Progress:
-    """Stage progress on stderr: a live percentage on a terminal, one line per stage otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.stage: str | None = None
-        self.started = self.last = time.monotonic()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if stage != self.stage:
-            self.close()
-            self.stage, self.started, self.last = stage, now, 0.0
-        if self.tty and (now - self.last > 0.2 or done >= total):
-            sys.stderr.write(f"\r  {stage}: {100 * done / max(total, 1):5.1f} %")
-            sys.stderr.flush()
-            self.last = now
-
-    def close(self) -> None:
-        if self.enabled and self.stage is not None:
-            elapsed = time.monotonic() - self.started
-            end = "\r" if self.tty else ""
-            sys.stderr.write(f"{end}  {self.stage}: done in {elapsed:.1f} s\n")
-        self.stage = None
 
 
 def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
@@ -157,14 +159,16 @@ def _scan(args: argparse.Namespace) -> int:
     unknown = set(labels_paths) - set(splits)
     if unknown:
         raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
-    data = {n: _load_array(p, f"split {n!r}", ("x", "activations")) for n, p in splits.items()}
+    progress = ProgressBars(disable=args.quiet)
+    data = {
+        n: _load_array(p, f"split {n!r}", ("x", "activations"), progress) for n, p in splits.items()
+    }
     labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
     for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
         if name not in labels:
             own = _npz_labels(path)
             if own is not None:
                 labels[name] = own
-    progress = _Progress(enabled=not args.quiet)
     result = find_duplicates(
         data if len(data) > 1 else next(iter(data.values())),
         labels=(labels or None) if len(data) > 1 else next(iter(labels.values()), None),
@@ -245,16 +249,33 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled(data: str, labels: str | None, ids: str | None, what: str) -> tuple:
+def _labelled(
+    data: str, labels: str | None, ids: str | None, what: str, progress: ProgressFn | None = None
+) -> tuple:
     """Activations, labels (``--labels`` or the .npz's own ``y``) and ids of one split."""
-    x = _load_array(data, what, ("x", "activations"))
+    x = _load_array(data, what, ("x", "activations"), progress)
     y = _load_array(labels, f"labels of {what}", ("y", "labels")) if labels else _npz_labels(data)
     return x, y, (_load_ids(ids, f"ids of {what}") if ids else None)
 
 
+def _check_index_destination(path: str, overwrite: bool) -> None:
+    """Refuse a file or a non-empty directory before any computing, naming ``--overwrite``."""
+    dest = Path(path)
+    if dest.exists() and not dest.is_dir():
+        raise NeardupInputError(f"INDEX_DIR {path!r} is a file; give a directory to create.")
+    if dest.is_dir() and any(dest.iterdir()) and not overwrite:
+        raise NeardupInputError(
+            f"INDEX_DIR {path!r}: the directory is not empty. Choose a new directory, or pass "
+            "--overwrite to replace the index in it."
+        )
+
+
 def _index_build(args: argparse.Namespace) -> int:
-    x, labels, ids = _labelled(args.data, args.labels, args.ids, f"reference {args.reference!r}")
-    progress = _Progress(enabled=not args.quiet)
+    _check_index_destination(args.index, args.overwrite)
+    progress = ProgressBars(disable=args.quiet)
+    x, labels, ids = _labelled(
+        args.data, args.labels, args.ids, f"reference {args.reference!r}", progress
+    )
     index = ReferenceIndex.build(
         x,
         labels=labels,
@@ -295,11 +316,7 @@ def _index_score(args: argparse.Namespace) -> int:
             {
                 "schema": SCHEMA_VERSION,
                 "index": str(args.index),
-                "threshold": {
-                    "strategy": index.threshold.strategy,
-                    "params": to_plain(index.threshold.params),
-                    "value": index.threshold.value,
-                },
+                "threshold": index.threshold.to_dict(),
                 "settings": to_plain(index.settings),
                 "leakage": {leak.split: leak.to_dict()},
             },
@@ -310,14 +327,8 @@ def _index_score(args: argparse.Namespace) -> int:
             print(text)
             return _gate({leak.split: leak}, args.fail_above)
         Path(args.json).write_text(text, encoding="utf-8")
-    conflicts = (
-        f", {len(leak.label_conflicts)} with a different label" if leak.label_conflicts else ""
-    )
     print(f"reference index {args.index}: {_describe(index)}")
-    print(
-        f"  leakage {leak.split} -> {leak.reference}: {leak.count:,} of {leak.total:,} samples "
-        f"({100 * leak.fraction:.2f} %) have a near-duplicate in {leak.reference}{conflicts}"
-    )
+    print(f"  {leak.sentence()}")
     table = _leak_table({leak.split: leak})
     if table:
         print(table)
@@ -333,15 +344,25 @@ def _fraction(text: str) -> float:
     return value
 
 
+_EXIT_GATED = "Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input."
+_EXIT_PLAIN = "Exit codes: 0 success, 2 bad input."
+
+
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
-        prog="neardup", description="Find near-duplicate samples and train/test leakage."
+        prog="neardup",
+        description="Find near-duplicate samples and train/test leakage.",
+        epilog=_EXIT_GATED,
     )
+    parser.add_argument("--version", action="version", version=f"neardup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser(
         "scan",
         help="analyse activations stored as .npy/.npz files, one per split",
         description="Analyse activations stored as .npy/.npz files, one per split.",
+        epilog=_EXIT_GATED,
     )
     scan.add_argument(
         "--split",
@@ -358,29 +379,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH[:KEY]",
         help="labels of one split (a .npz split with a 'y'/'labels' array provides them itself)",
     )
-    scan.add_argument(
-        "--threshold",
-        metavar="NAME[:VALUE]",
-        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]",
-    )
-    scan.add_argument("--normalize", choices=["row", "column", "none"], default="row")
-    scan.add_argument("--reduce", type=int, metavar="N", help="PCA to N dimensions first")
-    scan.add_argument("--k", type=int, default=10, help="neighbours per sample (default 10)")
+    _add_analysis_arguments(scan, index=False)
     scan.add_argument("--backend", choices=["auto", "annoy", "exact"], default="auto")
-    scan.add_argument(
-        "--trees",
-        type=int,
-        default=DEFAULT_TREES,
-        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
-    )
-    scan.add_argument(
-        "--query-jobs",
-        type=int,
-        default=-1,
-        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
-    )
     scan.add_argument("--search-k", type=int, default=-1, help="annoy search_k (default -1)")
-    scan.add_argument("--seed", type=int, default=0)
     scan.add_argument(
         "--reference", default="train", help="split the others are checked against (default train)"
     )
@@ -392,9 +393,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="FRACTION",
         help="exit with status 1 when any split's leakage fraction exceeds this",
     )
-    scan.add_argument("--quiet", action="store_true", help="no progress on stderr")
     scan.set_defaults(run=_scan)
-    show = sub.add_parser("show", help="print the summary of a saved JSON result")
+    show = sub.add_parser(
+        "show",
+        help="print the summary of a saved JSON result",
+        description="Print the summary and the closest leaked pairs of a saved JSON result.",
+        epilog=_EXIT_GATED,
+    )
     show.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     show.add_argument("--fail-above", type=_fraction, metavar="FRACTION")
     show.set_defaults(run=_show)
@@ -402,6 +407,7 @@ def _parser() -> argparse.ArgumentParser:
         "report",
         help="render a saved JSON result as a self-contained HTML page",
         description="Render a saved JSON result as one self-contained HTML page.",
+        epilog=_EXIT_PLAIN,
     )
     report.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     report.add_argument("--html", required=True, metavar="PATH", help="the page to write")
@@ -434,7 +440,6 @@ that same fixed distance, so batches scored on different days are judged alike.
   neardup index build train.npz ref_index/ --threshold cosine:0.98
   neardup index score ref_index/ new_batch.npy --fail-above 0.01 --json leak.json
 
-Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input.
 """
 
 
@@ -446,12 +451,50 @@ def _add_labels_and_ids(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ids", metavar="PATH", help="ids: .npy/.npz array or .txt, one per line")
 
 
+def _add_analysis_arguments(parser: argparse.ArgumentParser, *, index: bool) -> None:
+    """The options ``scan`` and ``index build`` share (``index``: worded for a saved index)."""
+    parser.add_argument(
+        "--threshold",
+        metavar="NAME[:VALUE]",
+        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]"
+        + ("; resolved now, on the reference, and fixed for every score" if index else ""),
+    )
+    parser.add_argument("--normalize", choices=["row", "column", "none"], default="row")
+    parser.add_argument(
+        "--reduce",
+        type=int,
+        metavar="N",
+        help="PCA (of the reference) to N dims" if index else "PCA to N dimensions first",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=10,
+        help=f"neighbours{' / candidates' if index else ''} per sample (default 10)",
+    )
+    parser.add_argument(
+        "--trees",
+        type=int,
+        default=DEFAULT_TREES,
+        help=f"annoy trees (default {DEFAULT_TREES}; DNIKit used 30)",
+    )
+    parser.add_argument(
+        "--query-jobs",
+        type=int,
+        default=-1,
+        help="processes querying annoy (-1: one per CPU; the result is the same for any value)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
+
+
 def _index_parser(sub: argparse._SubParsersAction) -> None:
     """``neardup index build`` and ``neardup index score``."""
     index = sub.add_parser(
         "index",
         help="build a saved reference index from train, then score new data against it",
         description=_INDEX_HELP,
+        epilog=_EXIT_GATED,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = index.add_subparsers(dest="action", required=True)
@@ -460,38 +503,20 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         help="index the reference activations and save the index directory",
         description="Index the reference activations (.npy/.npz) and save the index in "
         "INDEX_DIR (annoy index, vectors, transform, ids, labels and meta.json; no pickle).",
+        epilog=_EXIT_PLAIN,
     )
     build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
     build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
     _add_labels_and_ids(build)
-    build.add_argument(
-        "--threshold",
-        metavar="NAME[:VALUE]",
-        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]; "
-        "resolved now, on the reference, and fixed for every score",
-    )
-    build.add_argument("--normalize", choices=["row", "column", "none"], default="row")
-    build.add_argument("--reduce", type=int, metavar="N", help="PCA (of the reference) to N dims")
-    build.add_argument(
-        "--k", type=int, default=10, help="neighbours / candidates per sample (default 10)"
-    )
-    build.add_argument(
-        "--trees", type=int, default=DEFAULT_TREES, help=f"annoy trees (default {DEFAULT_TREES})"
-    )
-    build.add_argument(
-        "--query-jobs",
-        type=int,
-        default=-1,
-        help="processes querying the reference graph (-1: one per CPU)",
-    )
-    build.add_argument("--seed", type=int, default=0)
+    _add_analysis_arguments(build, index=True)
     build.add_argument(
         "--reference", default="train", help="name of the reference split (default train)"
     )
     build.add_argument(
-        "--overwrite", action="store_true", help="write into a non-empty INDEX_DIR"
+        "--overwrite",
+        action="store_true",
+        help="replace the index in a non-empty INDEX_DIR (checked before any computing)",
     )
-    build.add_argument("--quiet", action="store_true", help="no progress on stderr")
     build.set_defaults(run=_index_build)
 
     score = actions.add_parser(
@@ -499,6 +524,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         help="score new activations against a saved index",
         description="Report the samples of DATA that have a near-duplicate in the index's "
         "reference split, at the threshold fixed when the index was built.",
+        epilog=_EXIT_GATED,
     )
     score.add_argument("index", metavar="INDEX_DIR", help="written by neardup index build")
     score.add_argument("data", metavar="DATA", help="new activations: PATH[:KEY]")
@@ -517,9 +543,29 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     score.set_defaults(run=_index_score)
 
 
+_NAMED_OPTIONS = ("--split", "--labels", "--samples")
+
+
+def _explain_extra_arguments(argv: Sequence[str], extra: Sequence[str]) -> str:
+    """Why ``extra`` was left over: most often ``--split train x.npy`` for ``train=x.npy``."""
+    for option, value in itertools.pairwise(argv):
+        if option in _NAMED_OPTIONS and "=" not in value and value in argv:
+            follows = argv[argv.index(value) + 1 :][:1]
+            path = follows[0] if follows and follows[0] in extra else "PATH"
+            return (
+                f"{option} {value} {path}: {option} takes one NAME=PATH argument, with no "
+                f"space around '=': write {option} {value}={path}."
+            )
+    return f"unrecognized arguments: {' '.join(extra)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neardup`` command; returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.error(_explain_extra_arguments(argv, extra))
     try:
         return int(args.run(args))
     except NeardupInputError as err:

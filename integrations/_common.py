@@ -82,19 +82,29 @@ def check_fail_above(fail_above: float | None) -> float | None:
 def leakage_metrics(result: DuplicatesResult, prefix: str = "neardup/") -> dict:
     """Scalar metrics of a combined result: the verdict, then each view's own figures.
 
-    ``neardup/test/leak_fraction`` (and ``leak_count``, ``duplicate_sets``) come from the
-    combined verdict; ``neardup/<view>/test/leak_fraction`` and ``neardup/<view>/threshold``
-    from each view (a model layer or ``input``).
+    Every name carries its split, so a validation and a test analysis logged at the same step
+    never collide. Per eval split (every split but the reference; the only split when there
+    is one), from the combined verdict: ``neardup/<split>/duplicate_sets`` (sets with a
+    member in that split) and, against the reference, ``neardup/<split>/leak_count`` and
+    ``neardup/<split>/leak_fraction``; from each view (a model layer or ``input``):
+    ``neardup/<view>/<split>/...`` with the same names and the view's ``threshold``.
     """
-    metrics: dict[str, float] = {f"{prefix}duplicate_sets": float(len(result.clusters))}
-    for split, leak in result.leakage.items():
-        metrics[f"{prefix}{split}/leak_count"] = float(leak.count)
-        metrics[f"{prefix}{split}/leak_fraction"] = float(leak.fraction)
+    metrics = _split_metrics(result, prefix, threshold=False)
     for view, own in result.views.items():
-        base = f"{prefix}{_safe(view)}/"
-        metrics[f"{base}duplicate_sets"] = float(len(own.clusters))
-        metrics[f"{base}threshold"] = float(own.threshold.value)
-        for split, leak in own.leakage.items():
+        metrics.update(_split_metrics(own, f"{prefix}{_safe(view)}/", threshold=True))
+    return metrics
+
+
+def _split_metrics(result: DuplicatesResult, base: str, *, threshold: bool) -> dict:
+    metrics: dict[str, float] = {}
+    splits = [s for s in result.split_sizes if s != result.reference] or list(result.split_sizes)
+    for split in splits:
+        sets = sum(1 for c in result.clusters if split in c.splits)
+        metrics[f"{base}{split}/duplicate_sets"] = float(sets)
+        if threshold:
+            metrics[f"{base}{split}/threshold"] = float(result.threshold.value)
+        leak = result.leakage.get(split)
+        if leak is not None:
             metrics[f"{base}{split}/leak_count"] = float(leak.count)
             metrics[f"{base}{split}/leak_fraction"] = float(leak.fraction)
     return metrics

@@ -9,14 +9,14 @@ from neardup import PCA, NeardupInputError, find_duplicates
 from neardup._normalize import normalize_inplace
 
 
-def test_column_normalisation_leaves_zero_columns_finite():
+def test_column_normalization_leaves_zero_columns_finite():
     x = np.array([[1.0, 0.0, 3.0], [2.0, 0.0, 4.0]], dtype=np.float32)
     out = normalize_inplace(x.copy(), "column")
     assert np.isfinite(out).all()
     np.testing.assert_allclose(np.linalg.norm(out, axis=0), [1.0, 0.0, 1.0], rtol=1e-6)
 
 
-def test_row_normalisation_unit_rows_and_zero_rows_kept():
+def test_row_normalization_unit_rows_and_zero_rows_kept():
     x = np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)
     out = normalize_inplace(x.copy(), "row")
     np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 0.0]], rtol=1e-6)
@@ -31,13 +31,13 @@ def test_pca_matches_svd():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 12)) @ rng.normal(size=(12, 12))
     pca = PCA(4).fit(x.astype(np.float32))
-    centred = x - x.mean(0)
-    _, s, vt = np.linalg.svd(centred, full_matrices=False)
+    centered = x - x.mean(0)
+    _, s, vt = np.linalg.svd(centered, full_matrices=False)
     # same subspace and variances (signs may differ)
     np.testing.assert_allclose(np.abs(pca.components_ @ vt[:4].T), np.eye(4), atol=1e-6)
     np.testing.assert_allclose(pca.explained_variance_ratio_, (s**2 / (s**2).sum())[:4], rtol=1e-6)
     projected = pca.transform(x)
-    np.testing.assert_allclose(np.abs(projected), np.abs(centred @ vt[:4].T), rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(np.abs(projected), np.abs(centered @ vt[:4].T), rtol=1e-3, atol=1e-3)
 
 
 def test_pca_streamed_equals_whole():

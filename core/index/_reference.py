@@ -31,6 +31,7 @@ import numpy as np
 from .._errors import NeardupInputError
 from .._leakage import leakage_record
 from .._normalize import check_normalize
+from .._progress import as_progress
 from .._reduce import PCA, as_reducer
 from .._threshold import (
     Cosine,
@@ -136,7 +137,7 @@ class ReferenceIndex:
         n_jobs: int = 1,
         query_jobs: int = -1,
         reference: str = "train",
-        progress: ProgressFn | None = None,
+        progress: bool | ProgressFn | None = None,
     ) -> ReferenceIndex:
         """Index the reference activations.
 
@@ -165,12 +166,13 @@ class ReferenceIndex:
         reference:
             The name scored splits are reported against (``Leakage.reference``).
         progress:
-            Optional ``callback(stage, done, total)``.
+            ``True`` for ``tqdm`` progress bars, or a ``callback(stage, done, total)``.
 
         Returns
         -------
         ReferenceIndex
         """
+        progress = as_progress(progress)
         normalize = check_normalize(normalize)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
@@ -394,11 +396,7 @@ class ReferenceIndex:
             "reference": self._reference,
             "size": self.size,
             "has_labels": self._labels is not None,
-            "threshold": {
-                "strategy": self._threshold.strategy,
-                "params": to_plain(self._threshold.params),
-                "value": self._threshold.value,
-            },
+            "threshold": self._threshold.to_dict(),
             "settings": to_plain(self._settings),
         }
         text = json.dumps(meta, indent=1, allow_nan=False)
@@ -417,8 +415,7 @@ class ReferenceIndex:
             size, dim = int(meta["size"]), int(settings["dim"])
             input_dim, normalize = int(settings["input_dim"]), settings["normalize"]
             has_labels, reference = bool(meta["has_labels"]), str(meta["reference"])
-            t = meta["threshold"]
-            threshold = ResolvedThreshold(t["strategy"], dict(t["params"]), float(t["value"]))
+            threshold = ResolvedThreshold.from_dict(meta["threshold"])
         except (KeyError, TypeError, ValueError) as err:
             raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
         needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])

@@ -9,26 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from .._plain import to_plain
 from .._threshold import ResolvedThreshold
 
 __all__ = ["SCHEMA_VERSION", "DuplicateSet", "DuplicatesResult", "Leakage", "to_plain"]
 
 SCHEMA_VERSION = 1
-
-
-def to_plain(value: Any) -> Any:
-    """Turn numpy scalars/arrays into JSON-ready Python values (other hashables -> str)."""
-    if isinstance(value, np.ndarray):
-        return [to_plain(v) for v in value.tolist()]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def _counts_to_json(counts: dict[str, dict[Any, int]]) -> dict[str, list[list[Any]]]:
@@ -137,6 +123,17 @@ class Leakage:
     def fraction(self) -> float:
         return self.count / self.total if self.total else 0.0
 
+    def sentence(self) -> str:
+        """One line: ``leakage test -> train: 12 of 500 samples (2.40 %) have a …``."""
+        conflicts = (
+            f", {len(self.label_conflicts)} with a different label" if self.label_conflicts else ""
+        )
+        return (
+            f"leakage {self.split} -> {self.reference}: {self.count:,} of {self.total:,} "
+            f"samples ({100 * self.fraction:.2f} %) have a near-duplicate in "
+            f"{self.reference}{conflicts}"
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "split": self.split,
@@ -243,17 +240,7 @@ class DuplicatesResult:
             f"  duplicate sets: {len(self.clusters):,} holding {self.num_duplicated:,} samples"
             + (f" ({spanning:,} span splits)" if len(self.split_sizes) > 1 else "")
         )
-        for split, leak in self.leakage.items():
-            conflicts = (
-                f", {len(leak.label_conflicts)} with a different label"
-                if leak.label_conflicts
-                else ""
-            )
-            lines.append(
-                f"  leakage {split} -> {leak.reference}: {leak.count:,} of {leak.total:,} "
-                f"samples ({100 * leak.fraction:.2f} %) have a near-duplicate in "
-                f"{leak.reference}{conflicts}"
-            )
+        lines += [f"  {leak.sentence()}" for leak in self.leakage.values()]
         for split in self.split_sizes:
             raw = sum(self.class_counts.get(split, {}).values())
             eff = sum(self.effective_class_counts.get(split, {}).values())
@@ -264,6 +251,12 @@ class DuplicatesResult:
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        """A compact, escaped summary shown inline by Jupyter (no thumbnails)."""
+        from ._html import render_html_fragment
+
+        return render_html_fragment(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (labels and ids keep their int/str types)."""
         return {
@@ -271,12 +264,7 @@ class DuplicatesResult:
             "layer": self.layer,
             "split_sizes": dict(self.split_sizes),
             "reference": self.reference,
-            "threshold": {
-                "strategy": self.threshold.strategy,
-                "params": to_plain(self.threshold.params),
-                "value": self.threshold.value,
-                "reason": self.threshold.reason,
-            },
+            "threshold": self.threshold.to_dict(),
             "settings": to_plain(self.settings),
             "clusters": [c.to_dict() for c in self.clusters],
             "leakage": {s: leak.to_dict() for s, leak in self.leakage.items()},
@@ -353,13 +341,10 @@ class DuplicatesResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DuplicatesResult:
-        t = d["threshold"]
         return cls(
             split_sizes=dict(d["split_sizes"]),
             reference=d.get("reference"),
-            threshold=ResolvedThreshold(
-                t["strategy"], dict(t["params"]), float(t["value"]), t.get("reason", "")
-            ),
+            threshold=ResolvedThreshold.from_dict(d["threshold"]),
             clusters=[DuplicateSet.from_dict(c) for c in d["clusters"]],
             leakage={s: Leakage.from_dict(v) for s, v in d["leakage"].items()},
             class_counts=_counts_from_json(d["class_counts"]),

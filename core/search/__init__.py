@@ -8,7 +8,7 @@ with each sample's own entry removed (:class:`NeighborGraph`).
 """
 
 from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
-from ._copies import CopyGroups, expand_neighbours, find_copies
+from ._copies import CopyGroups, expand_neighbors, find_copies
 from ._exact import nearest_among, pair_distances
 from ._graph import (
     BACKENDS,
@@ -35,7 +35,7 @@ __all__ = [
     "choose_backend",
     "clamp_k",
     "drop_self",
-    "expand_neighbours",
+    "expand_neighbors",
     "find_copies",
     "graph_from_indices",
     "nearest_among",

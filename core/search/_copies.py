@@ -16,7 +16,7 @@ import numpy as np
 
 from ._rows import Rows
 
-__all__ = ["CopyGroups", "expand_neighbours", "find_copies"]
+__all__ = ["CopyGroups", "expand_neighbors", "find_copies"]
 
 _VERIFY_ROWS = 65_536
 
@@ -116,8 +116,8 @@ def _split_collisions(rows: Rows, leader: np.ndarray) -> None:
         leader[strays] = strays[first][inverse.reshape(-1)]  # first stray of each value
 
 
-def expand_neighbours(
-    group_neighbours: np.ndarray, copies: CopyGroups, k: int, prefer: np.ndarray | None = None
+def expand_neighbors(
+    group_neighbors: np.ndarray, copies: CopyGroups, k: int, prefer: np.ndarray | None = None
 ) -> np.ndarray:
     """Per-row neighbour candidates ``(N, k)`` from the per-group neighbours ``(G, k_g)``.
 
@@ -132,7 +132,7 @@ def expand_neighbours(
     order = np.lexsort((np.arange(n), key, group))  # by group, preferred first, then row
     sizes = np.bincount(group, minlength=len(copies.first))
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    external = _external_rows(group_neighbours, order, sizes, starts, k)
+    external = _external_rows(group_neighbors, order, sizes, starts, k)
 
     out = np.full((n, k), -1, dtype=np.int64)
     alone = np.flatnonzero(sizes[group] == 1)
@@ -154,16 +154,16 @@ def expand_neighbours(
 
 
 def _external_rows(
-    group_neighbours: np.ndarray, order: np.ndarray, sizes: np.ndarray, starts: np.ndarray, k: int
+    group_neighbors: np.ndarray, order: np.ndarray, sizes: np.ndarray, starts: np.ndarray, k: int
 ) -> np.ndarray:
     """``(G, k)``: the members of each group's neighbour groups, in order, ``-1`` padded."""
-    n_groups, k_g = group_neighbours.shape
+    n_groups, k_g = group_neighbors.shape
     out = np.full((n_groups, k), -1, dtype=np.int64)
     if k_g == 0:
         return out
-    valid = group_neighbours >= 0
-    neighbour = np.maximum(group_neighbours, 0)
-    counts = np.where(valid, sizes[neighbour], 0)
+    valid = group_neighbors >= 0
+    neighbor = np.maximum(group_neighbors, 0)
+    counts = np.where(valid, sizes[neighbor], 0)
     ends = np.cumsum(counts, axis=1)  # (G, k_g): slots used after each neighbour group
     for slot in range(k):
         j = (ends <= slot).sum(axis=1)  # which neighbour group fills this slot
@@ -171,6 +171,6 @@ def _external_rows(
         rows = np.flatnonzero(has)
         jj = j[has]
         before = np.where(jj > 0, ends[rows, np.maximum(jj - 1, 0)], 0)
-        g = neighbour[rows, jj]
+        g = neighbor[rows, jj]
         out[rows, slot] = order[starts[g] + slot - before]
     return out

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._errors import NeardupInputError
 from ._annoy import annoy_indices, resolve_query_jobs
-from ._copies import expand_neighbours, find_copies
+from ._copies import expand_neighbors, find_copies
 from ._exact import exact_indices
 from ._progress import ProgressFn
 from ._rows import Rows
@@ -168,7 +168,7 @@ def build_graph(
             rows, items, k, query_jobs=query_jobs, progress=progress, **options
         )
         if copies is not None and copies.n_copies:
-            indices = expand_neighbours(found, copies, k, prefer)
+            indices = expand_neighbors(found, copies, k, prefer)
             del found, copies  # before the full matrix and the exact distances exist
         elif found.shape[1] == k:
             indices = found

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+import datasets
+from datasets import Dataset, DatasetDict, Value
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.validators import closest_names
@@ -73,6 +76,8 @@ def find_leakage(
     id_column: str | None = None,
     splits: list[str] | None = None,
     reference: str | None = "train",
+    html: str | os.PathLike[str] | None = None,
+    sample_column: str | None = None,
     **options: Any,
 ) -> DuplicatesResult:
     """Near-duplicates and train/test leakage from a vector column and the input column.
@@ -106,6 +111,12 @@ def find_leakage(
         ids (unique per split). Without ids, samples are named by their row position.
     reference:
         The split other splits are checked against (``None``: duplicate sets only).
+    html:
+        Also write the HTML report to this path, with thumbnails (``Image()`` columns or any
+        array column) or texts read from the datasets, row by row, for the samples shown.
+    sample_column:
+        The column shown in the report (default: the first ``Image()`` column, else the
+        first string column).
     **options:
         Any option of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k,
         backend, seed, ...).
@@ -152,16 +163,58 @@ def find_leakage(
         options["layer"] = layer or (column if column is not None else INPUT_VIEW)
     if single:
         data_views = vectors["data"]
-        return find_duplicates(
+        result = find_duplicates(
             {"data": data_views} if isinstance(data_views, dict) else data_views,
             labels=labels.get("data"),
             ids=ids.get("data"),
             **options,
         )
-    return find_duplicates(
-        vectors,
-        labels=labels or None,
-        ids=ids or None,
-        reference=reference,
-        **options,
-    )
+    else:
+        result = find_duplicates(
+            vectors,
+            labels=labels or None,
+            ids=ids or None,
+            reference=reference,
+            **options,
+        )
+    if html is not None:
+        shown = _sample_column(parts, sample_column, column)
+        samples = (
+            None if shown is None else {n: _ColumnSamples(ds, shown) for n, ds in parts.items()}
+        )
+        result.to_html(html, samples=samples)
+    return result
+
+
+class _ColumnSamples:
+    """One column of a Dataset as a lazy sequence: rows are read only for samples shown."""
+
+    def __init__(self, ds: Dataset, column: str) -> None:
+        self.ds, self.column = ds, column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, position: int) -> Any:
+        return self.ds[int(position)][self.column]
+
+
+def _sample_column(parts: Mapping[str, Dataset], chosen: str | None, vectors: str) -> str | None:
+    """The column to show in the report: ``chosen``, else an Image(), else a string column."""
+    if chosen is not None:
+        for name, ds in parts.items():
+            if chosen not in ds.column_names:
+                raise NeardupInputError(
+                    f"sample_column {chosen!r} is not a column of split {name!r} "
+                    f"({closest_names(chosen, ds.column_names)})."
+                )
+        return chosen
+    features = next(iter(parts.values())).features
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name, feature in features.items():
+        text = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+        if name != vectors and text:
+            return name
+    return None

@@ -15,6 +15,7 @@ feature maps of a whole split are never held at once.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -50,9 +51,11 @@ except ImportError as err:  # pragma: no cover - exercised only without keras
 from ._data import SplitSource, as_source, labels_of, warn_no_labels
 from ._graph import build_extractor, default_layer, graph_of, model_input_shapes
 
-__all__ = ["DuplicatesCallback"]
+__all__ = ["DEFAULT_REPORT_DIR", "DuplicatesCallback"]
 
 FeatureFn = Callable[[Any, Any], Any]
+#: where reports go when no TensorBoard callback gives a log directory
+DEFAULT_REPORT_DIR = "neardup_reports"
 _PROGRESS_MIN_BATCHES = 20  # show a progress bar for splits of at least this many batches
 
 
@@ -96,12 +99,19 @@ class DuplicatesCallback(keras.callbacks.Callback):
         added to the epoch ``logs`` so ``History`` (and a ``TensorBoard`` placed after this
         callback) record them.
     at_train_end, at_test_end:
-        Analyse when ``fit`` ends / when ``evaluate`` (not fit's validation) ends.
+        Analyse when ``fit`` ends / when ``evaluate`` (not fit's validation) ends. The final
+        analysis of ``fit`` runs at the end of its last epoch (the last of ``epochs``, or the
+        one where a callback listed before this one, such as ``EarlyStopping``, stops
+        training), so its scalars land in that epoch's ``logs`` as well.
     batch_size, steps:
         Batch size for arrays and unbatched datasets; ``steps`` (int, or ``split -> int``)
         limits the batches read from datasets and is required for infinite ones.
     report_dir:
-        Write ``neardup-<layer>.json`` (and ``.html``) reports there; ``None`` writes nothing.
+        Write ``neardup.json`` (the combined verdict) and ``neardup-<view>.json`` per view
+        (and ``.html``) there. The default, ``"auto"``,
+        writes them under ``<log_dir>/neardup`` of a ``keras.callbacks.TensorBoard`` in the
+        same ``fit``/``evaluate`` call, and else under ``./neardup_reports``
+        (:data:`DEFAULT_REPORT_DIR`); ``None`` writes nothing.
     fail_above:
         Raise :class:`neardup.LeakageError` when a split leaks more than this fraction (after
         writing the reports); raised from an every-N-epochs analysis, it stops training.
@@ -140,7 +150,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         at_test_end: bool = True,
         batch_size: int = 256,
         steps: int | Mapping[str, int] | None = None,
-        report_dir: str | os.PathLike[str] | None = None,
+        report_dir: str | os.PathLike[str] | None = "auto",
         fail_above: float | None = None,
         threshold: Any = None,
         normalize: str | None = "row",
@@ -167,7 +177,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         self.sources = _check_data(data, steps)
         self.reference = _check_reference(reference, self.sources)
-        self.report_dir = None if report_dir is None else Path(report_dir)
+        self.report_dir = _check_report_dir(report_dir)
         self.fail_above = check_fail_above(fail_above)
         self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
         self._collector_options = collector_options(memory_budget, spill_dir)
@@ -181,6 +191,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self._extractor: tuple[Any, Any] | None = None  # (model, feature model)
         self._in_fit = False
         self._fresh = False  # results describe the current weights
+        self._log_dir: str | None = None  # of a TensorBoard callback in the same fit/evaluate
 
     # ---- Keras hooks (no batch hooks: Keras's async dispatch stays on) ----
     def set_model(self, model: Any) -> None:
@@ -189,18 +200,28 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._in_fit, self._fresh = True, False
+        self._log_dir = _tensorboard_log_dir()
         self._prepare(self.model)  # fail before training, not after it
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._fresh = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-            self._analyze(self.model)
-            self._fresh = True
-            if logs is not None:
-                logs.update(self.metrics)  # History/TensorBoard after us record them
+        periodic = bool(self.every_n_epochs) and (epoch + 1) % self.every_n_epochs == 0
+        if not periodic and not (self.at_train_end and self._is_last_epoch(epoch)):
+            return
+        self._analyze(self.model)
+        self._fresh = True
+        if logs is not None:
+            logs.update(self.metrics)  # History/TensorBoard after us record them
+        if periodic:
             self._finish(f"neardup-epoch{epoch + 1:03d}", verbose=self.verbose >= 2)
+
+    def _is_last_epoch(self, epoch: int) -> bool:
+        """The last of ``epochs``, or the epoch where a callback before us stopped training."""
+        epochs = (self.params or {}).get("epochs")
+        stopping = bool(getattr(self.model, "stop_training", False))
+        return stopping or (epochs is not None and epoch + 1 >= epochs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
@@ -213,6 +234,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         if not self._in_fit and self.at_test_end:
+            self._log_dir = _tensorboard_log_dir()
             self._prepare(self.model)
 
     def on_test_end(self, logs: dict | None = None) -> None:
@@ -346,19 +368,65 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.results = dict(self.result.views)
         self.metrics = leakage_metrics(self.result)
 
+    @property
+    def resolved_report_dir(self) -> Path | None:
+        """Where reports go now: ``report_dir``, or for ``"auto"`` the TensorBoard log dir's
+        ``neardup`` folder when a TensorBoard callback runs beside this one, else
+        :data:`DEFAULT_REPORT_DIR`."""
+        if self.report_dir != "auto":
+            return self.report_dir
+        if self._log_dir is not None:
+            return Path(self._log_dir) / "neardup"
+        return Path(DEFAULT_REPORT_DIR).resolve()
+
     def _finish(self, stem: str, *, verbose: bool) -> None:
         """Write the reports, print the summaries, then apply ``fail_above``."""
         self.report_paths = []
-        if self.report_dir is not None:
+        directory = self.resolved_report_dir
+        if directory is not None:
             samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
             self.report_paths = write_reports(
-                self.result, self.report_dir, samples=samples or None, stem=stem
+                self.result, directory, samples=samples or None, stem=stem
             )
         if verbose:
             print(self.result.summary())
             if self.report_paths:
-                print(f"neardup: reports written to {self.report_dir}/{stem}*")
+                print(f"neardup: reports written to {directory}/{stem}*")
         enforce_fail_above(self.result, self.fail_above)
+
+
+def _check_report_dir(report_dir: Any) -> Path | str | None:
+    if report_dir is None or report_dir == "auto":
+        return report_dir
+    if not isinstance(report_dir, (str, os.PathLike)):
+        raise NeardupInputError(
+            f"report_dir must be a directory path, 'auto' or None, got {report_dir!r}."
+        )
+    return Path(report_dir)
+
+
+def _tensorboard_log_dir() -> str | None:
+    """The ``log_dir`` of a ``keras.callbacks.TensorBoard`` in the running fit/evaluate.
+
+    Keras gives a callback no handle on its siblings, so this looks for the ``CallbackList``
+    that is calling this hook a few frames up; ``None`` when there is no TensorBoard (or the
+    hook was called some other way).
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList):
+                for callback in owner.callbacks:
+                    if isinstance(callback, keras.callbacks.TensorBoard):
+                        return str(callback.log_dir)
+                return None
+        return None
+    finally:
+        del frame
 
 
 def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:

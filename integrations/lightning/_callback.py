@@ -73,7 +73,13 @@ from ._data import (  # noqa: E402  (after the framework check on purpose)
     sharded_loader,
 )
 from ._ddp import dedupe_by_id, distributed, gather_rows  # noqa: E402
-from ._hooks import HookManager, default_layer, resolve_layers  # noqa: E402
+from ._hooks import (  # noqa: E402
+    HookManager,
+    compiled_wrappers,
+    default_layer,
+    resolve_layers,
+)
+from ._loggers import publish_to_loggers  # noqa: E402
 
 __all__ = ["DuplicatesCallback"]
 
@@ -171,6 +177,10 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ``forward_fn(pl_module, batch)`` runs the model on a training batch (default: ``x``
         of ``(x, y)``, a dict's input or ``**dict``); ``label_fn(batch)`` returns one label per
         sample or None (default: ``y`` / ``batch["label"]`` when it is an int vector).
+    max_train_samples:
+        Read at most this many training samples in the training pass. The pass also honours
+        the trainer's ``fast_dev_run`` and ``limit_train_batches`` (an int: that many
+        batches; a float: that share of them), so a smoke run stays a smoke run.
     every_n_val_epochs:
         Also analyse after every N-th validation run during ``fit`` (metrics via
         ``pl_module.log``, so ModelCheckpoint/EarlyStopping can monitor them).
@@ -210,6 +220,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         train_loader: Any = None,
         forward_fn: Callable[[Any, Any], Any] | None = None,
         label_fn: Callable[[Any], Any] | None = None,
+        max_train_samples: int | None = None,
         every_n_val_epochs: int | None = None,
         analyze_at_fit_end: bool = True,
         fail_above: float | None = None,
@@ -251,6 +262,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self.forward_fn = forward_fn or default_forward
         self.label_fn = label_fn or default_labels
         self.input_fn = input_fn or default_input
+        self.max_train_samples = _check_positive("max_train_samples", max_train_samples)
         self.every_n_val_epochs = _check_positive("every_n_val_epochs", every_n_val_epochs)
         self.analyze_at_fit_end = bool(analyze_at_fit_end)
         self.fail_above = check_fail_above(fail_above)
@@ -280,6 +292,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._positions: list[int] = []
         self._val_runs = 0
         self._chosen_layers: list[str] | None = None
+        self._sanity = False  # hooks attached only to check the layers during the sanity check
+        self._train_dataset: Any = None  # of the latest training pass, for thumbnails
 
     # ------------------------------------------------------------------ Lightning API
     @property
@@ -345,6 +359,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._hooks.detach()
+        self._sanity = False
         if trainer.sanity_checking or self._eval is None:
             return
         fn = str(getattr(trainer.state.fn, "value", trainer.state.fn))
@@ -387,9 +402,15 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._hooks.detach()
 
     # ------------------------------------------------------------------ collection
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        # unknown layer names fail before the first step (also without a sanity check)
+        resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+
     def _start_eval(self, trainer: Any, pl_module: Any, stage: str) -> None:
         self._hooks.detach()
-        if trainer.sanity_checking:
+        self._sanity = bool(trainer.sanity_checking)
+        if self._sanity:  # check the layers now: they must exist and run in the eval step
+            self._attach(trainer, pl_module)
             return
         loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
         loaders = _as_list(loaders)
@@ -412,7 +433,22 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     ),
                 )
             self._orders.append(order)
-        self._hooks.attach(resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module)))
+        self._attach(trainer, pl_module)
+
+    def _attach(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+        """Hook the layers (resolving their names); compiled modules run eagerly meanwhile."""
+        modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+        compiled = compiled_wrappers(pl_module)
+        if compiled and not self._hooks.warned_compiled:
+            self._hooks.warned_compiled = True
+            self._info(
+                trainer,
+                f"neardup: torch.compile'd module(s) {compiled} run eagerly while neardup "
+                "collects activations (compiled code skips forward hooks added after "
+                "compiling); training steps stay compiled.",
+            )
+        self._hooks.attach(modules, inside_compiled=bool(compiled))
+        return modules
 
     def _resolve_layer_names(self, trainer: Any, pl_module: Any) -> list[str]:
         if self._layers is not None:
@@ -440,6 +476,14 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         return names
 
     def _collect_batch(self, trainer: Any, batch: Any, dataloader_idx: int) -> None:
+        if self._sanity and self._hooks.active:
+            missing = [name for name, v in self._hooks.take().items() if v is None]
+            if missing:
+                raise NeardupInputError(
+                    f"layer(s) {missing} did not run in the validation step during the sanity "
+                    "check; hook modules that the eval step calls (see model.named_modules())."
+                )
+            return
         if not self._hooks.active or self._eval is None:
             return
         outputs = self._hooks.take()
@@ -515,15 +559,18 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "identified by position per rank, and samples seen by several ranks will look "
                 "like exact duplicates. Pass train_loader= with a map-style dataset.",
             )
+        self._train_dataset = loader.dataset if is_map_style(loader) else None
         collector = ActivationCollector(**self._collector_options)
-        modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+        max_batches = self._train_batch_limit(trainer, loader)
         was_training = pl_module.training
         pl_module.eval()
-        self._hooks.attach(modules)
+        self._attach(trainer, pl_module)
         position = 0
         try:
             with torch.no_grad():
-                for batch in loader:
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= max_batches or position >= self._max_samples(world):
+                        break
                     labels = self.label_fn(batch)
                     self.forward_fn(pl_module, trainer.strategy.batch_to_device(batch))
                     outputs = self._hooks.take()
@@ -534,6 +581,11 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                             "pass forward_fn= that calls the hooked modules."
                         )
                     n = len(next(iter(outputs.values())))
+                    keep = min(n, self._max_samples(world) - position)
+                    if keep < n:  # max_train_samples reached inside this batch
+                        outputs = {k: v[:keep] for k, v in outputs.items()}
+                        labels = None if labels is None else labels[:keep]
+                        n = keep
                     if order is not None:
                         ids = order[position : position + n]
                     else:
@@ -546,6 +598,28 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._hooks.detach()
             pl_module.train(was_training)
         return collector
+
+    def _max_samples(self, world: int) -> float:
+        """Training samples this rank reads at most (``max_train_samples`` over the ranks)."""
+        if self.max_train_samples is None:
+            return float("inf")
+        return -(-self.max_train_samples // max(world, 1))
+
+    @staticmethod
+    def _train_batch_limit(trainer: Any, loader: Any) -> float:
+        """Batches of the training pass: the trainer's ``limit_train_batches``/``fast_dev_run``."""
+        limit = getattr(trainer, "limit_train_batches", 1.0)
+        if getattr(trainer, "fast_dev_run", False):
+            runs = trainer.fast_dev_run
+            return 1 if runs is True else int(runs)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return limit
+        if isinstance(limit, float) and limit < 1.0:
+            try:
+                return max(1, int(limit * len(loader))) if limit > 0 else 0
+            except TypeError:  # an iterable loader without a length
+                return float("inf")
+        return float("inf")
 
     def _train_loader(self, trainer: Any) -> Any:
         if self.train_loader is not None:
@@ -611,6 +685,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
+        if trainer.is_global_zero:
+            step = trainer.global_step
+            publish_to_loggers(trainer.loggers, self.results, self.report_paths, step)
         if payload["error"]:
             raise LeakageError(payload["error"])
 
@@ -710,9 +787,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             for name, loader, order in zip(self._split_names, loaders, self._orders)
             if order is not None
         }
-        train = self.train_loader if self.train_loader is not None else trainer.train_dataloader
-        if is_map_style(train):
-            datasets[_TRAIN] = train.dataset
+        if self._train_dataset is not None:  # the data the training pass read (a DataModule's)
+            datasets[_TRAIN] = self._train_dataset
         if not datasets:
             return None
 

@@ -709,3 +709,148 @@ def test_module_import_is_lazy_about_torch():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------
+# Image columns, weights that change, reports (issue 15)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_images(digits, tmp_path_factory):
+    """Digits as an ``Image()`` column (PNG-encoded 16x16 PIL images), saved to disk; 20 test
+    images are noisy copies (sigma 0.02) of training images. No brightness change: a randomly
+    initialised CNN's ReLU features do not keep brightness-scaled copies close (DESIGN.md)."""
+    from datasets import Image
+    from PIL import Image as PILImage
+
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    train_x, test_x = images[:1200], images[1200:1600].copy()
+    sources = rng.choice(1200, 20, replace=False)
+    positions = rng.choice(400, 20, replace=False)
+    noise = rng.normal(0.0, 0.02, size=(20, 8, 8)).astype(np.float32)
+    test_x[positions] = np.clip(train_x[sources] + noise, 0.0, 1.0)
+    features = Features({"image": Image(), "label": ClassLabel(names=list("0123456789"))})
+    out = {}
+    for split, x, y in (("train", train_x, labels[:1200]), ("test", test_x, labels[1200:1600])):
+        pixels = (x * 255).round().astype(np.uint8)
+        pil = [PILImage.fromarray(p, mode="L").resize((16, 16)) for p in pixels]
+        out[split] = Dataset.from_dict({"image": pil, "label": y}, features=features)
+    path = tmp_path_factory.mktemp("digit-images") / "dsd"
+    DatasetDict(out).save_to_disk(str(path))
+    return load_from_disk(str(path)), dict(zip(positions.tolist(), sources.tolist()))
+
+
+def _to_float_batch(images, *, channels_last: bool) -> np.ndarray:
+    """preprocess: PIL images -> (B, 1, 16, 16) or (B, 16, 16, 1) floats in [0, 1]."""
+    array = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+    return array[..., None] if channels_last else array[:, None]
+
+
+def _torch_cnn(seed: int = 0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 16 * 16, 10),
+    )  # fmt: skip
+
+
+def _assert_finds(report: DuplicatesResult, planted: dict[int, int]) -> None:
+    leak = report.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert set(planted) <= set(found), f"missed {sorted(set(planted) - set(found))}"
+    assert all(found[t] == s for t, s in planted.items())
+    assert len(set(found) - set(planted)) <= 2
+
+
+def test_image_embedder_over_a_torch_module_with_report(digit_images, tmp_path):
+    from neardup.integrations.datasets import ImageEmbedder
+
+    dsd, planted = digit_images
+    embed = ImageEmbedder(
+        _torch_cnn(), lambda ims: _to_float_batch(ims, channels_last=False), layer="3",
+        pool="flatten",
+    )  # fmt: skip
+    embedded = ActivationHook(embed, column="cnn").map(dsd, batch_size=128)
+    assert embedded["test"].features["cnn"] == vector_feature(16 * 16 * 16)
+    page = tmp_path / "digits.html"
+    report = find_leakage(embedded, column="cnn", label_column="label", html=page)
+    _assert_finds(report, planted)
+    text = page.read_text(encoding="utf-8")
+    assert text.count("data:image/png") >= 2 * len(planted)  # both sides of every pair
+
+
+def test_image_embedder_over_a_keras_model(digit_images):
+    keras = pytest.importorskip("keras")
+    from neardup.integrations.datasets import ImageEmbedder
+
+    dsd, planted = digit_images
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    embed = ImageEmbedder(
+        model, lambda ims: _to_float_batch(ims, channels_last=True), layer="conv", pool="flatten"
+    )
+    embedded = ActivationHook(embed).map(dsd, batch_size=128)
+    _assert_finds(find_leakage(embedded, label_column="label"), planted)
+    before = embed.neardup_fingerprint()
+    model.get_layer("conv").kernel.assign(model.get_layer("conv").kernel * 2.0)
+    assert embed.neardup_fingerprint() != before  # tied to the current weights
+
+
+def test_hook_identity_follows_the_current_weights_of_a_closure(digit_images):
+    import torch
+
+    dsd, _ = digit_images
+    test = dsd["test"]
+    model = _torch_cnn()
+    calls = []
+
+    def embed(batch):  # a plain closure over a torch module
+        calls.append(1)
+        with torch.no_grad():
+            return model(torch.from_numpy(_to_float_batch(batch["image"], channels_last=False)))
+
+    def mapped(hook):
+        return test.map(hook, batched=True, batch_size=200)  # 400 rows: two calls
+
+    first = mapped(ActivationHook(embed))
+    assert len(calls) == 2
+    again = mapped(ActivationHook(embed))  # same weights: from the cache
+    assert len(calls) == 2 and again.cache_files == first.cache_files
+    with torch.no_grad():
+        model[-1].bias += 1.0  # "fine-tuning"
+    changed = mapped(ActivationHook(embed))
+    assert len(calls) == 4, "the cache returned vectors of the old weights"
+    assert not np.allclose(_vectors(changed), _vectors(first))
+    # with name= the identity is the user's: a change of weights is reported, not followed
+    named = ActivationHook(embed, name="cnn", version=1)
+    mapped(named)
+    with torch.no_grad():
+        model[-1].bias -= 1.0
+    with pytest.warns(UserWarning, match=r"weights of the model\(s\) embed_fn uses changed"):
+        mapped(named)
+
+
+def test_find_leakage_writes_texts_into_the_html_report(embedded, corpus, tmp_path):
+    page = tmp_path / "texts.html"
+    report = find_leakage(embedded, threshold=THRESHOLD, html=page)
+    text = page.read_text(encoding="utf-8")
+    leak = report.leakage["test"]
+    first_pair = embedded["test"][int(leak.positions[0])]["text"]
+    from html import escape
+
+    assert escape(first_pair, quote=True) in text
+    assert text.count('class="text"') >= 2 * leak.count
+    with pytest.raises(NeardupInputError, match=r"sample_column 'txt' is not a column"):
+        find_leakage(embedded, threshold=THRESHOLD, html=page, sample_column="txt")

@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -556,3 +557,195 @@ def test_ddp_two_processes_match_one_process(data, trained, tmp_path):
         map(sorted, (c.ids for c in one.clusters))
     )
     assert ddp.threshold.value == pytest.approx(one.threshold.value, rel=1e-4)
+
+
+# ---------------------------------------------------------------- native feel (issue 15)
+
+
+class _StepCounter(lpl.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps += 1
+
+
+class _CompiledNet(lpl.LightningModule):
+    """The digits CNN wrapped as ``self.net``, compiled in ``configure_model``.
+
+    ``backend="eager"`` keeps the test fast: it still runs the model through TorchDynamo,
+    whose compiled frames skip forward hooks added after compiling (the failure to avoid).
+    """
+
+    def __init__(self, state):
+        super().__init__()
+        self.net = example.DigitsCNN()
+        self.net.load_state_dict(state)
+
+    def configure_model(self):
+        if not hasattr(self.net, "_orig_mod"):
+            self.net = torch.compile(self.net, backend="eager")
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)  # keep the trained weights
+
+
+def test_compiled_submodule_is_hooked_through_its_original_module(data, trained, tmp_path, capsys):
+    import torch._dynamo.eval_frame as eval_frame
+
+    train, test = _loaders(data)
+    model = _CompiledNet(trained)
+    cb = DuplicatesCallback(train_loader=train)  # layers=None on a compiled net
+    _quiet(_trainer(lpl, tmp_path, max_epochs=1, callbacks=[cb]).fit, model, train, test)
+    assert hasattr(model.net, "_orig_mod"), "configure_model did not compile the net"
+    assert cb.layers == ["net.features"]  # the name as written, no _orig_mod
+    leak = cb.results["net.features"].leakage["val"]
+    assert _planted_ids(data[-1], "exact") <= set(leak.ids)
+    assert "run eagerly while neardup collects" in capsys.readouterr().out
+    assert eval_frame._stance.stance == "default"  # compiled again after collection
+    assert _hooks_left(model) == 0
+    # explicit names work with and without _orig_mod
+    for name in ("net.features.2", "net._orig_mod.features.2"):
+        named = DuplicatesCallback([name], train_loader=train, verbose=False)
+        _quiet(_trainer(lpl, tmp_path, callbacks=[named]).validate, model, test, verbose=False)
+        assert named.results[name].leakage["val"].count >= 10
+
+
+def test_bad_layers_fail_in_the_sanity_check_before_training(data, trained, tmp_path):
+    train, test = _loaders(data)
+    counter = _StepCounter()
+    cb = DuplicatesCallback(["features.9"], train_loader=train)
+    trainer = _trainer(lpl, tmp_path, max_epochs=1, callbacks=[counter, cb])
+    with pytest.raises(NeardupInputError, match=r"'features.9' is not a submodule"):
+        _quiet(trainer.fit, _model("lightning.pytorch", trained), train, test)
+    assert counter.steps == 0
+
+    class Unused(MODELS["lightning.pytorch"]):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Linear(4, 4)  # exists, but the eval step never calls it
+
+    model = Unused()
+    model.load_state_dict(trained, strict=False)
+    counter = _StepCounter()
+    cb = DuplicatesCallback(["unused"], train_loader=train)
+    trainer = _trainer(lpl, tmp_path, max_epochs=1, callbacks=[counter, cb])
+    with pytest.raises(NeardupInputError, match="did not run in the validation step during the"):
+        _quiet(trainer.fit, model, train, test)
+    assert counter.steps == 0 and _hooks_left(model) == 0
+
+
+@pytest.mark.parametrize(
+    ("trainer_options", "callback_options", "train_rows"),
+    [
+        ({"fast_dev_run": True}, {}, 64),  # one batch of 64
+        ({"limit_train_batches": 2, "max_epochs": 1}, {}, 128),
+        ({"limit_train_batches": 0.25, "max_epochs": 1}, {}, 4 * 64),  # int(0.25 * 19 batches)
+        ({"max_epochs": 1}, {"max_train_samples": 100}, 100),  # 64 + 36 of the second batch
+    ],
+)
+def test_smoke_runs_read_a_bounded_training_pass(
+    data, trained, tmp_path, trainer_options, callback_options, train_rows
+):
+    xtr, ytr, *_ = data
+    train = DataLoader(TensorDataset(xtr, ytr), batch_size=64)
+    _, test = _loaders(data)
+    cb = DuplicatesCallback(["features"], verbose=False, **callback_options)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb], **trainer_options).fit, model, train, test)
+    assert cb.results["features"].split_sizes["train"] == train_rows
+
+
+def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
+    data, trained, tmp_path, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: a local file store
+    train, test = _loaders(data)
+    tensorboard = lpl.loggers.TensorBoardLogger(tmp_path / "tb", name="run")
+    csv_logger = lpl.loggers.CSVLogger(tmp_path / "csv", name="run")
+    ml = lpl.loggers.MLFlowLogger(
+        experiment_name="neardup", tracking_uri=(tmp_path / "mlruns").as_uri()
+    )
+    cb = DuplicatesCallback(["features"], train_loader=train, verbose=False)
+    trainer = _trainer(lpl, tmp_path, callbacks=[cb], logger=[tensorboard, csv_logger, ml])
+    _quiet(trainer.validate, model := _model("lightning.pytorch", trained), test, verbose=False)
+    val_sets = len(cb.results["features"].clusters)
+    _quiet(trainer.test, model, test, verbose=False)
+    for logger in (tensorboard, csv_logger, ml):
+        logger.save()
+
+    # CSVLogger: every scalar carries its split, so val and test never collide
+    rows = list(csv.DictReader(open(Path(csv_logger.log_dir) / "metrics.csv")))
+    columns = set(rows[0])
+    assert {"neardup/val/duplicate_sets", "neardup/test/duplicate_sets"} <= columns
+    assert {"neardup/val/threshold", "neardup/test/leak_fraction"} <= columns
+    assert not {"neardup/duplicate_sets", "neardup/threshold"} & columns
+    assert [
+        float(r["neardup/val/duplicate_sets"]) for r in rows if r.get("neardup/val/duplicate_sets")
+    ] == [val_sets]
+
+    # TensorBoard: the scalars, the nearest-neighbour histogram and the summary text
+    acc = EventAccumulator(tensorboard.log_dir, size_guidance={"histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "neardup/val/leak_count" in tags["scalars"]
+    assert {
+        "neardup/val/nearest_neighbor_distance",
+        "neardup/test/nearest_neighbor_distance",
+    } <= set(tags["histograms"])
+    histogram = acc.Histograms("neardup/val/nearest_neighbor_distance")[0].histogram_value
+    assert histogram.num == 597 + 1200  # every sample's nearest neighbour
+    assert "neardup/test/summary/text_summary" in tags["tensors"]
+    text = acc.Tensors("neardup/test/summary/text_summary")[0].tensor_proto.string_val[0]
+    assert b"leakage test -> train" in text
+
+    # MLflow (a local file store): the JSON and HTML reports as artifacts
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    artifacts = sorted(a.path for a in client.list_artifacts(ml.run_id, "neardup"))
+    assert artifacts == [
+        "neardup/neardup-test-features.html",
+        "neardup/neardup-test-features.json",
+        "neardup/neardup-validate-features.html",
+        "neardup/neardup-validate-features.json",
+    ]
+
+
+class _DigitsDataModule(lpl.LightningDataModule):
+    def __init__(self, data):
+        super().__init__()
+        self.xtr, self.ytr, self.xte, self.yte, _ = data
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.xtr, self.ytr), batch_size=128, shuffle=True)
+
+    def test_dataloader(self):
+        return DataLoader(TensorDataset(self.xte, self.yte), batch_size=128)
+
+
+def test_test_report_shows_train_thumbnails_from_a_datamodule(data, trained, tmp_path):
+    cb = DuplicatesCallback(["features"], report_dir=tmp_path / "reports", verbose=False)
+    trainer = _trainer(lpl, tmp_path, callbacks=[cb])
+    _quiet(trainer.test, _model("lightning.pytorch", trained), datamodule=_DigitsDataModule(data))
+    leak = cb.results["features"].leakage["test"]
+    assert leak.count >= 10
+    page = (tmp_path / "reports" / "neardup-test-features.html").read_text()
+    train_thumbs = re.findall(
+        r'<figure class="member"><img class="thumb"[^>]*><figcaption><span class="badge split '
+        r's\d">train</span>',
+        page,
+    )
+    assert len(train_thumbs) >= leak.count  # every leaked pair shows its train image

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import neardup
 from neardup._normalize import normalize_inplace
-from neardup.search import Rows, build_graph, expand_neighbours, find_copies
+from neardup.search import Rows, build_graph, expand_neighbors, find_copies
 from neardup.search._copies import _split_collisions
 
 
@@ -99,11 +99,11 @@ def test_expanded_lists_put_copies_first_and_never_repeat(sizes, k, seed) -> Non
     copies = neardup.search.CopyGroups(group=group, first=first)
     n_groups = len(first)
     k_g = min(k, n_groups - 1)
-    group_neighbours = np.array(
+    group_neighbors = np.array(
         [rng.permutation(np.delete(np.arange(n_groups), g))[:k_g] for g in range(n_groups)]
     ).reshape(n_groups, k_g)
     prefer = rng.random(len(group)) < 0.3
-    out = expand_neighbours(group_neighbours, copies, k, prefer)
+    out = expand_neighbors(group_neighbors, copies, k, prefer)
     assert out.shape == (len(group), k)
     for r in range(len(group)):
         listed = out[r][out[r] >= 0]
@@ -119,7 +119,7 @@ def test_expanded_lists_put_copies_first_and_never_repeat(sizes, k, seed) -> Non
         # after the copies: every member of the neighbour groups, group by group, in order,
         # preferred members first inside each group (what exact search would list)
         expected = []
-        for h in group_neighbours[group[r]]:
+        for h in group_neighbors[group[r]]:
             members = np.flatnonzero(group == h)
             expected += sorted(members.tolist(), key=lambda i: (not prefer[i], i))
         others = listed[n_mates:]
@@ -181,7 +181,7 @@ def test_the_callers_arrays_are_never_modified() -> None:
         assert np.array_equal(a, b)
 
 
-def test_streamed_rows_equal_the_normalised_matrix() -> None:
+def test_streamed_rows_equal_the_normalized_matrix() -> None:
     rng = np.random.default_rng(6)
     a = rng.normal(size=(70_000, 5)).astype(np.float32)  # more than one block
     b = rng.integers(-3, 3, size=(10, 5))

@@ -17,8 +17,8 @@ from neardup.search import DEFAULT_TREES, _annoy, build_graph, pair_distances, r
 def _hard(n: int, d: int, seed: int = 3) -> np.ndarray:
     """Clustered unit rows; 5 % noisy copies at distances spread from 0 to about 0.15."""
     rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n // 100, d))
-    x = centres[rng.integers(0, len(centres), n)] + rng.normal(scale=0.7, size=(n, d))
+    centers = rng.normal(size=(n // 100, d))
+    x = centers[rng.integers(0, len(centers), n)] + rng.normal(scale=0.7, size=(n, d))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     m = n // 20
     targets = rng.choice(n, m, replace=False)
