@@ -10,8 +10,9 @@ real samples) has, by construction, almost nothing there, whatever its dimension
 
 It reads only per-row statistics of the neighbour graph (each row's own neighbour distances)
 and the number of rows, so it also works when the graph holds the neighbour lists of a random
-sample of the rows (their k nearest among all rows): pass the total number of rows as the
-graph's ``total_rows`` attribute when it differs from the number of graph rows.
+sample of the rows (their k nearest among all rows): set the graph's ``total_rows`` attribute
+to the number of rows of the whole data (without it, a sampled graph's size is estimated, see
+:func:`total_rows`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from ._errors import NeardupInputError
 from ._threshold import ThresholdStrategy
 from .search import NeighborGraph
 
-__all__ = ["Auto", "intrinsic_dimension"]
+__all__ = ["Auto", "intrinsic_dimension", "total_rows"]
 
 
 def intrinsic_dimension(distances: np.ndarray) -> float:
@@ -46,6 +47,21 @@ def intrinsic_dimension(distances: np.ndarray) -> float:
     if not good.any():
         return math.nan
     return float(np.median((d.shape[1] - 1) / logs[good]))
+
+
+def total_rows(graph: NeighborGraph) -> int:
+    """Rows of the whole data: ``graph.total_rows`` if set, else the graph's own row count.
+
+    A graph of a sample of rows (``graph.rows`` set, as the sampling engine gives) without
+    ``total_rows`` is estimated by its largest neighbour index + 1 (close to the total for a
+    random sample).
+    """
+    explicit = getattr(graph, "total_rows", None)
+    if explicit is not None:
+        return int(explicit)
+    if getattr(graph, "rows", None) is not None and graph.indices.size:
+        return max(len(graph.indices), int(graph.indices.max()) + 1)
+    return len(graph.indices)
 
 
 @dataclass(frozen=True)
@@ -100,7 +116,7 @@ class Auto(ThresholdStrategy):
                 f"too few distinct neighbour distances ({positive.size} non-zero) to model the "
                 "natural ones: only exact copies are reported"
             )
-        rows = int(getattr(graph, "total_rows", len(graph.indices)))
+        rows = total_rows(graph)
         anchor = float(np.quantile(positive, self.quantile))
         expected_ratio = float(self.false_alarms) / (float(self.quantile) * rows)
         fence = anchor * min(1.0, expected_ratio) ** (1.0 / max(dimension, 1.0))

@@ -184,8 +184,9 @@ def prepare(data: Any, *, labels: Any = None, ids: Any = None) -> Dataset:
         first = next(iter(data.values()))
         if isinstance(first, Mapping):
             raise NeardupInputError(
-                "data maps split -> {layer -> array}; find_duplicates analyses one layer. "
-                "Use neardup.find_duplicates_by_layer(data, ...) for every layer at once."
+                "data mixes split -> {view -> array} and split -> array; give every split the "
+                "same views (find_duplicates combines them into one verdict), or use "
+                "neardup.find_duplicates_by_layer(data, ...) for one result per layer."
             )
         names = [str(s) for s in data]
         arrays = [as_feature_matrix(v, f"split {s!r}") for s, v in zip(names, data.values())]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._auto_threshold import Auto
 from ._errors import NeardupInputError
 from ._pipeline import find_duplicates
 from ._progress import ProgressBars
@@ -27,6 +28,7 @@ from .search import DEFAULT_TREES, ProgressFn
 __all__ = ["main", "parse_threshold"]
 
 _STRATEGIES = {
+    "auto": lambda v: Auto(false_alarms=float(v)) if v else Auto(),
     "relative": lambda v: Relative(float(v)) if v else Relative(),
     "cosine": lambda v: Cosine(float(v)),
     "distance": lambda v: Distance(float(v)),
@@ -36,12 +38,13 @@ _STRATEGIES = {
 
 
 def parse_threshold(text: str) -> ThresholdStrategy:
-    """Parse ``name[:value]``, e.g. ``relative:0.2``, ``cosine:0.98``, ``slope``."""
+    """Parse ``name[:value]``, e.g. ``auto``, ``relative:0.2``, ``cosine:0.98``, ``slope``."""
     name, _, value = text.partition(":")
     maker = _STRATEGIES.get(name.strip().lower())
     if maker is None:
         raise NeardupInputError(
-            f"unknown threshold {text!r}; use one of relative[:RATIO], cosine:SIMILARITY, "
+            f"unknown threshold {text!r}; use one of auto[:FALSE_ALARMS], relative[:RATIO], "
+            "cosine:SIMILARITY, "
             "distance:D, percentile:P, slope[:SENSITIVITY]."
         )
     try:
@@ -456,8 +459,13 @@ def _add_analysis_arguments(parser: argparse.ArgumentParser, *, index: bool) -> 
     parser.add_argument(
         "--threshold",
         metavar="NAME[:VALUE]",
-        help="relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]"
-        + ("; resolved now, on the reference, and fixed for every score" if index else ""),
+        help=(
+            "relative[:0.2] (default), cosine:S, distance:D, percentile:P, slope[:5]; resolved "
+            "now, on the reference, and fixed for every score"
+            if index
+            else "auto[:0.1] (default), relative[:0.2], cosine:S, distance:D, percentile:P, "
+            "slope[:5]"
+        ),
     )
     parser.add_argument("--normalize", choices=["row", "column", "none"], default="row")
     parser.add_argument(

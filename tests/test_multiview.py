@@ -17,7 +17,7 @@ from neardup import (
     Relative,
     find_duplicates,
 )
-from neardup._neighbors import NeighborGraph
+from neardup.search import NeighborGraph, Rows, build_graph
 
 
 def _two_views(seed: int = 0):
@@ -149,9 +149,6 @@ def test_auto_on_a_sample_of_rows_matches_the_full_graph():
     x[:300] = x[300:600] + rng.normal(scale=0.01, size=(300, 12))
     full = find_duplicates(x, backend="exact")
     # rebuild the graph the engine would give for 2,000 sampled rows (their k nearest of all)
-    from neardup._neighbors import build_graph
-    from neardup._rows import Rows
-
     rows = Rows([x], "row")
     graph = build_graph(rows, 10, backend="exact")
     sample = rng.choice(6000, 2000, replace=False)
@@ -170,3 +167,12 @@ def test_auto_with_only_exact_copies_reports_them():
     assert result.threshold.value == 0.0
     assert "only exact copies" in result.threshold.reason
     assert sorted(c.size for c in result.clusters) == [3, 3]
+
+
+def test_html_report_shows_which_view_found_each_pair():
+    result = find_duplicates(_two_views())
+    page = result.to_html(None)
+    assert page.count("found by:") == 20
+    assert page.count('class="view found">✓ a ') == 10
+    assert page.count('class="view found">✓ b ') == 10
+    assert "within the threshold of any view" in page

@@ -90,6 +90,12 @@ def _check_datasets(out: str, cwd: Path) -> None:
     assert "A Signature object represents the overall signature of a function." in out
 
 
+def _check_views(out: str, cwd: Path) -> None:
+    assert "leakage test -> train: 20 of 597 samples" in out
+    assert "20 leaked; pair 0 found by ['image', 'pixels']" in out
+    assert "{'train': 0, 'test': 20} samples to drop" in out
+
+
 def _check_html(out: str, cwd: Path) -> None:
     page = (cwd / "report.html").read_text(encoding="utf-8")
     assert "Leaked samples" in page and "data:image/png" in page
@@ -106,6 +112,7 @@ def _check_memory(out: str, cwd: Path) -> None:
 CHECKS = {
     "Quick start (core)": _check_core,
     "DNIKit-compatible facade": _check_dnikit,
+    "Views and thresholds": _check_views,
     "Reference index: score new data against a saved training split": _check_reference,
     "PyTorch Lightning: a training run that reports its own leakage": _check_lightning,
     "Keras 3: a callback that checks for train/test leakage": _check_keras,

@@ -84,9 +84,12 @@ def test_labels_for_unknown_split(xy):
         find_duplicates({"train": xy[0], "test": xy[1]}, labels={"tset": np.zeros(20)})
 
 
-def test_nested_mapping_points_to_by_layer(xy):
+def test_nested_mapping_is_views_and_a_mixed_one_points_to_by_layer(xy):
+    # split -> {view -> array} is several views of the same samples (issue 12): one verdict
+    result = find_duplicates({"train": {"l1": xy[0]}, "test": {"l1": xy[1]}})
+    assert list(result.views) == ["l1"]
     with pytest.raises(NeardupInputError, match="find_duplicates_by_layer"):
-        find_duplicates({"train": {"l1": xy[0]}, "test": {"l1": xy[1]}})
+        find_duplicates({"train": {"l1": xy[0]}, "test": xy[1]})
 
 
 def test_bad_options(xy):

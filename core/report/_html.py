@@ -101,6 +101,8 @@ section.set.spans{border-left:4px solid #6f42c1}
  border-radius:8px}
 .pair.conflict{background:#fdecea}
 .pair .dist{min-width:110px;text-align:center;font-variant-numeric:tabular-nums}
+.pair .views{font-size:11px;color:#666;margin-top:4px;text-align:left}
+.pair .view.found{color:#1a7f37;font-weight:600}
 .filterbox{margin:6px 0 10px;padding:6px 10px;background:#eef2ff;border-radius:6px;
  display:inline-block}
 #only-spanning:checked ~ #sets > section.set:not(.spans){display:none}
@@ -338,7 +340,8 @@ class _Page:
             f"<p>Threshold <b>{_e(t.strategy)}({params})</b> resolved to distance "
             f"<b>{_fmt(t.value)}</b>; {len(r.clusters):,} duplicate sets{spanning} holding "
             f"{r.num_duplicated:,} samples.</p>"
-            f'<p class="muted">normalize={_e(s.get("normalize"))} · k={_e(s.get("k"))} · '
+            + _views_line(r)
+            + f'<p class="muted">normalize={_e(s.get("normalize"))} · k={_e(s.get("k"))} · '
             f"backend={_e(s.get('backend'))} · features={_e(s.get('dim'))} · "
             f"reduce={_e(s.get('reduce'))}</p>"
         )
@@ -409,7 +412,8 @@ class _Page:
             rows.append(
                 f'<div class="pair{" conflict" if conflict else ""}">'
                 f"{self._member(split, pos, sid, lab)}"
-                f'<div class="dist">↔ distance<br><b>{_fmt(dist)}</b>{flag}</div>'
+                f'<div class="dist">↔ distance<br><b>{_fmt(dist)}</b>{flag}'
+                f"{_found_by(leak, i)}</div>"
                 f"{self._member(leak.reference, rpos, rid, rlab)}</div>"
             )
         more = _more(leak.count - shown, f"leaked {_e(split)} samples", "max_pairs")
@@ -704,3 +708,34 @@ def _bars_svg(groups: Iterable[tuple[Any, float, float]]) -> str:
         f'<line x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}" stroke="#555"/></svg>'
     )
     return "".join(out)
+
+
+def _found_by(leak: Leakage, i: int) -> str:
+    """Which views found leaked pair ``i`` and its distance in each (multi-view results)."""
+    if i >= len(leak.found_by):
+        return ""
+    found = set(leak.found_by[i])
+    lines = []
+    for view, distances in leak.view_distances.items():
+        mark = "✓" if view in found else "·"
+        cls = "view found" if view in found else "view"
+        lines.append(f'<span class="{cls}">{mark} {_e(view)} {_fmt(float(distances[i]))}</span>')
+    return '<div class="views">found by:<br>' + "<br>".join(lines) + "</div>"
+
+
+def _views_line(r: DuplicatesResult) -> str:
+    """One line per view of a multi-view result: its threshold and why (distances of the
+    combined verdict are in threshold units: distance / the view's threshold)."""
+    if not r.views:
+        reason = f" ({_e(r.threshold.reason)})" if r.threshold.reason else ""
+        return f"<p class='muted'>{reason}</p>" if reason else ""
+    items = "".join(
+        f"<li><b>{_e(name)}</b>: {_e(v.threshold.strategy)} → distance "
+        f"{_fmt(v.threshold.value)}<span class='muted'> ({_e(v.threshold.reason)})</span></li>"
+        for name, v in r.views.items()
+    )
+    return (
+        "<p>Views (a pair is a near-duplicate when it is within the threshold of any view; "
+        "distances below are in threshold units):</p>"
+        f"<ul class='views'>{items}</ul>"
+    )

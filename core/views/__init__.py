@@ -18,6 +18,6 @@ Both are plain callables ``view(samples) -> (N, d) float32``; pass their output 
 """
 
 from ._image import ImageView
-from ._text import TextView
+from ._text import TextView, normalize_text
 
-__all__ = ["ImageView", "TextView"]
+__all__ = ["ImageView", "TextView", "normalize_text"]

@@ -11,7 +11,14 @@ import pytest
 from scipy.spatial.distance import cdist
 
 import neardup
-from neardup import Cosine, Distance, NeardupInputError, ReferenceIndex, find_duplicates
+from neardup import (
+    Cosine,
+    Distance,
+    NeardupInputError,
+    ReferenceIndex,
+    Relative,
+    find_duplicates,
+)
 
 N_TRAIN = 1500
 
@@ -89,7 +96,7 @@ def test_relative_threshold_is_resolved_once_on_the_reference(data):
     train, _, test, _, _ = data
     index = ReferenceIndex.build(train)
     assert index.threshold.strategy == "Relative"
-    assert index.threshold.value == find_duplicates(train).threshold.value
+    assert index.threshold.value == find_duplicates(train, threshold=Relative()).threshold.value
     before = index.threshold.value
     index.score(np.repeat(train[:50], 5, axis=0))  # a batch of copies cannot move the bar
     assert index.threshold.value == before

