@@ -35,6 +35,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality as bq  # the shared kinds, scoring and table
 
 IMAGE_KINDS = dict(bq.IMAGE_KINDS)
+
+
+def _printing(add):
+    """Print each row as soon as it is added (a long run shows its progress)."""
+
+    def wrapped(*args, **kwargs):
+        start = len(bq.ROWS)
+        add(*args, **kwargs)
+        for row in bq.ROWS[start:]:
+            print("   ", {k: v for k, v in row.items()}, flush=True)
+
+    return wrapped
+
+
+bq.score, bq.control = _printing(bq.score), _printing(bq.control)
 DIGIT_KINDS = {
     k: IMAGE_KINDS[k]
     for k in ("exact", "noise", "brightness x0.85", "contrast x0.8", "shift 1-2 px")
