@@ -501,8 +501,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         batch: Any,
         ids: Any,
         labels: Any,
+        *,
+        first: int | None = None,
     ) -> None:
-        """Add the input view's rows of one batch (nothing when there is no input view)."""
+        """Add the input view's rows of one batch (nothing when there is no input view).
+
+        ``first``: keep the batch's first rows only (``max_train_samples`` reached inside it).
+        """
         if not self._input.active:
             return
         announce = not self._input.resolved
@@ -511,6 +516,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._info(trainer, f"neardup: input_view='auto' -> {self._input.reason}.")
         if rows is None:
             return
+        if first is not None and first < len(rows):
+            rows = rows[:first]
         if len(rows) != len(ids):
             raise NeardupInputError(
                 f"split {split!r}: the input view gave {len(rows)} rows for a batch of "
@@ -593,7 +600,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     position += n
                     for layer, values in outputs.items():
                         collector.add(_TRAIN, layer, values.numpy(), ids=ids, labels=labels)
-                    self._add_input_rows(trainer, collector, _TRAIN, batch, ids, labels)
+                    self._add_input_rows(trainer, collector, _TRAIN, batch, ids, labels, first=n)
         finally:
             self._hooks.detach()
             pl_module.train(was_training)
@@ -687,7 +694,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._report_metrics(trainer, payload["metrics"], log)
         if trainer.is_global_zero:
             step = trainer.global_step
-            publish_to_loggers(trainer.loggers, self.results, self.report_paths, step)
+            # the combined verdict ("": neardup/<split>/...), then each view's own result
+            results = {} if self.result is None else {"": self.result, **self.results}
+            publish_to_loggers(trainer.loggers, results, self.report_paths, step)
         if payload["error"]:
             raise LeakageError(payload["error"])
 

@@ -47,15 +47,15 @@ def _experiment(logger: Any) -> Any:
         return None
 
 
-def tag_of(result: DuplicatesResult, layer: str, several: bool, what: str) -> str:
-    """``neardup/<eval splits>/<what>`` (``neardup/<layer>/<splits>/<what>`` for several)."""
+def tag_of(result: DuplicatesResult, view: str, what: str) -> str:
+    """``neardup/<eval splits>/<what>`` for the combined verdict (``view=""``), else
+    ``neardup/<view>/<splits>/<what>``."""
     splits = [s for s in result.split_sizes if s != result.reference] or list(result.split_sizes)
-    base = f"neardup/{layer}/" if several else "neardup/"
+    base = f"neardup/{view}/" if view else "neardup/"
     return f"{base}{'+'.join(splits)}/{what}"
 
 
 def _to_tensorboard(writer: Any, results: Mapping[str, DuplicatesResult], step: int) -> None:
-    several = len(results) > 1
     for layer, result in results.items():
         histogram = result.histogram or {}
         edges = list(histogram.get("edges") or [])
@@ -66,7 +66,7 @@ def _to_tensorboard(writer: Any, results: Mapping[str, DuplicatesResult], step: 
         if len(edges) >= 2 and total > 0:
             centers = [(a + b) / 2 for a, b in itertools.pairwise(edges)]
             writer.add_histogram_raw(
-                tag_of(result, layer, several, "nearest_neighbor_distance"),
+                tag_of(result, layer, "nearest_neighbor_distance"),
                 min=float(edges[0]),
                 max=float(edges[-1]),
                 num=total,
@@ -77,5 +77,5 @@ def _to_tensorboard(writer: Any, results: Mapping[str, DuplicatesResult], step: 
                 global_step=step,
             )
         text = "\n".join("    " + line for line in result.summary().splitlines())
-        writer.add_text(tag_of(result, layer, several, "summary"), text, global_step=step)
+        writer.add_text(tag_of(result, layer, "summary"), text, global_step=step)
         writer.flush()

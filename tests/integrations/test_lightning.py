@@ -683,7 +683,7 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     cb = DuplicatesCallback(["features"], train_loader=train, verbose=False)
     trainer = _trainer(lpl, tmp_path, callbacks=[cb], logger=[tensorboard, csv_logger, ml])
     _quiet(trainer.validate, model := _model("lightning.pytorch", trained), test, verbose=False)
-    val_sets = len(cb.results["features"].clusters)
+    val_sets = sum(1 for c in cb.result.clusters if "val" in c.splits)  # combined verdict
     _quiet(trainer.test, model, test, verbose=False)
     for logger in (tensorboard, csv_logger, ml):
         logger.save()
@@ -692,7 +692,8 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     rows = list(csv.DictReader(open(Path(csv_logger.log_dir) / "metrics.csv")))
     columns = set(rows[0])
     assert {"neardup/val/duplicate_sets", "neardup/test/duplicate_sets"} <= columns
-    assert {"neardup/val/threshold", "neardup/test/leak_fraction"} <= columns
+    assert {"neardup/features/val/threshold", "neardup/test/leak_fraction"} <= columns
+    assert {"neardup/input/test/threshold", "neardup/input/test/leak_count"} <= columns
     assert not {"neardup/duplicate_sets", "neardup/threshold"} & columns
     assert [
         float(r["neardup/val/duplicate_sets"]) for r in rows if r.get("neardup/val/duplicate_sets")
@@ -703,9 +704,11 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     acc.Reload()
     tags = acc.Tags()
     assert "neardup/val/leak_count" in tags["scalars"]
-    assert {
+    assert {  # the combined verdict's (in threshold units) and each view's
         "neardup/val/nearest_neighbor_distance",
         "neardup/test/nearest_neighbor_distance",
+        "neardup/features/val/nearest_neighbor_distance",
+        "neardup/input/test/nearest_neighbor_distance",
     } <= set(tags["histograms"])
     histogram = acc.Histograms("neardup/val/nearest_neighbor_distance")[0].histogram_value
     assert histogram.num == 597 + 1200  # every sample's nearest neighbour
@@ -716,12 +719,12 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     # MLflow (a local file store): the JSON and HTML reports as artifacts
     client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     artifacts = sorted(a.path for a in client.list_artifacts(ml.run_id, "neardup"))
-    assert artifacts == [
-        "neardup/neardup-test-features.html",
-        "neardup/neardup-test-features.json",
-        "neardup/neardup-validate-features.html",
-        "neardup/neardup-validate-features.json",
-    ]
+    assert artifacts == sorted(  # the combined verdict and one report per view
+        f"neardup/neardup-{stage}{view}.{ext}"
+        for stage in ("test", "validate")
+        for view in ("", "-features", "-input")
+        for ext in ("html", "json")
+    )
 
 
 class _DigitsDataModule(lpl.LightningDataModule):
