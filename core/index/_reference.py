@@ -9,14 +9,7 @@ large index opens instantly and is shared between processes by the page cache.
 new sample whose nearest reference sample lies within that fixed distance, as a
 :class:`~neardup.Leakage` (annoy proposes candidates, exact distances decide).
 
-Directory layout (format 1; no pickle anywhere, every array loads with ``allow_pickle=False``)::
-
-    meta.json      format version, neardup version, settings, resolved threshold, sizes
-    index.ann      annoy index (euclidean) of the transformed reference rows
-    vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
-    transform.npz  the fitted transform: column norms and/or PCA mean and components
-    ids.npy        (size,) reference ids: integers or unicode strings
-    labels.npy     (size,) reference labels, when given
+The directory layout is described in ``_storage``.
 """
 
 from __future__ import annotations
@@ -56,23 +49,27 @@ from ..search import (
     drop_self,
     graph_from_indices,
     query_all,
+    query_vectors,
     resolve_query_jobs,
     row_distances,
 )
-
-__all__ = ["FORMAT_VERSION", "ReferenceIndex"]
-
-#: version of the on-disk layout; :meth:`ReferenceIndex.load` refuses any other.
-FORMAT_VERSION = 1
-_FORMAT = "neardup-reference-index"
-_META, _ANNOY, _VECTORS, _TRANSFORM, _IDS, _LABELS = (
-    "meta.json",
-    "index.ann",
-    "vectors.npy",
-    "transform.npz",
-    "ids.npy",
-    "labels.npy",
+from ._storage import (
+    ANNOY,
+    FORMAT,
+    FORMAT_VERSION,
+    IDS,
+    LABELS,
+    META,
+    TRANSFORM,
+    VECTORS,
+    corrupt,
+    read_meta,
+    storable,
+    write_atomic,
 )
+
+__all__ = ["ReferenceIndex"]
+
 #: query rows transformed and searched at once (bounds the float32 copies of a batch).
 _CHUNK_ROWS = 4096
 
@@ -330,7 +327,7 @@ class ReferenceIndex:
         best_dist = np.full(n, np.inf, dtype=np.float32)
         for start in range(0, n, _CHUNK_ROWS):
             q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
-            candidates = _query(self._index, q, k, search_k)
+            candidates = query_vectors(self._index, q, k, search_k)
             distances = row_distances(self._vectors, candidates, q)
             row, dist = _nearest(candidates, distances)
             hit = dist <= self._threshold.value
@@ -378,19 +375,19 @@ class ReferenceIndex:
                 "Choose a new directory or pass overwrite=True."
             )
         path.mkdir(parents=True, exist_ok=True)
-        (path / _META).unlink(missing_ok=True)
-        (path / _LABELS).unlink(missing_ok=True)
-        _write(path / _VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
-        _write(path / _IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
+        (path / META).unlink(missing_ok=True)
+        (path / LABELS).unlink(missing_ok=True)
+        write_atomic(path / VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
+        write_atomic(path / IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
         if self._labels is not None:
-            _write(path / _LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
-        _write(path / _TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
-        ann = path / (_ANNOY + ".partial")
+            write_atomic(path / LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
+        write_atomic(path / TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
+        ann = path / (ANNOY + ".partial")
         if not self._index.save(str(ann)):  # annoy then maps the new file itself
             raise OSError(f"annoy could not write {ann}")
-        os.replace(ann, path / _ANNOY)
+        os.replace(ann, path / ANNOY)
         meta = {
-            "format": _FORMAT,
+            "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "neardup_version": __version__,
             "reference": self._reference,
@@ -400,7 +397,7 @@ class ReferenceIndex:
             "settings": to_plain(self._settings),
         }
         text = json.dumps(meta, indent=1, allow_nan=False)
-        _write(path / _META, lambda fh: fh.write(text.encode("utf-8")))
+        write_atomic(path / META, lambda fh: fh.write(text.encode("utf-8")))
         return path
 
     @classmethod
@@ -409,7 +406,7 @@ class ReferenceIndex:
         from annoy import AnnoyIndex
 
         path = Path(path)
-        meta = _read_meta(path)
+        meta = read_meta(path)
         try:
             settings = dict(meta["settings"])
             size, dim = int(meta["size"]), int(settings["dim"])
@@ -417,8 +414,8 @@ class ReferenceIndex:
             has_labels, reference = bool(meta["has_labels"]), str(meta["reference"])
             threshold = ResolvedThreshold.from_dict(meta["threshold"])
         except (KeyError, TypeError, ValueError) as err:
-            raise _corrupt(path, f"{_META} lacks or garbles {err}") from err
-        needed = [_ANNOY, _VECTORS, _TRANSFORM, _IDS] + ([_LABELS] if has_labels else [])
+            raise corrupt(path, f"{META} lacks or garbles {err}") from err
+        needed = [ANNOY, VECTORS, TRANSFORM, IDS] + ([LABELS] if has_labels else [])
         for name in needed:
             if not (path / name).is_file():
                 raise NeardupInputError(
@@ -426,24 +423,24 @@ class ReferenceIndex:
                     "missing. Save the index again (ReferenceIndex.save or neardup index build)."
                 )
         try:
-            vectors = np.load(path / _VECTORS, mmap_mode="r", allow_pickle=False)
-            ids = np.load(path / _IDS, allow_pickle=False)
-            labels = np.load(path / _LABELS, allow_pickle=False) if has_labels else None
-            with np.load(path / _TRANSFORM, allow_pickle=False) as npz:
+            vectors = np.load(path / VECTORS, mmap_mode="r", allow_pickle=False)
+            ids = np.load(path / IDS, allow_pickle=False)
+            labels = np.load(path / LABELS, allow_pickle=False) if has_labels else None
+            with np.load(path / TRANSFORM, allow_pickle=False) as npz:
                 transform = Transform.from_arrays(
                     {key: npz[key] for key in npz.files}, input_dim, normalize
                 )
         except (OSError, ValueError, KeyError) as err:
-            raise _corrupt(path, f"{err}") from err
+            raise corrupt(path, f"{err}") from err
         if vectors.shape != (size, dim) or vectors.dtype != np.float32 or len(ids) != size:
-            raise _corrupt(path, f"{_VECTORS} or {_IDS} do not match the sizes in {_META}")
+            raise corrupt(path, f"{VECTORS} or {IDS} do not match the sizes in {META}")
         index = AnnoyIndex(dim, "euclidean")
         try:
-            index.load(str(path / _ANNOY))
+            index.load(str(path / ANNOY))
         except OSError as err:
-            raise _corrupt(path, f"annoy cannot load {_ANNOY}: {err}") from err
+            raise corrupt(path, f"annoy cannot load {ANNOY}: {err}") from err
         if index.get_n_items() != size:
-            raise _corrupt(path, f"{_ANNOY} holds {index.get_n_items()} items, not {size}")
+            raise corrupt(path, f"{ANNOY} holds {index.get_n_items()} items, not {size}")
         return cls(
             index=index,
             vectors=vectors,
@@ -473,10 +470,10 @@ def _reference_input(
             f"{what} holds a single sample; a reference index needs at least 2 samples."
         )
     check_finite(matrix, what)
-    id_array = _storable(check_ids(ids, reference, n), "ids", reference)
+    id_array = storable(check_ids(ids, reference, n), "ids", reference)
     label_array = check_labels(labels, reference, n)
     if label_array is not None:
-        label_array = _storable(label_array, "labels", reference)
+        label_array = storable(label_array, "labels", reference)
     return matrix, id_array, label_array
 
 
@@ -498,33 +495,6 @@ def _check_annoy_options(*, n_trees: Any, seed: Any, n_jobs: Any, query_jobs: An
 def _check_int(name: str, value: Any, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise NeardupInputError(f"{name} must be an int >= {minimum}, got {value!r}.")
-
-
-def _storable(values: np.ndarray, name: str, split: str) -> np.ndarray:
-    """``values`` as an array ``np.save`` writes without pickle (numbers or unicode strings).
-
-    Object arrays of all-str or all-int values are converted; anything else is refused.
-    """
-    if values.dtype != object:
-        return values
-    items = values.tolist()
-    if all(isinstance(v, str) for v in items):
-        return np.array(items, dtype=str)
-    if all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
-        return np.array(items, dtype=np.int64)
-    kinds = sorted({type(v).__name__ for v in items})
-    raise NeardupInputError(
-        f"{name} for split {split!r} hold {', '.join(kinds)} values; a saved reference index "
-        f"stores {name} as ints or strings only. Convert them, e.g. [str(v) for v in {name}]."
-    )
-
-
-def _write(target: Path, write: Any) -> None:
-    """Call ``write(file)`` on a new file beside ``target``, then rename it over ``target``."""
-    partial = target.with_name(target.name + ".partial")
-    with open(partial, "wb") as fh:
-        write(fh)
-    os.replace(partial, target)
 
 
 def _reference_graph(
@@ -550,61 +520,9 @@ def _reference_graph(
     return graph_from_indices(drop_self(found, k), x, "annoy")
 
 
-def _query(index: Any, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
-    """``(m, k)`` candidate rows per query row (one annoy call per row), padded with ``-1``."""
-    found = np.full((len(q), k), -1, dtype=np.int64)
-    get = index.get_nns_by_vector
-    for i, row in enumerate(q.tolist()):
-        hits = get(row, k, search_k)
-        found[i, : len(hits)] = hits
-    return found
-
-
 def _nearest(candidates: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per row the closest candidate, ties to the lowest row (as the neighbour graph sorts)."""
     dist = distances.min(axis=1)
     tied = (distances == dist[:, None]) & (candidates >= 0)
     row = np.where(tied, candidates, np.iinfo(np.int64).max).min(axis=1)
     return np.where(np.isfinite(dist), row, -1), dist
-
-
-def _read_meta(path: Path) -> dict[str, Any]:
-    """``meta.json`` of the index at ``path``, checked for format and version."""
-    if not path.exists():
-        raise NeardupInputError(
-            f"no reference index at {str(path)!r}: the directory does not exist. Build one "
-            "with ReferenceIndex.build(...).save(path) or `neardup index build`."
-        )
-    if not path.is_dir():
-        raise NeardupInputError(
-            f"{str(path)!r} is a file; a reference index is a directory written by "
-            "ReferenceIndex.save or `neardup index build`."
-        )
-    if not (path / _META).is_file():
-        raise NeardupInputError(
-            f"{str(path)!r} is not a neardup reference index: {_META} is missing. Build one "
-            "with ReferenceIndex.build(...).save(path) or `neardup index build`."
-        )
-    try:
-        meta = json.loads((path / _META).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise _corrupt(path, f"{_META} is not valid JSON ({err})") from err
-    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise NeardupInputError(
-            f"{str(path)!r} is not a neardup reference index: {_META} does not describe one."
-        )
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise NeardupInputError(
-            f"{str(path)!r} is a reference index of format version {version!r} (written by "
-            f"neardup {meta.get('neardup_version')}); this neardup reads format version "
-            f"{FORMAT_VERSION}. Rebuild the index with this version, or score it with the "
-            "neardup that wrote it."
-        )
-    return meta
-
-
-def _corrupt(path: Path, detail: str) -> NeardupInputError:
-    return NeardupInputError(
-        f"the reference index at {str(path)!r} is damaged: {detail}. Save it again."
-    )

@@ -257,7 +257,7 @@ class DuplicatesResult:
         ``samples``: ``split -> sequence`` indexed by position within the split (images or
         strings) or a callable ``(split, id) -> image or text``, for thumbnails. ``options``:
         ``max_sets``, ``max_pairs``, ``max_members``, ``thumbnail_size``, ``thumbnail_budget``,
-        ``title`` (see :func:`neardup._html.render_html`).
+        ``title`` (see :func:`neardup.report.render_html`).
         """
         from ._html import render_html
 

@@ -7,7 +7,7 @@ One graph format passes between pure functions: ``indices (N, k)`` and ``distanc
 with each sample's own entry removed (:class:`NeighborGraph`).
 """
 
-from ._annoy import build_annoy_index, drop_self, query_all, resolve_query_jobs
+from ._annoy import build_annoy_index, drop_self, query_all, query_vectors, resolve_query_jobs
 from ._copies import CopyGroups, expand_neighbors, find_copies
 from ._exact import nearest_among, pair_distances
 from ._graph import (
@@ -41,6 +41,7 @@ __all__ = [
     "nearest_among",
     "pair_distances",
     "query_all",
+    "query_vectors",
     "resolve_query_jobs",
     "row_distances",
 ]

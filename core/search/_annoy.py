@@ -15,7 +15,14 @@ from .._errors import NeardupInputError
 from ._progress import ProgressFn
 from ._rows import Rows
 
-__all__ = ["annoy_indices", "build_annoy_index", "drop_self", "query_all", "resolve_query_jobs"]
+__all__ = [
+    "annoy_indices",
+    "build_annoy_index",
+    "drop_self",
+    "query_all",
+    "query_vectors",
+    "resolve_query_jobs",
+]
 
 #: below this many rows, forking query workers costs more than it saves.
 _PARALLEL_MIN_ROWS = 20_000
@@ -174,3 +181,13 @@ def drop_self(found: np.ndarray, k: int) -> np.ndarray:
     keep = found != np.arange(len(found))[:, None]
     keep[keep.all(axis=1), -1] = False
     return found[keep].reshape(len(found), k).astype(np.int64)
+
+
+def query_vectors(index, q: np.ndarray, k: int, search_k: int) -> np.ndarray:
+    """``(m, k)`` items nearest to each row of ``q`` (one annoy call per row), ``-1`` padded."""
+    found = np.full((len(q), k), -1, dtype=np.int64)
+    get = index.get_nns_by_vector
+    for i, row in enumerate(q.tolist()):
+        hits = get(row, k, search_k)
+        found[i, : len(hits)] = hits
+    return found

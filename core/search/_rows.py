@@ -30,8 +30,8 @@ class Rows:
     normalize:
         ``"row"``, ``"column"`` or ``None``, as in :func:`neardup.find_duplicates` (column
         norms are then taken over all arrays together, in one streamed pass), or a fitted
-        :class:`~neardup._transform.Transform` without PCA (the width must not change: the
-        values before the transform are hashed for exact copies).
+        ``Transform`` (``core/_transform.py``) without PCA: the width must not change, as the
+        values before the transform are hashed for exact copies.
     """
 
     def __init__(self, arrays: Sequence[np.ndarray], normalize: str | Transform | None) -> None:

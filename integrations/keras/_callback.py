@@ -33,12 +33,11 @@ from .._common import (
     check_fail_above,
     check_pool,
     collector_options,
-    enforce_fail_above,
     leakage_metrics,
     missing_framework,
     pool_array,
-    write_reports,
 )
+from .._finish import announce, finish
 
 try:
     import keras
@@ -164,7 +163,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self._log_dir: str | None = None  # of a TensorBoard callback in the same fit/evaluate
 
     # ---- Keras hooks (no batch hooks: Keras's async dispatch stays on) ----
-    def set_model(self, model: Any) -> None:
+    def set_model(self, model: keras.Model) -> None:
         super().set_model(model)
         self._in_fit = False  # fit sets it again in on_train_begin; evaluate does not
 
@@ -212,7 +211,9 @@ class DuplicatesCallback(keras.callbacks.Callback):
             self.run(self.model)
 
     # ---- public steps ----
-    def run(self, model: Any = None, *, stem: str = "neardup") -> dict[str, DuplicatesResult]:
+    def run(
+        self, model: keras.Model | None = None, *, stem: str = "neardup"
+    ) -> dict[str, DuplicatesResult]:
         """Analyse ``model`` (default: the model this callback is attached to) now.
 
         Extracts the activations of every split, runs the analysis, writes the reports,
@@ -228,7 +229,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         return self.results
 
     # ---- private steps ----
-    def _prepare(self, model: Any) -> None:
+    def _prepare(self, model: keras.Model) -> None:
         """Build the feature model and check the input shapes that are known up front."""
         if self.feature_fn is not None:
             return
@@ -243,12 +244,12 @@ class DuplicatesCallback(keras.callbacks.Callback):
                     source.name, shapes, expected, unbatched_ok=source.dataset is not None
                 )
 
-    def _feature_model(self, model: Any) -> Any:
+    def _feature_model(self, model: keras.Model) -> Any:
         if self._extractor is None or self._extractor[0] is not model:
             self._extractor = (model, build_extractor(model, self.layers))
         return self._extractor[1]
 
-    def _features(self, model: Any, x: Any) -> dict[str, Any]:
+    def _features(self, model: keras.Model, x: Any) -> dict[str, Any]:
         """``name -> activations`` of one batch, as numpy."""
         if self.feature_fn is None:
             out = self._feature_model(model).predict_on_batch(x)
@@ -259,7 +260,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
             out = {"features": out}
         return {str(name): keras.ops.convert_to_numpy(v) for name, v in out.items()}
 
-    def _collect(self, model: Any) -> ActivationCollector:
+    def _collect(self, model: keras.Model) -> ActivationCollector:
         """Run every split through the feature model, batch by batch, into a collector."""
         expected = None if self.feature_fn is not None else model_input_shapes(model)
         ranks = [len(s) for s in expected] if expected else [-1]
@@ -288,10 +289,10 @@ class DuplicatesCallback(keras.callbacks.Callback):
         total = source.num_batches(self.batch_size)
         if not self.verbose or (total is not None and total < _PROGRESS_MIN_BATCHES):
             return None
-        print(f"neardup: extracting activations of split {source.name!r}")
+        announce(f"neardup: extracting activations of split {source.name!r}")
         return keras.utils.Progbar(total, verbose=self.verbose, unit_name="batch")
 
-    def _analyze(self, model: Any) -> None:
+    def _analyze(self, model: keras.Model) -> None:
         """Extract every split and analyse it: sets ``results`` and ``metrics``."""
         collector = self._collect(model)
         options = dict(self.options, reference=self.reference)
@@ -312,20 +313,18 @@ class DuplicatesCallback(keras.callbacks.Callback):
         return Path(DEFAULT_REPORT_DIR).resolve()
 
     def _finish(self, stem: str, *, verbose: bool) -> None:
-        """Write the reports, print the summaries, then apply ``fail_above``."""
-        self.report_paths = []
-        directory = self.resolved_report_dir
-        if directory is not None:
-            samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
-            self.report_paths = write_reports(
-                self.results, directory, samples=samples or None, stem=stem
-            )
-        if verbose:
-            for result in self.results.values():
-                print(result.summary())
-            if self.report_paths:
-                print(f"neardup: reports written to {directory}/{stem}-*")
-        enforce_fail_above(self.results, self.fail_above)
+        """Write the reports, show the summaries, then apply ``fail_above``."""
+        samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
+        outcome = finish(
+            self.results,
+            report_dir=self.resolved_report_dir,
+            stem=stem,
+            samples=samples or None,
+            fail_above=self.fail_above,
+            verbose=verbose,
+        )
+        self.report_paths = outcome.report_paths
+        outcome.raise_for_failure()
 
 
 def _check_report_dir(report_dir: Any) -> Path | str | None:

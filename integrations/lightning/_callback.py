@@ -14,7 +14,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,11 +30,12 @@ from .._common import (
     check_fail_above,
     check_pool,
     collector_options,
-    enforce_fail_above,
-    leakage_metrics,
     missing_framework,
-    write_reports,
 )
+from .._finish import announce, finish
+
+if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
+    from lightning.pytorch import LightningModule, Trainer
 
 try:
     import torch
@@ -279,16 +280,16 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 stacklevel=2,
             )
 
-    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start_eval(trainer, pl_module, "val")
 
-    def on_test_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start_eval(trainer, pl_module, "test")
 
     def on_validation_batch_end(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: Trainer,
+        pl_module: LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -298,8 +299,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
 
     def on_test_batch_end(
         self,
-        trainer: Any,
-        pl_module: Any,
+        trainer: Trainer,
+        pl_module: LightningModule,
         outputs: Any,
         batch: Any,
         batch_idx: int,
@@ -307,7 +308,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     ) -> None:
         self._collect_batch(batch, dataloader_idx)
 
-    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
         self._sanity = False
         if trainer.sanity_checking or self._eval is None:
@@ -321,18 +322,18 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 stem = f"epoch{trainer.current_epoch}"
                 self._analyze(trainer, pl_module, stem, log=pl_module.log, final=False)
 
-    def on_test_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
         if self._eval is not None:
             self._analyze(trainer, pl_module, "test", log=pl_module.log, final=True)
 
-    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
 
-    def on_test_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
 
-    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self.analyze_at_fit_end:
             return
         if self._eval is None or self._eval_stage != "val":
@@ -345,18 +346,20 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return
         self._analyze(trainer, pl_module, "fit", log=None, final=True)
 
-    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+    def on_exception(
+        self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
+    ) -> None:
         self._hooks.detach()
 
-    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._hooks.detach()
 
     # ------------------------------------------------------------------ collection
-    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # unknown layer names fail before the first step (also without a sanity check)
         resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
 
-    def _start_eval(self, trainer: Any, pl_module: Any, stage: str) -> None:
+    def _start_eval(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._hooks.detach()
         self._sanity = bool(trainer.sanity_checking)
         if self._sanity:  # check the layers now: they must exist and run in the eval step
@@ -385,7 +388,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._orders.append(order)
         self._attach(trainer, pl_module)
 
-    def _attach(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+    def _attach(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """Hook the layers (resolving their names); compiled modules run eagerly meanwhile."""
         modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
         compiled = compiled_wrappers(pl_module)
@@ -400,7 +403,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._hooks.attach(modules, inside_compiled=bool(compiled))
         return modules
 
-    def _resolve_layer_names(self, trainer: Any, pl_module: Any) -> list[str]:
+    def _resolve_layer_names(self, trainer: Trainer, pl_module: LightningModule) -> list[str]:
         if self._layers is not None:
             return self._layers
         if self._chosen_layers is None:
@@ -465,7 +468,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return positions * torch.distributed.get_world_size() + torch.distributed.get_rank()
         return positions
 
-    def _train_pass(self, trainer: Any, pl_module: Any) -> ActivationCollector | None:
+    def _train_pass(
+        self, trainer: Trainer, pl_module: LightningModule
+    ) -> ActivationCollector | None:
         """Explicit eval-mode, no-grad pass over the training data; None when there is none."""
         loader = self._train_loader(trainer)
         if loader is None:
@@ -528,7 +533,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         return -(-self.max_train_samples // max(world, 1))
 
     @staticmethod
-    def _train_batch_limit(trainer: Any, loader: Any) -> float:
+    def _train_batch_limit(trainer: Trainer, loader: Any) -> float:
         """Batches of the training pass: the trainer's ``limit_train_batches``/``fast_dev_run``."""
         limit = getattr(trainer, "limit_train_batches", 1.0)
         if getattr(trainer, "fast_dev_run", False):
@@ -543,7 +548,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 return float("inf")
         return float("inf")
 
-    def _train_loader(self, trainer: Any) -> Any:
+    def _train_loader(self, trainer: Trainer) -> Any:
         if self.train_loader is not None:
             return self.train_loader
         loader = trainer.train_dataloader
@@ -587,7 +592,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         return out
 
     def _analyze(
-        self, trainer: Any, pl_module: Any, stem: str, *, log: Callable | None, final: bool
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        stem: str,
+        *,
+        log: Callable | None,
+        final: bool,
     ) -> None:
         self._device = trainer.strategy.root_device if distributed() else torch.device("cpu")
         if self._device.type != "cpu" and torch.distributed.get_backend() == "gloo":
@@ -601,8 +612,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         log_dir = self._log_dir(trainer)  # on every rank: reading log_dir may be collective
         payload: dict[str, Any] = {"metrics": {}, "error": None}
         if trainer.is_global_zero:
+            rows, reference = self._usable_rows(trainer, rows, has_train=train is not None)
             payload = self._analyze_rank_zero(
-                trainer, rows, layers, train is not None, stem, final, log_dir
+                trainer, rows, layers, reference=reference, stem=stem, final=final, log_dir=log_dir
             )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
@@ -612,16 +624,10 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         if payload["error"]:
             raise LeakageError(payload["error"])
 
-    def _analyze_rank_zero(
-        self,
-        trainer: Any,
-        rows: dict,
-        layers: list[str],
-        has_train: bool,
-        stem: str,
-        final: bool,
-        log_dir: Path,
-    ) -> dict[str, Any]:
+    def _usable_rows(
+        self, trainer: Trainer, rows: dict, *, has_train: bool
+    ) -> tuple[dict, str | None]:
+        """The rows without empty splits (warned about), and the reference split (or None)."""
         empty = sorted({s for (s, _), (v, _, _) in rows.items() if len(v) == 0})
         if has_train and _TRAIN in empty:
             self._warn(
@@ -646,39 +652,42 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "duplicates within and across eval splits only. Pass train_loader= to check "
                 "train/test leakage.",
             )
-        options = dict(self.analyze_options, reference=_TRAIN if has_train else None)
+        return rows, _TRAIN if has_train else None
+
+    def _analyze_rank_zero(
+        self,
+        trainer: Trainer,
+        rows: dict,
+        layers: list[str],
+        *,
+        reference: str | None,
+        stem: str,
+        final: bool,
+        log_dir: Path,
+    ) -> dict[str, Any]:
+        """Analyse, then :func:`finish` (reports, summary, gate); the payload to broadcast."""
+        options = dict(self.analyze_options, reference=reference)
         self.results = analyze_layers(rows, layers, **options)
-        metrics = leakage_metrics(self.results)
-        error = None
-        if final:
-            try:
-                enforce_fail_above(self.results, self.fail_above)
-            except LeakageError as err:
-                error = str(err)
-        self.report_paths = []
-        if self.save_reports:
-            samples = self._sample_lookup(trainer)
-            self.report_paths = write_reports(
-                self.results, log_dir, samples=samples, stem=f"neardup-{stem}"
-            )
+        outcome = finish(
+            self.results,
+            report_dir=log_dir if self.save_reports else None,
+            stem=f"neardup-{stem}",
+            samples=self._sample_lookup(trainer) if self.save_reports else None,
+            fail_above=self.fail_above,
+            gate=final,
+            verbose=bool(self.verbose),
+        )
+        self.report_paths = outcome.report_paths
         self.last_summary = {
             "stage": stem,
-            "metrics": metrics,
-            "summary": {layer: r.summary() for layer, r in self.results.items()},
-            "reports": [str(p) for p in self.report_paths],
+            "metrics": outcome.metrics,
+            "summary": outcome.summaries,
+            "reports": [str(p) for p in outcome.report_paths],
         }
-        if self.verbose:
-            text = "\n".join(self.last_summary["summary"].values())
-            where = (
-                f"\n  reports: {', '.join(self.last_summary['reports'])}"
-                if self.report_paths
-                else ""
-            )
-            print(f"{text}{where}", flush=True)
-        return {"metrics": metrics, "error": error}
+        return {"metrics": outcome.metrics, "error": outcome.failure}
 
     def _report_metrics(
-        self, trainer: Any, metrics: dict[str, float], log: Callable | None
+        self, trainer: Trainer, metrics: dict[str, float], log: Callable | None
     ) -> None:
         if not metrics:
             return
@@ -691,13 +700,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             logger.log_metrics(metrics, step=trainer.global_step)
             logger.save()
 
-    def _log_dir(self, trainer: Any) -> Path:
+    def _log_dir(self, trainer: Trainer) -> Path:
         if self.report_dir is not None:
             return Path(self.report_dir)
         log_dir = trainer.log_dir
         return Path(log_dir if log_dir is not None else trainer.default_root_dir)
 
-    def _sample_lookup(self, trainer: Any) -> Callable[[str, Any], Any] | None:
+    def _sample_lookup(self, trainer: Trainer) -> Callable[[str, Any], Any] | None:
         """``(split, id) -> input array`` for the HTML report, read from map-style datasets."""
         loaders = _as_list(
             trainer.val_dataloaders if self._eval_stage == "val" else trainer.test_dataloaders
@@ -745,13 +754,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         }
 
     @staticmethod
-    def _warn(trainer: Any, message: str) -> None:
+    def _warn(trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero:
             warnings.warn(f"neardup: {message}", stacklevel=3)
 
-    def _info(self, trainer: Any, message: str) -> None:
+    def _info(self, trainer: Trainer, message: str) -> None:
         if trainer.is_global_zero and self.verbose:
-            print(message, flush=True)
+            announce(message)
 
 
 def _as_list(loaders: Any) -> list[Any]:

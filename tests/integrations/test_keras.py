@@ -201,7 +201,7 @@ def test_pydataset_input(sequential, split):
     _assert_finds_planted(cb.run(sequential)["conv2"], planted)
 
 
-def test_feature_fn_analyses_a_subclassed_model(split):
+def test_feature_fn_analyzes_a_subclassed_model(split):
     x_train, y_train, planted = split.x_train, split.y_train, split.planted
 
     class Net(keras.Model):
