@@ -440,7 +440,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._orders.append(order)
         self._attach(trainer, pl_module)
 
-    def _attach(self, trainer: Any, pl_module: Any) -> dict[str, Any]:
+    def _attach(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
         """Hook the layers (resolving their names); compiled modules run eagerly meanwhile."""
         modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
         compiled = compiled_wrappers(pl_module)
