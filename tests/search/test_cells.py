@@ -259,3 +259,19 @@ def test_exact_copies_joined_once_give_the_same_result():
     assert a.positions == b.positions and a.nearest_positions == b.nearest_positions
     np.testing.assert_array_equal(a.distances, b.distances)
     assert a.nearest_positions[:50] == [99] * 50 and a.count >= 81
+
+
+def test_torch_device_gives_the_same_result():
+    pytest.importorskip("torch")
+    x = _clustered(1200, 16, seed=8)
+    data = {"train": x[:1000], "test": x[1000:]}
+    numpy_result = neardup.find_duplicates(data, backend=neardup.Cells(cell_size=100))
+    # device="cpu" runs the in-cell products in torch, as "cuda" would on a GPU (none here)
+    torch_result = neardup.find_duplicates(
+        data, backend=neardup.Cells(cell_size=100, device="cpu")
+    )
+    assert torch_result.settings["device"] == "cpu"
+    assert [s.positions for s in torch_result.clusters] == [
+        s.positions for s in numpy_result.clusters
+    ]
+    assert torch_result.leakage["test"].positions == numpy_result.leakage["test"].positions
