@@ -413,7 +413,9 @@ register(
     Param(
         "progress",
         Predicate(
-            lambda v: v is None or callable(v), "None or a callable(stage, done, total)", ("x", 3)
+            lambda v: v is None or isinstance(v, (bool, np.bool_)) or callable(v),
+            "None, True/False (tqdm progress bars) or a callable(stage, done, total)",
+            ("x", 3),
         ),
         "the progress callback",
     )

@@ -14,6 +14,7 @@ from typing import Any
 from ._errors import NeardupInputError, closest_names
 from ._multiview import find_duplicates_multiview
 from ._params import check_option, check_options
+from ._progress import as_progress
 from ._threshold import ThresholdStrategy
 from ._validate import prepare, split_index
 from ._view_run import analyse_view, graph_close_pairs, result_from_pairs, single_view_result
@@ -59,7 +60,7 @@ def find_duplicates(
     combine: str = "any",
     max_diameter: float | None = None,
     layer: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: bool | ProgressFn | None = None,
 ) -> DuplicatesResult:
     """Find near-duplicate samples, within and across splits, in one or several views.
 
@@ -114,7 +115,8 @@ def find_duplicates(
         connected components of close pairs, and ``DuplicateSet.diameter`` reports how far
         they stretch.
     progress:
-        Optional ``callback(stage, done, total)`` for long runs.
+        ``True`` draws ``tqdm`` progress bars (a widget in Jupyter, stderr elsewhere); or a
+        ``callback(stage, done, total)`` for long runs.
 
     Returns
     -------
@@ -156,6 +158,7 @@ def find_duplicates(
         ),
         where="find_duplicates",
     )
+    progress = as_progress(progress)
     engine = as_backend(
         backend,
         n_trees=n_trees,

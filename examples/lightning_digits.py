@@ -3,8 +3,9 @@
 A small CNN learns scikit-learn's digits (8x8 images). The test split is contaminated on
 purpose: 30 of its images are copies of training images (10 exact, 10 shifted by one
 pixel, 10 with a little noise). ``DuplicatesCallback`` hooks an intermediate layer during
-evaluation, re-reads the training split in eval mode at the end, and prints which test
-images have a near-duplicate in the training data.
+evaluation (and views the input images as thumbnails), re-reads the training split in eval
+mode at the end, and prints which test images have a near-duplicate in the training data and
+which view found them.
 
 Run: ``python examples/lightning_digits.py`` (about 10-20 s on a laptop CPU).
 """
@@ -133,12 +134,13 @@ def main() -> None:
     trainer.fit(model, train_dl)
     metrics = trainer.test(model, test_dl, verbose=False)[0]
     print(f"\ntest accuracy {metrics['test_acc']:.3f}")
-    (layer,) = callback.results
-    leak = callback.results[layer].leakage["test"]
-    found = set(leak.ids)
+    leak = callback.leakage["test"]  # the combined verdict of the layer and the input view
+    found = dict(zip(leak.ids, leak.found_by))
+    print(f"views: {callback.views}")
     for kind, pairs in planted.items():
-        hits = sum(test_index in found for test_index, _ in pairs)
-        print(f"planted {kind:>5}: {hits}/{len(pairs)} found")
+        hits = [test_index for test_index, _ in pairs if test_index in found]
+        views = sorted({v for t in hits for v in found[t]})
+        print(f"planted {kind:>5}: {len(hits)}/{len(pairs)} found (by {', '.join(views)})")
     others = len(found - {t for pairs in planted.values() for t, _ in pairs})
     print(f"other test images flagged (natural look-alikes): {others}")
 

@@ -5,6 +5,7 @@ Framework-free (numpy only), so every integration can use it.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -16,6 +17,7 @@ import numpy as np
 from neardup import DuplicatesResult, LeakageError, NeardupInputError
 
 __all__ = [
+    "DEFAULT_POOL",
     "POOL_CHOICES",
     "check_fail_above",
     "check_pool",
@@ -28,6 +30,8 @@ __all__ = [
 ]
 
 POOL_CHOICES = ("avg", "max", "flatten")
+#: the pooling both callbacks use by default (benchmarks/bench_pooling.py chose it)
+DEFAULT_POOL = "max"
 
 
 def missing_framework(feature: str, extra: str, err: ImportError) -> ImportError:
@@ -75,18 +79,32 @@ def check_fail_above(fail_above: float | None) -> float | None:
     return float(fail_above)
 
 
-def leakage_metrics(results: Mapping[str, DuplicatesResult], prefix: str = "neardup/") -> dict:
-    """Scalar metrics per layer and eval split, e.g. ``neardup/test/leak_fraction``.
+def leakage_metrics(result: DuplicatesResult, prefix: str = "neardup/") -> dict:
+    """Scalar metrics of a combined result: the verdict, then each view's own figures.
 
-    With several layers the layer name is part of the key: ``neardup/<layer>/test/...``.
+    Every name carries its split, so a validation and a test analysis logged at the same step
+    never collide. Per eval split (every split but the reference; the only split when there
+    is one), from the combined verdict: ``neardup/<split>/duplicate_sets`` (sets with a
+    member in that split) and, against the reference, ``neardup/<split>/leak_count`` and
+    ``neardup/<split>/leak_fraction``; from each view (a model layer or ``input``):
+    ``neardup/<view>/<split>/...`` with the same names and the view's ``threshold``.
     """
+    metrics = _split_metrics(result, prefix, threshold=False)
+    for view, own in result.views.items():
+        metrics.update(_split_metrics(own, f"{prefix}{_safe(view)}/", threshold=True))
+    return metrics
+
+
+def _split_metrics(result: DuplicatesResult, base: str, *, threshold: bool) -> dict:
     metrics: dict[str, float] = {}
-    several = len(results) > 1
-    for layer, result in results.items():
-        base = f"{prefix}{_safe(layer)}/" if several else prefix
-        metrics[f"{base}duplicate_sets"] = float(len(result.clusters))
-        metrics[f"{base}threshold"] = float(result.threshold.value)
-        for split, leak in result.leakage.items():
+    splits = [s for s in result.split_sizes if s != result.reference] or list(result.split_sizes)
+    for split in splits:
+        sets = sum(1 for c in result.clusters if split in c.splits)
+        metrics[f"{base}{split}/duplicate_sets"] = float(sets)
+        if threshold:
+            metrics[f"{base}{split}/threshold"] = float(result.threshold.value)
+        leak = result.leakage.get(split)
+        if leak is not None:
             metrics[f"{base}{split}/leak_count"] = float(leak.count)
             metrics[f"{base}{split}/leak_fraction"] = float(leak.fraction)
     return metrics
@@ -97,47 +115,43 @@ def _safe(name: str) -> str:
 
 
 def write_reports(
-    results: Mapping[str, DuplicatesResult],
+    result: DuplicatesResult,
     directory: str | os.PathLike[str],
     *,
     samples: Mapping[str, Any] | Callable[[str, Any], Any] | None = None,
     stem: str = "neardup",
 ) -> list[Path]:
-    """Write one JSON report per layer (and an HTML page when the report renderer exists).
+    """Write the combined verdict and one report per view (JSON, and HTML).
 
-    Returns the written paths: ``<directory>/<stem>-<layer>.json`` (and ``.html``).
+    Returns the written paths: ``<directory>/<stem>.json`` (the combined verdict, without the
+    per-view results) and ``<directory>/<stem>-<view>.json`` per view (and ``.html``).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for layer, result in results.items():
-        base = directory / f"{stem}-{_safe(layer)}"
+    parts = {"": dataclasses.replace(result, views={})}
+    parts.update({f"-{_safe(view)}": own for view, own in result.views.items()})
+    for suffix, part in parts.items():
+        base = directory / f"{stem}{suffix}"
         written.append(Path(f"{base}.json"))
-        result.to_json(written[-1])
-        to_html = getattr(result, "to_html", None)
-        if to_html is not None:
-            written.append(Path(f"{base}.html"))
-            to_html(written[-1], samples=samples)
+        part.to_json(written[-1])
+        written.append(Path(f"{base}.html"))
+        part.to_html(written[-1], samples=samples)
     return written
 
 
-def enforce_fail_above(results: Mapping[str, DuplicatesResult], fail_above: float | None) -> None:
-    """Raise :class:`neardup.LeakageError` when any split of any layer leaks above the limit."""
-    if fail_above is None:
+def enforce_fail_above(result: DuplicatesResult, fail_above: float | None) -> None:
+    """Raise :class:`neardup.LeakageError` when the combined verdict leaks above the limit."""
+    if fail_above is None or not result.leakage:
         return
-    worst = [
-        (leak.fraction, layer, split)
-        for layer, result in results.items()
-        for split, leak in result.leakage.items()
-    ]
-    if not worst:
-        return
-    fraction, layer, split = max(worst)
+    fraction, split = max((leak.fraction, split) for split, leak in result.leakage.items())
     if fraction > fail_above:
+        found = sorted({v for f in result.leakage[split].found_by for v in f})
         raise LeakageError(
             f"neardup: {100 * fraction:.2f} % of split {split!r} has a near-duplicate in the "
-            f"reference split (layer {layer!r}), above fail_above={fail_above} "
-            f"({100 * fail_above:.2f} %). See the report for the leaked samples."
+            f"reference split (found by {', '.join(found) or 'no view'}), above "
+            f"fail_above={fail_above} ({100 * fail_above:.2f} %). See the report for the "
+            "leaked samples."
         )
 
 

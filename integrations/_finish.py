@@ -1,8 +1,9 @@
 """The one post-analysis path of every integration: metrics, reports, summaries, the gate.
 
-The callbacks differ only in how they collect activations; once they hold
-``layer -> DuplicatesResult`` they call :func:`finish` and act on its :class:`Outcome`
-(log the metrics their own way, raise :meth:`Outcome.raise_for_failure`).
+The callbacks differ only in how they collect activations; once they hold the combined
+:class:`~neardup.DuplicatesResult` of every view (layers and the input view, ``views`` holding
+each one's own result) they call :func:`finish` and act on its :class:`Outcome` (log the
+metrics their own way, raise :meth:`Outcome.raise_for_failure`).
 
 Console messages go through the ``neardup`` logger (:func:`announce`), which prints to
 standard output by default, as the frameworks' own loggers do; configure it (or silence it:
@@ -64,21 +65,21 @@ class Outcome:
         Scalar metrics (``neardup/<split>/leak_fraction`` …, see ``leakage_metrics``).
     report_paths:
         The JSON (and HTML) reports written, in order.
-    summaries:
-        ``layer -> DuplicatesResult.summary()`` text.
+    summary:
+        The combined result's ``summary()`` text.
     failure:
         The fail-gate message when a split leaks above ``fail_above``, else ``None``.
     """
 
     metrics: dict[str, float]
     report_paths: list[Path] = field(default_factory=list)
-    summaries: dict[str, str] = field(default_factory=dict)
+    summary: str = ""
     failure: str | None = None
 
     @property
     def text(self) -> str:
         """The summaries, then the report paths: what a verbose callback shows."""
-        text = "\n".join(self.summaries.values())
+        text = self.summary
         if self.report_paths:
             text += f"\n  reports: {', '.join(str(p) for p in self.report_paths)}"
         return text
@@ -90,7 +91,7 @@ class Outcome:
 
 
 def finish(
-    results: Mapping[str, DuplicatesResult],
+    result: DuplicatesResult,
     *,
     report_dir: str | os.PathLike[str] | None,
     stem: str,
@@ -103,11 +104,12 @@ def finish(
 
     Parameters
     ----------
-    results:
-        ``layer -> DuplicatesResult`` of one analysis.
+    result:
+        The combined result of one analysis (its ``views`` hold each view's own result).
     report_dir, stem, samples:
-        Reports go to ``<report_dir>/<stem>-<layer>.json`` / ``.html`` (see
-        ``write_reports``); ``None`` writes none.
+        Reports go to ``<report_dir>/<stem>.json`` / ``.html`` (the combined verdict) and
+        ``<stem>-<view>.json`` / ``.html`` per view (see ``write_reports``); ``None`` writes
+        none.
     fail_above, gate:
         The largest tolerated leaked fraction of any eval split; checked only when ``gate``
         (e.g. Lightning checks it at the end of fitting, not after every epoch).
@@ -122,18 +124,18 @@ def finish(
     failure = None
     if gate:
         try:
-            enforce_fail_above(results, fail_above)
+            enforce_fail_above(result, fail_above)
         except LeakageError as err:
             failure = str(err)
     report_paths = (
-        write_reports(results, report_dir, samples=samples, stem=stem)
+        write_reports(result, report_dir, samples=samples, stem=stem)
         if report_dir is not None
         else []
     )
     outcome = Outcome(
-        metrics=leakage_metrics(results),
+        metrics=leakage_metrics(result),
         report_paths=report_paths,
-        summaries={layer: result.summary() for layer, result in results.items()},
+        summary=result.summary(),
         failure=failure,
     )
     if verbose:

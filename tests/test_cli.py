@@ -89,10 +89,59 @@ def test_json_to_stdout_and_threshold_option(files):
     assert data["leakage"]["test"]["count"] >= 20
 
 
-def test_progress_is_shown_on_stderr(files):
-    out = _neardup("scan", "--split", "train=train.npz", "--backend", "annoy", cwd=files)
-    assert out.returncode == 0
-    assert "querying annoy index: done in" in out.stderr
+def test_progress_bars_on_stderr_start_with_loading(files):
+    np.save(files / "train_only_x.npy", np.load(files / "train.npz")["x"])
+    out = _neardup(
+        "scan", "--split", "train=train_only_x.npy", "--split", "test=test.npy",
+        "--backend", "annoy", cwd=files,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    err = out.stderr
+    loading = err.index("neardup: loading split 'train' (train_only_x.npy)")
+    assert loading < err.index("neardup: loading split 'test' (test.npy)")
+    assert "1500/1500" in err  # rows read, before any computing
+    querying = err.index("neardup: querying annoy index")
+    assert loading < querying and "100%" in err[querying:]
+    quiet = _neardup("scan", "--split", "train=train.npz", "--quiet", cwd=files)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_version_and_exit_codes_in_every_help(files):
+    from neardup import __version__
+
+    out = _neardup("--version", cwd=files)
+    assert out.returncode == 0 and out.stdout.strip() == f"neardup {__version__}"
+    gated = "Exit codes: 0 success, 1 leakage above --fail-above, 2 bad input."
+    for command, expected in [
+        ([], gated),
+        (["scan"], gated),
+        (["show"], gated),
+        (["report"], "Exit codes: 0 success, 2 bad input."),
+        (["index"], gated),
+        (["index", "build"], "Exit codes: 0 success, 2 bad input."),
+        (["index", "score"], gated),
+    ]:
+        shown = _neardup(*command, "--help", cwd=files)
+        assert shown.returncode == 0
+        assert expected in " ".join(shown.stdout.split()), command
+
+
+def test_split_with_a_space_explains_name_equals_path(files):
+    out = _neardup("scan", "--split", "train", "train.npz", cwd=files)
+    assert out.returncode == 2
+    assert "write --split train=train.npz" in out.stderr
+    assert "NAME=PATH" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_index_build_refuses_a_full_directory_before_computing(files, index_dir):
+    big = np.random.default_rng(0).normal(size=(3000, 64)).astype(np.float32)
+    np.save(files / "big.npy", big)
+    out = _neardup("index", "build", "big.npy", index_dir, cwd=files)
+    assert out.returncode == 2
+    assert "pass --overwrite" in out.stderr and "overwrite=True" not in out.stderr
+    assert "loading" not in out.stderr and "annoy" not in out.stderr  # nothing computed
+    again = _neardup("index", "build", "big.npy", "ref_big", "--overwrite", "--quiet", cwd=files)
+    assert again.returncode == 0, again.stderr
 
 
 @pytest.mark.parametrize(

@@ -140,7 +140,9 @@ def test_labels_give_per_class_leakage_and_conflicts():
     assert leak.by_class == {"cat": {"count": 6, "total": 100, "fraction": 0.06}}
     assert sorted(c["id"] for c in leak.label_conflicts) == ["te1", "te3", "te5"]
     assert all(c["nearest_label"] == "dog" for c in leak.label_conflicts)
-    assert result.effective_class_counts["test"]["cat"] == 100  # each set holds one test sample
+    # each set holds one train and one test sample: it counts in train, where it came from
+    assert result.effective_class_counts["test"] == {"cat": 94}
+    assert sum(result.effective_class_counts["train"].values()) == 200
 
 
 def test_effective_counts_collapse_sets_within_a_split():
@@ -152,6 +154,23 @@ def test_effective_counts_collapse_sets_within_a_split():
     result = find_duplicates(x, labels=labels)
     assert result.class_counts["data"] == {0: 94, 1: 6}
     assert result.effective_class_counts["data"] == {0: 94, 1: 1}
+
+
+def test_cross_split_sets_count_in_the_reference_then_the_first_split():
+    rng = np.random.default_rng(13)
+    train = rng.normal(size=(60, 8)).astype(np.float32)
+    val = rng.normal(size=(40, 8)).astype(np.float32)
+    test = rng.normal(size=(40, 8)).astype(np.float32)
+    test[:4] = train[:4]  # 4 test samples copied from train
+    test[4:7] = val[:3]  # 3 copied from val (no train member)
+    val[5:7] = val[4]  # a set inside val: 3 members count once
+    data = {"val": val, "test": test, "train": train}
+    result = find_duplicates(data)
+    eff = {s: sum(c.values()) for s, c in result.effective_class_counts.items()}
+    assert eff == {"train": 60, "val": 40 - 2, "test": 40 - 4 - 3}
+    without = find_duplicates(data, reference=None)  # no reference: the first split keeps it
+    eff = {s: sum(c.values()) for s, c in without.effective_class_counts.items()}
+    assert eff == {"val": 38, "test": 40 - 3, "train": 60 - 4}
 
 
 def test_json_round_trip_keeps_types(tmp_path):
@@ -168,7 +187,7 @@ def test_json_round_trip_keeps_types(tmp_path):
     assert loaded.summary() == result.summary()
     assert loaded.leakage["test"].ids == result.leakage["test"].ids
     assert loaded.class_counts == result.class_counts
-    assert loaded.effective_class_counts["test"] == {"a": 13}
+    assert loaded.effective_class_counts["test"] == {"a": 10}  # 3 copies of train samples
 
 
 def test_by_layer_runs_every_layer():

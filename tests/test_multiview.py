@@ -176,3 +176,31 @@ def test_html_report_shows_which_view_found_each_pair():
     assert page.count('class="view found">✓ a ') == 10
     assert page.count('class="view found">✓ b ') == 10
     assert "within the threshold of any view" in page
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 3))
+def test_property_combined_verdict_agrees_with_views_and_sets(seed, n_views):
+    rng = np.random.default_rng(seed)
+    data = {"train": {}, "test": {}}
+    for v in range(n_views):
+        train = rng.normal(size=(120, 6)).astype(np.float32)
+        test = rng.normal(size=(40, 6)).astype(np.float32)
+        copies = rng.choice(40, 5, replace=False)
+        test[copies] = train[copies] + rng.normal(scale=0.02, size=(5, 6))
+        data["train"][f"v{v}"], data["test"][f"v{v}"] = train, test
+    result = find_duplicates(data, threshold=Relative(0.3))
+    leak = result.leakage["test"]
+    set_of = {}
+    for s, dup in enumerate(result.clusters):
+        for split, pos in zip(dup.splits, dup.positions):
+            set_of[split, pos] = s
+    for i, (pos, ref) in enumerate(zip(leak.positions, leak.nearest_positions)):
+        found = leak.found_by[i]
+        assert found and leak.distances[i] <= 1.0
+        for name, view in result.views.items():
+            within = leak.view_distances[name][i] <= view.threshold.value * (1 + 1e-5)
+            assert within == (name in found)
+        assert set_of["test", pos] == set_of["train", ref]  # a leaked pair shares a set
+    union = set().union(*(set(v.leakage["test"].positions) for v in result.views.values()))
+    assert set(leak.positions) == union  # "any": leaked in the union of the views

@@ -30,6 +30,7 @@ from .._atomic import fsync_directory, write_text_atomically
 from .._errors import NeardupInputError
 from .._leakage import leakage_record
 from .._params import check_option, check_options
+from .._progress import as_progress
 from .._reduce import PCA, as_reducer
 from .._threshold import (
     Cosine,
@@ -156,7 +157,7 @@ class ReferenceIndex:
         n_jobs: int = 1,
         query_jobs: int = -1,
         reference: str = "train",
-        progress: ProgressFn | None = None,
+        progress: bool | ProgressFn | None = None,
     ) -> ReferenceIndex:
         """Index the reference activations.
 
@@ -185,7 +186,7 @@ class ReferenceIndex:
         reference:
             The name scored splits are reported against (``Leakage.reference``).
         progress:
-            Optional ``callback(stage, done, total)``.
+            ``True`` for ``tqdm`` progress bars, or a ``callback(stage, done, total)``.
 
         Returns
         -------
@@ -206,6 +207,13 @@ class ReferenceIndex:
             ),
             where="ReferenceIndex.build",
         )
+        for name, value in (("n_trees", n_trees), ("n_jobs", n_jobs), ("query_jobs", query_jobs)):
+            if value is None:  # None is the annoy-free default elsewhere, not here
+                raise NeardupInputError(
+                    f"ReferenceIndex.build: {name}=None is not valid: the index is built with "
+                    f"annoy; pass an int (see the defaults)."
+                )
+        progress = as_progress(progress)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
         matrix, id_array, label_array = _reference_input(activations, ids, labels, reference)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from html import escape
 from typing import TYPE_CHECKING, Any
@@ -23,10 +24,34 @@ from ._thumbnails import SampleSource
 if TYPE_CHECKING:
     from ._result import DuplicateSet, DuplicatesResult, Leakage
 
-__all__ = ["render_html"]
+__all__ = ["render_html", "render_html_fragment", "split_color"]
 
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
-_WITHIN, _CROSS, _BEFORE, _AFTER, _THRESHOLD = "#4c78a8", "#f58518", "#c6d6ea", "#2f5d8c", "#d62728"
+# One colour per split name, the same in every report: the usual names are fixed, any other
+# name gets a colour from its hash. The charts use none of these colours for anything else.
+_SPLIT_COLORS = {
+    "train": "#1f77b4",
+    "training": "#1f77b4",
+    "val": "#2ca02c",
+    "valid": "#2ca02c",
+    "validation": "#2ca02c",
+    "dev": "#2ca02c",
+    "test": "#ff7f0e",
+    "testing": "#ff7f0e",
+}
+_OTHER_SPLIT_COLORS = ("#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f3b08", "#1b9e77")
+# histogram: same split (grey) / another split (purple, as the "spans splits" badge);
+# class bars: before (light grey) / after (dark grey); threshold: red
+_WITHIN, _CROSS, _BEFORE, _AFTER, _THRESHOLD = "#9aa5b1", "#6f42c1", "#d0d7de", "#57606a", "#d62728"
+
+
+def split_color(split: str) -> str:
+    """The colour of a split in every report: fixed for train/val/test, hashed otherwise."""
+    fixed = _SPLIT_COLORS.get(str(split).lower())
+    if fixed is not None:
+        return fixed
+    return _OTHER_SPLIT_COLORS[zlib.crc32(str(split).encode("utf-8")) % len(_OTHER_SPLIT_COLORS)]
+
+
 _MAX_HIDDEN_MEMBERS = 40  # members behind "show more" in one set
 _MAX_CHART_LABELS = 40
 
@@ -131,6 +156,88 @@ def render_html(
     return text
 
 
+_FRAGMENT_CSS = """
+.neardup{font:13px/1.4 system-ui,sans-serif;max-width:900px}
+.neardup table{border-collapse:collapse;margin:4px 0}
+.neardup td,.neardup th{border:1px solid #d8dee4;padding:2px 8px;text-align:left}
+.neardup th{background:#f5f7f9}.neardup td.num{text-align:right}
+.neardup .badge{display:inline-block;border-radius:9px;padding:0 7px;font-size:12px;color:#fff}
+.neardup .bad{color:#b3261e;font-weight:600}.neardup .muted{color:#5b6570}
+"""
+
+
+def render_html_fragment(result: DuplicatesResult, *, max_rows: int = 10) -> str:
+    """A compact HTML summary of ``result`` for a notebook cell (``_repr_html_``).
+
+    One ``<div class="neardup">`` with its own scoped styles: the figures per split, the
+    threshold, the closest ``max_rows`` leaked pairs per eval split and the ``max_rows``
+    tightest duplicate sets, as text (no thumbnails). Every user-supplied value is escaped.
+    """
+    r = result
+    t = r.threshold
+    params = ", ".join(f"{_e(k)}={_e(v)}" for k, v in t.params.items())
+    badge = {
+        s: f'<span class="badge" style="background:{split_color(s)}">{_e(s)}</span>'
+        for s in r.split_sizes
+    }
+
+    def split_badge(split: str) -> str:
+        return badge.get(split) or _e(split)
+
+    rows = []
+    for split, n in r.split_sizes.items():
+        leak = r.leakage.get(split)
+        leaked = "reference" if split == r.reference else "—"
+        if leak is not None:
+            cls = ' class="num bad"' if leak.count else ' class="num"'
+            leaked = f"<span{cls}>{leak.count:,} ({100 * leak.fraction:.2f} %)</span>"
+        rows.append(
+            f"<tr><td>{split_badge(split)}</td><td class='num'>{n:,}</td><td>{leaked}</td></tr>"
+        )
+    layer = f" · layer {_e(r.layer)}" if r.layer else ""
+    parts = [
+        f"<style>{_FRAGMENT_CSS}</style><div class='neardup'><b>neardup result{layer}</b>",
+        f"<table><tr><th>split</th><th>samples</th><th>leaked into {_e(r.reference)}</th></tr>"
+        f"{''.join(rows)}</table>",
+        f"<div>threshold {_e(t.strategy)}({params}) → distance {_fmt(t.value)} · "
+        f"{len(r.clusters):,} duplicate sets holding {r.num_duplicated:,} samples</div>",
+    ]
+    for split, leak in r.leakage.items():
+        if not leak.count:
+            continue
+        pairs = "".join(
+            f"<tr><td>{_e(sid)}</td><td>{_e(rid)}</td><td class='num'>{_fmt(float(d))}</td></tr>"
+            for sid, rid, d in list(zip(leak.ids, leak.nearest_ids, leak.distances))[:max_rows]
+        )
+        more = leak.count - min(leak.count, max_rows)
+        tail = f"<div class='muted'>… {more:,} more</div>" if more > 0 else ""
+        parts.append(
+            f"<div>closest leaked {split_badge(split)} samples</div><table><tr>"
+            f"<th>{_e(split)} id</th><th>nearest {_e(leak.reference)} id</th><th>distance</th>"
+            f"</tr>{pairs}</table>{tail}"
+        )
+    if r.clusters:
+        sets = []
+        for c in r.clusters[:max_rows]:
+            members = ", ".join(f"{_e(s)}:{_e(i)}" for s, i in list(zip(c.splits, c.ids))[:6])
+            members += " …" if c.size > 6 else ""
+            sets.append(
+                f"<tr><td class='num'>{c.size:,}</td><td class='num'>{_fmt(c.mean)}"
+                f"</td><td>{members}</td></tr>"
+            )
+        more = len(r.clusters) - len(sets)
+        tail = f"<div class='muted'>… {more:,} more sets</div>" if more > 0 else ""
+        parts.append(
+            "<div>tightest duplicate sets</div><table><tr><th>size</th>"
+            f"<th>mean distance</th><th>members (split:id)</th></tr>{''.join(sets)}"
+            f"</table>{tail}"
+        )
+    parts.append(
+        "<div class='muted'>result.to_html(path, samples=...) writes the full report</div></div>"
+    )
+    return "".join(parts)
+
+
 def _check_options(*values: int) -> None:
     names = ("max_sets", "max_pairs", "max_members", "thumbnail_size", "thumbnail_budget")
     minimum = (0, 0, 1, 4, 0)
@@ -188,7 +295,7 @@ class _Page:
             self._footer(),
         ]
         split_css = "".join(
-            f".s{i}{{background:{_PALETTE[i % len(_PALETTE)]}}}" for i in self.split_index.values()
+            f".s{i}{{background:{split_color(s)}}}" for s, i in self.split_index.items()
         )
         return (
             '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -381,11 +488,7 @@ class _Page:
 
     def _member(self, split: str, position: int | None, sample_id: Any, label: Any) -> str:
         thumb = self.source.thumbnail(split, position, sample_id) if position is not None else ""
-        lab = (
-            f' <span class="badge label" title="label">{_e(label)}</span>'
-            if label is not None
-            else ""
-        )
+        lab = f' <span class="badge label">label {_e(label)}</span>' if label is not None else ""
         return (
             f'<figure class="member">{thumb}<figcaption>{self._split_badge(split)} '
             f'<span class="id" title="id">{_e(sample_id)}</span>{lab}</figcaption></figure>'

@@ -253,6 +253,12 @@ class DuplicatesResult:
     def __str__(self) -> str:
         return self.summary()
 
+    def _repr_html_(self) -> str:
+        """A compact, escaped summary shown inline by Jupyter (no thumbnails)."""
+        from ._html import render_html_fragment
+
+        return render_html_fragment(self)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (labels and ids keep their int/str types)."""
         return {

@@ -1,9 +1,10 @@
 """Hugging Face ``datasets`` integration: activations as a column, leakage across a DatasetDict.
 
 Split by concern: ``_hook`` (the ``Dataset.map`` hook and how ``datasets`` caches it),
-``_embedder`` (:class:`TransformerEmbedder`), ``_arrow`` (vector and label columns read as
-numpy through Arrow), ``_analysis`` (:func:`find_leakage`) and ``_annotate`` (:func:`annotate`,
-:func:`drop_leaked`).
+``_embedder`` (:class:`TransformerEmbedder`), ``_image`` (:class:`ImageEmbedder`),
+``_weights`` (weight hashes that tie a hook's cache identity to its model), ``_arrow``
+(vector and label columns read as numpy through Arrow), ``_analysis`` (:func:`find_leakage`)
+and ``_annotate`` (:func:`annotate`, :func:`drop_leaked`).
 """
 
 # _hook first: it checks that ``datasets`` is installed and names the extra when it is not
@@ -11,10 +12,12 @@ from ._hook import ActivationHook, vector_feature  # isort: skip
 from ._analysis import find_leakage
 from ._annotate import annotate, drop_leaked
 from ._embedder import POOLING_CHOICES, TransformerEmbedder
+from ._image import ImageEmbedder
 
 __all__ = [
     "POOLING_CHOICES",
     "ActivationHook",
+    "ImageEmbedder",
     "TransformerEmbedder",
     "annotate",
     "drop_leaked",

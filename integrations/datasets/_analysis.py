@@ -1,15 +1,21 @@
-"""``find_leakage``: near-duplicates and leakage from a vector column of a DatasetDict."""
+"""``find_leakage``: near-duplicates and leakage from a vector column and the input column."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from typing import Any
 
-from datasets import Dataset, DatasetDict
+import datasets
+from datasets import Dataset, DatasetDict, Value
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.validators import ANALYSIS_OPTIONS, check_options, closest_names
 
+from .._views import INPUT_VIEW, check_input_view
 from ._arrow import read_plain, read_vectors
+from ._input import input_column as choose_input_column
+from ._input import input_rows
 
 __all__ = ["find_leakage"]
 
@@ -63,14 +69,27 @@ def _split_map(
 def find_leakage(
     data: DatasetDict | Dataset,
     *,
-    column: str = "neardup_embedding",
+    column: str | None = "neardup_embedding",
+    input_column: str | None = "auto",
+    input_view: Any = "auto",
     label_column: str | None = None,
     id_column: str | None = None,
     splits: list[str] | None = None,
     reference: str | None = "train",
+    html: str | os.PathLike[str] | None = None,
+    sample_column: str | None = None,
     **options: Any,
 ) -> DuplicatesResult:
-    """Near-duplicates and train/test leakage from a vector column of a DatasetDict.
+    """Near-duplicates and train/test leakage from a vector column and the input column.
+
+    Two *views* of every example are analysed together by default: the vector column (e.g.
+    MiniLM activations written by :class:`ActivationHook`) and an *input view* of the text or
+    image column (:class:`neardup.views.TextView` character n-grams: case, punctuation,
+    markup and whitespace edits leave a copy identical; :class:`neardup.views.ImageView`
+    thumbnails for an ``Image()`` column). Each view gets its own automatic threshold; the
+    result is the combined verdict (a pair is a near-duplicate when it is within the
+    threshold of any view; ``leakage[split].found_by`` says which) and ``result.views[view]``
+    holds each view's own result (views named ``column`` and ``"input"``).
 
     Parameters
     ----------
@@ -78,12 +97,26 @@ def find_leakage(
         A ``DatasetDict`` (every split, or those in ``splits``, checked against
         ``reference``) or one ``Dataset`` (duplicates within it; its split is ``"data"``).
     column:
-        The vector column (fixed-size or variable-length lists of numbers, any nesting).
+        The vector column (fixed-size or variable-length lists of numbers, any nesting);
+        ``None``: the input view only.
+    input_column:
+        The column the input view reads. ``"auto"`` (default): the only ``Image()`` column,
+        else a string column named ``text``/``sentence``/``content``/``body``/``document``,
+        else the only string column (none: no input view). ``None``: no input view.
+    input_view:
+        ``"auto"``: ``TextView()`` for strings, ``ImageView()`` for images; or a callable
+        ``view(list of values) -> (n, d)`` array.
     label_column, id_column:
         Optional columns with per-example labels (int/ClassLabel/str: per-class leakage) and
         ids (unique per split). Without ids, samples are named by their row position.
     reference:
         The split other splits are checked against (``None``: duplicate sets only).
+    html:
+        Also write the HTML report to this path, with thumbnails (``Image()`` columns or any
+        array column) or texts read from the datasets, row by row, for the samples shown.
+    sample_column:
+        The column shown in the report (default: the first ``Image()`` column, else the
+        first string column).
     **options:
         Any option of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k,
         backend, seed, ...).
@@ -103,29 +136,90 @@ def find_leakage(
         where="find_leakage",
         allowed=(*ANALYSIS_OPTIONS, "layer"),
     )
+    check_input_view(input_view)
     parts, single = _split_map(data, splits, reference)
+    source = choose_input_column(parts, input_column, (column, label_column, id_column))
+    if column is None and source is None:
+        raise NeardupInputError(
+            "find_leakage needs a vector column (column=) or an input column to view "
+            "(input_column=); both are None or none was found."
+        )
+    if column is not None and column == INPUT_VIEW and source is not None:
+        raise NeardupInputError(
+            f"the vector column is named {INPUT_VIEW!r}, the input view's name; pass "
+            "input_column=None or rename the column."
+        )
     vectors, labels, ids = {}, {}, {}
     for name, ds in parts.items():
         where = "the dataset" if single else f"split {name!r}"
-        vectors[name] = read_vectors(ds, column, where)
+        views = {}
+        if column is not None:
+            views[column] = read_vectors(ds, column, where)
+        if source is not None:
+            views[INPUT_VIEW] = input_rows(ds, source, input_view, where)
+        vectors[name] = views if len(views) > 1 else next(iter(views.values()))
         if label_column is not None:
             labels[name] = read_plain(ds, label_column, where, "label")
         if id_column is not None:
             ids[name] = read_plain(ds, id_column, where, "id")
-    layer = options.pop("layer", column)
+    several = column is not None and source is not None
+    layer = options.pop("layer", None)
+    if not several:  # one view: its name is the result's layer
+        options["layer"] = layer or (column if column is not None else INPUT_VIEW)
     if single:
-        return find_duplicates(
-            vectors["data"],
+        data_views = vectors["data"]
+        result = find_duplicates(
+            {"data": data_views} if isinstance(data_views, dict) else data_views,
             labels=labels.get("data"),
             ids=ids.get("data"),
-            layer=layer,
             **options,
         )
-    return find_duplicates(
-        vectors,
-        labels=labels or None,
-        ids=ids or None,
-        reference=reference,
-        layer=layer,
-        **options,
-    )
+    else:
+        result = find_duplicates(
+            vectors,
+            labels=labels or None,
+            ids=ids or None,
+            reference=reference,
+            **options,
+        )
+    if html is not None:
+        shown = _sample_column(parts, sample_column, column)
+        samples = (
+            None if shown is None else {n: _ColumnSamples(ds, shown) for n, ds in parts.items()}
+        )
+        result.to_html(html, samples=samples)
+    return result
+
+
+class _ColumnSamples:
+    """One column of a Dataset as a lazy sequence: rows are read only for samples shown."""
+
+    def __init__(self, ds: Dataset, column: str) -> None:
+        self.ds, self.column = ds, column
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, position: int) -> Any:
+        return self.ds[int(position)][self.column]
+
+
+def _sample_column(parts: Mapping[str, Dataset], chosen: str | None, vectors: str) -> str | None:
+    """The column to show in the report: ``chosen``, else an Image(), else a string column."""
+    if chosen is not None:
+        for name, ds in parts.items():
+            if chosen not in ds.column_names:
+                raise NeardupInputError(
+                    f"sample_column {chosen!r} is not a column of split {name!r} "
+                    f"({closest_names(chosen, ds.column_names)})."
+                )
+        return chosen
+    features = next(iter(parts.values())).features
+    for name, feature in features.items():
+        if isinstance(feature, datasets.Image):
+            return name
+    for name, feature in features.items():
+        text = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+        if name != vectors and text:
+            return name
+    return None

@@ -17,12 +17,20 @@ hook itself still pickles in full for ``num_proc > 1``). The identity is made of
 ``dim``, ``version`` and, in this order of preference:
 
 1. ``name=`` when given: you own the identity; bump ``version=`` whenever the model or the
-   embedding code changes, or the cache hands back stale vectors;
+   embedding code changes. If the weights of a torch/Keras model that ``embed_fn`` reaches
+   change while ``name``/``version`` stay the same, the hook warns: the cache would hand
+   back vectors of the old weights;
 2. ``embed_fn.neardup_fingerprint()`` when the embedder has one: :class:`TransformerEmbedder`
-   hashes its weights' raw bytes (xxhash, milliseconds), so fine-tuning changes it;
+   and :class:`ImageEmbedder` hash their current weights' raw bytes (xxhash, milliseconds),
+   so fine-tuning changes it;
 3. otherwise ``Hasher.hash(embed_fn)``, computed **once** when the hook is built (a closure
-   over a model is serialised once, not per call). Build a new hook after changing what
-   ``embed_fn`` closes over.
+   over a model is serialised once, not per call), plus a hash of the *current* weights of
+   every torch/Keras model ``embed_fn`` reaches (its closure, ``__self__``, attributes), taken
+   at each ``map``: changing the weights changes the identity.
+
+The cache itself only exists for datasets backed by Arrow files on disk (``load_dataset``,
+``load_from_disk``, or the result of an earlier ``map``); a dataset built in memory with
+``Dataset.from_dict``/``from_pandas`` is mapped again on every call.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ try:
 except ImportError as _err:  # pragma: no cover - depends on the environment
     raise missing_framework("neardup.integrations.datasets", "datasets", _err) from _err
 
+from ._weights import models_in, weights_hash
 
 __all__ = ["ActivationHook", "vector_feature"]
 
@@ -128,6 +137,10 @@ class ActivationHook:
             if name is not None or callable(getattr(embed_fn, "neardup_fingerprint", None))
             else _hash_embed_fn(embed_fn)
         )
+        own = callable(getattr(embed_fn, "neardup_fingerprint", None))
+        self._models = [] if own else models_in(embed_fn)  # whose weights tie the identity
+        self._built_weights = weights_hash(self._models) if self._models else None
+        self._warned_weights: str | None = None
 
     def __repr__(self) -> str:
         who = f"name={self.name!r}" if self.name is not None else repr(self.embed_fn)
@@ -137,12 +150,30 @@ class ActivationHook:
         """The hook's identity for ``datasets``' cache (16 hex digits; see the module doc)."""
         if self.name is not None:
             source = f"name:{self.name}"
+            self._warn_if_weights_changed()
         elif callable(getattr(self.embed_fn, "neardup_fingerprint", None)):
             source = f"embedder:{self.embed_fn.neardup_fingerprint()}"
         else:
-            source = f"hash:{self._embed_hash}"
+            weights = weights_hash(self._models) if self._models else ""
+            source = f"hash:{self._embed_hash}|weights:{weights}"
         text = f"{_IDENTITY_VERSION}|{self.column}|{self.dim}|{self.version}|{source}"
         return xxhash.xxh64(text.encode()).hexdigest()
+
+    def _warn_if_weights_changed(self) -> None:
+        """With ``name=``, say when the weights moved on but the identity did not."""
+        if not self._models:
+            return
+        now = weights_hash(self._models)
+        if now != self._built_weights and now != self._warned_weights:
+            self._warned_weights = now
+            warnings.warn(
+                f"ActivationHook(name={self.name!r}, version={self.version!r}): the weights of "
+                "the model(s) embed_fn uses changed since the hook was built, but name= fixes "
+                "the hook's identity, so datasets may load vectors computed with the old "
+                "weights from its cache. Bump version= (or drop name= to let the hook follow "
+                "the weights).",
+                stacklevel=3,
+            )
 
     def __call__(self, batch: Mapping[str, Any], *_indices_or_rank: Any) -> dict[str, np.ndarray]:
         """Embed one batch: ``{column: (B, d) float32}`` (merged into the batch by ``map``)."""

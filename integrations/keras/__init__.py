@@ -4,6 +4,6 @@ Split by concern: ``_callback`` (the hooks ``fit`` calls), ``_graph`` (the featu
 the chosen layers) and ``_data`` (the splits the callback is given).
 """
 
-from ._callback import DuplicatesCallback
+from ._callback import DEFAULT_REPORT_DIR, DuplicatesCallback
 
-__all__ = ["DuplicatesCallback"]
+__all__ = ["DEFAULT_REPORT_DIR", "DuplicatesCallback"]

@@ -7,19 +7,21 @@ Activations are pooled batch by batch and fed to :class:`neardup.ActivationColle
 feature maps of a whole split are never held at once.
 
 >>> from neardup.integrations.keras import DuplicatesCallback  # doctest: +SKIP
->>> cb = DuplicatesCallback(layers=["conv2"], data={"train": (x, y), "test": test_ds})
+>>> cb = DuplicatesCallback(data={"train": (x, y), "test": test_ds})  # doctest: +SKIP
 >>> model.fit(x, y, epochs=5, callbacks=[cb])  # doctest: +SKIP
->>> cb.results["conv2"].leakage["test"].count  # doctest: +SKIP
+>>> cb.leakage["test"].ids, cb.leakage["test"].found_by  # combined verdict  # doctest: +SKIP
+>>> cb.results["conv2"].leakage["test"].count  # one view's own result  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from neardup import ActivationCollector, DuplicatesResult, NeardupInputError
+from neardup import ActivationCollector, DuplicatesResult, Leakage, NeardupInputError
 from neardup.validators import (
     as_backend,
     as_reducer,
@@ -31,6 +33,7 @@ from neardup.validators import (
 )
 
 from .._common import (
+    DEFAULT_POOL,
     check_fail_above,
     check_pool,
     collector_options,
@@ -39,6 +42,7 @@ from .._common import (
     pool_array,
 )
 from .._finish import announce, finish
+from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
 
 try:
     import keras
@@ -46,30 +50,47 @@ except ImportError as err:  # pragma: no cover - exercised only without keras
     raise missing_framework("neardup.integrations.keras", "keras", err) from err
 
 from ._data import SplitSource, as_source, labels_of, warn_no_labels
-from ._graph import build_extractor, graph_of, model_input_shapes
+from ._graph import build_extractor, default_layer, graph_of, model_input_shapes
 
-__all__ = ["DuplicatesCallback"]
+__all__ = ["DEFAULT_REPORT_DIR", "DuplicatesCallback"]
 
 FeatureFn = Callable[[Any, Any], Any]
+#: where reports go when no TensorBoard callback gives a log directory
+DEFAULT_REPORT_DIR = "neardup_reports"
 _PROGRESS_MIN_BATCHES = 20  # show a progress bar for splits of at least this many batches
 
 
 class DuplicatesCallback(keras.callbacks.Callback):
     """Find near-duplicates and train/test leakage in a Keras model's layer activations.
 
+    Several *views* of every sample are analysed together: the model layer(s) and, by
+    default, an *input view* of the data's ``x`` (``ImageView()`` 8x8 standardised
+    thumbnails for image arrays, ``TextView()`` for arrays of strings). Each view gets its own
+    automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
+    is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
+    each view's own result.
+
     Parameters
     ----------
     layers:
         Layer name(s) to analyse; layers inside nested sub-models as ``"encoder/conv2"`` (or
-        the bare name when it is unique). Not needed with ``feature_fn``.
+        the bare name when it is unique). ``None`` picks one as the Lightning callback does
+        (the end of the block holding the last convolution; else the first layer with
+        weights) and says which. Not used with ``feature_fn``.
     data:
         ``split -> data``: numpy arrays, ``(x, y)`` tuples, finite ``tf.data.Dataset`` or
         ``keras.utils.PyDataset``. ``y`` gives labels (one-hot -> argmax) for class statistics.
     reference:
         The split the others are checked against for leakage (``None``: no leakage check).
+    input_view:
+        ``"auto"`` (default): an image or text view of ``x`` when it is an image array
+        ``(B, H, W, C)`` / ``(B, H, W)`` or strings, else none; ``None``: layers only; or a
+        callable ``view(x_batch) -> (B, d)`` array, e.g. ``neardup.views.ImageView(size=16)``.
+        The view is named ``"input"``.
     pool:
-        ``"avg"`` / ``"max"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or
-        a ``callable(array (B, ...)) -> (B, features)``.
+        ``"max"`` (default, shared with the Lightning callback: ``benchmarks/bench_pooling.py``)
+        / ``"avg"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or a
+        ``callable(array (B, ...)) -> (B, features)``.
     feature_fn:
         ``feature_fn(model, x_batch) -> array or {name: array}`` instead of ``layers``; the way
         to analyse subclassed models, which have no graph of layers to read. It receives
@@ -79,12 +100,19 @@ class DuplicatesCallback(keras.callbacks.Callback):
         added to the epoch ``logs`` so ``History`` (and a ``TensorBoard`` placed after this
         callback) record them.
     at_train_end, at_test_end:
-        Analyse when ``fit`` ends / when ``evaluate`` (not fit's validation) ends.
+        Analyse when ``fit`` ends / when ``evaluate`` (not fit's validation) ends. The final
+        analysis of ``fit`` runs at the end of its last epoch (the last of ``epochs``, or the
+        one where a callback listed before this one, such as ``EarlyStopping``, stops
+        training), so its scalars land in that epoch's ``logs`` as well.
     batch_size, steps:
         Batch size for arrays and unbatched datasets; ``steps`` (int, or ``split -> int``)
         limits the batches read from datasets and is required for infinite ones.
     report_dir:
-        Write ``neardup-<layer>.json`` (and ``.html``) reports there; ``None`` writes nothing.
+        Write ``neardup.json`` (the combined verdict) and ``neardup-<view>.json`` per view
+        (and ``.html``) there. The default, ``"auto"``,
+        writes them under ``<log_dir>/neardup`` of a ``keras.callbacks.TensorBoard`` in the
+        same ``fit``/``evaluate`` call, and else under ``./neardup_reports``
+        (:data:`DEFAULT_REPORT_DIR`); ``None`` writes nothing.
     fail_above:
         Raise :class:`neardup.LeakageError` when a split leaks more than this fraction (after
         writing the reports); raised from an every-N-epochs analysis, it stops training.
@@ -100,7 +128,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     Attributes
     ----------
-    results: ``layer -> DuplicatesResult`` of the latest analysis (empty before the first).
+    result: the combined :class:`neardup.DuplicatesResult` of the latest analysis.
+    leakage: ``split -> Leakage``, the combined verdict (``ids``, ``nearest_ids``,
+        ``found_by``, ``view_distances``).
+    results: ``view -> DuplicatesResult``, each layer's (and the input view's) own result
+        (empty before the first analysis).
     metrics: the ``neardup/...`` scalars of the latest analysis.
     report_paths: files written by the latest analysis.
     """
@@ -111,14 +143,15 @@ class DuplicatesCallback(keras.callbacks.Callback):
         data: Mapping[str, Any] | None = None,
         *,
         reference: str | None = "train",
-        pool: str | Callable[[Any], Any] = "avg",
+        input_view: Any = "auto",
+        pool: str | Callable[[Any], Any] = DEFAULT_POOL,
         feature_fn: FeatureFn | None = None,
         every_n_epochs: int | None = None,
         at_train_end: bool = True,
         at_test_end: bool = True,
         batch_size: int = 256,
         steps: int | Mapping[str, int] | None = None,
-        report_dir: str | os.PathLike[str] | None = None,
+        report_dir: str | os.PathLike[str] | None = "auto",
         fail_above: float | None = None,
         threshold: Any = None,
         normalize: str | None = "row",
@@ -135,6 +168,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
         check_option("reference", reference, where="DuplicatesCallback")
         self.layers = _check_layers(layers, feature_fn)
         self.feature_fn = feature_fn
+        self._default_layers = self.layers is None and feature_fn is None
+        self._input_option = input_view
+        self._input = InputView(input_view)
+        if self.layers is not None:
+            check_view_names(self.layers, input_view)
         self.pool = check_pool(pool)
         self.every_n_epochs = _check_positive_int(every_n_epochs, "every_n_epochs", none_ok=True)
         self.at_train_end = bool(at_train_end)
@@ -142,18 +180,20 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.batch_size = _check_positive_int(batch_size, "batch_size")
         self.sources = _check_data(data, steps)
         self.reference = _check_reference(reference, self.sources)
-        self.report_dir = None if report_dir is None else Path(report_dir)
+        self.report_dir = _check_report_dir(report_dir)
         self.fail_above = check_fail_above(fail_above)
         self._collector_options = collector_options(memory_budget, spill_dir)
         if verbose not in (0, 1, 2):
             raise NeardupInputError(f"verbose must be 0, 1 or 2, got {verbose!r}.")
         self.verbose = verbose
+        self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}
         self.metrics: dict[str, float] = {}
         self.report_paths: list[Path] = []
         self._extractor: tuple[Any, Any] | None = None  # (model, feature model)
         self._in_fit = False
         self._fresh = False  # results describe the current weights
+        self._log_dir: str | None = None  # of a TensorBoard callback in the same fit/evaluate
 
     # ---- Keras hooks (no batch hooks: Keras's async dispatch stays on) ----
     def set_model(self, model: keras.Model) -> None:
@@ -162,18 +202,28 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._in_fit, self._fresh = True, False
+        self._log_dir = _tensorboard_log_dir()
         self._prepare(self.model)  # fail before training, not after it
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._fresh = False
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        if self.every_n_epochs and (epoch + 1) % self.every_n_epochs == 0:
-            self._analyze(self.model)
-            self._fresh = True
-            if logs is not None:
-                logs.update(self.metrics)  # History/TensorBoard after us record them
+        periodic = bool(self.every_n_epochs) and (epoch + 1) % self.every_n_epochs == 0
+        if not periodic and not (self.at_train_end and self._is_last_epoch(epoch)):
+            return
+        self._analyze(self.model)
+        self._fresh = True
+        if logs is not None:
+            logs.update(self.metrics)  # History/TensorBoard after us record them
+        if periodic:
             self._finish(f"neardup-epoch{epoch + 1:03d}", verbose=self.verbose >= 2)
+
+    def _is_last_epoch(self, epoch: int) -> bool:
+        """The last of ``epochs``, or the epoch where a callback before us stopped training."""
+        epochs = (self.params or {}).get("epochs")
+        stopping = bool(getattr(self.model, "stop_training", False))
+        return stopping or (epochs is not None and epoch + 1 >= epochs)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         self._in_fit = False
@@ -186,11 +236,17 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def on_test_begin(self, logs: dict | None = None) -> None:
         if not self._in_fit and self.at_test_end:
+            self._log_dir = _tensorboard_log_dir()
             self._prepare(self.model)
 
     def on_test_end(self, logs: dict | None = None) -> None:
         if not self._in_fit and self.at_test_end:
             self.run(self.model)
+
+    @property
+    def leakage(self) -> dict[str, Leakage]:
+        """``split -> Leakage``: the combined verdict of the latest analysis (all views)."""
+        return {} if self.result is None else self.result.leakage
 
     # ---- public steps ----
     def run(
@@ -228,6 +284,12 @@ class DuplicatesCallback(keras.callbacks.Callback):
 
     def _feature_model(self, model: keras.Model) -> Any:
         if self._extractor is None or self._extractor[0] is not model:
+            if self._default_layers:
+                name, why = default_layer(model)
+                if self.layers != [name] and self.verbose:
+                    print(f"neardup: layers=None -> analysing {name!r}, {why}.")
+                self.layers = [name]
+            check_view_names(self.layers, self._input_option)
             self._extractor = (model, build_extractor(model, self.layers))
         return self._extractor[1]
 
@@ -263,9 +325,30 @@ class DuplicatesCallback(keras.callbacks.Callback):
                 for name, values in self._features(model, x).items():
                     pooled = pool_array(values, self.pool, channels_last=channels_last)
                     collector.add(source.name, name, pooled, labels=labels)
+                self._add_input_rows(collector, source.name, x, labels)
                 if bar is not None:
                     bar.update(i + 1)
         return collector
+
+    def _add_input_rows(
+        self, collector: ActivationCollector, split: str, x: Any, labels: Any
+    ) -> None:
+        """Add the input view's rows of one batch (nothing when there is no input view)."""
+        if not self._input.active:
+            return
+        announce = not self._input.resolved
+        rows = self._input.rows(x)
+        if announce and self.verbose:
+            print(f"neardup: input_view='auto' -> {self._input.reason}.")
+        if rows is None:
+            return
+        n = len(keras.tree.flatten(x)[0])
+        if len(rows) != n:
+            raise NeardupInputError(
+                f"split {split!r}: the input view gave {len(rows)} rows for a batch of {n} "
+                "samples; pass input_view= a callable returning one row per sample, or None."
+            )
+        collector.add(split, INPUT_VIEW, rows, labels=labels)
 
     def _progress_bar(self, source: SplitSource) -> Any:
         total = source.num_batches(self.batch_size)
@@ -280,15 +363,32 @@ class DuplicatesCallback(keras.callbacks.Callback):
         options = dict(self.options, reference=self.reference)
         if options["reduce"] is not None:
             options["reduce"] = as_reducer(options["reduce"].n_components)  # a fresh PCA
-        self.results = collector.analyze(**options)
-        self.metrics = leakage_metrics(self.results)
+        rows = {
+            (split, view): collector.get(split, view)
+            for split in collector.splits
+            for view in collector.layers
+        }
+        self.result = analyze_views(rows, collector.layers, **options)
+        self.results = dict(self.result.views)
+        self.metrics = leakage_metrics(self.result)
+
+    @property
+    def resolved_report_dir(self) -> Path | None:
+        """Where reports go now: ``report_dir``, or for ``"auto"`` the TensorBoard log dir's
+        ``neardup`` folder when a TensorBoard callback runs beside this one, else
+        :data:`DEFAULT_REPORT_DIR`."""
+        if self.report_dir != "auto":
+            return self.report_dir
+        if self._log_dir is not None:
+            return Path(self._log_dir) / "neardup"
+        return Path(DEFAULT_REPORT_DIR).resolve()
 
     def _finish(self, stem: str, *, verbose: bool) -> None:
         """Write the reports, show the summaries, then apply ``fail_above``."""
         samples = {n: s.samples for n, s in self.sources.items() if s.samples is not None}
         outcome = finish(
-            self.results,
-            report_dir=self.report_dir,
+            self.result,
+            report_dir=self.resolved_report_dir,
             stem=stem,
             samples=samples or None,
             fail_above=self.fail_above,
@@ -296,6 +396,41 @@ class DuplicatesCallback(keras.callbacks.Callback):
         )
         self.report_paths = outcome.report_paths
         outcome.raise_for_failure()
+
+
+def _check_report_dir(report_dir: Any) -> Path | str | None:
+    if report_dir is None or report_dir == "auto":
+        return report_dir
+    if not isinstance(report_dir, (str, os.PathLike)):
+        raise NeardupInputError(
+            f"report_dir must be a directory path, 'auto' or None, got {report_dir!r}."
+        )
+    return Path(report_dir)
+
+
+def _tensorboard_log_dir() -> str | None:
+    """The ``log_dir`` of a ``keras.callbacks.TensorBoard`` in the running fit/evaluate.
+
+    Keras gives a callback no handle on its siblings, so this looks for the ``CallbackList``
+    that is calling this hook a few frames up; ``None`` when there is no TensorBoard (or the
+    hook was called some other way).
+    """
+    frame = inspect.currentframe()
+    try:
+        for _ in range(8):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList):
+                for callback in owner.callbacks:
+                    if isinstance(callback, keras.callbacks.TensorBoard):
+                        return str(callback.log_dir)
+                return None
+        return None
+    finally:
+        del frame
+
 
 
 def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:
@@ -310,11 +445,13 @@ def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:
                 "feature_fn, return a dict name -> array to analyse several outputs."
             )
         return None
+    if layers is None:
+        return None  # chosen from the model (default_layer) when it is known
     if isinstance(layers, str):
         layers = [layers]
     if not layers or not all(isinstance(n, str) and n for n in layers):
         raise NeardupInputError(
-            f"layers must be a layer name or a list of layer names, got {layers!r} "
+            f"layers must be None, a layer name or a list of layer names, got {layers!r} "
             "(or pass feature_fn= instead)."
         )
     if len(set(layers)) != len(layers):

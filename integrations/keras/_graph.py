@@ -18,7 +18,16 @@ import keras
 from neardup import NeardupInputError
 from neardup.validators import closest_names
 
-__all__ = ["build_extractor", "graph_of", "layer_index", "model_input_shapes"]
+__all__ = [
+    "build_extractor",
+    "default_layer",
+    "graph_of",
+    "layer_index",
+    "layer_paths",
+    "model_input_shapes",
+]
+
+_LISTED = 40  # layer names shown in an error message
 
 _SUBCLASSED_HELP = (
     "Two ways out: build it as a functional model (keras.Model(inputs, outputs)) or a "
@@ -97,6 +106,77 @@ def layer_index(model: Any) -> dict[str, list[Any]]:
     return paths
 
 
+def layer_paths(model: Any) -> list[str]:
+    """Every layer's path (``"conv2"``, ``"encoder/conv2"``) in the model's order."""
+    paths: list[str] = []
+
+    def walk(owner: Any, prefix: str) -> None:
+        for layer in getattr(owner, "layers", []):
+            paths.append(f"{prefix}{layer.name}")
+            if isinstance(layer, keras.Model) and graph_of(layer) is not None:
+                walk(layer, f"{prefix}{layer.name}/")
+
+    walk(model, "")
+    return paths
+
+
+def _listing(model: Any) -> str:
+    """The model's layer paths for an error message (nested sub-models included)."""
+    paths = layer_paths(model)
+    shown = ", ".join(repr(p) for p in paths[:_LISTED])
+    return shown + (f", ... ({len(paths)} in all)" if len(paths) > _LISTED else "")
+
+
+def _output_rank(layer: Any) -> int | None:
+    try:
+        return len(layer.output.shape)
+    except (AttributeError, ValueError, TypeError):  # never called, or called several times
+        return None
+
+
+def _is_conv(layer: Any) -> bool:
+    return "Conv" in type(layer).__name__ and not isinstance(layer, keras.Model)
+
+
+def default_layer(model: Any) -> tuple[str, str]:
+    """The layer analysed when ``layers=None``, and why: the rule of the Lightning callback.
+
+    The end of the block holding the last convolution: the last layer after it whose output
+    is still a feature map of the convolution's rank (activations, normalisation, pooling),
+    before a Flatten / global pooling / Dense. Without convolutions: the first layer with
+    weights (the last layers of a classifier merge same-class samples).
+    """
+    _require_graph(model)
+    index = layer_index(model)
+    ordered = [(p, index[p][-1]) for p in layer_paths(model)]
+    ordered = [(p, layer) for p, layer in ordered if not isinstance(layer, keras.Model)]
+    convs = [i for i, (_, layer) in enumerate(ordered) if _is_conv(layer)]
+    if convs:
+        last = convs[-1]
+        rank = _output_rank(ordered[last][1])
+        end = last
+        for i in range(last + 1, len(ordered)):
+            if rank is None or _output_rank(ordered[i][1]) != rank:
+                break
+            end = i
+        conv = ordered[last][0]
+        if end == last:
+            return conv, "the last convolution"
+        return ordered[end][0], f"the end of the block holding the last convolution ({conv!r})"
+    weighted = [p for p, layer in ordered if layer.weights]
+    if len(weighted) >= 2:
+        return weighted[0], (
+            "the first layer with weights (no convolution found; the last layers of a "
+            "classifier merge same-class samples)"
+        )
+    if weighted:
+        return weighted[0], "the only layer with weights"
+    raise NeardupInputError(
+        f"layers=None cannot pick a layer: model {model.name!r} has no layer with weights. "
+        f"Pass layers=[...] with names from its layers: {_listing(model)}."
+    )
+
+
 def _resolve(model: Any, names: Sequence[str]) -> list[list[Any]]:
     index = layer_index(model)
     chains = []
@@ -104,7 +184,8 @@ def _resolve(model: Any, names: Sequence[str]) -> list[list[Any]]:
         if name not in index:
             raise NeardupInputError(
                 f"model {model.name!r} has no layer {name!r} "
-                f"({closest_names(name, index)}). Name nested layers as 'submodel/layer'."
+                f"({closest_names(name, index)}). Its layers: {_listing(model)}. Name "
+                "nested layers as 'submodel/layer'."
             )
         chains.append(index[name])
     return chains

@@ -1,9 +1,10 @@
 """PyTorch Lightning callback: near-duplicates and train/test leakage from eval activations.
 
 >>> from neardup.integrations.lightning import DuplicatesCallback
->>> cb = DuplicatesCallback(layers=["features.2"])               # doctest: +SKIP
+>>> cb = DuplicatesCallback()             # a default layer + an input view  # doctest: +SKIP
 >>> trainer = Trainer(callbacks=[cb]); trainer.fit(model, train_dl, val_dl)  # doctest: +SKIP
->>> cb.results["features.2"].leakage["val"].count                  # doctest: +SKIP
+>>> cb.leakage["val"].ids, cb.leakage["val"].found_by   # the combined verdict  # doctest: +SKIP
+>>> cb.results["features"].leakage["val"].count          # one view's own result  # doctest: +SKIP
 
 Works with both ``lightning.pytorch`` and ``pytorch_lightning``: the callback derives from
 the ``Callback`` class of each package that is installed, so either ``Trainer`` accepts it.
@@ -21,19 +22,21 @@ import numpy as np
 from neardup import (
     ActivationCollector,
     DuplicatesResult,
+    Leakage,
     LeakageError,
     NeardupInputError,
-    analyze_layers,
 )
 from neardup.validators import check_options
 
 from .._common import (
+    DEFAULT_POOL,
     check_fail_above,
     check_pool,
     collector_options,
     missing_framework,
 )
 from .._finish import announce, finish
+from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
 
 if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
     from lightning.pytorch import LightningModule, Trainer
@@ -65,13 +68,20 @@ if not _BASES:  # pragma: no cover - depends on the environment
 
 from ._data import (  # noqa: E402  (after the framework check on purpose)
     default_forward,
+    default_input,
     default_labels,
     is_map_style,
     sample_order,
     sharded_loader,
 )
 from ._ddp import dedupe_by_id, distributed, gather_rows  # noqa: E402
-from ._hooks import HookManager, default_layer, resolve_layers  # noqa: E402
+from ._hooks import (  # noqa: E402
+    HookManager,
+    compiled_wrappers,
+    default_layer,
+    resolve_layers,
+)
+from ._loggers import publish_to_loggers  # noqa: E402
 
 __all__ = ["DuplicatesCallback"]
 
@@ -134,14 +144,30 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     when the analysis runs. Every row carries its dataset index; under DDP the rows are
     gathered to rank 0 and the ``DistributedSampler`` padding is dropped.
 
+    Several *views* of every sample are analysed together: the model layer(s) and, by
+    default, an *input view* of the batch's input tensor (``ImageView()`` 8x8 standardised
+    thumbnails for image batches, ``TextView()`` for lists of strings). Each view gets its own
+    automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
+    is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
+    each view's own result.
+
     Parameters
     ----------
     layers:
         Names from ``model.named_modules()``. ``None`` picks one (the last convolution; else
         the first parametrised layer) and says which.
+    input_view:
+        ``"auto"`` (default): an image or text view of the inputs when the batch's input is
+        an image tensor ``(B, C, H, W)`` / ``(B, H, W)`` or a list of strings, else none;
+        ``None``: layers only; or a callable ``view(inputs) -> (B, d)`` array, e.g.
+        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``.
+    input_fn:
+        ``input_fn(batch)`` returns the inputs the input view reads (default: ``x`` of
+        ``(x, y)``, a dict's ``"image"``/``"pixel_values"``/... entry, or the batch itself).
     pool:
-        ``"avg"`` / ``"max"`` (over the spatial/sequence axes of ``(B, C, ...)`` maps),
-        ``"flatten"``, or ``callable(raw_output) -> (B, features)`` tensor.
+        ``"max"`` (default, shared with the Keras callback: ``benchmarks/bench_pooling.py``)
+        / ``"avg"`` over the spatial/sequence axes of ``(B, C, ...)`` maps, ``"flatten"``,
+        or ``callable(raw_output) -> (B, features)`` tensor.
     splits:
         Split names: ``{name: dataloader_index}`` or ``{"val"|"test": name or [names]}``.
         Default ``"val"`` / ``"test"`` (``"val_0"``, ``"val_1"``, ... for several loaders).
@@ -153,6 +179,10 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ``forward_fn(pl_module, batch)`` runs the model on a training batch (default: ``x``
         of ``(x, y)``, a dict's input or ``**dict``); ``label_fn(batch)`` returns one label per
         sample or None (default: ``y`` / ``batch["label"]`` when it is an int vector).
+    max_train_samples:
+        Read at most this many training samples in the training pass. The pass also honours
+        the trainer's ``fast_dev_run`` and ``limit_train_batches`` (an int: that many
+        batches; a float: that share of them), so a smoke run stays a smoke run.
     every_n_val_epochs:
         Also analyse after every N-th validation run during ``fit`` (metrics via
         ``pl_module.log``, so ModelCheckpoint/EarlyStopping can monitor them).
@@ -170,18 +200,29 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         files in ``spill_dir`` (default: a temporary directory), removed when the next run
         starts, when the callback is garbage-collected, or at exit.
     threshold, normalize, reduce, k, backend, seed:
-        Passed to :func:`neardup.find_duplicates`.
+        Passed to :func:`neardup.find_duplicates` (one threshold strategy for every view;
+        default ``Auto()`` per view).
+
+    Attributes
+    ----------
+    result: the combined :class:`neardup.DuplicatesResult` of the latest analysis.
+    leakage: ``split -> Leakage``, the combined verdict (``ids``, ``nearest_ids``,
+        ``found_by``, ``view_distances``).
+    results: ``view -> DuplicatesResult``, each layer's (and the input view's) own result.
     """
 
     def __init__(
         self,
         layers: Sequence[str] | str | None = None,
         *,
-        pool: str | Callable[[Any], Any] = "max",
+        input_view: Any = "auto",
+        input_fn: Callable[[Any], Any] | None = None,
+        pool: str | Callable[[Any], Any] = DEFAULT_POOL,
         splits: Mapping[str, Any] | None = None,
         train_loader: Any = None,
         forward_fn: Callable[[Any, Any], Any] | None = None,
         label_fn: Callable[[Any], Any] | None = None,
+        max_train_samples: int | None = None,
         every_n_val_epochs: int | None = None,
         analyze_at_fit_end: bool = True,
         fail_above: float | None = None,
@@ -206,15 +247,24 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     f"layers={layers!r} must be None or a non-empty list of module names "
                     "from model.named_modules()."
                 )
+            check_view_names(layers, input_view)
         self._layers = layers
+        self._input_option = input_view
+        self._input = InputView(input_view)
         self.pool = check_pool(pool)
         self._splits = _check_splits(splits)
-        for name, fn in (("forward_fn", forward_fn), ("label_fn", label_fn)):
+        for name, fn in (
+            ("forward_fn", forward_fn),
+            ("label_fn", label_fn),
+            ("input_fn", input_fn),
+        ):
             if fn is not None and not callable(fn):
                 raise NeardupInputError(f"{name} must be a callable, got {fn!r}.")
         self.train_loader = train_loader
         self.forward_fn = forward_fn or default_forward
         self.label_fn = label_fn or default_labels
+        self.input_fn = input_fn or default_input
+        self.max_train_samples = _check_positive("max_train_samples", max_train_samples)
         self.every_n_val_epochs = _check_positive("every_n_val_epochs", every_n_val_epochs)
         self.analyze_at_fit_end = bool(analyze_at_fit_end)
         self.fail_above = check_fail_above(fail_above)
@@ -231,6 +281,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             "seed": seed,
         }
         check_options(self.analyze_options, where="DuplicatesCallback")
+        self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}
         self.report_paths: list[Path] = []
         self.last_summary: dict[str, Any] | None = None
@@ -244,6 +295,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._positions: list[int] = []
         self._val_runs = 0
         self._chosen_layers: list[str] | None = None
+        self._sanity = False  # hooks attached only to check the layers during the sanity check
+        self._train_dataset: Any = None  # of the latest training pass, for thumbnails
 
     # ------------------------------------------------------------------ Lightning API
     @property
@@ -254,6 +307,17 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     def layers(self) -> list[str] | None:
         """The layers analysed (the chosen one once ``layers=None`` has been resolved)."""
         return self._chosen_layers or self._layers
+
+    @property
+    def leakage(self) -> dict[str, Leakage]:
+        """``split -> Leakage``: the combined verdict of the latest analysis (all views)."""
+        return {} if self.result is None else self.result.leakage
+
+    @property
+    def views(self) -> list[str]:
+        """The views analysed: the layers, then ``"input"`` when there is an input view."""
+        layers = list(self.layers or [])
+        return [*layers, INPUT_VIEW] if self._input.view is not None else layers
 
     def state_dict(self) -> dict[str, Any]:
         return {"settings": self._settings(), "last_summary": self.last_summary}
@@ -283,7 +347,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect_batch(batch, dataloader_idx)
+        self._collect_batch(trainer, batch, dataloader_idx)
 
     def on_test_batch_end(
         self,
@@ -294,10 +358,11 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._collect_batch(batch, dataloader_idx)
+        self._collect_batch(trainer, batch, dataloader_idx)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
+        self._sanity = False
         if trainer.sanity_checking or self._eval is None:
             return
         fn = str(getattr(trainer.state.fn, "value", trainer.state.fn))
@@ -342,9 +407,15 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._hooks.detach()
 
     # ------------------------------------------------------------------ collection
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # unknown layer names fail before the first step (also without a sanity check)
+        resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+
     def _start_eval(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._hooks.detach()
-        if trainer.sanity_checking:
+        self._sanity = bool(trainer.sanity_checking)
+        if self._sanity:  # check the layers now: they must exist and run in the eval step
+            self._attach(trainer, pl_module)
             return
         loaders = trainer.val_dataloaders if stage == "val" else trainer.test_dataloaders
         loaders = _as_list(loaders)
@@ -367,7 +438,22 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     ),
                 )
             self._orders.append(order)
-        self._hooks.attach(resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module)))
+        self._attach(trainer, pl_module)
+
+    def _attach(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """Hook the layers (resolving their names); compiled modules run eagerly meanwhile."""
+        modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+        compiled = compiled_wrappers(pl_module)
+        if compiled and not self._hooks.warned_compiled:
+            self._hooks.warned_compiled = True
+            self._info(
+                trainer,
+                f"neardup: torch.compile'd module(s) {compiled} run eagerly while neardup "
+                "collects activations (compiled code skips forward hooks added after "
+                "compiling); training steps stay compiled.",
+            )
+        self._hooks.attach(modules, inside_compiled=bool(compiled))
+        return modules
 
     def _resolve_layer_names(self, trainer: Trainer, pl_module: LightningModule) -> list[str]:
         if self._layers is not None:
@@ -394,7 +480,15 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             )
         return names
 
-    def _collect_batch(self, batch: Any, dataloader_idx: int) -> None:
+    def _collect_batch(self, trainer: Any, batch: Any, dataloader_idx: int) -> None:
+        if self._sanity and self._hooks.active:
+            missing = [name for name, v in self._hooks.take().items() if v is None]
+            if missing:
+                raise NeardupInputError(
+                    f"layer(s) {missing} did not run in the validation step during the sanity "
+                    "check; hook modules that the eval step calls (see model.named_modules())."
+                )
+            return
         if not self._hooks.active or self._eval is None:
             return
         outputs = self._hooks.take()
@@ -402,6 +496,40 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ids, labels = self._batch_ids(outputs, dataloader_idx, split), self.label_fn(batch)
         for layer, values in outputs.items():
             self._eval.add(split, layer, values.numpy(), ids=ids, labels=labels)
+        self._add_input_rows(trainer, self._eval, split, batch, ids, labels)
+
+    def _add_input_rows(
+        self,
+        trainer: Any,
+        collector: ActivationCollector,
+        split: str,
+        batch: Any,
+        ids: Any,
+        labels: Any,
+        *,
+        first: int | None = None,
+    ) -> None:
+        """Add the input view's rows of one batch (nothing when there is no input view).
+
+        ``first``: keep the batch's first rows only (``max_train_samples`` reached inside it).
+        """
+        if not self._input.active:
+            return
+        announce = not self._input.resolved
+        rows = self._input.rows(self.input_fn(batch))
+        if announce:
+            self._info(trainer, f"neardup: input_view='auto' -> {self._input.reason}.")
+        if rows is None:
+            return
+        if first is not None and first < len(rows):
+            rows = rows[:first]
+        if len(rows) != len(ids):
+            raise NeardupInputError(
+                f"split {split!r}: the input view gave {len(rows)} rows for a batch of "
+                f"{len(ids)} samples; pass input_fn=lambda batch: ... returning the batch's "
+                "inputs, or input_view=None."
+            )
+        collector.add(split, INPUT_VIEW, rows, ids=ids, labels=labels)
 
     def _batch_ids(self, outputs: dict[str, Any], idx: int, split: str) -> np.ndarray:
         missing = [name for name, v in outputs.items() if v is None]
@@ -445,15 +573,18 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                 "identified by position per rank, and samples seen by several ranks will look "
                 "like exact duplicates. Pass train_loader= with a map-style dataset.",
             )
+        self._train_dataset = loader.dataset if is_map_style(loader) else None
         collector = ActivationCollector(**self._collector_options)
-        modules = resolve_layers(pl_module, self._resolve_layer_names(trainer, pl_module))
+        max_batches = self._train_batch_limit(trainer, loader)
         was_training = pl_module.training
         pl_module.eval()
-        self._hooks.attach(modules)
+        self._attach(trainer, pl_module)
         position = 0
         try:
             with torch.no_grad():
-                for batch in loader:
+                for batch_idx, batch in enumerate(loader):
+                    if batch_idx >= max_batches or position >= self._max_samples(world):
+                        break
                     labels = self.label_fn(batch)
                     self.forward_fn(pl_module, trainer.strategy.batch_to_device(batch))
                     outputs = self._hooks.take()
@@ -464,6 +595,11 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                             "pass forward_fn= that calls the hooked modules."
                         )
                     n = len(next(iter(outputs.values())))
+                    keep = min(n, self._max_samples(world) - position)
+                    if keep < n:  # max_train_samples reached inside this batch
+                        outputs = {k: v[:keep] for k, v in outputs.items()}
+                        labels = None if labels is None else labels[:keep]
+                        n = keep
                     if order is not None:
                         ids = order[position : position + n]
                     else:
@@ -471,10 +607,33 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
                     position += n
                     for layer, values in outputs.items():
                         collector.add(_TRAIN, layer, values.numpy(), ids=ids, labels=labels)
+                    self._add_input_rows(trainer, collector, _TRAIN, batch, ids, labels, first=n)
         finally:
             self._hooks.detach()
             pl_module.train(was_training)
         return collector
+
+    def _max_samples(self, world: int) -> float:
+        """Training samples this rank reads at most (``max_train_samples`` over the ranks)."""
+        if self.max_train_samples is None:
+            return float("inf")
+        return -(-self.max_train_samples // max(world, 1))
+
+    @staticmethod
+    def _train_batch_limit(trainer: Trainer, loader: Any) -> float:
+        """Batches of the training pass: the trainer's ``limit_train_batches``/``fast_dev_run``."""
+        limit = getattr(trainer, "limit_train_batches", 1.0)
+        if getattr(trainer, "fast_dev_run", False):
+            runs = trainer.fast_dev_run
+            return 1 if runs is True else int(runs)
+        if isinstance(limit, int) and not isinstance(limit, bool):
+            return limit
+        if isinstance(limit, float) and limit < 1.0:
+            try:
+                return max(1, int(limit * len(loader))) if limit > 0 else 0
+            except TypeError:  # an iterable loader without a length
+                return float("inf")
+        return float("inf")
 
     def _train_loader(self, trainer: Trainer) -> Any:
         if self.train_loader is not None:
@@ -531,8 +690,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self._device = trainer.strategy.root_device if distributed() else torch.device("cpu")
         if self._device.type != "cpu" and torch.distributed.get_backend() == "gloo":
             self._device = torch.device("cpu")
-        layers = self._resolve_layer_names(trainer, pl_module)
+        self._resolve_layer_names(trainer, pl_module)
         train = self._train_pass(trainer, pl_module)
+        layers = self.views
         collectors = {s: self._eval for s in self._split_names}
         if train is not None:
             collectors[_TRAIN] = train
@@ -546,6 +706,11 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             )
         payload = trainer.strategy.broadcast(payload, src=0)
         self._report_metrics(trainer, payload["metrics"], log)
+        if trainer.is_global_zero:
+            step = trainer.global_step
+            # the combined verdict ("": neardup/<split>/...), then each view's own result
+            results = {} if self.result is None else {"": self.result, **self.results}
+            publish_to_loggers(trainer.loggers, results, self.report_paths, step)
         if payload["error"]:
             raise LeakageError(payload["error"])
 
@@ -590,11 +755,13 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         final: bool,
         log_dir: Path,
     ) -> dict[str, Any]:
-        """Analyse, then :func:`finish` (reports, summary, gate); the payload to broadcast."""
+        """Analyse every view, then :func:`finish` (reports, summary, gate) on the combined
+        verdict; the payload to broadcast."""
         options = dict(self.analyze_options, reference=reference)
-        self.results = analyze_layers(rows, layers, **options)
+        self.result = analyze_views(rows, layers, **options)
+        self.results = dict(self.result.views)
         outcome = finish(
-            self.results,
+            self.result,
             report_dir=log_dir if self.save_reports else None,
             stem=f"neardup-{stem}",
             samples=self._sample_lookup(trainer) if self.save_reports else None,
@@ -606,7 +773,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         self.last_summary = {
             "stage": stem,
             "metrics": outcome.metrics,
-            "summary": outcome.summaries,
+            "summary": outcome.summary,
             "reports": [str(p) for p in outcome.report_paths],
         }
         return {"metrics": outcome.metrics, "error": outcome.failure}
@@ -641,9 +808,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             for name, loader, order in zip(self._split_names, loaders, self._orders)
             if order is not None
         }
-        train = self.train_loader if self.train_loader is not None else trainer.train_dataloader
-        if is_map_style(train):
-            datasets[_TRAIN] = train.dataset
+        if self._train_dataset is not None:  # the data the training pass read (a DataModule's)
+            datasets[_TRAIN] = self._train_dataset
         if not datasets:
             return None
 
@@ -671,6 +837,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         }
         return {
             "layers": self._layers,
+            "input_view": self._input_option
+            if isinstance(self._input_option, (str, type(None)))
+            else repr(self._input_option),
             "pool": pool,
             "splits": repr(self._splits),
             "every_n_val_epochs": self.every_n_val_epochs,

@@ -4,7 +4,8 @@
   its (deterministic) sampler, so each activation row carries its dataset index.
 - :func:`sharded_loader`: a sequential copy of a map-style loader covering this rank's
   share of the dataset (for the explicit eval-mode pass over the training data).
-- :func:`default_forward` / :func:`default_labels`: how a batch is fed and labelled.
+- :func:`default_forward` / :func:`default_labels` / :func:`default_input`: how a batch is
+  fed, labelled, and what the input view reads.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.utils.data import (
 __all__ = [
     "LABEL_KEYS",
     "default_forward",
+    "default_input",
     "default_labels",
     "is_map_style",
     "sample_order",
@@ -107,6 +109,19 @@ def default_forward(module: torch.nn.Module, batch: Any) -> Any:
         f"neardup cannot feed a batch of type {type(batch).__name__} to the model; pass "
         "forward_fn=lambda module, batch: module(...)."
     )
+
+
+def default_input(batch: Any) -> Any:
+    """The inputs of a batch, as the model receives them: ``x`` of ``(x, y, ...)``, a dict's
+    input entry (``"image"``, ``"pixel_values"``, ``"text"``, ...), or the batch itself."""
+    if isinstance(batch, (tuple, list)) and batch:
+        return batch[0]
+    if isinstance(batch, Mapping):
+        for key in (*_INPUT_KEYS, "text", "texts"):
+            if key in batch and key != "input_ids":
+                return batch[key]
+        return None
+    return batch
 
 
 def default_labels(batch: Any) -> Any:

@@ -5,6 +5,7 @@ Pure torch (no Lightning import), so the hook manager can be tested and reused o
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +19,7 @@ from neardup.validators import closest_names
 __all__ = [
     "HookManager",
     "channels_first",
+    "compiled_wrappers",
     "default_layer",
     "pool_tensor",
     "resolve_layers",
@@ -25,20 +27,47 @@ __all__ = [
 ]
 
 _DICT_KEYS = ("last_hidden_state", "hidden_states", "features", "logits")
+_LISTED = 40  # module names shown in an error message
+
+
+_ORIG = "_orig_mod"  # where torch.compile's OptimizedModule keeps the original module
+
+
+def compiled_wrappers(model: nn.Module) -> list[str]:
+    """Names of the ``torch.compile``'d modules in ``model`` (``""``: the model itself)."""
+    return [n for n, m in model.named_modules() if hasattr(m, _ORIG) and callable(m)]
+
+
+def _plain_name(name: str) -> str:
+    """``net._orig_mod.conv`` -> ``net.conv``: the name as the user wrote the model."""
+    parts = [p for p in name.split(".") if p != _ORIG]
+    return ".".join(parts)
 
 
 def resolve_layers(model: nn.Module, layers: Sequence[str]) -> dict[str, nn.Module]:
-    """``name -> submodule`` for names of ``model.named_modules()``; unknown names raise."""
+    """``name -> submodule`` for names of ``model.named_modules()``; unknown names raise.
+
+    Inside a ``torch.compile``'d submodule both ``net.conv`` and ``net._orig_mod.conv`` name
+    the original ``conv`` (hooks on it fire only while :class:`HookManager` runs the compiled
+    modules eagerly, which it does whenever one of its modules sits inside one).
+    """
     modules = dict(model.named_modules())
+    plain = {_plain_name(n): m for n, m in modules.items() if _ORIG in n.split(".")}
     out = {}
     for name in layers:
-        if name not in modules or name == "":
+        module = modules.get(name) if name else None
+        if module is None and name:
+            module = plain.get(name)
+        if module is None:
+            known = [n for n in dict.fromkeys(_plain_name(n) for n in modules if n) if n]
+            shown = ", ".join(repr(n) for n in known[:_LISTED])
+            more = f", ... ({len(known)} in all)" if len(known) > _LISTED else ""
             raise NeardupInputError(
                 f"layer {name!r} is not a submodule of {type(model).__name__} "
-                f"({closest_names(name, [n for n in modules if n])}); use names from "
-                "model.named_modules()."
+                f"({closest_names(name, known)}); use names from model.named_modules(): "
+                f"{shown}{more}."
             )
-        out[name] = modules[name]
+        out[name] = module
     return out
 
 
@@ -62,7 +91,8 @@ def default_layer(model: nn.Module) -> tuple[str, str]:
     map still tells a copy from a same-class neighbour. Without convolutions: the first
     parametrised layer (the last layers of a classifier merge same-class samples).
     """
-    named = [(n, m) for n, m in model.named_modules() if n]
+    named = [(_plain_name(n), m) for n, m in model.named_modules() if _plain_name(n)]
+    named = [(n, m) for n, m in named if not hasattr(m, _ORIG)]  # compiled wrappers
     convs = [n for n, m in named if isinstance(m, _CONV)]
     if convs:
         parent = convs[-1].rpartition(".")[0]
@@ -172,14 +202,24 @@ class HookManager:
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
         self.pending: dict[str, list[torch.Tensor]] = {}
         self.warned: set[str] = set()
+        self.eager_compiled = False  # compiled modules run eagerly while hooks are attached
+        self.warned_compiled = False
+        self._stance = contextlib.ExitStack()
 
     @property
     def active(self) -> bool:
         return bool(self.handles)
 
-    def attach(self, modules: dict[str, nn.Module]) -> None:
+    def attach(self, modules: dict[str, nn.Module], *, inside_compiled: bool = False) -> None:
+        """Hook ``modules``; with ``inside_compiled`` (some sit inside a ``torch.compile``'d
+        module, whose compiled code would skip hooks added after compiling) every compiled
+        module runs eagerly (``torch.compiler.set_stance("force_eager")``) until
+        :meth:`detach`."""
         self.detach()
         self.pending = {name: [] for name in modules}
+        if inside_compiled:
+            self._stance.enter_context(torch.compiler.set_stance("force_eager"))
+            self.eager_compiled = True
         for name, module in modules.items():
             hook = self._hook(name, features_last=not channels_first(module))
             self.handles.append(module.register_forward_hook(hook))
@@ -204,3 +244,5 @@ class HookManager:
             self.handles.pop().remove()
         for parts in self.pending.values():
             parts.clear()
+        self._stance.close()  # compiled modules run compiled again
+        self.eager_compiled = False

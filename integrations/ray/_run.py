@@ -54,18 +54,16 @@ def read_vectors(
         and reads no labels).
     embed:
         Raw samples instead of vectors: ``embed(inputs (B, ...)) -> (B, d)`` runs over
-        ``input_column`` with ``map_batches`` (a Ray Dataset or Hugging Face input); a class
-        is instantiated once per Ray actor (``concurrency`` actors), for models.
+        ``input_column`` with ``map_batches`` (a Ray Dataset or Hugging Face input); with
+        ``input_column=None`` it gets the whole batch (a dict of numpy arrays), as the
+        ``datasets`` integration's ``TransformerEmbedder`` does. A class is instantiated once
+        per Ray actor (``concurrency`` actors), for models.
     batch_size:
         Rows per ``embed`` call.
     """
     columns = Columns(vector_column, split_column, id_column, label_column)
     if embed is None:
         return read_splits(source, columns)
-    if input_column is None:
-        raise NeardupInputError(
-            "embed= needs input_column=, the column of raw samples to embed (e.g. 'image')."
-        )
     _check_int("batch_size", batch_size)
     if concurrency is not None:
         _check_int("concurrency", concurrency)

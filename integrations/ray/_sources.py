@@ -96,7 +96,7 @@ def embed_rows(
     dataset: ray.data.Dataset,
     embed: Callable[..., Any],
     *,
-    input_column: str,
+    input_column: str | None,
     vector_column: str,
     batch_size: int,
     concurrency: int | None,
@@ -104,10 +104,13 @@ def embed_rows(
     """Compute the vector column with ``map_batches``: ``embed(inputs (B, ...)) -> (B, d)``.
 
     ``embed`` is a function, or a class whose instances are such callables (a model loaded
-    once per Ray actor: ``concurrency`` actors). Other columns (split, ids, labels) pass on;
-    the input column is dropped once embedded.
+    once per Ray actor: ``concurrency`` actors). It gets the ``input_column`` values, or with
+    ``input_column=None`` the whole batch (a dict of numpy arrays, as a ``datasets.map``
+    function such as ``neardup.integrations.datasets.TransformerEmbedder`` takes). Other
+    columns (split, ids, labels) pass on; the input column is dropped once embedded.
     """
-    _check_columns(dataset, [input_column], what="input_column")
+    if input_column is not None:
+        _check_columns(dataset, [input_column], what="input_column")
     kwargs: dict[str, Any] = {"batch_format": "numpy", "batch_size": batch_size}
     if isinstance(embed, type):
         return dataset.map_batches(
@@ -127,10 +130,14 @@ def embed_rows(
 
 
 def _embed_batch(
-    batch: dict[str, np.ndarray], embed: Callable[..., Any], input_column: str, column: str
+    batch: dict[str, np.ndarray], embed: Callable[..., Any], input_column: str | None, column: str
 ) -> dict[str, np.ndarray]:
-    inputs = batch.pop(input_column)
-    vectors = np.asarray(embed(inputs), dtype=np.float32)
+    if input_column is None:
+        inputs = next(iter(batch.values()))
+        vectors = np.asarray(embed(batch), dtype=np.float32)
+    else:
+        inputs = batch.pop(input_column)
+        vectors = np.asarray(embed(inputs), dtype=np.float32)
     if vectors.ndim < 2 or len(vectors) != len(inputs):
         raise NeardupInputError(
             f"embed returned shape {vectors.shape} for a batch of {len(inputs)} inputs; it "
@@ -143,7 +150,7 @@ def _embed_batch(
 class _EmbedActor:
     """One model per Ray actor, built once by calling the user's class."""
 
-    def __init__(self, factory: type, input_column: str, column: str) -> None:
+    def __init__(self, factory: type, input_column: str | None, column: str) -> None:
         self.embed = factory()
         self.input_column = input_column
         self.column = column

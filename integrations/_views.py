@@ -1,0 +1,228 @@
+"""The input view of the integrations and the analysis of several views into one verdict.
+
+Framework-free (numpy and the core only). Every integration collects, beside the model
+layer(s), an *input view* of the samples it sees: :class:`neardup.views.ImageView`
+thumbnails for image-like inputs, :class:`neardup.views.TextView` n-grams for texts. The
+layers and the input view are then analysed together by :func:`analyze_views`, which returns
+the combined verdict of :func:`neardup.find_duplicates` (``result.leakage[split]``, with
+``found_by`` per pair) and each view's own result in ``result.views``.
+
+``input_view=`` of every integration takes:
+
+- ``"auto"`` (default): decide from the first batch (:func:`auto_input_view`);
+- ``None``: no input view (the layers only);
+- a callable ``view(inputs) -> (B, d) array``, e.g. ``ImageView(size=16)``, ``TextView()`` or
+  any function of the raw inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from neardup import DuplicatesResult, NeardupInputError, find_duplicates
+from neardup.views import ImageView, TextView
+
+__all__ = [
+    "INPUT_VIEW",
+    "InputView",
+    "analyze_views",
+    "auto_input_view",
+    "check_input_view",
+    "check_view_names",
+]
+
+#: the name of the input view among the views (beside the layer names)
+INPUT_VIEW = "input"
+_IMAGE_CHANNELS = (1, 3, 4)
+_MIN_SIDE = 8  # smaller "images" are more likely feature vectors or sequences
+
+
+def check_input_view(input_view: Any) -> Any:
+    """Validate ``input_view=``: ``"auto"``, ``None`` or a callable ``view(inputs)``."""
+    if input_view is None or input_view == "auto" or callable(input_view):
+        return input_view
+    raise NeardupInputError(
+        f"input_view={input_view!r} is not supported; use 'auto' (an image thumbnail or text "
+        "view chosen from the inputs), None (model layers only), or a callable "
+        "view(inputs) -> (batch, features) array such as neardup.views.ImageView(size=16)."
+    )
+
+
+def _as_numpy(inputs: Any) -> Any:
+    """A torch/TF tensor as numpy (no framework import); anything else as it is."""
+    if hasattr(inputs, "detach") and hasattr(inputs, "cpu"):  # torch
+        return inputs.detach().cpu().numpy()
+    if not isinstance(inputs, np.ndarray) and callable(getattr(inputs, "numpy", None)):
+        return inputs.numpy()  # tf / keras tensors
+    return inputs
+
+
+def _is_text(inputs: Any) -> bool:
+    if isinstance(inputs, np.ndarray):
+        return (
+            inputs.ndim == 1
+            and inputs.dtype.kind in "USO"
+            and (inputs.dtype.kind != "O" or all(isinstance(v, (str, bytes)) for v in inputs[:8]))
+        )
+    return (
+        isinstance(inputs, Sequence)
+        and not isinstance(inputs, (str, bytes))
+        and len(inputs) > 0
+        and all(isinstance(v, (str, bytes)) for v in inputs)
+    )
+
+
+def _image_layout(shape: tuple[int, ...]) -> bool | None:
+    """Whether an array of ``shape`` is a batch of images (``(B, H, W)``, ``(B, H, W, C)``,
+    ``(B, C, H, W)``); None when it is not."""
+    if len(shape) == 3:
+        side = shape[1:]
+        return None if min(side) < _MIN_SIDE or max(side) > 4 * min(side) else False
+    if len(shape) != 4:
+        return None
+    if shape[-1] in _IMAGE_CHANNELS and min(shape[1:3]) >= _MIN_SIDE:
+        return False
+    if shape[1] in _IMAGE_CHANNELS and min(shape[2:]) >= _MIN_SIDE:
+        return True
+    return None
+
+
+def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, str]:
+    """The input view for a batch of ``inputs``, and why (None when none fits).
+
+    - images: a numeric array ``(B, H, W)``, ``(B, H, W, C)`` or ``(B, C, H, W)`` with C in
+      1, 3, 4 and sides of at least 8 pixels, or a list of PIL images -> ``ImageView()``
+      (8x8 standardised thumbnails);
+    - texts: a list or 1-D array of strings -> ``TextView()`` (character 4-grams of the
+      case-, punctuation- and markup-normalised text);
+    - anything else (token ids, tabular rows, several inputs): no input view.
+    """
+    inputs = _as_numpy(inputs)
+    if _is_text(inputs):
+        return TextView(), "texts -> TextView() (character 4-grams of the normalised text)"
+    if (
+        isinstance(inputs, (list, tuple))
+        and inputs
+        and all(hasattr(v, "mode") and hasattr(v, "convert") for v in inputs)
+    ):
+        return ImageView(), "PIL images -> ImageView() (8x8 standardised thumbnails)"
+    if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "biuf":
+        layout = _image_layout(inputs.shape)
+        if layout is not None:
+            return (
+                ImageView(channels_first=layout),
+                f"images {tuple(inputs.shape[1:])} -> ImageView() (8x8 standardised thumbnails)",
+            )
+        return None, (
+            f"inputs of shape {tuple(inputs.shape[1:])} are neither images nor texts, so "
+            "there is no input view (pass input_view= a callable to add one)"
+        )
+    return None, (
+        f"inputs of type {type(inputs).__name__} are neither an image array nor texts, so "
+        "there is no input view (pass input_view= a callable to add one)"
+    )
+
+
+class InputView:
+    """The input view of one integration run: resolved on the first batch, then applied.
+
+    ``rows(inputs)`` returns ``(B, d)`` float32 rows, or None when there is no input view
+    (``input_view=None``, or ``"auto"`` found no view for these inputs; ``reason`` says why).
+    """
+
+    def __init__(self, input_view: Any) -> None:
+        self.option = check_input_view(input_view)
+        self.view: Callable[[Any], Any] | None = None if self.option == "auto" else self.option
+        self.resolved = self.option != "auto"
+        self.reason = "input_view=None" if self.option is None else "given by input_view="
+
+    @property
+    def active(self) -> bool:
+        """Whether rows are collected (False until an ``"auto"`` view is resolved)."""
+        return self.view is not None or not self.resolved
+
+    def rows(self, inputs: Any) -> np.ndarray | None:
+        if not self.resolved:
+            self.view, self.reason = auto_input_view(inputs)
+            self.resolved = True
+        if self.view is None:
+            return None
+        if self.option == "auto" or isinstance(self.view, (ImageView, TextView)):
+            inputs = _as_numpy(inputs)
+        rows = _as_numpy(self.view(inputs))
+        rows = np.asarray(rows)
+        if rows.ndim < 1 or rows.dtype.kind not in "biuf":
+            raise NeardupInputError(
+                f"input_view returned {rows.dtype} values of shape {rows.shape}; it must "
+                "return a numeric (batch, features) array."
+            )
+        return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+
+
+def check_view_names(layers: Sequence[str], input_view: Any) -> None:
+    """With an input view, no layer may be named like it (:data:`INPUT_VIEW`)."""
+    if input_view is not None and INPUT_VIEW in layers:
+        raise NeardupInputError(
+            f"a layer is named {INPUT_VIEW!r}, which is the input view's name; pass "
+            "input_view=None, or analyse a layer with another name."
+        )
+
+
+def analyze_views(
+    rows: Mapping[tuple[str, str], tuple[Any, Any, Any]],
+    views: Sequence[str],
+    **options: Any,
+) -> DuplicatesResult:
+    """The combined verdict of several views of the same samples.
+
+    Parameters
+    ----------
+    rows:
+        ``(split, view) -> (values (n_split, d_view), ids (n_split,) or None, labels or None)``;
+        every view of a split must hold the same samples in the same order (same ids).
+    views:
+        The views to analyse, in order (layer names and :data:`INPUT_VIEW`).
+    **options:
+        Options of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k, backend,
+        reference, seed, ...).
+
+    Returns
+    -------
+    DuplicatesResult
+        The combined verdict; ``result.views[view]`` is each view's own result.
+    """
+    if not rows:
+        raise NeardupInputError(
+            "no activations to analyse: nothing was collected (did the evaluation run, and do "
+            "the layer names match?)."
+        )
+    views = list(views)
+    splits = list(dict.fromkeys(s for s, _ in rows))
+    data: dict[str, dict[str, Any]] = {s: {} for s in splits}
+    ids: dict[str, Any] = {}
+    labels: dict[str, Any] = {}
+    for split in splits:
+        for view in views:
+            if (split, view) not in rows:
+                raise NeardupInputError(
+                    f"view {view!r} has no rows for split {split!r}; every split must be "
+                    "collected for every layer and the input view."
+                )
+            values, view_ids, view_labels = rows[split, view]
+            first = ids.get(split)
+            if view == views[0]:
+                ids[split], labels[split] = view_ids, view_labels
+            elif (first is None) != (view_ids is None) or (
+                first is not None and not np.array_equal(np.asarray(first), np.asarray(view_ids))
+            ):
+                raise NeardupInputError(
+                    f"split {split!r}: view {view!r} holds other samples than view "
+                    f"{views[0]!r} (their ids differ); every view must see the same batches."
+                )
+            data[split][view] = values
+    ids = {s: v for s, v in ids.items() if v is not None}
+    labels = {s: v for s, v in labels.items() if v is not None}
+    return find_duplicates(data, ids=ids or None, labels=labels or None, **options)
