@@ -220,7 +220,7 @@ def find_duplicates_multiview(
         if ref_index is not None
         else {}
     )
-    raw_counts, effective = class_counts(dataset, assignment)
+    raw_counts, effective = class_counts(dataset, assignment, ref_index)
     nearest, nearest_row = _nearest_relative(runs)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),

@@ -283,7 +283,7 @@ def result_from_pairs(
                 pairs.i, pairs.j, pairs.distance, split_of_row, reference
             )
         leakage = _leakage(nearest, dataset, reference)
-    raw_counts, effective = class_counts(dataset, assignment)
+    raw_counts, effective = class_counts(dataset, assignment, reference)
     if value > 0:
         diameters = set_diameters(assignment.members, pairwise) * value
     else:  # threshold units are undefined at 0: measure in the view's own distance
@@ -408,15 +408,18 @@ def _leakage(
 
 
 def class_counts(
-    dataset: Dataset, assignment: ClusterAssignment
+    dataset: Dataset, assignment: ClusterAssignment, ref_index: int | None = None
 ) -> tuple[dict[str, dict[Any, int]], dict[str, dict[Any, int]]]:
     """Per split: label -> samples, and label -> samples once each set is collapsed to one.
 
-    A set collapses separately in each split and for each label it holds, so a set whose
-    members disagree on the label still counts once per label.
+    Each set is kept in one split: the reference split when it has members there (a test
+    sample copied from train is not a test sample of its own), else the first split, in input
+    order, that it reaches. There it counts once for each label it holds (a set whose members
+    disagree on the label counts once per label); in every other split its members vanish.
     """
     raw: dict[str, dict[Any, int]] = {}
     effective: dict[str, dict[Any, int]] = {}
+    kept_in = _split_keeping_each_set(dataset, assignment, ref_index)
     offsets = dataset.offsets
     for s, name in enumerate(dataset.names):
         set_of = assignment.label[offsets[s] : offsets[s + 1]]
@@ -431,9 +434,26 @@ def class_counts(
             mask = labels == code
             members = set_of[mask]
             alone = int(np.count_nonzero(members < 0))
+            grouped = members[members >= 0]
+            kept_here = np.unique(grouped[kept_in[grouped] == s])
             raw[name][key] = int(mask.sum())
-            effective[name][key] = alone + len(np.unique(members[members >= 0]))
+            effective[name][key] = alone + len(kept_here)
     return raw, effective
+
+
+def _split_keeping_each_set(
+    dataset: Dataset, assignment: ClusterAssignment, ref_index: int | None
+) -> np.ndarray:
+    """``(num_sets,)`` split index where each set counts: the reference if it reaches it."""
+    set_of = assignment.label
+    grouped = set_of >= 0
+    num_sets = int(set_of.max()) + 1 if grouped.any() else 0
+    rank = dataset.split_of_row.astype(np.int64)
+    if ref_index is not None:
+        rank = np.where(rank == ref_index, -1, rank)
+    kept = np.full(num_sets, len(dataset.names), dtype=np.int64)
+    np.minimum.at(kept, set_of[grouped], rank[grouped])
+    return np.where(kept < 0, -1 if ref_index is None else ref_index, kept)
 
 
 def histogram(
