@@ -413,7 +413,7 @@ register(
     Param(
         "progress",
         Predicate(
-            lambda v: v is None or isinstance(v, (bool, np.bool_)) or callable(v),
+            lambda v: v is None or isinstance(v, bool) or callable(v),
             "None, True/False (tqdm progress bars) or a callable(stage, done, total)",
             ("x", 3),
         ),
