@@ -66,9 +66,9 @@ def _check_reference(out: str, cwd: Path) -> None:
 def _check_lightning(out: str, cwd: Path) -> None:
     views, leak, found_by = out.strip().splitlines()[-3:]
     assert views == "['features', 'input']"  # the default layer and the input view
-    count, ids, _ = leak.split(" ", 2)
+    count, ids, nearest = re.fullmatch(r"(\d+) (\[.*?\]) (\[.*?\])", leak).groups()
     assert int(count) >= 20  # the 20 dimmed copies (digits has a few natural twins too)
-    assert ids.startswith("[0,")
+    assert len(json.loads(ids)) == len(json.loads(nearest)) == 5  # dataset indices
     assert "'input'" in found_by  # a dimmed copy is an identical thumbnail
     for stem in ("neardup-fit", "neardup-fit-features", "neardup-fit-input"):
         assert list(cwd.glob(f"lightning_logs/version_0/{stem}.html"))

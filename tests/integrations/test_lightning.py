@@ -283,7 +283,9 @@ def test_every_n_val_epochs_feeds_model_checkpoint(data, trained, tmp_path):
     # only the planted copies of those 256 count
     assert cb.results["features"].split_sizes["train"] == 256
     last = cb.leakage["val"].fraction  # the monitored metric is the combined verdict's
-    assert 0.0 < float(ckpt.best_model_score) <= last + 1e-6  # the best of the 2 epochs
+    # the training pass reads 2 batches (limit_train_batches=2: 256 of 1,200 training
+    # digits), which hold the sources of about 6 of the 30 planted copies (6 / 597 = 0.01)
+    assert 0.005 < float(ckpt.best_model_score) <= last + 1e-6  # the best of the 2 epochs
     # the checkpoint carries the callback's state under its state key
     state = torch.load(ckpt.best_model_path, weights_only=False)["callbacks"][cb.state_key]
     assert state["settings"]["layers"] == ["features"]
