@@ -51,8 +51,12 @@ def test_final_analysis_lands_in_the_last_epochs_logs_and_tensorboard(run):
     assert report["loss_epochs"] == 2
     # analysed once, at the end of the last epoch: one value, in History...
     assert history["neardup/test/leak_count"] == [float(len(report["fit_leaked"]))]
+    # the combined verdict (no single threshold), then each view's own figures
     assert set(history) == {
-        f"neardup/test/{name}"
+        f"neardup/test/{name}" for name in ("duplicate_sets", "leak_count", "leak_fraction")
+    } | {
+        f"neardup/{view}/test/{name}"
+        for view in ("conv2", "input")
         for name in ("duplicate_sets", "threshold", "leak_count", "leak_fraction")
     }
     # ...and in the TensorBoard event files (the callback after neardup's)
@@ -65,14 +69,17 @@ def test_final_analysis_lands_in_the_last_epochs_logs_and_tensorboard(run):
 
 def test_reports_are_written_by_default(run):
     report, out = run
+    # the combined verdict (neardup.*), then one report per view (the layer and the input)
     assert report["fit_reports"] == [
-        "tb/neardup/neardup-conv2.html",
-        "tb/neardup/neardup-conv2.json",
+        f"tb/neardup/neardup{part}.{ext}"
+        for part in ("-conv2", "-input", "")
+        for ext in ("html", "json")
     ]
     default = report["default_dir"]
     assert report["evaluate_reports"] == [
-        f"{default}/neardup-conv1.html",
-        f"{default}/neardup-conv1.json",
+        f"{default}/neardup{part}.{ext}"
+        for part in ("-conv1", "-input", "")
+        for ext in ("html", "json")
     ]
     saved = json.loads((out / default / "neardup-conv1.json").read_text())
     assert saved["leakage"]["test"]["total"] == 497
