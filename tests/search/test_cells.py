@@ -275,3 +275,13 @@ def test_torch_device_gives_the_same_result():
         s.positions for s in numpy_result.clusters
     ]
     assert torch_result.leakage["test"].positions == numpy_result.leakage["test"].positions
+
+
+def test_routing_no_rows_gives_no_entries():
+    """A routing block can hold no row to join (dedupe keeps only distinct rows): no entries,
+    not a concatenation error."""
+    x = _clustered(600, 8)
+    part = fit_partition(x, n_cells=6, seed=0)
+    row, cell = route_rows(part, x[:0], margin=0.05)
+    assert row.shape == (0,) and cell.shape == (0,)
+    assert row.dtype == np.int64 and cell.dtype == np.int64
