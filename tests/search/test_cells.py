@@ -275,3 +275,10 @@ def test_torch_device_gives_the_same_result():
         s.positions for s in numpy_result.clusters
     ]
     assert torch_result.leakage["test"].positions == numpy_result.leakage["test"].positions
+
+
+def test_route_rows_of_an_empty_block():
+    part = fit_partition(_clustered(500, 8), n_cells=80, seed=0)
+    row, cell = route_rows(part, np.zeros((0, 8), dtype=np.float32), margin=0.1)
+    assert len(row) == len(cell) == 0
+
