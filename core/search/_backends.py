@@ -53,8 +53,10 @@ _FIT_ROWS_PER_CELL = 32
 _FIT_ROWS_MAX = 65_536
 #: ...and at most this many bytes of them (wide rows).
 _FIT_BYTES = 128 << 20
-#: rows routed to cells at once (one (block, coarse cells) product at a time).
+#: rows routed to cells at once (one (block, coarse cells) product at a time), and at most
+#: this many bytes of them (wide rows).
 _ROUTE_ROWS = 65_536
+_ROUTE_BYTES = 64 << 20
 #: automatic sample for the neighbour statistics: every row up to this many rows...
 _SAMPLE_ALL_UP_TO = 5_000
 #: ...above, as many as fit this many distances (m * N: the screen's elementwise passes cost
@@ -361,7 +363,7 @@ class Cells(Backend):
             keep = np.zeros(rows.n, dtype=bool)
             keep[items] = True
         parts_row, parts_cell, parts_primary = [], [], []
-        for start, block in rows.blocks(_ROUTE_ROWS):
+        for start, block in rows.blocks(max(256, min(_ROUTE_ROWS, _ROUTE_BYTES // (4 * rows.d)))):
             local = None if keep is None else np.flatnonzero(keep[start : start + len(block)])
             if local is not None:
                 block = block[local]

@@ -282,10 +282,10 @@ def route_entries(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
     marks each row's nearest cell overall."""
-    if len(rows) == 0:  # e.g. a block of the rows with no distinct row in it (dedupe)
-        none = np.zeros(0, dtype=np.int64)
-        return none, none.copy(), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
+    if len(rows) == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty.copy(), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     sq = _squared_norms(rows)
     geometry = _geometry(partition)
     if len(partition.coarse) == 1:

@@ -70,7 +70,7 @@ def find_copies(rows: Rows) -> CopyGroups:
         1, np.iinfo(np.int64).max, size=rows.d, dtype=np.uint64
     ) | np.uint64(1)
     hashes = np.empty(rows.n, dtype=np.uint64)
-    for start, block in rows.raw_blocks():
+    for start, block in rows.raw_blocks(max(256, min(65_536, (64 << 20) // (4 * rows.d)))):
         hashes[start : start + len(block)] = _row_hashes(block, multipliers)
     leader = _first_of_equal_hash(hashes)
     del hashes

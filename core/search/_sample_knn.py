@@ -19,6 +19,7 @@ __all__ = ["sample_rows", "sampled_neighbor_graph"]
 #: columns of the first product, whose top-k seeds the per-row bounds that screen the rest.
 _SEED_COLUMNS = 4096
 _BLOCK_ROWS = 16384
+_BLOCK_BYTES = 64 << 20  # wide rows: fewer per block
 
 
 def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
@@ -32,7 +33,8 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
 def _column_blocks(rows: Rows):
     """``(start, block)`` of normalised rows, the first block split after ``_SEED_COLUMNS``."""
     first = True
-    for start, block in rows.blocks(_BLOCK_ROWS):
+    block_rows = max(256, min(_BLOCK_ROWS, _BLOCK_BYTES // (4 * rows.d)))
+    for start, block in rows.blocks(block_rows):
         if first and len(block) > _SEED_COLUMNS:
             yield start, block[:_SEED_COLUMNS]
             yield start + _SEED_COLUMNS, block[_SEED_COLUMNS:]

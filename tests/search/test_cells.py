@@ -277,11 +277,7 @@ def test_torch_device_gives_the_same_result():
     assert torch_result.leakage["test"].positions == numpy_result.leakage["test"].positions
 
 
-def test_routing_no_rows_gives_no_entries():
-    """A routing block can hold no row to join (dedupe keeps only distinct rows): no entries,
-    not a concatenation error."""
-    x = _clustered(600, 8)
-    part = fit_partition(x, n_cells=6, seed=0)
-    row, cell = route_rows(part, x[:0], margin=0.05)
-    assert row.shape == (0,) and cell.shape == (0,)
-    assert row.dtype == np.int64 and cell.dtype == np.int64
+def test_route_rows_of_an_empty_block():
+    part = fit_partition(_clustered(500, 8), n_cells=80, seed=0)
+    row, cell = route_rows(part, np.zeros((0, 8), dtype=np.float32), margin=0.1)
+    assert len(row) == len(cell) == 0
