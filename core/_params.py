@@ -174,15 +174,20 @@ class Predicate(Constraint):
 
 @dataclass(frozen=True)
 class Nullable(Constraint):
-    """``None`` or a value ``inner`` accepts."""
+    """``None`` or a value ``inner`` accepts.
+
+    ``quiet``: ``None`` only means "not given" (e.g. the annoy options, whose defaults live in
+    ``Annoy``), so the rule shown to users is ``inner``'s alone.
+    """
 
     inner: Constraint
+    quiet: bool = False
 
     def accepts(self, value: Any) -> bool:
         return value is None or self.inner.accepts(value)
 
     def describe(self) -> str:
-        return f"None or {self.inner.describe()}"
+        return self.inner.describe() if self.quiet else f"None or {self.inner.describe()}"
 
     def invalid_examples(self) -> list[Any]:
         return [v for v in self.inner.invalid_examples() if v is not None]
@@ -327,7 +332,7 @@ register(
 register(
     Param(
         "n_trees",
-        Nullable(Integer(low=1, high=10_000)),
+        Nullable(Integer(low=1, high=10_000), quiet=True),
         "annoy trees",
         "More trees miss fewer neighbours and cost more time; 6 is the default, DNIKit used 30.",
     )
@@ -335,7 +340,7 @@ register(
 register(
     Param(
         "search_k",
-        Nullable(Integer(low=1, also=(-1,))),
+        Nullable(Integer(low=1, also=(-1,)), quiet=True),
         "annoy nodes inspected per query",
         "Use -1 (n_trees * k, the default) or a number of nodes; 0 would inspect nothing.",
     )
@@ -351,7 +356,7 @@ register(
 register(
     Param(
         "n_jobs",
-        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,))),
+        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,)), quiet=True),
         "threads that build the annoy index",
         "Use 1 (the same index on every machine) or -1 (every core, as DNIKit).",
     )
@@ -359,7 +364,7 @@ register(
 register(
     Param(
         "query_jobs",
-        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,))),
+        Nullable(Integer(low=1, high=MAX_JOBS, also=(-1,)), quiet=True),
         "processes that query the annoy index",
         "Use -1 (one per CPU) or 1 (no worker processes); the result is the same for any value.",
     )
@@ -367,7 +372,7 @@ register(
 register(
     Param(
         "dedupe",
-        Nullable(Boolean()),
+        Nullable(Boolean(), quiet=True),
         "whether byte-identical rows are grouped before the annoy search",
         "Pass True (the default) or False.",
     )

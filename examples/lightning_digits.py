@@ -141,7 +141,7 @@ def main() -> None:
         hits = [test_index for test_index, _ in pairs if test_index in found]
         views = sorted({v for t in hits for v in found[t]})
         print(f"planted {kind:>5}: {len(hits)}/{len(pairs)} found (by {', '.join(views)})")
-    others = len(found - {t for pairs in planted.values() for t, _ in pairs})
+    others = len(found.keys() - {t for pairs in planted.values() for t, _ in pairs})
     print(f"other test images flagged (natural look-alikes): {others}")
 
 

@@ -304,7 +304,7 @@ def test_cli_help_states_the_exit_codes(capsys):
             main([*command, "--help"])
         assert exit_info.value.code == 0
         text = " ".join(capsys.readouterr().out.split())
-        assert "exit codes: 0 success; 1 leakage above --fail-above (only then); 2 bad" in text
+        assert "Exit codes: 0 success," in text and "2 bad input" in text
         assert "3 internal error" in text
 
 
