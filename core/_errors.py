@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-__all__ = ["LeakageError", "NeardupInputError", "closest_names"]
+__all__ = ["LeakageError", "NeardupInputError", "check_split_mapping", "closest_names"]
 
 
 class NeardupInputError(ValueError):
@@ -24,6 +25,25 @@ def closest_names(name: str, candidates: Iterable[str], n: int = 3) -> str:
     shown = ", ".join(repr(c) for c in close)
     more = len(candidates) - len(close)
     return f"closest: {shown}" + (f" (and {more} more)" if more > 0 else "")
+
+
+def check_split_mapping(option: Any, name: str, splits: Iterable[str], example: str) -> None:
+    """Raise unless ``option`` is a mapping whose keys are all among ``splits``.
+
+    ``example`` shows a correct call in the message, e.g. ``"samples={'data': images}"``.
+    """
+    if not isinstance(option, Mapping):
+        raise NeardupInputError(
+            f"{name} must be a mapping split -> sequence, got {type(option).__name__}; "
+            f"e.g. {example}."
+        )
+    splits = list(splits)
+    unknown = [s for s in option if s not in splits]
+    if unknown:
+        raise NeardupInputError(
+            f"{name} names split {unknown[0]!r}, which is not in the data "
+            f"({closest_names(unknown[0], splits)})."
+        )
 
 
 class LeakageError(RuntimeError):

@@ -75,14 +75,24 @@ def nearest_reference_in_pairs(
     b = np.concatenate([j, i])
     d = np.concatenate([distance, distance])
     keep = (split_of_row[b] == reference) & (split_of_row[a] != reference)
-    a, b, d = a[keep], b[keep], d[keep]
-    order = np.lexsort((b, d, a))  # per eval row: nearest first, ties by row
+    a, b, d = _nearest_per_source(a[keep], b[keep], d[keep])
+    best_row[a] = b
+    best_dist[a] = d
+    return best_row, best_dist
+
+
+def _nearest_per_source(
+    a: np.ndarray, b: np.ndarray, d: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Of the pairs ``(a, b, d)`` ``(p,)`` each, the nearest ``b`` of every distinct ``a``.
+
+    Ties in distance go to the lower ``b``. Returns ``(sources, nearest, distances)``.
+    """
+    order = np.lexsort((b, d, a))
     a, b, d = a[order], b[order], d[order]
     first = np.ones(len(a), dtype=bool)
     first[1:] = a[1:] != a[:-1]
-    best_row[a[first]] = b[first]
-    best_dist[a[first]] = d[first]
-    return best_row, best_dist
+    return a[first], b[first], d[first]
 
 
 def nearest_reference_by_group(
@@ -112,15 +122,11 @@ def nearest_reference_by_group(
     b = np.concatenate([gj, gi, np.flatnonzero(has_ref)])
     d = np.concatenate([distance, distance, np.zeros(int(has_ref.sum()), np.float32)])
     keep = has_ref[b]
-    a, b, d = a[keep], lowest_ref[b[keep]], d[keep]
-    order = np.lexsort((b, d, a))  # per group: nearest first, ties by row
-    a, b, d = a[order], b[order], d[order]
-    first = np.ones(len(a), dtype=bool)
-    first[1:] = a[1:] != a[:-1]
+    a, b, d = _nearest_per_source(a[keep], lowest_ref[b[keep]], d[keep])
     group_row = np.full(n_groups, -1, dtype=np.int64)
     group_dist = np.full(n_groups, np.inf, dtype=np.float32)
-    group_row[a[first]] = b[first]
-    group_dist[a[first]] = d[first]
+    group_row[a] = b
+    group_dist[a] = d
     best_row = np.where(is_ref, -1, group_row[group])
     best_dist = np.where(is_ref, np.float32(np.inf), group_dist[group]).astype(np.float32)
     return best_row, best_dist

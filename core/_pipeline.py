@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from ._errors import NeardupInputError, closest_names
+from ._errors import NeardupInputError, check_split_mapping, closest_names
 from ._multiview import find_duplicates_multiview
 from ._params import check_option, check_options
 from ._progress import as_progress
@@ -296,15 +296,5 @@ def _split_mapping(option: Any, name: str, data: Mapping[str, Any]) -> dict[str,
     """``labels``/``ids`` of find_duplicates_by_layer: a mapping split -> sequence, or None."""
     if option is None:
         return {}
-    if not isinstance(option, Mapping):
-        raise NeardupInputError(
-            f"{name} must be a mapping split -> sequence (shared by all layers), got "
-            f"{type(option).__name__}; e.g. {name}={{'train': y_train, 'test': y_test}}."
-        )
-    unknown = [s for s in option if s not in data]
-    if unknown:
-        raise NeardupInputError(
-            f"{name} names split {unknown[0]!r}, which is not in the data "
-            f"({closest_names(unknown[0], list(data))})."
-        )
+    check_split_mapping(option, name, data, f"{name}={{'train': y_train, 'test': y_test}}")
     return dict(option)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._errors import NeardupInputError
+from .._errors import NeardupInputError, check_split_mapping
 
 __all__ = ["SampleSource", "encode_png", "to_image_array"]
 
@@ -217,17 +217,12 @@ def _check_samples(samples: Any, split_sizes: Mapping[str, int]) -> Any:
     """Validate the ``samples`` argument against the result's splits and sizes."""
     if samples is None or (callable(samples) and not isinstance(samples, Mapping)):
         return samples
-    if not isinstance(samples, Mapping):
-        raise NeardupInputError(
-            f"samples must be a mapping split -> sequence or a callable (split, id) -> sample, "
-            f"got {type(samples).__name__}; for one split use samples={{'data': images}}."
-        )
-    unknown = [s for s in samples if s not in split_sizes]
-    if unknown:
-        raise NeardupInputError(
-            f"samples names split(s) {unknown} that the result does not have; "
-            f"its splits are {list(split_sizes)}."
-        )
+    check_split_mapping(
+        samples,
+        "samples",
+        split_sizes,
+        "samples={'data': images}, or a callable (split, id) -> sample",
+    )
     for split, seq in samples.items():
         try:
             n = len(seq)

@@ -413,11 +413,16 @@ def test_bad_options_and_samples_raise_clear_errors(digits_result, digits_split)
     images, _ = digits_split
     with pytest.raises(NeardupInputError, match="max_sets must be an integer >= 0"):
         digits_result.to_html(None, max_sets=-1)
-    with pytest.raises(NeardupInputError, match=r"split\(s\) \['val'\].*\['train', 'test'\]"):
+    with pytest.raises(
+        NeardupInputError,
+        match=r"names split 'val', which is not in the data \(closest: 'train', 'test'\)",
+    ):
         digits_result.to_html(None, samples={"val": images["test"]})
     with pytest.raises(NeardupInputError, match="has 10 items but split 'test' has 397"):
         digits_result.to_html(None, samples={"test": images["test"][:10]})
-    with pytest.raises(NeardupInputError, match="mapping split -> sequence or a callable"):
+    with pytest.raises(
+        NeardupInputError, match=r"must be a mapping split -> sequence.*or a callable \(split, id\)"
+    ):
         digits_result.to_html(None, samples=images["test"])
     with pytest.raises(NeardupInputError, match=r"samples\('test', \d+\) raised KeyError"):
         digits_result.to_html(None, samples=lambda split, sample_id: {}[sample_id])
