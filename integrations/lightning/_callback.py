@@ -349,16 +349,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     ) -> None:
         self._collect_batch(trainer, batch, dataloader_idx)
 
-    def on_test_batch_end(
-        self,
-        trainer: Trainer,
-        pl_module: LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self._collect_batch(trainer, batch, dataloader_idx)
+    #: test batches are collected exactly as validation batches
+    on_test_batch_end = on_validation_batch_end
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._hooks.detach()
