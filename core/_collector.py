@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError, closest_names
-from ._validate import as_feature_matrix, check_finite
+from ._validate import as_feature_matrix, as_sample_column, check_finite
 
 __all__ = ["ActivationCollector", "check_memory_budget", "check_spill_dir"]
 
@@ -357,11 +357,7 @@ class _Buffer:
 
 
 def _column(values: Any, n: int, name: str, where: str) -> np.ndarray:
-    if hasattr(values, "detach") and hasattr(values, "cpu"):  # torch tensor, without torch
-        values = values.detach().cpu().numpy()
-    array = np.asarray(values)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
+    array = as_sample_column(values)
     if array.ndim != 1 or len(array) != n:
         raise NeardupInputError(
             f"{where}: {name} has shape {array.shape} for a batch of {n} samples; "

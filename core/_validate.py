@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_SPLIT",
     "Dataset",
     "as_feature_matrix",
+    "as_sample_column",
     "check_finite",
     "check_ids",
     "check_labels",
@@ -211,14 +212,24 @@ def check_ids(ids: Any, split: str, n: int) -> np.ndarray:
     return array
 
 
+def as_sample_column(values: Any) -> np.ndarray:
+    """Per-sample values (numpy, list, torch tensor: no torch import) as an array.
+
+    A ``(N, 1)`` column becomes ``(N,)``; other shapes are returned as they are, for the
+    caller to check against its number of samples.
+    """
+    if hasattr(values, "detach") and hasattr(values, "cpu"):  # torch tensor
+        values = values.detach().cpu().numpy()
+    array = np.asarray(values)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    return array
+
+
 def check_labels(labels: Any, split: str, n: int) -> np.ndarray | None:
     if labels is None:
         return None
-    if hasattr(labels, "detach") and hasattr(labels, "cpu"):
-        labels = labels.detach().cpu().numpy()
-    array = np.asarray(labels)
-    if array.ndim == 2 and array.shape[1] == 1:
-        array = array[:, 0]
+    array = as_sample_column(labels)
     if array.ndim != 1 or len(array) != n:
         raise NeardupInputError(
             f"labels for split {split!r} have shape {array.shape}, but the split has {n} "
