@@ -16,6 +16,9 @@ _CHANNELS = (1, 3, 4)
 _CHUNK_BYTES = 64 << 20
 #: half-width of an aligned thumbnail's window, in standard deviations of the content
 _REACH = 2.0
+#: Rec. 601 luma weights of R, G, B (the Y that JPEG keeps at full resolution)
+_LUMA = np.array([0.299, 0.587, 0.114])
+_COLOR_OPTIONS = (True, False, "auto", "luma")
 
 
 def _area_weights(source: int, target: int) -> np.ndarray:
@@ -125,13 +128,17 @@ class ImageView:
         Thumbnail side in pixels. 8 was the best of 4, 8 and 16 on the measurements in the
         README ("Views and thresholds").
     color:
-        ``True`` keeps 3 colour channels, ``False`` averages them to grey, ``"auto"`` (default)
-        keeps colour when any image of the call has 3+ channels.
+        ``True`` keeps 3 colour channels, ``False`` averages them to grey, ``"luma"`` keeps
+        their Rec. 601 luma only (the brightness JPEG preserves; unchanged by colour jitter
+        and chroma damage), ``"auto"`` (default) keeps colour when any image of the call has
+        3+ channels. :meth:`views` gives colour *and* luma rows as two views.
     channels_first:
         ``None`` guesses the layout (channels last unless only the first axis can be
         channels); ``True``/``False`` forces it.
 
-    Call it on a batch: ``ImageView()(images) -> (N, d) float32``. ``images`` is an array
+    Call it on a batch: ``ImageView()(images) -> (N, d) float32``, or ``view.views(images)``
+    for the recommended set of views (``{"image8": ..., "image8-luma": ...}`` for colour
+    images). ``images`` is an array
     ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3, 4; uint8, int, bool or
     float, any range), or a sequence of single images (numpy, PIL, torch or TF tensors).
     A constant image gives a row of zeros (all constant images are exact duplicates).
@@ -151,10 +158,12 @@ class ImageView:
             raise NeardupInputError(
                 f"ImageView size must be an int in [1, 256], got {self.size!r}."
             )
-        if self.color not in (True, False, "auto"):
+        if isinstance(self.color, np.ndarray) or self.color not in _COLOR_OPTIONS:
             raise NeardupInputError(
-                f"ImageView color must be True, False or 'auto', got {self.color!r}."
+                f"ImageView color must be True, False, 'auto' or 'luma', got {self.color!r}."
             )
+        if not isinstance(self.color, str):
+            object.__setattr__(self, "color", bool(self.color))
         if self.channels_first not in (None, True, False):
             raise NeardupInputError(
                 f"ImageView channels_first must be None, True or False, got "
@@ -167,11 +176,32 @@ class ImageView:
         return f"image{self.size}"
 
     def __call__(self, images: Any) -> np.ndarray:
+        return self._rows(self._batches(images), self.color)
+
+    def views(self, images: Any) -> dict[str, np.ndarray]:
+        """The recommended views of ``images``: ``{name: (N, d) float32 rows}``.
+
+        Colour images (``color="auto"`` or ``True`` and any image with 3+ channels) give two
+        views, the colour thumbnail (:attr:`name`) and its luma (``name + "-luma"``), to be
+        analysed side by side (each with its own threshold; "any" combines them): colour
+        separates natural neighbours best, luma survives JPEG's chroma damage and colour
+        jitter (measured in the README, "Views and thresholds"). Grey images, or another
+        ``color``, give one view, ``{name: view(images)}``.
+        """
         batches = self._batches(images)
         color = self.color
         if color == "auto":
             color = any(b.shape[-1] >= 3 for b in batches)
-        out = [self._thumbnails(b, bool(color)) for b in batches]
+        out = {self.name: self._rows(batches, color)}
+        if color is True and any(b.shape[-1] >= 3 for b in batches):
+            out[f"{self.name}-luma"] = self._rows(batches, "luma")
+        return out
+
+    def _rows(self, batches: list[np.ndarray], color: bool | str) -> np.ndarray:
+        """Standardised rows of channels-last ``batches`` in one colour mode."""
+        if color == "auto":
+            color = any(b.shape[-1] >= 3 for b in batches)
+        out = [self._thumbnails(b, color) for b in batches]
         if not out:
             channels = 3 if color is True else 1
             return np.zeros((0, channels * self.size * self.size), dtype=np.float32)
@@ -223,39 +253,31 @@ class ImageView:
             raise NeardupInputError(f"ImageView: empty images of shape {batch.shape[1:]}.")
         return batch
 
-    def _thumbnails(self, batch: np.ndarray, color: bool) -> np.ndarray:
+    def _thumbnails(self, batch: np.ndarray, color: bool | str) -> np.ndarray:
         """``(n, H, W, C)`` -> standardised ``(n, size * size * channels)`` float32 rows."""
         n, height, width, channels = batch.shape
         if channels == 4:
             batch, channels = batch[..., :3], 3
         rows_weights = _area_weights(height, self.size)
         cols_weights = _area_weights(width, self.size)
-        out_channels = 3 if color else 1
+        out_channels = 3 if color is True else 1
         if self.align:
             return self._aligned(batch, color)
         out = np.empty((n, self.size, self.size, out_channels), dtype=np.float64)
         step = max(1, _CHUNK_BYTES // (8 * height * width * channels))
         for start in range(0, n, step):
-            chunk = batch[start : start + step].astype(np.float64)
-            if color and channels == 1:
-                chunk = np.repeat(chunk, 3, axis=-1)
-            elif not color and channels == 3:
-                chunk = chunk.mean(axis=-1, keepdims=True)
+            chunk = _in_color_mode(batch[start : start + step].astype(np.float64), color)
             out[start : start + len(chunk)] = np.einsum(
                 "ih,nhwc,jw->nijc", rows_weights, chunk, cols_weights, optimize=True
             )
         return _standardized(out)
 
-    def _aligned(self, batch: np.ndarray, color: bool) -> np.ndarray:
+    def _aligned(self, batch: np.ndarray, color: bool | str) -> np.ndarray:
         n, height, width, channels = batch.shape
-        out = np.empty((n, self.size, self.size, 3 if color else 1), dtype=np.float64)
+        out = np.empty((n, self.size, self.size, 3 if color is True else 1), dtype=np.float64)
         step = max(1, _CHUNK_BYTES // (8 * height * width * channels * 4))
         for start in range(0, n, step):
-            chunk = batch[start : start + step].astype(np.float64)
-            if color and channels == 1:
-                chunk = np.repeat(chunk, 3, axis=-1)
-            elif not color and channels == 3:
-                chunk = chunk.mean(axis=-1, keepdims=True)
+            chunk = _in_color_mode(batch[start : start + step].astype(np.float64), color)
             y0, y1, x0, x1 = _content_windows(chunk.mean(axis=-1), _REACH)
             rows_weights = _window_weights(height, y0, y1, self.size)
             cols_weights = _window_weights(width, x0, x1, self.size)
@@ -265,14 +287,26 @@ class ImageView:
         return _standardized(out)
 
 
+def _in_color_mode(chunk: np.ndarray, color: bool | str) -> np.ndarray:
+    """``(n, H, W, 1 | 3)`` float pixels -> 3 channels (``True``), grey mean (``False``) or
+    Rec. 601 luma (``"luma"``); a grey image is its own luma."""
+    channels = chunk.shape[-1]
+    if color is True:
+        return np.repeat(chunk, 3, axis=-1) if channels == 1 else chunk
+    if channels == 1:
+        return chunk
+    if color == "luma":
+        return (chunk @ _LUMA)[..., None]
+    return chunk.mean(axis=-1, keepdims=True)
+
+
 def _standardized(out: np.ndarray) -> np.ndarray:
     """``(n, s, s, c)`` thumbnails -> rows with mean 0 and standard deviation 1 (float32)."""
-    if True:
-        n = len(out)
-        flat = out.reshape(n, -1)
-        flat -= flat.mean(axis=1, keepdims=True)
-        spread = flat.std(axis=1, keepdims=True)
-        constant = spread[:, 0] <= 1e-9 * (1.0 + np.abs(out.reshape(n, -1)).max(axis=1))
-        flat /= np.where(constant[:, None], 1.0, spread)
-        flat[constant] = 0.0
-        return flat.astype(np.float32)
+    n = len(out)
+    flat = out.reshape(n, -1)
+    flat -= flat.mean(axis=1, keepdims=True)
+    spread = flat.std(axis=1, keepdims=True)
+    constant = spread[:, 0] <= 1e-9 * (1.0 + np.abs(out.reshape(n, -1)).max(axis=1))
+    flat /= np.where(constant[:, None], 1.0, spread)
+    flat[constant] = 0.0
+    return flat.astype(np.float32)
