@@ -181,7 +181,7 @@ class ImageView:
     def views(self, images: Any) -> dict[str, np.ndarray]:
         """The recommended views of ``images``: ``{name: (N, d) float32 rows}``.
 
-        Colour images (``color="auto"`` or ``True`` and any image with 3+ channels) give two
+        Colour images (``color=True``, or ``"auto"`` and any image with 3+ channels) give two
         views, the colour thumbnail (:attr:`name`) and its luma (``name + "-luma"``), to be
         analysed side by side (each with its own threshold; "any" combines them): colour
         separates natural neighbours best, luma survives JPEG's chroma damage and colour
@@ -193,7 +193,7 @@ class ImageView:
         if color == "auto":
             color = any(b.shape[-1] >= 3 for b in batches)
         out = {self.name: self._rows(batches, color)}
-        if color is True and any(b.shape[-1] >= 3 for b in batches):
+        if color is True:
             out[f"{self.name}-luma"] = self._rows(batches, "luma")
         return out
 

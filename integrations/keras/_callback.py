@@ -42,7 +42,7 @@ from .._common import (
     pool_array,
 )
 from .._finish import announce, finish
-from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
+from .._views import InputView, analyze_views, check_view_names
 
 try:
     import keras
@@ -343,12 +343,14 @@ class DuplicatesCallback(keras.callbacks.Callback):
         if rows is None:
             return
         n = len(keras.tree.flatten(x)[0])
-        if len(rows) != n:
-            raise NeardupInputError(
-                f"split {split!r}: the input view gave {len(rows)} rows for a batch of {n} "
-                "samples; pass input_view= a callable returning one row per sample, or None."
-            )
-        collector.add(split, INPUT_VIEW, rows, labels=labels)
+        for name, values in rows.items():
+            if len(values) != n:
+                raise NeardupInputError(
+                    f"split {split!r}: the input view gave {len(values)} rows for a batch of "
+                    f"{n} samples; pass input_view= a callable returning one row per sample, "
+                    "or None."
+                )
+            collector.add(split, name, values, labels=labels)
 
     def _progress_bar(self, source: SplitSource) -> Any:
         total = source.num_batches(self.batch_size)
