@@ -60,6 +60,7 @@ TEXT_CHECK = 0.9  # difflib ratio of the normalised texts: a natural near-duplic
 
 ROWS: list[dict] = []
 OPTIONS: dict = {}  # find_duplicates options of every case (--threshold)
+IMAGE_OPTIONS: dict = {"luma": True}  # --color-cast, --no-luma (to compare with the defaults)
 
 
 class LogFence(neardup.ThresholdStrategy):
@@ -360,9 +361,11 @@ def run(data, **options):
 def images(rng: np.random.Generator, per_kind: int) -> None:
     from sklearn.datasets import load_digits
 
-    view = ImageView()
+    view = ImageView(color_cast=IMAGE_OPTIONS.get("color_cast", ImageView.color_cast))
 
     def views(train, test):  # the image view(s) of ImageView().views, as find_duplicates data
+        if not IMAGE_OPTIONS["luma"]:
+            return {"train": {view.name: view(train)}, "test": {view.name: view(test)}}
         return {"train": view.views(train), "test": view.views(test)}
 
     digits = load_digits().images
@@ -388,7 +391,8 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     kinds = dict(IMAGE_KINDS, **{"colour jitter": _jitter})
     planted, kind_of, _ = plant(rgb_train, rgb_test, kinds, per_kind, rng)
     r, t = run(views(rgb_train, planted))
-    score("colorized Fashion 20,000 + 5,000", "image + luma", r, rgb_train, planted, kind_of, t)
+    label = "image + luma" if IMAGE_OPTIONS["luma"] else "image"
+    score("colorized Fashion 20,000 + 5,000", label, r, rgb_train, planted, kind_of, t)
 
 
 def text(rng: np.random.Generator, per_kind: int) -> None:
@@ -512,7 +516,16 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", default="auto", help=threshold_option.__doc__)
+    parser.add_argument(
+        "--color-cast", type=float, default=None, help="ImageView color_cast (default 0.25)"
+    )
+    parser.add_argument(
+        "--no-luma", action="store_true", help="colour images: the colour view only"
+    )
     args = parser.parse_args()
+    if args.color_cast is not None:
+        IMAGE_OPTIONS["color_cast"] = args.color_cast
+    IMAGE_OPTIONS["luma"] = not args.no_luma
     if args.threshold != "auto":
         OPTIONS["threshold"] = threshold_option(args.threshold)
     rng = np.random.default_rng(args.seed)
