@@ -18,19 +18,20 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_quality as bq  # noqa: E402
+import bench_quality as bq
 
-import neardup  # noqa: E402
-from neardup.views import ImageView  # noqa: E402
+import neardup
+from neardup.views import ImageView
 
+LUMA = ImageView(color="luma")
 CANDIDATES = {
     "colour, whole cast (previous default)": {"rgb": ImageView(color_cast=1.0)},
-    "luma": {"luma": ImageView(color="luma")},
+    "luma": {"luma": LUMA},
     "colour, cast 0.25": {"rgb": ImageView()},
-    "colour, whole cast + luma": {"rgb": ImageView(color_cast=1.0), "luma": ImageView(color="luma")},
-    "colour, cast 0.5 + luma": {"rgb": ImageView(color_cast=0.5), "luma": ImageView(color="luma")},
-    "colour, cast 0.25 + luma (default)": {"rgb": ImageView(), "luma": ImageView(color="luma")},
-    "colour, no cast + luma": {"rgb": ImageView(color_cast=0.0), "luma": ImageView(color="luma")},
+    "colour, whole cast + luma": {"rgb": ImageView(color_cast=1.0), "luma": LUMA},
+    "colour, cast 0.5 + luma": {"rgb": ImageView(color_cast=0.5), "luma": LUMA},
+    "colour, cast 0.25 + luma (default)": {"rgb": ImageView(), "luma": LUMA},
+    "colour, no cast + luma": {"rgb": ImageView(color_cast=0.0), "luma": LUMA},
 }
 
 
@@ -60,7 +61,8 @@ def main() -> None:
     print("|---|" + "---:|" * (len(kinds) + 2))
     for label, views in CANDIDATES.items():
         start = time.perf_counter()
-        result = neardup.find_duplicates({"train": rows(views, train), "test": rows(views, planted)})
+        data = {"train": rows(views, train), "test": rows(views, planted)}
+        result = neardup.find_duplicates(data)
         leak = result.leakage["test"]
         flagged = dict(zip(leak.positions, leak.nearest_positions))
         recall = [
