@@ -117,7 +117,8 @@ class ImageView:
 
     Each image is box-filtered down to ``size x size`` (any input size; images of different
     sizes can be mixed), alpha dropped, then standardised: its mean is subtracted and it is
-    divided by its standard deviation (over all its pixels and channels). Brightness and
+    divided by its standard deviation (over all its pixels and channels; a colour thumbnail's
+    colour cast is first scaled by ``color_cast``). Brightness and
     contrast changes, re-encodings, noise and small shifts or crops then move a copy very
     little, while different images stay apart. Grey images give ``size * size`` values, colour
     images ``3 * size * size`` (a grey image in a colour set is repeated over 3 channels).
@@ -148,9 +149,9 @@ class ImageView:
 
     Call it on a batch: ``ImageView()(images) -> (N, d) float32``, or ``view.views(images)``
     for the recommended set of views (``{"image8": ..., "image8-luma": ...}`` for colour
-    images). ``images`` is an array
-    ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3, 4; uint8, int, bool or
-    float, any range), or a sequence of single images (numpy, PIL, torch or TF tensors).
+    images). ``images`` is an array ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in
+    1, 3, 4; uint8, int, bool or float, any range), or a sequence of single images (numpy,
+    PIL, torch or TF tensors).
     A constant image gives a row of zeros (all constant images are exact duplicates).
     """
 

@@ -86,7 +86,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         ``"auto"`` (default): an image or text view of ``x`` when it is an image array
         ``(B, H, W, C)`` / ``(B, H, W)`` or strings, else none; ``None``: layers only; or a
         callable ``view(x_batch) -> (B, d)`` array, e.g. ``neardup.views.ImageView(size=16)``.
-        The view is named ``"input"``.
+        The view is named ``"input"``; colour images under ``"auto"`` add its luma,
+        ``"input-luma"``.
     pool:
         ``"max"`` (default, shared with the Lightning callback: ``benchmarks/bench_pooling.py``)
         / ``"avg"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or a

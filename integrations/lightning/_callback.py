@@ -160,7 +160,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ``"auto"`` (default): an image or text view of the inputs when the batch's input is
         an image tensor ``(B, C, H, W)`` / ``(B, H, W)`` or a list of strings, else none;
         ``None``: layers only; or a callable ``view(inputs) -> (B, d)`` array, e.g.
-        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``.
+        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``; colour images
+        under ``"auto"`` add its luma, ``"input-luma"``.
     input_fn:
         ``input_fn(batch)`` returns the inputs the input view reads (default: ``x`` of
         ``(x, y)``, a dict's ``"image"``/``"pixel_values"``/... entry, or the batch itself).
