@@ -9,7 +9,9 @@ the combined verdict of :func:`neardup.find_duplicates` (``result.leakage[split]
 
 ``input_view=`` of every integration takes:
 
-- ``"auto"`` (default): decide from the first batch (:func:`auto_input_view`);
+- ``"auto"`` (default): decide from the first batch (:func:`auto_input_view`); colour images
+  give two input views, ``"input"`` (the colour thumbnail) and ``"input-luma"`` (its luma),
+  as :meth:`neardup.views.ImageView.views` does;
 - ``None``: no input view (the layers only);
 - a callable ``view(inputs) -> (B, d) array``, e.g. ``ImageView(size=16)``, ``TextView()`` or
   any function of the raw inputs.
@@ -26,6 +28,7 @@ from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.views import ImageView, TextView
 
 __all__ = [
+    "INPUT_LUMA_VIEW",
     "INPUT_VIEW",
     "InputView",
     "analyze_views",
@@ -36,6 +39,9 @@ __all__ = [
 
 #: the name of the input view among the views (beside the layer names)
 INPUT_VIEW = "input"
+#: the luma input view beside it, for colour images under ``input_view="auto"``
+INPUT_LUMA_VIEW = "input-luma"
+_GREY_MODES = ("L", "1", "I", "F", "I;16", "LA", "P")
 _IMAGE_CHANNELS = (1, 3, 4)
 _MIN_SIDE = 8  # smaller "images" are more likely feature vectors or sequences
 
@@ -95,7 +101,8 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
 
     - images: a numeric array ``(B, H, W)``, ``(B, H, W, C)`` or ``(B, C, H, W)`` with C in
       1, 3, 4 and sides of at least 8 pixels, or a list of PIL images -> ``ImageView()``
-      (8x8 standardised thumbnails);
+      (8x8 standardised thumbnails), its colour mode fixed by this batch (``color=True``
+      when it has 3+ channels: then :class:`InputView` also adds the luma view);
     - texts: a list or 1-D array of strings -> ``TextView()`` (character 4-grams of the
       case-, punctuation- and markup-normalised text);
     - anything else (token ids, tabular rows, several inputs): no input view.
@@ -108,13 +115,16 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
         and inputs
         and all(hasattr(v, "mode") and hasattr(v, "convert") for v in inputs)
     ):
-        return ImageView(), "PIL images -> ImageView() (8x8 standardised thumbnails)"
+        color = any(getattr(v, "mode", "L") not in _GREY_MODES for v in inputs)
+        return ImageView(color=color), "PIL images -> " + _image_reason(color)
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "biuf":
         layout = _image_layout(inputs.shape)
         if layout is not None:
+            channels = 1 if inputs.ndim == 3 else inputs.shape[1 if layout else -1]
+            color = channels >= 3
             return (
-                ImageView(channels_first=layout),
-                f"images {tuple(inputs.shape[1:])} -> ImageView() (8x8 standardised thumbnails)",
+                ImageView(channels_first=layout, color=color),
+                f"images {tuple(inputs.shape[1:])} -> {_image_reason(color)}",
             )
         return None, (
             f"inputs of shape {tuple(inputs.shape[1:])} are neither images nor texts, so "
@@ -126,11 +136,22 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
     )
 
 
-class InputView:
-    """The input view of one integration run: resolved on the first batch, then applied.
+def _image_reason(color: bool) -> str:
+    if color:
+        return (
+            "ImageView(color=True) (8x8 standardised colour thumbnails) and their luma as "
+            f"a second view, {INPUT_LUMA_VIEW!r}"
+        )
+    return "ImageView() (8x8 standardised thumbnails)"
 
-    ``rows(inputs)`` returns ``(B, d)`` float32 rows, or None when there is no input view
-    (``input_view=None``, or ``"auto"`` found no view for these inputs; ``reason`` says why).
+
+class InputView:
+    """The input view(s) of one integration run: resolved on the first batch, then applied.
+
+    ``rows(inputs)`` returns ``{view name: (B, d) float32 rows}`` (``names``, in order:
+    ``"input"``, plus ``"input-luma"`` for colour images under ``"auto"``), or None when there
+    is no input view (``input_view=None``, or ``"auto"`` found no view for these inputs;
+    ``reason`` says why).
     """
 
     def __init__(self, input_view: Any) -> None:
@@ -144,7 +165,16 @@ class InputView:
         """Whether rows are collected (False until an ``"auto"`` view is resolved)."""
         return self.view is not None or not self.resolved
 
-    def rows(self, inputs: Any) -> np.ndarray | None:
+    @property
+    def names(self) -> list[str]:
+        """The input views' names (empty without an input view or before it is resolved)."""
+        if self.view is None:
+            return []
+        if self.option == "auto" and isinstance(self.view, ImageView) and self.view.color is True:
+            return [INPUT_VIEW, INPUT_LUMA_VIEW]
+        return [INPUT_VIEW]
+
+    def rows(self, inputs: Any) -> dict[str, np.ndarray] | None:
         if not self.resolved:
             self.view, self.reason = auto_input_view(inputs)
             self.resolved = True
@@ -152,23 +182,32 @@ class InputView:
             return None
         if self.option == "auto" or isinstance(self.view, (ImageView, TextView)):
             inputs = _as_numpy(inputs)
-        rows = _as_numpy(self.view(inputs))
-        rows = np.asarray(rows)
-        if rows.ndim < 1 or rows.dtype.kind not in "biuf":
-            raise NeardupInputError(
-                f"input_view returned {rows.dtype} values of shape {rows.shape}; it must "
-                "return a numeric (batch, features) array."
-            )
-        return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+        if len(self.names) > 1:
+            views = self.view.views(inputs)  # type: ignore[union-attr]
+            return {name: _checked_rows(v) for name, v in zip(self.names, views.values())}
+        return {INPUT_VIEW: _checked_rows(self.view(inputs))}
+
+
+def _checked_rows(rows: Any) -> np.ndarray:
+    """A view's output as contiguous ``(B, d)`` float32 rows (or a clear error)."""
+    rows = np.asarray(_as_numpy(rows))
+    if rows.ndim < 1 or rows.dtype.kind not in "biuf":
+        raise NeardupInputError(
+            f"input_view returned {rows.dtype} values of shape {rows.shape}; it must "
+            "return a numeric (batch, features) array."
+        )
+    return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
 
 
 def check_view_names(layers: Sequence[str], input_view: Any) -> None:
-    """With an input view, no layer may be named like it (:data:`INPUT_VIEW`)."""
-    if input_view is not None and INPUT_VIEW in layers:
-        raise NeardupInputError(
-            f"a layer is named {INPUT_VIEW!r}, which is the input view's name; pass "
-            "input_view=None, or analyse a layer with another name."
-        )
+    """With an input view, no layer may be named like it (:data:`INPUT_VIEW`,
+    :data:`INPUT_LUMA_VIEW`)."""
+    for name in (INPUT_VIEW, INPUT_LUMA_VIEW):
+        if input_view is not None and name in layers:
+            raise NeardupInputError(
+                f"a layer is named {name!r}, which is an input view's name; pass "
+                "input_view=None, or analyse a layer with another name."
+            )
 
 
 def analyze_views(

@@ -122,3 +122,43 @@ def test_text_view_property_case_and_punctuation_never_matter(text):
     variant = "  " + text.upper().replace(" ", " , ") + "!"
     if normalize_text(variant) == normalize_text(text):
         np.testing.assert_allclose(view([variant])[0], view([text])[0])
+
+
+def test_image_view_luma_and_the_colour_and_luma_views(digits):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(6, 16, 16, 3)).astype(np.uint8)
+    luma = ImageView(color="luma")(rgb)
+    weighted = rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # Rec. 601
+    np.testing.assert_allclose(luma, ImageView(color=False)(weighted), atol=1e-5)
+    assert not np.allclose(luma, ImageView(color=False)(rgb), atol=1e-3)  # not the plain mean
+    views = ImageView().views(rgb)
+    assert list(views) == ["image8", "image8-luma"]
+    np.testing.assert_array_equal(views["image8"], ImageView()(rgb))
+    np.testing.assert_array_equal(views["image8-luma"], luma)
+    grey = ImageView().views(digits[:4])  # grey images: one view, the grey thumbnail
+    assert list(grey) == ["image8"] and grey["image8"].shape == (4, 64)
+    np.testing.assert_array_equal(ImageView(color="luma")(digits[:4]), grey["image8"])
+    assert list(ImageView(color=False).views(rgb)) == ["image8"]
+
+
+def test_image_view_color_cast_weight():
+    rng = np.random.default_rng(1)
+    structure = rng.random((4, 12, 12, 1))
+    casts = rng.uniform(0, 200, size=(4, 1, 1, 3))
+    images = structure * 40 + casts  # the same structure in each channel, over a colour cast
+    whole = ImageView(color_cast=1.0)(images)
+    none = ImageView(color_cast=0.0)(images)
+    # without the cast every channel holds the standardised structure; with it the cast
+    # (a constant per channel) takes most of the row
+    np.testing.assert_allclose(none.reshape(4, 8, 8, 3)[..., 0], none.reshape(4, 8, 8, 3)[..., 2])
+    assert np.abs(whole.reshape(4, 64, 3).mean(axis=1)).max() > 0.5
+    assert np.abs(none.reshape(4, 64, 3).mean(axis=1)).max() < 1e-5
+    default = ImageView()(images).reshape(4, 64, 3).mean(axis=1)
+    assert 0 < np.abs(default).max() < np.abs(whole.reshape(4, 64, 3).mean(axis=1)).max()
+
+
+def test_image_view_rejects_bad_color_options():
+    with pytest.raises(NeardupInputError, match="color must be True, False, 'auto' or 'luma'"):
+        ImageView(color="gray")
+    with pytest.raises(NeardupInputError, match=r"color_cast must be a number in \[0, 1\]"):
+        ImageView(color_cast=2)

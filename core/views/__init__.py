@@ -4,7 +4,8 @@ A *view* is one way to turn a sample into a vector. A model layer is one view; t
 look at the input itself, in pure numpy, so re-encoded, shifted, re-lit or re-punctuated copies
 land next to each other even where a trained layer pulls a whole class together:
 
-- :class:`ImageView`: a small standardised thumbnail of each image.
+- :class:`ImageView`: a small standardised thumbnail of each image; ``ImageView().views(images)``
+  gives colour images two views, the colour thumbnail and its luma.
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
   whitespace are normalised away.
 

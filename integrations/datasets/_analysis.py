@@ -156,13 +156,13 @@ def find_leakage(
         if column is not None:
             views[column] = read_vectors(ds, column, where)
         if source is not None:
-            views[INPUT_VIEW] = input_rows(ds, source, input_view, where)
+            views.update(input_rows(ds, source, input_view, where))
         vectors[name] = views if len(views) > 1 else next(iter(views.values()))
         if label_column is not None:
             labels[name] = read_plain(ds, label_column, where, "label")
         if id_column is not None:
             ids[name] = read_plain(ds, id_column, where, "id")
-    several = column is not None and source is not None
+    several = any(isinstance(v, dict) for v in vectors.values())
     layer = options.pop("layer", None)
     if not several:  # one view: its name is the result's layer
         options["layer"] = layer or (column if column is not None else INPUT_VIEW)

@@ -18,6 +18,8 @@ from neardup import NeardupInputError
 from neardup.validators import closest_names
 from neardup.views import ImageView, TextView
 
+from .._views import INPUT_LUMA_VIEW, INPUT_VIEW
+
 __all__ = ["input_column", "input_rows"]
 
 _TEXT_NAMES = ("text", "sentence", "content", "body", "document")
@@ -75,8 +77,12 @@ def input_column(
     return None
 
 
-def input_rows(ds: Dataset, source: tuple[str, str], input_view: Any, where: str) -> np.ndarray:
-    """``(n, d)`` float32 rows of the input view over ``ds[column]``, chunk by chunk."""
+def input_rows(
+    ds: Dataset, source: tuple[str, str], input_view: Any, where: str
+) -> dict[str, np.ndarray]:
+    """``{view name: (n, d) float32 rows}`` of the input view over ``ds[column]``, chunk by
+    chunk: ``{"input": ...}``, plus ``"input-luma"`` for a colour ``Image()`` column under
+    ``input_view="auto"`` (:meth:`neardup.views.ImageView.views`)."""
     column, kind = source
     if input_view == "auto":
         if kind == "other":
@@ -88,21 +94,29 @@ def input_rows(ds: Dataset, source: tuple[str, str], input_view: Any, where: str
         view: Any = TextView() if kind == "text" else None
     else:
         view = input_view
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an ImageView whose colour mode the first chunk decides
             view = ImageView(color=_has_colour(values))
-        rows = np.asarray(view(values))
-        if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
-            raise NeardupInputError(
-                f"{where}: the input view returned {rows.dtype} values of shape {rows.shape} "
-                f"for {len(values)} examples; it must return a numeric (n, d) array."
-            )
-        parts.append(np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32))
+        if input_view == "auto" and isinstance(view, ImageView):
+            names = [INPUT_VIEW, INPUT_LUMA_VIEW][: 2 if view.color is True else 1]
+            chunk = dict(zip(names, view.views(values).values()))
+        else:
+            chunk = {INPUT_VIEW: view(values)}
+        for name, rows in chunk.items():
+            rows = np.asarray(rows)
+            if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
+                raise NeardupInputError(
+                    f"{where}: the input view returned {rows.dtype} values of shape "
+                    f"{rows.shape} for {len(values)} examples; it must return a numeric "
+                    "(n, d) array."
+                )
+            rows = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+            parts.setdefault(name, []).append(rows)
     if not parts:
         raise NeardupInputError(f"{where} has no rows; drop the empty split.")
-    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in parts.items()}
 
 
 def _has_colour(images: list[Any]) -> bool:

@@ -42,7 +42,7 @@ from .._common import (
     pool_array,
 )
 from .._finish import announce, finish
-from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
+from .._views import InputView, analyze_views, check_view_names
 
 try:
     import keras
@@ -86,7 +86,8 @@ class DuplicatesCallback(keras.callbacks.Callback):
         ``"auto"`` (default): an image or text view of ``x`` when it is an image array
         ``(B, H, W, C)`` / ``(B, H, W)`` or strings, else none; ``None``: layers only; or a
         callable ``view(x_batch) -> (B, d)`` array, e.g. ``neardup.views.ImageView(size=16)``.
-        The view is named ``"input"``.
+        The view is named ``"input"``; colour images under ``"auto"`` add its luma,
+        ``"input-luma"``.
     pool:
         ``"max"`` (default, shared with the Lightning callback: ``benchmarks/bench_pooling.py``)
         / ``"avg"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or a
@@ -343,12 +344,14 @@ class DuplicatesCallback(keras.callbacks.Callback):
         if rows is None:
             return
         n = len(keras.tree.flatten(x)[0])
-        if len(rows) != n:
-            raise NeardupInputError(
-                f"split {split!r}: the input view gave {len(rows)} rows for a batch of {n} "
-                "samples; pass input_view= a callable returning one row per sample, or None."
-            )
-        collector.add(split, INPUT_VIEW, rows, labels=labels)
+        for name, values in rows.items():
+            if len(values) != n:
+                raise NeardupInputError(
+                    f"split {split!r}: the input view gave {len(values)} rows for a batch of "
+                    f"{n} samples; pass input_view= a callable returning one row per sample, "
+                    "or None."
+                )
+            collector.add(split, name, values, labels=labels)
 
     def _progress_bar(self, source: SplitSource) -> Any:
         total = source.num_batches(self.batch_size)

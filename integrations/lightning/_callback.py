@@ -36,7 +36,7 @@ from .._common import (
     missing_framework,
 )
 from .._finish import announce, finish
-from .._views import INPUT_VIEW, InputView, analyze_views, check_view_names
+from .._views import InputView, analyze_views, check_view_names
 
 if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
     from lightning.pytorch import LightningModule, Trainer
@@ -160,7 +160,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         ``"auto"`` (default): an image or text view of the inputs when the batch's input is
         an image tensor ``(B, C, H, W)`` / ``(B, H, W)`` or a list of strings, else none;
         ``None``: layers only; or a callable ``view(inputs) -> (B, d)`` array, e.g.
-        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``.
+        ``neardup.views.ImageView(size=16)``. The view is named ``"input"``; colour images
+        under ``"auto"`` add its luma, ``"input-luma"``.
     input_fn:
         ``input_fn(batch)`` returns the inputs the input view reads (default: ``x`` of
         ``(x, y)``, a dict's ``"image"``/``"pixel_values"``/... entry, or the batch itself).
@@ -315,9 +316,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
 
     @property
     def views(self) -> list[str]:
-        """The views analysed: the layers, then ``"input"`` when there is an input view."""
-        layers = list(self.layers or [])
-        return [*layers, INPUT_VIEW] if self._input.view is not None else layers
+        """The views analysed: the layers, then ``"input"`` when there is an input view (and
+        ``"input-luma"`` for colour images under ``input_view="auto"``)."""
+        return [*(self.layers or []), *self._input.names]
 
     def state_dict(self) -> dict[str, Any]:
         return {"settings": self._settings(), "last_summary": self.last_summary}
@@ -513,15 +514,16 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             self._info(trainer, f"neardup: input_view='auto' -> {self._input.reason}.")
         if rows is None:
             return
-        if first is not None and first < len(rows):
-            rows = rows[:first]
-        if len(rows) != len(ids):
-            raise NeardupInputError(
-                f"split {split!r}: the input view gave {len(rows)} rows for a batch of "
-                f"{len(ids)} samples; pass input_fn=lambda batch: ... returning the batch's "
-                "inputs, or input_view=None."
-            )
-        collector.add(split, INPUT_VIEW, rows, ids=ids, labels=labels)
+        for name, values in rows.items():
+            if first is not None and first < len(values):
+                values = values[:first]
+            if len(values) != len(ids):
+                raise NeardupInputError(
+                    f"split {split!r}: the input view gave {len(values)} rows for a batch of "
+                    f"{len(ids)} samples; pass input_fn=lambda batch: ... returning the "
+                    "batch's inputs, or input_view=None."
+                )
+            collector.add(split, name, values, ids=ids, labels=labels)
 
     def _batch_ids(self, outputs: dict[str, Any], idx: int, split: str) -> np.ndarray:
         missing = [name for name, v in outputs.items() if v is None]

@@ -582,6 +582,26 @@ def test_image_column_gets_the_thumbnail_view(digits):
     assert len(set(found) - set(planted)) <= 2, sorted(set(found) - set(planted))
 
 
+def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits):
+    from PIL import Image as PILImage
+
+    train, test, planted = colour_digits
+
+    def split(x):
+        return Dataset.from_dict(
+            {"image": [PILImage.fromarray(a) for a in x]},
+            features=Features({"image": datasets.Image()}),
+        )
+
+    report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
+    assert list(report.views) == ["input", "input-luma"]
+    assert report.views["input"].settings["dim"] == 192
+    leak = report.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert {p: found.get(p) for p in planted} == planted  # every colour-jittered copy
+    assert set(found) == set(planted)  # and no other digit
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 # --------------------------------------------------------------------------------------------

@@ -583,3 +583,31 @@ def test_input_view_off_or_custom(sequential, split):
     assert big.run(sequential)["input"].settings["dim"] == 16
     with pytest.raises(NeardupInputError, match="named 'input'"):
         DuplicatesCallback("input", _data(split))
+
+
+def test_colour_images_get_a_colour_and_a_luma_input_view(colour_digits):
+    train, test, planted = colour_digits
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="conv"),
+            keras.layers.Flatten(name="flat"),
+            keras.layers.Dense(10, activation="softmax", name="head"),
+        ]
+    )
+    data = {
+        "train": (train / 255.0, np.zeros(len(train), int)),
+        "test": (test / 255.0, np.zeros(len(test), int)),
+    }
+    cb = DuplicatesCallback(data=data, verbose=0)
+    results = cb.run(model)
+    assert list(results)[-2:] == ["input", "input-luma"]
+    assert results["input"].settings["dim"] == 192 and results["input-luma"].settings["dim"] == 64
+    leak = cb.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert {p: found.get(p) for p in planted} == planted  # every colour-jittered copy
+    by_luma = [f for p, f in zip(leak.positions, leak.found_by) if p in planted]
+    assert sum("input-luma" in f for f in by_luma) >= 8
+    with pytest.raises(NeardupInputError, match="named 'input-luma'"):
+        DuplicatesCallback("input-luma", data)

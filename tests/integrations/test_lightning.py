@@ -397,6 +397,39 @@ def test_input_fn_and_a_custom_input_view(data, trained, tmp_path):
         DuplicatesCallback(["input"])
 
 
+def test_colour_images_get_a_colour_and_a_luma_input_view(colour_digits, tmp_path):
+    train, test, planted = colour_digits
+
+    class ColourCNN(lpl.LightningModule):  # untrained: the input views do the finding here
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU())
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(512, 10))
+
+        def forward(self, x):
+            return self.head(self.features(x))
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def loader(x):
+        chw = torch.from_numpy(np.moveaxis(x, -1, 1) / np.float32(255.0))
+        return DataLoader(TensorDataset(chw, torch.zeros(len(x), dtype=torch.long)), 128)
+
+    torch.manual_seed(0)
+    cb = DuplicatesCallback(train_loader=loader(train), save_reports=False, verbose=False)
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, ColourCNN(), loader(test))
+    assert cb.views[-2:] == ["input", "input-luma"] and list(cb.results)[-2:] == cb.views[-2:]
+    assert cb.results["input-luma"].settings["dim"] == 64
+    leak = cb.leakage["val"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert {p: found.get(p) for p in planted} == planted  # every colour-jittered copy
+    by_luma = [f for p, f in zip(leak.positions, leak.found_by) if p in planted]
+    assert sum("input-luma" in f for f in by_luma) >= 8
+    with pytest.raises(NeardupInputError, match="named 'input-luma'"):
+        DuplicatesCallback(["input-luma"])
+
+
 # ---------------------------------------------------------------------------- bad input
 
 
