@@ -277,13 +277,23 @@ def test_remap_with_an_equal_hook_hits_the_cache(embedded, on_disk, minilm, data
     assert again._fingerprint == first._fingerprint
     assert again.cache_files == first.cache_files
     # the MiniLM hook itself: a new, equal embedder object maps from the cache too
-    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
-    start = time.perf_counter()
-    remapped = hook.map(on_disk["test"], batch_size=32)
-    seconds = time.perf_counter() - start
+    model, tokenizer = minilm
+    embedded_rows = []  # rows each forward pass of the model embeds (weights untouched)
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: embedded_rows.append(len(kwargs["input_ids"])),
+        with_kwargs=True,
+    )
+    try:
+        embedder = TransformerEmbedder(model, tokenizer, layer=-2)
+        remapped = ActivationHook(embedder).map(on_disk["test"], batch_size=32)
+        # a cache hit embeds only the one row hook.map probes for the vector length
+        assert embedded_rows == [1], f"re-map embedded {embedded_rows} rows: not a cache hit"
+        ActivationHook(embedder).map(on_disk["test"].select(range(5)), batch_size=32)
+        assert embedded_rows == [1, 1, 5]  # a new selection is no hit: probe + its 5 rows
+    finally:
+        handle.remove()
     assert remapped._fingerprint == embedded["test"]._fingerprint
     assert remapped.cache_files == embedded["test"].cache_files
-    assert seconds < 3.0, f"re-map took {seconds:.1f} s: not a cache hit?"
     assert not [m for m in datasets_log if "couldn't be hashed" in m]
 
 
