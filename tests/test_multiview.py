@@ -143,6 +143,27 @@ def test_auto_is_silent_on_gaussian_noise(n, d):
     assert "intrinsic dimension" in result.threshold.reason
 
 
+@pytest.mark.parametrize("share", [0.28, 0.5])
+def test_auto_finds_leaks_when_many_rows_are_near_copies(share):
+    """The 25 % anchor would fall inside the copies' own low mode: they are set aside."""
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    x = load_digits().data.astype(np.float32)
+    n, split = len(x), 1400
+    natural_test = x[split:].copy()
+    pairs = int(share * n / 2)  # within-train near-copy pairs: `share` of all rows
+    order = rng.permutation(split)
+    x[order[pairs : 2 * pairs]] = x[order[:pairs]] + rng.normal(0, 0.3, (pairs, 64))
+    leaks = rng.choice(np.arange(split, n), 30, replace=False)
+    x[leaks] = x[order[2 * pairs : 2 * pairs + 30]] + rng.normal(0, 0.3, (30, 64))
+    result = find_duplicates({"train": x[:split], "test": x[split:]})
+    assert sorted(result.leakage["test"].positions) == sorted((leaks - split).tolist())
+    assert f"{2 * pairs + 60} copy-like rows set aside" in result.threshold.reason
+    clean = find_duplicates({"train": x[:split], "test": natural_test})
+    assert clean.leakage["test"].count == 0  # the same copy-laden train, digits' own test rows
+
+
 def test_auto_on_a_sample_of_rows_matches_the_full_graph():
     rng = np.random.default_rng(3)
     x = rng.normal(size=(6000, 12)).astype(np.float32)
