@@ -259,7 +259,7 @@ def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
         return report, time.perf_counter() - start
 
     report, seconds = analyse(test)
-    bq.control("pydoc sentences, disjoint (datasets default)", report, seconds)
+    bq.control("pydoc sentences, disjoint (datasets default)", report, seconds, train, test)
     planted, kind_of, _ = bq.plant(train, test, bq.TEXT_KINDS, per_kind, rng)
     report, seconds = analyse(planted)
     views = "datasets default: " + " + ".join(report.views)
