@@ -1,7 +1,8 @@
 """Real-data detection quality: planted near-duplicates of the kinds real datasets have.
 
 Every case runs :func:`neardup.find_duplicates` with its defaults (the ``Auto`` threshold per
-view, views combined with the "any" rule) on real data available offline:
+view, views combined with the "any" rule; the text case also with ``combine="confirm:text"``,
+the rule the ``datasets`` integration uses for text) on real data available offline:
 
 - scikit-learn digits (8x8 grey);
 - Fashion-MNIST (Debian ``dataset-fashion-mnist``, 28x28 grey), and a colorized copy of it
@@ -402,20 +403,27 @@ def text(rng: np.random.Generator, per_kind: int) -> None:
     test = [sentences[i] for i in order[1300:2000]]
     view = TextView()
     minilm_train = minilm_embed(train)
-    r, t = run(
-        {
-            "train": {"text": view(train), "minilm": minilm_train},
-            "test": {"text": view(test), "minilm": minilm_embed(test)},
-        }
-    )
-    control("pydoc sentences, disjoint train/test (text + MiniLM)", r, t, train, test)
+    control_data = {
+        "train": {"text": view(train), "minilm": minilm_train},
+        "test": {"text": view(test), "minilm": minilm_embed(test)},
+    }
+    for combine in ("any", "confirm:text"):
+        r, t = run(control_data, combine=combine)
+        name = f"pydoc sentences, disjoint train/test (text + MiniLM, {combine})"
+        control(name, r, t, train, test)
     planted, kind_of, _ = plant(train, test, TEXT_KINDS, per_kind, rng)
     minilm_test = minilm_embed(planted)
-    for views in (("text",), ("minilm",), ("text", "minilm")):
+    for views, combine in (
+        (("text",), "any"),
+        (("minilm",), "any"),
+        (("text", "minilm"), "any"),
+        (("text", "minilm"), "confirm:text"),
+    ):
         parts = {"text": (view(train), view(planted)), "minilm": (minilm_train, minilm_test)}
         data = {"train": {v: parts[v][0] for v in views}, "test": {v: parts[v][1] for v in views}}
-        r, t = run(data)
-        score("pydoc 1,300 + 700", " + ".join(views), r, train, planted, kind_of, t)
+        r, t = run(data, combine=combine)
+        name = " + ".join(views) + (f" ({combine})" if len(views) > 1 else "")
+        score("pydoc 1,300 + 700", name, r, train, planted, kind_of, t)
 
 
 def spam() -> None:

@@ -10,7 +10,7 @@ imported), but every case goes through a framework the way a user would run it:
 - **Keras**: ``model.fit`` on the same CNN with ``DuplicatesCallback(data=...)``, defaults;
 - **datasets**: ``ActivationHook(TransformerEmbedder(MiniLM))`` mapped over a DatasetDict of
   pydoc sentences, then ``find_leakage(dsd)`` with its defaults (the MiniLM column and a
-  ``TextView`` of the text column).
+  ``TextView`` of the text column, ``combine="confirm:input"``).
 
 Data: scikit-learn digits (1,200 + 597) and a Fashion-MNIST subset (10,000 + 2,000; the CNN
 is trained 2 epochs on it), pydoc topic sentences (1,300 + 700). Controls: the same splits
@@ -259,7 +259,7 @@ def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
         return report, time.perf_counter() - start
 
     report, seconds = analyse(test)
-    bq.control("pydoc sentences, disjoint (datasets default)", report, seconds)
+    bq.control("pydoc sentences, disjoint (datasets default)", report, seconds, train, test)
     planted, kind_of, _ = bq.plant(train, test, bq.TEXT_KINDS, per_kind, rng)
     report, seconds = analyse(planted)
     views = "datasets default: " + " + ".join(report.views)

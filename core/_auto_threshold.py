@@ -8,6 +8,14 @@ and cuts where fewer than ``false_alarms`` natural samples are expected below th
 all rows. Near-duplicates lie far below that; data without duplicates (i.i.d. noise, distinct
 real samples) has, by construction, almost nothing there, whatever its dimension or size.
 
+Many near-copies (scraped data: a quarter of the rows or more) would pull the low quantile
+into the copies' own cluster of tiny distances and hide them all. So the law is anchored on
+the *natural* rows only: a row whose nearest neighbour is far closer than its k-th one
+(``(k - 1) * (d_1 / d_k) ** m`` below :data:`COPY_LEVEL`, the chance of a natural row being
+that lopsided when its neighbours follow the power law) is set aside as a likely copy, in two
+passes (``m`` first from each row's 2nd to k-th neighbours, then re-estimated on the natural
+rows: copies would drag it down).
+
 It reads only per-row statistics of the neighbour graph (each row's own neighbour distances)
 and the number of rows, so it also works when the graph holds the neighbour lists of a random
 sample of the rows (their k nearest among all rows): set the graph's ``total_rows`` attribute
@@ -26,7 +34,11 @@ from ._errors import NeardupInputError
 from ._threshold import Relative, ThresholdStrategy
 from .search import NeighborGraph
 
-__all__ = ["Auto", "intrinsic_dimension", "total_rows"]
+__all__ = ["COPY_LEVEL", "Auto", "copy_like_rows", "intrinsic_dimension", "total_rows"]
+
+#: a row is set aside as a likely copy when its nearest neighbour is this unlikely for a
+#: natural row, given its k-th neighbour distance and the intrinsic dimension.
+COPY_LEVEL = 0.001
 
 
 def intrinsic_dimension(distances: np.ndarray) -> float:
@@ -47,6 +59,21 @@ def intrinsic_dimension(distances: np.ndarray) -> float:
     if not good.any():
         return math.nan
     return float(np.median((d.shape[1] - 1) / logs[good]))
+
+
+def copy_like_rows(distances: np.ndarray, dimension: float) -> np.ndarray:
+    """``(N,)`` bool: rows whose nearest neighbour is a likely copy, not a natural neighbour.
+
+    Under the local power law (``m = dimension``), the nearest of a row's ``k`` neighbours
+    lies below ``r`` times the k-th one with probability about ``(k - 1) * r ** m``; rows
+    where that is below :data:`COPY_LEVEL` are copy-like, and so are rows whose neighbours are
+    all exact copies (k-th distance 0). ``distances`` is ``(N, k)``, sorted, ``k >= 2``.
+    """
+    d = distances.astype(np.float64)
+    nearest, kth = d[:, 0], d[:, -1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        chance = (d.shape[1] - 1) * (nearest / kth) ** max(dimension, 1.0)
+    return ~(np.isfinite(chance) & (chance >= COPY_LEVEL))
 
 
 def total_rows(graph: NeighborGraph) -> int:
@@ -105,20 +132,30 @@ class Auto(ThresholdStrategy):
 
     def explain(self, graph: NeighborGraph, normalize: str | None) -> tuple[float, str]:
         """The threshold and a one-line reason for it."""
-        nearest = graph.distances[:, 0]
-        nearest = nearest[np.isfinite(nearest)].astype(np.float64)
+        distances = graph.distances[np.all(np.isfinite(graph.distances), axis=1)]
+        nearest = distances[:, 0].astype(np.float64)
         # median k-th distance over samples whose k-th neighbour is no exact copy (as
         # Relative: with most samples in groups of k+ copies it would be 0 and hide every leak)
         kth_scale = Relative().reference_distance(graph)
         positive = nearest[nearest > 0]
-        dimension = intrinsic_dimension(graph.distances)
-        if positive.size < 8 or kth_scale <= 0 or not math.isfinite(dimension):
+        # a first m without each row's nearest neighbour (a copy's is tiny and drags m down
+        # when most rows have one), then: set the likely copies aside, re-measure m on the rest
+        dimension = intrinsic_dimension(distances[:, 1:] if distances.shape[1] > 3 else distances)
+        natural = np.ones(len(distances), dtype=bool)
+        for _ in range(2):
+            if not math.isfinite(dimension) or distances.shape[1] < 2:
+                break
+            natural = ~copy_like_rows(distances, dimension)
+            dimension = intrinsic_dimension(distances[natural])
+        anchored = nearest[natural & (nearest > 0)]
+        if anchored.size < 8 or kth_scale <= 0 or not math.isfinite(dimension):
             return 0.0, (
-                f"too few distinct neighbour distances ({positive.size} non-zero) to model the "
-                "natural ones: only exact copies are reported"
+                f"too few distinct natural neighbour distances ({anchored.size} non-zero, "
+                f"{positive.size} in all) to model the natural ones: only exact copies are "
+                "reported"
             )
         rows = total_rows(graph)
-        anchor = float(np.quantile(positive, self.quantile))
+        anchor = float(np.quantile(anchored, self.quantile))
         expected_ratio = float(self.false_alarms) / (float(self.quantile) * rows)
         fence = anchor * min(1.0, expected_ratio) ** (1.0 / max(dimension, 1.0))
         cap = float(self.max_ratio) * kth_scale
@@ -130,8 +167,9 @@ class Auto(ThresholdStrategy):
             else f"capped at {self.max_ratio:g} x the median k-th neighbour distance"
         )
         return value, (
-            f"intrinsic dimension {dimension:.1f}, {100 * self.quantile:g} % of nearest "
-            f"neighbours within {anchor:.4g}; cut at {value:.4g} ({bound}); {below} of "
+            f"intrinsic dimension {dimension:.1f}, {100 * self.quantile:g} % of the natural "
+            f"nearest neighbours within {anchor:.4g} ({len(nearest) - int(natural.sum())} "
+            f"copy-like rows set aside); cut at {value:.4g} ({bound}); {below} of "
             f"{positive.size} non-identical nearest distances and "
             f"{nearest.size - positive.size} exact copies fall below it"
         )

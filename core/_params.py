@@ -441,12 +441,24 @@ def _max_diameter_ok(value: Any) -> bool:
     return _is_number(value) and bool(np.isfinite(float(value))) and float(value) > 0
 
 
+def _combine_ok(value: Any) -> bool:
+    if value == "any" and isinstance(value, str):
+        return True
+    return isinstance(value, str) and value.startswith("confirm:") and len(value) > 8
+
+
 register(
     Param(
         "combine",
-        Choice(("any",)),
+        Predicate(
+            _combine_ok,
+            "one of 'any', 'confirm:<view>'",
+            ("all", "confirm:", 3, None),
+        ),
         "how several views' verdicts combine into one",
-        "'any': a pair is a near-duplicate when it is within its threshold in at least one view.",
+        "'any': a pair is a near-duplicate when it is within its threshold in at least one "
+        "view; 'confirm:<view>' (e.g. 'confirm:input'): and also within 1.25 thresholds in "
+        "that view.",
     )
 )
 register(

@@ -107,7 +107,10 @@ def find_duplicates(
         Seeds the samples and partition of ``Cells`` and annoy's trees.
     combine:
         With several views, how their verdicts combine into one: ``"any"`` (a pair is a
-        near-duplicate when it is within its threshold in at least one view).
+        near-duplicate when it is within its threshold in at least one view), or
+        ``"confirm:<view>"`` (as ``"any"``, and the named view must also put the pair within
+        1.25 of its thresholds: a text view confirming an embedding's finds, so that the
+        embedding's paraphrases are not reported).
     max_diameter:
         Split chained duplicate sets so that no two members of a set are further apart than
         ``max_diameter`` thresholds (a multiple of the threshold, so one value fits every

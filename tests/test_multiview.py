@@ -56,6 +56,38 @@ def test_any_view_within_its_threshold_is_the_combined_verdict():
     assert "view a" in result.summary() and "view b" in result.summary()
 
 
+def test_confirm_rule_keeps_only_pairs_the_named_view_confirms():
+    data = _two_views()
+    rng = np.random.default_rng(5)
+    a_train, a_test = data["train"]["a"], data["test"]["a"]
+    # rows 20-24: copies in b, and in a just beyond a's threshold (1.1 thresholds away)
+    data["test"]["b"][20:25] = data["train"]["b"][20:25]
+    a_test[20:25] = a_train[20:25] + rng.normal(scale=0.05, size=(5, 32))
+
+    def unit(x):
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    gap = np.linalg.norm(unit(a_test[20:25]) - unit(a_train[20:25]), axis=1)
+    threshold = {"a": Distance(float(gap.max()) / 1.1), "b": Distance(0.05)}
+    anyway = find_duplicates(data, threshold=threshold)
+    assert sorted(anyway.leakage["test"].positions) == list(range(25))
+    confirmed = find_duplicates(data, threshold=threshold, combine="confirm:a")
+    leak = confirmed.leakage["test"]
+    # b's finds 10-19 lie far apart in a: dropped; 20-24 are within 1.25 thresholds of a: kept
+    assert sorted(leak.positions) == list(range(10)) + list(range(20, 25))
+    late = [found for p, found in zip(leak.positions, leak.found_by) if p >= 20]
+    assert all("b" in found for found in late) and ["b"] in late  # the farthest: b alone
+    by_b = find_duplicates(data, combine="confirm:b").leakage["test"]  # Auto thresholds
+    assert sorted(by_b.positions) == list(range(10, 25))  # a's finds 0-9 are far apart in b
+    assert confirmed.settings["combine"] == "confirm:a"
+    assert "view a confirms it" in confirmed.to_html(None)
+    assert len(confirmed.clusters) == 15  # sets come from the confirmed pairs only
+    with pytest.raises(NeardupInputError, match="names view 'c'.*not in the data"):
+        find_duplicates(data, combine="confirm:c")
+    with pytest.raises(NeardupInputError, match="combine.* must be one of 'any', 'confirm:<view>'"):
+        find_duplicates(data, combine="confirm:")
+
+
 def test_multiview_result_round_trips_through_json(tmp_path):
     result = find_duplicates(_two_views(), max_diameter=2.0)
     path = tmp_path / "r.json"
@@ -141,6 +173,27 @@ def test_auto_is_silent_on_gaussian_noise(n, d):
     assert result.threshold.strategy == "Auto"
     assert result.num_duplicated == 0
     assert "intrinsic dimension" in result.threshold.reason
+
+
+@pytest.mark.parametrize("share", [0.28, 0.5])
+def test_auto_finds_leaks_when_many_rows_are_near_copies(share):
+    """The 25 % anchor would fall inside the copies' own low mode: they are set aside."""
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    x = load_digits().data.astype(np.float32)
+    n, split = len(x), 1400
+    natural_test = x[split:].copy()
+    pairs = int(share * n / 2)  # within-train near-copy pairs: `share` of all rows
+    order = rng.permutation(split)
+    x[order[pairs : 2 * pairs]] = x[order[:pairs]] + rng.normal(0, 0.3, (pairs, 64))
+    leaks = rng.choice(np.arange(split, n), 30, replace=False)
+    x[leaks] = x[order[2 * pairs : 2 * pairs + 30]] + rng.normal(0, 0.3, (30, 64))
+    result = find_duplicates({"train": x[:split], "test": x[split:]})
+    assert sorted(result.leakage["test"].positions) == sorted((leaks - split).tolist())
+    assert f"{2 * pairs + 60} copy-like rows set aside" in result.threshold.reason
+    clean = find_duplicates({"train": x[:split], "test": natural_test})
+    assert clean.leakage["test"].count == 0  # the same copy-laden train, digits' own test rows
 
 
 def test_auto_on_a_sample_of_rows_matches_the_full_graph():

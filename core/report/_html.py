@@ -742,8 +742,12 @@ def _views_line(r: DuplicatesResult) -> str:
         f"{_fmt(v.threshold.value)}<span class='muted'> ({_e(v.threshold.reason)})</span></li>"
         for name, v in r.views.items()
     )
+    combine = str(r.settings.get("combine", "any"))
+    rule = "it is within the threshold of any view"
+    if combine.startswith("confirm:"):
+        rule += f" and view {combine.split(':', 1)[1]} confirms it (within 1.25 thresholds)"
     return (
-        "<p>Views (a pair is a near-duplicate when it is within the threshold of any view; "
+        f"<p>Views (a pair is a near-duplicate when {_e(rule)}; "
         "distances below are in threshold units):</p>"
         f"<ul class='views'>{items}</ul>"
     )

@@ -277,13 +277,23 @@ def test_remap_with_an_equal_hook_hits_the_cache(embedded, on_disk, minilm, data
     assert again._fingerprint == first._fingerprint
     assert again.cache_files == first.cache_files
     # the MiniLM hook itself: a new, equal embedder object maps from the cache too
-    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
-    start = time.perf_counter()
-    remapped = hook.map(on_disk["test"], batch_size=32)
-    seconds = time.perf_counter() - start
+    model, tokenizer = minilm
+    embedded_rows = []  # rows each forward pass of the model embeds (weights untouched)
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: embedded_rows.append(len(kwargs["input_ids"])),
+        with_kwargs=True,
+    )
+    try:
+        embedder = TransformerEmbedder(model, tokenizer, layer=-2)
+        remapped = ActivationHook(embedder).map(on_disk["test"], batch_size=32)
+        # a cache hit embeds only the one row hook.map probes for the vector length
+        assert embedded_rows == [1], f"re-map embedded {embedded_rows} rows: not a cache hit"
+        ActivationHook(embedder).map(on_disk["test"].select(range(5)), batch_size=32)
+        assert embedded_rows == [1, 1, 5]  # a new selection is no hit: probe + its 5 rows
+    finally:
+        handle.remove()
     assert remapped._fingerprint == embedded["test"]._fingerprint
     assert remapped.cache_files == embedded["test"].cache_files
-    assert seconds < 3.0, f"re-map took {seconds:.1f} s: not a cache hit?"
     assert not [m for m in datasets_log if "couldn't be hashed" in m]
 
 
@@ -526,6 +536,16 @@ def test_default_adds_the_text_view_and_finds_every_edit(embedded, corpus, minil
             assert "input" in found[p], (kind, found[p])
     assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
     assert set(leak.view_distances) == {"neardup_embedding", "input"}
+    # the text view confirms the embedding's finds by default; "any" keeps every view's finds
+    assert report.settings["combine"] == "confirm:input"
+    text_threshold = report.views["input"].threshold.value
+    assert np.all(leak.view_distances["input"] <= 1.25 * text_threshold * (1 + 1e-6))
+    anyway = find_leakage(dsd, combine="any").leakage["test"]
+    assert set(leak.positions) <= set(anyway.positions)
+    for k, p in enumerate(anyway.positions):
+        if p not in found:  # dropped: the embedding alone found it, far apart in characters
+            assert anyway.found_by[k] == ["neardup_embedding"]
+            assert anyway.view_distances["input"][k] > 1.25 * text_threshold
     text_only = find_leakage(dsd, column=None)  # the input view alone
     assert text_only.layer == "input" and text_only.settings["dim"] == 1024
 
