@@ -73,6 +73,11 @@ def _check_int(name: str, value: Any, *, minimum: int, allow: tuple = ()) -> Non
         raise NeardupInputError(f"{name} must be an int >= {minimum}{extra}, got {value!r}.")
 
 
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise NeardupInputError(f"{name} must be True or False, got {value!r}.")
+
+
 class Backend:
     """Base class of the search backends."""
 
@@ -85,8 +90,29 @@ class Backend:
         return {"backend": self.name}
 
 
+class GraphBackend(Backend):
+    """A backend that builds the kNN graph of every row (``Annoy``, ``Exact``)."""
+
+    def graph_options(self, *, seed: int, prefer: np.ndarray | None) -> dict[str, Any]:
+        """Keyword options of ``build_graph`` for this backend."""
+        return {}
+
+    def graph(
+        self,
+        rows: Rows,
+        k: int,
+        *,
+        seed: int,
+        prefer: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> NeighborGraph:
+        """The kNN graph of every row (exact distances for the pairs the search proposes)."""
+        options = self.graph_options(seed=seed, prefer=prefer)
+        return build_graph(rows, k, backend=self.name, progress=progress, **options)
+
+
 @dataclass(frozen=True)
-class Annoy(Backend):
+class Annoy(GraphBackend):
     """Approximate kNN graph with annoy (seeded), as DNIKit does.
 
     Parameters
@@ -116,32 +142,18 @@ class Annoy(Backend):
         _check_int("search_k", self.search_k, minimum=-1)
         _check_int("n_jobs", self.n_jobs, minimum=1, allow=(-1,))
         resolve_query_jobs(self.query_jobs)
-        if not isinstance(self.dedupe, (bool, np.bool_)):
-            raise NeardupInputError(f"dedupe must be True or False, got {self.dedupe!r}.")
+        _check_bool("dedupe", self.dedupe)
 
-    def graph(
-        self,
-        rows: Rows,
-        k: int,
-        *,
-        seed: int,
-        prefer: np.ndarray | None = None,
-        progress: ProgressFn | None = None,
-    ) -> NeighborGraph:
-        """The kNN graph of every row (exact distances for the pairs annoy proposes)."""
-        return build_graph(
-            rows,
-            k,
-            backend="annoy",
-            n_trees=self.n_trees,
-            search_k=self.search_k,
-            seed=seed,
-            n_jobs=self.n_jobs,
-            query_jobs=self.query_jobs,
-            dedupe=bool(self.dedupe),
-            prefer=prefer,
-            progress=progress,
-        )
+    def graph_options(self, *, seed: int, prefer: np.ndarray | None) -> dict[str, Any]:
+        return {
+            "n_trees": self.n_trees,
+            "search_k": self.search_k,
+            "seed": seed,
+            "n_jobs": self.n_jobs,
+            "query_jobs": self.query_jobs,
+            "dedupe": bool(self.dedupe),
+            "prefer": prefer,
+        }
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -154,21 +166,10 @@ class Annoy(Backend):
 
 
 @dataclass(frozen=True)
-class Exact(Backend):
+class Exact(GraphBackend):
     """Exact kNN graph of every row by blocked brute force (``N * N * d``: small data only)."""
 
     name = "exact"
-
-    def graph(
-        self,
-        rows: Rows,
-        k: int,
-        *,
-        seed: int,
-        prefer: np.ndarray | None = None,
-        progress: ProgressFn | None = None,
-    ) -> NeighborGraph:
-        return build_graph(rows, k, backend="exact", progress=progress)
 
 
 @dataclass(frozen=True)
@@ -269,8 +270,7 @@ class Cells(Backend):
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         _check_int("block_size", self.block_size, minimum=1)
-        if not isinstance(self.dedupe, (bool, np.bool_)):
-            raise NeardupInputError(f"dedupe must be True or False, got {self.dedupe!r}.")
+        _check_bool("dedupe", self.dedupe)
         if self.blas_threads is not None:
             _check_int("blas_threads", self.blas_threads, minimum=1)
         if self.project_above is not None:
@@ -441,6 +441,13 @@ def blas_threads(limit: int | None) -> Iterator[None]:
         yield
 
 
+def _annoy_options_error(given: dict[str, Any], middle: str, end: str = "") -> NeardupInputError:
+    """``n_trees is an option of the annoy backend{middle} backend=neardup.Annoy(...){end}.``"""
+    verb = "is an option" if len(given) == 1 else "are options"
+    call = f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)})"
+    return NeardupInputError(f"{', '.join(given)} {verb} of the annoy backend{middle} {call}{end}.")
+
+
 def as_backend(backend: Any, **annoy_options: Any) -> Backend:
     """Accept a backend object or a name (``"auto"``/``"cells"``, ``"annoy"``, ``"exact"``).
 
@@ -454,11 +461,7 @@ def as_backend(backend: Any, **annoy_options: Any) -> Backend:
         raise TypeError(f"unexpected options {sorted(unknown)}")
     if isinstance(backend, Backend):
         if given:
-            raise NeardupInputError(
-                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
-                f"the annoy backend; with backend={backend!r} drop it, or pass "
-                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)})."
-            )
+            raise _annoy_options_error(given, f"; with backend={backend!r} drop it, or pass")
         return backend
     if isinstance(backend, str) and backend in BACKEND_NAMES:
         if backend == "annoy":
@@ -468,10 +471,8 @@ def as_backend(backend: Any, **annoy_options: Any) -> Backend:
         if backend == "exact":
             return Exact()
         if given:
-            raise NeardupInputError(
-                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
-                f"the annoy backend, but backend={backend!r} uses the cell engine; pass "
-                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)}) for annoy."
+            raise _annoy_options_error(
+                given, f", but backend={backend!r} uses the cell engine; pass", " for annoy"
             )
         return Cells()
     raise NeardupInputError(

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from ._torch_join import is_torch_tensor, torch_join
+
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "ClosePairs",
@@ -365,10 +367,6 @@ def orthonormal_projection(sample: np.ndarray, width: int, *, seed: int) -> np.n
 # --------------------------------------------------------------------------- join
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.split(".")[0] == "torch"
-
-
 def exact_pair_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``(p,)`` float32 distances between rows ``a[p]`` and ``b[p]``: float32 differences,
     float64 sums of squares (the same value whichever cell computes it)."""
@@ -415,8 +413,16 @@ def join_cell(
     n_primary = m if n_primary is None else min(int(n_primary), m)
     if m < 2 or n_primary < 1:
         return ClosePairs.empty()
-    if device is not None or _is_torch(rows):
-        a, b, dist = _join_torch(rows, verify, threshold, block_size, n_primary, device)
+    if device is not None or is_torch_tensor(rows):
+        a, b, dist = torch_join(
+            rows,
+            verify,
+            threshold=threshold,
+            slack=_SCREEN_SLACK,
+            block_size=block_size,
+            n_primary=n_primary,
+            device=device,
+        )
     else:
         x = np.ascontiguousarray(rows, dtype=np.float32)
         a, b = _screen_numpy(x, threshold, block_size, n_primary)
@@ -469,39 +475,6 @@ def _screen_numpy(
         found_a.append(hit[a] + start)
         found_b.append(b + start)
     return np.concatenate(found_a), np.concatenate(found_b)
-
-
-def _join_torch(
-    rows: Any,
-    verify: Any,
-    threshold: float,
-    block_size: int,
-    n_primary: int,
-    device: str | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    import torch  # only when the caller asked for torch or passed tensors
-
-    x = rows if _is_torch(rows) else torch.from_numpy(np.ascontiguousarray(rows, np.float32))
-    x = x.to(device=device or x.device, dtype=torch.float32)
-    sq = (x.double() * x.double()).sum(dim=1).float()
-    limit = float(np.float32(threshold) ** 2) + _SCREEN_SLACK * float(sq.max()) + 1e-12
-    found_a, found_b = [], []
-    for start in range(0, n_primary, block_size):
-        stop = min(n_primary, start + block_size)
-        d2 = x[start:stop] @ x[start:].T
-        d2.mul_(-2.0).add_(sq[None, start:]).add_(sq[start:stop, None])
-        a, b = torch.nonzero(d2 <= limit, as_tuple=True)
-        upper = b > a
-        found_a.append(a[upper] + start)
-        found_b.append(b[upper] + start)
-    a = torch.cat(found_a)
-    b = torch.cat(found_b)
-    if verify is not None:
-        source = verify if _is_torch(verify) else torch.from_numpy(np.asarray(verify, np.float32))
-        x = source.to(device=x.device, dtype=torch.float32)
-    diff = x[a] - x[b]
-    dist = torch.sqrt((diff.double() * diff.double()).sum(dim=1)).float().cpu().numpy()
-    return a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64), dist
 
 
 def merge_pairs(parts: Iterable[ClosePairs]) -> ClosePairs:
