@@ -30,6 +30,7 @@ from ._cells import (
 )
 from ._executor import check_executor
 from ._graph import DEFAULT_TREES, NeighborGraph, build_graph
+from ._margin import EXACT_MARGIN, choose_margin
 from ._progress import ProgressFn
 from ._rows import Rows
 from ._sample_knn import sample_rows, sampled_neighbor_graph
@@ -210,8 +211,11 @@ class Cells(Backend):
         Number of leaf cells, instead of ``cell_size``.
     margin:
         Spill margin as a multiple of the threshold: rows within ``margin * threshold`` of a
-        cell boundary are joined in both cells. 0.5 (the default) finds every pair exactly
-        (``neardup._cells``); less trades recall for speed.
+        cell boundary are joined in both cells. 0.5 finds every pair exactly
+        (``neardup.search._cells``); less trades recall for speed. ``None`` (the default):
+        0.5 where it routes a row to at most 2 cells on average, otherwise the smallest
+        margin (at least 0.15) that joins every close pair of the seeded sample, one step up
+        (``neardup.search._margin``).
     sample_size:
         Rows whose exact k nearest neighbours (among all rows) feed the threshold and the
         histogram; ``None``: every row up to 5,000 rows, above ``2.5e7 / N`` (500 to 5,000).
@@ -244,7 +248,7 @@ class Cells(Backend):
 
     cell_size: int = 256
     n_cells: int | None = None
-    margin: float = 0.5
+    margin: float | None = None
     sample_size: int | None = None
     seed: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -261,10 +265,16 @@ class Cells(Backend):
         _check_int("cell_size", self.cell_size, minimum=2)
         if self.n_cells is not None:
             _check_int("n_cells", self.n_cells, minimum=1)
-        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)):
-            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
-        if self.margin < 0:
-            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
+        if self.margin is not None and not (
+            isinstance(self.margin, (int, float))
+            and not isinstance(self.margin, bool)
+            and math.isfinite(self.margin)
+            and self.margin >= 0
+        ):
+            raise NeardupInputError(
+                f"margin must be a number >= 0 (a multiple of the threshold) or None, "
+                f"got {self.margin!r}."
+            )
         if self.sample_size is not None:
             _check_int("sample_size", self.sample_size, minimum=2)
         if self.seed is not None:
@@ -323,6 +333,26 @@ class Cells(Backend):
         part = fit_partition(fit_rows, n_cells=n_cells, seed=seed)
         return Partition(part.centroids, part.parent, part.coarse, projection)
 
+    def margin_for(
+        self, rows: Rows, partition: Partition, graph: NeighborGraph, threshold: float
+    ) -> float:
+        """The spill margin (a multiple of ``threshold``): ``self.margin``, or when ``None``
+        chosen from the close pairs of the sampled neighbour ``graph`` (:func:`choose_margin`).
+        """
+        if self.margin is not None:
+            return float(self.margin)
+        close = graph.distances <= threshold
+        sample_at, _ = np.nonzero(close)
+        neighbor_ids, neighbor_at = np.unique(graph.indices[close], return_inverse=True)
+        with blas_threads(self.blas_threads):
+            return choose_margin(
+                partition,
+                rows.take(graph.query_rows),
+                (sample_at.astype(np.int64), neighbor_at.astype(np.int64)),
+                rows.take(neighbor_ids),
+                threshold,
+            )
+
     def find_pairs(
         self,
         rows: Rows,
@@ -330,17 +360,22 @@ class Cells(Backend):
         *,
         seed: int,
         partition: Partition | None = None,
+        margin: float | None = None,
         items: np.ndarray | None = None,
         progress: ProgressFn | None = None,
     ) -> ClosePairs:
-        """Every pair of rows within ``threshold``, exactly (with ``margin >= 0.5``).
+        """Every pair of rows within ``threshold`` (exactly with a margin >= 0.5).
 
-        ``items`` (ascending global rows): join only these rows (the distinct rows, when exact
-        copies were grouped first); ``None``: every row.
+        ``margin``: the spill margin as a multiple of the threshold (``None``: ``self.margin``,
+        or 0.5 when that is ``None`` too; :meth:`margin_for` chooses one). ``items``
+        (ascending global rows): join only these rows (the distinct rows, when exact copies
+        were grouped first); ``None``: every row.
         """
         with blas_threads(self.blas_threads):
             partition = self.fit(rows, seed=seed) if partition is None else partition
-            tasks = self.cell_tasks(rows, partition, threshold, items=items, progress=progress)
+            tasks = self.cell_tasks(
+                rows, partition, threshold, margin=margin, items=items, progress=progress
+            )
             executor = check_executor(self.executor)
             return merge_pairs(executor.map(join_cell_task, tasks))
 
@@ -350,11 +385,15 @@ class Cells(Backend):
         partition: Partition,
         threshold: float,
         *,
+        margin: float | None = None,
         items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(row, cell, primary)`` of every routed entry (of ``items`` only, when given),
-        sorted by cell, primary rows first and by row within each cell."""
-        margin = float(self.margin) * float(threshold)
+        sorted by cell, primary rows first and by row within each cell. ``margin``: as in
+        :meth:`find_pairs`."""
+        if margin is None:
+            margin = EXACT_MARGIN if self.margin is None else self.margin
+        margin = float(margin) * float(threshold)
         if partition.n_cells == 1 and partition.projection is None:
             row = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items)
             return row, np.zeros(len(row), dtype=np.int64), np.ones(len(row), dtype=bool)
@@ -387,11 +426,12 @@ class Cells(Backend):
         partition: Partition,
         threshold: float,
         *,
+        margin: float | None = None,
         items: np.ndarray | None = None,
         progress: ProgressFn | None = None,
     ):
         """Lazily built :class:`CellTask` of every non-empty cell, in cell order."""
-        row, cell, primary = self.route(rows, partition, threshold, items=items)
+        row, cell, primary = self.route(rows, partition, threshold, margin=margin, items=items)
         bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
         n_primary = np.add.reduceat(primary, bounds[:-1]) if len(row) else []
         for c in range(partition.n_cells):
@@ -417,7 +457,7 @@ class Cells(Backend):
             "backend": self.name,
             "cell_size": int(self.cell_size),
             "n_cells": self.n_cells,
-            "margin": float(self.margin),
+            "margin": None if self.margin is None else float(self.margin),
             "sample_size": self.sample_size,
             "device": self.device,
             "project_above": self.project_above,
