@@ -331,3 +331,19 @@ def test_an_explicit_margin_is_used_as_given_and_recorded():
 def test_bad_margin_is_refused_with_the_rule(bad):
     with pytest.raises(neardup.NeardupInputError, match="margin must be a number >= 0"):
         Cells(margin=bad)
+
+
+def test_the_numpy_join_loads_no_framework():
+    # torch is imported (by _torch_join) only for torch rows or a torch device
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, neardup\n"
+        "from neardup.search import join_cell\n"
+        "x = np.random.default_rng(0).normal(size=(50, 8)).astype('float32')\n"
+        "join_cell(x, np.arange(50), threshold=3.0)\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'datasets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
