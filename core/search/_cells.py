@@ -56,6 +56,11 @@ _KMEANS_ITERATIONS = 5
 #: relative float32 slack of the product screen (in squared-distance units, times the largest
 #: squared row norm of the cell); candidates are then decided by exact distances.
 _SCREEN_SLACK = 1e-4
+#: bytes of candidate rows gathered at once to measure their exact distances.
+_VERIFY_BYTES = 64 << 20
+#: a projected screen passing more than this fraction of a cell's pairs is redone in full width
+#: (measured: 1.4 million candidates in one cell of 60,000 x 3,072 pixels projected to 64).
+_DENSE_CANDIDATES = 0.05
 
 
 @dataclass(frozen=True)
@@ -426,14 +431,27 @@ def join_cell(
     else:
         x = np.ascontiguousarray(rows, dtype=np.float32)
         a, b = _screen_numpy(x, threshold, block_size, n_primary)
-        source = x if verify is None else np.asarray(verify, dtype=np.float32)
-        dist = exact_pair_distances(source[a], source[b])
+        source = x if verify is None else np.ascontiguousarray(verify, dtype=np.float32)
+        if verify is not None and len(a) > _DENSE_CANDIDATES * m * n_primary:
+            # the projection screens out too little here: screen in full width instead
+            a, b = _screen_numpy(source, threshold, block_size, n_primary)
+        dist = _candidate_distances(source, a, b)
     keep = dist <= threshold
     a, b, dist = a[keep], b[keep], dist[keep]
     gi, gj = row_ids[a], row_ids[b]
     i, j = np.minimum(gi, gj), np.maximum(gi, gj)
     order = np.lexsort((j, i))
     return ClosePairs(i[order], j[order], dist[order])
+
+
+def _candidate_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`exact_pair_distances` of rows ``x[a]``, ``x[b]``, at most ~64 MB of rows at a time."""
+    step = max(1, _VERIFY_BYTES // (4 * x.shape[1]))
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), step):
+        stop = start + step
+        out[start:stop] = exact_pair_distances(x[a[start:stop]], x[b[start:stop]])
+    return out
 
 
 @functools.lru_cache(maxsize=4)
