@@ -418,15 +418,18 @@ class Cells(Backend):
             r, c, p, _ = route_entries(partition, block, margin=margin)
             if local is not None:
                 r = local[r]
-            parts_row.append(r + start)
-            parts_cell.append(c)
+            # int32 where they fit: the entries (~3 per row) set the peak memory at 1M rows
+            parts_row.append((r + start).astype(_index_dtype(rows.n)))
+            parts_cell.append(c.astype(_index_dtype(partition.n_cells)))
             parts_primary.append(p)
         row = np.concatenate(parts_row)
         cell = np.concatenate(parts_cell)
         primary = np.concatenate(parts_primary)
         del parts_row, parts_cell, parts_primary
         n = np.int64(rows.n)
-        order = np.argsort((cell * 2 + ~primary) * n + row)  # by cell, primary rows first
+        key = (cell.astype(np.int64) * 2 + ~primary) * n + row  # by cell, primary rows first
+        order = np.argsort(key)
+        del key
         return row[order], cell[order], primary[order]
 
     def cell_tasks(
@@ -473,6 +476,11 @@ class Cells(Backend):
             "project_to": int(self.project_to),
             "dedupe": bool(self.dedupe),
         }
+
+
+def _index_dtype(count: int) -> type:
+    """int32 for indices below ``count`` when they fit, else int64."""
+    return np.int32 if count < 2**31 else np.int64
 
 
 def _captured_variance(sample: np.ndarray, projection: np.ndarray) -> float:
