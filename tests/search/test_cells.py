@@ -347,3 +347,20 @@ def test_the_numpy_join_loads_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_wide_rows_are_projected_only_when_the_projection_keeps_their_spread():
+    rng = np.random.default_rng(5)
+    rows_of = lambda x: Rows([x.astype(np.float32)], "row")  # noqa: E731
+    low_rank = rng.normal(size=(2000, 20)) @ rng.normal(size=(20, 600))
+    isotropic = rng.normal(size=(2000, 600))  # 64 of 600 directions keep ~11 % of it
+    engine = Cells(cell_size=50)
+    assert engine.fit(rows_of(low_rank), seed=0).projection is not None
+    assert engine.fit(rows_of(isotropic), seed=0).projection is None
+    # either way the pairs are those of brute force
+    x = rows_of(isotropic).matrix()
+    x[1000:1100] = x[:100] + 0.001
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t = 0.05
+    got = engine.find_pairs(Rows.from_matrix(x), t, seed=0)
+    assert _pairs(got) == _brute_pairs(x, t)
