@@ -14,6 +14,9 @@ import numpy as np
 
 __all__ = ["is_torch_tensor", "torch_join"]
 
+#: bytes of candidate rows gathered at once to measure their exact distances.
+_VERIFY_BYTES = 64 << 20
+
 
 def is_torch_tensor(x: Any) -> bool:
     """True when ``x`` is a torch object (checked by its module, without importing torch)."""
@@ -78,6 +81,10 @@ def torch_join(
             np.asarray(verify, np.float32)
         )
         x = source.to(device=x.device, dtype=torch.float32)
-    diff = x[a] - x[b]
-    dist = torch.sqrt((diff.double() * diff.double()).sum(dim=1)).float().cpu().numpy()
+    step = max(1, _VERIFY_BYTES // (4 * x.shape[1]))  # bounded memory for wide rows
+    parts = []
+    for start in range(0, len(a), step):
+        diff = (x[a[start : start + step]] - x[b[start : start + step]]).double()
+        parts.append(torch.sqrt((diff * diff).sum(dim=1)).float().cpu().numpy())
+    dist = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
     return a.cpu().numpy().astype(np.int64), b.cpu().numpy().astype(np.int64), dist
