@@ -23,6 +23,7 @@ PairwiseFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 #: ones greedily, by balls of radius max_diameter / 2 around their first unassigned member.
 _LINKAGE_MAX_MEMBERS = 2048
 _BLOCK = 2048
+_BATCH_ROWS = 512
 
 
 def euclidean_pairwise(
@@ -48,15 +49,38 @@ def euclidean_pairwise(
 
 
 def set_diameters(members: list[np.ndarray], pairwise: PairwiseFn) -> np.ndarray:
-    """``(n_sets,)`` largest member-to-member distance of each set (blocked for large sets)."""
+    """``(n_sets,)`` largest member-to-member distance of each set (blocked for large sets;
+    small sets many at a time, in one ``pairwise`` call per batch of up to 512 rows)."""
     out = np.zeros(len(members))
-    for s, rows in enumerate(members):
+    sizes = np.array([len(rows) for rows in members], dtype=np.int64)
+    small = np.flatnonzero(sizes <= _BATCH_ROWS)
+    ends = np.cumsum(sizes[small])
+    start = 0
+    while start < len(small):  # consecutive small sets, up to _BATCH_ROWS rows together
+        before = int(ends[start - 1]) if start else 0
+        stop = max(start + 1, int(np.searchsorted(ends, before + _BATCH_ROWS, side="right")))
+        batch = small[start:stop]
+        out[batch] = _batch_diameters([members[s] for s in batch], sizes[batch], pairwise)
+        start = stop
+    for s in np.flatnonzero(sizes > _BATCH_ROWS):
+        rows = members[s]
         best = 0.0
         for start in range(0, len(rows), _BLOCK):
             block = pairwise(rows[start : start + _BLOCK], rows[start:])
             best = max(best, float(block.max()) if block.size else 0.0)
         out[s] = best
     return out
+
+
+def _batch_diameters(
+    members: list[np.ndarray], sizes: np.ndarray, pairwise: PairwiseFn
+) -> np.ndarray:
+    """Diameters of several small sets from one distance matrix of all their rows."""
+    rows = np.concatenate(members)
+    owner = np.repeat(np.arange(len(members)), sizes)
+    dist = np.where(owner[:, None] == owner[None, :], pairwise(rows, rows), -np.inf)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    return np.maximum(np.maximum.reduceat(dist.max(axis=1), starts), 0.0)
 
 
 def split_chains(

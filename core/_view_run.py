@@ -147,22 +147,23 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = None
+    nearest = margin = None
     if engine.finds_pairs:
         graph = engine.neighbor_graph(rows, k, seed=seed)
         resolved = resolve_threshold(strategy, graph, normalize)
         copies = find_copies(rows) if engine.dedupe else None
+        partition = engine.fit(rows, seed=seed)
+        margin = engine.margin_for(rows, partition, graph, resolved.value)
+        join = {"seed": seed, "partition": partition, "margin": margin, "progress": progress}
         if copies is not None and copies.n_copies:  # join each distinct row once
-            pairs = engine.find_pairs(
-                rows, resolved.value, seed=seed, items=copies.first, progress=progress
-            )
+            pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
             if ref_index is not None:
                 nearest = nearest_reference_by_group(
                     pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
                 )
             pairs = merge_pairs([pairs, copy_pairs(copies)])
         else:
-            pairs = engine.find_pairs(rows, resolved.value, seed=seed, progress=progress)
+            pairs = engine.find_pairs(rows, resolved.value, **join)
     else:
         graph = engine.graph(
             rows,
@@ -182,6 +183,7 @@ def analyse_view(
         "k": k,
         **dict.fromkeys(("n_trees", "search_k", "n_jobs", "dedupe")),
         **engine.settings(),
+        **({} if margin is None else {"margin_used": margin}),
         "seed": seed,
         "dim": int(rows.d),
     }
@@ -284,11 +286,9 @@ def result_from_pairs(
             )
         leakage = _leakage(nearest, dataset, reference)
     raw_counts, effective = class_counts(dataset, assignment, reference)
-    if value > 0:
-        diameters = set_diameters(assignment.members, pairwise) * value
-    else:  # threshold units are undefined at 0: measure in the view's own distance
-        diameters = set_diameters(assignment.members, euclidean_pairwise(rows))
     stats_x, local = _member_rows(rows, assignment)
+    members = euclidean_pairwise(lambda r: stats_x[local[r]])  # rows read once, above
+    diameters = set_diameters(assignment.members, members)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),
         reference=None if reference is None else dataset.names[reference],

@@ -30,6 +30,7 @@ from ._cells import (
 )
 from ._executor import check_executor
 from ._graph import DEFAULT_TREES, NeighborGraph, build_graph
+from ._margin import EXACT_MARGIN, choose_margin
 from ._progress import ProgressFn
 from ._rows import Rows
 from ._sample_knn import sample_rows, sampled_neighbor_graph
@@ -63,6 +64,10 @@ _SAMPLE_ALL_UP_TO = 5_000
 #: more than the product itself at d <= 64), within the bounds below.
 _SAMPLE_WORK = 2.5e7
 _SAMPLE_MIN, _SAMPLE_MAX = 500, 5_000
+#: wide rows are projected only when the projection keeps at least this share of the variance
+#: (60,000 x 3,072 of 600 random centres: 64 directions kept 11 %, squeezing 79 % of the rows
+#: into one coarse cell and one cell's screen into 1.4 million candidates).
+_MIN_CAPTURED_VARIANCE = 0.5
 
 
 def _check_int(name: str, value: Any, *, minimum: int, allow: tuple = ()) -> None:
@@ -71,6 +76,11 @@ def _check_int(name: str, value: Any, *, minimum: int, allow: tuple = ()) -> Non
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         extra = f" (or {', '.join(map(repr, allow))})" if allow else ""
         raise NeardupInputError(f"{name} must be an int >= {minimum}{extra}, got {value!r}.")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, (bool, np.bool_)):
+        raise NeardupInputError(f"{name} must be True or False, got {value!r}.")
 
 
 class Backend:
@@ -85,8 +95,29 @@ class Backend:
         return {"backend": self.name}
 
 
+class GraphBackend(Backend):
+    """A backend that builds the kNN graph of every row (``Annoy``, ``Exact``)."""
+
+    def graph_options(self, *, seed: int, prefer: np.ndarray | None) -> dict[str, Any]:
+        """Keyword options of ``build_graph`` for this backend."""
+        return {}
+
+    def graph(
+        self,
+        rows: Rows,
+        k: int,
+        *,
+        seed: int,
+        prefer: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> NeighborGraph:
+        """The kNN graph of every row (exact distances for the pairs the search proposes)."""
+        options = self.graph_options(seed=seed, prefer=prefer)
+        return build_graph(rows, k, backend=self.name, progress=progress, **options)
+
+
 @dataclass(frozen=True)
-class Annoy(Backend):
+class Annoy(GraphBackend):
     """Approximate kNN graph with annoy (seeded), as DNIKit does.
 
     Parameters
@@ -116,32 +147,18 @@ class Annoy(Backend):
         _check_int("search_k", self.search_k, minimum=-1)
         _check_int("n_jobs", self.n_jobs, minimum=1, allow=(-1,))
         resolve_query_jobs(self.query_jobs)
-        if not isinstance(self.dedupe, (bool, np.bool_)):
-            raise NeardupInputError(f"dedupe must be True or False, got {self.dedupe!r}.")
+        _check_bool("dedupe", self.dedupe)
 
-    def graph(
-        self,
-        rows: Rows,
-        k: int,
-        *,
-        seed: int,
-        prefer: np.ndarray | None = None,
-        progress: ProgressFn | None = None,
-    ) -> NeighborGraph:
-        """The kNN graph of every row (exact distances for the pairs annoy proposes)."""
-        return build_graph(
-            rows,
-            k,
-            backend="annoy",
-            n_trees=self.n_trees,
-            search_k=self.search_k,
-            seed=seed,
-            n_jobs=self.n_jobs,
-            query_jobs=self.query_jobs,
-            dedupe=bool(self.dedupe),
-            prefer=prefer,
-            progress=progress,
-        )
+    def graph_options(self, *, seed: int, prefer: np.ndarray | None) -> dict[str, Any]:
+        return {
+            "n_trees": self.n_trees,
+            "search_k": self.search_k,
+            "seed": seed,
+            "n_jobs": self.n_jobs,
+            "query_jobs": self.query_jobs,
+            "dedupe": bool(self.dedupe),
+            "prefer": prefer,
+        }
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -154,21 +171,10 @@ class Annoy(Backend):
 
 
 @dataclass(frozen=True)
-class Exact(Backend):
+class Exact(GraphBackend):
     """Exact kNN graph of every row by blocked brute force (``N * N * d``: small data only)."""
 
     name = "exact"
-
-    def graph(
-        self,
-        rows: Rows,
-        k: int,
-        *,
-        seed: int,
-        prefer: np.ndarray | None = None,
-        progress: ProgressFn | None = None,
-    ) -> NeighborGraph:
-        return build_graph(rows, k, backend="exact", progress=progress)
 
 
 @dataclass(frozen=True)
@@ -209,8 +215,11 @@ class Cells(Backend):
         Number of leaf cells, instead of ``cell_size``.
     margin:
         Spill margin as a multiple of the threshold: rows within ``margin * threshold`` of a
-        cell boundary are joined in both cells. 0.5 (the default) finds every pair exactly
-        (``neardup._cells``); less trades recall for speed.
+        cell boundary are joined in both cells. 0.5 finds every pair exactly
+        (``neardup.search._cells``); less trades recall for speed. ``None`` (the default):
+        0.5 where it routes a row to at most 2 cells on average, otherwise the smallest
+        margin (at least 0.15) that joins every close pair of the seeded sample, one step up
+        (``neardup.search._margin``).
     sample_size:
         Rows whose exact k nearest neighbours (among all rows) feed the threshold and the
         histogram; ``None``: every row up to 5,000 rows, above ``2.5e7 / N`` (500 to 5,000).
@@ -225,6 +234,8 @@ class Cells(Backend):
         projection to ``project_to`` dimensions (top principal directions of a sample; it never
         lengthens a distance, so no pair is lost) and every candidate is measured in full
         width: the same pairs, at a fraction of the products. ``project_above=None``: never.
+        Rows whose projection keeps less than half of a sample's variance are not projected
+        (their cells would collapse into a few huge ones).
     dedupe:
         Group byte-identical rows by hashing first and join each distinct row once; copies are
         linked to their group's first row (so a group of thousands of identical rows costs
@@ -243,7 +254,7 @@ class Cells(Backend):
 
     cell_size: int = 256
     n_cells: int | None = None
-    margin: float = 0.5
+    margin: float | None = None
     sample_size: int | None = None
     seed: int | None = None
     block_size: int = DEFAULT_BLOCK_SIZE
@@ -260,17 +271,22 @@ class Cells(Backend):
         _check_int("cell_size", self.cell_size, minimum=2)
         if self.n_cells is not None:
             _check_int("n_cells", self.n_cells, minimum=1)
-        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin)):
-            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
-        if self.margin < 0:
-            raise NeardupInputError(f"margin must be a number >= 0, got {self.margin!r}.")
+        if self.margin is not None and not (
+            isinstance(self.margin, (int, float))
+            and not isinstance(self.margin, bool)
+            and math.isfinite(self.margin)
+            and self.margin >= 0
+        ):
+            raise NeardupInputError(
+                f"margin must be a number >= 0 (a multiple of the threshold) or None, "
+                f"got {self.margin!r}."
+            )
         if self.sample_size is not None:
             _check_int("sample_size", self.sample_size, minimum=2)
         if self.seed is not None:
             _check_int("seed", self.seed, minimum=0)
         _check_int("block_size", self.block_size, minimum=1)
-        if not isinstance(self.dedupe, (bool, np.bool_)):
-            raise NeardupInputError(f"dedupe must be True or False, got {self.dedupe!r}.")
+        _check_bool("dedupe", self.dedupe)
         if self.blas_threads is not None:
             _check_int("blas_threads", self.blas_threads, minimum=1)
         if self.project_above is not None:
@@ -319,9 +335,32 @@ class Cells(Backend):
         projection = None
         if wide:
             projection = orthonormal_projection(fit_rows, self.project_to, seed=seed)
-            fit_rows = fit_rows @ projection.T
+            if _captured_variance(fit_rows, projection) >= _MIN_CAPTURED_VARIANCE:
+                fit_rows = fit_rows @ projection.T
+            else:  # distances shrink so much there that cells collapse: stay in full width
+                projection = None
         part = fit_partition(fit_rows, n_cells=n_cells, seed=seed)
         return Partition(part.centroids, part.parent, part.coarse, projection)
+
+    def margin_for(
+        self, rows: Rows, partition: Partition, graph: NeighborGraph, threshold: float
+    ) -> float:
+        """The spill margin (a multiple of ``threshold``): ``self.margin``, or when ``None``
+        chosen from the close pairs of the sampled neighbour ``graph`` (:func:`choose_margin`).
+        """
+        if self.margin is not None:
+            return float(self.margin)
+        close = graph.distances <= threshold
+        sample_at, _ = np.nonzero(close)
+        neighbor_ids, neighbor_at = np.unique(graph.indices[close], return_inverse=True)
+        with blas_threads(self.blas_threads):
+            return choose_margin(
+                partition,
+                rows.take(graph.query_rows),
+                (sample_at.astype(np.int64), neighbor_at.astype(np.int64)),
+                rows.take(neighbor_ids),
+                threshold,
+            )
 
     def find_pairs(
         self,
@@ -330,17 +369,22 @@ class Cells(Backend):
         *,
         seed: int,
         partition: Partition | None = None,
+        margin: float | None = None,
         items: np.ndarray | None = None,
         progress: ProgressFn | None = None,
     ) -> ClosePairs:
-        """Every pair of rows within ``threshold``, exactly (with ``margin >= 0.5``).
+        """Every pair of rows within ``threshold`` (exactly with a margin >= 0.5).
 
-        ``items`` (ascending global rows): join only these rows (the distinct rows, when exact
-        copies were grouped first); ``None``: every row.
+        ``margin``: the spill margin as a multiple of the threshold (``None``: ``self.margin``,
+        or 0.5 when that is ``None`` too; :meth:`margin_for` chooses one). ``items``
+        (ascending global rows): join only these rows (the distinct rows, when exact copies
+        were grouped first); ``None``: every row.
         """
         with blas_threads(self.blas_threads):
             partition = self.fit(rows, seed=seed) if partition is None else partition
-            tasks = self.cell_tasks(rows, partition, threshold, items=items, progress=progress)
+            tasks = self.cell_tasks(
+                rows, partition, threshold, margin=margin, items=items, progress=progress
+            )
             executor = check_executor(self.executor)
             return merge_pairs(executor.map(join_cell_task, tasks))
 
@@ -350,11 +394,15 @@ class Cells(Backend):
         partition: Partition,
         threshold: float,
         *,
+        margin: float | None = None,
         items: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(row, cell, primary)`` of every routed entry (of ``items`` only, when given),
-        sorted by cell, primary rows first and by row within each cell."""
-        margin = float(self.margin) * float(threshold)
+        sorted by cell, primary rows first and by row within each cell. ``margin``: as in
+        :meth:`find_pairs`."""
+        if margin is None:
+            margin = EXACT_MARGIN if self.margin is None else self.margin
+        margin = float(margin) * float(threshold)
         if partition.n_cells == 1 and partition.projection is None:
             row = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items)
             return row, np.zeros(len(row), dtype=np.int64), np.ones(len(row), dtype=bool)
@@ -370,15 +418,18 @@ class Cells(Backend):
             r, c, p, _ = route_entries(partition, block, margin=margin)
             if local is not None:
                 r = local[r]
-            parts_row.append(r + start)
-            parts_cell.append(c)
+            # int32 where they fit: the entries (~3 per row) set the peak memory at 1M rows
+            parts_row.append((r + start).astype(_index_dtype(rows.n)))
+            parts_cell.append(c.astype(_index_dtype(partition.n_cells)))
             parts_primary.append(p)
         row = np.concatenate(parts_row)
         cell = np.concatenate(parts_cell)
         primary = np.concatenate(parts_primary)
         del parts_row, parts_cell, parts_primary
         n = np.int64(rows.n)
-        order = np.argsort((cell * 2 + ~primary) * n + row)  # by cell, primary rows first
+        key = (cell.astype(np.int64) * 2 + ~primary) * n + row  # by cell, primary rows first
+        order = np.argsort(key)
+        del key
         return row[order], cell[order], primary[order]
 
     def cell_tasks(
@@ -387,11 +438,12 @@ class Cells(Backend):
         partition: Partition,
         threshold: float,
         *,
+        margin: float | None = None,
         items: np.ndarray | None = None,
         progress: ProgressFn | None = None,
     ):
         """Lazily built :class:`CellTask` of every non-empty cell, in cell order."""
-        row, cell, primary = self.route(rows, partition, threshold, items=items)
+        row, cell, primary = self.route(rows, partition, threshold, margin=margin, items=items)
         bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
         n_primary = np.add.reduceat(primary, bounds[:-1]) if len(row) else []
         for c in range(partition.n_cells):
@@ -417,13 +469,26 @@ class Cells(Backend):
             "backend": self.name,
             "cell_size": int(self.cell_size),
             "n_cells": self.n_cells,
-            "margin": float(self.margin),
+            "margin": None if self.margin is None else float(self.margin),
             "sample_size": self.sample_size,
             "device": self.device,
             "project_above": self.project_above,
             "project_to": int(self.project_to),
             "dedupe": bool(self.dedupe),
         }
+
+
+def _index_dtype(count: int) -> type:
+    """int32 for indices below ``count`` when they fit, else int64."""
+    return np.int32 if count < 2**31 else np.int64
+
+
+def _captured_variance(sample: np.ndarray, projection: np.ndarray) -> float:
+    """Fraction of ``sample``'s ``(s, D)`` variance kept by the ``(d, D)`` orthonormal map."""
+    centred = sample - sample.mean(axis=0)
+    total = float(np.einsum("ij,ij->", centred, centred, dtype=np.float64))
+    kept = centred @ projection.T
+    return float(np.einsum("ij,ij->", kept, kept, dtype=np.float64)) / total if total else 1.0
 
 
 @contextmanager
@@ -441,6 +506,13 @@ def blas_threads(limit: int | None) -> Iterator[None]:
         yield
 
 
+def _annoy_options_error(given: dict[str, Any], middle: str, end: str = "") -> NeardupInputError:
+    """``n_trees is an option of the annoy backend{middle} backend=neardup.Annoy(...){end}.``"""
+    verb = "is an option" if len(given) == 1 else "are options"
+    call = f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)})"
+    return NeardupInputError(f"{', '.join(given)} {verb} of the annoy backend{middle} {call}{end}.")
+
+
 def as_backend(backend: Any, **annoy_options: Any) -> Backend:
     """Accept a backend object or a name (``"auto"``/``"cells"``, ``"annoy"``, ``"exact"``).
 
@@ -454,11 +526,7 @@ def as_backend(backend: Any, **annoy_options: Any) -> Backend:
         raise TypeError(f"unexpected options {sorted(unknown)}")
     if isinstance(backend, Backend):
         if given:
-            raise NeardupInputError(
-                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
-                f"the annoy backend; with backend={backend!r} drop it, or pass "
-                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)})."
-            )
+            raise _annoy_options_error(given, f"; with backend={backend!r} drop it, or pass")
         return backend
     if isinstance(backend, str) and backend in BACKEND_NAMES:
         if backend == "annoy":
@@ -468,10 +536,8 @@ def as_backend(backend: Any, **annoy_options: Any) -> Backend:
         if backend == "exact":
             return Exact()
         if given:
-            raise NeardupInputError(
-                f"{', '.join(given)} {'is an option' if len(given) == 1 else 'are options'} of "
-                f"the annoy backend, but backend={backend!r} uses the cell engine; pass "
-                f"backend=neardup.Annoy({', '.join(f'{k}=...' for k in given)}) for annoy."
+            raise _annoy_options_error(
+                given, f", but backend={backend!r} uses the cell engine; pass", " for annoy"
             )
         return Cells()
     raise NeardupInputError(

@@ -12,6 +12,7 @@ pair for pair, for the same data and seed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -110,14 +111,6 @@ def ray_backend(backend: Any = "auto", *, executor: RayExecutor | None = None) -
 def find_duplicates(
     source: Any,
     *,
-    vector_column: str = "vector",
-    split_column: str | None = "split",
-    id_column: str | None = None,
-    label_column: str | None = None,
-    embed: Callable[..., Any] | None = None,
-    input_column: str | None = None,
-    batch_size: int = 256,
-    concurrency: int | None = None,
     backend: Any = "auto",
     executor: RayExecutor | None = None,
     **options: Any,
@@ -127,17 +120,18 @@ def find_duplicates(
     Parameters
     ----------
     source:
-        The input and how to read it: ``vector_column``, ``split_column``, ``id_column``,
-        ``label_column``, ``embed``, ``input_column``, ``batch_size``, ``concurrency`` as
-        for :func:`read_vectors`.
+        The input, read by :func:`read_vectors`; its options (``vector_column``,
+        ``split_column``, ``id_column``, ``label_column``, ``embed``, ``input_column``,
+        ``batch_size``, ``concurrency``) are passed by keyword among ``**options``.
     backend:
         ``"auto"`` or a :class:`neardup.Cells` (cell size, margin, sample size, seed, block
         size); its joins run on Ray whatever its executor.
     executor:
         The :class:`RayExecutor` (task retries, CPUs per task); default ``RayExecutor()``.
     **options:
-        Every other option of :func:`neardup.find_duplicates` (``threshold``, ``normalize``,
-        ``reference``, ``seed``, ``k``, ``reduce``, ...).
+        :func:`read_vectors`'s options, and every other option of
+        :func:`neardup.find_duplicates` (``threshold``, ``normalize``, ``reference``,
+        ``seed``, ``k``, ``reduce``, ...).
 
     Returns
     -------
@@ -157,26 +151,23 @@ def find_duplicates(
                 f"{'id_column' if bad == 'ids' else 'label_column'}= instead."
             )
     check_option("backend", backend, where="ray find_duplicates")
+    read_options = _pop_read_options(options)
     options = check_options(
         options,
         where="ray find_duplicates",
         allowed=[name for name in ANALYSIS_OPTIONS if name != "backend"],
     )
     engine = ray_backend(backend, executor=executor)
-    splits = read_vectors(
-        source,
-        vector_column=vector_column,
-        split_column=split_column,
-        id_column=id_column,
-        label_column=label_column,
-        embed=embed,
-        input_column=input_column,
-        batch_size=batch_size,
-        concurrency=concurrency,
-    )
+    splits = read_vectors(source, **read_options)
     return neardup.find_duplicates(
         splits.vectors, **splits.options(), backend=engine, **options
     )
+
+
+def _pop_read_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take :func:`read_vectors`'s keyword options out of ``options`` (left: the analysis's)."""
+    names = [name for name in inspect.signature(read_vectors).parameters if name != "source"]
+    return {name: options.pop(name) for name in names if name in options}
 
 
 def _as_ray_datasets(source: Any, columns: Columns) -> dict[str | None, ray.data.Dataset]:

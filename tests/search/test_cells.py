@@ -281,3 +281,86 @@ def test_route_rows_of_an_empty_block():
     part = fit_partition(_clustered(500, 8), n_cells=80, seed=0)
     row, cell = route_rows(part, np.zeros((0, 8), dtype=np.float32), margin=0.1)
     assert len(row) == len(cell) == 0
+
+
+# ----------------------------------------------------------------- automatic margin
+
+
+def _auto_join(x: np.ndarray, t: float, cell_size: int):
+    rows = Rows([x], None)
+    engine = Cells(cell_size=cell_size)
+    partition = engine.fit(rows, seed=0)
+    graph = engine.neighbor_graph(rows, 10, seed=0)
+    margin = engine.margin_for(rows, partition, graph, t)
+    pairs = engine.find_pairs(rows, t, seed=0, partition=partition, margin=margin)
+    return margin, _pairs(pairs)
+
+
+def test_spread_out_wide_data_gets_a_smaller_margin_and_keeps_recall():
+    # 64 dimensions, a threshold of half the typical neighbour distance, cells of 24 rows:
+    # at 0.5 t each row lands in many cells, so the margin comes down
+    x = _clustered(3000, 64, seed=1)
+    t = 0.4
+    margin, found = _auto_join(x, t, cell_size=24)
+    truth = _brute_pairs(x, t)
+    assert len(truth) > 100
+    assert 0.15 <= margin < 0.5
+    assert len(found & truth) / len(truth) >= 0.99
+    assert found <= truth  # never a pair beyond the threshold
+
+
+def test_low_dimensional_data_keeps_the_exact_margin():
+    x = _clustered(3000, 3, seed=2)
+    t = 0.02
+    margin, found = _auto_join(x, t, cell_size=64)
+    assert margin == 0.5
+    assert found == _brute_pairs(x, t)
+
+
+def test_an_explicit_margin_is_used_as_given_and_recorded():
+    x = _clustered(1500, 16, seed=3)
+    result = neardup.find_duplicates(x, backend=Cells(cell_size=32, margin=0.3))
+    assert result.settings["margin"] == 0.3
+    assert result.settings["margin_used"] == 0.3
+    auto = neardup.find_duplicates(x, backend=Cells(cell_size=32))
+    assert auto.settings["margin"] is None
+    assert 0.15 <= auto.settings["margin_used"] <= 0.5
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), "0.5", True])
+def test_bad_margin_is_refused_with_the_rule(bad):
+    with pytest.raises(neardup.NeardupInputError, match="margin must be a number >= 0"):
+        Cells(margin=bad)
+
+
+def test_the_numpy_join_loads_no_framework():
+    # torch is imported (by _torch_join) only for torch rows or a torch device
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np, neardup\n"
+        "from neardup.search import join_cell\n"
+        "x = np.random.default_rng(0).normal(size=(50, 8)).astype('float32')\n"
+        "join_cell(x, np.arange(50), threshold=3.0)\n"
+        "print(sorted(m for m in ('torch', 'tensorflow', 'keras', 'datasets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_wide_rows_are_projected_only_when_the_projection_keeps_their_spread():
+    rng = np.random.default_rng(5)
+    rows_of = lambda x: Rows([x.astype(np.float32)], "row")  # noqa: E731
+    low_rank = rng.normal(size=(2000, 20)) @ rng.normal(size=(20, 600))
+    isotropic = rng.normal(size=(2000, 600))  # 64 of 600 directions keep ~11 % of it
+    engine = Cells(cell_size=50)
+    assert engine.fit(rows_of(low_rank), seed=0).projection is not None
+    assert engine.fit(rows_of(isotropic), seed=0).projection is None
+    # either way the pairs are those of brute force
+    x = rows_of(isotropic).matrix()
+    x[1000:1100] = x[:100] + 0.001
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    t = 0.05
+    got = engine.find_pairs(Rows.from_matrix(x), t, seed=0)
+    assert _pairs(got) == _brute_pairs(x, t)
