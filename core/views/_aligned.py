@@ -1,0 +1,163 @@
+"""``AlignedImageView``: thumbnails that also let each candidate pair be re-aligned.
+
+A fixed-grid thumbnail (:class:`ImageView`) misses 1-2 pixel shifts and 90 % crops: they move
+every pixel. ``AlignedImageView`` returns :class:`ImageRows`, a float32 ``(N, R*R*C)`` array of
+standardised ``R x R`` thumbnails (``R`` the image side, kept between 16 and 32) that knows its
+shape. :func:`neardup.find_duplicates` then analyses it as two views:
+
+- ``<view>``: the usual 8x8 standardised thumbnail (exact copies, noise, brightness, re-encodes);
+- ``<view>:aligned``: for each evaluation row, its nearest reference rows in two cheap,
+  shift-tolerant views (centroid-aligned 8x8 thumbnails, low-frequency Fourier magnitudes) are
+  re-scored by :func:`aligned_distances` (best correlation over small shifts and scales), and
+  the ``Auto`` threshold is read from those aligned distances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .._errors import NeardupInputError
+from ._image import ImageView
+
+__all__ = ["AlignedImageView", "ImageRows", "as_image_rows", "candidate_features"]
+
+_MIN_SIDE = 16
+_MAX_SIDE = 32
+_FOURIER = 6  # low frequencies kept per axis by the Fourier-magnitude candidate view
+
+
+class ImageRows(np.ndarray):
+    """``(N, side * side * channels)`` float32 thumbnails that remember ``side`` and ``channels``.
+
+    Made by :class:`AlignedImageView` (or :func:`as_image_rows` from plain rows collected
+    batch by batch). Slicing keeps the shape; ``np.concatenate`` returns a plain array (wrap
+    it again with :func:`as_image_rows`).
+    """
+
+    side: int
+    channels: int
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.side = getattr(obj, "side", 0)
+        self.channels = getattr(obj, "channels", 0)
+
+    def images(self) -> np.ndarray:
+        """The thumbnails as ``(N, side, side, channels)`` float32."""
+        return np.asarray(self, dtype=np.float32).reshape(
+            len(self), self.side, self.side, self.channels
+        )
+
+
+def as_image_rows(values: Any, side: int, channels: int) -> ImageRows:
+    """Plain ``(N, side * side * channels)`` rows as :class:`ImageRows`."""
+    array = np.ascontiguousarray(values, dtype=np.float32)
+    if array.ndim != 2 or array.shape[1] != side * side * channels:
+        raise NeardupInputError(
+            f"aligned image rows must have shape (N, {side * side * channels}) for "
+            f"{side}x{side} thumbnails with {channels} channel(s), got {array.shape}."
+        )
+    rows = array.view(ImageRows)
+    rows.side, rows.channels = int(side), int(channels)
+    return rows
+
+
+@dataclass(frozen=True)
+class AlignedImageView:
+    """Standardised thumbnails at (near) full resolution, re-aligned pair by pair.
+
+    Parameters
+    ----------
+    side:
+        Thumbnail side ``R``. ``None`` (default): each call's largest image side clipped to
+        [16, 32] (28x28 images stay at 28, so a 1-pixel shift is a whole-pixel shift).
+    color, channels_first:
+        As :class:`ImageView`.
+
+    Call it on a batch: ``AlignedImageView()(images) -> ImageRows`` ``(N, R * R * C)``
+    float32 (``4 * R * R * C`` bytes per image: 3,136 for a 28x28 grey image). Pass it to
+    :func:`neardup.find_duplicates` as a view (or as the data); it is analysed as the 8x8
+    thumbnail view plus the aligned view ``"<name>:aligned"``.
+    """
+
+    side: int | None = None
+    color: bool | str = "auto"
+    channels_first: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.side is not None and (
+            isinstance(self.side, bool)
+            or not isinstance(self.side, (int, np.integer))
+            or not (_MIN_SIDE <= self.side <= 128)
+        ):
+            raise NeardupInputError(
+                f"AlignedImageView side must be None or an int in [{_MIN_SIDE}, 128], got "
+                f"{self.side!r}."
+            )
+        ImageView(color=self.color, channels_first=self.channels_first)  # validates both
+
+    @property
+    def name(self) -> str:
+        """A short description used as the default view name."""
+        return "image"
+
+    def side_for(self, images: Any) -> int:
+        """The thumbnail side used for ``images``."""
+        if self.side is not None:
+            return int(self.side)
+        shape = np.shape(images) if hasattr(images, "shape") else np.shape(images[0])
+        spatial = _spatial_sides(shape, self.channels_first)
+        return int(np.clip(max(spatial), _MIN_SIDE, _MAX_SIDE))
+
+    def __call__(self, images: Any) -> ImageRows:
+        side = self.side_for(images) if _has_items(images) else _MIN_SIDE
+        view = ImageView(size=side, color=self.color, channels_first=self.channels_first)
+        rows = view(images)
+        channels = rows.shape[1] // (side * side) if rows.shape[1] else 1
+        return as_image_rows(rows, side, channels)
+
+
+def _has_items(images: Any) -> bool:
+    try:
+        return len(images) > 0
+    except TypeError:
+        return True
+
+
+def _spatial_sides(shape: tuple[int, ...], channels_first: bool | None) -> tuple[int, int]:
+    """``(H, W)`` of a batch or single image shape (as :class:`ImageView` reads layouts)."""
+    dims = tuple(int(s) for s in shape)
+    if len(dims) in (2, 3) and (len(dims) == 2 or dims[-1] in (1, 3, 4) or dims[0] in (1, 3, 4)):
+        if len(dims) == 2:
+            return dims[0], dims[1]
+        image = dims
+    else:
+        image = dims[1:] if len(dims) >= 3 else dims
+    if len(image) == 2:
+        return image[0], image[1]
+    if channels_first or (channels_first is None and image[-1] not in (1, 3, 4)):
+        return image[1], image[2]
+    return image[0], image[1]
+
+
+def candidate_features(images: np.ndarray) -> list[np.ndarray]:
+    """Shift-tolerant views of ``(N, R, R, C)`` thumbnails for finding candidate pairs.
+
+    Returns two ``(N, d)`` float32 arrays, each row of unit length: the centroid-aligned 8x8
+    thumbnail (``ImageView(align=True)``: follows the content's position and spread) and the
+    log magnitudes of the lowest Fourier frequencies of the grey image (unchanged by circular
+    shifts).
+    """
+    aligned = ImageView(size=8, align=True, color=False)(images)
+    grey = images.mean(axis=-1)
+    grey = grey - grey.mean(axis=(1, 2), keepdims=True)
+    spectrum = np.abs(np.fft.rfft2(grey))[:, :, :_FOURIER]
+    spectrum = np.concatenate([spectrum[:, :_FOURIER], spectrum[:, -_FOURIER + 1 :]], axis=1)
+    fourier = np.log1p(spectrum.reshape(len(images), -1)).astype(np.float32)
+    out = []
+    for x in (aligned, fourier):
+        norm = np.linalg.norm(x, axis=1, keepdims=True)
+        out.append((x / np.where(norm > 0, norm, 1.0)).astype(np.float32))
+    return out
