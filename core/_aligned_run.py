@@ -58,13 +58,10 @@ class AlignedRun(ViewRun):
 
 
 def _distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Aligned distance of each pair, the smaller of both directions (so it is symmetric: a
-    crop matches its source best when the crop's centre is the compared region)."""
+    """Aligned distance of each pair (symmetric: a crop of either image is matched)."""
     if not len(i):
         return np.zeros(0, dtype=np.float32)
-    return np.minimum(
-        aligned_distances(images[i], images[j]), aligned_distances(images[j], images[i])
-    )
+    return aligned_distances(images[i], images[j])
 
 
 def _top_k(queries: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
