@@ -120,9 +120,10 @@ def _image_rows(
     kept: dict[str, list[ImageRows]] = {}
     for view in aligned:
         parts = [data[s][view] for s in data]
-        if not all(isinstance(p, ImageRows) for p in parts) or len(
-            {(p.side, p.channels) for p in parts}
-        ) > 1:
+        if (
+            not all(isinstance(p, ImageRows) for p in parts)
+            or len({(p.side, p.channels) for p in parts}) > 1
+        ):
             raise NeardupInputError(
                 f"view {view!r}: every split must hold AlignedImageView rows of the same "
                 "thumbnail size (call the same AlignedImageView(side=...) on every split)."

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
-from neardup.views import ImageView, TextView
+from neardup.views import AlignedImageView, ImageView, TextView, as_image_rows
 
 __all__ = [
     "INPUT_VIEW",
@@ -32,12 +32,14 @@ __all__ = [
     "auto_input_view",
     "check_input_view",
     "check_view_names",
+    "input_view_rows",
 ]
 
 #: the name of the input view among the views (beside the layer names)
 INPUT_VIEW = "input"
 _IMAGE_CHANNELS = (1, 3, 4)
 _MIN_SIDE = 8  # smaller "images" are more likely feature vectors or sequences
+_ALIGNED = "8x8 standardised thumbnails, and candidate pairs re-aligned over shifts and crops"
 
 
 def check_input_view(input_view: Any) -> Any:
@@ -94,8 +96,9 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
     """The input view for a batch of ``inputs``, and why (None when none fits).
 
     - images: a numeric array ``(B, H, W)``, ``(B, H, W, C)`` or ``(B, C, H, W)`` with C in
-      1, 3, 4 and sides of at least 8 pixels, or a list of PIL images -> ``ImageView()``
-      (8x8 standardised thumbnails);
+      1, 3, 4 and sides of at least 8 pixels, or a list of PIL images ->
+      ``AlignedImageView()`` (analysed as 8x8 standardised thumbnails plus the aligned view
+      that re-scores candidate pairs over small shifts and scales);
     - texts: a list or 1-D array of strings -> ``TextView()`` (character 4-grams of the
       case-, punctuation- and markup-normalised text);
     - anything else (token ids, tabular rows, several inputs): no input view.
@@ -108,13 +111,13 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
         and inputs
         and all(hasattr(v, "mode") and hasattr(v, "convert") for v in inputs)
     ):
-        return ImageView(), "PIL images -> ImageView() (8x8 standardised thumbnails)"
+        return AlignedImageView(), f"PIL images -> AlignedImageView() ({_ALIGNED})"
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "biuf":
         layout = _image_layout(inputs.shape)
         if layout is not None:
             return (
-                ImageView(channels_first=layout),
-                f"images {tuple(inputs.shape[1:])} -> ImageView() (8x8 standardised thumbnails)",
+                AlignedImageView(channels_first=layout),
+                f"images {tuple(inputs.shape[1:])} -> AlignedImageView() ({_ALIGNED})",
             )
         return None, (
             f"inputs of shape {tuple(inputs.shape[1:])} are neither images nor texts, so "
@@ -150,7 +153,7 @@ class InputView:
             self.resolved = True
         if self.view is None:
             return None
-        if self.option == "auto" or isinstance(self.view, (ImageView, TextView)):
+        if self.option == "auto" or isinstance(self.view, (ImageView, AlignedImageView, TextView)):
             inputs = _as_numpy(inputs)
         rows = _as_numpy(self.view(inputs))
         rows = np.asarray(rows)
@@ -160,6 +163,16 @@ class InputView:
                 "return a numeric (batch, features) array."
             )
         return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+
+
+def input_view_rows(values: np.ndarray, view: Any) -> Any:
+    """The collected rows of the input view as :func:`neardup.find_duplicates` takes them:
+    :class:`neardup.views.ImageRows` (thumbnails that know their shape, so the aligned view is
+    analysed too) for an :class:`neardup.views.AlignedImageView`, else ``values`` as they are.
+    """
+    if isinstance(view, AlignedImageView):
+        return as_image_rows(values)
+    return values
 
 
 def check_view_names(layers: Sequence[str], input_view: Any) -> None:
@@ -174,6 +187,8 @@ def check_view_names(layers: Sequence[str], input_view: Any) -> None:
 def analyze_views(
     rows: Mapping[tuple[str, str], tuple[Any, Any, Any]],
     views: Sequence[str],
+    *,
+    input_view: Any = None,
     **options: Any,
 ) -> DuplicatesResult:
     """The combined verdict of several views of the same samples.
@@ -185,6 +200,10 @@ def analyze_views(
         every view of a split must hold the same samples in the same order (same ids).
     views:
         The views to analyse, in order (layer names and :data:`INPUT_VIEW`).
+    input_view:
+        The view that made the :data:`INPUT_VIEW` rows (an :class:`InputView`'s ``view``):
+        the rows of an :class:`neardup.views.AlignedImageView` are analysed with their
+        aligned view (``"input:aligned"``).
     **options:
         Options of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k, backend,
         reference, seed, ...).
@@ -222,6 +241,8 @@ def analyze_views(
                     f"split {split!r}: view {view!r} holds other samples than view "
                     f"{views[0]!r} (their ids differ); every view must see the same batches."
                 )
+            if view == INPUT_VIEW:
+                values = input_view_rows(values, input_view)
             data[split][view] = values
     ids = {s: v for s, v in ids.items() if v is not None}
     labels = {s: v for s, v in labels.items() if v is not None}

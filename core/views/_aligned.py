@@ -51,9 +51,16 @@ class ImageRows(np.ndarray):
         )
 
 
-def as_image_rows(values: Any, side: int, channels: int) -> ImageRows:
-    """Plain ``(N, side * side * channels)`` rows as :class:`ImageRows`."""
+def as_image_rows(values: Any, side: int | None = None, channels: int | None = None) -> ImageRows:
+    """Plain ``(N, side * side * channels)`` rows as :class:`ImageRows`.
+
+    ``side`` and ``channels`` default to those of ``values`` when it is :class:`ImageRows`,
+    else are read from the width ``d``: ``side * side`` (grey) or ``3 * side * side`` (colour;
+    no integer width is both).
+    """
     array = np.ascontiguousarray(values, dtype=np.float32)
+    if side is None or channels is None:
+        side, channels = _shape_of(values, array)
     if array.ndim != 2 or array.shape[1] != side * side * channels:
         raise NeardupInputError(
             f"aligned image rows must have shape (N, {side * side * channels}) for "
@@ -62,6 +69,20 @@ def as_image_rows(values: Any, side: int, channels: int) -> ImageRows:
     rows = array.view(ImageRows)
     rows.side, rows.channels = int(side), int(channels)
     return rows
+
+
+def _shape_of(values: Any, array: np.ndarray) -> tuple[int, int]:
+    if isinstance(values, ImageRows) and values.side:
+        return values.side, values.channels
+    width = array.shape[-1] if array.ndim == 2 else 0
+    for channels in (1, 3):
+        side = round(float(np.sqrt(width / channels)))
+        if width and side * side * channels == width:
+            return side, channels
+    raise NeardupInputError(
+        f"aligned image rows must be (N, side * side) or (N, 3 * side * side) thumbnails, got "
+        f"shape {array.shape}."
+    )
 
 
 @dataclass(frozen=True)
@@ -177,8 +198,10 @@ def _centred_thumbnails(
 def _bilinear(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``grey`` ``(N, H, W)`` sampled at the grid ``ys`` x ``xs`` (``(N, m)`` each, inside the
     image), as two batched products with per-image interpolation matrices."""
-    return _interpolation(ys, grey.shape[1]) @ grey @ _interpolation(xs, grey.shape[2]).transpose(
-        0, 2, 1
+    return (
+        _interpolation(ys, grey.shape[1])
+        @ grey
+        @ _interpolation(xs, grey.shape[2]).transpose(0, 2, 1)
     )
 
 
