@@ -20,6 +20,7 @@ from ._validate import prepare, split_index
 from ._view_run import analyse_view, graph_close_pairs, result_from_pairs, single_view_result
 from .report import DuplicatesResult
 from .search import Backend, ProgressFn, as_backend
+from .views import ImageRows
 
 __all__ = [
     "ANALYSIS_OPTIONS",
@@ -38,6 +39,16 @@ def _is_multiview(data: Any) -> bool:
         and len(data) > 0
         and all(isinstance(v, Mapping) for v in data.values())
     )
+
+
+def _image_rows_as_view(data: Any) -> Any:
+    """:class:`neardup.views.ImageRows` given as the data itself (one view) -> the view
+    ``"image"`` (analysed with its aligned view)."""
+    if isinstance(data, ImageRows):
+        return {"data": {"image": data}}
+    if isinstance(data, Mapping) and any(isinstance(v, ImageRows) for v in data.values()):
+        return {split: {"image": values} for split, values in data.items()}
+    return data
 
 
 def find_duplicates(
@@ -158,6 +169,7 @@ def find_duplicates(
         ),
         where="find_duplicates",
     )
+    data = _image_rows_as_view(data)
     progress = as_progress(progress)
     engine = as_backend(
         backend,
