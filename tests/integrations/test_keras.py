@@ -532,7 +532,7 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     cb.run(sequential)
     out = capsys.readouterr().out
     assert "layers=None -> analysing 'conv2', the last convolution" in out
-    assert "input_view='auto' -> images (8, 8, 1) -> ImageView()" in out
+    assert "input_view='auto' -> images (8, 8, 1) -> AlignedImageView()" in out
     assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input"]
     assert cb.pool == "max"  # the default shared with the Lightning callback
     leak = cb.leakage["test"]
