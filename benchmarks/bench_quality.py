@@ -22,6 +22,7 @@ disjoint real samples.
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
+    python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 import neardup
-from neardup.views import ImageView, TextView, normalize_text
+from neardup.views import AlignedImageView, ImageView, TextView, normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -50,6 +51,10 @@ IMAGE_CHECK = 0.95  # Pearson r of full-resolution pixels: a natural near-duplic
 TEXT_CHECK = 0.9  # difflib ratio of the normalised texts: a natural near-duplicate
 
 ROWS: list[dict] = []
+#: the image view of the image cases (--image-view): the default input view, or the 8x8
+#: thumbnail alone (the previous default, for the before/after comparison)
+IMAGE_VIEWS = {"aligned": AlignedImageView(), "thumbnail": ImageView()}
+IMAGE_VIEW = ["aligned"]
 OPTIONS: dict = {}  # find_duplicates options of every case (--threshold)
 
 
@@ -316,15 +321,20 @@ def run(data, **options):
 
 # ---------------------------------------------------------------- cases
 def images(rng: np.random.Generator, per_kind: int) -> None:
+    """Every image case through the default image input view, ``AlignedImageView()`` (the 8x8
+    thumbnail view plus its aligned view, ``image:aligned``)."""
     from sklearn.datasets import load_digits
 
-    view = ImageView()
+    view = IMAGE_VIEWS[IMAGE_VIEW[0]]
     digits = load_digits().images
     order = rng.permutation(len(digits))
     train, test = digits[order[:1200]], digits[order[1200:]]
     r, t = run({"train": {"image": view(train)}, "test": {"image": view(test)}})
-    control("digits, disjoint train/test (ImageView)", r, t, train, test)
-    kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "contrast x0.8")}
+    control(f"digits, disjoint train/test ({type(view).__name__})", r, t, train, test)
+    kinds = {
+        k: IMAGE_KINDS[k]
+        for k in ("exact", "noise", "brightness x0.85", "contrast x0.8", "shift 1-2 px")
+    }
     u8 = lambda x: np.rint(x * 255 / 16).astype(np.uint8)  # noqa: E731
     planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, rng)
     r, t = run({"train": {"image": view(u8(train))}, "test": {"image": view(planted)}})
@@ -464,7 +474,9 @@ def main() -> None:
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threshold", default="auto", help=threshold_option.__doc__)
+    parser.add_argument("--image-view", default="aligned", choices=sorted(IMAGE_VIEWS))
     args = parser.parse_args()
+    IMAGE_VIEW[0] = args.image_view
     if args.threshold != "auto":
         OPTIONS["threshold"] = threshold_option(args.threshold)
     rng = np.random.default_rng(args.seed)
