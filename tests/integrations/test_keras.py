@@ -533,7 +533,7 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     out = capsys.readouterr().out
     assert "layers=None -> analysing 'conv2', the last convolution" in out
     assert "input_view='auto' -> images (8, 8, 1) -> AlignedImageView()" in out
-    assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input"]
+    assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input", "input:aligned"]
     assert cb.pool == "max"  # the default shared with the Lightning callback
     leak = cb.leakage["test"]
     found = set(leak.positions)
@@ -545,7 +545,7 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     # brightness copies are identical thumbnails: the input view finds them all
     assert all("input" in by_position[p] for p in kinds["brightness"])
     assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
-    assert set(leak.view_distances) == {"conv2", "input"}
+    assert set(leak.view_distances) == {"conv2", "input", "input:aligned"}
     assert cb.metrics["neardup/test/leak_count"] == leak.count
     assert cb.metrics["neardup/input/test/leak_count"] == cb.results["input"].leakage["test"].count
 
