@@ -139,7 +139,7 @@ def aligned_run(
     settings: dict[str, Any] = {
         "normalize": "standardised thumbnail",
         "reduce": None,
-        "k": int(found.shape[1]),
+        "k": int(graph.k),
         "backend": "aligned",
         "candidates": candidates,
         "side": int(rows.side),

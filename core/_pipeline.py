@@ -84,7 +84,10 @@ def find_duplicates(
         thumbnails, :class:`neardup.views.TextView` n-grams, ...): a mapping
         ``split -> {view -> (N_split, ...) array}``, every split with the same views. Each view
         gets its own threshold; the result combines them (see ``combine``) and keeps each
-        view's own result in ``result.views``.
+        view's own result in ``result.views``. :class:`neardup.views.ImageRows` (from
+        :class:`neardup.views.AlignedImageView`), as a view or as the data (then named
+        ``"image"``), is analysed as two views: its 8x8 thumbnail and ``"<view>:aligned"``,
+        candidate pairs re-scored over small shifts and scales (1-2 px shifts, 90 % crops).
     labels, ids:
         Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
         or str) give per-class leakage and effective class counts; ids (unique per split,

@@ -1,9 +1,11 @@
 """Aligned distance between two thumbnails: the best match over small shifts and scales.
 
 A 1-2 pixel shift or a 90 % crop resized back moves every pixel, so the copy lies far from its
-source in any fixed-grid view. Re-sampling one image of a pair over a grid of sub-pixel shifts
-and a few scales and keeping the best correlation on the central region undoes that: shifted
-copies match exactly, crops nearly, while different images stay apart.
+source in any fixed-grid view. Re-sampling one image of a pair over a grid of shifts (whole
+pixels at scale 1, half pixels at scale 0.9) and keeping the best correlation on the central
+region undoes that: shifted copies match exactly, crops nearly (Fashion-MNIST: 95 % of 90 %
+crops within 0.085 while 99 % of natural nearest neighbours lie beyond 0.126), while different
+images stay apart.
 
 The maths, for a pair ``(a, b)`` of ``(R, R, C)`` thumbnails and one scale ``s``: ``b`` is
 sampled at rows ``c + (u - c) s + dy`` and columns ``c + (v - c) s + dx`` (linear interpolation,
