@@ -23,6 +23,7 @@ disjoint real samples.
     python benchmarks/bench_quality.py --only text,spam
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
+    python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
 """
 
 from __future__ import annotations
@@ -429,6 +430,23 @@ def noise(rng: np.random.Generator) -> None:
         control(f"Gaussian noise {n:,} x {d}", r, t)
 
 
+def cost() -> None:
+    """Seconds of the image views and of ``find_duplicates`` on Fashion-MNIST 60,000 + 10,000
+    (no planted copies): ``ImageView()`` alone against ``AlignedImageView()`` (``--only cost``)."""
+    train, test = load_fashion()
+    for view in (ImageView(), AlignedImageView()):
+        start = time.perf_counter()
+        a, b = view(train), view(test)
+        viewed = time.perf_counter() - start
+        data = {"train": {"image": a}, "test": {"image": b}}
+        result, seconds = run(data)
+        print(
+            f"{type(view).__name__}: view {viewed:.1f} s, find_duplicates {seconds:.1f} s, "
+            f"{a.nbytes // len(a)} bytes per image, {result.leakage['test'].count} test images "
+            "flagged"
+        )
+
+
 def view_choice(rng: np.random.Generator) -> None:
     """ImageView size and alignment on Fashion-MNIST: how far planted copies lie from their
     source against the natural test->train nearest distances (``--only views``)."""
@@ -492,6 +510,8 @@ def main() -> None:
         spam()
     if "views" in only:
         view_choice(rng)
+    if "cost" in only:
+        cost()
     print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all (neardup {neardup.__version__}).")
 
