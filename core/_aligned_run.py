@@ -1,9 +1,10 @@
 """The aligned view of :class:`neardup.views.ImageRows`: candidates, aligned distances, threshold.
 
 For each query row (the evaluation rows when there is a reference split, otherwise every row)
-the nearest rows it may duplicate (reference rows, or every other row) are found in two cheap
+the nearest rows it may duplicate (reference rows, or every other row) are found in three cheap
 shift-tolerant views (:func:`neardup.views.candidate_features`, exact search, ``candidates``
-per view); each candidate pair is re-scored by :func:`neardup.views.aligned_distances`. Each
+per view); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
+grey thumbnails. Each
 query's candidates sorted by aligned distance form a neighbour graph in the aligned metric, so
 the view's threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data
 without duplicates, with its reason. Pairs within the threshold are the view's close pairs.

@@ -6,10 +6,11 @@ standardised ``R x R`` thumbnails (``R`` the image side, kept between 16 and 32)
 shape. :func:`neardup.find_duplicates` then analyses it as two views:
 
 - ``<view>``: the usual 8x8 standardised thumbnail (exact copies, noise, brightness, re-encodes);
-- ``<view>:aligned``: for each evaluation row, its nearest reference rows in two cheap,
-  shift-tolerant views (centroid-aligned 8x8 thumbnails, low-frequency Fourier magnitudes) are
-  re-scored by :func:`aligned_distances` (best correlation over small shifts and scales), and
-  the ``Auto`` threshold is read from those aligned distances.
+- ``<view>:aligned``: for each evaluation row, its nearest reference rows in three cheap,
+  shift-tolerant views (:func:`candidate_features`: two 8x8 thumbnails of a window that follows
+  the content, low-frequency Fourier magnitudes) are re-scored by :func:`aligned_distances`
+  (best correlation of the grey thumbnails over small shifts and scales), and the ``Auto``
+  threshold is read from those aligned distances.
 """
 
 from __future__ import annotations
