@@ -730,7 +730,7 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     assert artifacts == sorted(  # the combined verdict and one report per view
         f"neardup/neardup-{stage}{view}.{ext}"
         for stage in ("test", "validate")
-        for view in ("", "-features", "-input")
+        for view in ("", "-features", "-input", "-input_aligned")  # ':' is no file character
         for ext in ("html", "json")
     )
 
