@@ -120,7 +120,8 @@ def _assert_finds_planted(result: DuplicatesResult, planted: set[int]) -> None:
 def test_sequential_numpy_finds_planted_leaks_from_intermediate_layer(sequential, split, capsys):
     cb = DuplicatesCallback(["conv2", "embedding"], _data(split), pool="flatten")
     results = cb.run(sequential)
-    assert list(results) == ["conv2", "embedding", "input"]  # + the default input view
+    # + the default input view (AlignedImageView: the thumbnail and its aligned view)
+    assert list(results) == ["conv2", "embedding", "input", "input:aligned"]
     conv2 = results["conv2"]
     assert conv2.split_sizes == {"train": 1300, "test": 497}
     assert conv2.settings["dim"] == 8 * 8 * 32  # flattened (8, 8, 32) feature maps
