@@ -249,11 +249,11 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
     assert names == sorted(
         f"neardup{epoch}{view}.json"
         for epoch in ("", "-epoch002")
-        for view in ("", "-conv2", "-input")
+        for view in ("", "-conv2", "-input", "-input_aligned")  # + the aligned input view
     )
     assert sorted(map(str, cb.report_paths)) == sorted(
         str(tmp_path / f"neardup{view}.{ext}")
-        for view in ("", "-conv2", "-input")
+        for view in ("", "-conv2", "-input", "-input_aligned")
         for ext in ("html", "json")
     )
     loaded = DuplicatesResult.from_json(tmp_path / "neardup-conv2.json")
@@ -280,7 +280,7 @@ def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split
     assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(  # ...for the final
         f"neardup{epoch}{view}.json"  # reports (combined verdict + one per view)
         for epoch in ("", "-epoch001", "-epoch002")
-        for view in ("", "-conv1", "-conv2", "-input")
+        for view in ("", "-conv1", "-conv2", "-input", "-input_aligned")
     )
 
 
