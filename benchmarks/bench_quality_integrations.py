@@ -6,7 +6,8 @@ imported), but every case goes through a framework the way a user would run it:
 - **Lightning**: a ``Trainer`` fits a small CNN (two conv layers, a 64-unit embedding, a
   10-way head) on the training images, then ``trainer.validate`` runs
   ``DuplicatesCallback(train_loader=...)`` with nothing else set: ``layers=None``, the input
-  view ``"auto"`` (8x8 thumbnails), ``pool="max"``, ``Auto`` thresholds;
+  view ``"auto"`` (``AlignedImageView``: 8x8 thumbnails plus the aligned view of shifted and
+  cropped copies), ``pool="max"``, ``Auto`` thresholds;
 - **Keras**: ``model.fit`` on the same CNN with ``DuplicatesCallback(data=...)``, defaults;
 - **datasets**: ``ActivationHook(TransformerEmbedder(MiniLM))`` mapped over a DatasetDict of
   pydoc sentences, then ``find_leakage(dsd)`` with its defaults (the MiniLM column and a

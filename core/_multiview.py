@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ._aligned_run import ALIGNED_SUFFIX, aligned_run
 from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
@@ -43,6 +44,7 @@ from ._view_run import (
 )
 from .report import DuplicatesResult, Leakage
 from .search import Backend, ProgressFn
+from .views import ImageRows, ImageView
 
 __all__ = [
     "COMBINE_RULES",
@@ -136,6 +138,37 @@ def _datasets(
     return out
 
 
+def _image_rows(
+    data: Mapping[str, Mapping[str, Any]], views: list[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[ImageRows]]]:
+    """Replace every :class:`ImageRows` view by its 8x8 thumbnail view (and, for colour images,
+    its luma view ``<view>-luma`` beside it); return the new data and
+    ``view -> [ImageRows per split]`` for the aligned views."""
+    aligned = [v for v in views if any(isinstance(data[s][v], ImageRows) for s in data)]
+    if not aligned:
+        return {s: dict(data[s]) for s in data}, {}
+    out = {s: dict(data[s]) for s in data}
+    kept: dict[str, list[ImageRows]] = {}
+    for view in aligned:
+        parts = [data[s][view] for s in data]
+        if (
+            not all(isinstance(p, ImageRows) for p in parts)
+            or len({(p.side, p.channels) for p in parts}) > 1
+        ):
+            raise NeardupInputError(
+                f"view {view!r}: every split must hold AlignedImageView rows of the same "
+                "thumbnail size (call the same AlignedImageView(side=...) on every split)."
+            )
+        kept[view] = parts
+        for split, part in zip(data, parts):
+            # colour images: the colour thumbnail and its luma ("<view>-luma"), see ImageView.views
+            thumbnails = list(ImageView(size=8).views(part.images()).values())
+            out[split][view] = thumbnails[0]
+            if len(thumbnails) > 1:
+                out[split][f"{view}-luma"] = thumbnails[1]
+    return out, kept
+
+
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
     if threshold > 0:
@@ -198,6 +231,8 @@ def find_duplicates_multiview(
     check_combine(combine)
     max_diameter = check_max_diameter(max_diameter)
     views = _view_names(data)
+    data, image_rows = _image_rows(data, views)
+    views = list(data[next(iter(data))])  # with the thumbnails' luma views of colour images
     check_combine(combine, views)
     thresholds = _per_view(threshold, "threshold", views, None)
     normalizes = _per_view(normalize, "normalize", views, "row")
@@ -226,6 +261,18 @@ def find_duplicates_multiview(
         per_view[view] = single_view_result(
             runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
         )
+        if view in image_rows:  # its aligned view: candidate pairs re-scored over shifts
+            name = view + ALIGNED_SUFFIX
+            runs[name] = aligned_run(
+                image_rows[view],
+                datasets[view].split_of_row,
+                ref_index,
+                threshold=thresholds[view],
+            )
+            per_view[name] = single_view_result(
+                runs[name], datasets[view], ref_index, max_diameter=max_diameter, layer=name
+            )
+    views = list(runs)
 
     split_of_row = dataset.split_of_row
     n = len(split_of_row)

@@ -20,6 +20,7 @@ from ._validate import prepare, split_index
 from ._view_run import analyse_view, graph_close_pairs, result_from_pairs, single_view_result
 from .report import DuplicatesResult
 from .search import Backend, ProgressFn, as_backend
+from .views import ImageRows
 
 __all__ = [
     "ANALYSIS_OPTIONS",
@@ -38,6 +39,16 @@ def _is_multiview(data: Any) -> bool:
         and len(data) > 0
         and all(isinstance(v, Mapping) for v in data.values())
     )
+
+
+def _image_rows_as_view(data: Any) -> Any:
+    """:class:`neardup.views.ImageRows` given as the data itself (one view) -> the view
+    ``"image"`` (analysed with its aligned view)."""
+    if isinstance(data, ImageRows):
+        return {"data": {"image": data}}
+    if isinstance(data, Mapping) and any(isinstance(v, ImageRows) for v in data.values()):
+        return {split: {"image": values} for split, values in data.items()}
+    return data
 
 
 def find_duplicates(
@@ -73,7 +84,10 @@ def find_duplicates(
         thumbnails, :class:`neardup.views.TextView` n-grams, ...): a mapping
         ``split -> {view -> (N_split, ...) array}``, every split with the same views. Each view
         gets its own threshold; the result combines them (see ``combine``) and keeps each
-        view's own result in ``result.views``.
+        view's own result in ``result.views``. :class:`neardup.views.ImageRows` (from
+        :class:`neardup.views.AlignedImageView`), as a view or as the data (then named
+        ``"image"``), is analysed as two views: its 8x8 thumbnail and ``"<view>:aligned"``,
+        candidate pairs re-scored over small shifts and scales (1-2 px shifts, 90 % crops).
     labels, ids:
         Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
         or str) give per-class leakage and effective class counts; ids (unique per split,
@@ -161,6 +175,7 @@ def find_duplicates(
         ),
         where="find_duplicates",
     )
+    data = _image_rows_as_view(data)
     progress = as_progress(progress)
     engine = as_backend(
         backend,

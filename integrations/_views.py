@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
-from neardup.views import ImageView, TextView
+from neardup.views import AlignedImageView, ImageView, TextView, as_image_rows
 
 __all__ = [
     "INPUT_LUMA_VIEW",
@@ -35,15 +35,19 @@ __all__ = [
     "auto_input_view",
     "check_input_view",
     "check_view_names",
+    "input_view_rows",
 ]
 
 #: the name of the input view among the views (beside the layer names)
 INPUT_VIEW = "input"
 #: the luma input view beside it, for colour images under ``input_view="auto"``
 INPUT_LUMA_VIEW = "input-luma"
-_GREY_MODES = ("L", "1", "I", "F", "I;16", "LA", "P")
 _IMAGE_CHANNELS = (1, 3, 4)
 _MIN_SIDE = 8  # smaller "images" are more likely feature vectors or sequences
+_ALIGNED = (
+    "8x8 standardised thumbnails (and their luma, 'input-luma', for colour images), and "
+    "candidate pairs re-aligned over shifts and crops"
+)
 
 
 def check_input_view(input_view: Any) -> Any:
@@ -100,9 +104,9 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
     """The input view for a batch of ``inputs``, and why (None when none fits).
 
     - images: a numeric array ``(B, H, W)``, ``(B, H, W, C)`` or ``(B, C, H, W)`` with C in
-      1, 3, 4 and sides of at least 8 pixels, or a list of PIL images -> ``ImageView()``
-      (8x8 standardised thumbnails), its colour mode fixed by this batch (``color=True``
-      when it has 3+ channels: then :class:`InputView` also adds the luma view);
+      1, 3, 4 and sides of at least 8 pixels, or a list of PIL images ->
+      ``AlignedImageView()`` (analysed as 8x8 standardised thumbnails plus the aligned view
+      that re-scores candidate pairs over small shifts and scales);
     - texts: a list or 1-D array of strings -> ``TextView()`` (character 4-grams of the
       case-, punctuation- and markup-normalised text);
     - anything else (token ids, tabular rows, several inputs): no input view.
@@ -115,16 +119,13 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
         and inputs
         and all(hasattr(v, "mode") and hasattr(v, "convert") for v in inputs)
     ):
-        color = any(getattr(v, "mode", "L") not in _GREY_MODES for v in inputs)
-        return ImageView(color=color), "PIL images -> " + _image_reason(color)
+        return AlignedImageView(), f"PIL images -> AlignedImageView() ({_ALIGNED})"
     if isinstance(inputs, np.ndarray) and inputs.dtype.kind in "biuf":
         layout = _image_layout(inputs.shape)
         if layout is not None:
-            channels = 1 if inputs.ndim == 3 else inputs.shape[1 if layout else -1]
-            color = channels >= 3
             return (
-                ImageView(channels_first=layout, color=color),
-                f"images {tuple(inputs.shape[1:])} -> {_image_reason(color)}",
+                AlignedImageView(channels_first=layout),
+                f"images {tuple(inputs.shape[1:])} -> AlignedImageView() ({_ALIGNED})",
             )
         return None, (
             f"inputs of shape {tuple(inputs.shape[1:])} are neither images nor texts, so "
@@ -136,22 +137,13 @@ def auto_input_view(inputs: Any) -> tuple[Callable[[Any], np.ndarray] | None, st
     )
 
 
-def _image_reason(color: bool) -> str:
-    if color:
-        return (
-            "ImageView(color=True) (8x8 standardised colour thumbnails) and their luma as "
-            f"a second view, {INPUT_LUMA_VIEW!r}"
-        )
-    return "ImageView() (8x8 standardised thumbnails)"
-
-
 class InputView:
     """The input view(s) of one integration run: resolved on the first batch, then applied.
 
-    ``rows(inputs)`` returns ``{view name: (B, d) float32 rows}`` (``names``, in order:
-    ``"input"``, plus ``"input-luma"`` for colour images under ``"auto"``), or None when there
-    is no input view (``input_view=None``, or ``"auto"`` found no view for these inputs;
-    ``reason`` says why).
+    ``rows(inputs)`` returns ``{"input": (B, d) float32 rows}``, or None when there is no
+    input view (``input_view=None``, or ``"auto"`` found no view for these inputs; ``reason``
+    says why). The core turns :class:`~neardup.views.AlignedImageView` rows of colour images
+    into ``"input"``, ``"input-luma"`` and ``"input:aligned"``.
     """
 
     def __init__(self, input_view: Any) -> None:
@@ -170,8 +162,6 @@ class InputView:
         """The input views' names (empty without an input view or before it is resolved)."""
         if self.view is None:
             return []
-        if self.option == "auto" and isinstance(self.view, ImageView) and self.view.color is True:
-            return [INPUT_VIEW, INPUT_LUMA_VIEW]
         return [INPUT_VIEW]
 
     def rows(self, inputs: Any) -> dict[str, np.ndarray] | None:
@@ -180,11 +170,8 @@ class InputView:
             self.resolved = True
         if self.view is None:
             return None
-        if self.option == "auto" or isinstance(self.view, (ImageView, TextView)):
+        if self.option == "auto" or isinstance(self.view, (ImageView, AlignedImageView, TextView)):
             inputs = _as_numpy(inputs)
-        if len(self.names) > 1:
-            views = self.view.views(inputs)  # type: ignore[union-attr]
-            return {name: _checked_rows(v) for name, v in zip(self.names, views.values())}
         return {INPUT_VIEW: _checked_rows(self.view(inputs))}
 
 
@@ -197,6 +184,16 @@ def _checked_rows(rows: Any) -> np.ndarray:
             "return a numeric (batch, features) array."
         )
     return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+
+
+def input_view_rows(values: np.ndarray, view: Any) -> Any:
+    """The collected rows of the input view as :func:`neardup.find_duplicates` takes them:
+    :class:`neardup.views.ImageRows` (thumbnails that know their shape, so the aligned view is
+    analysed too) for an :class:`neardup.views.AlignedImageView`, else ``values`` as they are.
+    """
+    if isinstance(view, AlignedImageView):
+        return as_image_rows(values)
+    return values
 
 
 def check_view_names(layers: Sequence[str], input_view: Any) -> None:
@@ -213,6 +210,8 @@ def check_view_names(layers: Sequence[str], input_view: Any) -> None:
 def analyze_views(
     rows: Mapping[tuple[str, str], tuple[Any, Any, Any]],
     views: Sequence[str],
+    *,
+    input_view: Any = None,
     **options: Any,
 ) -> DuplicatesResult:
     """The combined verdict of several views of the same samples.
@@ -224,6 +223,10 @@ def analyze_views(
         every view of a split must hold the same samples in the same order (same ids).
     views:
         The views to analyse, in order (layer names and :data:`INPUT_VIEW`).
+    input_view:
+        The view that made the :data:`INPUT_VIEW` rows (an :class:`InputView`'s ``view``):
+        the rows of an :class:`neardup.views.AlignedImageView` are analysed with their
+        aligned view (``"input:aligned"``).
     **options:
         Options of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k, backend,
         reference, seed, ...).
@@ -261,6 +264,8 @@ def analyze_views(
                     f"split {split!r}: view {view!r} holds other samples than view "
                     f"{views[0]!r} (their ids differ); every view must see the same batches."
                 )
+            if view == INPUT_VIEW:
+                values = input_view_rows(values, input_view)
             data[split][view] = values
     ids = {s: v for s, v in ids.items() if v is not None}
     labels = {s: v for s, v in labels.items() if v is not None}

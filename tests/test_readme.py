@@ -77,7 +77,8 @@ def _check_lightning(out: str, cwd: Path) -> None:
 def _check_keras(out: str, cwd: Path) -> None:
     history, views, leak, report = out.strip().splitlines()[-4:]
     assert float(json.loads(history)[-1]) >= 20  # the 20 dimmed copies, combined verdict
-    assert views == "['pool'] ['pool', 'input']"  # the default layer and the input view
+    # the default layer, the input view and its aligned view (AlignedImageView is the default)
+    assert views == "['pool'] ['pool', 'input', 'input:aligned']"
     positions, found_by = leak.split("] ", 1)
     assert json.loads(positions + "]") == [0, 1, 2, 3, 4] and "'input'" in found_by
     assert report == "logs/neardup/neardup.html" and (cwd / report).exists()

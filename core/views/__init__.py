@@ -6,10 +6,14 @@ land next to each other even where a trained layer pulls a whole class together:
 
 - :class:`ImageView`: a small standardised thumbnail of each image; ``ImageView().views(images)``
   gives colour images two views, the colour thumbnail and its luma.
+- :class:`AlignedImageView`: full-resolution thumbnails (:class:`ImageRows`) that
+  :func:`neardup.find_duplicates` analyses as the 8x8 thumbnail view (plus its luma view for
+  colour images) and an *aligned* view, which re-scores candidate pairs over small shifts and
+  scales (1-2 px shifts, 90 % crops).
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
   whitespace are normalised away.
 
-Both are plain callables ``view(samples) -> (N, d) float32``; pass their output to
+All are plain callables ``view(samples) -> (N, d) float32``; pass their output to
 :func:`neardup.find_duplicates` as one view among others::
 
     neardup.find_duplicates({
@@ -18,7 +22,19 @@ Both are plain callables ``view(samples) -> (N, d) float32``; pass their output 
     })
 """
 
+from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
+from ._alignment import DEFAULT_SCALES, aligned_distances
 from ._image import ImageView
 from ._text import TextView, normalize_text
 
-__all__ = ["ImageView", "TextView", "normalize_text"]
+__all__ = [
+    "DEFAULT_SCALES",
+    "AlignedImageView",
+    "ImageRows",
+    "ImageView",
+    "TextView",
+    "aligned_distances",
+    "as_image_rows",
+    "candidate_features",
+    "normalize_text",
+]

@@ -11,6 +11,7 @@ from datasets import Dataset, DatasetDict, Value
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.validators import ANALYSIS_OPTIONS, check_options, closest_names
+from neardup.views import ImageRows
 
 from .._views import INPUT_VIEW, check_input_view
 from ._arrow import read_plain, read_vectors
@@ -161,8 +162,10 @@ def find_leakage(
         if column is not None:
             views[column] = read_vectors(ds, column, where)
         if source is not None:
-            views.update(input_rows(ds, source, input_view, where))
-        vectors[name] = views if len(views) > 1 else next(iter(views.values()))
+            views[INPUT_VIEW] = input_rows(ds, source, input_view, where)
+        # image rows are analysed as two views (thumbnail + aligned): keep the name "input"
+        aligned = isinstance(views.get(INPUT_VIEW), ImageRows)
+        vectors[name] = views if len(views) > 1 or aligned else next(iter(views.values()))
         if label_column is not None:
             labels[name] = read_plain(ds, label_column, where, "label")
         if id_column is not None:

@@ -1,8 +1,9 @@
 """The input view of ``find_leakage``: which column it reads and its rows (text or images).
 
 Text columns get :class:`neardup.views.TextView`, ``Image()`` columns
-:class:`neardup.views.ImageView`; rows are computed chunk by chunk so that images are decoded
-a chunk at a time.
+:class:`neardup.views.AlignedImageView` (8x8 thumbnails plus the aligned view that finds
+shifted and cropped copies; its thumbnail side is set by the first chunk); rows are computed
+chunk by chunk so that images are decoded a chunk at a time.
 """
 
 from __future__ import annotations
@@ -16,9 +17,7 @@ from datasets import Dataset, Image, Value
 
 from neardup import NeardupInputError
 from neardup.validators import closest_names
-from neardup.views import ImageView, TextView
-
-from .._views import INPUT_LUMA_VIEW, INPUT_VIEW
+from neardup.views import AlignedImageView, TextView, as_image_rows
 
 __all__ = ["input_column", "input_rows"]
 
@@ -97,26 +96,20 @@ def input_rows(
     parts: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
-        if view is None:  # an ImageView whose colour mode the first chunk decides
-            view = ImageView(color=_has_colour(values))
-        if input_view == "auto" and isinstance(view, ImageView):
-            names = [INPUT_VIEW, INPUT_LUMA_VIEW][: 2 if view.color is True else 1]
-            chunk = dict(zip(names, view.views(values).values()))
-        else:
-            chunk = {INPUT_VIEW: view(values)}
-        for name, rows in chunk.items():
-            rows = np.asarray(rows)
-            if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
-                raise NeardupInputError(
-                    f"{where}: the input view returned {rows.dtype} values of shape "
-                    f"{rows.shape} for {len(values)} examples; it must return a numeric "
-                    "(n, d) array."
-                )
-            rows = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
-            parts.setdefault(name, []).append(rows)
+        if view is None:  # an AlignedImageView whose colour and side the first chunk decides
+            first = AlignedImageView()
+            view = AlignedImageView(side=first.side_for(values), color=_has_colour(values))
+        rows = np.asarray(view(values))
+        if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
+            raise NeardupInputError(
+                f"{where}: the input view returned {rows.dtype} values of shape {rows.shape} "
+                f"for {len(values)} examples; it must return a numeric (n, d) array."
+            )
+        parts.append(np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32))
     if not parts:
         raise NeardupInputError(f"{where} has no rows; drop the empty split.")
-    return {n: np.concatenate(p) if len(p) > 1 else p[0] for n, p in parts.items()}
+    rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
+    return as_image_rows(rows) if isinstance(view, AlignedImageView) else rows
 
 
 def _has_colour(images: list[Any]) -> bool:

@@ -371,7 +371,9 @@ class DuplicatesCallback(keras.callbacks.Callback):
             for split in collector.splits
             for view in collector.layers
         }
-        self.result = analyze_views(rows, collector.layers, **options)
+        self.result = analyze_views(
+            rows, collector.layers, input_view=self._input.view, **options
+        )
         self.results = dict(self.result.views)
         self.metrics = leakage_metrics(self.result)
 

@@ -752,7 +752,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         """Analyse every view, then :func:`finish` (reports, summary, gate) on the combined
         verdict; the payload to broadcast."""
         options = dict(self.analyze_options, reference=reference)
-        self.result = analyze_views(rows, layers, **options)
+        self.result = analyze_views(rows, layers, input_view=self._input.view, **options)
         self.results = dict(self.result.views)
         outcome = finish(
             self.result,

@@ -590,7 +590,10 @@ def test_image_column_gets_the_thumbnail_view(digits):
 
     report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
     leak = report.leakage["test"]
-    assert report.layer == "input" and report.settings["dim"] == 64  # 8x8 grey thumbnails
+    # the image column's AlignedImageView: 8x8 grey thumbnails ("input") and the aligned view
+    # over 16x16 thumbnails ("input:aligned": candidate pairs re-scored over shifts and crops)
+    assert list(report.views) == ["input", "input:aligned"]
+    assert report.views["input"].settings["dim"] == 64
     found = dict(zip(leak.positions, leak.nearest_positions))
     planted = dict(zip(slots.tolist(), sources.tolist()))
     exact_or_brighter = {p: planted[p] for p in slots[:20].tolist()}  # identical thumbnails

@@ -120,7 +120,8 @@ def _assert_finds_planted(result: DuplicatesResult, planted: set[int]) -> None:
 def test_sequential_numpy_finds_planted_leaks_from_intermediate_layer(sequential, split, capsys):
     cb = DuplicatesCallback(["conv2", "embedding"], _data(split), pool="flatten")
     results = cb.run(sequential)
-    assert list(results) == ["conv2", "embedding", "input"]  # + the default input view
+    # + the default input view (AlignedImageView: the thumbnail and its aligned view)
+    assert list(results) == ["conv2", "embedding", "input", "input:aligned"]
     conv2 = results["conv2"]
     assert conv2.split_sizes == {"train": 1300, "test": 497}
     assert conv2.settings["dim"] == 8 * 8 * 32  # flattened (8, 8, 32) feature maps
@@ -248,11 +249,11 @@ def test_every_n_epochs_adds_scalars_to_history(sequential, split, tmp_path):
     assert names == sorted(
         f"neardup{epoch}{view}.json"
         for epoch in ("", "-epoch002")
-        for view in ("", "-conv2", "-input")
+        for view in ("", "-conv2", "-input", "-input_aligned")  # + the aligned input view
     )
     assert sorted(map(str, cb.report_paths)) == sorted(
         str(tmp_path / f"neardup{view}.{ext}")
-        for view in ("", "-conv2", "-input")
+        for view in ("", "-conv2", "-input", "-input_aligned")
         for ext in ("html", "json")
     )
     loaded = DuplicatesResult.from_json(tmp_path / "neardup-conv2.json")
@@ -279,7 +280,7 @@ def test_every_epoch_with_two_layers_and_no_rerun_at_train_end(sequential, split
     assert sorted(p.name for p in tmp_path.glob("*.json")) == sorted(  # ...for the final
         f"neardup{epoch}{view}.json"  # reports (combined verdict + one per view)
         for epoch in ("", "-epoch001", "-epoch002")
-        for view in ("", "-conv1", "-conv2", "-input")
+        for view in ("", "-conv1", "-conv2", "-input", "-input_aligned")
     )
 
 
@@ -532,8 +533,8 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     cb.run(sequential)
     out = capsys.readouterr().out
     assert "layers=None -> analysing 'conv2', the last convolution" in out
-    assert "input_view='auto' -> images (8, 8, 1) -> ImageView()" in out
-    assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input"]
+    assert "input_view='auto' -> images (8, 8, 1) -> AlignedImageView()" in out
+    assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input", "input:aligned"]
     assert cb.pool == "max"  # the default shared with the Lightning callback
     leak = cb.leakage["test"]
     found = set(leak.positions)
@@ -545,7 +546,7 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     # brightness copies are identical thumbnails: the input view finds them all
     assert all("input" in by_position[p] for p in kinds["brightness"])
     assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
-    assert set(leak.view_distances) == {"conv2", "input"}
+    assert set(leak.view_distances) == {"conv2", "input", "input:aligned"}
     assert cb.metrics["neardup/test/leak_count"] == leak.count
     assert cb.metrics["neardup/input/test/leak_count"] == cb.results["input"].leakage["test"].count
 

@@ -303,7 +303,9 @@ def test_two_instances_coexist_and_state_round_trips(data, trained, tmp_path):
         test,
     )
     # each layer beside the default input view (8x8 thumbnails of the digits)
-    assert list(a.results) == ["features", "input"] and list(b.results) == ["head.1", "input"]
+    # (and the input view's aligned view, which re-scores candidate pairs over shifts/crops)
+    assert list(a.results) == ["features", "input", "input:aligned"]
+    assert list(b.results) == ["head.1", "input", "input:aligned"]
     restored = DuplicatesCallback(["features"], train_loader=train)
     restored.load_state_dict(a.state_dict())
     assert restored.last_summary == a.last_summary
@@ -317,10 +319,11 @@ def test_default_layer_is_chosen_and_announced(data, trained, tmp_path, capsys):
     _quiet(
         _trainer(lpl, tmp_path, callbacks=[cb]).validate, _model("lightning.pytorch", trained), test
     )
-    assert cb.layers == ["features"] and list(cb.results) == ["features", "input"]
+    assert cb.layers == ["features"]
+    assert list(cb.results) == ["features", "input", "input:aligned"]
     out = capsys.readouterr().out
     assert "layers=None -> analysing 'features'" in out
-    assert "input_view='auto' -> images (1, 8, 8) -> ImageView()" in out
+    assert "input_view='auto' -> images (1, 8, 8) -> AlignedImageView()" in out
 
 
 def test_fail_above_raises_after_the_run(data, trained, tmp_path):
@@ -363,7 +366,7 @@ def test_default_config_finds_exact_noise_and_brightness_copies(data, trained, t
     assert all("input" in found[i] for i in kinds["brightness"])
     nearest = dict(zip(leak.ids, leak.nearest_ids))  # dataset indices on both sides
     assert all(nearest[int(s)] == int(t) for s, t in zip(slots, sources))
-    assert set(leak.view_distances) == {"features", "input"}
+    assert set(leak.view_distances) == {"features", "input", "input:aligned"}
     off = DuplicatesCallback(train_loader=train, save_reports=False, input_view=None, verbose=False)
     model = _model("lightning.pytorch", trained)
     _quiet(_trainer(lpl, tmp_path, callbacks=[off]).validate, model, test)
@@ -760,7 +763,7 @@ def test_loggers_get_split_metrics_histogram_text_and_report_artifacts(
     assert artifacts == sorted(  # the combined verdict and one report per view
         f"neardup/neardup-{stage}{view}.{ext}"
         for stage in ("test", "validate")
-        for view in ("", "-features", "-input")
+        for view in ("", "-features", "-input", "-input_aligned")  # ':' is no file character
         for ext in ("html", "json")
     )
 

@@ -1,0 +1,168 @@
+"""The aligned view of :class:`neardup.views.ImageRows`: candidates, aligned distances, threshold.
+
+For each query row (the evaluation rows when there is a reference split, otherwise every row)
+the nearest rows it may duplicate (reference rows, or every other row) are found in three cheap
+shift-tolerant views (:func:`neardup.views.candidate_features`, exact search, ``candidates``
+per view); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
+grey thumbnails. Each
+query's candidates sorted by aligned distance form a neighbour graph in the aligned metric, so
+the view's threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data
+without duplicates, with its reason. Pairs within the threshold are the view's close pairs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._auto_threshold import Auto
+from ._chains import PairwiseFn
+from ._threshold import as_strategy, resolve_threshold
+from ._view_run import ViewRun, graph_close_pairs
+from .search import NeighborGraph, Rows
+from .views import ImageRows, aligned_distances, as_image_rows, candidate_features
+
+__all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
+
+#: the aligned view of image view ``v`` is named ``v + ALIGNED_SUFFIX``
+ALIGNED_SUFFIX = ":aligned"
+#: nearest rows per candidate view and query row (two candidate views)
+DEFAULT_CANDIDATES = 10
+_SEARCH_BYTES = 64 << 20
+_PAIR_BLOCK = 16_384
+
+
+class AlignedRun(ViewRun):
+    """A :class:`ViewRun` whose distance is the aligned distance of the thumbnails."""
+
+    images: np.ndarray  # (N, R, R, 1) float32: the grey thumbnails
+
+    def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
+        out = np.empty(len(i), dtype=np.float32)
+        for start in range(0, len(i), _PAIR_BLOCK):
+            stop = start + _PAIR_BLOCK
+            out[start:stop] = _distances(self.images, i[start:stop], j[start:stop])
+        return out
+
+    def pairwise(self) -> PairwiseFn:
+        """Aligned member-to-member distances in threshold units."""
+        scale = self.threshold.value if self.threshold.value > 0 else 1.0
+
+        def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            ii, jj = np.meshgrid(np.asarray(a), np.asarray(b), indexing="ij")
+            d = self.pair_distances(ii.ravel(), jj.ravel()).astype(np.float64)
+            return d.reshape(ii.shape) / scale
+
+        return pairwise
+
+
+def _distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Aligned distance of each pair (symmetric: a crop of either image is matched)."""
+    if not len(i):
+        return np.zeros(0, dtype=np.float32)
+    return aligned_distances(images[i], images[j])
+
+
+def _top_k(queries: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
+    """``(len(queries), k)`` indices into ``targets`` of each query's k nearest (unit rows)."""
+    k = min(k, len(targets))
+    out = np.empty((len(queries), k), dtype=np.int64)
+    step = max(1, _SEARCH_BYTES // (4 * max(1, len(targets))))
+    for start in range(0, len(queries), step):
+        sim = queries[start : start + step] @ targets.T
+        out[start : start + len(sim)] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    return out
+
+
+def _candidates(
+    images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
+) -> np.ndarray:
+    """``(len(query), c)`` global candidate rows of each query (``-1``: none; no self, no
+    repeats), the union of its nearest ``target`` rows in each candidate view."""
+    lists = []
+    for features in candidate_features(images):
+        want = per_view + 1 if np.array_equal(query, target) else per_view
+        lists.append(target[_top_k(features[query], features[target], want)])
+    found = np.concatenate(lists, axis=1)
+    found = np.where(found == query[:, None], -1, found)
+    found.sort(axis=1)
+    repeat = np.zeros_like(found, dtype=bool)
+    repeat[:, 1:] = found[:, 1:] == found[:, :-1]
+    found[repeat] = -1
+    return found
+
+
+def aligned_run(
+    parts: list[ImageRows],
+    split_of_row: np.ndarray,
+    reference_index: int | None,
+    *,
+    threshold: Any = None,
+    candidates: int = DEFAULT_CANDIDATES,
+) -> AlignedRun:
+    """Analyse the aligned view of the splits' ``parts`` (``(N_split, R*R*C)`` each, in order).
+
+    ``threshold``: a strategy or ``None`` (:class:`neardup.Auto`), resolved on each query's
+    candidates sorted by aligned distance.
+    """
+    strategy = Auto() if threshold is None else as_strategy(threshold)
+    rows = as_image_rows(np.concatenate(parts), parts[0].side, parts[0].channels)
+    # geometry is matched on the grey image (colour changes are the 8x8 colour view's job):
+    # a third of the work and memory of matching three channels
+    images = np.ascontiguousarray(rows.images().mean(axis=-1, keepdims=True))
+    n = len(images)
+    everyone = np.arange(n)
+    if reference_index is None:
+        query, target = everyone, everyone
+    else:
+        query = np.flatnonzero(split_of_row != reference_index)
+        target = np.flatnonzero(split_of_row == reference_index)
+    if not len(query) or not len(target):
+        query = target = everyone
+    found = _candidates(images, query, target, candidates)
+    valid = found >= 0
+    q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
+    distances = np.full(found.shape, np.inf, dtype=np.float32)
+    scorer = AlignedRun.__new__(AlignedRun)
+    scorer.images = images
+    distances[valid] = scorer.pair_distances(q_rows, found[valid])
+    # each query's best `candidates` (all finite: every candidate view gives that many rows)
+    order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
+    graph = NeighborGraph(
+        indices=np.take_along_axis(np.where(valid, found, -1), order, axis=1),
+        distances=np.take_along_axis(distances, order, axis=1),
+        backend="aligned",
+        rows=query,
+        total_rows=len(query),
+    )
+    resolved = resolve_threshold(strategy, graph, "row")
+    pairs = graph_close_pairs(_global_graph(graph, n), resolved.value)
+    settings: dict[str, Any] = {
+        "normalize": "standardised thumbnail",
+        "reduce": None,
+        "k": int(graph.k),
+        "backend": "aligned",
+        "candidates": candidates,
+        "side": int(rows.side),
+        "dim": int(images[0].size),
+    }
+    run = AlignedRun(
+        rows=Rows.from_matrix(images.reshape(n, -1)),
+        graph=graph,
+        threshold=resolved,
+        settings=settings,
+        pairs=pairs,
+    )
+    run.images = images
+    return run
+
+
+def _global_graph(graph: NeighborGraph, n: int) -> NeighborGraph:
+    """The graph as ``(N, k)`` over every row (rows that were no query list no neighbour)."""
+    indices = np.full((n, graph.k), -1, dtype=np.int64)
+    distances = np.full((n, graph.k), np.inf, dtype=np.float32)
+    indices[graph.query_rows] = graph.indices
+    distances[graph.query_rows] = graph.distances
+    return NeighborGraph(indices=indices, distances=distances, backend=graph.backend)

@@ -1,0 +1,150 @@
+"""AlignedImageView: shifted and cropped copies found by find_duplicates' defaults (real data).
+
+Small versions of ``benchmarks/bench_quality.py``'s shift and crop rows: Fashion-MNIST (Debian
+``dataset-fashion-mnist``, installed by ``make test``) and scikit-learn digits.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neardup import NeardupInputError, find_duplicates
+from neardup.views import (
+    AlignedImageView,
+    ImageRows,
+    aligned_distances,
+    as_image_rows,
+    candidate_features,
+)
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+needs_fashion = pytest.mark.skipif(
+    not FASHION.exists(), reason="make system-deps installs Fashion-MNIST"
+)
+
+
+def _fashion(n: int) -> np.ndarray:
+    with gzip.open(FASHION) as fh:
+        return np.frombuffer(fh.read(16 + n * 784), np.uint8, offset=16).reshape(-1, 28, 28)
+
+
+def _shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    dy, dx = rng.choice([-2, -1, 1, 2], size=2)
+    padded = np.pad(x, 2, mode="edge")
+    return padded[2 + dy : 2 + dy + x.shape[0], 2 + dx : 2 + dx + x.shape[1]]
+
+
+def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    from PIL import Image
+
+    h, w = x.shape
+    ch, cw = round(h * 0.9), round(w * 0.9)
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return np.asarray(Image.fromarray(x[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR))
+
+
+@needs_fashion
+def test_aligned_distance_undoes_shifts_and_crops_but_not_other_images():
+    rng = np.random.default_rng(0)
+    images = _fashion(400)
+    view = AlignedImageView()
+    source = view(images[:100]).images()
+    shifted = view(np.stack([_shift(x, rng) for x in images[:100]])).images()
+    cropped = view(np.stack([_crop(x, rng) for x in images[:100]])).images()
+    others = view(images[100:200]).images()
+    assert np.quantile(aligned_distances(shifted, source), 0.95) < 0.01  # whole-pixel shifts
+    crop = aligned_distances(cropped, source)
+    assert np.quantile(crop, 0.95) < 0.12
+    np.testing.assert_allclose(crop, aligned_distances(source, cropped), atol=1e-5)  # symmetric
+    assert np.median(aligned_distances(others, source)) > 0.5
+
+
+def test_aligned_distance_of_constant_or_tiny_thumbnails():
+    flat = np.ones((2, 16, 16, 1), np.float32)
+    noise = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    distance = aligned_distances(flat, noise)
+    assert np.isfinite(distance).all() and np.allclose(distance, np.sqrt(2), atol=1e-3)
+    with pytest.raises(ValueError, match="too small"):
+        aligned_distances(np.zeros((1, 4, 4, 1)), np.zeros((1, 4, 4, 1)))
+
+
+def test_image_rows_know_their_shape():
+    digits = np.random.default_rng(0).integers(0, 255, size=(5, 28, 28), dtype=np.uint8)
+    rows = AlignedImageView()(digits)
+    assert isinstance(rows, ImageRows) and rows.shape == (5, 784) and rows.side == 28
+    assert rows[1:3].side == 28 and rows.images().shape == (5, 28, 28, 1)
+    plain = np.concatenate([rows, rows])  # what an integration collects batch by batch
+    again = as_image_rows(plain)
+    assert (again.side, again.channels) == (28, 1)
+    colour = AlignedImageView()(np.zeros((2, 40, 40, 3), np.uint8))
+    assert (colour.side, colour.channels) == (32, 3)  # larger images: 32x32 thumbnails
+    assert (as_image_rows(np.asarray(colour)).side, as_image_rows(np.asarray(colour)).channels) == (
+        32,
+        3,
+    )
+    assert AlignedImageView()(np.zeros((2, 8, 8))).side == 16  # small images: at least 16
+    assert [f.shape[0] for f in candidate_features(rows.images())] == [5, 5, 5]
+
+
+def test_bad_aligned_input_gets_clear_errors():
+    with pytest.raises(NeardupInputError, match="side must be None or an int"):
+        AlignedImageView(side=8)
+    with pytest.raises(NeardupInputError, match="3 \\* side \\* side"):
+        as_image_rows(np.zeros((3, 50)))
+    small = AlignedImageView(side=16)(np.zeros((3, 16, 16)))
+    large = AlignedImageView(side=20)(np.zeros((3, 16, 16)))
+    with pytest.raises(NeardupInputError, match="same thumbnail size"):
+        find_duplicates({"train": {"image": small}, "test": {"image": large}})
+
+
+@needs_fashion
+def test_shifted_and_cropped_copies_found_by_find_duplicates_defaults():
+    rng = np.random.default_rng(3)
+    images = _fashion(4600)
+    train, test = images[:4000], images[4000:].copy()
+    slots = rng.choice(len(test), 30, replace=False)
+    sources = rng.choice(len(train), 30, replace=False)
+    kind_of = {}
+    for n, (slot, source) in enumerate(zip(slots, sources)):
+        kind = ("shift", "crop", "exact")[n // 10]
+        test[slot] = {"shift": _shift, "crop": _crop, "exact": lambda x, r: x}[kind](
+            train[source], rng
+        )
+        kind_of[int(slot)] = (kind, int(source))
+    view = AlignedImageView()
+    result = find_duplicates({"train": view(train), "test": view(test)})
+    assert list(result.views) == ["image", "image:aligned"]
+    leak = result.leakage["test"]
+    flagged = dict(zip(leak.positions, leak.nearest_positions))
+    found = {
+        k: sum(flagged.get(s) == src for s, (kk, src) in kind_of.items() if kk == k)
+        for k in ("shift", "crop", "exact")
+    }
+    assert found["exact"] == 10 and found["shift"] == 10 and found["crop"] >= 8, found
+    shifted = [s for s, (k, _) in kind_of.items() if k == "shift"]
+    by_view = dict(zip(leak.positions, leak.found_by))
+    assert all(by_view[s] == ["image:aligned"] for s in shifted)  # the 8x8 view misses them
+    assert "intrinsic dimension" in result.views["image:aligned"].threshold.reason
+    extra = [p for p in flagged if p not in kind_of]
+    assert len(extra) <= 3, extra  # natural look-alikes (the benchmark checks each one)
+
+
+def test_disjoint_digits_flag_nothing_in_the_aligned_view():
+    from sklearn.datasets import load_digits
+
+    rng = np.random.default_rng(0)
+    images = np.rint(load_digits().images * 255 / 16).astype(np.uint8)
+    order = rng.permutation(len(images))
+    view = AlignedImageView()
+    result = find_duplicates(
+        {
+            "train": {"image": view(images[order[:1200]])},
+            "test": {"image": view(images[order[1200:]])},
+        }
+    )
+    assert result.leakage["test"].count == 0
+    assert result.views["image:aligned"].leakage["test"].count == 0
