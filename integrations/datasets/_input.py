@@ -93,7 +93,7 @@ def input_rows(
         view: Any = TextView() if kind == "text" else None
     else:
         view = input_view
-    parts: dict[str, list[np.ndarray]] = {}
+    parts: list[np.ndarray] = []
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an AlignedImageView whose colour and side the first chunk decides

@@ -511,7 +511,8 @@ def _check_options(
     )  # fmt: skip
     as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
     return {
-        "threshold": as_strategy(threshold),
+        # None: find_duplicates' default (Auto, per view), as in the Lightning callback
+        "threshold": None if threshold is None else as_strategy(threshold),
         "normalize": check_normalize(normalize),
         "reduce": as_reducer(reduce),
         "k": _check_positive_int(k, "k"),
