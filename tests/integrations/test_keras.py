@@ -536,6 +536,8 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     assert "input_view='auto' -> images (8, 8, 1) -> AlignedImageView()" in out
     assert cb.layers == ["conv2"] and list(cb.results) == ["conv2", "input", "input:aligned"]
     assert cb.pool == "max"  # the default shared with the Lightning callback
+    # the default threshold is find_duplicates' Auto, one per view (it once became Relative)
+    assert {r.threshold.strategy for r in cb.results.values()} == {"Auto"}
     leak = cb.leakage["test"]
     found = set(leak.positions)
     planted = set().union(*kinds.values())
