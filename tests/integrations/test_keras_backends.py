@@ -56,7 +56,7 @@ def test_final_analysis_lands_in_the_last_epochs_logs_and_tensorboard(run):
         f"neardup/test/{name}" for name in ("duplicate_sets", "leak_count", "leak_fraction")
     } | {
         f"neardup/{view}/test/{name}"
-        for view in ("conv2", "input")
+        for view in ("conv2", "input", "input_aligned")
         for name in ("duplicate_sets", "threshold", "leak_count", "leak_fraction")
     }
     # ...and in the TensorBoard event files (the callback after neardup's)
@@ -69,16 +69,16 @@ def test_final_analysis_lands_in_the_last_epochs_logs_and_tensorboard(run):
 
 def test_reports_are_written_by_default(run):
     report, out = run
-    # the combined verdict (neardup.*), then one report per view (the layer and the input)
+    # one report per view (the layer, the input and its aligned view), then the combined one
     assert report["fit_reports"] == [
         f"tb/neardup/neardup{part}.{ext}"
-        for part in ("-conv2", "-input", "")
+        for part in ("-conv2", "-input", "-input_aligned", "")
         for ext in ("html", "json")
     ]
     default = report["default_dir"]
     assert report["evaluate_reports"] == [
         f"{default}/neardup{part}.{ext}"
-        for part in ("-conv1", "-input", "")
+        for part in ("-conv1", "-input", "-input_aligned", "")
         for ext in ("html", "json")
     ]
     saved = json.loads((out / default / "neardup-conv1.json").read_text())
