@@ -16,7 +16,6 @@ import os
 import random
 import re
 import sysconfig
-import time
 import warnings
 from pathlib import Path
 
@@ -304,13 +303,13 @@ def test_hook_is_hashed_by_identity_not_by_weights():
         return np.asarray(batch["x"]) @ weights[:1]
 
     closure_hook = ActivationHook(closure)  # dill hashes the weights once, here
-    start = time.perf_counter()
-    hashes = {Hasher.hash(closure_hook) for _ in range(20)}
-    per_hash = (time.perf_counter() - start) / 20
+    hashes = {Hasher.hash(closure_hook) for _ in range(3)}
     assert len(hashes) == 1
-    assert per_hash < 0.01, f"{per_hash:.3f} s per hash: the weights are hashed every time"
     assert Hasher.hash(ActivationHook(closure)) in hashes  # stable across equal hooks
     weights[0, 0] += 1.0
+    # the existing hook's hash was fixed when it was made: hashing it again does not read the
+    # 128 MB of weights (had it re-hashed them, the changed weight would change its hash)
+    assert Hasher.hash(closure_hook) in hashes
     assert Hasher.hash(ActivationHook(closure)) not in hashes  # a new hook sees new weights
     named = ActivationHook(closure, name="proj", version=1)
     assert Hasher.hash(named) != Hasher.hash(ActivationHook(closure, name="proj", version=2))
