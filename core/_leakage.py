@@ -15,6 +15,7 @@ from .report import Leakage
 from .search import NeighborGraph, nearest_among
 
 __all__ = [
+    "first_per_source",
     "leakage_record",
     "nearest_reference",
     "nearest_reference_by_group",
@@ -75,24 +76,21 @@ def nearest_reference_in_pairs(
     b = np.concatenate([j, i])
     d = np.concatenate([distance, distance])
     keep = (split_of_row[b] == reference) & (split_of_row[a] != reference)
-    a, b, d = _nearest_per_source(a[keep], b[keep], d[keep])
-    best_row[a] = b
-    best_dist[a] = d
+    a, b, d = a[keep], b[keep], d[keep]
+    pick = first_per_source(a, b, d)
+    best_row[a[pick]] = b[pick]
+    best_dist[a[pick]] = d[pick]
     return best_row, best_dist
 
 
-def _nearest_per_source(
-    a: np.ndarray, b: np.ndarray, d: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Of the pairs ``(a, b, d)`` ``(p,)`` each, the nearest ``b`` of every distinct ``a``.
-
-    Ties in distance go to the lower ``b``. Returns ``(sources, nearest, distances)``.
+def first_per_source(a: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Indices into the pairs ``(a, b, d)`` ``(p,)`` each of the nearest pair of every
+    distinct source ``a`` (smallest ``d``; ties go to the lower ``b``), ordered by source.
     """
     order = np.lexsort((b, d, a))
-    a, b, d = a[order], b[order], d[order]
-    first = np.ones(len(a), dtype=bool)
-    first[1:] = a[1:] != a[:-1]
-    return a[first], b[first], d[first]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = a[order][1:] != a[order][:-1]
+    return order[first]
 
 
 def nearest_reference_by_group(
@@ -122,11 +120,12 @@ def nearest_reference_by_group(
     b = np.concatenate([gj, gi, np.flatnonzero(has_ref)])
     d = np.concatenate([distance, distance, np.zeros(int(has_ref.sum()), np.float32)])
     keep = has_ref[b]
-    a, b, d = _nearest_per_source(a[keep], lowest_ref[b[keep]], d[keep])
+    a, b, d = a[keep], lowest_ref[b[keep]], d[keep]
+    pick = first_per_source(a, b, d)
     group_row = np.full(n_groups, -1, dtype=np.int64)
     group_dist = np.full(n_groups, np.inf, dtype=np.float32)
-    group_row[a] = b
-    group_dist[a] = d
+    group_row[a[pick]] = b[pick]
+    group_dist[a[pick]] = d[pick]
     best_row = np.where(is_ref, -1, group_row[group])
     best_dist = np.where(is_ref, np.float32(np.inf), group_dist[group]).astype(np.float32)
     return best_row, best_dist

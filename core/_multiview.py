@@ -29,7 +29,7 @@ from ._aligned_run import ALIGNED_SUFFIX, aligned_run
 from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
-from ._leakage import leakage_record
+from ._leakage import first_per_source
 from ._threshold import ResolvedThreshold
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
@@ -40,6 +40,7 @@ from ._view_run import (
     class_counts,
     duplicate_sets,
     histogram,
+    leakage_by_split,
     single_view_result,
 )
 from .report import DuplicatesResult, Leakage
@@ -390,36 +391,21 @@ def _combined_leakage(
     evals = np.where(in_ref_i, j, i)[cross]
     refs = np.where(in_ref_i, i, j)[cross]
     score = score[cross]
-    order = np.lexsort((refs, score, evals))  # per eval row: best score first, ties by row
-    evals, refs, pick = evals[order], refs[order], np.flatnonzero(cross)[order]
-    first = np.ones(len(evals), dtype=bool)
-    first[1:] = evals[1:] != evals[:-1]
+    pick = first_per_source(evals, refs, score)  # per eval row: best score, ties by row
     best_ref = np.full(n, -1, dtype=np.int64)
     best_score = np.full(n, np.inf, dtype=np.float32)
     best_pair = np.full(n, -1, dtype=np.int64)
-    best_ref[evals[first]] = refs[first]
-    best_score[evals[first]] = score[order][first]
-    best_pair[evals[first]] = pick[first]
-    offsets = dataset.offsets
+    best_ref[evals[pick]] = refs[pick]
+    best_score[evals[pick]] = score[pick]
+    best_pair[evals[pick]] = np.flatnonzero(cross)[pick]
+    out = leakage_by_split(best_ref, best_score, dataset, ref_index)
     names = list(relative)
-    out = {}
+    offsets = dataset.offsets
     for s, name in enumerate(dataset.names):
-        if s == ref_index:
+        if name not in out:
             continue
-        span = slice(offsets[s], offsets[s + 1])
-        best = best_ref[span]
-        leak = leakage_record(
-            np.where(best >= 0, best - offsets[ref_index], -1),
-            best_score[span],
-            split=name,
-            reference=dataset.names[ref_index],
-            ids=dataset.ids[s],
-            labels=dataset.labels[s],
-            ref_ids=dataset.ids[ref_index],
-            ref_labels=dataset.labels[ref_index],
-        )
-        pairs = best_pair[span][np.asarray(leak.positions, dtype=np.int64)]
+        leak = out[name]
+        pairs = best_pair[offsets[s] : offsets[s + 1]][np.asarray(leak.positions, dtype=np.int64)]
         leak.found_by = [[v for v in names if relative[v][p] <= 1.0] for p in pairs]
         leak.view_distances = {v: distance[v][pairs].astype(np.float32) for v in names}
-        out[name] = leak
     return out

@@ -53,6 +53,7 @@ __all__ = [
     "duplicate_sets",
     "graph_close_pairs",
     "histogram",
+    "leakage_by_split",
     "result_from_pairs",
     "row_values",
     "single_view_result",
@@ -284,7 +285,7 @@ def result_from_pairs(
             nearest = nearest_reference_in_pairs(
                 pairs.i, pairs.j, pairs.distance, split_of_row, reference
             )
-        leakage = _leakage(nearest, dataset, reference)
+        leakage = leakage_by_split(*nearest, dataset, reference)
     raw_counts, effective = class_counts(dataset, assignment, reference)
     stats_x, local = _member_rows(rows, assignment)
     members = euclidean_pairwise(lambda r: stats_x[local[r]])  # rows read once, above
@@ -384,10 +385,14 @@ def duplicate_sets(
     return [sets[i] for i in order]
 
 
-def _leakage(
-    nearest: tuple[np.ndarray, np.ndarray], dataset: Dataset, ref_index: int
+def leakage_by_split(
+    best_row: np.ndarray, best_dist: np.ndarray, dataset: Dataset, ref_index: int
 ) -> dict[str, Leakage]:
-    best_row, best_dist = nearest
+    """One :class:`Leakage` per evaluation split from every row's nearest reference row.
+
+    ``best_row`` ``(N,)``: global row of each row's nearest reference partner (``-1``: none);
+    ``best_dist`` ``(N,)``: its distance (or score).
+    """
     offsets = dataset.offsets
     out = {}
     for s, name in enumerate(dataset.names):
