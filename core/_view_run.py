@@ -150,21 +150,22 @@ def analyse_view(
     ref_index = reference_index
     nearest = margin = None
     if engine.finds_pairs:
-        graph = engine.neighbor_graph(rows, k, seed=seed)
-        resolved = resolve_threshold(strategy, graph, normalize)
-        copies = find_copies(rows) if engine.dedupe else None
-        partition = engine.fit(rows, seed=seed)
-        margin = engine.margin_for(rows, partition, graph, resolved.value)
-        join = {"seed": seed, "partition": partition, "margin": margin, "progress": progress}
-        if copies is not None and copies.n_copies:  # join each distinct row once
-            pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
-            if ref_index is not None:
-                nearest = nearest_reference_by_group(
-                    pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
-                )
-            pairs = merge_pairs([pairs, copy_pairs(copies)])
-        else:
-            pairs = engine.find_pairs(rows, resolved.value, **join)
+        with engine.thread_limits():
+            graph = engine.neighbor_graph(rows, k, seed=seed)
+            resolved = resolve_threshold(strategy, graph, normalize)
+            copies = find_copies(rows) if engine.dedupe else None
+            partition = engine.fit(rows, seed=seed)
+            margin = engine.margin_for(rows, partition, graph, resolved.value)
+            join = {"seed": seed, "partition": partition, "margin": margin, "progress": progress}
+            if copies is not None and copies.n_copies:  # join each distinct row once
+                pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
+                if ref_index is not None:
+                    nearest = nearest_reference_by_group(
+                        pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
+                    )
+                pairs = merge_pairs([pairs, copy_pairs(copies)])
+            else:
+                pairs = engine.find_pairs(rows, resolved.value, **join)
     else:
         graph = engine.graph(
             rows,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from ._cells import (
 from ._executor import check_executor
 from ._graph import DEFAULT_TREES, NeighborGraph, build_graph
 from ._margin import EXACT_MARGIN, choose_margin
+from ._masks import true_positions
 from ._progress import ProgressFn
 from ._rows import Rows
 from ._sample_knn import sample_rows, sampled_neighbor_graph
@@ -93,6 +94,10 @@ class Backend:
     def settings(self) -> dict[str, Any]:
         """The options recorded in ``result.settings``."""
         return {"backend": self.name}
+
+    def thread_limits(self) -> AbstractContextManager:
+        """A context in which the backend's steps run with its own BLAS thread limit."""
+        return nullcontext()
 
 
 class GraphBackend(Backend):
@@ -298,6 +303,10 @@ class Cells(Backend):
             )
         check_executor(self.executor)
 
+    def thread_limits(self) -> AbstractContextManager:
+        """BLAS limited to ``blas_threads`` threads (k-means, routing, products, statistics)."""
+        return blas_threads(self.blas_threads)
+
     # ----------------------------------------------------------------- statistics
     def sample_size_for(self, n: int, d: int) -> int:
         """Rows sampled for the neighbour statistics of ``n`` rows of width ``d``."""
@@ -323,7 +332,10 @@ class Cells(Backend):
 
     def fit(self, rows: Rows, *, seed: int) -> Partition:
         """The k-means partition of ``rows`` (fitted on a seeded sample)."""
-        seed = self.seed if self.seed is not None else seed
+        with self.thread_limits():
+            return self._fit(rows, seed=self.seed if self.seed is not None else seed)
+
+    def _fit(self, rows: Rows, *, seed: int) -> Partition:
         n_cells = self.cells_for(rows.n)
         wide = self.project_above is not None and rows.d > max(self.project_above, self.project_to)
         if n_cells == 1 and not wide:
@@ -351,7 +363,7 @@ class Cells(Backend):
         if self.margin is not None:
             return float(self.margin)
         close = graph.distances <= threshold
-        sample_at, _ = np.nonzero(close)
+        sample_at, _ = true_positions(close)
         neighbor_ids, neighbor_at = np.unique(graph.indices[close], return_inverse=True)
         with blas_threads(self.blas_threads):
             return choose_margin(

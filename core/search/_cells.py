@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ._masks import true_positions
 from ._torch_join import is_torch_tensor, torch_join
 
 __all__ = [
@@ -246,7 +247,7 @@ def _spill(
     allowance += (1e-5 * (sq_x + max_sq_c) + 1e-12)[:, None]
     keep = d2 <= allowance
     keep[np.arange(len(x)), nearest] = True
-    row, centre = np.nonzero(keep)
+    row, centre = true_positions(keep)
     return row, centre, centre == nearest[row]
 
 
@@ -489,7 +490,7 @@ def _screen_numpy(
         hit = np.flatnonzero(d2.min(axis=1) <= limit[start:stop])
         if len(hit) == 0:
             continue
-        a, b = np.nonzero(d2[hit] <= limit[start + hit, None])
+        a, b = true_positions(d2[hit] <= limit[start + hit, None])
         found_a.append(hit[a] + start)
         found_b.append(b + start)
     return np.concatenate(found_a), np.concatenate(found_b)

@@ -12,6 +12,7 @@ import numpy as np
 
 from ._cells import exact_pair_distances
 from ._graph import NeighborGraph
+from ._masks import true_positions
 from ._rows import Rows
 
 __all__ = ["sample_rows", "sampled_neighbor_graph"]
@@ -80,7 +81,7 @@ def sampled_neighbor_graph(
         if np.isinf(bound).any():  # rows without k candidates yet: the block's k-th value
             take = min(k, len(block))
             bound = np.minimum(bound, np.partition(d2, take - 1, axis=1)[:, take - 1])
-        r, c = np.nonzero(d2 <= bound[:, None])
+        r, c = true_positions(d2 <= bound[:, None])
         values = d2[r, c]
         keep = np.isfinite(values)
         _merge(best_d2, best_id, r[keep], c[keep] + start, values[keep])
