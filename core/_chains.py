@@ -14,7 +14,13 @@ import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 
-__all__ = ["PairwiseFn", "euclidean_pairwise", "set_diameters", "split_chains"]
+__all__ = [
+    "PairwiseFn",
+    "euclidean_pairwise",
+    "euclidean_set_diameters",
+    "set_diameters",
+    "split_chains",
+]
 
 #: ``pairwise(rows_a, rows_b) -> (len(rows_a), len(rows_b))`` float64 distances.
 PairwiseFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -24,6 +30,10 @@ PairwiseFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 _LINKAGE_MAX_MEMBERS = 2048
 _BLOCK = 2048
 _BATCH_ROWS = 512
+#: sets up to this size get their diameters from member differences, all sets of one size
+#: at once (at most this many bytes of differences at a time); larger ones block by block.
+_DIFFERENCE_MAX_MEMBERS = 32
+_DIFFERENCE_BYTES = 32 << 20
 
 
 def euclidean_pairwise(
@@ -69,6 +79,35 @@ def set_diameters(members: list[np.ndarray], pairwise: PairwiseFn) -> np.ndarray
             block = pairwise(rows[start : start + _BLOCK], rows[start:])
             best = max(best, float(block.max()) if block.size else 0.0)
         out[s] = best
+    return out
+
+
+def euclidean_set_diameters(x: np.ndarray, rows: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """``(S,)`` largest Euclidean distance between two members of each set.
+
+    ``x`` ``(n, d)`` holds the rows; ``rows`` ``(M,)`` lists the members set after set and
+    ``sizes`` ``(S,)`` the members per set. Sets of up to 32 members are measured from their
+    members' float32 differences (float64 sums, as every exact distance here), all sets of one
+    size together; larger ones by blocked products (:func:`set_diameters`).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    out = np.zeros(len(sizes))
+    starts = np.cumsum(sizes) - sizes
+    width = max(1, x.shape[1])
+    for size in np.unique(sizes[(sizes >= 2) & (sizes <= _DIFFERENCE_MAX_MEMBERS)]).tolist():
+        sets = np.flatnonzero(sizes == size)
+        left, right = np.triu_indices(size, 1)
+        per_chunk = max(1, _DIFFERENCE_BYTES // (4 * len(left) * width))
+        for lo in range(0, len(sets), per_chunk):
+            chunk = sets[lo : lo + per_chunk]
+            members = x[rows[starts[chunk][:, None] + np.arange(size)]]  # (c, size, d)
+            diff = members[:, left] - members[:, right]  # (c, pairs, d)
+            squared = np.einsum("cpd,cpd->cp", diff, diff, dtype=np.float64)
+            out[chunk] = np.sqrt(squared.max(axis=1))
+    large = np.flatnonzero(sizes > _DIFFERENCE_MAX_MEMBERS)
+    if len(large):
+        members = [rows[starts[s] : starts[s] + sizes[s]] for s in large.tolist()]
+        out[large] = set_diameters(members, euclidean_pairwise(x))
     return out
 
 

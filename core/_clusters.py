@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .search import NeighborGraph
 
-__all__ = ["ClusterAssignment", "close_pairs", "cluster_rows", "set_statistics"]
+__all__ = ["ClusterAssignment", "SetStatistics", "close_pairs", "cluster_rows", "set_statistics"]
 
 
 def close_pairs(graph: NeighborGraph, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -22,7 +25,8 @@ class ClusterAssignment:
     """Connected components of the close-pair graph, keeping components of 2+ rows.
 
     ``label[i]`` is the set number of row ``i`` or ``-1``; ``members[s]`` the sorted rows of
-    set ``s``. Sets are numbered by their smallest row.
+    set ``s``. Sets are numbered by their smallest row. The same, flat: ``rows`` ``(M,)`` every
+    member, set after set (sorted within each), and ``sizes`` ``(S,)`` the members per set.
     """
 
     def __init__(self, n_rows: int, rows: np.ndarray, cols: np.ndarray) -> None:
@@ -41,12 +45,21 @@ class ClusterAssignment:
         rank = np.argsort(np.argsort(kept_rows[first_pos]))
         self.label[kept_rows] = rank[inverse]
         order = np.argsort(self.label[kept_rows], kind="stable")
-        sorted_rows = kept_rows[order]
-        bounds = np.cumsum(np.bincount(self.label[kept_rows], minlength=len(first_pos)))[:-1]
-        self.members: list[np.ndarray] = np.split(sorted_rows, bounds) if len(kept_rows) else []
+        self.rows: np.ndarray = kept_rows[order]
+        self.sizes: np.ndarray = np.bincount(self.label[kept_rows], minlength=len(first_pos))
+
+    @cached_property
+    def members(self) -> list[np.ndarray]:
+        """``members[s]``: the sorted rows of set ``s``."""
+        return np.split(self.rows, np.cumsum(self.sizes)[:-1]) if len(self.rows) else []
+
+    @property
+    def starts(self) -> np.ndarray:
+        """``(S,)`` position in :attr:`rows` of each set's first member."""
+        return np.cumsum(self.sizes) - self.sizes
 
     def __len__(self) -> int:
-        return len(self.members)
+        return len(self.sizes)
 
 
 def cluster_rows(graph: NeighborGraph, threshold: float) -> ClusterAssignment:
@@ -55,48 +68,97 @@ def cluster_rows(graph: NeighborGraph, threshold: float) -> ClusterAssignment:
     return ClusterAssignment(len(graph.indices), rows, cols)
 
 
+#: bytes of member rows gathered at once for the batched principal components.
+_PCA_BYTES = 32 << 20
+
+
 def _pca_scores(samples: np.ndarray, n_components: int) -> np.ndarray:
-    centered = samples - samples.mean(axis=0)
+    """``(..., s, n_components)`` scores of the principal components of each ``(s, d)`` set
+    (batched over leading axes), signs fixed: each component's largest-magnitude score is
+    positive. Centred in the rows' own dtype, decomposed in float64."""
+    centered = samples - samples.mean(axis=-2, keepdims=True)
     u, s, _ = np.linalg.svd(centered.astype(np.float64), full_matrices=False)
-    scores = u[:, :n_components] * s[:n_components]
-    # deterministic signs: the largest-magnitude score of each component is positive
-    signs = np.sign(scores[np.abs(scores).argmax(axis=0), np.arange(scores.shape[1])])
+    scores = u[..., :n_components] * s[..., None, :n_components]
+    largest = np.abs(scores).argmax(axis=-2)[..., None, :]
+    signs = np.sign(np.take_along_axis(scores, largest, axis=-2))
     signs[signs == 0] = 1
     return scores * signs
 
 
-def set_statistics(
-    x: np.ndarray, members: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray | None]]:
+@dataclass
+class SetStatistics:
+    """Per-set statistics of :func:`set_statistics` (``S`` sets, ``M`` members in all).
+
+    Attributes
+    ----------
+    mean, std : (S,) float64
+        Mean and standard deviation of the members' distances to their set's centroid.
+    order : (M,) int64
+        Positions into the flat member array: each set's members in the order of their first
+        principal component (sets of 3+; smaller sets keep their order).
+    central : (S,) int64
+        Index, into each set's ordered members, of the member nearest the centroid.
+    projections : list of (size, 2) float32 or None
+        2-D principal projection of the ordered members of each set of more than 5.
+    """
+
+    mean: np.ndarray
+    std: np.ndarray
+    order: np.ndarray
+    central: np.ndarray
+    projections: list[np.ndarray | None]
+
+
+def set_statistics(x: np.ndarray, rows: np.ndarray, sizes: np.ndarray) -> SetStatistics:
     """Per set: mean and std distance to the centroid, member order, 2-D projection.
+
+    Parameters
+    ----------
+    x:
+        ``(n, d)`` rows the statistics are measured in.
+    rows:
+        ``(M,)`` rows of ``x``, set after set.
+    sizes:
+        ``(S,)`` members per set (each >= 1).
 
     Members of sets with more than 2 rows are ordered by their first principal component
     (similar samples end up side by side); sets with more than 5 rows get a 2-D projection
-    (as DNIKit does). Means and stds are computed for all sets at once.
+    (as DNIKit does). Everything is computed for all sets at once, and the principal
+    components for all sets of one size in one batched decomposition.
     """
-    if not members:
-        return np.zeros(0), np.zeros(0), [], []
-    sizes = np.array([len(m) for m in members])
-    rows = np.concatenate(members)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    sizes = np.asarray(sizes, dtype=np.int64)
+    n_sets, n_members = len(sizes), len(rows)
+    if n_sets == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return SetStatistics(np.zeros(0), np.zeros(0), empty, empty.copy(), [])
+    starts = np.cumsum(sizes) - sizes
+    owner = np.repeat(np.arange(n_sets), sizes)
     sums = np.add.reduceat(x[rows].astype(np.float64), starts, axis=0)
     centroids = sums / sizes[:, None]
-    owner = np.repeat(np.arange(len(members)), sizes)
-    dist = np.empty(len(rows))
+    dist = np.empty(n_members)
     step = 65536
-    for s in range(0, len(rows), step):
+    for s in range(0, n_members, step):
         diff = x[rows[s : s + step]] - centroids[owner[s : s + step]]
         dist[s : s + len(diff)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     means = np.add.reduceat(dist, starts) / sizes
     variances = np.add.reduceat((dist - means[owner]) ** 2, starts) / sizes
-    ordered: list[np.ndarray] = []
-    projections: list[np.ndarray | None] = []
-    for m in members:
-        projection = None
-        if len(m) > 2:
-            m = m[np.argsort(_pca_scores(x[m], 1)[:, 0], kind="stable")]
-        if len(m) > 5:
-            projection = _pca_scores(x[m], 2).astype(np.float32)
-        ordered.append(m)
-        projections.append(projection)
-    return means, np.sqrt(variances), ordered, projections
+    order = np.arange(n_members, dtype=np.int64)
+    projections: list[np.ndarray | None] = [None] * n_sets
+    for size in np.unique(sizes[sizes > 2]).tolist():
+        sets = np.flatnonzero(sizes == size)
+        per_chunk = max(1, _PCA_BYTES // (4 * size * x.shape[1]))
+        for lo in range(0, len(sets), per_chunk):
+            chunk = sets[lo : lo + per_chunk]
+            at = starts[chunk][:, None] + np.arange(size)  # (c, size) flat positions
+            samples = x[rows[at]]  # (c, size, d)
+            rank = np.argsort(_pca_scores(samples, 1)[..., 0], axis=1, kind="stable")
+            order[at] = np.take_along_axis(at, rank, axis=1)
+            if size > 5:
+                ordered = np.take_along_axis(samples, rank[..., None], axis=1)
+                projected = _pca_scores(ordered, 2).astype(np.float32)
+                for set_index, projection in zip(chunk.tolist(), projected):
+                    projections[set_index] = projection
+    # the member nearest the centroid (first in member order on ties)
+    nearest = np.lexsort((np.arange(n_members), dist[order], owner))[starts]
+    central = nearest - starts
+    return SetStatistics(np.asarray(means), np.sqrt(variances), order, central, projections)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ._auto_threshold import Auto
-from ._chains import PairwiseFn, euclidean_pairwise, set_diameters, split_chains
+from ._chains import PairwiseFn, euclidean_pairwise, euclidean_set_diameters, split_chains
 from ._clusters import ClusterAssignment, close_pairs, set_statistics
 from ._errors import NeardupInputError
 from ._leakage import (
@@ -288,9 +288,8 @@ def result_from_pairs(
             )
         leakage = leakage_by_split(*nearest, dataset, reference)
     raw_counts, effective = class_counts(dataset, assignment, reference)
-    stats_x, local = _member_rows(rows, assignment)
-    members = euclidean_pairwise(lambda r: stats_x[local[r]])  # rows read once, above
-    diameters = set_diameters(assignment.members, members)
+    stats_x, local = _member_rows(rows, assignment)  # rows read once
+    diameters = euclidean_set_diameters(stats_x, local[assignment.rows], assignment.sizes)
     return DuplicatesResult(
         split_sizes=dict(zip(dataset.names, dataset.sizes)),
         reference=None if reference is None else dataset.names[reference],
@@ -350,40 +349,61 @@ def duplicate_sets(
     ``x`` is the space the centroid statistics are measured in: ``(N, d)``, or only the rows
     in sets with ``local`` ``(N,)`` giving each global row's position in ``x``.
     ``diameters`` ``(n_sets,)`` comes from the caller (in the view's distance or in
-    threshold units).
+    threshold units). Members' splits, positions, ids and labels are gathered for all sets at
+    once; only the records themselves are built one by one.
     """
-    split_of_row = dataset.split_of_row
-    local_members = assignment.members if local is None else [local[m] for m in assignment.members]
-    means, stds, ordered_local, projections = set_statistics(x, local_members)
-    offsets = dataset.offsets
-    sets = []
-    for index, (members_local, mean, std, proj, diameter) in enumerate(
-        zip(ordered_local, means, stds, projections, diameters)
-    ):
-        # set_statistics orders members along their principal axis: same order, global rows
-        # (``local`` is increasing, so each set's local rows are sorted like its global ones)
-        rows = (
-            members_local
-            if local is None
-            else assignment.members[index][np.searchsorted(local_members[index], members_local)]
+    sizes = assignment.sizes
+    members = assignment.rows
+    stats = set_statistics(x, members if local is None else local[members], sizes)
+    rows = members[stats.order]  # global rows, each set in its principal-axis order
+    split = dataset.split_of_row[rows]
+    positions = (rows - dataset.offsets[split]).tolist()
+    splits = np.asarray(dataset.names, dtype=object)[split].tolist()
+    ids = _member_values(dataset.ids, split, positions)
+    labels = _member_values(dataset.labels, split, positions)
+    ends = np.cumsum(sizes).tolist()
+    starts = [0, *ends[:-1]]
+    sets = [
+        DuplicateSet(
+            ids=None if ids is None else ids[lo:hi],
+            splits=splits[lo:hi],
+            positions=positions[lo:hi],
+            labels=None if labels is None else labels[lo:hi],
+            mean=mean,
+            std=std,
+            projection=projection,
+            diameter=diameter,
+            central=central,
         )
-        members = x[members_local].astype(np.float64)
-        spread = ((members - members.mean(axis=0)) ** 2).sum(axis=1)
-        sets.append(
-            DuplicateSet(
-                ids=row_values(dataset.ids, rows, dataset),
-                splits=[dataset.names[s] for s in split_of_row[rows]],
-                positions=(rows - offsets[split_of_row[rows]]).tolist(),
-                labels=row_values(dataset.labels, rows, dataset),
-                mean=float(mean),
-                std=float(std),
-                projection=proj,
-                diameter=float(diameter),
-                central=int(np.argmin(spread)),
-            )
+        for lo, hi, mean, std, projection, diameter, central in zip(
+            starts,
+            ends,
+            stats.mean.tolist(),
+            stats.std.tolist(),
+            stats.projections,
+            np.asarray(diameters, dtype=np.float64).tolist(),
+            stats.central.tolist(),
         )
-    order = sorted(range(len(sets)), key=lambda i: (sets[i].mean, -sets[i].size, i))
-    return [sets[i] for i in order]
+    ]
+    order = np.lexsort((np.arange(len(sets)), -sizes, stats.mean))
+    return [sets[i] for i in order.tolist()]
+
+
+def _member_values(
+    per_split: list[np.ndarray | None], split: np.ndarray, positions: list[int]
+) -> list[Any] | None:
+    """Python values (ids or labels) of members given by split and position; ``None`` when no
+    split has any (a split without values gives ``None`` for its members)."""
+    if all(v is None for v in per_split):
+        return None
+    at = np.asarray(positions, dtype=np.int64)
+    out = np.full(len(at), None, dtype=object)
+    for s, values in enumerate(per_split):
+        mine = split == s
+        if values is not None and mine.any():
+            picked = values[at[mine]]
+            out[mine] = [to_python(v) for v in picked] if picked.dtype == object else picked
+    return out.tolist()
 
 
 def leakage_by_split(
