@@ -111,14 +111,7 @@ def brute_pairs(x: np.ndarray, t: float) -> set[tuple[int, int]]:
 
 def measure(name: str, raw: np.ndarray) -> None:
     from neardup import Relative
-    from neardup.search import (
-        Cells,
-        Rows,
-        blas_threads,
-        build_graph,
-        sample_rows,
-        sampled_neighbor_graph,
-    )
+    from neardup.search import Rows, build_graph, sample_rows, sampled_neighbor_graph
 
     rows = Rows([raw.reshape(len(raw), -1)], "row")
     x = rows.matrix()
@@ -135,7 +128,16 @@ def measure(name: str, raw: np.ndarray) -> None:
         f"{np.median(error):.1%}, max {error.max():.1%}), {len(truth)} pairs",
         flush=True,
     )
-    cell_size = max(32, n // 64)
+    # n / 64 rows per cell (flat up to 64 cells), and 64 (two levels: rows that reach several
+    # coarse cells are routed by their home leaf below 0.5 t)
+    for cell_size in sorted({max(32, n // 64), 64}, reverse=True):
+        _measure_margins(rows, truth, full, cell_size)
+
+
+def _measure_margins(rows, truth: set, full: float, cell_size: int) -> None:
+    from neardup.search import Cells, blas_threads
+
+    n = rows.n
     for margin in MARGINS:
         backend = Cells(cell_size=cell_size, margin=margin)
         start = time.perf_counter()

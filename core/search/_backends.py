@@ -414,6 +414,7 @@ class Cells(Backend):
         :meth:`find_pairs`."""
         if margin is None:
             margin = EXACT_MARGIN if self.margin is None else self.margin
+        home_only = float(margin) < EXACT_MARGIN  # not exact anyway: the cheaper routing
         margin = float(margin) * float(threshold)
         if partition.n_cells == 1 and partition.projection is None:
             row = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items)
@@ -427,7 +428,7 @@ class Cells(Backend):
             local = None if keep is None else np.flatnonzero(keep[start : start + len(block)])
             if local is not None:
                 block = block[local]
-            r, c, p, _ = route_entries(partition, block, margin=margin)
+            r, c, p, _ = route_entries(partition, block, margin=margin, home_only=home_only)
             if local is not None:
                 r = local[r]
             # int32 where they fit: the entries (~3 per row) set the peak memory at 1M rows

@@ -68,15 +68,21 @@ def choose_margin(
         return EXACT_MARGIN
     a, b = pairs
     for rung, margin in enumerate(_LADDER):
-        if _all_pairs_meet(partition, sample, neighbors, a, b, margin * threshold):
+        if _all_pairs_meet(
+            partition, sample, neighbors, a, b, margin * threshold, home_only=margin < EXACT_MARGIN
+        ):
             safe = _LADDER[min(rung + 1, len(_LADDER) - 1)]
             return max(safe, _FLOOR)
     return EXACT_MARGIN
 
 
-def _cells_of(partition: Partition, rows: np.ndarray, which: np.ndarray, margin: float):
+def _cells_of(
+    partition: Partition, rows: np.ndarray, which: np.ndarray, margin: float, home_only: bool
+):
     """``(pair, cell, primary)`` entries of ``rows[which[pair]]`` for every pair."""
-    row, cell, primary = route_rows(partition, rows, margin=margin, return_primary=True)
+    row, cell, primary = route_rows(
+        partition, rows, margin=margin, return_primary=True, home_only=home_only
+    )
     starts = np.searchsorted(row, np.arange(len(rows)))
     counts = np.diff(np.r_[starts, len(row)])[which]
     pair = np.repeat(np.arange(len(which)), counts)
@@ -92,13 +98,16 @@ def _all_pairs_meet(
     a: np.ndarray,
     b: np.ndarray,
     margin: float,
+    *,
+    home_only: bool,
 ) -> bool:
-    """Whether every pair ``(sample[a], neighbors[b])`` shares a cell where one is primary."""
+    """Whether every pair ``(sample[a], neighbors[b])`` shares a cell where one is primary
+    (rows routed as :class:`Cells` routes them at this margin)."""
     if len(a) == 0:
         return True
     cells = np.int64(partition.n_cells)
-    pair_a, cell_a, primary_a = _cells_of(partition, sample, a, margin)
-    pair_b, cell_b, primary_b = _cells_of(partition, neighbors, b, margin)
+    pair_a, cell_a, primary_a = _cells_of(partition, sample, a, margin, home_only)
+    pair_b, cell_b, primary_b = _cells_of(partition, neighbors, b, margin, home_only)
     _, at_a, at_b = np.intersect1d(
         pair_a * cells + cell_a, pair_b * cells + cell_b, assume_unique=True, return_indices=True
     )
