@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from ._components import component_roots
 from .search import NeighborGraph
 
 __all__ = ["ClusterAssignment", "SetStatistics", "close_pairs", "cluster_rows", "set_statistics"]
@@ -30,23 +29,15 @@ class ClusterAssignment:
     """
 
     def __init__(self, n_rows: int, rows: np.ndarray, cols: np.ndarray) -> None:
-        graph = coo_matrix(
-            (np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n_rows, n_rows)
-        ).tocsr()
-        _, component = connected_components(graph, directed=True, connection="weak")
-        sizes = np.bincount(component)
-        keep = sizes[component] >= 2
+        root = component_roots(n_rows, rows, cols)  # each component's smallest row
+        sizes = np.bincount(root, minlength=n_rows)
+        kept_rows = np.flatnonzero(sizes[root] >= 2)
+        firsts = np.flatnonzero(sizes >= 2)  # ascending: sets numbered by their first row
         self.label = np.full(n_rows, -1, dtype=np.int64)
-        kept_rows = np.flatnonzero(keep)
-        # renumber the kept components by their first (smallest) row
-        _, first_pos, inverse = np.unique(
-            component[kept_rows], return_index=True, return_inverse=True
-        )
-        rank = np.argsort(np.argsort(kept_rows[first_pos]))
-        self.label[kept_rows] = rank[inverse]
+        self.label[kept_rows] = np.searchsorted(firsts, root[kept_rows])
         order = np.argsort(self.label[kept_rows], kind="stable")
         self.rows: np.ndarray = kept_rows[order]
-        self.sizes: np.ndarray = np.bincount(self.label[kept_rows], minlength=len(first_pos))
+        self.sizes: np.ndarray = sizes[firsts]
 
     @cached_property
     def members(self) -> list[np.ndarray]:

@@ -19,7 +19,6 @@ banded Gram matrix of the column interpolation (no ``Z`` is ever formed).
 from __future__ import annotations
 
 import numpy as np
-from scipy import sparse
 
 __all__ = ["DEFAULT_SCALES", "aligned_distances"]
 
@@ -112,6 +111,8 @@ class _Sampler:
     (two non-zeros per output position: a dense product would be ~14x the work at R = 28)."""
 
     def __init__(self, weights: np.ndarray) -> None:
+        from scipy import sparse  # imported here: scipy costs ~0.4 s of CPU to import
+
         _, inner, side = weights.shape
         self.weights = weights
         self.rows = sparse.csr_matrix(weights.reshape(-1, side))  # (T*r, R)
