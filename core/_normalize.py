@@ -10,7 +10,13 @@ from ._errors import NeardupInputError
 
 NORMALIZE_CHOICES = ("row", "column", None)
 
-__all__ = ["NORMALIZE_CHOICES", "check_normalize", "column_norms", "normalize_inplace"]
+__all__ = [
+    "NORMALIZE_CHOICES",
+    "check_normalize",
+    "column_norms",
+    "normalize_inplace",
+    "row_norms",
+]
 
 _BLOCK_ROWS = 65536
 
@@ -39,6 +45,14 @@ def column_norms(blocks: Iterable[np.ndarray]) -> np.ndarray:
     return norms.astype(np.float32)
 
 
+def row_norms(block: np.ndarray) -> np.ndarray:
+    """``(m,)`` float32 L2 norm of every row of a float32 ``(m, d)`` block (float64 sums), zero
+    rows as 1: what ``"row"`` normalisation divides each row by."""
+    norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
+    norms[norms == 0] = 1.0
+    return norms.astype(np.float32)
+
+
 def normalize_inplace(matrix: np.ndarray, normalize: str | None) -> np.ndarray:
     """Normalise ``matrix`` (``(N, d)`` float32) in place and return it.
 
@@ -51,9 +65,7 @@ def normalize_inplace(matrix: np.ndarray, normalize: str | None) -> np.ndarray:
     if normalize == "row":
         for start in range(0, len(matrix), _BLOCK_ROWS):
             block = matrix[start : start + _BLOCK_ROWS]
-            norms = np.sqrt(np.einsum("ij,ij->i", block, block, dtype=np.float64))
-            norms[norms == 0] = 1.0
-            block /= norms[:, None].astype(np.float32)
+            block /= row_norms(block)[:, None]
     elif normalize == "column":
         matrix /= column_norms(
             matrix[start : start + _BLOCK_ROWS] for start in range(0, len(matrix), _BLOCK_ROWS)

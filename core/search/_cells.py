@@ -254,12 +254,8 @@ def _spill(
     d2 = _centre_scores(x, centres, sq_c)
     nearest = np.argmin(d2, axis=1)
     best = d2[np.arange(len(x)), nearest]
-    d2 -= best[:, None]
-    allowance = (2.0 * float(margin)) * gaps[nearest]
-    allowance += _slack(sq_x, max_sq_c)
-    keep = d2 <= allowance
-    keep[np.arange(len(x)), nearest] = True
-    row, centre = true_positions(keep)
+    d2 -= best[:, None] + _slack(sq_x, max_sq_c)  # the nearest centre itself stays below 0
+    row, centre = true_positions(d2 <= ((2.0 * float(margin)) * gaps)[nearest])
     return row, centre, centre == nearest[row], nearest, best
 
 
@@ -415,14 +411,13 @@ def _route_home_leaves(
         leaves = partition.leaves_of(c)
         centres = partition.centroids[leaves]
         d2 = _centre_scores(rows[members], centres, sq_centres[leaves])
-        d2 -= home_score[members][:, None]
-        homes = partition.centroids[home[members]]
-        gaps = _centre_scores(homes, centres, sq_centres[leaves])
-        gaps += sq_centres[home[members]][:, None]
+        d2 -= home_score[members][:, None] + _slack(sq[members], float(sq_centres.max()))
+        homes, which = np.unique(home[members], return_inverse=True)
+        gaps = _centre_scores(partition.centroids[homes], centres, sq_centres[leaves])
+        gaps += sq_centres[homes][:, None]
         np.sqrt(np.maximum(gaps, 0.0, out=gaps), out=gaps)  # |home - leaf|
-        allowance = (2.0 * float(margin)) * gaps
-        allowance += _slack(sq[members], float(sq_centres.max()))
-        l_row, l_cell = true_positions(d2 <= allowance)
+        gaps *= 2.0 * float(margin)
+        l_row, l_cell = true_positions(d2 <= gaps[which.reshape(-1)])
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
         out_primary.append(np.zeros(len(l_row), dtype=bool))

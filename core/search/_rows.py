@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .._normalize import row_norms
 from .._transform import Transform
 
 __all__ = ["Rows"]
@@ -48,6 +49,11 @@ class Rows:
         self.d = int(self._arrays[0].shape[1])
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
         self._matrix: np.ndarray | None = None
+        # row normalisation without PCA: every row's norm, kept from the first full pass so
+        # that a gather divides by it (one pass) instead of normalising the rows again
+        self._by_row = self.normalize == "row" and self.transform.reducer is None
+        self._norms: np.ndarray | None = None
+        self._norms_filled = 0
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -84,7 +90,24 @@ class Rows:
                 yield start, self._matrix[start : start + block_rows]
             return
         for start, raw in self._raw_blocks(block_rows):
-            yield start, self.transform.apply(raw)
+            if not self._by_row:
+                yield start, self.transform.apply(raw)
+                continue
+            block = np.array(raw, dtype=np.float32)  # a copy: normalised in place
+            norms = row_norms(block)
+            block /= norms[:, None]
+            self._keep_norms(start, norms)
+            yield start, block
+
+    def _keep_norms(self, start: int, norms: np.ndarray) -> None:
+        """Record the norms of rows ``start:start + len(norms)`` while a pass runs in order."""
+        if self._norms is None:
+            if start != 0:
+                return
+            self._norms = np.empty(self.n, dtype=np.float32)
+        if start == self._norms_filled:
+            self._norms[start : start + len(norms)] = norms
+            self._norms_filled += len(norms)
 
     def raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """Blocks of the values before normalisation, cast to float32 (for exact-copy hashing)."""
@@ -106,7 +129,8 @@ class Rows:
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
-        matrix is built: rows are read from the caller's arrays and normalised)."""
+        matrix is built: rows are read from the caller's arrays and normalised; after one full
+        pass of :meth:`blocks` with row normalisation, by dividing by the recorded norms)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
             return self._matrix[rows]
@@ -114,6 +138,10 @@ class Rows:
             block = self._arrays[0][rows]  # fancy indexing: already a copy
         else:
             block = self.raw_rows(rows)
+        if self._by_row and self._norms_filled == self.n:
+            block = np.asarray(block, dtype=np.float32)  # owned either way: divided in place
+            block /= self._norms[rows][:, None]
+            return block
         return self.transform.apply(block)
 
     def matrix(self) -> np.ndarray:
