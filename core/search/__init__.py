@@ -42,6 +42,7 @@ from ._backends import (
 )
 from ._cells import (
     DEFAULT_BLOCK_SIZE,
+    TORCH_BLOCK_SIZE,
     ClosePairs,
     Partition,
     exact_pair_distances,
@@ -73,6 +74,7 @@ __all__ = [
     "BACKEND_NAMES",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_TREES",
+    "TORCH_BLOCK_SIZE",
     "Annoy",
     "Backend",
     "CellTask",

@@ -39,6 +39,7 @@ from ._torch_join import is_torch_tensor, torch_join
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "TORCH_BLOCK_SIZE",
     "ClosePairs",
     "Partition",
     "fit_partition",
@@ -49,8 +50,12 @@ __all__ = [
     "route_rows",
 ]
 
-#: query rows per matrix product inside a cell (a (block, cell) float32 product at a time).
-DEFAULT_BLOCK_SIZE = 2048
+#: query rows per matrix product inside a cell (a (block, cell) float32 product at a time):
+#: blocks this small skip most of the lower triangle of the primary rows' square (measured
+#: 17 % less join CPU at 100,000 x 40 than with 2,048).
+DEFAULT_BLOCK_SIZE = 128
+#: ...and in torch, where one launch per product costs more than the triangle.
+TORCH_BLOCK_SIZE = 2048
 #: above this many cells the partition has two levels (about sqrt(n_cells) coarse cells).
 _FLAT_MAX_CELLS = 64
 _KMEANS_ITERATIONS = 5
@@ -412,16 +417,27 @@ def _route_home_leaves(
         centres = partition.centroids[leaves]
         d2 = _centre_scores(rows[members], centres, sq_centres[leaves])
         d2 -= home_score[members][:, None] + _slack(sq[members], float(sq_centres.max()))
-        homes, which = np.unique(home[members], return_inverse=True)
+        homes, which = _distinct(home[members], partition.n_cells)
         gaps = _centre_scores(partition.centroids[homes], centres, sq_centres[leaves])
         gaps += sq_centres[homes][:, None]
         np.sqrt(np.maximum(gaps, 0.0, out=gaps), out=gaps)  # |home - leaf|
         gaps *= 2.0 * float(margin)
-        l_row, l_cell = true_positions(d2 <= gaps[which.reshape(-1)])
+        l_row, l_cell = true_positions(d2 <= gaps[which])
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
         out_primary.append(np.zeros(len(l_row), dtype=bool))
     return _joined(out_row, out_cell, out_primary, out_primary)
+
+
+def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` for ints in ``[0, bound)``, by a lookup
+    table instead of a sort (measured 16 % of the routing at 1M x 64 with the sort)."""
+    seen = np.zeros(bound, dtype=bool)
+    seen[values] = True
+    distinct = np.flatnonzero(seen)
+    position = np.zeros(bound, dtype=np.int64)
+    position[distinct] = np.arange(len(distinct))
+    return distinct, position[values]
 
 
 _GEOMETRY: dict[int, tuple[Partition, list]] = {}
@@ -478,7 +494,7 @@ def join_cell(
     row_ids: np.ndarray,
     *,
     threshold: float,
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
     n_primary: int | None = None,
     device: str | None = None,
     verify: Any = None,
@@ -495,7 +511,8 @@ def join_cell(
     threshold:
         Pairs at distance ``<= threshold`` (compared in float32, as the neighbour graphs are).
     block_size:
-        Rows per matrix product (a ``(block_size, m)`` float32 product at a time).
+        Rows per matrix product (a ``(block_size, m)`` float32 product at a time); ``None``:
+        128 in numpy, 2,048 in torch.
     n_primary:
         Only pairs with at least one of the first ``n_primary`` rows (the cell's primary rows);
         ``None``: all pairs.
@@ -512,7 +529,10 @@ def join_cell(
     n_primary = m if n_primary is None else min(int(n_primary), m)
     if m < 2 or n_primary < 1:
         return ClosePairs.empty()
-    if device is not None or is_torch_tensor(rows):
+    in_torch = device is not None or is_torch_tensor(rows)
+    if block_size is None:
+        block_size = TORCH_BLOCK_SIZE if in_torch else DEFAULT_BLOCK_SIZE
+    if in_torch:
         a, b, dist = torch_join(
             rows,
             verify,
