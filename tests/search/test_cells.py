@@ -139,6 +139,29 @@ def test_route_rows_nearest_first_and_partition_round_trip(data):
     assert np.array_equal(route_rows(again, data, margin=0.1)[1], cell)
 
 
+def test_home_only_routing_has_one_primary_entry_per_row_at_its_home(data):
+    part = fit_partition(data[:2000], n_cells=100, seed=3)
+    margin = 0.05
+    row, cell, primary = route_rows(part, data, margin=margin, return_primary=True)
+    h_row, h_cell, h_primary = route_rows(
+        part, data, margin=margin, return_primary=True, home_only=True
+    )
+    first = np.r_[True, row[1:] != row[:-1]]
+    h_first = np.r_[True, h_row[1:] != h_row[:-1]]
+    # one primary entry per row: its home (nearest leaf of its nearest coarse cell), first
+    assert h_primary.sum() == len(data) and np.all(h_primary == h_first)
+    assert np.array_equal(h_cell[h_first], cell[first])
+    assert primary.sum() > len(data)  # the exact routing has one per coarse cell reached
+    # every other entry is a leaf within the margin of its boundary with the home leaf
+    home = np.repeat(h_cell[h_first], np.diff(np.r_[np.flatnonzero(h_first), len(h_row)]))
+    x = data[h_row].astype(np.float64)
+    a, b = part.centroids[home].astype(np.float64), part.centroids[h_cell].astype(np.float64)
+    to_bisector = (((x - b) ** 2).sum(1) - ((x - a) ** 2).sum(1)) / (
+        2 * np.maximum(np.linalg.norm(a - b, axis=1), 1e-12)
+    )
+    assert np.all(to_bisector[~h_primary] <= margin + 1e-4)
+
+
 def test_merge_pairs_is_order_independent(data):
     rows = Rows([data], None)
     backend = Cells(n_cells=20)
