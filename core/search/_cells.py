@@ -15,6 +15,12 @@ and ``B`` and their distances to it add up to the projection of ``b - a`` on its
 cells, both rows meet in one coarse cell; applied to that coarse cell's leaves, one row reaches
 the other's nearest leaf there, where the other is primary: the pair is joined.
 
+Below half the threshold the join is not exact anyway (``neardup.search._margin`` chooses such
+margins from sampled pairs), and :class:`~neardup.search.Cells` routes by the *home* leaf alone
+(``route_entries(..., home_only=True)``): a row is primary only in its nearest leaf of its
+nearest coarse cell, and is copied into the leaves of any coarse cell it reaches whose
+boundary with that home leaf lies within the margin, as in a flat partition of the leaves.
+
 Public contract (also used by the Ray executor, ``neardup.integrations``):
 
 - :func:`fit_partition` ``(sample, n_cells, seed) -> Partition`` (plain arrays, no pickle);
