@@ -438,10 +438,11 @@ def _rewrite_cells(path, change) -> None:
         (lambda a: a.update(starts=a["starts"][:-1]), "cell bounds of the wrong shape"),
         (lambda a: a.update(centroids=a["centroids"][:, :5]), "cell centres of the wrong shape"),
         (lambda a: a.update(margin=np.float64(np.nan)), "an impossible margin"),
-        (lambda a: a.update(members=a["members"].astype(np.float32)), "listed rows that are not integers"),
+        (lambda a: a.update(members=a["members"].astype(np.float32)),
+         "listed rows that are not integers"),
         (lambda a: a.pop("parent"), r"cells.npz cannot be read \('parent"),
     ],
-)
+)  # fmt: skip
 def test_crafted_cells_are_refused(data, tmp_path, change, message):
     index = ReferenceIndex.build(data[0], threshold=Distance(0.1), backend=Cells(cell_size=64))
     path = index.save(tmp_path / "idx")
