@@ -37,6 +37,7 @@ from ..search import (
     blas_threads,
     exact_pair_distances,
     route_entries,
+    sample_rows,
 )
 from ._storage import CELLS, corrupt, write_file
 
@@ -47,6 +48,8 @@ _QUERY_ROWS = 262_144
 _QUERY_BYTES = 64 << 20
 #: entries of one (queries, reference rows) product in a cell (64 MB of float32).
 _PRODUCT_ENTRIES = 16 << 20
+#: close rows per sampled row above which the margin's sample falls back to the kNN graph.
+_MAX_CLOSE_PER_ROW = 64
 #: relative float32 slack of the product screen (times the largest squared row norm).
 _SCREEN_SLACK = 1e-4
 
@@ -97,6 +100,19 @@ class CellEngine:
         self.members = members
         self.vectors = vectors
         self._blas_threads = blas_threads
+        self._sq: np.ndarray | None = None  # squared norms of the vectors, once scored
+
+    def _norms(self) -> np.ndarray:
+        """``(N,)`` float32 squared norms of the reference rows (computed once, blocked)."""
+        if self._sq is None:
+            sq = np.empty(len(self.vectors), dtype=np.float32)
+            step = max(1, _QUERY_BYTES // (4 * max(1, self.vectors.shape[1])))
+            for start in range(0, len(sq), step):
+                sq[start : start + step] = _squared_norms(
+                    np.asarray(self.vectors[start : start + step])
+                )
+            self._sq = sq
+        return self._sq
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -104,6 +120,42 @@ class CellEngine:
         """Exact ``k`` nearest neighbours (among all rows) of a seeded sample of ``x``: the
         threshold's statistics and the automatic margin's sampled pairs."""
         return backend.neighbor_graph(Rows.from_matrix(x), k, seed=seed)
+
+    @staticmethod
+    def close_pairs_graph(
+        x: np.ndarray, backend: Cells, *, threshold: float, seed: int
+    ) -> NeighborGraph | None:
+        """Every row within ``threshold`` of each row of the seeded sample :meth:`graph`
+        would take (padded with ``-1``/``inf``): all that the automatic margin reads, for a
+        fixed threshold, at the cost of one threshold join instead of a kNN search. ``None``
+        when the sampled rows have more than ``_MAX_CLOSE_PER_ROW`` close rows each on
+        average (a threshold that large: use :meth:`graph`)."""
+        seed = backend.seed if backend.seed is not None else seed
+        sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
+        queries = np.ascontiguousarray(x[sample])
+        step = max(1, _PRODUCT_ENTRIES // max(1, len(sample)))
+        found_a, found_b, found_d = [], [], []
+        count = 0
+        for start in range(0, len(x), step):
+            a, b, dist = _close(queries, np.asarray(x[start : start + step]), threshold)
+            own = sample[a] != b + start
+            found_a.append(a[own])
+            found_b.append(b[own] + start)
+            found_d.append(dist[own])
+            count += int(own.sum())
+            if count > _MAX_CLOSE_PER_ROW * len(sample):
+                return None
+        a, b, dist = (np.concatenate(parts) for parts in (found_a, found_b, found_d))
+        order = np.lexsort((b, dist, a))
+        a, b, dist = a[order], b[order], dist[order]
+        counts = np.bincount(a, minlength=len(sample))
+        width = max(1, int(counts.max()) if len(counts) else 1)
+        rank = np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
+        indices = np.full((len(sample), width), -1, dtype=np.int64)
+        distances = np.full((len(sample), width), np.inf, dtype=np.float32)
+        indices[a, rank] = b
+        distances[a, rank] = dist
+        return NeighborGraph(indices, distances, backend="cells", rows=sample, total_rows=len(x))
 
     @classmethod
     def build(
@@ -173,6 +225,7 @@ class CellEngine:
         if len(queries) == 0:
             return best_row, best_dist
         with blas_threads(self._blas_threads):
+            sq = self._norms()
             q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
             order = np.argsort(q_cell, kind="stable")
             q_row, q_cell = q_row[order], q_cell[order]
@@ -184,7 +237,13 @@ class CellEngine:
                 if len(listed) == 0:
                     continue
                 at = q_row[lo:hi]
-                a, b, dist = _close(queries[at], np.asarray(self.vectors[listed]), threshold)
+                a, b, dist = _close(
+                    queries[at],
+                    np.asarray(self.vectors[listed]),
+                    threshold,
+                    sq[listed],
+                    nearest_only=True,
+                )
                 if len(a):
                     found_q.append(at[a])
                     found_r.append(listed[b].astype(np.int64))
@@ -235,25 +294,52 @@ class CellEngine:
         )
 
 
-def _close(q: np.ndarray, r: np.ndarray, threshold: float):
-    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly."""
-    sq_q = np.einsum("ij,ij->i", q, q, dtype=np.float64).astype(np.float32)
-    sq_r = np.einsum("ij,ij->i", r, r, dtype=np.float64).astype(np.float32)
-    slack = _SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12
-    limit = (np.float32(threshold) ** 2 + np.float32(slack) - sq_q).astype(np.float32)
+def _close(
+    q: np.ndarray,
+    r: np.ndarray,
+    threshold: float,
+    sq_r: np.ndarray | None = None,
+    *,
+    nearest_only: bool = False,
+):
+    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
+    (``sq_r``: the squared norms of ``r``, when known). ``nearest_only``: only each query's
+    nearest rows (and near-ties within the screen's slack), however many are within."""
+    sq_q = _squared_norms(q)
+    sq_r = _squared_norms(r) if sq_r is None else sq_r
+    slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
+    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
     step = max(1, _PRODUCT_ENTRIES // len(r))
     found_a, found_b = [], []
     for start in range(0, len(q), step):
         d2 = q[start : start + step] @ r.T
         d2 *= -2.0
         d2 += sq_r[None, :]  # |q - r|^2 - |q|^2
-        a, b = np.nonzero(d2 <= limit[start : start + step, None])
+        bound = limit[start : start + step]
+        if nearest_only:
+            bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)
+        # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+        a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
         found_a.append(a + start)
         found_b.append(b)
     a, b = np.concatenate(found_a), np.concatenate(found_b)
-    dist = exact_pair_distances(r[b], q[a])
+    dist = _pair_distances(r, b, q, a)
     keep = dist <= np.float32(threshold)
     return a[keep], b[keep], dist[keep]
+
+
+def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a time."""
+    step = max(1, _QUERY_BYTES // (4 * max(1, r.shape[1])))
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), step):
+        stop = start + step
+        out[start:stop] = exact_pair_distances(r[b[start:stop]], q[a[start:stop]])
+    return out
+
+
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
 
 
 def _check_cells(

@@ -231,15 +231,14 @@ class ReferenceIndex:
             resolved = resolve_threshold(strategy, graph, normalize)
             engine_settings = {**engine_backend.settings(), "k": k}
         else:
-            automatic = engine_backend.margin is None
-            graph = (
-                CellEngine.graph(x, engine_backend, k=k, seed=seed)
-                if needs_graph or automatic
-                else None
-            )
-            resolved = resolve_threshold(
-                strategy, graph if needs_graph and graph is not None else _no_graph(k), normalize
-            )
+            graph = None
+            if needs_graph:
+                graph = CellEngine.graph(x, engine_backend, k=k, seed=seed)
+            resolved = resolve_threshold(strategy, graph or _no_graph(k), normalize)
+            if graph is None and engine_backend.margin is None:  # the margin's sampled pairs
+                graph = CellEngine.close_pairs_graph(
+                    x, engine_backend, threshold=resolved.value, seed=seed
+                ) or CellEngine.graph(x, engine_backend, k=k, seed=seed)
             engine, multiple = CellEngine.build(
                 x, engine_backend, graph=graph, threshold=resolved.value, seed=seed
             )
@@ -254,7 +253,7 @@ class ReferenceIndex:
             }  # fmt: skip
             for option in ("device", "executor", "dedupe"):
                 engine_settings.pop(option, None)
-        graph_backend = "none" if graph is None or not needs_graph else graph.backend
+        graph_backend = graph.backend if needs_graph else "none"
         del graph
         settings = {
             "normalize": normalize,
