@@ -180,7 +180,7 @@ class CellEngine:
                 multiple = 0.5 if backend.margin is None else float(backend.margin)
             else:
                 multiple = backend.margin_for(rows, partition, graph, threshold)
-            row, cell, _ = backend.route(rows, partition, threshold, margin=multiple)
+            row, cell = _list_rows(partition, x, multiple * threshold)
         starts = np.searchsorted(cell, np.arange(partition.n_cells + 1)).astype(np.int64)
         engine = cls(
             partition,
@@ -294,6 +294,23 @@ class CellEngine:
         )
 
 
+def _list_rows(
+    partition: Partition, x: np.ndarray, margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, cell)`` of every entry of the ``(N, d)`` rows ``x`` routed with ``margin`` (the
+    same routing as the queries'), sorted by cell, then row; rows as int32 where they fit."""
+    step = max(256, min(_QUERY_ROWS, _QUERY_BYTES // (4 * max(1, x.shape[1]))))
+    index = np.int32 if len(x) < 2**31 else np.int64
+    rows, cells = [], []
+    for start in range(0, len(x), step):
+        r, c, _, _ = route_entries(partition, np.asarray(x[start : start + step]), margin=margin)
+        rows.append((r + start).astype(index))
+        cells.append(c.astype(np.int32))
+    row, cell = np.concatenate(rows), np.concatenate(cells)
+    order = np.lexsort((row, cell))
+    return row[order], cell[order]
+
+
 def _close(
     q: np.ndarray,
     r: np.ndarray,
@@ -309,12 +326,17 @@ def _close(
     sq_r = _squared_norms(r) if sq_r is None else sq_r
     slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
     limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
+    # one product gives |r|^2 - 2 q.r = |q - r|^2 - |q|^2: rows [q, 1] times columns [-2 r, |r|^2]
+    left = np.empty((len(q), q.shape[1] + 1), dtype=np.float32)
+    left[:, :-1] = q
+    left[:, -1] = 1.0
+    right = np.empty((len(r), r.shape[1] + 1), dtype=np.float32)
+    np.multiply(r, -2.0, out=right[:, :-1])
+    right[:, -1] = sq_r
     step = max(1, _PRODUCT_ENTRIES // len(r))
     found_a, found_b = [], []
     for start in range(0, len(q), step):
-        d2 = q[start : start + step] @ r.T
-        d2 *= -2.0
-        d2 += sq_r[None, :]  # |q - r|^2 - |q|^2
+        d2 = left[start : start + step] @ right.T
         bound = limit[start : start + step]
         if nearest_only:
             bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)

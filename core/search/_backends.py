@@ -54,6 +54,8 @@ _FIT_ROWS_PER_CELL = 32
 _FIT_ROWS_MAX = 65_536
 #: ...and at most this many bytes of them (wide rows).
 _FIT_BYTES = 128 << 20
+#: rows of the fit sample the wide rows' projection is fitted on.
+_PROJECTION_ROWS = 2048
 #: rows routed to cells at once (one (block, coarse cells) product at a time), and at most
 #: this many bytes of them (wide rows).
 _ROUTE_ROWS = 65_536
@@ -334,7 +336,10 @@ class Cells(Backend):
         fit_rows = rows.take(sample_rows(rows.n, size, seed + 1))
         projection = None
         if wide:
-            projection = orthonormal_projection(fit_rows, self.project_to, seed=seed)
+            # a range finder needs a few times project_to rows: 2,048 spread over the sample
+            # (measured 1.9 -> 0.4 CPU s at 60,000 x 3,072), its variance judged on them all
+            spread = fit_rows[:: max(1, len(fit_rows) // _PROJECTION_ROWS)]
+            projection = orthonormal_projection(spread, self.project_to, seed=seed)
             if _captured_variance(fit_rows, projection) >= _MIN_CAPTURED_VARIANCE:
                 fit_rows = fit_rows @ projection.T
             else:  # distances shrink so much there that cells collapse: stay in full width
