@@ -14,8 +14,8 @@ rows are in one duplicate set).
     python benchmarks/bench_duplicates.py --sizes 10000000x64 --no-dnikit --mmap
         # the input read from a .npy on disk (np.load(mmap_mode="r")), streamed
 
-Inputs above 2M rows are generated block by block straight into the .npy (same kind of data;
-``make_data``'s float64 temporaries would need 8 GB at 10M rows).
+Inputs above 2M rows or 256M values (1M x 512) are generated block by block straight into the
+.npy (same kind of data; ``make_data``'s float64 temporaries would need 8 GB at 10M rows).
 """
 
 from __future__ import annotations
@@ -41,15 +41,16 @@ def _load(n: int, d: int, data: str | None, mmap: bool = False) -> np.ndarray:
     return make_data(n, d)
 
 
-#: above this many rows the data are generated block by block into the file.
+#: above this many rows, or values, the data are generated block by block into the file.
 _IN_MEMORY_ROWS = 2_000_000
+_IN_MEMORY_VALUES = 256_000_000
 _GEN_BLOCK = 1 << 20
 
 
 def write_data(n: int, d: int, path: str, seed: int = 0) -> None:
     """``make_data(n, d)`` saved to ``path``; above 2M rows the same kind of data (clusters,
     1 % exact, 1 % noisy, 1 % shifted copies) is generated block by block into the file."""
-    if n <= _IN_MEMORY_ROWS:
+    if n <= _IN_MEMORY_ROWS and n * d <= _IN_MEMORY_VALUES:
         np.save(path, make_data(n, d, seed))
         return
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .._transform import Transform
+from ._mapped import PageBudget, release_pages
 
 __all__ = ["Rows"]
 
@@ -48,6 +49,7 @@ class Rows:
         self.d = int(self._arrays[0].shape[1])
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
         self._matrix: np.ndarray | None = None
+        self._pages = PageBudget(self._arrays)  # memmapped inputs: pages released as read
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -76,6 +78,7 @@ class Rows:
         for offset, array in zip(self._offsets, self._arrays):
             for start in range(0, len(array), block_rows):
                 yield int(offset) + start, array[start : start + block_rows]
+                release_pages(array)  # a memmap's block is copied by now: out of the RSS
 
     def blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(global start row, normalised float32 block)``; one block in memory at a time."""
@@ -110,6 +113,7 @@ class Rows:
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
             return self._matrix[rows]
+        self._pages.spend(len(rows) * self.d * 4)
         if len(self._arrays) == 1:
             block = self._arrays[0][rows]  # fancy indexing: already a copy
         else:
