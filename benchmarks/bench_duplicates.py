@@ -11,6 +11,11 @@ rows are in one duplicate set).
     python benchmarks/bench_duplicates.py --large    # also 1M x 64 and 1M x 512 (minutes)
     python benchmarks/bench_duplicates.py --wide     # also 60,000 x 3,072 (neardup only)
     python benchmarks/bench_duplicates.py --annoy    # neardup with Annoy() instead of Cells()
+    python benchmarks/bench_duplicates.py --sizes 10000000x64 --no-dnikit --mmap
+        # the input read from a .npy on disk (np.load(mmap_mode="r")), streamed
+
+Inputs above 2M rows or 256M values (1M x 512) are generated block by block straight into the
+.npy (same kind of data; ``make_data``'s float64 temporaries would need 8 GB at 10M rows).
 """
 
 from __future__ import annotations
@@ -27,10 +32,54 @@ import time
 import numpy as np
 
 
-def _load(n: int, d: int, data: str | None) -> np.ndarray:
+def _load(n: int, d: int, data: str | None, mmap: bool = False) -> np.ndarray:
     """The input, read from ``data`` (.npy written by the parent) so that generating it (whose
-    float64 temporaries dwarf everything else at 1M rows) does not set the peak RSS."""
-    return np.load(data) if data else make_data(n, d)
+    float64 temporaries dwarf everything else at 1M rows) does not set the peak RSS; with
+    ``mmap``, memory-mapped read-only (``np.load(mmap_mode="r")``)."""
+    if data:
+        return np.load(data, mmap_mode="r" if mmap else None)
+    return make_data(n, d)
+
+
+#: above this many rows, or values, the data are generated block by block into the file.
+_IN_MEMORY_ROWS = 2_000_000
+_IN_MEMORY_VALUES = 256_000_000
+_GEN_BLOCK = 1 << 20
+
+
+def write_data(n: int, d: int, path: str, seed: int = 0) -> None:
+    """``make_data(n, d)`` saved to ``path``; above 2M rows the same kind of data (clusters,
+    1 % exact, 1 % noisy, 1 % shifted copies) is generated block by block into the file."""
+    if n <= _IN_MEMORY_ROWS and n * d <= _IN_MEMORY_VALUES:
+        np.save(path, make_data(n, d, seed))
+        return
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, d))
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(max(10, n // 100), d)).astype(np.float32)
+    for start in range(0, n, _GEN_BLOCK):
+        m = min(_GEN_BLOCK, n - start)
+        block = centers[rng.integers(0, len(centers), m)]
+        block += rng.normal(scale=0.5, size=(m, d)).astype(np.float32)
+        out[start : start + m] = block
+    m = n // 100
+    targets = rng.choice(n, 3 * m, replace=False)
+    sources = rng.integers(0, n, 3 * m)
+    first = np.asarray(out[:_GEN_BLOCK])
+    scale = float(np.linalg.norm(first, axis=1).mean() / np.sqrt(d))
+    for kind in range(3):
+        for start in range(kind * m, (kind + 1) * m, _GEN_BLOCK):
+            stop = min((kind + 1) * m, start + _GEN_BLOCK)
+            src = np.asarray(out[np.sort(sources[start:stop])])
+            order = np.argsort(sources[start:stop], kind="stable")
+            src_rows = np.empty_like(src)
+            src_rows[order] = src
+            if kind == 1:
+                src_rows += rng.normal(scale=0.01 * scale, size=src_rows.shape).astype(np.float32)
+            elif kind == 2:
+                src_rows = np.roll(src_rows, 1, axis=1) * 0.05 + 0.95 * src_rows
+            out[targets[start:stop]] = src_rows
+    out.flush()
+    del out
 
 
 def make_data(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -63,9 +112,15 @@ def _children_cpu() -> float:
 
 
 def _child(
-    method: str, n: int, d: int, recall_queries: int, options: dict, data: str | None = None
+    method: str,
+    n: int,
+    d: int,
+    recall_queries: int,
+    options: dict,
+    data: str | None = None,
+    mmap: bool = False,
 ) -> dict:
-    x = _load(n, d, data)
+    x = _load(n, d, data, mmap)
     base = _peak_mb()
     split = int(0.8 * n)
     start = time.perf_counter()
@@ -123,27 +178,37 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
         set_of[rows] = number
     rows = np.random.default_rng(1).choice(len(xn), min(queries, len(xn)), replace=False)
     sq = np.einsum("ij,ij->i", xn, xn, dtype=np.float64).astype(np.float32)
-    found = total = 0
-    step = max(1, (64 << 20) // (4 * len(xn)))
-    for start in range(0, len(rows), step):
-        block = rows[start : start + step]
-        # float32 screen (|a|^2 + |b|^2 - 2ab, generous margin), then exact distances
-        d2 = xn[block] @ xn.T
-        d2 *= -2.0
-        d2 += sq[None, :]
-        d2 += sq[block, None]
-        for i, r in enumerate(block):
-            cand = np.flatnonzero(d2[i] <= (t + 1e-3) ** 2 + 1e-4)
-            cand = cand[cand != r]
-            diff = xn[cand] - xn[r]
+    q, sq_q = xn[rows], sq[rows]
+    pair_q, pair_r = [], []
+    # blocked over the rows and the queries (~256 MB of products at a time, any N)
+    ref_step = 1 << 18
+    q_step = max(1, (256 << 20) // (4 * ref_step))
+    for r0 in range(0, len(xn), ref_step):
+        block = xn[r0 : r0 + ref_step]
+        for q0 in range(0, len(rows), q_step):
+            # float32 screen (|a|^2 + |b|^2 - 2ab, generous margin), then exact distances
+            d2 = q[q0 : q0 + q_step] @ block.T
+            d2 *= -2.0
+            d2 += sq[None, r0 : r0 + ref_step]
+            d2 += sq_q[q0 : q0 + q_step, None]
+            a, c = np.nonzero(d2 <= (t + 1e-3) ** 2 + 1e-4)
+            a, c = a + q0, c + r0
+            keep = c != rows[a]
+            a, c = a[keep], c[keep]
+            diff = xn[c] - q[a]
             dist = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64))
-            within = cand[dist.astype(np.float32) <= np.float32(t)]
-            total += len(within)
-            found += int(np.count_nonzero((set_of[within] == set_of[r]) & (set_of[r] >= 0)))
+            within = dist.astype(np.float32) <= np.float32(t)
+            pair_q.append(rows[a[within]])
+            pair_r.append(c[within])
+    pq, pr = np.concatenate(pair_q), np.concatenate(pair_r)
+    total = len(pq)
+    found = int(np.count_nonzero((set_of[pq] == set_of[pr]) & (set_of[pq] >= 0)))
     return found / total if total else float("nan")
 
 
-def _run(method: str, n: int, d: int, recall_queries: int, options: dict, data: str) -> dict:
+def _run(
+    method: str, n: int, d: int, recall_queries: int, options: dict, data: str, mmap: bool = False
+) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -159,7 +224,7 @@ def _run(method: str, n: int, d: int, recall_queries: int, options: dict, data: 
         json.dumps(options),
         "--data",
         data,
-    ]
+    ] + (["--mmap"] if mmap else [])
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -178,6 +243,12 @@ def main() -> None:
         "--annoy", action="store_true", help="neardup with Annoy() instead of the default Cells()"
     )
     parser.add_argument("--recall-queries", type=int, default=2000)
+    parser.add_argument(
+        "--mmap", action="store_true", help="neardup reads the input as a memmap of the .npy"
+    )
+    parser.add_argument(
+        "--tmp", help="directory for the generated .npy (default: the system's temporary one)"
+    )
     parser.add_argument("--trees", type=int, help="with --annoy: n_trees (default: its own)")
     parser.add_argument("--query-jobs", type=int, help="with --annoy: query_jobs")
     parser.add_argument("--options", default="{}", help=argparse.SUPPRESS)
@@ -189,7 +260,11 @@ def main() -> None:
     if args.child:
         options = json.loads(args.options)
         print(
-            json.dumps(_child(args.child, args.n, args.d, args.recall_queries, options, args.data))
+            json.dumps(
+                _child(
+                    args.child, args.n, args.d, args.recall_queries, options, args.data, args.mmap
+                )
+            )
         )
         return
     options: dict = {}
@@ -212,14 +287,14 @@ def main() -> None:
     )
     for n, d in sizes:
         with_dnikit = not args.no_dnikit and d <= 64
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
             data = os.path.join(tmp, "x.npy")
             # generated in a subprocess: Linux children inherit the parent's max RSS on spawn
             gen = f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import numpy"
-            gen += "; from bench_duplicates import make_data"
-            gen += f"; numpy.save({data!r}, make_data({n}, {d}))"
+            gen += "; from bench_duplicates import write_data"
+            gen += f"; write_data({n}, {d}, {data!r})"
             subprocess.run([sys.executable, "-c", gen], check=True)
-            ours = _run("neardup", n, d, args.recall_queries, options, data)
+            ours = _run("neardup", n, d, args.recall_queries, options, data, args.mmap)
             theirs = _run("dnikit", n, d, 0, {}, data) if with_dnikit else None
         for r in (theirs, ours):
             if r is None:

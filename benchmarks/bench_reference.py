@@ -8,6 +8,12 @@ queries a mix of fresh rows and near-copies of reference rows.
 
     python benchmarks/bench_reference.py                       # 1M x 64 shard, 100k queries
     python benchmarks/bench_reference.py --n 200000 --queries 20000
+    python benchmarks/bench_reference.py --backend annoy       # the annoy engine (before 0.2)
+    python benchmarks/bench_reference.py --backend both        # both, same data, one run
+
+Recall: for a seeded sample of query rows, the nearest reference row within the threshold by
+brute force (float32 screen, exact float64 distances); a query counts as found when the index
+flags it with the same distance.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ def _make(n: int, d: int, m: int, data: str, queries: str) -> dict:
     return {"planted": len(copied)}
 
 
-def _build(data: str, index_dir: str) -> dict:
+def _build(data: str, index_dir: str, backend: str = "auto") -> dict:
     import neardup
     from neardup.search import Rows, find_copies
 
@@ -59,7 +65,9 @@ def _build(data: str, index_dir: str) -> dict:
     copies = find_copies(Rows([x], "row")).n_copies  # step 1 of the plan: exact copies
     hash_cpu = time.process_time() - hash_cpu
     start, cpu = time.perf_counter(), _cpu()
-    index = neardup.ReferenceIndex.build(x, threshold=neardup.Distance(THRESHOLD))
+    index = neardup.ReferenceIndex.build(
+        x, threshold=neardup.Distance(THRESHOLD), backend=backend
+    )
     built = time.perf_counter() - start
     index.save(index_dir)
     return {
@@ -69,11 +77,14 @@ def _build(data: str, index_dir: str) -> dict:
         "peak_mib": _peak_mib(),
         "hash_cpu_s": hash_cpu,
         "copies": copies,
-        "disk_mib": sum(f.stat().st_size for f in Path(index_dir).iterdir()) / 2**20,
+        "disk_mib": sum(f.stat().st_size for f in Path(index_dir).rglob("*") if f.is_file())
+        / 2**20,
+        "settings": {k: v for k, v in index.settings.items() if "cell" in k or "margin" in k
+                     or "entries" in k or "trees" in k},
     }
 
 
-def _score(queries: str, index_dir: str) -> dict:
+def _score(queries: str, index_dir: str, data: str = "", recall_queries: str = "0") -> dict:
     import neardup
 
     q = np.load(queries)
@@ -90,7 +101,36 @@ def _score(queries: str, index_dir: str) -> dict:
         "rows_per_s": len(q) / seconds,
         "leaked": leak.count,
         "peak_mib": _peak_mib(),
+        **(_recall(np.load(data), q, leak, int(recall_queries)) if data else {}),
     }
+
+
+def _recall(x: np.ndarray, q: np.ndarray, leak, count: int) -> dict:
+    """Brute-force nearest reference row within the threshold of ``count`` sampled queries."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    sample = np.sort(np.random.default_rng(7).choice(len(q), min(count, len(q)), replace=False))
+    flagged = dict(zip(leak.positions, np.asarray(leak.distances, dtype=np.float32)))
+    sq = np.einsum("ij,ij->i", xn, xn)
+    found = total = wrong = 0
+    for start in range(0, len(sample), 256):
+        rows = sample[start : start + 256]
+        d2 = qn[rows] @ xn.T
+        d2 *= -2.0
+        d2 += sq[None, :]
+        d2 += np.einsum("ij,ij->i", qn[rows], qn[rows])[:, None]
+        for i, r in enumerate(rows):
+            cand = np.flatnonzero(d2[i] <= (THRESHOLD + 1e-3) ** 2)
+            diff = xn[cand] - qn[r]
+            dist = np.sqrt(np.einsum("ij,ij->i", diff, diff, dtype=np.float64)).astype(np.float32)
+            within = dist[dist <= np.float32(THRESHOLD)]
+            if len(within):
+                total += 1
+                found += int(r in flagged and abs(flagged[r] - within.min()) <= 1e-6)
+            elif r in flagged:
+                wrong += 1
+    return {"recall": found / total if total else float("nan"), "recall_rows": total,
+            "false_flags": wrong}
 
 
 def _run(*args: str) -> dict:
@@ -105,9 +145,11 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000)
     parser.add_argument("--d", type=int, default=64)
     parser.add_argument("--queries", type=int, default=100_000)
+    parser.add_argument("--backend", choices=["auto", "annoy", "both"], default="auto")
+    parser.add_argument("--recall-queries", type=int, default=2000)
     parser.add_argument("--make", nargs=5, help=argparse.SUPPRESS)
-    parser.add_argument("--build", nargs=2, help=argparse.SUPPRESS)
-    parser.add_argument("--score", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--build", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--score", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make:
         n, d, m = (int(v) for v in args.make[:3])
@@ -116,13 +158,22 @@ def main() -> None:
     if args.build or args.score:
         print(json.dumps(_build(*args.build) if args.build else _score(*args.score)))
         return
+    backends = ["annoy", "auto"] if args.backend == "both" else [args.backend]
     with tempfile.TemporaryDirectory() as tmp:
-        data, queries, index_dir = (os.path.join(tmp, f) for f in ("x.npy", "q.npy", "index"))
+        data, queries = (os.path.join(tmp, f) for f in ("x.npy", "q.npy"))
         # generated in a subprocess: Linux children inherit the parent's max RSS on spawn
         _run("--make", str(args.n), str(args.d), str(args.queries), data, queries)
-        built = _run("--build", data, index_dir)
-        scored = _run("--score", queries, index_dir)
-    print(f"shard {args.n:,} x {args.d}, threshold distance {THRESHOLD}")
+        print(f"shard {args.n:,} x {args.d}, threshold distance {THRESHOLD}", flush=True)
+        for backend in backends:
+            index_dir = os.path.join(tmp, f"index-{backend}")
+            built = _run("--build", data, index_dir, backend)
+            scored = _run("--score", queries, index_dir, data, str(args.recall_queries))
+            _print(backend, args, built, scored)
+
+
+def _print(backend: str, args: argparse.Namespace, built: dict, scored: dict) -> None:
+    name = "cells" if backend == "auto" else backend
+    print(f"  {name}: {built['settings']}")
     print(
         f"  build {built['build_s']:.1f} s (CPU {built['cpu_s']:.1f} s incl. save), save "
         f"{built['save_s']:.1f} s, on disk {built['disk_mib']:.0f} MiB, "
@@ -137,6 +188,15 @@ def main() -> None:
         f"{scored['score_s']:.1f} s (CPU {scored['cpu_s']:.1f} s) = "
         f"{scored['rows_per_s']:,.0f} rows/s; {scored['leaked']:,} leaked "
         f"(>= {args.queries // 20:,} planted); peak RSS {scored['peak_mib']:.0f} MiB"
+    )
+    if "recall" in scored:
+        print(
+            f"  recall against brute force: {scored['recall']:.4f} of {scored['recall_rows']} "
+            f"sampled queries with a reference row within the threshold; "
+            f"{scored['false_flags']} flagged without one"
+        )
+    print(
+        f"  build + score: {built['build_s'] + scored['score_s']:.1f} s", flush=True
     )
 
 

@@ -329,9 +329,13 @@ def _index_build(args: argparse.Namespace) -> int:
         normalize=None if args.normalize == "none" else args.normalize,
         reduce=args.reduce,
         k=args.k,
-        n_trees=args.trees,
+        backend=args.backend,
         seed=args.seed,
-        query_jobs=args.query_jobs,
+        **(
+            {"n_trees": args.trees, "query_jobs": args.query_jobs}
+            if args.backend == "annoy"
+            else {}
+        ),
         reference=args.reference,
         progress=progress,
     )
@@ -348,7 +352,17 @@ def _describe(index: ReferenceIndex) -> str:
     return (
         f"{index.size:,} {index.reference} samples x {index.dim} features{reduce}\n"
         f"  threshold {t.strategy}({params}) -> distance {t.value:.4g}"
-        f"  [normalize={s['normalize']}, trees={s['n_trees']}, k={s['k']}]"
+        f"  [normalize={s['normalize']}, {_engine(s)}, k={s['k']}]"
+    )
+
+
+def _engine(settings: dict) -> str:
+    """The index's engine in words: annoy's trees, or the cells and their margin."""
+    if settings.get("backend", "annoy") == "annoy":
+        return f"annoy trees={settings['n_trees']}"
+    return (
+        f"{settings['backend']}: {settings['n_cells_used']:,} cells, margin "
+        f"{settings['margin_used']:g} x threshold, {settings['entries_per_row']:.2f} cells per row"
     )
 
 
@@ -590,13 +604,21 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         "build",
         help="index the reference activations and save the index directory",
         description="Index the reference activations (.npy/.npz) and save the index in "
-        "INDEX_DIR (annoy index, vectors, transform, ids, labels and meta.json; no pickle).",
+        "INDEX_DIR (cells or annoy index, vectors, transform, ids, labels and meta.json; no "
+        "pickle).",
         epilog=_EXIT_PLAIN,
     )
     build.add_argument("data", metavar="TRAIN", help="reference activations: PATH[:KEY]")
     build.add_argument("index", metavar="INDEX_DIR", help="directory to write (created)")
     _add_labels_and_ids(build)
     _add_analysis_arguments(build, index=True)
+    build.add_argument(
+        "--backend",
+        choices=["auto", "cells", "annoy", "exact"],
+        default="auto",
+        help="auto/cells: k-means cells, each batch joined exactly in its cells (default); "
+        "annoy: annoy proposes candidates (--trees, --query-jobs apply to it); exact: one cell",
+    )
     build.add_argument(
         "--reference", default="train", help="name of the reference split (default train)"
     )
@@ -622,7 +644,8 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         "--search-k",
         type=_option("search_k"),
         default=-1,
-        help="annoy search_k (-1: trees x k; more misses less)",
+        help="for an index built with --backend annoy: search_k (-1: trees x k; more misses "
+        "less)",
     )
     score.add_argument("--json", metavar="PATH", help="write the leakage as JSON ('-': stdout)")
     score.add_argument(

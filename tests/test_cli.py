@@ -206,7 +206,8 @@ def test_index_options_ids_and_threshold(files):
     (files / "train_ids.txt").write_text("".join(f"train/{i}.png\n" for i in range(1500)))
     out = _neardup(
         "index", "build", "train_x.npy", "ref_cos", "--ids", "train_ids.txt",
-        "--threshold", "cosine:0.999", "--reduce", "32", "--trees", "4", "--quiet", cwd=files,
+        "--threshold", "cosine:0.999", "--reduce", "32", "--backend", "annoy", "--trees", "4",
+        "--quiet", cwd=files,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "PCA to 32" in out.stdout and "Cosine(similarity=0.999)" in out.stdout

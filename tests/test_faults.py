@@ -131,7 +131,7 @@ def test_kill_during_index_save_keeps_the_previous_index(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(3000, 16)).astype(np.float32)
     indexes = [
-        ReferenceIndex.build(a[:n], threshold=Distance(0.05), n_trees=4) for n in (2000, 3000)
+        ReferenceIndex.build(a[:n], threshold=Distance(0.05)) for n in (2000, 3000)
     ]
 
     def write(i: int) -> None:
@@ -162,7 +162,7 @@ result = neardup.find_duplicates({"train": train, "test": train[:50] + 1e-3},
          "test": [f"s{i}" + "y" * 400 for i in range(50)]})
 assert result.leakage["test"].count == 50, result.threshold.reason
 for write in (lambda: result.to_json("report.json"), lambda: result.to_html("report.html"),
-              lambda: neardup.ReferenceIndex.build(train, n_trees=3).save("idx", overwrite=True)):
+              lambda: neardup.ReferenceIndex.build(train).save("idx", overwrite=True)):
     try:
         write()
     except OSError as err:
@@ -182,7 +182,7 @@ def test_full_disk_keeps_old_reports_and_index(tmp_path):
     out, err = proc.communicate(timeout=120)
     lines = out.split("\n")
     assert lines[:2] == ["OSError 27"] * 2, (out, err)  # EFBIG: the file-size limit was hit
-    assert lines[2].startswith("OSError"), (out, err)  # annoy reports no errno
+    assert lines[2].startswith("OSError"), (out, err)
     assert (tmp_path / "report.json").read_text() == old_json
     assert (tmp_path / "report.html").read_text() == "<html>old</html>"
     assert ReferenceIndex.load(tmp_path / "idx").size == 50
@@ -244,14 +244,14 @@ def test_cli_full_disk_is_an_internal_error_and_keeps_the_old_json(tmp_path):
 def test_concurrent_load_and_save_never_mix_generations(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(1200, 16)).astype(np.float32)
-    ReferenceIndex.build(a[:600], threshold=Distance(0.05), n_trees=3).save(tmp_path / "idx")
+    ReferenceIndex.build(a[:600], threshold=Distance(0.05)).save(tmp_path / "idx")
     proc = _child(
         """
         import numpy as np, neardup, time
         rng = np.random.default_rng(0)
         a = rng.normal(size=(1200, 16)).astype("float32")
-        pair = [neardup.ReferenceIndex.build(a[:600], threshold=neardup.Distance(0.05), n_trees=3),
-                neardup.ReferenceIndex.build(a[600:], threshold=neardup.Distance(0.05), n_trees=3)]
+        pair = [neardup.ReferenceIndex.build(a[:600], threshold=neardup.Distance(0.05)),
+                neardup.ReferenceIndex.build(a[600:], threshold=neardup.Distance(0.05))]
         end = time.monotonic() + 2
         i = 0
         while time.monotonic() < end:
@@ -263,7 +263,7 @@ def test_concurrent_load_and_save_never_mix_generations(tmp_path):
     loads = 0
     while proc.poll() is None:
         index = ReferenceIndex.load(tmp_path / "idx")
-        # a mixed generation would pair one half's vectors with the other's annoy index
+        # a mixed generation would pair one half's vectors with the other's cells
         hits = index.score(a + 1e-4)
         assert hits.count == 600
         ids = np.asarray(hits.ids)
@@ -318,7 +318,8 @@ def test_threads_calling_the_engine_at_once_get_their_own_results():
 def test_crafted_annoy_file_is_refused_not_a_segfault(tmp_path):
     """A substituted index.ann (meta.json updated to match) must not crash the process."""
     train = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
-    path = ReferenceIndex.build(train, threshold=Distance(0.1)).save(tmp_path / "idx")
+    index = ReferenceIndex.build(train, threshold=Distance(0.1), backend="annoy")
+    path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     ann = path / meta["generation"] / "index.ann"
     nodes = np.fromfile(ann, dtype="<i4").reshape(-1, 4 + 8)
@@ -346,7 +347,8 @@ def test_crafted_annoy_file_is_refused_not_a_segfault(tmp_path):
 
 def test_changed_annoy_file_fails_its_checksum(tmp_path):
     train = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
-    path = ReferenceIndex.build(train, threshold=Distance(0.1)).save(tmp_path / "idx")
+    index = ReferenceIndex.build(train, threshold=Distance(0.1), backend="annoy")
+    path = index.save(tmp_path / "idx")
     ann = path / json.loads((path / "meta.json").read_text())["generation"] / "index.ann"
     data = bytearray(ann.read_bytes())
     data[100] ^= 0xFF

@@ -56,7 +56,7 @@ def _find_leakage(**options: Any) -> Any:
     return find_leakage(datasets.DatasetDict(parts), column="v", **options)
 
 
-_INDEX = ReferenceIndex.build(X, n_trees=2)
+_INDEX = ReferenceIndex.build(X, backend="annoy", n_trees=2)
 _RESULT = neardup.find_duplicates({"train": X[:40], "test": X[40:]})
 
 #: entry point -> (call with options, the options it takes, their defaults)

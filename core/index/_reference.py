@@ -1,15 +1,22 @@
 """``ReferenceIndex``: a reference split indexed once, saved, and scored against later.
 
 Built once from the reference (training) activations: the PCA and the normalisation are fitted
-on the reference alone, the threshold is resolved once on the reference's own kNN graph, and
-the transformed rows go into an annoy index. :meth:`ReferenceIndex.save` writes a directory
-that :meth:`ReferenceIndex.load` maps back (annoy's mmap, ``np.load(mmap_mode="r")``), shared
-between processes by the page cache. ``load`` first checks every file's size and the SHA-256 of
-``index.ann`` and the small files, and walks the annoy nodes: about 1.4 s for a 300k x 64
-index (100 MB ``index.ann``) on the shared 2-vCPU box, most of it hashing.
-:meth:`ReferenceIndex.score` applies the same transform to new activations and reports every
-new sample whose nearest reference sample lies within that fixed distance, as a
-:class:`~neardup.Leakage` (annoy proposes candidates, exact distances decide).
+on the reference alone, the threshold is resolved once on the reference's neighbours, and the
+transformed rows are indexed by an engine:
+
+- ``Cells()`` (the default, ``_cell_engine``): k-means cells fitted on a seeded sample, each
+  reference row listed in its nearest cell and in the cells within the spill margin; a scored
+  batch is routed to its cells and joined exactly there. The threshold's statistics come from
+  the exact kNN of a seeded sample of reference rows, as in ``find_duplicates``.
+- ``Annoy(...)`` (``_annoy_engine``): annoy proposes candidates, exact distances decide; the
+  format of indexes saved by earlier versions (format 1 and 2), which ``load`` still reads.
+
+:meth:`ReferenceIndex.save` writes a directory that :meth:`ReferenceIndex.load` maps back
+(``np.load(mmap_mode="r")``, annoy's mmap), shared between processes by the page cache.
+``load`` first checks every file's size and the SHA-256 of the small files (and of
+``index.ann``). :meth:`ReferenceIndex.score` applies the same transform to new activations and
+reports every new sample whose nearest reference sample lies within that fixed distance, as a
+:class:`~neardup.Leakage`.
 
 The directory layout is described in ``_storage``.
 """
@@ -36,7 +43,6 @@ from .._threshold import (
     Cosine,
     Distance,
     ResolvedThreshold,
-    ThresholdStrategy,
     as_strategy,
     resolve_threshold,
 )
@@ -49,24 +55,10 @@ from .._validate import (
     check_unnormalized_scale,
 )
 from ..report import Leakage, to_plain
-from ..search import (
-    DEFAULT_TREES,
-    NeighborGraph,
-    ProgressFn,
-    Rows,
-    build_annoy_index,
-    build_graph,
-    choose_backend,
-    clamp_k,
-    drop_self,
-    graph_from_indices,
-    query_all,
-    query_vectors,
-    row_distances,
-)
-from ._annoy_file import check_annoy_file
+from ..search import Annoy, Cells, Exact, NeighborGraph, ProgressFn, as_backend, clamp_k
+from ._annoy_engine import AnnoyEngine
+from ._cell_engine import CellEngine, check_cells_backend
 from ._storage import (
-    ANNOY,
     DIGESTED,
     FORMAT,
     FORMAT_VERSION,
@@ -80,7 +72,6 @@ from ._storage import (
     GenerationGone,
     corrupt,
     file_record,
-    fsync_file,
     generation_name,
     meta_changed,
     read_meta,
@@ -93,8 +84,10 @@ from ._storage import (
 
 __all__ = ["ReferenceIndex"]
 
-#: query rows transformed and searched at once (bounds the float32 copies of a batch).
-_CHUNK_ROWS = 4096
+#: query rows transformed and searched at once by annoy (bounds the float32 copies of a batch).
+_ANNOY_CHUNK_ROWS = 4096
+#: the engine of each ``settings["backend"]`` (indexes of formats 1 and 2 have none: annoy).
+_ENGINES = {"cells": CellEngine, "exact": CellEngine, "annoy": AnnoyEngine}
 
 
 class ReferenceIndex:
@@ -104,11 +97,11 @@ class ReferenceIndex:
     :meth:`load` and call :meth:`score` on each new batch: the reference is never rebuilt and
     every batch is judged by the same transform and the same distance threshold.
 
-    The threshold is resolved once, at build time, on the reference's own kNN graph, and then
+    The threshold is resolved once, at build time, on the reference's own neighbours, and then
     fixed: ``Relative``/``Slope``/``Percentile`` describe the reference, not the data being
     scored, so a batch full of duplicates cannot move the bar. (``find_duplicates`` resolves
-    them on the graph of all splits together, so its relative thresholds can differ slightly;
-    with ``Distance`` or ``Cosine`` both agree exactly.)
+    them on the neighbours of all splits together, so its relative thresholds can differ
+    slightly; with ``Distance`` or ``Cosine`` both agree exactly.)
 
     >>> import numpy as np, neardup
     >>> rng = np.random.default_rng(0)
@@ -121,8 +114,7 @@ class ReferenceIndex:
     def __init__(
         self,
         *,
-        index: Any,
-        vectors: np.ndarray,
+        engine: CellEngine | AnnoyEngine,
         ids: np.ndarray,
         labels: np.ndarray | None,
         transform: Transform,
@@ -131,8 +123,8 @@ class ReferenceIndex:
         reference: str,
     ) -> None:
         """Internal: use :meth:`build` or :meth:`load`."""
-        self._index = index
-        self._vectors = vectors
+        self._engine = engine
+        self._vectors = engine.vectors
         self._ids = ids
         self._labels = labels
         self._transform = transform
@@ -148,14 +140,15 @@ class ReferenceIndex:
         *,
         labels: Any = None,
         ids: Any = None,
-        threshold: ThresholdStrategy | None = None,
+        threshold: Any = None,
         normalize: str | None = "row",
         reduce: Any = None,
         k: int = 10,
-        n_trees: int = DEFAULT_TREES,
+        backend: Any = "auto",
         seed: int = 0,
-        n_jobs: int = 1,
-        query_jobs: int = -1,
+        n_trees: int | None = None,
+        n_jobs: int | None = None,
+        query_jobs: int | None = None,
         reference: str = "train",
         progress: bool | ProgressFn | None = None,
     ) -> ReferenceIndex:
@@ -170,19 +163,24 @@ class ReferenceIndex:
             labels ints or strings; both are stored with the index.
         threshold:
             A strategy as in :func:`neardup.find_duplicates` (default ``Relative(0.2)``),
-            resolved here, once, on the reference's kNN graph (exact search for small
-            references, annoy above, as ``backend="auto"``; ``Distance`` and ``Cosine``
-            need no graph and skip it).
+            resolved here, once, on the reference's neighbours (with ``Cells``: the exact kNN of
+            a seeded sample of reference rows, as ``find_duplicates``).
         normalize, reduce:
             As in :func:`neardup.find_duplicates`, but fitted on the reference alone (PCA
             first, then the normalisation; ``"column"`` stores the reference's column norms).
         k:
-            Neighbours per sample of the reference graph, and candidates per scored sample.
-        n_trees, seed, n_jobs:
-            The annoy index: trees, seed, and build threads (a fixed ``n_jobs`` gives the
-            same index on every machine).
-        query_jobs:
-            Processes that query the reference graph when resolving the threshold.
+            Neighbours per sampled row for the threshold's statistics (and, with ``Annoy``,
+            candidates per scored sample).
+        backend:
+            The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, every
+            scored batch routed to its cells and joined exactly; ``Cells(margin=0.5)`` finds
+            every pair provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
+            ``"annoy"``/``neardup.Annoy(n_trees=..., n_jobs=..., query_jobs=...)`` (annoy
+            proposes candidates, as indexes saved by earlier versions).
+        seed:
+            Seed of the samples and the k-means (or of annoy's trees).
+        n_trees, n_jobs, query_jobs:
+            The older keyword form of ``backend=neardup.Annoy(...)`` (with ``backend="annoy"``).
         reference:
             The name scored splits are reported against (``Leakage.reference``).
         progress:
@@ -198,6 +196,7 @@ class ReferenceIndex:
                 normalize=normalize,
                 reduce=reduce,
                 k=k,
+                backend=backend,
                 n_trees=n_trees,
                 seed=seed,
                 n_jobs=n_jobs,
@@ -207,12 +206,7 @@ class ReferenceIndex:
             ),
             where="ReferenceIndex.build",
         )
-        for name, value in (("n_trees", n_trees), ("n_jobs", n_jobs), ("query_jobs", query_jobs)):
-            if value is None:  # None is the annoy-free default elsewhere, not here
-                raise NeardupInputError(
-                    f"ReferenceIndex.build: {name}=None is not valid: the index is built with "
-                    f"annoy; pass an int (see the defaults)."
-                )
+        engine_backend = _index_backend(backend, n_trees, n_jobs, query_jobs)
         progress = as_progress(progress)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
@@ -226,28 +220,53 @@ class ReferenceIndex:
         if progress and reducer is not None:
             progress("PCA", 1, 1)
         x = transform.apply_all([matrix])
-        index = build_annoy_index(
-            Rows.from_matrix(x), n_trees=n_trees, seed=seed, n_jobs=n_jobs, progress=progress
-        )
-        graph = _reference_graph(x, k, strategy, index, query_jobs=query_jobs, progress=progress)
-        resolved = resolve_threshold(strategy, graph, normalize)
-        graph_backend = graph.backend
+        del matrix
+        needs_graph = not isinstance(strategy, (Distance, Cosine))
+        engine: CellEngine | AnnoyEngine
+        if isinstance(engine_backend, Annoy):
+            engine, graph = AnnoyEngine.build(
+                x, engine_backend, k=k, strategy=strategy, needs_graph=needs_graph,
+                seed=seed, progress=progress,
+            )  # fmt: skip
+            resolved = resolve_threshold(strategy, graph, normalize)
+            engine_settings = {**engine_backend.settings(), "k": k}
+        else:
+            graph = None
+            if needs_graph:
+                graph = CellEngine.graph(x, engine_backend, k=k, seed=seed)
+            resolved = resolve_threshold(strategy, graph or _no_graph(k), normalize)
+            if graph is None and engine_backend.margin is None:  # the margin's sampled pairs
+                graph = CellEngine.close_pairs_graph(
+                    x, engine_backend, threshold=resolved.value, seed=seed
+                ) or CellEngine.graph(x, engine_backend, k=k, seed=seed)
+            engine, multiple = CellEngine.build(
+                x, engine_backend, graph=graph, threshold=resolved.value, seed=seed
+            )
+            engine_settings = {
+                **engine_backend.settings(),
+                "backend": "exact" if _is_exact(backend) else "cells",
+                "k": k,
+                "margin_used": multiple,
+                "n_cells_used": int(engine.partition.n_cells),
+                "entries_per_row": round(engine.entries_per_row, 4),
+                "blas_threads": engine_backend.blas_threads,
+            }  # fmt: skip
+            for option in ("device", "executor", "dedupe"):
+                engine_settings.pop(option, None)
+        graph_backend = graph.backend if needs_graph else "none"
         del graph
         settings = {
             "normalize": normalize,
             "reduce": None if reducer is None else reducer.n_components,
-            "k": k,
-            "n_trees": int(n_trees),
+            **engine_settings,
             "seed": int(seed),
-            "n_jobs": int(n_jobs),
             "graph_backend": graph_backend,
             "metric": "euclidean",
             "input_dim": transform.input_dim,
             "dim": transform.dim,
         }
         return cls(
-            index=index,
-            vectors=x,
+            engine=engine,
             ids=id_array,
             labels=label_array,
             transform=transform,
@@ -323,15 +342,16 @@ class ReferenceIndex:
             batch). Labels give ``by_class`` and ``label_conflicts``.
         split:
             Name of the new data in the result (``Leakage.split``).
-        k:
-            Annoy candidates per sample (default: the index's ``k``; at most ``size``).
-        search_k:
-            Annoy ``search_k`` (-1: ``n_trees * k``); larger is slower and misses less.
+        k, search_k:
+            Only for an index built with ``backend=neardup.Annoy(...)``: annoy candidates per
+            sample (default: the index's ``k``) and nodes inspected (-1: ``n_trees * k``;
+            larger is slower and misses less). The cell engine compares every candidate of a
+            sample's cells exactly and refuses them.
 
         Returns
         -------
         Leakage
-            Samples whose nearest candidate, by exact distance, is within
+            Samples whose nearest reference sample, by exact distance, is within
             :attr:`threshold`, closest first, with ``total = M``.
         """
         check_options(dict(split=split, search_k=search_k), where="ReferenceIndex.score")
@@ -356,36 +376,28 @@ class ReferenceIndex:
         n = len(matrix)
         query_ids = check_ids(ids, split, n)
         query_labels = check_labels(labels, split, n)
-        k = self._candidates(k)
-        if search_k != -1 and search_k < k:
-            raise NeardupInputError(
-                f"search_k={search_k} is too small for k={k} candidates: annoy would inspect "
-                f"fewer nodes than it returns and miss duplicates. Use -1 (the default) or at "
-                f"least {k}."
-            )
+        self._engine.check_score_options(k, int(search_k))
         best_row, best_dist = self._nearest_within(matrix, k, int(search_k))
         return self._leakage(best_row, best_dist, split, query_ids, query_labels)
 
-    def _candidates(self, k: int | None) -> int:
-        if k is None:
-            k = self._settings["k"]
-        return min(int(k), self.size)
-
     def _nearest_within(
-        self, matrix: np.ndarray, k: int, search_k: int
+        self, matrix: np.ndarray, k: int | None, search_k: int
     ) -> tuple[np.ndarray, np.ndarray]:
         """Nearest reference row within the threshold per query row (``-1`` / ``inf`` if none)."""
         n = len(matrix)
         best_row = np.full(n, -1, dtype=np.int64)
         best_dist = np.full(n, np.inf, dtype=np.float32)
-        for start in range(0, n, _CHUNK_ROWS):
-            q = self._transform.apply(matrix[start : start + _CHUNK_ROWS])
-            candidates = query_vectors(self._index, q, k, search_k)
-            distances = row_distances(self._vectors, candidates, q)
-            row, dist = _nearest(candidates, distances)
-            hit = dist <= self._threshold.value
-            best_row[start : start + len(q)][hit] = row[hit]
-            best_dist[start : start + len(q)][hit] = dist[hit]
+        engine = self._engine
+        step = (
+            engine.chunk_rows(self.dim) if isinstance(engine, CellEngine) else _ANNOY_CHUNK_ROWS
+        )
+        for start in range(0, n, step):
+            q = self._transform.apply(matrix[start : start + step])
+            row, dist = engine.nearest_within(
+                q, self._threshold.value, k=k, search_k=search_k
+            )
+            best_row[start : start + len(q)] = row
+            best_dist[start : start + len(q)] = dist
         return best_row, best_dist
 
     def _leakage(
@@ -464,20 +476,19 @@ class ReferenceIndex:
         if self._labels is not None:
             write_file(folder / LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
         write_file(folder / TRANSFORM, lambda fh: np.savez(fh, **self._transform.arrays()))
-        ann = folder / ANNOY
-        if not self._index.save(str(ann)):  # annoy then maps the new file itself
-            raise OSError(f"annoy could not write {ann}")
-        fsync_file(ann)
+        self._engine.write(folder)
         fsync_directory(folder)
-        names = [ANNOY, VECTORS, TRANSFORM, IDS] + ([LABELS] if self._labels is not None else [])
+        names = [*self._engine.files, VECTORS, TRANSFORM, IDS]
+        names += [LABELS] if self._labels is not None else []
         return {name: file_record(folder / name, digest=name in DIGESTED) for name in names}
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
-        """Open an index written by :meth:`save` (annoy index and vectors memory-mapped).
+        """Open an index written by :meth:`save` (vectors, and annoy's index, memory-mapped).
 
-        Every file's size, and the SHA-256 of ``index.ann`` and the small files, are checked
-        against ``meta.json`` before anything is mapped: a damaged or substituted file is
+        Reads format 3 (cells or annoy) and the annoy indexes of formats 1 and 2. Every file's
+        size, and the SHA-256 of the cells, ``index.ann`` and the small files, are checked
+        against ``meta.json`` before anything is read: a damaged or substituted file is
         refused with :class:`NeardupInputError`, never handed to annoy. A save that swaps in
         a new generation while this runs makes it read the new ``meta.json`` again.
         """
@@ -506,8 +517,6 @@ class ReferenceIndex:
 
     @classmethod
     def _open_generation(cls, path: Path, meta: dict[str, Any]) -> ReferenceIndex:
-        from annoy import AnnoyIndex
-
         try:
             settings = dict(meta["settings"])
             size, dim = int(meta["size"]), int(settings["dim"])
@@ -524,8 +533,13 @@ class ReferenceIndex:
             raise corrupt(path, f"{META} lacks or garbles {err}") from err
         if normalize not in ("row", "column", None) or size < 2 or not 0 < dim <= input_dim:
             raise corrupt(path, f"{META} holds impossible settings")
+        if meta["format_version"] < 3:  # formats 1 and 2 were always annoy
+            settings["backend"] = "annoy"
+        engine_class = _ENGINES.get(settings.get("backend"))  # type: ignore[arg-type]
+        if engine_class is None:
+            raise corrupt(path, f"{META} names no known engine ({settings.get('backend')!r:.40})")
         folder = path if generation is None else path / generation_name(path, generation)
-        needed = [ANNOY, VECTORS, TRANSFORM, IDS] + ([LABELS] if has_labels else [])
+        needed = [*engine_class.files, VECTORS, TRANSFORM, IDS] + ([LABELS] if has_labels else [])
         for name in needed:
             if not (folder / name).is_file():
                 raise NeardupInputError(
@@ -555,17 +569,9 @@ class ReferenceIndex:
                     f"{size} ints or strings",
                 )
         _check_transform(path, transform, dim)
-        check_annoy_file(folder / ANNOY, dim=dim, n_items=size, where=str(path))
-        index = AnnoyIndex(dim, "euclidean")
-        try:
-            index.load(str(folder / ANNOY))
-        except OSError as err:
-            raise corrupt(path, f"annoy cannot load {ANNOY}: {err}") from err
-        if index.get_n_items() != size:
-            raise corrupt(path, f"{ANNOY} holds {index.get_n_items()} items, not {size}")
+        engine = engine_class.open(path, folder, vectors, settings)
         return cls(
-            index=index,
-            vectors=vectors,
+            engine=engine,
             ids=ids,
             labels=labels,
             transform=transform,
@@ -619,32 +625,23 @@ def _check_transform(path: Path, transform: Transform, dim: int) -> None:
         raise corrupt(path, f"{META} says dim {dim} but {TRANSFORM} holds no PCA")
 
 
-def _reference_graph(
-    x: np.ndarray,
-    k: int,
-    strategy: ThresholdStrategy,
-    index: Any,
-    *,
-    query_jobs: int,
-    progress: ProgressFn | None,
-) -> NeighborGraph:
-    """The reference's kNN graph (for the threshold), or an empty one for a fixed distance.
-
-    Small references use exact search (as ``backend="auto"``); larger ones query the index
-    that is kept, so annoy builds it once.
-    """
-    if isinstance(strategy, (Distance, Cosine)):
-        empty = np.empty((0, k))
-        return NeighborGraph(empty.astype(np.int64), empty.astype(np.float32), backend="none")
-    if choose_backend("auto", *x.shape) == "exact":
-        return build_graph(x, k, backend="exact", query_jobs=query_jobs, progress=progress)
-    found = query_all(index, len(x), k + 1, -1, query_jobs, progress)
-    return graph_from_indices(drop_self(found, k), x, "annoy")
+def _index_backend(
+    backend: Any, n_trees: int | None, n_jobs: int | None, query_jobs: int | None
+) -> Cells | Annoy:
+    """The engine's backend object: ``Cells`` (also for ``"exact"``: one cell) or ``Annoy``."""
+    engine = as_backend(backend, n_trees=n_trees, n_jobs=n_jobs, query_jobs=query_jobs)
+    if isinstance(engine, Exact):
+        return Cells(n_cells=1, margin=0.5)
+    if isinstance(engine, Cells):
+        check_cells_backend(engine)
+    return engine  # type: ignore[return-value]
 
 
-def _nearest(candidates: np.ndarray, distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row the closest candidate, ties to the lowest row (as the neighbour graph sorts)."""
-    dist = distances.min(axis=1)
-    tied = (distances == dist[:, None]) & (candidates >= 0)
-    row = np.where(tied, candidates, np.iinfo(np.int64).max).min(axis=1)
-    return np.where(np.isfinite(dist), row, -1), dist
+def _is_exact(backend: Any) -> bool:
+    return isinstance(backend, Exact) or (isinstance(backend, str) and backend == "exact")
+
+
+def _no_graph(k: int) -> NeighborGraph:
+    """The empty graph a fixed threshold (``Distance``, ``Cosine``) resolves on."""
+    empty = np.empty((0, k))
+    return NeighborGraph(empty.astype(np.int64), empty.astype(np.float32), backend="none")

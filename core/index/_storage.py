@@ -1,12 +1,17 @@
 """The on-disk format of a reference index: file names, ``meta.json``, generations, checks.
 
-Directory layout (format 2; no pickle anywhere, every array loads with ``allow_pickle=False``)::
+Directory layout (format 3; no pickle anywhere, every array loads with ``allow_pickle=False``)::
 
-    meta.json        format version, neardup version, settings, resolved threshold, sizes,
-                     the current generation and each of its files' size and SHA-256
+    meta.json        format version, neardup version, settings (``backend``: "cells" or
+                     "annoy"), resolved threshold, sizes, the current generation and each of
+                     its files' size and SHA-256
     .lock            serialises saves to the directory
     generation-<id>/ the files below (format 1 had them beside meta.json; still readable)
-      index.ann      annoy index (euclidean) of the transformed reference rows
+      cells.npz      the cell engine (default): cell centres (``centroids``, ``parent``,
+                     ``coarse``, ``projection`` for wide rows), ``starts`` (C + 1,) and
+                     ``members`` (E,) listing the reference rows of each cell, ``margin``
+      index.ann      or, for ``backend=Annoy(...)`` and formats 1 and 2 (always annoy): the
+                     annoy index (euclidean) of the transformed reference rows
       vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
       transform.npz  the fitted transform: column norms and/or PCA mean and components
       ids.npy        (size,) reference ids: integers or unicode strings
@@ -35,6 +40,7 @@ from .._errors import NeardupInputError
 
 __all__ = [
     "ANNOY",
+    "CELLS",
     "DIGESTED",
     "FORMAT",
     "FORMAT_VERSION",
@@ -62,10 +68,11 @@ __all__ = [
     "write_file",
 ]
 
-#: version of the on-disk layout (2: files in a generation folder named by ``meta.json``,
-#: with sizes and digests); :meth:`ReferenceIndex.load` also reads version 1.
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+#: version of the on-disk layout (3: the engine in ``settings["backend"]``, cells by default;
+#: 2: files in a generation folder named by ``meta.json``, with sizes and digests, always
+#: annoy); :meth:`ReferenceIndex.load` also reads versions 1 and 2.
+FORMAT_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 GENERATION_PREFIX = "generation-"
 LOCK = ".lock"
 #: times load re-reads meta.json when a concurrent save swapped the generation it named.
@@ -79,10 +86,11 @@ META, ANNOY, VECTORS, TRANSFORM, IDS, LABELS = (
     "ids.npy",
     "labels.npy",
 )
+CELLS = "cells.npz"
 LEGACY_FILES = (ANNOY, VECTORS, TRANSFORM, IDS, LABELS)
 #: files whose SHA-256 is recorded and checked (vectors.npy: its size and shape only, so a
 #: large index still opens quickly; it is only read, never trusted for memory safety).
-DIGESTED = (ANNOY, TRANSFORM, IDS, LABELS)
+DIGESTED = (ANNOY, CELLS, TRANSFORM, IDS, LABELS)
 
 
 def storable(values: np.ndarray, name: str, split: str) -> np.ndarray:

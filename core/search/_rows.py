@@ -15,6 +15,7 @@ import numpy as np
 
 from .._normalize import row_norms
 from .._transform import Transform
+from ._mapped import PageBudget, release_pages
 
 __all__ = ["Rows"]
 
@@ -54,6 +55,7 @@ class Rows:
         self._by_row = self.normalize == "row" and self.transform.reducer is None
         self._norms: np.ndarray | None = None
         self._norms_filled = 0
+        self._pages = PageBudget(self._arrays)  # memmapped inputs: pages released as read
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -82,6 +84,7 @@ class Rows:
         for offset, array in zip(self._offsets, self._arrays):
             for start in range(0, len(array), block_rows):
                 yield int(offset) + start, array[start : start + block_rows]
+                release_pages(array)  # a memmap's block is copied by now: out of the RSS
 
     def blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """``(global start row, normalised float32 block)``; one block in memory at a time."""
@@ -134,6 +137,7 @@ class Rows:
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
             return self._matrix[rows]
+        self._pages.spend(len(rows) * self.d * 4)
         if len(self._arrays) == 1:
             block = self._arrays[0][rows]  # fancy indexing: already a copy
         else:

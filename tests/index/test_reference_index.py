@@ -12,6 +12,7 @@ from scipy.spatial.distance import cdist
 
 import neardup
 from neardup import (
+    Cells,
     Cosine,
     Distance,
     NeardupInputError,
@@ -72,8 +73,19 @@ def _brute_force(train: np.ndarray, test: np.ndarray, t: float) -> dict[int, int
     return {i: int(nearest[i]) for i in np.flatnonzero(d.min(1) <= t)}
 
 
-@pytest.mark.parametrize(("t", "search_k"), [(0.05, -1), (0.15, -1), (0.25, 3000)])
-def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, search_k):
+@pytest.mark.parametrize(
+    ("t", "backend", "search_k"),
+    [
+        (0.05, "auto", -1),
+        (0.15, "auto", -1),
+        (0.25, "auto", -1),
+        (0.15, Cells(cell_size=16), -1),  # 94 cells in two levels, automatic margin
+        (0.25, Cells(cell_size=16, margin=0.5), -1),  # the provably exact margin
+        (0.15, "exact", -1),
+        (0.25, "annoy", 3000),
+    ],
+)
+def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, backend, search_k):
     train, train_labels, test, test_labels, src = data
     expected = find_duplicates(
         {"train": train, "test": test},
@@ -81,7 +93,9 @@ def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, search_
         threshold=Distance(t),
         backend="exact",
     ).leakage["test"]
-    index = ReferenceIndex.build(train, labels=train_labels, threshold=Distance(t))
+    index = ReferenceIndex.build(
+        train, labels=train_labels, threshold=Distance(t), backend=backend
+    )
     got = index.score(test, labels=test_labels, split="test", search_k=search_k)
     _same_leakage(got, expected)
     oracle = _brute_force(train, test, t)
@@ -90,6 +104,10 @@ def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, search_
     planted = dict(zip(got.positions, got.nearest_ids))
     assert all(planted[297 + i] == src[i] for i in range(20))
     assert index.threshold.value == t and index.settings["graph_backend"] == "none"
+    name = backend if isinstance(backend, str) else backend.name
+    assert index.settings["backend"] == {"auto": "cells"}.get(name, name)
+    if name == "cells" and not isinstance(backend, str):
+        assert index.settings["n_cells_used"] > 64  # two levels: coarse cells, then leaves
 
 
 def test_relative_threshold_is_resolved_once_on_the_reference(data):
@@ -113,8 +131,8 @@ def test_save_then_load_in_a_fresh_process_scores_identically(data, tmp_path):
     generation = json.loads((saved / "meta.json").read_text())["generation"]
     assert sorted(p.name for p in saved.iterdir()) == [".lock", generation, "meta.json"]
     assert sorted(p.name for p in (saved / generation).iterdir()) == [
+        "cells.npz",
         "ids.npy",
-        "index.ann",
         "labels.npy",
         "transform.npz",
         "vectors.npy",
@@ -161,9 +179,9 @@ def test_incremental_batches_equal_their_concatenation(data):
 def test_transform_fitted_on_the_reference_round_trips(data, tmp_path, normalize, reduce):
     train, _, test, _, _ = data
     index = ReferenceIndex.build(train, normalize=normalize, reduce=reduce)
-    here = index.score(test, search_k=5000)
+    here = index.score(test)
     loaded = ReferenceIndex.load(index.save(tmp_path / "idx"))
-    _same_leakage(loaded.score(test, search_k=5000), here)
+    _same_leakage(loaded.score(test), here)
     # the same transform, written out in numpy: PCA of train, then train's column norms
     x_train, x_test = train.astype(np.float64), test.astype(np.float64)
     if reduce is not None and reduce < 64:
@@ -235,6 +253,9 @@ def small_index(data):
         (lambda t: t, {"split": "train"}, "other than the reference's"),
         (lambda t: t, {"k": 0}, r"k=0 is not valid: k .* must be an int >= 1"),
         (lambda t: t, {"search_k": -2}, r"search_k=-2 is not valid: .* >= 1, or -1"),
+        (lambda t: t, {"search_k": 500}, r"search_k=500: annoy options, but this reference "
+         r"index uses the cell engine.*backend=neardup.Annoy"),
+        (lambda t: t, {"k": 5}, r"k=5: annoy options, but this reference index uses the cell"),
         (lambda t: t[:3], {"ids": [1, 1, 2]}, r"are not unique: \[1\]"),
         (lambda t: t[:3], {"labels": [1, 2]}, r"labels for split 'new' have shape \(2,\)"),
         (lambda t: t[0], {}, r"is 1-D with shape \(64,\)"),
@@ -253,6 +274,11 @@ def test_bad_score_input_is_explained(data, small_index, make, options, message)
         ((slice(0, 50),), {"n_jobs": 0}, r"n_jobs=0 is not valid: .* from 1 to 1,024, or -1"),
         ((slice(0, 50),), {"n_trees": 0}, r"n_trees=0 is not valid: .* an int from 1"),
         ((slice(0, 50),), {"query_jobs": 0}, r"query_jobs=0 is not valid: query_jobs .* or -1"),
+        ((slice(0, 50),), {"n_trees": 4}, r"n_trees is an option of the annoy backend, but "
+         r"backend='auto' uses the cell engine; pass backend=neardup.Annoy\(n_trees=...\)"),
+        ((slice(0, 50),), {"backend": Cells(device="cpu")}, r"Cells\(device=...\) is not "
+         r"supported; a reference index is built and scored with numpy"),
+        ((slice(0, 50),), {"backend": "fast"}, r"backend='fast' is not valid"),
         ((slice(0, 50),), {"reference": ""}, "reference='' is not valid: .* a non-empty string"),
         ((slice(0, 50),), {"normalize": "column", "threshold": Cosine(0.9)},
          "needs normalize='row'"),
@@ -292,7 +318,7 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 2"):
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 3"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
@@ -302,8 +328,8 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     (files / "labels.npy").unlink()
     with pytest.raises(NeardupInputError, match="incomplete .* labels.npy is missing"):
         ReferenceIndex.load(path)
-    (files / "index.ann").unlink()
-    with pytest.raises(NeardupInputError, match="index.ann is missing"):
+    (files / "cells.npz").unlink()
+    with pytest.raises(NeardupInputError, match="cells.npz is missing"):
         ReferenceIndex.load(path)
 
     with pytest.raises(NeardupInputError, match="the directory is not empty.*overwrite=True"):
@@ -334,7 +360,7 @@ def test_saving_over_the_directory_it_was_loaded_from_keeps_it_usable(data, tmp_
 
 def test_format_1_flat_layout_still_loads_and_is_replaced_whole(data, tmp_path):
     train, _, test, _, _ = data
-    index = ReferenceIndex.build(train[:300], threshold=Distance(0.1))
+    index = ReferenceIndex.build(train[:300], threshold=Distance(0.1), backend="annoy")
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     for f in (path / meta["generation"]).iterdir():  # the flat layout of format 1
@@ -347,3 +373,105 @@ def test_format_1_flat_layout_still_loads_and_is_replaced_whole(data, tmp_path):
     index.save(path, overwrite=True)  # format 2 replaces it; the flat files are removed
     assert sorted(p.suffix for p in path.iterdir() if p.is_file()) == ["", ".json"]
     _same_leakage(ReferenceIndex.load(path).score(test), index.score(test))
+
+
+# ------------------------------------------------------------------------------ formats, cells
+FORMAT_2 = __import__("pathlib").Path(__file__).parent / "data" / "format2-annoy"
+
+
+def _format_2_queries() -> tuple[np.ndarray, np.ndarray]:
+    """The fixture's reference rows (regenerated) and queries: 20 near-copies, 40 fresh."""
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(300, 8)).astype(np.float32)
+    queries = np.concatenate(
+        [train[::15] + 1e-3, np.random.default_rng(5).normal(size=(40, 8))]
+    ).astype(np.float32)
+    return train, queries
+
+
+def test_an_annoy_index_saved_by_the_previous_version_still_loads_and_scores(tmp_path):
+    """tests/index/data/format2-annoy was written by neardup 0.1.0 before the cell engine
+    (format 2: annoy, 300 x 8, string ids, labels, Distance(0.1), n_trees=2)."""
+    import shutil
+
+    path = shutil.copytree(FORMAT_2, tmp_path / "old")
+    old = ReferenceIndex.load(path)
+    assert old.settings["backend"] == "annoy" and old.settings["n_trees"] == 2
+    train, queries = _format_2_queries()
+    got = old.score(queries, split="test")
+    assert dict(zip(got.positions, got.nearest_positions)) == _brute_force(train, queries, 0.1)
+    assert sorted(got.nearest_ids) == [f"r{i:03d}" for i in range(0, 300, 15)]
+    rebuilt = ReferenceIndex.build(
+        train, ids=old.ids, labels=old.labels, threshold=Distance(0.1)
+    )
+    _same_leakage(rebuilt.score(queries, split="test"), got)  # the cells agree
+    with pytest.raises(NeardupInputError, match="search_k=5 is too small for k=10"):
+        old.score(queries, search_k=5)
+    old.save(path, overwrite=True)  # saved again: format 3, still annoy
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == 3 and meta["settings"]["backend"] == "annoy"
+    _same_leakage(ReferenceIndex.load(path).score(queries, split="test"), got)
+
+
+def _rewrite_cells(path, change) -> None:
+    """Change ``cells.npz`` with ``change(arrays)`` and record its new digest in meta.json."""
+    import hashlib
+
+    meta = json.loads((path / "meta.json").read_text())
+    target = path / meta["generation"] / "cells.npz"
+    with np.load(target) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    change(arrays)
+    with open(target, "wb") as fh:
+        np.savez(fh, **arrays)
+    meta["files"]["cells.npz"] = {
+        "bytes": target.stat().st_size,
+        "sha256": hashlib.sha256(target.read_bytes()).hexdigest(),
+    }
+    (path / "meta.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda a: a["members"].__setitem__(0, 10**6), "listed rows outside the 1,500"),
+        (lambda a: a.update(starts=a["starts"][:-1]), "cell bounds of the wrong shape"),
+        (lambda a: a.update(centroids=a["centroids"][:, :5]), "cell centres of the wrong shape"),
+        (lambda a: a.update(margin=np.float64(np.nan)), "an impossible margin"),
+        (lambda a: a.update(members=a["members"].astype(np.float32)),
+         "listed rows that are not integers"),
+        (lambda a: a.pop("parent"), r"cells.npz cannot be read \('parent"),
+    ],
+)  # fmt: skip
+def test_crafted_cells_are_refused(data, tmp_path, change, message):
+    index = ReferenceIndex.build(data[0], threshold=Distance(0.1), backend=Cells(cell_size=64))
+    path = index.save(tmp_path / "idx")
+    _rewrite_cells(path, change)
+    with pytest.raises(NeardupInputError, match=f"is damaged: (cells.npz holds )?{message}"):
+        ReferenceIndex.load(path)
+    # the file is read without pickle: a pickled object array is refused, not unpickled
+    _rewrite_cells(path, lambda a: a.update(members=np.array([object()] * 3)))
+    with pytest.raises(NeardupInputError, match="cells.npz cannot be read"):
+        ReferenceIndex.load(path)
+
+
+def test_cells_find_every_pair_of_wide_rows_and_batches_do_not_matter():
+    """300 x 1,024 rows in many cells (projected routing): every query's nearest reference
+    row within the threshold, as brute force, with the exact margin and the automatic one."""
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(8, 1024))
+    train = (centres[rng.integers(0, 8, 600)] + rng.normal(size=(600, 1024))).astype(np.float32)
+    test = np.concatenate([train[:60] + rng.normal(scale=0.05, size=(60, 1024)),
+                           rng.normal(size=(40, 1024))]).astype(np.float32)  # fmt: skip
+    oracle = _brute_force(train, test, 0.06)
+    assert len(oracle) >= 50
+    for margin in (0.5, None):
+        index = ReferenceIndex.build(
+            train, threshold=Distance(0.06), backend=Cells(cell_size=16, margin=margin)
+        )
+        assert index.settings["n_cells_used"] > 30
+        whole = index.score(test)
+        assert dict(zip(whole.positions, whole.nearest_positions)) == oracle
+        ids = np.arange(100) + 1000
+        parts = [index.score(test[:37], ids=ids[:37]), index.score(test[37:], ids=ids[37:])]
+        assert _pairs(*parts) == _pairs(index.score(test, ids=ids))

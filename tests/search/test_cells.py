@@ -378,8 +378,13 @@ def test_wide_rows_are_projected_only_when_the_projection_keeps_their_spread():
     low_rank = rng.normal(size=(2000, 20)) @ rng.normal(size=(20, 600))
     isotropic = rng.normal(size=(2000, 600))  # 64 of 600 directions keep ~11 % of it
     engine = Cells(cell_size=50)
-    assert engine.fit(rows_of(low_rank), seed=0).projection is not None
-    assert engine.fit(rows_of(isotropic), seed=0).projection is None
+    projected = engine.fit(rows_of(low_rank), seed=0)
+    full_width = engine.fit(rows_of(isotropic), seed=0)
+    assert projected.projection is not None and full_width.projection is None
+    # in full width a pair costs 600 products: cells of half the size (about 2,000 / 25)
+    assert projected.n_cells <= 40 < full_width.n_cells <= 80
+    explicit = Cells(n_cells=40).fit(rows_of(isotropic), seed=0)
+    assert explicit.n_cells <= 40  # an explicit n_cells is kept
     # either way the pairs are those of brute force
     x = rows_of(isotropic).matrix()
     x[1000:1100] = x[:100] + 0.001

@@ -1,0 +1,403 @@
+"""The reference index's cell engine (the default): reference rows partitioned once, every
+scored batch routed to its cells and joined exactly there.
+
+Build: k-means cells fitted on a seeded sample of the transformed reference rows
+(``Cells.fit``), then every reference row listed in its nearest cell and in each cell whose
+boundary lies within the spill margin (``Cells.route``). Only the cells are stored: centres,
+and per cell the reference rows it lists (``(E,)`` row numbers, ``E`` about N times the rows
+per row the margin costs); the rows themselves are ``vectors.npy``, stored once.
+
+Score: each query row goes to its nearest cell and to every cell within the same margin; in
+each cell the queries are compared with the listed reference rows by one matrix product (a
+float32 screen with a generous slack) and every candidate's exact distance decides.
+
+Why this finds every pair with a margin of half the threshold ``t``: for a query ``q`` and a
+reference row ``r`` with ``|q - r| <= t`` whose nearest cells differ, their distances to the
+bisector of the two cells add up to at most ``t``, so one of them lies within ``t / 2`` of it
+and is listed in the other's nearest cell (applied at the coarse level first, then to the
+leaves of the coarse cell they share). The automatic margin (``Cells(margin=None)``) is
+smaller where ``t / 2`` would copy each row into many cells: it is the smallest margin that
+joins every close pair of a seeded sample of the reference (``neardup.search``), so pairs that
+cross a boundary at a steep angle can in principle be missed; ``Cells(margin=0.5)`` is exact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import NeardupInputError
+from ..search import (
+    Cells,
+    NeighborGraph,
+    Partition,
+    Rows,
+    blas_threads,
+    exact_pair_distances,
+    route_entries,
+    sample_rows,
+)
+from ._storage import CELLS, corrupt, write_file
+
+__all__ = ["CellEngine", "check_cells_backend"]
+
+#: query rows transformed and routed at once, and at most this many bytes of them.
+_QUERY_ROWS = 262_144
+_QUERY_BYTES = 64 << 20
+#: entries of one (queries, reference rows) product in a cell (64 MB of float32).
+_PRODUCT_ENTRIES = 16 << 20
+#: close rows per sampled row above which the margin's sample falls back to the kNN graph.
+_MAX_CLOSE_PER_ROW = 64
+#: relative float32 slack of the product screen (times the largest squared row norm).
+_SCREEN_SLACK = 1e-4
+
+
+def check_cells_backend(backend: Cells) -> None:
+    """A reference index scores on the CPU in this process: refuse ``device``/``executor``."""
+    for name in ("device", "executor"):
+        if getattr(backend, name) is not None:
+            raise NeardupInputError(
+                f"ReferenceIndex: Cells({name}=...) is not supported; a reference index is "
+                f"built and scored with numpy in this process. Drop {name}=."
+            )
+
+
+class CellEngine:
+    """Cells over the ``(N, d)`` float32 reference ``vectors``.
+
+    Parameters
+    ----------
+    partition:
+        The fitted k-means cells (``neardup.search.Partition``).
+    margin:
+        Spill margin in distance units (rows within it of a cell boundary are listed in both).
+    starts:
+        ``(C + 1,)`` int64: cell ``c`` lists ``members[starts[c]:starts[c + 1]]``.
+    members:
+        ``(E,)`` int32 or int64 reference rows, grouped by cell.
+    vectors:
+        ``(N, d)`` float32 transformed reference rows (may be a read-only memmap).
+    """
+
+    name = "cells"
+    files = (CELLS,)
+
+    def __init__(
+        self,
+        partition: Partition,
+        *,
+        margin: float,
+        starts: np.ndarray,
+        members: np.ndarray,
+        vectors: np.ndarray,
+        blas_threads: int | None = 1,
+    ) -> None:
+        self.partition = partition
+        self.margin = float(margin)
+        self.starts = starts
+        self.members = members
+        self.vectors = vectors
+        self._blas_threads = blas_threads
+        self._sq: np.ndarray | None = None  # squared norms of the vectors, once scored
+
+    def _norms(self) -> np.ndarray:
+        """``(N,)`` float32 squared norms of the reference rows (computed once, blocked)."""
+        if self._sq is None:
+            sq = np.empty(len(self.vectors), dtype=np.float32)
+            step = max(1, _QUERY_BYTES // (4 * max(1, self.vectors.shape[1])))
+            for start in range(0, len(sq), step):
+                sq[start : start + step] = _squared_norms(
+                    np.asarray(self.vectors[start : start + step])
+                )
+            self._sq = sq
+        return self._sq
+
+    # ------------------------------------------------------------------ build
+    @staticmethod
+    def graph(x: np.ndarray, backend: Cells, *, k: int, seed: int) -> NeighborGraph:
+        """Exact ``k`` nearest neighbours (among all rows) of a seeded sample of ``x``: the
+        threshold's statistics and the automatic margin's sampled pairs."""
+        return backend.neighbor_graph(Rows.from_matrix(x), k, seed=seed)
+
+    @staticmethod
+    def close_pairs_graph(
+        x: np.ndarray, backend: Cells, *, threshold: float, seed: int
+    ) -> NeighborGraph | None:
+        """Every row within ``threshold`` of each row of the seeded sample :meth:`graph`
+        would take (padded with ``-1``/``inf``): all that the automatic margin reads, for a
+        fixed threshold, at the cost of one threshold join instead of a kNN search. ``None``
+        when the sampled rows have more than ``_MAX_CLOSE_PER_ROW`` close rows each on
+        average (a threshold that large: use :meth:`graph`)."""
+        seed = backend.seed if backend.seed is not None else seed
+        sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
+        queries = np.ascontiguousarray(x[sample])
+        step = max(1, _PRODUCT_ENTRIES // max(1, len(sample)))
+        found_a, found_b, found_d = [], [], []
+        count = 0
+        for start in range(0, len(x), step):
+            a, b, dist = _close(queries, np.asarray(x[start : start + step]), threshold)
+            own = sample[a] != b + start
+            found_a.append(a[own])
+            found_b.append(b[own] + start)
+            found_d.append(dist[own])
+            count += int(own.sum())
+            if count > _MAX_CLOSE_PER_ROW * len(sample):
+                return None
+        a, b, dist = (np.concatenate(parts) for parts in (found_a, found_b, found_d))
+        order = np.lexsort((b, dist, a))
+        a, b, dist = a[order], b[order], dist[order]
+        counts = np.bincount(a, minlength=len(sample))
+        width = max(1, int(counts.max()) if len(counts) else 1)
+        rank = np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
+        indices = np.full((len(sample), width), -1, dtype=np.int64)
+        distances = np.full((len(sample), width), np.inf, dtype=np.float32)
+        indices[a, rank] = b
+        distances[a, rank] = dist
+        return NeighborGraph(indices, distances, backend="cells", rows=sample, total_rows=len(x))
+
+    @classmethod
+    def build(
+        cls,
+        x: np.ndarray,
+        backend: Cells,
+        *,
+        graph: NeighborGraph | None,
+        threshold: float,
+        seed: int,
+    ) -> tuple[CellEngine, float]:
+        """Partition ``x`` (``(N, d)`` float32) and list every row in its cells.
+
+        Returns the engine and the margin used, as a multiple of ``threshold`` (from
+        ``backend.margin``, or chosen on ``graph``'s close pairs when that is ``None``).
+        """
+        rows = Rows.from_matrix(x)
+        seed = backend.seed if backend.seed is not None else seed
+        with blas_threads(backend.blas_threads):
+            partition = backend.fit(rows, seed=seed)
+            if backend.margin is not None or graph is None:
+                multiple = 0.5 if backend.margin is None else float(backend.margin)
+            else:
+                multiple = backend.margin_for(rows, partition, graph, threshold)
+            row, cell = _list_rows(partition, x, multiple * threshold)
+        starts = np.searchsorted(cell, np.arange(partition.n_cells + 1)).astype(np.int64)
+        engine = cls(
+            partition,
+            margin=multiple * threshold,
+            starts=starts,
+            members=row,
+            vectors=x,
+            blas_threads=backend.blas_threads,
+        )
+        return engine, multiple
+
+    @property
+    def entries_per_row(self) -> float:
+        """Cells each reference row is listed in, on average."""
+        return len(self.members) / max(1, len(self.vectors))
+
+    # ------------------------------------------------------------------ score
+    @staticmethod
+    def chunk_rows(dim: int) -> int:
+        """Query rows scored at once."""
+        return max(4096, min(_QUERY_ROWS, _QUERY_BYTES // (4 * max(1, dim))))
+
+    def check_score_options(self, k: int | None, search_k: int) -> None:
+        """``k`` and ``search_k`` tune annoy's candidates; the cells have none to tune."""
+        given = [f"{name}={value}" for name, value in (("k", k), ("search_k", search_k))
+                 if value not in (None, -1)]  # fmt: skip
+        if given:
+            raise NeardupInputError(
+                f"{' and '.join(given)}: annoy options, but this reference index uses the cell "
+                "engine, which compares every candidate exactly. Drop them, or build the index "
+                "with backend=neardup.Annoy(...)."
+            )
+
+    def nearest_within(
+        self, queries: np.ndarray, threshold: float, *, k: int | None = None, search_k: int = -1
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(m,)`` nearest reference row of each transformed ``(m, d)`` query row within
+        ``threshold`` (ties to the lowest row) and its distance, else ``-1`` and ``inf``."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        best_row = np.full(len(queries), -1, dtype=np.int64)
+        best_dist = np.full(len(queries), np.inf, dtype=np.float32)
+        if len(queries) == 0:
+            return best_row, best_dist
+        with blas_threads(self._blas_threads):
+            sq = self._norms()
+            q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
+            order = np.argsort(q_cell, kind="stable")
+            q_row, q_cell = q_row[order], q_cell[order]
+            cells, first = np.unique(q_cell, return_index=True)
+            bounds = np.r_[first, len(q_cell)]
+            found_q, found_r, found_d = [], [], []
+            for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
+                listed = self.members[self.starts[c] : self.starts[c + 1]]
+                if len(listed) == 0:
+                    continue
+                at = q_row[lo:hi]
+                a, b, dist = _close(
+                    queries[at],
+                    np.asarray(self.vectors[listed]),
+                    threshold,
+                    sq[listed],
+                    nearest_only=True,
+                )
+                if len(a):
+                    found_q.append(at[a])
+                    found_r.append(listed[b].astype(np.int64))
+                    found_d.append(dist)
+        if not found_q:
+            return best_row, best_dist
+        q, r, d = (np.concatenate(parts) for parts in (found_q, found_r, found_d))
+        order = np.lexsort((r, d, q))
+        q, r, d = q[order], r[order], d[order]
+        first_of_query = np.r_[True, q[1:] != q[:-1]]
+        best_row[q[first_of_query]] = r[first_of_query]
+        best_dist[q[first_of_query]] = d[first_of_query]
+        return best_row, best_dist
+
+    # ------------------------------------------------------------------ save / load
+    def write(self, folder: Path) -> None:
+        """Write ``cells.npz`` into ``folder`` (fsynced)."""
+        arrays = {
+            **self.partition.arrays(),
+            "starts": self.starts,
+            "members": self.members,
+            "margin": np.float64(self.margin),
+        }
+        write_file(folder / CELLS, lambda fh: np.savez(fh, **arrays))
+
+    @classmethod
+    def open(
+        cls, path: Path, folder: Path, vectors: np.ndarray, settings: dict[str, Any]
+    ) -> CellEngine:
+        """Read ``folder/cells.npz`` (no pickle) and check it against the reference rows."""
+        try:
+            with np.load(folder / CELLS, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+            partition = Partition.from_arrays(arrays)
+            starts = np.asarray(arrays["starts"])
+            members = np.asarray(arrays["members"])
+            margin = float(arrays["margin"])
+        except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
+            raise corrupt(path, f"{CELLS} cannot be read ({err})") from err
+        _check_cells(path, partition, starts, members, margin, vectors.shape)
+        return cls(
+            partition,
+            margin=margin,
+            starts=starts.astype(np.int64),
+            members=members,
+            vectors=vectors,
+            blas_threads=settings.get("blas_threads", 1),
+        )
+
+
+def _list_rows(
+    partition: Partition, x: np.ndarray, margin: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, cell)`` of every entry of the ``(N, d)`` rows ``x`` routed with ``margin`` (the
+    same routing as the queries'), sorted by cell, then row; rows as int32 where they fit."""
+    step = max(256, min(_QUERY_ROWS, _QUERY_BYTES // (4 * max(1, x.shape[1]))))
+    index = np.int32 if len(x) < 2**31 else np.int64
+    rows, cells = [], []
+    for start in range(0, len(x), step):
+        r, c, _, _ = route_entries(partition, np.asarray(x[start : start + step]), margin=margin)
+        rows.append((r + start).astype(index))
+        cells.append(c.astype(np.int32))
+    row, cell = np.concatenate(rows), np.concatenate(cells)
+    order = np.lexsort((row, cell))
+    return row[order], cell[order]
+
+
+def _close(
+    q: np.ndarray,
+    r: np.ndarray,
+    threshold: float,
+    sq_r: np.ndarray | None = None,
+    *,
+    nearest_only: bool = False,
+):
+    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
+    (``sq_r``: the squared norms of ``r``, when known). ``nearest_only``: only each query's
+    nearest rows (and near-ties within the screen's slack), however many are within."""
+    sq_q = _squared_norms(q)
+    sq_r = _squared_norms(r) if sq_r is None else sq_r
+    slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
+    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
+    # one product gives |r|^2 - 2 q.r = |q - r|^2 - |q|^2: rows [q, 1] times columns [-2 r, |r|^2]
+    left = np.empty((len(q), q.shape[1] + 1), dtype=np.float32)
+    left[:, :-1] = q
+    left[:, -1] = 1.0
+    right = np.empty((len(r), r.shape[1] + 1), dtype=np.float32)
+    np.multiply(r, -2.0, out=right[:, :-1])
+    right[:, -1] = sq_r
+    step = max(1, _PRODUCT_ENTRIES // len(r))
+    found_a, found_b = [], []
+    for start in range(0, len(q), step):
+        d2 = left[start : start + step] @ right.T
+        bound = limit[start : start + step]
+        if nearest_only:
+            bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)
+        # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+        a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
+        found_a.append(a + start)
+        found_b.append(b)
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    dist = _pair_distances(r, b, q, a)
+    keep = dist <= np.float32(threshold)
+    return a[keep], b[keep], dist[keep]
+
+
+def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a time."""
+    step = max(1, _QUERY_BYTES // (4 * max(1, r.shape[1])))
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), step):
+        stop = start + step
+        out[start:stop] = exact_pair_distances(r[b[start:stop]], q[a[start:stop]])
+    return out
+
+
+def _squared_norms(x: np.ndarray) -> np.ndarray:
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+
+
+def _check_cells(
+    path: Path,
+    partition: Partition,
+    starts: np.ndarray,
+    members: np.ndarray,
+    margin: float,
+    shape: tuple[int, int],
+) -> None:
+    """Refuse cells that do not describe ``shape`` reference rows (crafted or damaged)."""
+    size, dim = shape
+    centroids, parent, coarse = partition.centroids, partition.parent, partition.coarse
+    width = dim if partition.projection is None else partition.projection.shape[0]
+    problems = []
+    if partition.projection is not None and partition.projection.shape != (width, dim):
+        problems.append("a projection of the wrong width")
+    if centroids.ndim != 2 or centroids.shape[1] != width or len(centroids) < 1:
+        problems.append("cell centres of the wrong shape")
+    elif coarse.ndim != 2 or coarse.shape[1] != width or len(coarse) < 1:
+        problems.append("coarse centres of the wrong shape")
+    elif parent.shape != (len(centroids),) or (
+        len(parent) and (parent[0] < 0 or parent[-1] >= len(coarse) or np.any(np.diff(parent) < 0))
+    ):
+        problems.append("cells with impossible coarse cells")
+    elif not all(np.all(np.isfinite(a)) for a in partition.arrays().values()):
+        problems.append("centres that are not finite")
+    if starts.shape != (len(centroids) + 1,) or starts.dtype.kind not in "iu":
+        problems.append("cell bounds of the wrong shape")
+    elif starts[0] != 0 or starts[-1] != len(members) or np.any(np.diff(starts) < 0):
+        problems.append("cell bounds that do not cover the listed rows")
+    if members.ndim != 1 or members.dtype.kind not in "iu":
+        problems.append("listed rows that are not integers")
+    elif len(members) < size or (len(members) and (members.min() < 0 or members.max() >= size)):
+        problems.append(f"listed rows outside the {size:,} reference rows")
+    if not (np.isfinite(margin) and margin >= 0):
+        problems.append("an impossible margin")
+    if problems:
+        raise corrupt(path, f"{CELLS} holds {problems[0]}")

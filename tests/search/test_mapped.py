@@ -1,0 +1,70 @@
+"""Memory-mapped inputs: streamed without staying in the resident set, results unchanged."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import neardup
+from neardup.search import Rows
+from neardup.search._mapped import PageBudget, release_pages
+
+
+def _rss_file_kib() -> int:
+    """File-backed resident memory of this process (Linux ``/proc/self/status``)."""
+    for line in open("/proc/self/status"):
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile line")
+
+
+def _memmap(tmp_path, rows: int, d: int, seed: int = 0) -> np.memmap:
+    x = np.random.default_rng(seed).normal(size=(rows, d)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    return np.load(tmp_path / "x.npy", mmap_mode="r")
+
+
+def test_release_keeps_the_values_and_skips_private_maps(tmp_path):
+    x = _memmap(tmp_path, 1000, 16)
+    before = np.array(x[:10])
+    assert release_pages(x) and release_pages(x[100:200])  # slices share the map
+    np.testing.assert_array_equal(x[:10], before)  # read again from the page cache
+    assert not release_pages(np.zeros((3, 3)))
+    private = np.load(tmp_path / "x.npy", mmap_mode="c")
+    private[0, 0] = 123.0
+    assert not release_pages(private)  # would drop the private change
+    assert private[0, 0] == 123.0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_streaming_a_memmap_does_not_keep_it_resident(tmp_path):
+    x = _memmap(tmp_path, 400_000, 64)  # 98 MiB on disk
+    rows = Rows([x[:300_000], x[300_000:]], "row")
+    start = _rss_file_kib()
+    total = 0.0
+    for _, block in rows.blocks():
+        total += float(block[:, 0].sum())
+    grown = _rss_file_kib() - start
+    assert grown < 40 * 1024, f"{grown} KiB of the 98 MiB file stayed resident"
+    budget = PageBudget([x], budget=8 << 20)
+    for start_row in range(0, 400_000, 20_000):  # gathers, as the cells read their rows
+        rows.take(np.arange(start_row, start_row + 20_000, 2))
+        budget.spend(10_000 * 64 * 4)
+    assert _rss_file_kib() - start < 40 * 1024
+
+
+def test_find_duplicates_on_a_memmap_equals_the_array(tmp_path):
+    x = np.array(_memmap(tmp_path, 3000, 24, seed=1))
+    x[2000:2100] = x[:100] + 1e-3  # 100 test rows leaked from train
+    np.save(tmp_path / "y.npy", x)
+    mapped = np.load(tmp_path / "y.npy", mmap_mode="r")
+    splits = {"train": mapped[:2000], "test": mapped[2000:]}
+    got = neardup.find_duplicates(splits, backend=neardup.Cells(cell_size=64))
+    expected = neardup.find_duplicates(
+        {"train": x[:2000], "test": x[2000:]}, backend=neardup.Cells(cell_size=64)
+    )
+    assert got.leakage["test"].count == expected.leakage["test"].count >= 100
+    assert [c.positions for c in got.clusters] == [c.positions for c in expected.clusters]
+    assert got.threshold.value == expected.threshold.value
