@@ -143,7 +143,8 @@ def _image_rows(
     data: Mapping[str, Mapping[str, Any]], views: list[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[ImageRows]]]:
     """Replace every :class:`ImageRows` view by its 8x8 thumbnail view (and, for colour images,
-    its luma view ``<view>-luma`` beside it); return the new data and
+    its luma and YCbCr views ``<view>-luma`` and ``<view>-ycbcr`` beside it); return the new
+    data and
     ``view -> [ImageRows per split]`` for the aligned views."""
     aligned = [v for v in views if any(isinstance(data[s][v], ImageRows) for s in data)]
     if not aligned:
@@ -161,12 +162,12 @@ def _image_rows(
                 "thumbnail size (call the same AlignedImageView(side=...) on every split)."
             )
         kept[view] = parts
+        thumbnail = ImageView(size=8)
         for split, part in zip(data, parts):
-            # colour images: the colour thumbnail and its luma ("<view>-luma"), see ImageView.views
-            thumbnails = list(ImageView(size=8).views(part.images()).values())
-            out[split][view] = thumbnails[0]
-            if len(thumbnails) > 1:
-                out[split][f"{view}-luma"] = thumbnails[1]
+            # colour images: the colour thumbnail, its luma ("<view>-luma") and its YCbCr
+            # thumbnail ("<view>-ycbcr"), see ImageView.views
+            for name, rows in thumbnail.views(part.images()).items():
+                out[split][view + name[len(thumbnail.name) :]] = rows
     return out, kept
 
 
@@ -233,7 +234,7 @@ def find_duplicates_multiview(
     max_diameter = check_max_diameter(max_diameter)
     views = _view_names(data)
     data, image_rows = _image_rows(data, views)
-    views = list(data[next(iter(data))])  # with the thumbnails' luma views of colour images
+    views = list(data[next(iter(data))])  # with the luma/YCbCr views of colour images
     check_combine(combine, views)
     thresholds = _per_view(threshold, "threshold", views, None)
     normalizes = _per_view(normalize, "normalize", views, "row")

@@ -616,7 +616,7 @@ def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits):
         )
 
     report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
-    assert sorted(report.views) == ["input", "input-luma", "input:aligned"]
+    assert sorted(report.views) == ["input", "input-luma", "input-ycbcr", "input:aligned"]
     assert report.views["input"].settings["dim"] == 192
     leak = report.leakage["test"]
     found = dict(zip(leak.positions, leak.nearest_positions))
