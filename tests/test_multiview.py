@@ -60,7 +60,7 @@ def test_confirm_rule_keeps_only_pairs_the_named_view_confirms():
     data = _two_views()
     rng = np.random.default_rng(5)
     a_train, a_test = data["train"]["a"], data["test"]["a"]
-    # rows 20-24: copies in b, and in a just beyond a's threshold (1.1 thresholds away)
+    # rows 20-24: copies in b, and in a just beyond a's threshold (1.05 thresholds away)
     data["test"]["b"][20:25] = data["train"]["b"][20:25]
     a_test[20:25] = a_train[20:25] + rng.normal(scale=0.05, size=(5, 32))
 
@@ -68,12 +68,12 @@ def test_confirm_rule_keeps_only_pairs_the_named_view_confirms():
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     gap = np.linalg.norm(unit(a_test[20:25]) - unit(a_train[20:25]), axis=1)
-    threshold = {"a": Distance(float(gap.max()) / 1.1), "b": Distance(0.05)}
+    threshold = {"a": Distance(float(gap.max()) / 1.05), "b": Distance(0.05)}
     anyway = find_duplicates(data, threshold=threshold)
     assert sorted(anyway.leakage["test"].positions) == list(range(25))
     confirmed = find_duplicates(data, threshold=threshold, combine="confirm:a")
     leak = confirmed.leakage["test"]
-    # b's finds 10-19 lie far apart in a: dropped; 20-24 are within 1.25 thresholds of a: kept
+    # b's finds 10-19 lie far apart in a: dropped; 20-24 are within 1.1 thresholds of a: kept
     assert sorted(leak.positions) == list(range(10)) + list(range(20, 25))
     late = [found for p, found in zip(leak.positions, leak.found_by) if p >= 20]
     assert all("b" in found for found in late) and ["b"] in late  # the farthest: b alone
