@@ -257,3 +257,29 @@ def test_property_combined_verdict_agrees_with_views_and_sets(seed, n_views):
         assert set_of["test", pos] == set_of["train", ref]  # a leaked pair shares a set
     union = set().union(*(set(v.leakage["test"].positions) for v in result.views.values()))
     assert set(leak.positions) == union  # "any": leaked in the union of the views
+
+
+def test_colour_image_rows_get_a_ycbcr_view_with_the_colour_cast_weighted_once():
+    from sklearn.datasets import load_digits
+
+    from neardup.views import AlignedImageView, ImageView
+
+    rng = np.random.default_rng(0)
+    digits = np.kron(load_digits().images[:400] / 16.0, np.ones((2, 2)))  # 16 x 16: no resampling
+    fg, bg = rng.uniform(0, 255, (2, len(digits), 1, 1, 3))
+    rgb = np.rint(digits[..., None] * fg + (1 - digits[..., None]) * bg).astype(np.uint8)
+    train, test = rgb[:300], rgb[300:].copy()
+    gains = np.array([1.1, 0.95, 0.9])  # a colour-jittered copy of train[7]
+    test[0] = np.clip(np.rint(train[7] * gains), 0, 255).astype(np.uint8)
+    view = AlignedImageView()
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    assert {"image", "image-luma", "image-ycbcr", "image:aligned"} == set(result.views)
+    leak = result.leakage["test"]
+    k = leak.positions.index(0)
+    assert leak.nearest_positions[k] == 7
+    # the view's rows are ImageView(color="ycbcr") of the images themselves: AlignedImageView
+    # rows already carry the colour-cast weight, and it is not applied a second time
+    rows = ImageView(color="ycbcr")(np.stack([test[0], train[7]]))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    expected = np.linalg.norm(rows[0] - rows[1])
+    assert leak.view_distances["image-ycbcr"][k] == pytest.approx(expected, rel=1e-3, abs=1e-5)
