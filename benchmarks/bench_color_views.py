@@ -24,14 +24,22 @@ import neardup
 from neardup.views import ImageView
 
 LUMA = ImageView(color="luma")
+YCBCR = ImageView(color="ycbcr")
 CANDIDATES = {
-    "colour, whole cast (previous default)": {"rgb": ImageView(color_cast=1.0)},
+    "colour, whole cast (round 2)": {"rgb": ImageView(color_cast=1.0)},
     "luma": {"luma": LUMA},
+    "YCbCr (luma 8 x 8, chroma 4 x 4)": {"ycbcr": YCBCR},
     "colour, cast 0.25": {"rgb": ImageView()},
     "colour, whole cast + luma": {"rgb": ImageView(color_cast=1.0), "luma": LUMA},
     "colour, cast 0.5 + luma": {"rgb": ImageView(color_cast=0.5), "luma": LUMA},
-    "colour, cast 0.25 + luma (default)": {"rgb": ImageView(), "luma": LUMA},
+    "colour, cast 0.25 + luma (round 3)": {"rgb": ImageView(), "luma": LUMA},
     "colour, no cast + luma": {"rgb": ImageView(color_cast=0.0), "luma": LUMA},
+    "colour, cast 0.25 + YCbCr": {"rgb": ImageView(), "ycbcr": YCBCR},
+    "colour, cast 0.25 + luma + YCbCr (default)": {
+        "rgb": ImageView(),
+        "luma": LUMA,
+        "ycbcr": YCBCR,
+    },
 }
 
 
@@ -46,9 +54,9 @@ def main() -> None:
     fashion_train, fashion_test = bq.load_fashion()
     train = bq.colorize(fashion_train[:20000], rng)
     test = bq.colorize(fashion_test[:5000], rng)
-    kinds = {
-        k: bq.IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "jpeg q75")
-    } | {"colour jitter": bq._jitter}
+    kinds = {k: bq.IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "jpeg q75")} | {
+        "colour jitter": bq._jitter
+    }
     planted, kind_of, _ = bq.plant(train, test, kinds, 50, rng)
     digits = np.rint(load_digits().images * 255 / 16).astype(np.uint8)
     controls = []

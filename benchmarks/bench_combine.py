@@ -30,6 +30,7 @@ from neardup.views import TextView
 
 RULES = {
     "any": lambda m, t: np.minimum(m, t),
+    "confirm:text (1.1)": lambda m, t: np.where(t <= 1.1, np.minimum(m, t), np.inf),
     "confirm:text (1.25)": lambda m, t: np.where(t <= 1.25, np.minimum(m, t), np.inf),
     "confirm:text (1.5)": lambda m, t: np.where(t <= 1.5, np.minimum(m, t), np.inf),
     "text view alone": lambda m, t: t,

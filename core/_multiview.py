@@ -57,10 +57,14 @@ __all__ = [
 
 COMBINE_RULES = ("any", "confirm:<view>")
 #: ``"confirm:<view>"``: a pair must lie within this many of the view's thresholds in it
-#: (measured on pydoc sentences with MiniLM + TextView: 1.25 keeps every planted edit that
-#: ``"any"`` finds and drops most paraphrases, see the README's "Views and thresholds").
-CONFIRM_WITHIN = 1.25
+#: (measured on pydoc sentences with MiniLM + TextView through the ``datasets`` hook: the
+#: embedding's templated neighbours it wrongly flags lie at 1.16-1.24 text thresholds, the
+#: planted edits it alone finds at most at 1.03; 1.1 keeps every planted edit that ``"any"``
+#: finds and drops most paraphrases, see the README's "Views and thresholds").
+CONFIRM_WITHIN = 1.1
 _CONFIRM = "confirm:"
+#: the YCbCr view of AlignedImageView rows (whose colour cast is already weighted)
+_YCBCR_OF_ROWS = ImageView(size=8, color="ycbcr", color_cast=1.0)
 
 
 def check_combine(combine: Any, views: list[str] | None = None) -> str:
@@ -143,7 +147,8 @@ def _image_rows(
     data: Mapping[str, Mapping[str, Any]], views: list[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, list[ImageRows]]]:
     """Replace every :class:`ImageRows` view by its 8x8 thumbnail view (and, for colour images,
-    its luma view ``<view>-luma`` beside it); return the new data and
+    its luma and YCbCr views ``<view>-luma`` and ``<view>-ycbcr`` beside it); return the new
+    data and
     ``view -> [ImageRows per split]`` for the aligned views."""
     aligned = [v for v in views if any(isinstance(data[s][v], ImageRows) for s in data)]
     if not aligned:
@@ -161,12 +166,17 @@ def _image_rows(
                 "thumbnail size (call the same AlignedImageView(side=...) on every split)."
             )
         kept[view] = parts
+        thumbnail = ImageView(size=8)
         for split, part in zip(data, parts):
-            # colour images: the colour thumbnail and its luma ("<view>-luma"), see ImageView.views
-            thumbnails = list(ImageView(size=8).views(part.images()).values())
-            out[split][view] = thumbnails[0]
-            if len(thumbnails) > 1:
-                out[split][f"{view}-luma"] = thumbnails[1]
+            # colour images: the colour thumbnail, its luma ("<view>-luma") and its YCbCr
+            # thumbnail ("<view>-ycbcr"), see ImageView.views
+            images = part.images()
+            for name, rows in thumbnail.views(images).items():
+                out[split][view + name[len(thumbnail.name) :]] = rows
+            if f"{view}-ycbcr" in out[split]:
+                # the rows already carry AlignedImageView's colour-cast weight: apply it once
+                # (twice, its chroma cast would shrink to 1/16 and JPEG recall with it)
+                out[split][f"{view}-ycbcr"] = _YCBCR_OF_ROWS(images)
     return out, kept
 
 
@@ -233,7 +243,7 @@ def find_duplicates_multiview(
     max_diameter = check_max_diameter(max_diameter)
     views = _view_names(data)
     data, image_rows = _image_rows(data, views)
-    views = list(data[next(iter(data))])  # with the thumbnails' luma views of colour images
+    views = list(data[next(iter(data))])  # with the luma/YCbCr views of colour images
     check_combine(combine, views)
     thresholds = _per_view(threshold, "threshold", views, None)
     normalizes = _per_view(normalize, "normalize", views, "row")

@@ -10,8 +10,9 @@ the combined verdict of :func:`neardup.find_duplicates` (``result.leakage[split]
 ``input_view=`` of every integration takes:
 
 - ``"auto"`` (default): decide from the first batch (:func:`auto_input_view`); colour images
-  give two input views, ``"input"`` (the colour thumbnail) and ``"input-luma"`` (its luma),
-  as :meth:`neardup.views.ImageView.views` does;
+  give three input views, ``"input"`` (the colour thumbnail), ``"input-luma"`` (its luma)
+  and ``"input-ycbcr"`` (luma with half-resolution chroma), as
+  :meth:`neardup.views.ImageView.views` does;
 - ``None``: no input view (the layers only);
 - a callable ``view(inputs) -> (B, d) array``, e.g. ``ImageView(size=16)``, ``TextView()`` or
   any function of the raw inputs.
@@ -30,6 +31,7 @@ from neardup.views import AlignedImageView, ImageView, TextView, as_image_rows
 __all__ = [
     "INPUT_LUMA_VIEW",
     "INPUT_VIEW",
+    "INPUT_YCBCR_VIEW",
     "InputView",
     "analyze_views",
     "auto_input_view",
@@ -42,10 +44,13 @@ __all__ = [
 INPUT_VIEW = "input"
 #: the luma input view beside it, for colour images under ``input_view="auto"``
 INPUT_LUMA_VIEW = "input-luma"
+#: ... and its YCbCr view (luma with half-resolution chroma)
+INPUT_YCBCR_VIEW = "input-ycbcr"
 _IMAGE_CHANNELS = (1, 3, 4)
 _MIN_SIDE = 8  # smaller "images" are more likely feature vectors or sequences
 _ALIGNED = (
-    "8x8 standardised thumbnails (and their luma, 'input-luma', for colour images), and "
+    "8x8 standardised thumbnails (and, for colour images, their luma 'input-luma' and YCbCr "
+    "'input-ycbcr' views), and "
     "candidate pairs re-aligned over shifts and crops"
 )
 
@@ -143,7 +148,7 @@ class InputView:
     ``rows(inputs)`` returns ``{"input": (B, d) float32 rows}``, or None when there is no
     input view (``input_view=None``, or ``"auto"`` found no view for these inputs; ``reason``
     says why). The core turns :class:`~neardup.views.AlignedImageView` rows of colour images
-    into ``"input"``, ``"input-luma"`` and ``"input:aligned"``.
+    into ``"input"``, ``"input-luma"``, ``"input-ycbcr"`` and ``"input:aligned"``.
     """
 
     def __init__(self, input_view: Any) -> None:
@@ -198,8 +203,8 @@ def input_view_rows(values: np.ndarray, view: Any) -> Any:
 
 def check_view_names(layers: Sequence[str], input_view: Any) -> None:
     """With an input view, no layer may be named like it (:data:`INPUT_VIEW`,
-    :data:`INPUT_LUMA_VIEW`)."""
-    for name in (INPUT_VIEW, INPUT_LUMA_VIEW):
+    :data:`INPUT_LUMA_VIEW`, :data:`INPUT_YCBCR_VIEW`)."""
+    for name in (INPUT_VIEW, INPUT_LUMA_VIEW, INPUT_YCBCR_VIEW):
         if input_view is not None and name in layers:
             raise NeardupInputError(
                 f"a layer is named {name!r}, which is an input view's name; pass "

@@ -60,7 +60,7 @@ def test_confirm_rule_keeps_only_pairs_the_named_view_confirms():
     data = _two_views()
     rng = np.random.default_rng(5)
     a_train, a_test = data["train"]["a"], data["test"]["a"]
-    # rows 20-24: copies in b, and in a just beyond a's threshold (1.1 thresholds away)
+    # rows 20-24: copies in b, and in a just beyond a's threshold (1.05 thresholds away)
     data["test"]["b"][20:25] = data["train"]["b"][20:25]
     a_test[20:25] = a_train[20:25] + rng.normal(scale=0.05, size=(5, 32))
 
@@ -68,12 +68,12 @@ def test_confirm_rule_keeps_only_pairs_the_named_view_confirms():
         return x / np.linalg.norm(x, axis=1, keepdims=True)
 
     gap = np.linalg.norm(unit(a_test[20:25]) - unit(a_train[20:25]), axis=1)
-    threshold = {"a": Distance(float(gap.max()) / 1.1), "b": Distance(0.05)}
+    threshold = {"a": Distance(float(gap.max()) / 1.05), "b": Distance(0.05)}
     anyway = find_duplicates(data, threshold=threshold)
     assert sorted(anyway.leakage["test"].positions) == list(range(25))
     confirmed = find_duplicates(data, threshold=threshold, combine="confirm:a")
     leak = confirmed.leakage["test"]
-    # b's finds 10-19 lie far apart in a: dropped; 20-24 are within 1.25 thresholds of a: kept
+    # b's finds 10-19 lie far apart in a: dropped; 20-24 are within 1.1 thresholds of a: kept
     assert sorted(leak.positions) == list(range(10)) + list(range(20, 25))
     late = [found for p, found in zip(leak.positions, leak.found_by) if p >= 20]
     assert all("b" in found for found in late) and ["b"] in late  # the farthest: b alone
@@ -257,3 +257,29 @@ def test_property_combined_verdict_agrees_with_views_and_sets(seed, n_views):
         assert set_of["test", pos] == set_of["train", ref]  # a leaked pair shares a set
     union = set().union(*(set(v.leakage["test"].positions) for v in result.views.values()))
     assert set(leak.positions) == union  # "any": leaked in the union of the views
+
+
+def test_colour_image_rows_get_a_ycbcr_view_with_the_colour_cast_weighted_once():
+    from sklearn.datasets import load_digits
+
+    from neardup.views import AlignedImageView, ImageView
+
+    rng = np.random.default_rng(0)
+    digits = np.kron(load_digits().images[:400] / 16.0, np.ones((2, 2)))  # 16 x 16: no resampling
+    fg, bg = rng.uniform(0, 255, (2, len(digits), 1, 1, 3))
+    rgb = np.rint(digits[..., None] * fg + (1 - digits[..., None]) * bg).astype(np.uint8)
+    train, test = rgb[:300], rgb[300:].copy()
+    gains = np.array([1.1, 0.95, 0.9])  # a colour-jittered copy of train[7]
+    test[0] = np.clip(np.rint(train[7] * gains), 0, 255).astype(np.uint8)
+    view = AlignedImageView()
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    assert {"image", "image-luma", "image-ycbcr", "image:aligned"} == set(result.views)
+    leak = result.leakage["test"]
+    k = leak.positions.index(0)
+    assert leak.nearest_positions[k] == 7
+    # the view's rows are ImageView(color="ycbcr") of the images themselves: AlignedImageView
+    # rows already carry the colour-cast weight, and it is not applied a second time
+    rows = ImageView(color="ycbcr")(np.stack([test[0], train[7]]))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    expected = np.linalg.norm(rows[0] - rows[1])
+    assert leak.view_distances["image-ycbcr"][k] == pytest.approx(expected, rel=1e-3, abs=1e-5)

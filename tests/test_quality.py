@@ -116,7 +116,7 @@ def _jitter(x, rng):
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="make system-deps installs Fashion-MNIST")
-def test_colorized_fashion_jpeg_jitter_and_noise_copies_found_by_the_colour_and_luma_views():
+def test_colorized_fashion_jpeg_jitter_and_noise_copies_found_by_the_colour_luma_ycbcr_views():
     with gzip.open(FASHION) as fh:
         images = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
     rng = np.random.default_rng(3)
@@ -125,13 +125,20 @@ def test_colorized_fashion_jpeg_jitter_and_noise_copies_found_by_the_colour_and_
     kinds = {k: IMAGE_KINDS[k] for k in ("exact", "noise", "jpeg")} | {"jitter": _jitter}
     planted, kind_of = _plant(train, test, kinds, 15, rng)
     view = ImageView()
-    result = find_duplicates({"train": view.views(train), "test": view.views(planted)})
-    assert list(result.views) == ["image8", "image8-luma"]
+    views = {"train": view.views(train), "test": view.views(planted)}
+    result = find_duplicates(views)
+    assert list(result.views) == ["image8", "image8-luma", "image8-ycbcr"]
     recall, extra = _recall(result, kind_of)
     print(recall, len(extra))
     assert recall["exact"] == 1.0 and recall["jitter"] >= 0.9, recall
-    assert recall["noise"] >= 0.65 and recall["jpeg"] >= 0.6, recall  # measured 0.73, 0.80
+    assert recall["noise"] >= 0.65 and recall["jpeg"] >= 0.85, recall  # measured 0.80, 1.00
     assert len(extra) <= 2, extra
+    # without the YCbCr view (luma + half-resolution chroma) fewer re-encoded copies are found:
+    # JPEG blurs and coarsely quantises chroma, where these pictures keep their contrast
+    two = {s: {v: rows for v, rows in views[s].items() if v != "image8-ycbcr"} for s in views}
+    without, extra_without = _recall(find_duplicates(two), kind_of)
+    print(without, len(extra_without))
+    assert without["jpeg"] + 0.1 <= recall["jpeg"], (without, recall)
     # the whole colour cast (the previous default) in one view finds fewer jittered and
     # re-encoded copies: a gain of the luma view and the lighter cast
     old = ImageView(color_cast=1.0)

@@ -132,13 +132,39 @@ def test_image_view_luma_and_the_colour_and_luma_views(digits):
     np.testing.assert_allclose(luma, ImageView(color=False)(weighted), atol=1e-5)
     assert not np.allclose(luma, ImageView(color=False)(rgb), atol=1e-3)  # not the plain mean
     views = ImageView().views(rgb)
-    assert list(views) == ["image8", "image8-luma"]
+    assert list(views) == ["image8", "image8-luma", "image8-ycbcr"]
     np.testing.assert_array_equal(views["image8"], ImageView()(rgb))
     np.testing.assert_array_equal(views["image8-luma"], luma)
+    np.testing.assert_array_equal(views["image8-ycbcr"], ImageView(color="ycbcr")(rgb))
     grey = ImageView().views(digits[:4])  # grey images: one view, the grey thumbnail
     assert list(grey) == ["image8"] and grey["image8"].shape == (4, 64)
     np.testing.assert_array_equal(ImageView(color="luma")(digits[:4]), grey["image8"])
     assert list(ImageView(color=False).views(rgb)) == ["image8"]
+
+
+def test_image_view_ycbcr_keeps_luma_and_half_resolution_chroma():
+    rng = np.random.default_rng(2)
+    rgb = rng.integers(0, 256, size=(5, 16, 16, 3)).astype(np.float64)
+    rows = ImageView(color="ycbcr")(rgb)
+    assert rows.shape == (5, 64 + 2 * 16) and rows.dtype == np.float32
+    np.testing.assert_allclose(rows.std(axis=1), 1.0, atol=1e-5)
+    # the luma part is the luma thumbnail (up to scale); the chroma parts are 4x4 box averages
+    luma = ImageView(color="luma")(rgb)
+    scale = np.linalg.norm(rows[:, :64], axis=1) / np.linalg.norm(luma, axis=1)
+    np.testing.assert_allclose(rows[:, :64], luma * scale[:, None], atol=1e-4)
+    cb = rgb @ np.array([-0.168736, -0.331264, 0.5])
+    blocks = cb.reshape(5, 4, 4, 4, 4).mean(axis=(2, 4))
+    blocks -= 0.75 * blocks.mean(axis=(1, 2), keepdims=True)  # a quarter of the cast is kept
+    chroma = rows[:, 64:].reshape(5, 4, 4, 2)[..., 0]
+    ratio = chroma.reshape(5, -1) / blocks.reshape(5, -1)
+    np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones((1, 16)), rtol=1e-3)
+    # grey images have no chroma; brightness and contrast changes leave the rows unchanged
+    grey = ImageView(color="ycbcr")(rgb[..., :1])
+    np.testing.assert_allclose(grey[:, 64:], 0.0, atol=1e-6)
+    np.testing.assert_allclose(ImageView(color="ycbcr")(rgb * 0.8 + 10), rows, atol=1e-4)
+    with pytest.raises(NeardupInputError, match="align=True works with color"):
+        ImageView(color="ycbcr", align=True)
+    assert ImageView(color="ycbcr")(np.zeros((0, 8, 8, 3))).shape == (0, 96)
 
 
 def test_image_view_color_cast_weight():
@@ -158,7 +184,9 @@ def test_image_view_color_cast_weight():
 
 
 def test_image_view_rejects_bad_color_options():
-    with pytest.raises(NeardupInputError, match="color must be True, False, 'auto' or 'luma'"):
+    with pytest.raises(
+        NeardupInputError, match="color must be True, False, 'auto', 'luma' or 'ycbcr'"
+    ):
         ImageView(color="gray")
     with pytest.raises(NeardupInputError, match=r"color_cast must be a number in \[0, 1\]"):
         ImageView(color_cast=2)

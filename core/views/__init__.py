@@ -5,11 +5,12 @@ look at the input itself, in pure numpy, so re-encoded, shifted, re-lit or re-pu
 land next to each other even where a trained layer pulls a whole class together:
 
 - :class:`ImageView`: a small standardised thumbnail of each image; ``ImageView().views(images)``
-  gives colour images two views, the colour thumbnail and its luma.
+  gives colour images three views: the colour thumbnail, its luma, and its YCbCr thumbnail
+  (half-resolution chroma, which survives JPEG).
 - :class:`AlignedImageView`: full-resolution thumbnails (:class:`ImageRows`) that
-  :func:`neardup.find_duplicates` analyses as the 8x8 thumbnail view (plus its luma view for
-  colour images) and an *aligned* view, which re-scores candidate pairs over small shifts and
-  scales (1-2 px shifts, 90 % crops).
+  :func:`neardup.find_duplicates` analyses as the 8x8 thumbnail view (plus its luma and YCbCr
+  views for colour images) and an *aligned* view, which re-scores candidate pairs over small
+  shifts and scales (1-2 px shifts, 90 % crops).
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
   whitespace are normalised away.
 

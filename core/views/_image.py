@@ -18,7 +18,9 @@ _CHUNK_BYTES = 64 << 20
 _REACH = 2.0
 #: Rec. 601 luma weights of R, G, B (the Y that JPEG keeps at full resolution)
 _LUMA = np.array([0.299, 0.587, 0.114])
-_COLOR_OPTIONS = (True, False, "auto", "luma")
+#: Rec. 601 (JPEG) R, G, B -> Y, Cb, Cr (offsets left out: the thumbnails are standardised)
+_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+_COLOR_OPTIONS = (True, False, "auto", "luma", "ycbcr")
 
 
 def _area_weights(source: int, target: int) -> np.ndarray:
@@ -131,8 +133,12 @@ class ImageView:
     color:
         ``True`` keeps 3 colour channels, ``False`` averages them to grey, ``"luma"`` keeps
         their Rec. 601 luma only (the brightness JPEG preserves; unchanged by colour jitter
-        and chroma damage), ``"auto"`` (default) keeps colour when any image of the call has
-        3+ channels. :meth:`views` gives colour *and* luma rows as two views.
+        and chroma damage), ``"ycbcr"`` keeps luma at ``size x size`` and the two chroma
+        channels at half that side (the resolution JPEG keeps them at: it stores chroma
+        subsampled and coarsely quantised, so fine chroma detail is what a re-encode damages;
+        each chroma cell weighs as much as one luma cell), ``"auto"`` (default) keeps colour
+        when any image of the call has 3+ channels. :meth:`views` gives colour, luma and
+        YCbCr rows as three views.
     channels_first:
         ``None`` guesses the layout (channels last unless only the first axis can be
         channels); ``True``/``False`` forces it.
@@ -148,10 +154,10 @@ class ImageView:
         helps find noisy and re-encoded copies.
 
     Call it on a batch: ``ImageView()(images) -> (N, d) float32``, or ``view.views(images)``
-    for the recommended set of views (``{"image8": ..., "image8-luma": ...}`` for colour
-    images). ``images`` is an array ``(N, H, W)``, ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in
-    1, 3, 4; uint8, int, bool or float, any range), or a sequence of single images (numpy,
-    PIL, torch or TF tensors).
+    for the recommended set of views (``{"image8": ..., "image8-luma": ...,
+    "image8-ycbcr": ...}`` for colour images). ``images`` is an array ``(N, H, W)``,
+    ``(N, H, W, C)`` or ``(N, C, H, W)`` (C in 1, 3, 4; uint8, int, bool or float, any range),
+    or a sequence of single images (numpy, PIL, torch or TF tensors).
     A constant image gives a row of zeros (all constant images are exact duplicates).
     """
 
@@ -172,7 +178,13 @@ class ImageView:
             )
         if isinstance(self.color, np.ndarray) or self.color not in _COLOR_OPTIONS:
             raise NeardupInputError(
-                f"ImageView color must be True, False, 'auto' or 'luma', got {self.color!r}."
+                f"ImageView color must be True, False, 'auto', 'luma' or 'ycbcr', got "
+                f"{self.color!r}."
+            )
+        if self.align and self.color == "ycbcr":
+            raise NeardupInputError(
+                "ImageView align=True works with color True, False, 'auto' or 'luma', not "
+                "'ycbcr'; use align=False for the YCbCr view."
             )
         if not isinstance(self.color, str):
             object.__setattr__(self, "color", bool(self.color))
@@ -201,12 +213,14 @@ class ImageView:
     def views(self, images: Any) -> dict[str, np.ndarray]:
         """The recommended views of ``images``: ``{name: (N, d) float32 rows}``.
 
-        Colour images (``color=True``, or ``"auto"`` and any image with 3+ channels) give two
-        views, the colour thumbnail (:attr:`name`) and its luma (``name + "-luma"``), to be
-        analysed side by side (each with its own threshold; "any" combines them): colour
-        separates natural neighbours best, luma survives JPEG's chroma damage and colour
-        jitter (measured in the README, "Views and thresholds"). Grey images, or another
-        ``color``, give one view, ``{name: view(images)}``.
+        Colour images (``color=True``, or ``"auto"`` and any image with 3+ channels) give three
+        views, the colour thumbnail (:attr:`name`), its luma (``name + "-luma"``) and its
+        YCbCr thumbnail with half-resolution chroma (``name + "-ycbcr"``), to be analysed side
+        by side (each with its own threshold; "any" combines them): colour separates natural
+        neighbours best, luma survives colour jitter and re-colouring, and YCbCr survives
+        JPEG's chroma damage on pictures whose contrast is mostly in colour, not brightness
+        (measured in the README, "Views and thresholds"). Grey images, or another ``color``,
+        give one view, ``{name: view(images)}``.
         """
         batches = self._batches(images)
         color = self.color
@@ -215,6 +229,7 @@ class ImageView:
         out = {self.name: self._rows(batches, color)}
         if color is True:
             out[f"{self.name}-luma"] = self._rows(batches, "luma")
+            out[f"{self.name}-ycbcr"] = self._rows(batches, "ycbcr")
         return out
 
     def _rows(self, batches: list[np.ndarray], color: bool | str) -> np.ndarray:
@@ -223,9 +238,14 @@ class ImageView:
             color = any(b.shape[-1] >= 3 for b in batches)
         out = [self._thumbnails(b, color) for b in batches]
         if not out:
-            channels = 3 if color is True else 1
-            return np.zeros((0, channels * self.size * self.size), dtype=np.float32)
+            return np.zeros((0, self._width(color)), dtype=np.float32)
         return np.concatenate(out) if len(out) > 1 else out[0]
+
+    def _width(self, color: bool | str) -> int:
+        """Row length in one colour mode."""
+        if color == "ycbcr":
+            return self.size * self.size + 2 * _chroma_side(self.size) ** 2
+        return (3 if color is True else 1) * self.size * self.size
 
     def _batches(self, images: Any) -> list[np.ndarray]:
         """The images as channels-last numeric batches (one per run of same-shaped images)."""
@@ -283,6 +303,8 @@ class ImageView:
         out_channels = 3 if color is True else 1
         if self.align:
             return self._aligned(batch, color)
+        if color == "ycbcr":
+            return self._ycbcr(batch)
         out = np.empty((n, self.size, self.size, out_channels), dtype=np.float64)
         step = max(1, _CHUNK_BYTES // (8 * height * width * channels))
         for start in range(0, n, step):
@@ -291,6 +313,34 @@ class ImageView:
                 "ih,nhwc,jw->nijc", rows_weights, chunk, cols_weights, optimize=True
             )
         return _standardized(_with_cast(out, float(self.color_cast)))
+
+    def _ycbcr(self, batch: np.ndarray) -> np.ndarray:
+        """``(n, H, W, 1 | 3)`` -> ``(n, size**2 + 2 * (size // 2)**2)`` rows: the luma
+        thumbnail (mean removed) and both chroma thumbnails at half the side (colour cast
+        scaled by ``color_cast``), together scaled to unit standard deviation."""
+        n, height, width, channels = batch.shape
+        side, chroma_side = self.size, _chroma_side(self.size)
+        luma = np.empty((n, side, side), dtype=np.float64)
+        chroma = np.zeros((n, chroma_side, chroma_side, 2), dtype=np.float64)
+        weights = [(_area_weights(height, s), _area_weights(width, s)) for s in (side, chroma_side)]
+        step = max(1, _CHUNK_BYTES // (8 * height * width * 3))
+        for start in range(0, n, step):
+            chunk = batch[start : start + step].astype(np.float64)
+            if channels == 1:  # a grey image: luma only, no chroma
+                chunk = np.repeat(chunk, 3, axis=-1)
+            ycc = chunk @ _YCBCR.T
+            (rows_y, cols_y), (rows_c, cols_c) = weights
+            luma[start : start + len(chunk)] = np.einsum(
+                "ih,nhw,jw->nij", rows_y, ycc[..., 0], cols_y, optimize=True
+            )
+            chroma[start : start + len(chunk)] = np.einsum(
+                "ih,nhwc,jw->nijc", rows_c, ycc[..., 1:], cols_c, optimize=True
+            )
+        luma = luma.reshape(n, side * side)
+        luma -= luma.mean(axis=1, keepdims=True)
+        chroma -= (1.0 - float(self.color_cast)) * chroma.mean(axis=(1, 2), keepdims=True)
+        # a chroma cell covers (side / chroma_side)**2 luma cells; it weighs as much as one
+        return _unit_spread(np.concatenate([luma, chroma.reshape(n, 2 * chroma_side**2)], axis=1))
 
     def _aligned(self, batch: np.ndarray, color: bool | str) -> np.ndarray:
         n, height, width, channels = batch.shape
@@ -327,6 +377,21 @@ def _with_cast(out: np.ndarray, weight: float) -> np.ndarray:
         means = out.mean(axis=(1, 2), keepdims=True)
         out -= (1.0 - weight) * (means - means.mean(axis=3, keepdims=True))
     return out
+
+
+def _chroma_side(size: int) -> int:
+    """Side of the chroma thumbnails of the ``"ycbcr"`` mode: half the luma side."""
+    return max(1, size // 2)
+
+
+def _unit_spread(rows: np.ndarray) -> np.ndarray:
+    """``(n, d)`` rows divided by their standard deviation (not re-centred), as float32;
+    constant rows become zeros."""
+    spread = rows.std(axis=1, keepdims=True)
+    constant = spread[:, 0] <= 1e-9 * (1.0 + np.abs(rows).max(axis=1))
+    rows = rows / np.where(constant[:, None], 1.0, spread)
+    rows[constant] = 0.0
+    return rows.astype(np.float32)
 
 
 def _standardized(out: np.ndarray) -> np.ndarray:

@@ -80,8 +80,8 @@ def input_rows(
     ds: Dataset, source: tuple[str, str], input_view: Any, where: str
 ) -> dict[str, np.ndarray]:
     """``{view name: (n, d) float32 rows}`` of the input view over ``ds[column]``, chunk by
-    chunk: ``{"input": ...}``, plus ``"input-luma"`` for a colour ``Image()`` column under
-    ``input_view="auto"`` (:meth:`neardup.views.ImageView.views`)."""
+    chunk: ``{"input": ...}``, plus ``"input-luma"`` and ``"input-ycbcr"`` for a colour
+    ``Image()`` column under ``input_view="auto"`` (:meth:`neardup.views.ImageView.views`)."""
     column, kind = source
     if input_view == "auto":
         if kind == "other":

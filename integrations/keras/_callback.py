@@ -87,7 +87,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         ``(B, H, W, C)`` / ``(B, H, W)`` or strings, else none; ``None``: layers only; or a
         callable ``view(x_batch) -> (B, d)`` array, e.g. ``neardup.views.ImageView(size=16)``.
         The view is named ``"input"``; colour images under ``"auto"`` add its luma,
-        ``"input-luma"``.
+        ``"input-luma"``, and its YCbCr view, ``"input-ycbcr"``.
     pool:
         ``"max"`` (default, shared with the Lightning callback: ``benchmarks/bench_pooling.py``)
         / ``"avg"`` over the spatial/sequence axes of feature maps, ``"flatten"``, or a

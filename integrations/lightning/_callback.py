@@ -161,7 +161,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         an image tensor ``(B, C, H, W)`` / ``(B, H, W)`` or a list of strings, else none;
         ``None``: layers only; or a callable ``view(inputs) -> (B, d)`` array, e.g.
         ``neardup.views.ImageView(size=16)``. The view is named ``"input"``; colour images
-        under ``"auto"`` add its luma, ``"input-luma"``.
+        under ``"auto"`` add its luma, ``"input-luma"``, and its YCbCr view, ``"input-ycbcr"``.
     input_fn:
         ``input_fn(batch)`` returns the inputs the input view reads (default: ``x`` of
         ``(x, y)``, a dict's ``"image"``/``"pixel_values"``/... entry, or the batch itself).
@@ -317,7 +317,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     @property
     def views(self) -> list[str]:
         """The views analysed: the layers, then ``"input"`` when there is an input view (and
-        ``"input-luma"`` for colour images under ``input_view="auto"``)."""
+        ``"input-luma"`` and ``"input-ycbcr"`` for colour images under ``input_view="auto"``)."""
         return [*(self.layers or []), *self._input.names]
 
     def state_dict(self) -> dict[str, Any]:

@@ -538,13 +538,13 @@ def test_default_adds_the_text_view_and_finds_every_edit(embedded, corpus, minil
     # the text view confirms the embedding's finds by default; "any" keeps every view's finds
     assert report.settings["combine"] == "confirm:input"
     text_threshold = report.views["input"].threshold.value
-    assert np.all(leak.view_distances["input"] <= 1.25 * text_threshold * (1 + 1e-6))
+    assert np.all(leak.view_distances["input"] <= 1.1 * text_threshold * (1 + 1e-6))
     anyway = find_leakage(dsd, combine="any").leakage["test"]
     assert set(leak.positions) <= set(anyway.positions)
     for k, p in enumerate(anyway.positions):
         if p not in found:  # dropped: the embedding alone found it, far apart in characters
             assert anyway.found_by[k] == ["neardup_embedding"]
-            assert anyway.view_distances["input"][k] > 1.25 * text_threshold
+            assert anyway.view_distances["input"][k] > 1.1 * text_threshold
     text_only = find_leakage(dsd, column=None)  # the input view alone
     assert text_only.layer == "input" and text_only.settings["dim"] == 1024
 
@@ -616,7 +616,7 @@ def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits):
         )
 
     report = find_leakage(DatasetDict({"train": split(train), "test": split(test)}), column=None)
-    assert sorted(report.views) == ["input", "input-luma", "input:aligned"]
+    assert sorted(report.views) == ["input", "input-luma", "input-ycbcr", "input:aligned"]
     assert report.views["input"].settings["dim"] == 192
     leak = report.leakage["test"]
     found = dict(zip(leak.positions, leak.nearest_positions))
