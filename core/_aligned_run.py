@@ -2,8 +2,10 @@
 
 For each query row (the evaluation rows when there is a reference split, otherwise every row)
 the nearest rows it may duplicate (reference rows, or every other row) are found in three cheap
-shift-tolerant views (:func:`neardup.views.candidate_features`, exact search, ``candidates``
-per view); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
+shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view, by
+:func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
+the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
+``Q * T``); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
 grey thumbnails. Each
 query's candidates sorted by aligned distance form a neighbour graph in the aligned metric, so
 the view's threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data
@@ -20,7 +22,7 @@ from ._auto_threshold import Auto
 from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
-from .search import NeighborGraph, Rows
+from .search import NeighborGraph, Rows, probed_neighbors
 from .views import ImageRows, aligned_distances, as_image_rows, candidate_features
 
 __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
@@ -29,7 +31,6 @@ __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (two candidate views)
 DEFAULT_CANDIDATES = 10
-_SEARCH_BYTES = 64 << 20
 _PAIR_BLOCK = 16_384
 
 
@@ -65,17 +66,6 @@ def _distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return aligned_distances(images[i], images[j])
 
 
-def _top_k(queries: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """``(len(queries), k)`` indices into ``targets`` of each query's k nearest (unit rows)."""
-    k = min(k, len(targets))
-    out = np.empty((len(queries), k), dtype=np.int64)
-    step = max(1, _SEARCH_BYTES // (4 * max(1, len(targets))))
-    for start in range(0, len(queries), step):
-        sim = queries[start : start + step] @ targets.T
-        out[start : start + len(sim)] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    return out
-
-
 def _candidates(
     images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
 ) -> np.ndarray:
@@ -84,10 +74,11 @@ def _candidates(
     lists = []
     for features in candidate_features(images):
         want = per_view + 1 if np.array_equal(query, target) else per_view
-        lists.append(target[_top_k(features[query], features[target], want)])
+        nearest = probed_neighbors(features[query], features[target], want)
+        lists.append(np.where(nearest >= 0, target[nearest], -1))
     found = np.concatenate(lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
-    found.sort(axis=1)
+    found.sort(axis=1)  # -1 (none) first, then repeats side by side
     repeat = np.zeros_like(found, dtype=bool)
     repeat[:, 1:] = found[:, 1:] == found[:, :-1]
     found[repeat] = -1
