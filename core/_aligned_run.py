@@ -41,11 +41,7 @@ class AlignedRun(ViewRun):
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
-        out = np.empty(len(i), dtype=np.float32)
-        for start in range(0, len(i), _PAIR_BLOCK):
-            stop = start + _PAIR_BLOCK
-            out[start:stop] = _distances(self.images, i[start:stop], j[start:stop])
-        return out
+        return _pair_distances(self.images, i, j)
 
     def pairwise(self) -> PairwiseFn:
         """Aligned member-to-member distances in threshold units."""
@@ -59,11 +55,23 @@ class AlignedRun(ViewRun):
         return pairwise
 
 
-def _distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Aligned distance of each pair (symmetric: a crop of either image is matched)."""
-    if not len(i):
-        return np.zeros(0, dtype=np.float32)
-    return aligned_distances(images[i], images[j])
+def _pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``(p,)`` aligned distances of ``images`` ``(N, R, R, 1)`` rows ``i[p]`` and ``j[p]``
+    (a crop of either image is matched), block by block."""
+    out = np.empty(len(i), dtype=np.float32)
+    for start in range(0, len(i), _PAIR_BLOCK):
+        stop = start + _PAIR_BLOCK
+        out[start:stop] = aligned_distances(images[i[start:stop]], images[j[start:stop]])
+    return out
+
+
+def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """As :func:`_pair_distances`, scoring each unordered pair once, as ``(min, max)``: in a
+    split searched against itself most candidate pairs are listed both ways round."""
+    low, high = np.minimum(i, j), np.maximum(i, j)
+    key = low.astype(np.int64) * len(images) + high
+    _, first, back = np.unique(key, return_index=True, return_inverse=True)
+    return _pair_distances(images, low[first], high[first])[back.ravel()]
 
 
 def _candidates(
@@ -116,9 +124,8 @@ def aligned_run(
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
-    scorer = AlignedRun.__new__(AlignedRun)
-    scorer.images = images
-    distances[valid] = scorer.pair_distances(q_rows, found[valid])
+    score = _unordered_pair_distances if query is target else _pair_distances
+    distances[valid] = score(images, q_rows, found[valid])
     # each query's best `candidates` (all finite: every candidate view gives that many rows)
     order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
     graph = NeighborGraph(

@@ -148,3 +148,32 @@ def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     )
     assert result.leakage["test"].count == 0
     assert result.views["image:aligned"].leakage["test"].count == 0
+
+
+@needs_fashion
+def test_one_split_searched_against_itself_finds_shifted_and_cropped_copies():
+    """No reference split: every row is a query, and each unordered candidate pair is scored
+    once (as ``(lower row, higher row)``), so both rows of a pair list the same distance."""
+    from neardup._aligned_run import aligned_run
+
+    rng = np.random.default_rng(5)
+    images = _fashion(500)
+    sources = rng.choice(490, 10, replace=False)
+    copies = [(_shift if n < 5 else _crop)(images[s], rng) for n, s in enumerate(sources)]
+    rows = AlignedImageView()(np.concatenate([images[:490], np.stack(copies)]))
+    run = aligned_run([rows], np.zeros(len(rows), dtype=np.int64), None)
+    close = set(zip(run.pairs.i.tolist(), run.pairs.j.tolist()))
+    found = [(s, 490 + n) in close or (490 + n, s) in close for n, s in enumerate(sources)]
+    assert sum(found[:5]) == 5 and sum(found[5:]) >= 4, found
+    graph = run.graph
+    listed = {
+        (int(a), int(b)): float(d)
+        for a, (near, dist) in enumerate(zip(graph.indices, graph.distances))
+        for b, d in zip(near, dist)
+        if b >= 0
+    }
+    mutual = [(a, b) for a, b in listed if a < b and (b, a) in listed]
+    assert mutual and all(listed[a, b] == listed[b, a] for a, b in mutual)
+    a, b = np.array(mutual[:50]).T
+    expected = aligned_distances(rows.images()[a].mean(-1, keepdims=True), rows.images()[b])
+    assert np.allclose([listed[p] for p in mutual[:50]], expected, atol=1e-6)

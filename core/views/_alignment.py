@@ -140,20 +140,19 @@ def _block(
         count = len(sampler.weights)
         # q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]
         q = np.asarray(sampler.rows @ b_rows).reshape(count, inner, p, side, channels)
-        q = q.transpose(2, 0, 1, 3, 4)
+        q = np.ascontiguousarray(q.transpose(2, 0, 1, 3, 4))
         # v[p, tx, i, l, c] = sum_j a[p, i, j, c] W[tx, j, l]
         v = np.asarray(sampler.spread @ a_cols).reshape(count, side, p, inner, channels)
         v = np.ascontiguousarray(v.transpose(2, 0, 3, 1, 4)).reshape(p, count, -1)
-        q2 = np.ascontiguousarray(q).reshape(p, count, -1)
-        numerator = np.einsum("ptn,pun->ptu", q2, v)
+        numerator = np.matmul(q.reshape(p, count, -1), v.transpose(0, 2, 1))
         # sums of Z = q W^T over (j, i, c): column sums of W; squares: W^T W is banded (|l-l'|<=1)
         q_lines = q.sum(axis=(2, 4))  # (p, T, R): sum over i and c
         total = q_lines @ sampler.col_sum.T  # (p, Ty, Tx)
-        sq0 = (q * q).sum(axis=(2, 4))  # (p, T, R)
-        sq1 = (q[..., :-1, :] * q[..., 1:, :]).sum(axis=(2, 4))  # (p, T, R - 1)
+        sq0 = np.einsum("ptilc,ptilc->ptl", q, q)  # (p, T, R)
+        sq1 = np.einsum("ptilc,ptilc->ptl", q[..., :-1, :], q[..., 1:, :])  # (p, T, R - 1)
         squares = sq0 @ sampler.gram0.T + 2.0 * (sq1 @ sampler.gram1.T)
-        variance = np.maximum(squares - total * total / n, 1e-12)
-        corr = numerator / np.sqrt(variance)
-        corr[squares - total * total / n <= 1e-9 * np.maximum(squares, 1e-30)] = 0.0
+        spread = squares - total * total / n
+        corr = numerator / np.sqrt(np.maximum(spread, 1e-12))
+        corr[spread <= 1e-9 * np.maximum(squares, 1e-30)] = 0.0
         best = np.maximum(best, corr.reshape(p, -1).max(axis=1))
     return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)
