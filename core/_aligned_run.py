@@ -23,7 +23,7 @@ from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
 from .search import NeighborGraph, Rows, probed_neighbors
-from .views import ImageRows, aligned_distances, as_image_rows, candidate_features
+from .views import ImageRows, as_image_rows, candidate_features, indexed_aligned_distances
 
 __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 
@@ -31,7 +31,6 @@ __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (two candidate views)
 DEFAULT_CANDIDATES = 10
-_PAIR_BLOCK = 16_384
 
 
 class AlignedRun(ViewRun):
@@ -57,12 +56,8 @@ class AlignedRun(ViewRun):
 
 def _pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """``(p,)`` aligned distances of ``images`` ``(N, R, R, 1)`` rows ``i[p]`` and ``j[p]``
-    (a crop of either image is matched), block by block."""
-    out = np.empty(len(i), dtype=np.float32)
-    for start in range(0, len(i), _PAIR_BLOCK):
-        stop = start + _PAIR_BLOCK
-        out[start:stop] = aligned_distances(images[i[start:stop]], images[j[start:stop]])
-    return out
+    (a crop of either image is matched; each image's own share of the work done once)."""
+    return indexed_aligned_distances(images, i, j)
 
 
 def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:

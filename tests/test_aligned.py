@@ -19,6 +19,7 @@ from neardup.views import (
     aligned_distances,
     as_image_rows,
     candidate_features,
+    indexed_aligned_distances,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -61,6 +62,20 @@ def test_aligned_distance_undoes_shifts_and_crops_but_not_other_images():
     assert np.quantile(crop, 0.95) < 0.12
     np.testing.assert_allclose(crop, aligned_distances(source, cropped), atol=1e-5)  # symmetric
     assert np.median(aligned_distances(others, source)) > 0.5
+
+
+def test_indexed_aligned_distances_match_pair_by_pair_with_repeated_images():
+    """Each image's share is computed once per image and block; the distances are those of
+    :func:`aligned_distances` on the gathered pairs (repeats, self-pairs and a flat image)."""
+    rng = np.random.default_rng(1)
+    images = AlignedImageView()(_fashion(60)).images()
+    images[7] = 0.5  # constant
+    i = np.concatenate([rng.integers(0, 20, 700), [3, 7]])
+    j = np.concatenate([rng.integers(10, 60, 700), [3, 12]])
+    expected = aligned_distances(images[i], images[j])
+    np.testing.assert_allclose(indexed_aligned_distances(images, i, j), expected, atol=1e-4)
+    assert expected[-2] < 1e-3 and np.isclose(expected[-1], np.sqrt(2), atol=1e-3)
+    assert indexed_aligned_distances(images, i[:0], j[:0]).shape == (0,)
 
 
 def test_aligned_distance_of_constant_or_tiny_thumbnails():
