@@ -523,10 +523,12 @@ def aligned_scale(n_rows: int) -> None:
 
     Rows beyond the 70,000 images are their mirror images (left-right, then upside down).
     Candidate search by cell probing is timed in full; brute force on 2,000 queries, scaled
-    to every row; re-scoring on 20,000 of the unordered candidate pairs, scaled to all of them.
+    to every row (and the probed lists of those queries compared with it); re-scoring
+    (:func:`neardup.views.indexed_aligned_distances`) on 20,000 of the unordered candidate
+    pairs, scaled to all of them.
     """
     from neardup.search import probed_neighbors, top_k_by_product
-    from neardup.views import aligned_distances, candidate_features
+    from neardup.views import candidate_features, indexed_aligned_distances
 
     train, test = load_fashion()
     base = np.concatenate([train, test])
@@ -539,14 +541,16 @@ def aligned_scale(n_rows: int) -> None:
     featured = time.perf_counter() - start
     n, k = len(grey), 10 + 1  # each row finds itself too
     probe_s = brute_s = 0.0
-    lists = []
+    lists, recall = [], []
     for f in features:
         start = time.perf_counter()
         lists.append(probed_neighbors(f, f, k))
         probe_s += time.perf_counter() - start
         start = time.perf_counter()
-        top_k_by_product(f[:2000], f, k)
+        exact = top_k_by_product(f[:2000], f, k)
         brute_s += (time.perf_counter() - start) * n / 2000
+        shared = [len(set(a) & set(b)) for a, b in zip(exact, lists[-1][:2000])]
+        recall.append(f"{np.mean(shared) / k:.3f}")
     found = np.concatenate(lists, axis=1)
     rows = np.repeat(np.arange(n), found.shape[1])
     found = found.ravel()
@@ -556,13 +560,15 @@ def aligned_scale(n_rows: int) -> None:
     pick = np.random.default_rng(0).choice(len(unique), min(20_000, len(unique)), replace=False)
     a, b = np.divmod(unique[pick], n)
     start = time.perf_counter()
-    aligned_distances(grey[a], grey[b])
+    indexed_aligned_distances(grey, a, b)
     per_pair = (time.perf_counter() - start) / len(pick)
     print(
         f"aligned view, one split of {n:,} rows: thumbnails {viewed:.1f} s; candidate "
         f"features {featured:.1f} s; candidate search by cell probing {probe_s:.1f} s "
-        f"(brute force, scaled from 2,000 queries: {brute_s:.0f} s); {len(unique):,} unordered "
-        f"candidate pairs ({len(unique) / n:.1f} per row), re-scoring {per_pair * 1e3:.3f} ms "
+        f"(brute force, scaled from 2,000 queries: {brute_s:.0f} s; probed lists hold "
+        f"{' / '.join(recall)} of the exact {k} nearest per candidate view); "
+        f"{len(unique):,} unordered candidate pairs ({len(unique) / n:.1f} per row), "
+        f"re-scoring {per_pair * 1e3:.3f} ms "
         f"per pair, so {per_pair * len(unique):.0f} s for all"
     )
 
