@@ -28,6 +28,7 @@ DEFAULT_PROBES = 16
 EXACT_PRODUCT = 100_000_000
 _SEARCH_BYTES = 64 << 20
 _SAMPLE_PER_CELL = 32
+_QUERY_CHUNK = 65_536
 
 
 def top_k_by_product(queries: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
@@ -95,7 +96,16 @@ def probed_neighbors(
     target_cell = np.empty(len(targets), dtype=np.int64)
     target_cell[row[first]] = cell[first]
     probes = _nearest_cells(queries, partition.centroids, min(n_probe, partition.n_cells))
-    return _search_cells(queries, targets, target_cell, probes, k)
+    by_target = np.argsort(target_cell, kind="stable")
+    bounds = np.searchsorted(target_cell[by_target], np.arange(partition.n_cells + 1))
+    members = [by_target[bounds[c] : bounds[c + 1]] for c in range(partition.n_cells)]
+    out = np.empty((len(queries), k), dtype=np.int64)
+    for start in range(0, len(queries), _QUERY_CHUNK):  # bounds the (chunk, probes, k) buffers
+        stop = start + _QUERY_CHUNK
+        out[start:stop] = _search_cells(
+            queries[start:stop], targets, members, probes[start:stop], k
+        )
+    return out
 
 
 def _nearest_cells(queries: np.ndarray, centroids: np.ndarray, n_probe: int) -> np.ndarray:
@@ -112,34 +122,31 @@ def _nearest_cells(queries: np.ndarray, centroids: np.ndarray, n_probe: int) -> 
 def _search_cells(
     queries: np.ndarray,
     targets: np.ndarray,
-    target_cell: np.ndarray,
+    members: list[np.ndarray],
     probes: np.ndarray,
     k: int,
 ) -> np.ndarray:
-    """Best ``k`` targets of each query over its probed cells: one product per cell."""
+    """Best ``k`` targets of each query over its probed cells (``members[c]``: the targets
+    of cell ``c``): one product per cell."""
     n_probe = probes.shape[1]
     scores = np.full((len(queries), n_probe, k), -np.inf, dtype=np.float32)
     found = np.full((len(queries), n_probe, k), -1, dtype=np.int64)
-    by_target = np.argsort(target_cell, kind="stable")
-    target_bounds = np.searchsorted(target_cell[by_target], np.arange(probes.max() + 2))
     flat = probes.ravel()
     by_probe = np.argsort(flat, kind="stable")
-    probe_bounds = np.searchsorted(flat[by_probe], np.arange(probes.max() + 2))
-    for c in range(probes.max() + 1):
-        members = by_target[target_bounds[c] : target_bounds[c + 1]]
+    probe_bounds = np.searchsorted(flat[by_probe], np.arange(len(members) + 1))
+    for c, cell in enumerate(members):
         visits = by_probe[probe_bounds[c] : probe_bounds[c + 1]]
-        if not len(members) or not len(visits):
+        if not len(cell) or not len(visits):
             continue
         q, slot = np.divmod(visits, n_probe)
-        sim = queries[q] @ targets[members].T
-        keep = min(k, len(members))
-        best = (
-            np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
-            if keep < len(members)
-            else (np.broadcast_to(np.arange(keep), sim.shape))
-        )
+        sim = queries[q] @ targets[cell].T
+        keep = min(k, len(cell))
+        if keep < len(cell):
+            best = np.argpartition(-sim, keep - 1, axis=1)[:, :keep]
+        else:
+            best = np.broadcast_to(np.arange(keep), sim.shape)
         scores[q, slot, :keep] = np.take_along_axis(sim, best, axis=1)
-        found[q, slot, :keep] = members[best]
+        found[q, slot, :keep] = cell[best]
     scores = scores.reshape(len(queries), -1)
     found = found.reshape(len(queries), -1)
     order = np.argpartition(-scores, k - 1, axis=1)[:, :k]

@@ -40,6 +40,8 @@ def test_probing_finds_nearly_every_true_neighbour_and_each_planted_copy(monkeyp
     assert recall >= 0.9
     assert all(s in row for s, row in zip(sources, found[:300]))
     assert np.array_equal(found, probed_neighbors(queries, targets, 10, seed=0))  # seeded
+    monkeypatch.setattr(probe, "_QUERY_CHUNK", 400)  # queries in chunks: the same lists
+    assert np.array_equal(found, probed_neighbors(queries, targets, 10, seed=0))
 
 
 @pytest.mark.parametrize("k", [0, 1, 3])
