@@ -5,11 +5,12 @@ the nearest rows it may duplicate (reference rows, or every other row) are found
 shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view, by
 :func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
-``Q * T``); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
-grey thumbnails. Each
-query's candidates sorted by aligned distance form a neighbour graph in the aligned metric, so
-the view's threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data
-without duplicates, with its reason. Pairs within the threshold are the view's close pairs.
+``Q * T``); each candidate pair is re-scored by
+:func:`neardup.views.indexed_aligned_distances` on the grey thumbnails (with one split, each
+unordered pair once). Each query's candidates sorted by aligned distance form a neighbour graph
+in the aligned metric, so the view's threshold strategy (``Auto`` by default) reads it like any
+kNN graph: silent on data without duplicates, with its reason. Pairs within the threshold are
+the view's close pairs.
 """
 
 from __future__ import annotations
