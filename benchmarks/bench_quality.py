@@ -36,6 +36,7 @@ samples (whose natural near-duplicates the same checks confirm).
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
     python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
+    python benchmarks/bench_quality.py --only scale --scale-rows 210000  # aligned view, one split
 """
 
 from __future__ import annotations
@@ -549,6 +550,62 @@ def cost() -> None:
         )
 
 
+def aligned_scale(n_rows: int) -> None:
+    """Seconds of each step of the aligned view on one split of ``n_rows`` Fashion-MNIST
+    images searched against itself (no reference: the N x N case; ``--only scale``).
+
+    Rows beyond the 70,000 images are their mirror images (left-right, then upside down).
+    Candidate search by cell probing is timed in full; brute force on 2,000 queries, scaled
+    to every row (and the probed lists of those queries compared with it); re-scoring
+    (:func:`neardup.views.indexed_aligned_distances`) on 20,000 of the unordered candidate
+    pairs, scaled to all of them.
+    """
+    from neardup.search import probed_neighbors, top_k_by_product
+    from neardup.views import candidate_features, indexed_aligned_distances
+
+    train, test = load_fashion()
+    base = np.concatenate([train, test])
+    images = np.concatenate([base, base[:, :, ::-1], base[:, ::-1, :]])[:n_rows]
+    start = time.perf_counter()
+    grey = AlignedImageView()(images).images()
+    viewed = time.perf_counter() - start
+    start = time.perf_counter()
+    features = candidate_features(grey)
+    featured = time.perf_counter() - start
+    n, k = len(grey), 10 + 1  # each row finds itself too
+    probe_s = brute_s = 0.0
+    lists, recall = [], []
+    for f in features:
+        start = time.perf_counter()
+        lists.append(probed_neighbors(f, f, k))
+        probe_s += time.perf_counter() - start
+        start = time.perf_counter()
+        exact = top_k_by_product(f[:2000], f, k)
+        brute_s += (time.perf_counter() - start) * n / 2000
+        shared = [len(set(a) & set(b)) for a, b in zip(exact, lists[-1][:2000])]
+        recall.append(f"{np.mean(shared) / k:.3f}")
+    found = np.concatenate(lists, axis=1)
+    rows = np.repeat(np.arange(n), found.shape[1])
+    found = found.ravel()
+    keep = (found >= 0) & (found != rows)
+    low, high = np.minimum(rows, found)[keep], np.maximum(rows, found)[keep]
+    unique = np.unique(low.astype(np.int64) * n + high)
+    pick = np.random.default_rng(0).choice(len(unique), min(20_000, len(unique)), replace=False)
+    a, b = np.divmod(unique[pick], n)
+    start = time.perf_counter()
+    indexed_aligned_distances(grey, a, b)
+    per_pair = (time.perf_counter() - start) / len(pick)
+    print(
+        f"aligned view, one split of {n:,} rows: thumbnails {viewed:.1f} s; candidate "
+        f"features {featured:.1f} s; candidate search by cell probing {probe_s:.1f} s "
+        f"(brute force, scaled from 2,000 queries: {brute_s:.0f} s; probed lists hold "
+        f"{' / '.join(recall)} of the exact {k} nearest per candidate view); "
+        f"{len(unique):,} unordered candidate pairs ({len(unique) / n:.1f} per row), "
+        f"re-scoring {per_pair * 1e3:.3f} ms "
+        f"per pair, so {per_pair * len(unique):.0f} s for all"
+    )
+
+
 def view_choice(rng: np.random.Generator) -> None:
     """ImageView size and alignment on Fashion-MNIST: how far planted copies lie from their
     source against the natural test->train nearest distances (``--only views``)."""
@@ -601,6 +658,9 @@ def main() -> None:
         "--no-luma", action="store_true", help="colour images: the colour view only"
     )
     parser.add_argument("--image-view", default="aligned", choices=sorted(IMAGE_VIEWS))
+    parser.add_argument(
+        "--scale-rows", type=int, default=210_000, help="--only scale: rows of the one split"
+    )
     args = parser.parse_args()
     if args.color_cast is not None:
         IMAGE_OPTIONS["color_cast"] = args.color_cast
@@ -623,6 +683,8 @@ def main() -> None:
         view_choice(rng)
     if "cost" in only:
         cost()
+    if "scale" in only:
+        aligned_scale(args.scale_rows)
     print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all (neardup {neardup.__version__}).")
 

@@ -2,12 +2,15 @@
 
 For each query row (the evaluation rows when there is a reference split, otherwise every row)
 the nearest rows it may duplicate (reference rows, or every other row) are found in three cheap
-shift-tolerant views (:func:`neardup.views.candidate_features`, exact search, ``candidates``
-per view); each candidate pair is re-scored by :func:`neardup.views.aligned_distances` on the
-grey thumbnails. Each
-query's candidates sorted by aligned distance form a neighbour graph in the aligned metric, so
-the view's threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data
-without duplicates, with its reason. Pairs within the threshold are the view's close pairs.
+shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view, by
+:func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
+the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
+``Q * T``); each candidate pair is re-scored by
+:func:`neardup.views.indexed_aligned_distances` on the grey thumbnails (with one split, each
+unordered pair once). Each query's candidates sorted by aligned distance form a neighbour graph
+in the aligned metric, so the view's threshold strategy (``Auto`` by default) reads it like any
+kNN graph: silent on data without duplicates, with its reason. Pairs within the threshold are
+the view's close pairs.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ from ._auto_threshold import Auto
 from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
-from .search import NeighborGraph, Rows
-from .views import ImageRows, aligned_distances, as_image_rows, candidate_features
+from .search import NeighborGraph, Rows, probed_neighbors
+from .views import ImageRows, as_image_rows, candidate_features, indexed_aligned_distances
 
 __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 
@@ -29,8 +32,6 @@ __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (two candidate views)
 DEFAULT_CANDIDATES = 10
-_SEARCH_BYTES = 64 << 20
-_PAIR_BLOCK = 16_384
 
 
 class AlignedRun(ViewRun):
@@ -40,11 +41,7 @@ class AlignedRun(ViewRun):
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
-        out = np.empty(len(i), dtype=np.float32)
-        for start in range(0, len(i), _PAIR_BLOCK):
-            stop = start + _PAIR_BLOCK
-            out[start:stop] = _distances(self.images, i[start:stop], j[start:stop])
-        return out
+        return _pair_distances(self.images, i, j)
 
     def pairwise(self) -> PairwiseFn:
         """Aligned member-to-member distances in threshold units."""
@@ -58,22 +55,19 @@ class AlignedRun(ViewRun):
         return pairwise
 
 
-def _distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Aligned distance of each pair (symmetric: a crop of either image is matched)."""
-    if not len(i):
-        return np.zeros(0, dtype=np.float32)
-    return aligned_distances(images[i], images[j])
+def _pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """``(p,)`` aligned distances of ``images`` ``(N, R, R, 1)`` rows ``i[p]`` and ``j[p]``
+    (a crop of either image is matched; each image's own share of the work done once)."""
+    return indexed_aligned_distances(images, i, j)
 
 
-def _top_k(queries: np.ndarray, targets: np.ndarray, k: int) -> np.ndarray:
-    """``(len(queries), k)`` indices into ``targets`` of each query's k nearest (unit rows)."""
-    k = min(k, len(targets))
-    out = np.empty((len(queries), k), dtype=np.int64)
-    step = max(1, _SEARCH_BYTES // (4 * max(1, len(targets))))
-    for start in range(0, len(queries), step):
-        sim = queries[start : start + step] @ targets.T
-        out[start : start + len(sim)] = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    return out
+def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """As :func:`_pair_distances`, scoring each unordered pair once, as ``(min, max)``: in a
+    split searched against itself most candidate pairs are listed both ways round."""
+    low, high = np.minimum(i, j), np.maximum(i, j)
+    key = low.astype(np.int64) * len(images) + high
+    _, first, back = np.unique(key, return_index=True, return_inverse=True)
+    return _pair_distances(images, low[first], high[first])[back.ravel()]
 
 
 def _candidates(
@@ -84,10 +78,11 @@ def _candidates(
     lists = []
     for features in candidate_features(images):
         want = per_view + 1 if np.array_equal(query, target) else per_view
-        lists.append(target[_top_k(features[query], features[target], want)])
+        nearest = probed_neighbors(features[query], features[target], want)
+        lists.append(np.where(nearest >= 0, target[nearest], -1))
     found = np.concatenate(lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
-    found.sort(axis=1)
+    found.sort(axis=1)  # -1 (none) first, then repeats side by side
     repeat = np.zeros_like(found, dtype=bool)
     repeat[:, 1:] = found[:, 1:] == found[:, :-1]
     found[repeat] = -1
@@ -125,9 +120,8 @@ def aligned_run(
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
-    scorer = AlignedRun.__new__(AlignedRun)
-    scorer.images = images
-    distances[valid] = scorer.pair_distances(q_rows, found[valid])
+    score = _unordered_pair_distances if query is target else _pair_distances
+    distances[valid] = score(images, q_rows, found[valid])
     # each query's best `candidates` (all finite: every candidate view gives that many rows)
     order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
     graph = NeighborGraph(

@@ -19,6 +19,7 @@ from neardup.views import (
     aligned_distances,
     as_image_rows,
     candidate_features,
+    indexed_aligned_distances,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -61,6 +62,20 @@ def test_aligned_distance_undoes_shifts_and_crops_but_not_other_images():
     assert np.quantile(crop, 0.95) < 0.12
     np.testing.assert_allclose(crop, aligned_distances(source, cropped), atol=1e-5)  # symmetric
     assert np.median(aligned_distances(others, source)) > 0.5
+
+
+def test_indexed_aligned_distances_match_pair_by_pair_with_repeated_images():
+    """Each image's share is computed once per image and block; the distances are those of
+    :func:`aligned_distances` on the gathered pairs (repeats, self-pairs and a flat image)."""
+    rng = np.random.default_rng(1)
+    images = AlignedImageView()(_fashion(60)).images()
+    images[7] = 0.5  # constant
+    i = np.concatenate([rng.integers(0, 20, 700), [3, 7]])
+    j = np.concatenate([rng.integers(10, 60, 700), [3, 12]])
+    expected = aligned_distances(images[i], images[j])
+    np.testing.assert_allclose(indexed_aligned_distances(images, i, j), expected, atol=1e-4)
+    assert expected[-2] < 1e-3 and np.isclose(expected[-1], np.sqrt(2), atol=1e-3)
+    assert indexed_aligned_distances(images, i[:0], j[:0]).shape == (0,)
 
 
 def test_aligned_distance_of_constant_or_tiny_thumbnails():
@@ -148,3 +163,32 @@ def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     )
     assert result.leakage["test"].count == 0
     assert result.views["image:aligned"].leakage["test"].count == 0
+
+
+@needs_fashion
+def test_one_split_searched_against_itself_finds_shifted_and_cropped_copies():
+    """No reference split: every row is a query, and each unordered candidate pair is scored
+    once (as ``(lower row, higher row)``), so both rows of a pair list the same distance."""
+    from neardup._aligned_run import aligned_run
+
+    rng = np.random.default_rng(5)
+    images = _fashion(500)
+    sources = rng.choice(490, 10, replace=False)
+    copies = [(_shift if n < 5 else _crop)(images[s], rng) for n, s in enumerate(sources)]
+    rows = AlignedImageView()(np.concatenate([images[:490], np.stack(copies)]))
+    run = aligned_run([rows], np.zeros(len(rows), dtype=np.int64), None)
+    close = set(zip(run.pairs.i.tolist(), run.pairs.j.tolist()))
+    found = [(s, 490 + n) in close or (490 + n, s) in close for n, s in enumerate(sources)]
+    assert sum(found[:5]) == 5 and sum(found[5:]) >= 4, found
+    graph = run.graph
+    listed = {
+        (int(a), int(b)): float(d)
+        for a, (near, dist) in enumerate(zip(graph.indices, graph.distances))
+        for b, d in zip(near, dist)
+        if b >= 0
+    }
+    mutual = [(a, b) for a, b in listed if a < b and (b, a) in listed]
+    assert mutual and all(listed[a, b] == listed[b, a] for a, b in mutual)
+    a, b = np.array(mutual[:50]).T
+    expected = aligned_distances(rows.images()[a].mean(-1, keepdims=True), rows.images()[b])
+    assert np.allclose([listed[p] for p in mutual[:50]], expected, atol=1e-6)

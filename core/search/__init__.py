@@ -5,7 +5,8 @@ exactly, cell by cell (``_cells``), its thresholds reading the exact kNN of a se
 rows (``_sample_knn``); per-cell joins run through an executor (``_executor``). ``_graph`` builds
 a kNN graph of every row with ``_exact`` (blocked brute force) or ``_annoy`` (approximate,
 seeded) for the ``Exact`` and ``Annoy`` backends; ``_copies`` groups exact copies by hashing;
-``_rows`` streams the (normalised) rows.
+``_rows`` streams the (normalised) rows; ``_probe`` finds each query's k nearest targets by
+probing the nearest cells of a partition (sub-quadratic kNN between two sets).
 
 The cell engine's steps are public so that other executors (Ray: one task per cell) produce
 the same pairs:
@@ -65,6 +66,7 @@ from ._graph import (
     graph_from_indices,
     row_distances,
 )
+from ._probe import DEFAULT_PROBES, probed_neighbors, top_k_by_product
 from ._progress import ProgressFn
 from ._rows import Rows
 from ._sample_knn import sample_rows, sampled_neighbor_graph
@@ -73,6 +75,7 @@ __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
     "DEFAULT_BLOCK_SIZE",
+    "DEFAULT_PROBES",
     "DEFAULT_TREES",
     "TORCH_BLOCK_SIZE",
     "Annoy",
@@ -108,6 +111,7 @@ __all__ = [
     "merge_pairs",
     "nearest_among",
     "pair_distances",
+    "probed_neighbors",
     "query_all",
     "query_vectors",
     "resolve_query_jobs",
@@ -116,6 +120,7 @@ __all__ = [
     "row_distances",
     "sample_rows",
     "sampled_neighbor_graph",
+    "top_k_by_product",
 ]
 
 

@@ -198,23 +198,23 @@ def _centred_thumbnails(
 
 def _bilinear(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``grey`` ``(N, H, W)`` sampled at the grid ``ys`` x ``xs`` (``(N, m)`` each, inside the
-    image), as two batched products with per-image interpolation matrices."""
-    return (
-        _interpolation(ys, grey.shape[1])
-        @ grey
-        @ _interpolation(xs, grey.shape[2]).transpose(0, 2, 1)
+    image): rows first, then columns, each a weighted sum of two gathered neighbours."""
+    n_idx = np.arange(len(grey))[:, None]
+    low, frac = _neighbours(ys, grey.shape[1])
+    rows = grey[n_idx, low] * (1.0 - frac)[..., None] + grey[n_idx, low + 1] * frac[..., None]
+    low, frac = _neighbours(xs, grey.shape[2])
+    columns = rows.transpose(0, 2, 1)  # (N, W, m)
+    sampled = (
+        columns[n_idx, low] * (1.0 - frac)[..., None] + columns[n_idx, low + 1] * frac[..., None]
     )
+    return sampled.transpose(0, 2, 1)  # (N, m_y, m_x)
 
 
-def _interpolation(points: np.ndarray, length: int) -> np.ndarray:
-    """``(N, m, length)`` linear-interpolation weights reading ``points`` ``(N, m)``."""
+def _neighbours(points: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower neighbour index and interpolation weight of ``points`` ``(N, m)`` in ``[0,
+    length - 1]`` (the last point reads the last two samples with weight 1 on the upper)."""
     low = np.minimum(np.floor(points).astype(np.int64), length - 2)
-    frac = points - low
-    weights = np.zeros((*points.shape, length))
-    n_idx, m_idx = np.indices(points.shape)
-    weights[n_idx, m_idx, low] = 1.0 - frac
-    weights[n_idx, m_idx, low + 1] = frac
-    return weights
+    return low, points - low
 
 
 def candidate_features(images: np.ndarray) -> list[np.ndarray]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DEFAULT_SCALES", "aligned_distances"]
+__all__ = ["DEFAULT_SCALES", "aligned_distances", "indexed_aligned_distances"]
 
 #: scales tried: same size, and a 90 % crop (one image zoomed in by 1 / 0.9; both ways round)
 DEFAULT_SCALES = (1.0, 0.9)
@@ -80,21 +80,72 @@ def aligned_distances(
     """
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
-    pairs, side, _, channels = a.shape
+    pairs = len(a)
+    first = np.arange(pairs)
+    return indexed_aligned_distances(
+        np.concatenate([a, b]),
+        first,
+        first + pairs,
+        reach=reach,
+        step=step,
+        scales=scales,
+        symmetric=symmetric,
+    )
+
+
+def indexed_aligned_distances(
+    images: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    *,
+    reach: float = 2.0,
+    step: float = 0.5,
+    scales: tuple[float, ...] = DEFAULT_SCALES,
+    symmetric: bool = True,
+) -> np.ndarray:
+    """:func:`aligned_distances` of the pairs ``(images[i[p]], images[j[p]])``.
+
+    Each image's share of the work (the mean and variance of every re-sampled version of it)
+    is done once per image rather than once per pair, which pays when images appear in
+    several pairs (each query's candidates: every reference image is a candidate of many
+    queries).
+
+    Parameters
+    ----------
+    images:
+        ``(N, R, R, C)`` thumbnails.
+    i, j:
+        ``(P,)`` row numbers of the pairs.
+    reach, step, scales, symmetric:
+        As :func:`aligned_distances`.
+
+    Returns
+    -------
+    np.ndarray
+        ``(P,)`` float32 distances, as :func:`aligned_distances`.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    i = np.asarray(i, dtype=np.int64)
+    j = np.asarray(j, dtype=np.int64)
+    side, channels = images.shape[1], images.shape[3]
     margin = int(np.ceil(reach))
     inner = side - 2 * margin
     if inner < 2:
         raise ValueError(f"thumbnails of side {side} are too small for reach {reach}")
     n = inner * inner * channels
+    if not len(i):
+        return np.zeros(0, dtype=np.float32)
     samplers = [_Sampler(_sampling(side, margin, s, _offsets(s, reach, step))) for s in scales]
     zooms = [z for s, z in zip(scales, samplers) if s != 1.0] if symmetric else []
-    out = np.empty(pairs, dtype=np.float32)
-    for start in range(0, pairs, _PAIR_BLOCK):
-        stop = min(pairs, start + _PAIR_BLOCK)
-        out[start:stop] = _block(a[start:stop], b[start:stop], samplers, margin, n)
-        if zooms:
-            back = _block(b[start:stop], a[start:stop], zooms, margin, n)
-            np.minimum(out[start:stop], back, out=out[start:stop])
+    ahead = _Moments(images, j, samplers, n)
+    back = _Moments(images, i, zooms, n) if zooms else None
+    out = np.empty(len(i), dtype=np.float32)
+    for start in range(0, len(i), _PAIR_BLOCK):
+        rows, cols = i[start : start + _PAIR_BLOCK], j[start : start + _PAIR_BLOCK]
+        block = _block(images, rows, cols, samplers, ahead, margin, n)
+        if back is not None:
+            np.minimum(block, _block(images, cols, rows, zooms, back, margin, n), out=block)
+        out[start : start + len(rows)] = block
     return out
 
 
@@ -123,38 +174,89 @@ class _Sampler:
         self.gram1 = (weights[:, :, :-1] * weights[:, :, 1:]).sum(axis=1)  # (T, R - 1)
 
 
+class _Moments:
+    """Per image of ``rows`` and per sampler: ``sqrt`` of the summed squared deviations of
+    every re-sampled version ``Z`` of the image (``(T, T)``; 0 where ``Z`` is constant)."""
+
+    def __init__(
+        self, images: np.ndarray, rows: np.ndarray, samplers: list[_Sampler], n: int
+    ) -> None:
+        self.images = np.unique(rows)
+        self.scale = [
+            np.concatenate(
+                [
+                    _spread(images[self.images[start : start + _PAIR_BLOCK]], sampler, n)
+                    for start in range(0, len(self.images), _PAIR_BLOCK)
+                ]
+            )
+            for sampler in samplers
+        ]
+
+    def position_of(self, rows: np.ndarray) -> np.ndarray:
+        """Positions of ``rows`` (among those given at construction) in ``scale``."""
+        return np.searchsorted(self.images, rows)
+
+
+def _sampled_rows(b: np.ndarray, sampler: _Sampler, inner: int) -> np.ndarray:
+    """``q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]``, ``(p, T, r, R, C)``."""
+    p, side, _, channels = b.shape
+    b_rows = np.ascontiguousarray(b.transpose(1, 0, 2, 3)).reshape(side, -1)
+    q = np.asarray(sampler.rows @ b_rows).reshape(len(sampler.weights), inner, p, side, channels)
+    return np.ascontiguousarray(q.transpose(2, 0, 1, 3, 4))
+
+
+def _spread(b: np.ndarray, sampler: _Sampler, n: int) -> np.ndarray:
+    """``(p, T, T)`` root of the summed squared deviations of ``Z = q W^T`` over ``(i, j, c)``
+    for every offset pair, 0 where ``Z`` is constant: column sums of ``W`` give the sums, and
+    ``W^T W`` is banded (``|l - l'| <= 1``) for the squares, so no ``Z`` is formed."""
+    inner = sampler.weights.shape[1]
+    q = _sampled_rows(b, sampler, inner)
+    total = q.sum(axis=(2, 4)) @ sampler.col_sum.T  # (p, Ty, Tx)
+    sq0 = np.einsum("ptilc,ptilc->ptl", q, q)  # (p, T, R)
+    sq1 = np.einsum("ptilc,ptilc->ptl", q[..., :-1, :], q[..., 1:, :])  # (p, T, R - 1)
+    squares = sq0 @ sampler.gram0.T + 2.0 * (sq1 @ sampler.gram1.T)
+    spread = squares - total * total / n
+    flat = spread <= 1e-6 * np.maximum(squares, 1e-30)  # constant up to float32 rounding
+    return np.where(flat, 0.0, np.sqrt(np.maximum(spread, 1e-12))).astype(np.float32)
+
+
 def _block(
-    a: np.ndarray, b: np.ndarray, samplers: list[_Sampler], margin: int, n: int
+    images: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    samplers: list[_Sampler],
+    moments: _Moments,
+    margin: int,
+    n: int,
 ) -> np.ndarray:
-    p, side, _, channels = a.shape
+    """Distances of the pairs ``(images[rows], images[cols])``: ``a``'s centre against every
+    re-sampled ``b``; ``moments`` holds the spreads of ``images[cols]``. Each image's
+    re-sampled rows (``q``) and spread-back centre (``v``) are made once per block and
+    gathered per pair: a query meets many candidates, a reference image many queries."""
+    a_rows, a_of_pair = np.unique(rows, return_inverse=True)
+    b_rows, b_of_pair = np.unique(cols, return_inverse=True)
+    a_of_pair, b_of_pair = a_of_pair.ravel(), b_of_pair.ravel()
+    a, b = images[a_rows], images[b_rows]
+    m, side, _, channels = a.shape
+    p = len(rows)
     inner = side - 2 * margin
-    centre = a[:, margin : side - margin, margin : side - margin, :].reshape(p, n)
+    centre = a[:, margin : side - margin, margin : side - margin, :].reshape(m, n)
     centre = centre - centre.mean(axis=1, keepdims=True)
     centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
-    centre = centre.reshape(p, inner, inner, channels)
-    # b as (R, p * R * C): one matrix product samples the rows of every pair at once
-    b_rows = np.ascontiguousarray(b.transpose(1, 0, 2, 3)).reshape(side, -1)
-    # a's centre as (r, p * r * C): its columns j first
-    a_cols = np.ascontiguousarray(centre.transpose(2, 0, 1, 3)).reshape(inner, -1)
+    # a's centre as (r, m * r * C): its columns j first
+    a_cols = np.ascontiguousarray(
+        centre.reshape(m, inner, inner, channels).transpose(2, 0, 1, 3)
+    ).reshape(inner, -1)
+    spread_rows = moments.position_of(cols)
     best = np.full(p, -np.inf, dtype=np.float32)
-    for sampler in samplers:
+    for number, sampler in enumerate(samplers):
         count = len(sampler.weights)
-        # q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]
-        q = np.asarray(sampler.rows @ b_rows).reshape(count, inner, p, side, channels)
-        q = q.transpose(2, 0, 1, 3, 4)
-        # v[p, tx, i, l, c] = sum_j a[p, i, j, c] W[tx, j, l]
-        v = np.asarray(sampler.spread @ a_cols).reshape(count, side, p, inner, channels)
-        v = np.ascontiguousarray(v.transpose(2, 0, 3, 1, 4)).reshape(p, count, -1)
-        q2 = np.ascontiguousarray(q).reshape(p, count, -1)
-        numerator = np.einsum("ptn,pun->ptu", q2, v)
-        # sums of Z = q W^T over (j, i, c): column sums of W; squares: W^T W is banded (|l-l'|<=1)
-        q_lines = q.sum(axis=(2, 4))  # (p, T, R): sum over i and c
-        total = q_lines @ sampler.col_sum.T  # (p, Ty, Tx)
-        sq0 = (q * q).sum(axis=(2, 4))  # (p, T, R)
-        sq1 = (q[..., :-1, :] * q[..., 1:, :]).sum(axis=(2, 4))  # (p, T, R - 1)
-        squares = sq0 @ sampler.gram0.T + 2.0 * (sq1 @ sampler.gram1.T)
-        variance = np.maximum(squares - total * total / n, 1e-12)
-        corr = numerator / np.sqrt(variance)
-        corr[squares - total * total / n <= 1e-9 * np.maximum(squares, 1e-30)] = 0.0
+        q = _sampled_rows(b, sampler, inner).reshape(len(b), count, -1)[b_of_pair]
+        # v[m, tx, i, l, c] = sum_j a[m, i, j, c] W[tx, j, l]
+        v = np.asarray(sampler.spread @ a_cols).reshape(count, side, m, inner, channels)
+        v = np.ascontiguousarray(v.transpose(2, 0, 3, 1, 4)).reshape(m, count, -1)[a_of_pair]
+        numerator = np.matmul(q, v.transpose(0, 2, 1))
+        spread = moments.scale[number][spread_rows]
+        corr = np.divide(numerator, spread, out=np.zeros_like(numerator), where=spread > 0)
         best = np.maximum(best, corr.reshape(p, -1).max(axis=1))
     return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)
