@@ -190,3 +190,15 @@ def test_image_view_rejects_bad_color_options():
         ImageView(color="gray")
     with pytest.raises(NeardupInputError, match=r"color_cast must be a number in \[0, 1\]"):
         ImageView(color_cast=2)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8), (0, 8, 8, 3), (0, 3, 8, 8)])
+def test_image_view_of_no_images_is_zero_rows_of_the_view_width(shape):
+    """An empty batch gives ``(0, d)`` rows of the width non-empty images would get."""
+    view = ImageView(size=8)
+    rows = view(np.zeros(shape, dtype=np.float32))
+    grey_or_colour = ImageView(size=8)(np.zeros((1, *shape[1:]), dtype=np.float32))
+    assert rows.shape == (0, grey_or_colour.shape[1])
+    assert rows.dtype == np.float32
+    for name, view_rows in view.views(np.zeros(shape, dtype=np.float32)).items():
+        assert view_rows.shape[0] == 0, name

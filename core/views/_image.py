@@ -236,7 +236,7 @@ class ImageView:
         """Standardised rows of channels-last ``batches`` in one colour mode."""
         if color == "auto":
             color = any(b.shape[-1] >= 3 for b in batches)
-        out = [self._thumbnails(b, color) for b in batches]
+        out = [self._thumbnails(b, color) for b in batches if len(b)]  # (0, H, W, C): no rows
         if not out:
             return np.zeros((0, self._width(color)), dtype=np.float32)
         return np.concatenate(out) if len(out) > 1 else out[0]
