@@ -63,8 +63,6 @@ COMBINE_RULES = ("any", "confirm:<view>")
 #: finds and drops most paraphrases, see the README's "Views and thresholds").
 CONFIRM_WITHIN = 1.1
 _CONFIRM = "confirm:"
-#: the YCbCr view of AlignedImageView rows (whose colour cast is already weighted)
-_YCBCR_OF_ROWS = ImageView(size=8, color="ycbcr", color_cast=1.0)
 
 
 def check_combine(combine: Any, views: list[str] | None = None) -> str:
@@ -166,17 +164,15 @@ def _image_rows(
                 "thumbnail size (call the same AlignedImageView(side=...) on every split)."
             )
         kept[view] = parts
-        thumbnail = ImageView(size=8)
+        # the rows already carry AlignedImageView's colour-cast weight: apply it once (twice,
+        # a colour thumbnail's cast would shrink to 1/16, a YCbCr one's chroma cast with it)
+        thumbnail = ImageView(size=8, color_cast=1.0)
         for split, part in zip(data, parts):
             # colour images: the colour thumbnail, its luma ("<view>-luma") and its YCbCr
             # thumbnail ("<view>-ycbcr"), see ImageView.views
             images = part.images()
             for name, rows in thumbnail.views(images).items():
                 out[split][view + name[len(thumbnail.name) :]] = rows
-            if f"{view}-ycbcr" in out[split]:
-                # the rows already carry AlignedImageView's colour-cast weight: apply it once
-                # (twice, its chroma cast would shrink to 1/16 and JPEG recall with it)
-                out[split][f"{view}-ycbcr"] = _YCBCR_OF_ROWS(images)
     return out, kept
 
 
