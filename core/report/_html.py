@@ -541,7 +541,7 @@ class _Page:
     def _footer(self) -> str:
         from .. import __version__
 
-        when = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        when = _report_time().strftime("%Y-%m-%d %H:%M")
         extra = ""
         if self.source.skipped:
             extra = f" {self.source.skipped:,} thumbnails left out (thumbnail_budget reached)."
@@ -551,6 +551,22 @@ class _Page:
 
 
 # -- helpers --------------------------------------------------------------------------------
+def _report_time() -> datetime.datetime:
+    """When the report was written: now, or ``SOURCE_DATE_EPOCH`` (seconds since 1970, UTC)
+    where it is set, so that the same result always writes the same bytes (the
+    reproducible-builds convention, also what makes reports comparable in tests)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if epoch:
+        try:
+            return datetime.datetime.fromtimestamp(int(epoch), tz=datetime.timezone.utc)
+        except (ValueError, OverflowError, OSError) as error:
+            raise NeardupInputError(
+                f"SOURCE_DATE_EPOCH={epoch!r} is not a whole number of seconds since "
+                "1970-01-01 UTC; set it to one (e.g. 1700000000) or unset it."
+            ) from error
+    return datetime.datetime.now()
+
+
 def _card(value: str, caption: str, *, bad: bool = False) -> str:
     return f'<div class="card{" bad" if bad else ""}"><b>{value}</b>{caption}</div>'
 

@@ -441,6 +441,16 @@ def test_single_split_without_labels(digits):
     assert text.count('<section class="set') == len(result.clusters) >= 10
 
 
+def test_source_date_epoch_makes_reports_reproducible(digits_result, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    first = digits_result.to_html(None)
+    assert "2023-11-14 22:13" in first  # 1700000000 in UTC
+    assert digits_result.to_html(None) == first
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")
+    with pytest.raises(NeardupInputError, match="SOURCE_DATE_EPOCH='yesterday'"):
+        digits_result.to_html(None)
+
+
 # -- CLI -------------------------------------------------------------------------------------
 def test_cli_report_from_json(digits_split, tmp_path):
     images, labels = digits_split
