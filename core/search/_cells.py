@@ -65,6 +65,9 @@ TORCH_BLOCK_SIZE = 2048
 #: above this many cells the partition has two levels (about sqrt(n_cells) coarse cells).
 _FLAT_MAX_CELLS = 64
 _KMEANS_ITERATIONS = 5
+#: k-means sums: per-column bincounts up to this width, one-hot products (in row blocks) above.
+_BINCOUNT_MAX_WIDTH = 128
+_ONE_HOT_BLOCK = 8192
 #: relative float32 slack of the product screen (in squared-distance units, times the largest
 #: squared row norm of the cell); candidates are then decided by exact distances.
 _SCREEN_SLACK = 1e-4
@@ -189,11 +192,24 @@ def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _add_rows(sums: np.ndarray, label: np.ndarray, x: np.ndarray) -> None:
-    """``sums[label[r]] += x[r]`` for every row: one weighted ``bincount`` per column (float64,
-    rows in order; measured 43 ms against 76 ms for sorting the rows at 65,536 x 64)."""
+    """``sums[label[r]] += x[r]`` for every row of ``x`` (``(n, d)``; ``sums`` ``(k, d)`` float64).
+
+    Narrow rows: one weighted ``bincount`` per column (float64, rows in order; measured 43 ms
+    against 76 ms for sorting the rows at 65,536 x 64). Wide rows: a one-hot ``(k, block)``
+    matrix product per block of rows, since a per-column loop costs ``d`` passes (10,922 x
+    3,072 into 22 cells: 451 ms by columns, 50 ms by products; float32 sums within a block,
+    relative error about 1e-7, harmless for k-means centres).
+    """
     k = len(sums)
-    for column in range(x.shape[1]):
-        sums[:, column] += np.bincount(label, weights=x[:, column], minlength=k)
+    if x.shape[1] <= _BINCOUNT_MAX_WIDTH:
+        for column in range(x.shape[1]):
+            sums[:, column] += np.bincount(label, weights=x[:, column], minlength=k)
+        return
+    for start in range(0, len(x), _ONE_HOT_BLOCK):
+        block_label = label[start : start + _ONE_HOT_BLOCK]
+        one_hot = np.zeros((k, len(block_label)), dtype=np.float32)
+        one_hot[block_label, np.arange(len(block_label))] = 1.0
+        sums += one_hot @ x[start : start + _ONE_HOT_BLOCK]
 
 
 def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:

@@ -139,6 +139,20 @@ def test_route_rows_nearest_first_and_partition_round_trip(data):
     assert np.array_equal(route_rows(again, data, margin=0.1)[1], cell)
 
 
+def test_kmeans_sums_of_wide_rows_match_per_column_sums():
+    from neardup.search import _cells
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(9000, 300)).astype(np.float32)  # wide: one-hot products, 2 blocks
+    label = rng.integers(0, 7, len(x))
+    by_products = np.zeros((7, 300))
+    _cells._add_rows(by_products, label, x)
+    by_columns = np.stack([x[label == c].sum(axis=0, dtype=np.float64) for c in range(7)])
+    assert np.allclose(by_products, by_columns, rtol=1e-5, atol=1e-3)
+    part = fit_partition(x, n_cells=100, seed=1)  # two levels in full width
+    assert np.array_equal(part.centroids, fit_partition(x, n_cells=100, seed=1).centroids)
+
+
 def test_home_only_routing_has_one_primary_entry_per_row_at_its_home(data):
     part = fit_partition(data[:2000], n_cells=100, seed=3)
     margin = 0.05
