@@ -57,8 +57,12 @@ _FIT_BYTES = 128 << 20
 #: wide rows partitioned in full width get this many times more (smaller) cells: at 60,000 x
 #: 3,072 (benchmark data, margin 0.15 t) cells of 128 rows made 20M row pairs to compare
 #: instead of 114M (1.21 instead of 1.81 cells per row) and took 30 instead of 49 CPU s, with
-#: the same sets and pair recall 1.0000 (64 rows: 33 CPU s).
-_FULL_WIDTH_SPLIT = 2
+#: the same sets and pair recall 1.0000 (64 rows: 33 CPU s). Cells of 64 rows (4x) since the
+#: k-means sums of wide rows are products: 60,000 x 3,072 8.6 CPU s (128 rows: 8.4); 1M x 512
+#: 78.6 CPU s (128 rows: 120.5), the same 28,650 sets, peak 3,130 vs 3,093 MB. There the
+#: benchmark's 10,000 natural clusters outnumber 7,812 leaves of 128 rows; the clusters left
+#: without a leaf gather in low-norm "hub" leaves that held 98 % of the join's work.
+_FULL_WIDTH_SPLIT = 4
 #: rows of the fit sample the wide rows' projection is fitted on.
 _PROJECTION_ROWS = 2048
 #: rows routed to cells at once (one (block, coarse cells) product at a time), and at most
@@ -254,7 +258,7 @@ class Cells(Backend):
         width: the same pairs, at a fraction of the products. ``project_above=None``: never.
         Rows whose projection keeps less than half of a sample's variance are not projected
         (their cells would collapse into a few huge ones); they are joined in full width, in
-        cells of half ``cell_size`` rows (a pair costs ``D`` there).
+        cells of a quarter of ``cell_size`` rows (a pair costs ``D`` there).
     dedupe:
         Group byte-identical rows by hashing first and join each distinct row once; copies are
         linked to their group's first row (so a group of thousands of identical rows costs

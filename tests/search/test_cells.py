@@ -395,8 +395,8 @@ def test_wide_rows_are_projected_only_when_the_projection_keeps_their_spread():
     projected = engine.fit(rows_of(low_rank), seed=0)
     full_width = engine.fit(rows_of(isotropic), seed=0)
     assert projected.projection is not None and full_width.projection is None
-    # in full width a pair costs 600 products: cells of half the size (about 2,000 / 25)
-    assert projected.n_cells <= 40 < full_width.n_cells <= 80
+    # in full width a pair costs 600 products: cells of a quarter of the size (2,000 / 12.5)
+    assert projected.n_cells <= 40 < 80 < full_width.n_cells <= 160  # 4x smaller cells
     explicit = Cells(n_cells=40).fit(rows_of(isotropic), seed=0)
     assert explicit.n_cells <= 40  # an explicit n_cells is kept
     # either way the pairs are those of brute force
