@@ -12,8 +12,10 @@ texts (longest matching blocks, :class:`difflib.SequenceMatcher` on word lists) 
   words moved): the smaller of the two texts' counts of words the other does not hold;
 - *changed* words: the larger of those two counts, plus misspelt words.
 
-A replaced word whose characters mostly agree with its counterpart (:data:`TYPO_RATIO`: a
-typo, or a word split in two) counts as changed, not replaced. The pair passes
+A replaced run of up to :data:`TYPO_WORDS` words whose characters mostly agree with its
+counterpart (:data:`TYPO_RATIO`: a typo, or a word split in two) counts as changed, not
+replaced. Pairs whose word counts alone already differ by more than :data:`CHANGED_SHARE`
+are settled without aligning them (``replaced`` is then -1: not counted). The pair passes
 (:attr:`WordEdits.related`) when at most one word in :data:`WORDS_PER_REPLACED` is replaced
 (none below that many words) and at most :data:`CHANGED_SHARE` of the longer text's words
 changed.
@@ -27,11 +29,19 @@ templated and reordered sentences that the n-gram view puts within its threshold
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import dataclass
 
 from .._errors import NeardupInputError
 
-__all__ = ["CHANGED_SHARE", "TYPO_RATIO", "WORDS_PER_REPLACED", "WordEdits", "word_edits"]
+__all__ = [
+    "CHANGED_SHARE",
+    "TYPO_RATIO",
+    "TYPO_WORDS",
+    "WORDS_PER_REPLACED",
+    "WordEdits",
+    "word_edits",
+]
 
 #: at most one replaced word per this many words of the longer text (none in shorter texts)
 WORDS_PER_REPLACED = 20
@@ -39,6 +49,8 @@ WORDS_PER_REPLACED = 20
 CHANGED_SHARE = 0.2
 #: a replaced word (run of words) whose characters agree this much is a typo, not a new word
 TYPO_RATIO = 0.75
+#: ... within runs of at most this many words (a typo is a word-level slip)
+TYPO_WORDS = 3
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,15 @@ def word_edits(a: str, b: str) -> WordEdits:
             f"word_edits compares two strings, got {type(a).__name__} and {type(b).__name__}."
         )
     wa, wb = a.split(), b.split()
+    if wa == wb:
+        return WordEdits(words=len(wa), replaced=0, changed=0)
+    words = max(len(wa), len(wb))
+    # the aligned differences hold at least the multiset differences: a cheap bound that
+    # settles most unrelated pairs (long e-mails) without aligning them
+    missing_a, missing_b = Counter(wa) - Counter(wb), Counter(wb) - Counter(wa)
+    bound = max(sum(missing_a.values()), sum(missing_b.values()))
+    if bound > CHANGED_SHARE * words:
+        return WordEdits(words=words, replaced=-1, changed=bound)
     only_a = only_b = typos = 0
     matcher = difflib.SequenceMatcher(None, wa, wb, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -88,13 +109,16 @@ def word_edits(a: str, b: str) -> WordEdits:
         only_a += i2 - i1
         only_b += j2 - j1
     return WordEdits(
-        words=max(len(wa), len(wb)),
+        words=words,
         replaced=min(only_a, only_b),
         changed=max(only_a, only_b) + typos,
     )
 
 
 def _typo(a: list[str], b: list[str]) -> bool:
-    """Whether two runs of words are the same words misspelt (or split/joined differently)."""
+    """Whether two short runs of words (at most :data:`TYPO_WORDS` each) are the same words
+    misspelt, or split or joined differently."""
+    if len(a) > TYPO_WORDS or len(b) > TYPO_WORDS:
+        return False
     left, right = " ".join(a), " ".join(b)
     return difflib.SequenceMatcher(None, left, right, autojunk=False).ratio() >= TYPO_RATIO
