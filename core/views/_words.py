@@ -15,7 +15,10 @@ texts (longest matching blocks, :class:`difflib.SequenceMatcher` on word lists) 
 A replaced run of up to :data:`TYPO_WORDS` words whose characters mostly agree with its
 counterpart (:data:`TYPO_RATIO`: a typo, or a word split in two) counts as changed, not
 replaced. Pairs whose word counts alone already differ by more than :data:`CHANGED_SHARE`
-are settled without aligning them (``replaced`` is then -1: not counted). The pair passes
+are settled without aligning them (``replaced`` is then -1: not counted); texts of more than
+:data:`ALIGN_WORDS` words together are compared as word multisets (word order and typos
+not checked: ``replaced`` and ``changed`` are the smaller and the larger count of words
+that one text holds and the other does not). The pair passes
 (:attr:`WordEdits.related`) when at most one word in :data:`WORDS_PER_REPLACED` is replaced
 (none below that many words) and at most :data:`CHANGED_SHARE` of the longer text's words
 changed.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from .._errors import NeardupInputError
 
 __all__ = [
+    "ALIGN_WORDS",
     "CHANGED_SHARE",
     "TYPO_RATIO",
     "TYPO_WORDS",
@@ -51,6 +55,9 @@ CHANGED_SHARE = 0.2
 TYPO_RATIO = 0.75
 #: ... within runs of at most this many words (a typo is a word-level slip)
 TYPO_WORDS = 3
+#: texts with more words than this together are compared as word multisets (aligning two
+#: long e-mails word by word took seconds each on SpamAssassin)
+ALIGN_WORDS = 1000
 
 
 @dataclass(frozen=True)
@@ -95,9 +102,11 @@ def word_edits(a: str, b: str) -> WordEdits:
     # the aligned differences hold at least the multiset differences: a cheap bound that
     # settles most unrelated pairs (long e-mails) without aligning them
     missing_a, missing_b = Counter(wa) - Counter(wb), Counter(wb) - Counter(wa)
-    bound = max(sum(missing_a.values()), sum(missing_b.values()))
-    if bound > CHANGED_SHARE * words:
-        return WordEdits(words=words, replaced=-1, changed=bound)
+    only = sorted((sum(missing_a.values()), sum(missing_b.values())))
+    if only[1] > CHANGED_SHARE * words:
+        return WordEdits(words=words, replaced=-1, changed=only[1])
+    if len(wa) + len(wb) > ALIGN_WORDS:  # long texts: as word multisets (order not checked)
+        return WordEdits(words=words, replaced=only[0], changed=only[1])
     only_a = only_b = typos = 0
     matcher = difflib.SequenceMatcher(None, wa, wb, autojunk=False)
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
