@@ -15,8 +15,9 @@ A view of :class:`~neardup.views.TextRows` (a :class:`~neardup.views.TextView` o
 also checks the words of every pair it puts within its threshold (or within
 :data:`CONFIRM_WITHIN` of it when it confirms): a pair whose words were replaced rather than
 dropped, added or misspelt (:func:`~neardup.views.word_edits`; templated sentences, reordered
-clauses) counts as not close in that view. ``settings["word_check"]`` says, per such view, how
-many pairs the check turned away.
+clauses) counts as not close in that view (``result.views[view]``, the view's own result,
+keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
+away.
 
 The combined result puts every view on one scale, *threshold units* (a pair's distance in a
 view divided by that view's threshold), and scores a pair by its smallest relative distance
