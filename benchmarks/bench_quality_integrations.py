@@ -19,6 +19,7 @@ without planted copies. ``save_reports=False`` / no ``report_dir`` only skip wri
 
     python benchmarks/bench_quality_integrations.py               # every case
     python benchmarks/bench_quality_integrations.py --only lightning,datasets
+    python benchmarks/bench_quality_integrations.py --only datasets --seed 1  # another split
 """
 
 from __future__ import annotations
@@ -268,8 +269,10 @@ def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
 
 
 # ------------------------------------------------------------------------------ main
-def image_cases(frameworks: list[str], per_kind: int, fashion_sizes: tuple[int, int]) -> None:
-    rng = np.random.default_rng(0)
+def image_cases(
+    frameworks: list[str], per_kind: int, fashion_sizes: tuple[int, int], seed: int = 0
+) -> None:
+    rng = np.random.default_rng(seed)
     x_train, y_train, x_test, y_test = digits_split(rng)
     d_planted, d_kind_of, d_source_of = bq.plant(x_train, x_test, DIGIT_KINDS, 15, rng)
     d_labels = planted_labels(y_train, y_test, d_source_of)
@@ -291,16 +294,17 @@ def main() -> None:
     parser.add_argument("--only", default="lightning,keras,datasets")
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--fashion", default="10000,2000", help="train,test sizes")
+    parser.add_argument("--seed", type=int, default=0, help="the splits and planted copies")
     args = parser.parse_args()
     only = args.only.split(",")
     start = time.perf_counter()
     frameworks = [f for f in ("lightning", "keras") if f in only]
     if frameworks:
         sizes = tuple(int(v) for v in args.fashion.split(","))
-        image_cases(frameworks, args.per_kind, sizes)
+        image_cases(frameworks, args.per_kind, sizes, args.seed)
     if "datasets" in only:
         print("datasets:")
-        datasets_case(np.random.default_rng(0), max(1, args.per_kind * 4 // 5))
+        datasets_case(np.random.default_rng(args.seed), max(1, args.per_kind * 4 // 5))
     bq.print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all (shared 2-vCPU machine).")
 

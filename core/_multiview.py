@@ -11,6 +11,14 @@ combination rule says so:
   neighbours (paraphrases, templated sentences) are close in the embedding but not in their
   characters, while real near-duplicates are close in both, or in the characters alone.
 
+A view of :class:`~neardup.views.TextRows` (a :class:`~neardup.views.TextView` of the texts)
+also checks the words of every pair it puts within its threshold (or within
+:data:`CONFIRM_WITHIN` of it when it confirms): a pair whose words were replaced rather than
+dropped, added or misspelt (:func:`~neardup.views.word_edits`; templated sentences, reordered
+clauses) counts as not close in that view (``result.views[view]``, the view's own result,
+keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
+away.
+
 The combined result puts every view on one scale, *threshold units* (a pair's distance in a
 view divided by that view's threshold), and scores a pair by its smallest relative distance
 over the views. Duplicate sets are the connected components of the union of all views' close
@@ -45,7 +53,7 @@ from ._view_run import (
 )
 from .report import DuplicatesResult, Leakage
 from .search import Backend, ProgressFn
-from .views import ImageRows, ImageView
+from .views import ImageRows, ImageView, TextRows, word_edits
 
 __all__ = [
     "COMBINE_RULES",
@@ -176,6 +184,28 @@ def _image_rows(
     return out, kept
 
 
+def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str, list[str]]:
+    """``view -> normalised texts of all splits in order`` for the views that hold
+    :class:`TextRows` with their texts in every split (the views the word check applies to)."""
+    out = {}
+    for view in views:
+        parts = [data[s][view] for s in data]
+        if all(isinstance(p, TextRows) and p.texts is not None for p in parts):
+            out[view] = [t for p in parts for t in p.texts]
+    return out
+
+
+def _word_check(
+    relative: np.ndarray, i: np.ndarray, j: np.ndarray, texts: list[str], within: float
+) -> int:
+    """Set ``relative`` to inf (in place) for the pairs ``(i, j)`` within ``within``
+    thresholds whose words fail :func:`~neardup.views.word_edits`; return how many."""
+    checked = np.flatnonzero(relative <= within)
+    failed = [p for p in checked if not word_edits(texts[i[p]], texts[j[p]]).related]
+    relative[np.asarray(failed, dtype=np.int64)] = np.inf
+    return len(failed)
+
+
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
     if threshold > 0:
@@ -239,6 +269,7 @@ def find_duplicates_multiview(
     max_diameter = check_max_diameter(max_diameter)
     views = _view_names(data)
     data, image_rows = _image_rows(data, views)
+    texts = _texts(data, views)
     views = list(data[next(iter(data))])  # with the luma/YCbCr views of colour images
     check_combine(combine, views)
     thresholds = _per_view(threshold, "threshold", views, None)
@@ -286,9 +317,13 @@ def find_duplicates_multiview(
     i, j = _candidate_pairs(runs, split_of_row, ref_index)
     distance = {v: run.pair_distances(i, j) for v, run in runs.items()}
     relative = {v: _relative(distance[v], runs[v].threshold.value) for v in views}
+    confirm = confirming_view(combine)
+    turned_away = {
+        v: _word_check(relative[v], i, j, words, CONFIRM_WITHIN if v == confirm else 1.0)
+        for v, words in texts.items()
+    }
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view
-    confirm = confirming_view(combine)
     if confirm is not None:
         close &= relative[confirm] <= CONFIRM_WITHIN
     i, j, score = i[close], j[close], score[close]
@@ -327,6 +362,7 @@ def find_duplicates_multiview(
         settings={
             "views": views,
             "combine": combine,
+            "word_check": turned_away,
             "max_diameter": max_diameter,
             "units": "threshold",
             "k": runs[views[0]].settings["k"],

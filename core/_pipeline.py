@@ -88,6 +88,10 @@ def find_duplicates(
         :class:`neardup.views.AlignedImageView`), as a view or as the data (then named
         ``"image"``), is analysed as two views: its 8x8 thumbnail and ``"<view>:aligned"``,
         candidate pairs re-scored over small shifts and scales (1-2 px shifts, 90 % crops).
+        :class:`neardup.views.TextRows` (from :class:`neardup.views.TextView`) as a view keep
+        their texts: a pair within that view's threshold whose words were replaced rather
+        than dropped or misspelt (:func:`neardup.views.word_edits`: templated sentences) is
+        not close in it (``settings["word_check"]`` counts such pairs per view).
     labels, ids:
         Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
         or str) give per-class leakage and effective class counts; ids (unique per split,
@@ -123,8 +127,9 @@ def find_duplicates(
         With several views, how their verdicts combine into one: ``"any"`` (a pair is a
         near-duplicate when it is within its threshold in at least one view), or
         ``"confirm:<view>"`` (as ``"any"``, and the named view must also put the pair within
-        1.25 of its thresholds: a text view confirming an embedding's finds, so that the
-        embedding's paraphrases are not reported).
+        1.1 of its thresholds, and pass its word check for a text view: a text view
+        confirming an embedding's finds, so that the embedding's paraphrases are not
+        reported).
     max_diameter:
         Split chained duplicate sets so that no two members of a set are further apart than
         ``max_diameter`` thresholds (a multiple of the threshold, so one value fits every

@@ -202,14 +202,17 @@ def test_pydoc_sentence_edits_found_by_the_text_view():
     clean = find_duplicates({"train": {"text": view(train)}, "test": {"text": view(test)}})
     leak = clean.leakage["test"]
     # pydoc repeats sentence templates ("Outputs the number in base 8." / "... base 10."):
-    # a flagged pair is a false alarm unless an edit-distance check calls it a near-duplicate
+    # a flagged pair is a false alarm unless an edit-distance check calls it a near-duplicate.
+    # The word check of TextRows turns templates away (plain rows: 19 flagged, 1 false alarm;
+    # TextRows: 4 flagged, none)
     false_alarms = [
         (test[p], train[q])
         for p, q in zip(leak.positions, leak.nearest_positions)
         if difflib.SequenceMatcher(None, normalize_text(test[p]), normalize_text(train[q]))
         .ratio() < 0.85
     ]
-    assert len(false_alarms) <= 2, false_alarms
+    assert not false_alarms, false_alarms
+    assert clean.settings["word_check"]["text"] > 0
     planted, kind_of = _plant(train, test, TEXT_KINDS, 10, rng)
     result = find_duplicates({"train": {"text": view(train)}, "test": {"text": view(planted)}})
     recall, extra = _recall(result, kind_of)

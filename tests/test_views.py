@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from neardup import NeardupInputError
-from neardup.views import ImageView, TextView
+from neardup import NeardupInputError, find_duplicates
+from neardup.views import ImageView, TextRows, TextView, WordEdits, word_edits
 from neardup.views._text import normalize_text
 
 
@@ -202,3 +202,67 @@ def test_image_view_of_no_images_is_zero_rows_of_the_view_width(shape):
     assert rows.dtype == np.float32
     for name, view_rows in view.views(np.zeros(shape, dtype=np.float32)).items():
         assert view_rows.shape[0] == 0, name
+
+
+def test_word_edits_tell_a_dropped_word_from_a_replaced_one():
+    base = normalize_text("Outputs the number in base 8, padded with zeros on the left.")
+    dropped = normalize_text("Outputs the number in base 8, padded with zeros on the.")
+    templated = normalize_text("Outputs the number in base 10, padded with zeros on the left.")
+    typo = normalize_text("Outputs the numbr in base 8, padded with zeros on the left.")
+    assert word_edits(base, dropped) == WordEdits(words=12, replaced=0, changed=1)
+    assert word_edits(base, templated) == WordEdits(words=12, replaced=1, changed=1)
+    assert word_edits(base, typo) == WordEdits(words=12, replaced=0, changed=1)
+    assert word_edits(base, dropped).related and word_edits(base, typo).related
+    assert not word_edits(base, templated).related  # "8" -> "10": a template, not a copy
+    reordered = ("return the string itself followed by two empty strings",
+                 "return two empty strings followed by the string itself")  # fmt: skip
+    assert not word_edits(*reordered).related
+    clause = ("converted to a common type and the result is of that type",
+              "converted to a common type")  # fmt: skip
+    assert word_edits(*clause).changed == 7 and word_edits(*clause).words == 12
+    assert not word_edits(*clause).related  # more than a fifth of the words dropped
+    plural = word_edits("return the list of items", "return the lists of items")
+    assert plural == WordEdits(words=5, replaced=0, changed=1) and plural.related
+    # long texts may differ in one replaced word per 20 (names, dates in e-mails)
+    long = " ".join(f"word{n}" for n in range(40))
+    assert word_edits(long, long.replace("word7", "other")).related
+    with pytest.raises(NeardupInputError, match="two strings"):
+        word_edits("a", None)
+
+
+def _pydoc_sentences() -> list[str]:
+    import pydoc_data.topics as topics
+    import re
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
+    return [s for s in sentences if 6 <= len(s.split()) <= 40]
+
+
+def test_text_rows_turn_a_templated_pair_away_and_keep_a_dropped_word_copy():
+    """pydoc's own template pair ("str.isalpha() Return ... alphabetic" / "str.isdecimal()
+    Return ... decimal characters") lies within the text view's threshold like a copy with a
+    word dropped; the words of TextRows tell them apart."""
+    sentences = _pydoc_sentences()
+    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
+    assert len(template) == 2
+    rest = [s for s in sentences if not s.startswith("str.is")]
+    order = np.random.default_rng(0).permutation(len(rest))
+    train = [rest[i] for i in order[:800]] + [template[0]]
+    source = train[5]
+    dropped = " ".join(w for n, w in enumerate(source.split()) if n != 2)
+    test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
+    templated, copied = len(test) - 2, len(test) - 1
+    view = TextView()
+    rows = {"train": view(train), "test": view(test)}
+    assert isinstance(rows["test"], TextRows) and rows["test"].texts[-1] == normalize_text(dropped)
+    plain = find_duplicates({s: {"text": np.asarray(r)} for s, r in rows.items()})
+    flagged = dict(zip(plain.leakage["test"].positions, plain.leakage["test"].nearest_positions))
+    assert flagged[templated] == len(train) - 1 and flagged[copied] == 5  # vectors alone
+    checked = find_duplicates({s: {"text": r} for s, r in rows.items()})
+    leak = checked.leakage["test"]
+    found = dict(zip(leak.positions, leak.found_by))
+    assert templated not in found
+    assert found[copied] == ["text"] and leak.nearest_positions[leak.positions.index(copied)] == 5
+    assert checked.settings["word_check"]["text"] >= 1
+    assert set(found) < set(flagged)

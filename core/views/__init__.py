@@ -12,7 +12,9 @@ land next to each other even where a trained layer pulls a whole class together:
   views for colour images) and an *aligned* view, which re-scores candidate pairs over small
   shifts and scales (1-2 px shifts, 90 % crops).
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
-  whitespace are normalised away.
+  whitespace are normalised away, as :class:`TextRows` that keep the normalised texts:
+  :func:`neardup.find_duplicates` checks the words of every pair they put within their
+  threshold (:func:`word_edits`: words dropped or misspelt, not replaced).
 
 All are plain callables ``view(samples) -> (N, d) float32``; pass their output to
 :func:`neardup.find_duplicates` as one view among others::
@@ -26,17 +28,22 @@ All are plain callables ``view(samples) -> (N, d) float32``; pass their output t
 from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
-from ._text import TextView, normalize_text
+from ._text import TextRows, TextView, as_text_rows, normalize_text
+from ._words import WordEdits, word_edits
 
 __all__ = [
     "DEFAULT_SCALES",
     "AlignedImageView",
     "ImageRows",
     "ImageView",
+    "TextRows",
     "TextView",
+    "WordEdits",
     "aligned_distances",
     "as_image_rows",
+    "as_text_rows",
     "candidate_features",
     "indexed_aligned_distances",
     "normalize_text",
+    "word_edits",
 ]

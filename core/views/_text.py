@@ -13,7 +13,7 @@ import numpy as np
 
 from .._errors import NeardupInputError
 
-__all__ = ["TextView", "normalize_text"]
+__all__ = ["TextRows", "TextView", "as_text_rows", "normalize_text"]
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -41,6 +41,39 @@ def _gram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
         return h * _MULTIPLIER
 
 
+class TextRows(np.ndarray):
+    """``(N, dim)`` float32 n-gram rows that keep their normalised texts (``texts``).
+
+    Made by :class:`TextView` (or :func:`as_text_rows` from rows collected chunk by chunk).
+    :func:`neardup.find_duplicates` reads ``texts`` to check the words of every pair the rows
+    put within their threshold (:func:`neardup.views.word_edits`): a templated sentence
+    with a word replaced is not a copy with a word dropped, though both are as close in
+    n-grams. Any array derived from the rows (a slice, ``astype``, ``np.concatenate``) is
+    plain rows without texts (``texts`` is None): wrap it again with :func:`as_text_rows`.
+    """
+
+    texts: tuple[str, ...] | None
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self.texts = None  # a derived array may hold other rows: its texts are unknown
+
+
+def as_text_rows(rows: Any, texts: Iterable[str]) -> TextRows:
+    """``(N, d)`` rows with their ``N`` normalised texts as :class:`TextRows`."""
+    texts = tuple(texts)
+    array = np.ascontiguousarray(rows, dtype=np.float32)
+    if array.ndim != 2 or len(array) != len(texts):
+        raise NeardupInputError(
+            f"text rows must be (N, d) with one text per row, got shape {array.shape} and "
+            f"{len(texts)} texts."
+        )
+    if not all(isinstance(t, str) for t in texts):
+        raise NeardupInputError("as_text_rows takes the normalised texts as strings.")
+    out = array.view(TextRows)
+    out.texts = texts
+    return out
+
+
 @dataclass(frozen=True)
 class TextView:
     """Hashed character n-gram counts of each normalised text, as one float32 row.
@@ -60,8 +93,11 @@ class TextView:
     dim:
         Hash buckets (row length).
 
-    Call it on a sequence of strings: ``TextView()(texts) -> (N, dim) float32``. An empty text
-    (after normalisation) gives a row of zeros.
+    Call it on a sequence of strings: ``TextView()(texts) -> (N, dim) float32``
+    :class:`TextRows`, which keep the normalised texts for the word check of
+    :func:`neardup.find_duplicates` (a pair within the threshold whose words were replaced,
+    not dropped or misspelt, is not a near-duplicate: :func:`neardup.views.word_edits`). An
+    empty text (after normalisation) gives a row of zeros.
     """
 
     ngram: int = 4
@@ -83,7 +119,7 @@ class TextView:
         """A short description used as the default view name."""
         return f"text{self.ngram}"
 
-    def __call__(self, texts: Iterable[Any]) -> np.ndarray:
+    def __call__(self, texts: Iterable[Any]) -> TextRows:
         if isinstance(texts, (str, bytes)):
             raise NeardupInputError(
                 "TextView takes a sequence of texts, got one string; wrap it in a list."
@@ -95,6 +131,7 @@ class TextView:
                 f"TextView takes a sequence of strings, got {type(texts).__name__}."
             ) from None
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        normalized = []
         for row, text in enumerate(texts):
             if isinstance(text, bytes):
                 text = text.decode("utf-8", errors="replace")
@@ -102,11 +139,11 @@ class TextView:
                 raise NeardupInputError(
                     f"TextView: text {row} is a {type(text).__name__}, not a string."
                 )
-            out[row] = self._row(text)
-        return out
+            normalized.append(normalize_text(text))
+            out[row] = self._row(normalized[-1])
+        return as_text_rows(out, normalized)
 
-    def _row(self, text: str) -> np.ndarray:
-        normalized = normalize_text(text)
+    def _row(self, normalized: str) -> np.ndarray:
         if not normalized:
             return np.zeros(self.dim, dtype=np.float32)
         padded = f" {normalized} "

@@ -95,7 +95,10 @@ def find_leakage(
     within 1.1 thresholds of the text view (an embedding's natural neighbours, paraphrases
     and templated sentences, are far apart in their characters; on pydoc sentences this
     removed most false alarms and no planted edit); pass ``combine="any"`` to keep every
-    pair any view finds.
+    pair any view finds. The text view also checks the words of each pair
+    (:func:`neardup.views.word_edits`): a pair whose words were replaced rather than dropped,
+    added or misspelt (a templated sentence: "... in base 8" / "... in base 10") is not
+    confirmed, and ``result.settings["word_check"]`` counts such pairs.
 
     Parameters
     ----------

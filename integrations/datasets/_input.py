@@ -1,6 +1,7 @@
 """The input view of ``find_leakage``: which column it reads and its rows (text or images).
 
-Text columns get :class:`neardup.views.TextView`, ``Image()`` columns
+Text columns get :class:`neardup.views.TextView` (rows that keep their normalised texts for
+the word check of :func:`neardup.find_duplicates`), ``Image()`` columns
 :class:`neardup.views.AlignedImageView` (8x8 thumbnails plus the aligned view that finds
 shifted and cropped copies; its thumbnail side is set by the first chunk); rows are computed
 chunk by chunk so that images are decoded a chunk at a time.
@@ -17,7 +18,7 @@ from datasets import Dataset, Image, Value
 
 from neardup import NeardupInputError
 from neardup.validators import closest_names
-from neardup.views import AlignedImageView, TextView, as_image_rows
+from neardup.views import AlignedImageView, TextRows, TextView, as_image_rows, as_text_rows
 
 __all__ = ["input_column", "input_rows"]
 
@@ -94,12 +95,18 @@ def input_rows(
     else:
         view = input_view
     parts: list[np.ndarray] = []
+    texts: list[str] | None = []  # the normalised texts of TextView rows (the word check)
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an AlignedImageView whose colour and side the first chunk decides
             first = AlignedImageView()
             view = AlignedImageView(side=first.side_for(values), color=_has_colour(values))
-        rows = np.asarray(view(values))
+        viewed = view(values)
+        if texts is not None and isinstance(viewed, TextRows) and viewed.texts is not None:
+            texts.extend(viewed.texts)
+        else:
+            texts = None
+        rows = np.asarray(viewed)
         if rows.ndim < 1 or len(rows) != len(values) or rows.dtype.kind not in "biuf":
             raise NeardupInputError(
                 f"{where}: the input view returned {rows.dtype} values of shape {rows.shape} "
@@ -109,7 +116,9 @@ def input_rows(
     if not parts:
         raise NeardupInputError(f"{where} has no rows; drop the empty split.")
     rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
-    return as_image_rows(rows) if isinstance(view, AlignedImageView) else rows
+    if isinstance(view, AlignedImageView):
+        return as_image_rows(rows)
+    return rows if texts is None else as_text_rows(rows, texts)
 
 
 def _has_colour(images: list[Any]) -> bool:

@@ -1,0 +1,133 @@
+"""The word check of a text pair: is one text the other with a few words dropped or added?
+
+A character n-gram view (:class:`~neardup.views.TextView`) cannot tell a copy with a word
+dropped from a templated sentence with a word *replaced*: both share most of their n-grams.
+Documentation and web text are full of such templates ("Outputs the number in base 8." /
+"... base 10."; "Return True if all characters are decimal" / "... alphabetic"), and the
+n-gram distance of a template pair is the same as that of a copy with a word dropped. The
+words of the two texts tell them apart. :func:`word_edits` aligns the normalised words of two
+texts (longest matching blocks, :class:`difflib.SequenceMatcher` on word lists) and counts
+
+- *replaced* words: words that differ on both sides (a template filled in differently, or
+  words moved): the smaller of the two texts' counts of words the other does not hold;
+- *changed* words: the larger of those two counts, plus misspelt words.
+
+A replaced run of up to :data:`TYPO_WORDS` words whose characters mostly agree with its
+counterpart (:data:`TYPO_RATIO`: a typo, or a word split in two) counts as changed, not
+replaced. Pairs whose word counts alone already differ by more than :data:`CHANGED_SHARE`
+are settled without aligning them (``replaced`` is then -1: not counted); texts of more than
+:data:`ALIGN_WORDS` words together are compared as word multisets (word order and typos
+not checked: ``replaced`` and ``changed`` are the smaller and the larger count of words
+that one text holds and the other does not). The pair passes
+(:attr:`WordEdits.related`) when at most one word in :data:`WORDS_PER_REPLACED` is replaced
+(none below that many words) and at most :data:`CHANGED_SHARE` of the longer text's words
+changed.
+
+Measured on pydoc sentences (``benchmarks/bench_quality_integrations.py --only datasets``):
+every planted copy (case, punctuation, HTML, one word dropped, a word dropped and the
+punctuation removed) passes, with at most 2 of 10 words changed and none replaced; the
+templated and reordered sentences that the n-gram view puts within its threshold do not.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+
+from .._errors import NeardupInputError
+
+__all__ = [
+    "ALIGN_WORDS",
+    "CHANGED_SHARE",
+    "TYPO_RATIO",
+    "TYPO_WORDS",
+    "WORDS_PER_REPLACED",
+    "WordEdits",
+    "word_edits",
+]
+
+#: at most one replaced word per this many words of the longer text (none in shorter texts)
+WORDS_PER_REPLACED = 20
+#: at most this share of the longer text's words may change (dropped, added, misspelt)
+CHANGED_SHARE = 0.2
+#: a replaced word (run of words) whose characters agree this much is a typo, not a new word
+TYPO_RATIO = 0.75
+#: ... within runs of at most this many words (a typo is a word-level slip)
+TYPO_WORDS = 3
+#: texts with more words than this together are compared as word multisets (aligning two
+#: long e-mails word by word took seconds each on SpamAssassin)
+ALIGN_WORDS = 1000
+
+
+@dataclass(frozen=True)
+class WordEdits:
+    """How two normalised texts differ, word by word (see the module docstring).
+
+    ``words``: words of the longer text; ``replaced``: words that differ on both sides (the
+    smaller of the two texts' counts of words the other does not hold); ``changed``: the
+    larger of those counts plus misspelt words.
+    """
+
+    words: int
+    replaced: int
+    changed: int
+
+    @property
+    def related(self) -> bool:
+        """Whether the texts are near-duplicates by their words: few words replaced
+        (``replaced <= words // WORDS_PER_REPLACED``) and few changed
+        (``changed <= CHANGED_SHARE * words``)."""
+        return (
+            self.replaced <= self.words // WORDS_PER_REPLACED
+            and self.changed <= CHANGED_SHARE * self.words
+        )
+
+
+def word_edits(a: str, b: str) -> WordEdits:
+    """The word edits that turn text ``a`` into text ``b``.
+
+    Both texts are compared as they are, split on whitespace: pass texts normalised by
+    :func:`~neardup.views.normalize_text` (as :class:`~neardup.views.TextRows` hold them) so
+    that case, punctuation and markup do not count as edits.
+    """
+    if not isinstance(a, str) or not isinstance(b, str):
+        raise NeardupInputError(
+            f"word_edits compares two strings, got {type(a).__name__} and {type(b).__name__}."
+        )
+    wa, wb = a.split(), b.split()
+    if wa == wb:
+        return WordEdits(words=len(wa), replaced=0, changed=0)
+    words = max(len(wa), len(wb))
+    # the aligned differences hold at least the multiset differences: a cheap bound that
+    # settles most unrelated pairs (long e-mails) without aligning them
+    missing_a, missing_b = Counter(wa) - Counter(wb), Counter(wb) - Counter(wa)
+    only = sorted((sum(missing_a.values()), sum(missing_b.values())))
+    if only[1] > CHANGED_SHARE * words:
+        return WordEdits(words=words, replaced=-1, changed=only[1])
+    if len(wa) + len(wb) > ALIGN_WORDS:  # long texts: as word multisets (order not checked)
+        return WordEdits(words=words, replaced=only[0], changed=only[1])
+    only_a = only_b = typos = 0
+    matcher = difflib.SequenceMatcher(None, wa, wb, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        if op == "replace" and _typo(wa[i1:i2], wb[j1:j2]):
+            typos += max(i2 - i1, j2 - j1)
+            continue
+        only_a += i2 - i1
+        only_b += j2 - j1
+    return WordEdits(
+        words=words,
+        replaced=min(only_a, only_b),
+        changed=max(only_a, only_b) + typos,
+    )
+
+
+def _typo(a: list[str], b: list[str]) -> bool:
+    """Whether two short runs of words (at most :data:`TYPO_WORDS` each) are the same words
+    misspelt, or split or joined differently."""
+    if len(a) > TYPO_WORDS or len(b) > TYPO_WORDS:
+        return False
+    left, right = " ".join(a), " ".join(b)
+    return difflib.SequenceMatcher(None, left, right, autojunk=False).ratio() >= TYPO_RATIO
