@@ -24,7 +24,18 @@ from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
 from .search import NeighborGraph, Rows, probed_neighbors
-from .views import ImageRows, as_image_rows, candidate_features, indexed_aligned_distances
+from .views import (
+    ImageRows,
+    as_image_rows,
+    candidate_features,
+    indexed_aligned_distances,
+    overlap_distances,
+    shift_crops,
+    shift_offsets,
+    shift_reach,
+    source_factor,
+    source_images,
+)
 
 __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 
@@ -38,10 +49,11 @@ class AlignedRun(ViewRun):
     """A :class:`ViewRun` whose distance is the aligned distance of the thumbnails."""
 
     images: np.ndarray  # (N, R, R, 1) float32: the grey thumbnails
+    scorer: _Scorer
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
-        return _pair_distances(self.images, i, j)
+        return self.scorer(i, j)
 
     def pairwise(self) -> PairwiseFn:
         """Aligned member-to-member distances in threshold units."""
@@ -55,27 +67,78 @@ class AlignedRun(ViewRun):
         return pairwise
 
 
-def _pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``(p,)`` aligned distances of ``images`` ``(N, R, R, 1)`` rows ``i[p]`` and ``j[p]``
-    (a crop of either image is matched; each image's own share of the work done once)."""
-    return indexed_aligned_distances(images, i, j)
+class _Scorer:
+    """The aligned distance of row pairs of ``images`` ``(N, R, R, 1)``: a crop of either image
+    is matched (:func:`neardup.views.indexed_aligned_distances`), and for thumbnails blown up
+    from small images (``source``: ``(N, S, S, 1)`` at the source resolution, ``S < 16``) the
+    smaller of that and the overlap distance over whole-pixel shifts of up to ``reach`` source
+    pixels (:func:`neardup.views.overlap_distances`), which reaches a 2 px shift of an 8x8
+    image."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        factor = source_factor(images)
+        self.source = source_images(images, factor) if factor > 1 else None
+        self.reach = shift_reach(self.source.shape[1]) if self.source is not None else 0
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``(p,)`` distances of rows ``i[p]`` and ``j[p]`` (each image's own share of the
+        work done once)."""
+        distances = indexed_aligned_distances(self.images, i, j)
+        if self.reach:
+            np.minimum(
+                distances, overlap_distances(self.source, i, j, reach=self.reach), out=distances
+            )
+        return distances
+
+    def unordered(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """As calling it, scoring each unordered pair once, as ``(min, max)``: in a split
+        searched against itself most candidate pairs are listed both ways round."""
+        low, high = np.minimum(i, j), np.maximum(i, j)
+        key = low.astype(np.int64) * len(self.images) + high
+        _, first, back = np.unique(key, return_index=True, return_inverse=True)
+        return self(low[first], high[first])[back.ravel()]
 
 
-def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """As :func:`_pair_distances`, scoring each unordered pair once, as ``(min, max)``: in a
-    split searched against itself most candidate pairs are listed both ways round."""
-    low, high = np.minimum(i, j), np.maximum(i, j)
-    key = low.astype(np.int64) * len(images) + high
-    _, first, back = np.unique(key, return_index=True, return_inverse=True)
-    return _pair_distances(images, low[first], high[first])[back.ravel()]
+def _shift_candidates(
+    source: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int, reach: int
+) -> np.ndarray:
+    """``(len(query), per_view)`` global rows: each query's nearest ``target`` rows in the
+    overlap correlation over whole-pixel shifts within ``reach`` (``source`` ``(N, S, S, 1)``,
+    small images at their own resolution): for each shift, the nearest rows of the overlapping
+    crops (:func:`neardup.views.shift_crops`; ``(2 reach + 1) ** 2`` searches of ``S * S``
+    or fewer dimensions), merged by best correlation. ``-1``: none."""
+    want = per_view + 1 if np.array_equal(query, target) else per_view
+    rows, scores = [], []
+    for dy, dx in shift_offsets(reach):
+        first, second = shift_crops(source, dy, dx)
+        nearest = probed_neighbors(first[query], second[target], want)
+        safe = np.maximum(nearest, 0)
+        corr = np.einsum("qn,qkn->qk", first[query], second[target[safe]])
+        rows.append(np.where(nearest >= 0, target[safe], -1))
+        scores.append(np.where(nearest >= 0, corr, -np.inf))
+    found, score = np.concatenate(rows, axis=1), np.concatenate(scores, axis=1)
+    score[(found == query[:, None]) | (found < 0)] = -np.inf
+    order = np.lexsort((-score, found), axis=-1)  # by row, its best shift first
+    found, score = np.take_along_axis(found, order, 1), np.take_along_axis(score, order, 1)
+    score[:, 1:][found[:, 1:] == found[:, :-1]] = -np.inf  # the row's other shifts
+    best = np.argsort(-score, axis=1, kind="stable")[:, :per_view]
+    return np.where(
+        np.isfinite(np.take_along_axis(score, best, 1)), np.take_along_axis(found, best, 1), -1
+    )
 
 
 def _candidates(
-    images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
+    images: np.ndarray,
+    query: np.ndarray,
+    target: np.ndarray,
+    per_view: int,
+    extra: list[np.ndarray] = (),  # type: ignore[assignment]
 ) -> np.ndarray:
     """``(len(query), c)`` global candidate rows of each query (``-1``: none; no self, no
-    repeats), the union of its nearest ``target`` rows in each candidate view."""
-    lists = []
+    repeats), the union of its nearest ``target`` rows in each candidate view and of the
+    ``extra`` ``(len(query), c_e)`` global candidate lists."""
+    lists = list(extra)
     for features in candidate_features(images):
         want = per_view + 1 if np.array_equal(query, target) else per_view
         nearest = probed_neighbors(features[query], features[target], want)
@@ -116,12 +179,16 @@ def aligned_run(
         target = np.flatnonzero(split_of_row == reference_index)
     if not len(query) or not len(target):
         query = target = everyone
-    found = _candidates(images, query, target, candidates)
+    scorer = _Scorer(images)
+    extra = []
+    if scorer.reach:  # small images: their nearest rows over whole source-pixel shifts
+        extra.append(_shift_candidates(scorer.source, query, target, candidates, scorer.reach))
+    found = _candidates(images, query, target, candidates, extra)
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
-    score = _unordered_pair_distances if query is target else _pair_distances
-    distances[valid] = score(images, q_rows, found[valid])
+    score = scorer.unordered if query is target else scorer
+    distances[valid] = score(q_rows, found[valid])
     # each query's best `candidates` (all finite: every candidate view gives that many rows)
     order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
     graph = NeighborGraph(
@@ -141,6 +208,11 @@ def aligned_run(
         "candidates": candidates,
         "side": int(rows.side),
         "dim": int(images[0].size),
+        "shift_reach": (
+            f"{scorer.reach} source px of {scorer.source.shape[1]}x{scorer.source.shape[1]}"
+            if scorer.reach
+            else None
+        ),
     }
     run = AlignedRun(
         rows=Rows.from_matrix(images.reshape(n, -1)),
@@ -150,6 +222,7 @@ def aligned_run(
         pairs=pairs,
     )
     run.images = images
+    run.scorer = scorer
     return run
 
 

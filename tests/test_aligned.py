@@ -20,6 +20,10 @@ from neardup.views import (
     as_image_rows,
     candidate_features,
     indexed_aligned_distances,
+    overlap_distances,
+    shift_reach,
+    source_factor,
+    source_images,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -163,6 +167,64 @@ def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     )
     assert result.leakage["test"].count == 0
     assert result.views["image:aligned"].leakage["test"].count == 0
+
+
+def _digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return np.rint(load_digits().images * 255 / 16).astype(np.uint8)
+
+
+def _shift_by(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` moved by ``(dy, dx)`` pixels, its edge repeated into the gap (as the benchmark)."""
+    padded = np.pad(x, 2, mode="edge")
+    return padded[2 - dy : 2 - dy + x.shape[0], 2 - dx : 2 - dx + x.shape[1]]
+
+
+def test_small_thumbnails_are_taken_back_to_their_source_pixels():
+    digits = AlignedImageView()(_digits()[:50]).images()  # 8x8 blown up to 16x16
+    assert digits.shape[1] == 16 and source_factor(digits) == 2
+    assert np.allclose(np.repeat(np.repeat(source_images(digits, 2), 2, 1), 2, 2), digits)
+    noise = np.random.default_rng(0).integers(0, 255, (4, 28, 28), dtype=np.uint8)
+    assert source_factor(AlignedImageView()(noise).images()) == 1
+    assert source_factor(AlignedImageView()(noise[:, :16, :16]).images()) == 1  # 16 px: as is
+    assert source_factor(AlignedImageView()(noise[:, :4, :4]).images()) == 4
+    assert [shift_reach(s) for s in (4, 8, 15)] == [1, 2, 2]
+
+
+def test_overlap_distance_matches_a_two_pixel_shift_of_an_8x8_digit_exactly():
+    images = _digits()[:40]
+    copies = np.stack([_shift_by(x, 2 * (n % 2) - 1, -2) for n, x in enumerate(images)])
+    source = source_images(AlignedImageView()(np.concatenate([images, copies])).images(), 2)
+    grey = source.mean(axis=-1, keepdims=True)
+    i, j = np.arange(40), np.arange(40) + 40
+    shifted = overlap_distances(grey, i, j, reach=2)
+    assert np.all(shifted < 1e-3), shifted
+    assert np.allclose(shifted, overlap_distances(grey, j, i, reach=2), atol=1e-6)  # symmetric
+    assert np.all(overlap_distances(grey, i, j, reach=1) > 0.3)  # 1 px is not enough
+    others = overlap_distances(grey, i[:-1], i[1:], reach=2)  # different digits stay apart
+    assert np.all(others > 0.1)
+
+
+def test_two_pixel_shifts_of_digits_found_and_the_disjoint_control_stays_silent():
+    """Issue 12's digits row: 1-2 px shifts of 8x8 digits (a quarter of the side) are found by
+    the aligned view with the defaults; the disjoint-digits control above flags nothing."""
+    rng = np.random.default_rng(0)
+    images = _digits()
+    order = rng.permutation(len(images))
+    train, test = images[order[:1200]], images[order[1200:]].copy()
+    slots = rng.choice(len(test), 12, replace=False)
+    sources = rng.choice(len(train), 12, replace=False)
+    offsets = [(2, 2), (-2, 1), (1, -2), (-2, -2)] * 3
+    for slot, source, (dy, dx) in zip(slots, sources, offsets):
+        test[slot] = _shift_by(train[source], dy, dx)
+    view = AlignedImageView()
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    leak = result.leakage["test"]
+    nearest = dict(zip(leak.positions, leak.nearest_positions))
+    assert all(nearest.get(int(s)) == int(t) for s, t in zip(slots, sources)), nearest
+    assert set(nearest) == {int(s) for s in slots}  # nothing else flagged
+    assert "2 source px of 8x8" in str(result.views["image:aligned"].settings)
 
 
 @needs_fashion

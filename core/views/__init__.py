@@ -26,10 +26,20 @@ All are plain callables ``view(samples) -> (N, d) float32``; pass their output t
 from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
+from ._shift import (
+    SHIFT_REACH,
+    overlap_distances,
+    shift_crops,
+    shift_offsets,
+    shift_reach,
+    source_factor,
+    source_images,
+)
 from ._text import TextView, normalize_text
 
 __all__ = [
     "DEFAULT_SCALES",
+    "SHIFT_REACH",
     "AlignedImageView",
     "ImageRows",
     "ImageView",
@@ -39,4 +49,10 @@ __all__ = [
     "candidate_features",
     "indexed_aligned_distances",
     "normalize_text",
+    "overlap_distances",
+    "shift_crops",
+    "shift_offsets",
+    "shift_reach",
+    "source_factor",
+    "source_images",
 ]
