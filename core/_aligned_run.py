@@ -43,6 +43,9 @@ __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (two candidate views)
 DEFAULT_CANDIDATES = 10
+#: small images: up to this many query-target pairs, shift candidates by brute force
+_EXACT_SHIFT_PAIRS = 20_000_000
+_SEARCH_BYTES = 64 << 20  # one block of brute-force products
 
 
 class AlignedRun(ViewRun):
@@ -105,12 +108,17 @@ def _shift_candidates(
 ) -> np.ndarray:
     """``(len(query), per_view)`` global rows: each query's nearest ``target`` rows in the
     overlap correlation over whole-pixel shifts within ``reach`` (``source`` ``(N, S, S, 1)``,
-    small images at their own resolution): for each shift, the nearest rows of the overlapping
-    crops (:func:`neardup.views.shift_crops`; ``(2 reach + 1) ** 2`` searches of ``S * S``
-    or fewer dimensions), merged by best correlation. ``-1``: none."""
+    small images at their own resolution), from the overlapping crops of every shift
+    (:func:`neardup.views.shift_crops`, ``S * S`` or fewer dimensions). Up to
+    :data:`_EXACT_SHIFT_PAIRS` query-target pairs: exactly (the best shift's product of every
+    pair, then each query's top rows); beyond: each shift's nearest rows by
+    :func:`neardup.search.probed_neighbors`, merged by best correlation. ``-1``: none."""
+    offsets = shift_offsets(reach)
+    if len(query) * len(target) <= _EXACT_SHIFT_PAIRS:
+        return _exact_shift_candidates(source, query, target, per_view, offsets)
     want = per_view + 1 if np.array_equal(query, target) else per_view
     rows, scores = [], []
-    for dy, dx in shift_offsets(reach):
+    for dy, dx in offsets:
         first, second = shift_crops(source, dy, dx)
         nearest = probed_neighbors(first[query], second[target], want)
         safe = np.maximum(nearest, 0)
@@ -126,6 +134,31 @@ def _shift_candidates(
     return np.where(
         np.isfinite(np.take_along_axis(score, best, 1)), np.take_along_axis(found, best, 1), -1
     )
+
+
+def _exact_shift_candidates(
+    source: np.ndarray,
+    query: np.ndarray,
+    target: np.ndarray,
+    per_view: int,
+    offsets: list[tuple[int, int]],
+) -> np.ndarray:
+    """:func:`_shift_candidates` by brute force: for each block of queries, the best
+    correlation over the shifts with every target (one product per shift), then the top."""
+    crops = [shift_crops(source, dy, dx) for dy, dx in offsets]
+    k = min(per_view, len(target))
+    out = np.full((len(query), per_view), -1, dtype=np.int64)
+    step = max(1, _SEARCH_BYTES // (4 * len(target)))
+    for start in range(0, len(query), step):
+        rows = query[start : start + step]
+        best = np.full((len(rows), len(target)), -np.inf, dtype=np.float32)
+        for first, second in crops:
+            np.maximum(best, first[rows] @ second[target].T, out=best)
+        best[rows[:, None] == target[None, :]] = -np.inf  # no self
+        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
+        keep = np.isfinite(np.take_along_axis(best, top, 1))
+        out[start : start + len(rows), :k] = np.where(keep, target[top], -1)
+    return out
 
 
 def _candidates(

@@ -90,19 +90,23 @@ def shift_crops(images: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.nd
     pixels ``(y, x)``, ``second[p]`` its pixels ``(y + dy, x + dx)``, over every ``(y, x)``
     where both exist. ``first[a] @ second[b]`` is the Pearson correlation of ``a`` and ``b``
     shifted by ``(dy, dx)`` on their overlap."""
+    return _first_crops(images, dy, dx), _first_crops(images, -dy, -dx)
+
+
+def _first_crops(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``shift_crops(images, dy, dx)[0]``; the second is ``_first_crops(images, -dy, -dx)``."""
     side = images.shape[1]
-    first = images[:, max(-dy, 0) : side - max(dy, 0), max(-dx, 0) : side - max(dx, 0)]
-    second = images[:, max(dy, 0) : side + min(dy, 0), max(dx, 0) : side + min(dx, 0)]
-    return _unit(first), _unit(second)
+    return _unit(images[:, max(-dy, 0) : side - max(dy, 0), max(-dx, 0) : side - max(dx, 0)])
 
 
 def _unit(crops: np.ndarray) -> np.ndarray:
-    rows = crops.reshape(len(crops), -1).astype(np.float64)
+    rows = crops.reshape(len(crops), -1).astype(np.float32)
     rows -= rows.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(rows, axis=1, keepdims=True)
     peak = np.abs(crops.reshape(len(crops), -1)).max(axis=1, keepdims=True)
-    flat = norm <= 1e-6 * np.maximum(peak, 1e-30) * np.sqrt(rows.shape[1])
-    return np.where(flat, 0.0, rows / np.where(flat, 1.0, norm)).astype(np.float32)
+    flat = norm <= 1e-5 * np.maximum(peak, 1e-30) * np.sqrt(rows.shape[1])
+    rows /= np.where(flat, np.inf, norm)  # a constant overlap: zeros (correlation 0)
+    return rows
 
 
 def overlap_distances(
@@ -127,13 +131,14 @@ def overlap_distances(
         about ``sqrt(2)`` for unrelated images; a constant overlap gives correlation 0.
         Symmetric in the pair (a shift one way is the opposite shift the other way).
     """
-    i = np.asarray(i, dtype=np.int64)
-    j = np.asarray(j, dtype=np.int64)
+    rows, i = np.unique(np.asarray(i, dtype=np.int64), return_inverse=True)
+    cols, j = np.unique(np.asarray(j, dtype=np.int64), return_inverse=True)
+    i, j = i.ravel(), j.ravel()
     best = np.full(len(i), -1.0, dtype=np.float32)
-    for dy, dx in shift_offsets(reach):
-        first, second = shift_crops(images, dy, dx)
+    for dy, dx in shift_offsets(reach) if len(i) else ():
+        first, second = _first_crops(images[rows], dy, dx), _first_crops(images[cols], -dy, -dx)
         for start in range(0, len(i), _PAIR_BLOCK):
-            rows, cols = i[start : start + _PAIR_BLOCK], j[start : start + _PAIR_BLOCK]
-            corr = np.einsum("pn,pn->p", first[rows], second[cols])
-            np.maximum(best[start : start + len(rows)], corr, out=best[start : start + len(rows)])
+            block = slice(start, start + _PAIR_BLOCK)
+            corr = np.einsum("pn,pn->p", first[i[block]], second[j[block]])
+            np.maximum(best[block], corr, out=best[block])
     return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)
