@@ -7,7 +7,11 @@ shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` p
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``); each candidate pair is re-scored by
 :func:`neardup.views.indexed_aligned_distances` on the grey thumbnails (with one split, each
-unordered pair once). Each query's candidates sorted by aligned distance form a neighbour graph
+unordered pair once). Thumbnails blown up from images smaller than 16 px (an 8x8 digit in a
+16x16 thumbnail) are also compared at their source resolution over whole-pixel shifts of up
+to 2 source pixels on the pair's overlap (:func:`neardup.views.overlap_distances`; the
+smaller distance is kept), and each query's nearest rows in that distance join its
+candidates. Each query's candidates sorted by aligned distance form a neighbour graph
 in the aligned metric, so the view's threshold strategy (``Auto`` by default) reads it like any
 kNN graph: silent on data without duplicates, with its reason. Pairs within the threshold are
 the view's close pairs.

@@ -254,3 +254,24 @@ def test_one_split_searched_against_itself_finds_shifted_and_cropped_copies():
     a, b = np.array(mutual[:50]).T
     expected = aligned_distances(rows.images()[a].mean(-1, keepdims=True), rows.images()[b])
     assert np.allclose([listed[p] for p in mutual[:50]], expected, atol=1e-6)
+
+
+def test_shift_candidates_searched_shift_by_shift_match_the_brute_force_ones(monkeypatch):
+    """Above ``_EXACT_SHIFT_PAIRS`` the shift candidates come from one search per shift,
+    merged by best correlation: the same rows as the brute-force best shift (digits)."""
+    from neardup import _aligned_run
+
+    images = AlignedImageView()(_digits()[:600]).images().mean(axis=-1, keepdims=True)
+    source = source_images(images, source_factor(images))
+    query, target = np.arange(400, 600), np.arange(400)
+    exact = _aligned_run._shift_candidates(source, query, target, 10, 2)
+    monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", 0)
+    merged = _aligned_run._shift_candidates(source, query, target, 10, 2)
+    assert exact.shape == merged.shape == (200, 10) and np.all(exact >= 0)
+    same = [set(a) == set(b) for a, b in zip(exact.tolist(), merged.tolist())]
+    assert np.mean(same) >= 0.98, np.mean(same)
+    everyone = np.arange(600)  # one split searched against itself: no row is its own candidate
+    for limit in (0, 10**9):
+        monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", limit)
+        found = _aligned_run._shift_candidates(source, everyone, everyone, 10, 2)
+        assert not np.any(found == everyone[:, None]) and np.all(found >= 0)
