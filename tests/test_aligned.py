@@ -106,6 +106,8 @@ def test_image_rows_know_their_shape():
         3,
     )
     assert AlignedImageView()(np.zeros((2, 8, 8))).side == 16  # small images: at least 16
+    # ... a whole multiple of the source side, each source pixel over whole thumbnail pixels
+    assert [AlignedImageView().side_for(np.zeros((1, s, s))) for s in (5, 12, 15)] == [20, 24, 30]
     assert [f.shape[0] for f in candidate_features(rows.images())] == [5, 5, 5]
 
 
