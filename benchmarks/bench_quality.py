@@ -34,6 +34,7 @@ samples (whose natural near-duplicates the same checks confirm).
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
     python benchmarks/bench_quality.py --only small    # Fashion-MNIST at 12x12 and 10x10
+    python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
     python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
@@ -476,6 +477,24 @@ def small_images(rng: np.random.Generator, per_kind: int) -> None:
         score(case, "image", r, train, planted, kind_of, t)
 
 
+def small_scale(rng: np.random.Generator, per_kind: int) -> None:
+    """Many small images (``--only small-scale``): all of Fashion-MNIST, 60,000 + 10,000,
+    box-filtered to 8x8 with ``per_kind`` 1-2 px shifts planted, where the aligned view's shift
+    candidates come from one probed search per shift (above 2 * 10^7 query-train pairs)."""
+    from PIL import Image
+
+    def small(images: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(Image.fromarray(x).resize((8, 8), Image.BOX)) for x in images])
+
+    fashion_train, fashion_test = load_fashion()
+    train, test = small(fashion_train), small(fashion_test)
+    kinds = {"shift 1-2 px": IMAGE_KINDS["shift 1-2 px"]}
+    planted, kind_of, _ = plant(train, test, kinds, per_kind, rng)
+    view = IMAGE_VIEWS["aligned"]
+    r, t = run({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+    score("Fashion-MNIST at 8x8, 60,000 + 10,000", "image", r, train, planted, kind_of, t)
+
+
 def text(rng: np.random.Generator, per_kind: int) -> None:
     sentences = pydoc_sentences()
     order = rng.permutation(len(sentences))
@@ -703,6 +722,8 @@ def main() -> None:
         images(rng, args.per_kind)
     if "small" in only:
         small_images(rng, max(1, args.per_kind * 3 // 5))
+    if "small-scale" in only:
+        small_scale(rng, args.per_kind)
     if "text" in only:
         text(rng, max(1, args.per_kind * 4 // 5))
     if "spam" in only:

@@ -10,7 +10,7 @@ the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``
 unordered pair once). Thumbnails blown up from images smaller than 16 px (an 8x8 digit in a
 16x16 thumbnail) are compared at their source resolution instead, over whole-pixel shifts
 of up to 2 source pixels on the pair's overlap (:func:`neardup.views.overlap_distances`),
-and each query's nearest rows in that distance join its candidates. Each query's candidates
+and each query's candidates are its nearest rows in that distance. Each query's candidates
 sorted by aligned distance form a neighbour graph in the aligned metric, so the view's
 threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data without
 duplicates, with its reason. Pairs within the threshold are the view's close pairs.
@@ -164,20 +164,21 @@ def _exact_shift_candidates(
 
 
 def _candidates(
-    images: np.ndarray,
-    query: np.ndarray,
-    target: np.ndarray,
-    per_view: int,
-    extra: list[np.ndarray] = (),  # type: ignore[assignment]
+    images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
 ) -> np.ndarray:
     """``(len(query), c)`` global candidate rows of each query (``-1``: none; no self, no
-    repeats), the union of its nearest ``target`` rows in each candidate view and of the
-    ``extra`` ``(len(query), c_e)`` global candidate lists."""
-    lists = list(extra)
+    repeats), the union of its nearest ``target`` rows in each candidate view."""
+    lists = []
     for features in candidate_features(images):
         want = per_view + 1 if np.array_equal(query, target) else per_view
         nearest = probed_neighbors(features[query], features[target], want)
         lists.append(np.where(nearest >= 0, target[nearest], -1))
+    return _union(query, lists)
+
+
+def _union(query: np.ndarray, lists: list[np.ndarray]) -> np.ndarray:
+    """The rows of the ``(len(query), c_l)`` global candidate ``lists`` side by side, without
+    each query itself and without repeats (``-1``: none)."""
     found = np.concatenate(lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
     found.sort(axis=1)  # -1 (none) first, then repeats side by side
@@ -215,10 +216,11 @@ def aligned_run(
     if not len(query) or not len(target):
         query = target = everyone
     scorer = _Scorer(images)
-    extra = []
-    if scorer.reach:  # small images: their nearest rows over whole source-pixel shifts
-        extra.append(_shift_candidates(scorer.source, query, target, candidates, scorer.reach))
-    found = _candidates(images, query, target, candidates, extra)
+    if scorer.reach:  # small images: their nearest rows in the overlap distance itself
+        shifted = _shift_candidates(scorer.source, query, target, candidates, scorer.reach)
+        found = _union(query, [shifted])
+    else:
+        found = _candidates(images, query, target, candidates)
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
