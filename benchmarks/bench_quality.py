@@ -33,6 +33,8 @@ samples (whose natural near-duplicates the same checks confirm).
 
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
+    python benchmarks/bench_quality.py --only small    # Fashion-MNIST at 12x12 and 10x10
+    python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
     python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
@@ -450,6 +452,49 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     score("colorized Fashion 20,000 + 5,000", label, r, rgb_train, planted, kind_of, t, grey)
 
 
+def small_images(rng: np.random.Generator, per_kind: int) -> None:
+    """Images smaller than 16 px other than digits (``--only small``): Fashion-MNIST 3,000 +
+    1,000 box-filtered to 12x12 and 10x10, the disjoint control, then every grey kind planted
+    (``AlignedImageView`` blows them up to 24 and 20 px, two thumbnail pixels per source
+    pixel, and the aligned view searches 2 source px shifts)."""
+    from PIL import Image
+
+    fashion_train, fashion_test = load_fashion()
+    view = IMAGE_VIEWS["aligned"]
+    for side in (12, 10):
+
+        def small(images: np.ndarray, side: int = side) -> np.ndarray:
+            return np.stack(
+                [np.asarray(Image.fromarray(x).resize((side, side), Image.BOX)) for x in images]
+            )
+
+        train, test = small(fashion_train[:3000]), small(fashion_test[:1000])
+        case = f"Fashion-MNIST at {side}x{side}, 3,000 + 1,000"
+        r, t = run({"train": {"image": view(train)}, "test": {"image": view(test)}})
+        control(f"{case}, no planted copies", r, t, train, test)
+        planted, kind_of, _ = plant(train, test, IMAGE_KINDS, per_kind, rng)
+        r, t = run({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+        score(case, "image", r, train, planted, kind_of, t)
+
+
+def small_scale(rng: np.random.Generator, per_kind: int) -> None:
+    """Many small images (``--only small-scale``): all of Fashion-MNIST, 60,000 + 10,000,
+    box-filtered to 8x8 with ``per_kind`` 1-2 px shifts planted, where the aligned view's shift
+    candidates come from one probed search per shift (above 2 * 10^7 query-train pairs)."""
+    from PIL import Image
+
+    def small(images: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(Image.fromarray(x).resize((8, 8), Image.BOX)) for x in images])
+
+    fashion_train, fashion_test = load_fashion()
+    train, test = small(fashion_train), small(fashion_test)
+    kinds = {"shift 1-2 px": IMAGE_KINDS["shift 1-2 px"]}
+    planted, kind_of, _ = plant(train, test, kinds, per_kind, rng)
+    view = IMAGE_VIEWS["aligned"]
+    r, t = run({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+    score("Fashion-MNIST at 8x8, 60,000 + 10,000", "image", r, train, planted, kind_of, t)
+
+
 def text(rng: np.random.Generator, per_kind: int) -> None:
     sentences = pydoc_sentences()
     order = rng.permutation(len(sentences))
@@ -675,6 +720,10 @@ def main() -> None:
         noise(rng)
     if "images" in only:
         images(rng, args.per_kind)
+    if "small" in only:
+        small_images(rng, max(1, args.per_kind * 3 // 5))
+    if "small-scale" in only:
+        small_scale(rng, args.per_kind)
     if "text" in only:
         text(rng, max(1, args.per_kind * 4 // 5))
     if "spam" in only:

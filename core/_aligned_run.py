@@ -7,10 +7,13 @@ shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` p
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``); each candidate pair is re-scored by
 :func:`neardup.views.indexed_aligned_distances` on the grey thumbnails (with one split, each
-unordered pair once). Each query's candidates sorted by aligned distance form a neighbour graph
-in the aligned metric, so the view's threshold strategy (``Auto`` by default) reads it like any
-kNN graph: silent on data without duplicates, with its reason. Pairs within the threshold are
-the view's close pairs.
+unordered pair once). Thumbnails blown up from images smaller than 16 px (an 8x8 digit in a
+16x16 thumbnail) are compared at their source resolution instead, over whole-pixel shifts
+of up to 2 source pixels on the pair's overlap (:func:`neardup.views.overlap_distances`),
+and each query's candidates are its nearest rows in that distance. Each query's candidates
+sorted by aligned distance form a neighbour graph in the aligned metric, so the view's
+threshold strategy (``Auto`` by default) reads it like any kNN graph: silent on data without
+duplicates, with its reason. Pairs within the threshold are the view's close pairs.
 """
 
 from __future__ import annotations
@@ -24,7 +27,18 @@ from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
 from .search import NeighborGraph, Rows, probed_neighbors
-from .views import ImageRows, as_image_rows, candidate_features, indexed_aligned_distances
+from .views import (
+    ImageRows,
+    as_image_rows,
+    candidate_features,
+    indexed_aligned_distances,
+    overlap_distances,
+    shift_crops,
+    shift_offsets,
+    shift_reach,
+    source_factor,
+    source_images,
+)
 
 __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 
@@ -32,16 +46,20 @@ __all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
 ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (two candidate views)
 DEFAULT_CANDIDATES = 10
+#: small images: up to this many query-target pairs, shift candidates by brute force
+_EXACT_SHIFT_PAIRS = 20_000_000
+_SEARCH_BYTES = 64 << 20  # one block of brute-force products
 
 
 class AlignedRun(ViewRun):
     """A :class:`ViewRun` whose distance is the aligned distance of the thumbnails."""
 
     images: np.ndarray  # (N, R, R, 1) float32: the grey thumbnails
+    scorer: _Scorer
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
-        return _pair_distances(self.images, i, j)
+        return self.scorer(i, j)
 
     def pairwise(self) -> PairwiseFn:
         """Aligned member-to-member distances in threshold units."""
@@ -55,19 +73,94 @@ class AlignedRun(ViewRun):
         return pairwise
 
 
-def _pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """``(p,)`` aligned distances of ``images`` ``(N, R, R, 1)`` rows ``i[p]`` and ``j[p]``
-    (a crop of either image is matched; each image's own share of the work done once)."""
-    return indexed_aligned_distances(images, i, j)
+class _Scorer:
+    """The aligned distance of row pairs of ``images`` ``(N, R, R, 1)``: a crop of either image
+    is matched (:func:`neardup.views.indexed_aligned_distances`), except for thumbnails blown
+    up from small images (``source``: ``(N, S, S, 1)`` at the source resolution, ``S < 16``),
+    whose distance is the overlap distance over whole-pixel shifts of up to ``reach`` source
+    pixels (:func:`neardup.views.overlap_distances`), which reaches a 2 px shift of an 8x8
+    image. Taking the smaller of the two for those instead (``bench_quality.py --only
+    small``, Fashion-MNIST box-filtered to 12x12 / 10x10) found no crop either way and brought
+    natural pairs closer: 3 / 1 false alarms on the disjoint controls instead of 1 / 0."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        factor = source_factor(images)
+        self.source = source_images(images, factor) if factor > 1 else None
+        self.reach = shift_reach(self.source.shape[1]) if self.source is not None else 0
+
+    def __call__(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``(p,)`` distances of rows ``i[p]`` and ``j[p]`` (each image's own share of the
+        work done once)."""
+        if self.reach:
+            return overlap_distances(self.source, i, j, reach=self.reach)
+        return indexed_aligned_distances(self.images, i, j)
+
+    def unordered(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """As calling it, scoring each unordered pair once, as ``(min, max)``: in a split
+        searched against itself most candidate pairs are listed both ways round."""
+        low, high = np.minimum(i, j), np.maximum(i, j)
+        key = low.astype(np.int64) * len(self.images) + high
+        _, first, back = np.unique(key, return_index=True, return_inverse=True)
+        return self(low[first], high[first])[back.ravel()]
 
 
-def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """As :func:`_pair_distances`, scoring each unordered pair once, as ``(min, max)``: in a
-    split searched against itself most candidate pairs are listed both ways round."""
-    low, high = np.minimum(i, j), np.maximum(i, j)
-    key = low.astype(np.int64) * len(images) + high
-    _, first, back = np.unique(key, return_index=True, return_inverse=True)
-    return _pair_distances(images, low[first], high[first])[back.ravel()]
+def _shift_candidates(
+    source: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int, reach: int
+) -> np.ndarray:
+    """``(len(query), per_view)`` global rows: each query's nearest ``target`` rows in the
+    overlap correlation over whole-pixel shifts within ``reach`` (``source`` ``(N, S, S, 1)``,
+    small images at their own resolution), from the overlapping crops of every shift
+    (:func:`neardup.views.shift_crops`, ``S * S`` or fewer dimensions). Up to
+    :data:`_EXACT_SHIFT_PAIRS` query-target pairs: exactly (the best shift's product of every
+    pair, then each query's top rows); beyond: each shift's nearest rows by
+    :func:`neardup.search.probed_neighbors`, merged by best correlation. ``-1``: none."""
+    offsets = shift_offsets(reach)
+    if len(query) * len(target) <= _EXACT_SHIFT_PAIRS:
+        return _exact_shift_candidates(source, query, target, per_view, offsets)
+    want = per_view + 1 if np.array_equal(query, target) else per_view
+    rows, scores = [], []
+    for dy, dx in offsets:
+        first, second = shift_crops(source, dy, dx)
+        nearest = probed_neighbors(first[query], second[target], want)
+        safe = np.maximum(nearest, 0)
+        corr = np.einsum("qn,qkn->qk", first[query], second[target[safe]])
+        rows.append(np.where(nearest >= 0, target[safe], -1))
+        scores.append(np.where(nearest >= 0, corr, -np.inf))
+    found, score = np.concatenate(rows, axis=1), np.concatenate(scores, axis=1)
+    score[(found == query[:, None]) | (found < 0)] = -np.inf
+    order = np.lexsort((-score, found), axis=-1)  # by row, its best shift first
+    found, score = np.take_along_axis(found, order, 1), np.take_along_axis(score, order, 1)
+    score[:, 1:][found[:, 1:] == found[:, :-1]] = -np.inf  # the row's other shifts
+    best = np.argsort(-score, axis=1, kind="stable")[:, :per_view]
+    return np.where(
+        np.isfinite(np.take_along_axis(score, best, 1)), np.take_along_axis(found, best, 1), -1
+    )
+
+
+def _exact_shift_candidates(
+    source: np.ndarray,
+    query: np.ndarray,
+    target: np.ndarray,
+    per_view: int,
+    offsets: list[tuple[int, int]],
+) -> np.ndarray:
+    """:func:`_shift_candidates` by brute force: for each block of queries, the best
+    correlation over the shifts with every target (one product per shift), then the top."""
+    crops = [shift_crops(source, dy, dx) for dy, dx in offsets]
+    k = min(per_view, len(target))
+    out = np.full((len(query), per_view), -1, dtype=np.int64)
+    step = max(1, _SEARCH_BYTES // (4 * len(target)))
+    for start in range(0, len(query), step):
+        rows = query[start : start + step]
+        best = np.full((len(rows), len(target)), -np.inf, dtype=np.float32)
+        for first, second in crops:
+            np.maximum(best, first[rows] @ second[target].T, out=best)
+        best[rows[:, None] == target[None, :]] = -np.inf  # no self
+        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
+        keep = np.isfinite(np.take_along_axis(best, top, 1))
+        out[start : start + len(rows), :k] = np.where(keep, target[top], -1)
+    return out
 
 
 def _candidates(
@@ -80,6 +173,12 @@ def _candidates(
         want = per_view + 1 if np.array_equal(query, target) else per_view
         nearest = probed_neighbors(features[query], features[target], want)
         lists.append(np.where(nearest >= 0, target[nearest], -1))
+    return _union(query, lists)
+
+
+def _union(query: np.ndarray, lists: list[np.ndarray]) -> np.ndarray:
+    """The rows of the ``(len(query), c_l)`` global candidate ``lists`` side by side, without
+    each query itself and without repeats (``-1``: none)."""
     found = np.concatenate(lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
     found.sort(axis=1)  # -1 (none) first, then repeats side by side
@@ -116,12 +215,17 @@ def aligned_run(
         target = np.flatnonzero(split_of_row == reference_index)
     if not len(query) or not len(target):
         query = target = everyone
-    found = _candidates(images, query, target, candidates)
+    scorer = _Scorer(images)
+    if scorer.reach:  # small images: their nearest rows in the overlap distance itself
+        shifted = _shift_candidates(scorer.source, query, target, candidates, scorer.reach)
+        found = _union(query, [shifted])
+    else:
+        found = _candidates(images, query, target, candidates)
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
-    score = _unordered_pair_distances if query is target else _pair_distances
-    distances[valid] = score(images, q_rows, found[valid])
+    score = scorer.unordered if query is target else scorer
+    distances[valid] = score(q_rows, found[valid])
     # each query's best `candidates` (all finite: every candidate view gives that many rows)
     order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
     graph = NeighborGraph(
@@ -141,6 +245,11 @@ def aligned_run(
         "candidates": candidates,
         "side": int(rows.side),
         "dim": int(images[0].size),
+        "shift_reach": (
+            f"{scorer.reach} source px of {scorer.source.shape[1]}x{scorer.source.shape[1]}"
+            if scorer.reach
+            else None
+        ),
     }
     run = AlignedRun(
         rows=Rows.from_matrix(images.reshape(n, -1)),
@@ -150,6 +259,7 @@ def aligned_run(
         pairs=pairs,
     )
     run.images = images
+    run.scorer = scorer
     return run
 
 

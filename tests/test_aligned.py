@@ -20,6 +20,10 @@ from neardup.views import (
     as_image_rows,
     candidate_features,
     indexed_aligned_distances,
+    overlap_distances,
+    shift_reach,
+    source_factor,
+    source_images,
 )
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
@@ -102,6 +106,8 @@ def test_image_rows_know_their_shape():
         3,
     )
     assert AlignedImageView()(np.zeros((2, 8, 8))).side == 16  # small images: at least 16
+    # ... a whole multiple of the source side, each source pixel over whole thumbnail pixels
+    assert [AlignedImageView().side_for(np.zeros((1, s, s))) for s in (5, 12, 15)] == [20, 24, 30]
     assert [f.shape[0] for f in candidate_features(rows.images())] == [5, 5, 5]
 
 
@@ -165,6 +171,64 @@ def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     assert result.views["image:aligned"].leakage["test"].count == 0
 
 
+def _digits() -> np.ndarray:
+    from sklearn.datasets import load_digits
+
+    return np.rint(load_digits().images * 255 / 16).astype(np.uint8)
+
+
+def _shift_by(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``x`` moved by ``(dy, dx)`` pixels, its edge repeated into the gap (as the benchmark)."""
+    padded = np.pad(x, 2, mode="edge")
+    return padded[2 - dy : 2 - dy + x.shape[0], 2 - dx : 2 - dx + x.shape[1]]
+
+
+def test_small_thumbnails_are_taken_back_to_their_source_pixels():
+    digits = AlignedImageView()(_digits()[:50]).images()  # 8x8 blown up to 16x16
+    assert digits.shape[1] == 16 and source_factor(digits) == 2
+    assert np.allclose(np.repeat(np.repeat(source_images(digits, 2), 2, 1), 2, 2), digits)
+    noise = np.random.default_rng(0).integers(0, 255, (4, 28, 28), dtype=np.uint8)
+    assert source_factor(AlignedImageView()(noise).images()) == 1
+    assert source_factor(AlignedImageView()(noise[:, :16, :16]).images()) == 1  # 16 px: as is
+    assert source_factor(AlignedImageView()(noise[:, :4, :4]).images()) == 4
+    assert [shift_reach(s) for s in (4, 8, 15)] == [1, 2, 2]
+
+
+def test_overlap_distance_matches_a_two_pixel_shift_of_an_8x8_digit_exactly():
+    images = _digits()[:40]
+    copies = np.stack([_shift_by(x, 2 * (n % 2) - 1, -2) for n, x in enumerate(images)])
+    source = source_images(AlignedImageView()(np.concatenate([images, copies])).images(), 2)
+    grey = source.mean(axis=-1, keepdims=True)
+    i, j = np.arange(40), np.arange(40) + 40
+    shifted = overlap_distances(grey, i, j, reach=2)
+    assert np.all(shifted < 1e-3), shifted
+    assert np.allclose(shifted, overlap_distances(grey, j, i, reach=2), atol=1e-6)  # symmetric
+    assert np.all(overlap_distances(grey, i, j, reach=1) > 0.3)  # 1 px is not enough
+    others = overlap_distances(grey, i[:-1], i[1:], reach=2)  # different digits stay apart
+    assert np.all(others > 0.1)
+
+
+def test_two_pixel_shifts_of_digits_found_and_the_disjoint_control_stays_silent():
+    """Issue 12's digits row: 1-2 px shifts of 8x8 digits (a quarter of the side) are found by
+    the aligned view with the defaults; the disjoint-digits control above flags nothing."""
+    rng = np.random.default_rng(0)
+    images = _digits()
+    order = rng.permutation(len(images))
+    train, test = images[order[:1200]], images[order[1200:]].copy()
+    slots = rng.choice(len(test), 12, replace=False)
+    sources = rng.choice(len(train), 12, replace=False)
+    offsets = [(2, 2), (-2, 1), (1, -2), (-2, -2)] * 3
+    for slot, source, (dy, dx) in zip(slots, sources, offsets):
+        test[slot] = _shift_by(train[source], dy, dx)
+    view = AlignedImageView()
+    result = find_duplicates({"train": {"image": view(train)}, "test": {"image": view(test)}})
+    leak = result.leakage["test"]
+    nearest = dict(zip(leak.positions, leak.nearest_positions))
+    assert all(nearest.get(int(s)) == int(t) for s, t in zip(slots, sources)), nearest
+    assert set(nearest) == {int(s) for s in slots}  # nothing else flagged
+    assert "2 source px of 8x8" in str(result.views["image:aligned"].settings)
+
+
 @needs_fashion
 def test_one_split_searched_against_itself_finds_shifted_and_cropped_copies():
     """No reference split: every row is a query, and each unordered candidate pair is scored
@@ -192,3 +256,24 @@ def test_one_split_searched_against_itself_finds_shifted_and_cropped_copies():
     a, b = np.array(mutual[:50]).T
     expected = aligned_distances(rows.images()[a].mean(-1, keepdims=True), rows.images()[b])
     assert np.allclose([listed[p] for p in mutual[:50]], expected, atol=1e-6)
+
+
+def test_shift_candidates_searched_shift_by_shift_match_the_brute_force_ones(monkeypatch):
+    """Above ``_EXACT_SHIFT_PAIRS`` the shift candidates come from one search per shift,
+    merged by best correlation: the same rows as the brute-force best shift (digits)."""
+    from neardup import _aligned_run
+
+    images = AlignedImageView()(_digits()[:600]).images().mean(axis=-1, keepdims=True)
+    source = source_images(images, source_factor(images))
+    query, target = np.arange(400, 600), np.arange(400)
+    exact = _aligned_run._shift_candidates(source, query, target, 10, 2)
+    monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", 0)
+    merged = _aligned_run._shift_candidates(source, query, target, 10, 2)
+    assert exact.shape == merged.shape == (200, 10) and np.all(exact >= 0)
+    same = [set(a) == set(b) for a, b in zip(exact.tolist(), merged.tolist())]
+    assert np.mean(same) >= 0.98, np.mean(same)
+    everyone = np.arange(600)  # one split searched against itself: no row is its own candidate
+    for limit in (0, 10**9):
+        monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", limit)
+        found = _aligned_run._shift_candidates(source, everyone, everyone, 10, 2)
+        assert not np.any(found == everyone[:, None]) and np.all(found >= 0)

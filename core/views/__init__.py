@@ -28,11 +28,21 @@ All are plain callables ``view(samples) -> (N, d) float32``; pass their output t
 from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
+from ._shift import (
+    SHIFT_REACH,
+    overlap_distances,
+    shift_crops,
+    shift_offsets,
+    shift_reach,
+    source_factor,
+    source_images,
+)
 from ._text import TextRows, TextView, as_text_rows, normalize_text
 from ._words import WordEdits, word_edits
 
 __all__ = [
     "DEFAULT_SCALES",
+    "SHIFT_REACH",
     "AlignedImageView",
     "ImageRows",
     "ImageView",
@@ -45,5 +55,11 @@ __all__ = [
     "candidate_features",
     "indexed_aligned_distances",
     "normalize_text",
+    "overlap_distances",
+    "shift_crops",
+    "shift_offsets",
+    "shift_reach",
+    "source_factor",
+    "source_images",
     "word_edits",
 ]

@@ -94,7 +94,10 @@ class AlignedImageView:
     ----------
     side:
         Thumbnail side ``R``. ``None`` (default): each call's largest image side clipped to
-        [16, 32] (28x28 images stay at 28, so a 1-pixel shift is a whole-pixel shift).
+        [16, 32] (28x28 images stay at 28, so a 1-pixel shift is a whole-pixel shift); a
+        side ``s`` below 16 is blown up to the smallest multiple of ``s`` from 16 on (8: 16,
+        12: 24), each pixel repeated over whole thumbnail pixels, so the aligned view can take
+        the thumbnails back to their source pixels and search shifts in them.
     color, channels_first:
         As :class:`ImageView`.
 
@@ -131,7 +134,10 @@ class AlignedImageView:
             return int(self.side)
         shape = np.shape(images) if hasattr(images, "shape") else np.shape(images[0])
         spatial = _spatial_sides(shape, self.channels_first)
-        return int(np.clip(max(spatial), _MIN_SIDE, _MAX_SIDE))
+        largest = max(spatial)
+        if 0 < largest < _MIN_SIDE:  # a whole number of thumbnail pixels per source pixel
+            return int(largest * -(-_MIN_SIDE // largest))
+        return int(np.clip(largest, _MIN_SIDE, _MAX_SIDE))
 
     def __call__(self, images: Any) -> ImageRows:
         side = self.side_for(images) if _has_items(images) else _MIN_SIDE
