@@ -24,14 +24,30 @@ from ._chains import PairwiseFn
 from ._threshold import as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
 from .search import NeighborGraph, Rows, probed_neighbors
-from .views import ImageRows, as_image_rows, candidate_features, indexed_aligned_distances
+from .views import (
+    ImageRows,
+    as_image_rows,
+    candidate_features,
+    crop_candidate_features,
+    indexed_aligned_distances,
+)
 
-__all__ = ["ALIGNED_SUFFIX", "DEFAULT_CANDIDATES", "AlignedRun", "aligned_run"]
+__all__ = [
+    "ALIGNED_SUFFIX",
+    "CROP_CANDIDATES",
+    "DEFAULT_CANDIDATES",
+    "AlignedRun",
+    "aligned_run",
+]
 
 #: the aligned view of image view ``v`` is named ``v + ALIGNED_SUFFIX``
 ALIGNED_SUFFIX = ":aligned"
-#: nearest rows per candidate view and query row (two candidate views)
+#: nearest rows per candidate view and query row (three candidate views); also the neighbours
+#: per row that the threshold reads
 DEFAULT_CANDIDATES = 10
+#: nearest rows per query in each crop search (a query's Fourier row against the targets'
+#: zoomed rows, and its zoomed row against the targets' plain rows)
+CROP_CANDIDATES = 5
 
 
 class AlignedRun(ViewRun):
@@ -71,14 +87,16 @@ def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) 
 
 
 def _candidates(
-    images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
+    images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int, per_crop: int
 ) -> np.ndarray:
     """``(len(query), c)`` global candidate rows of each query (``-1``: none; no self, no
-    repeats), the union of its nearest ``target`` rows in each candidate view."""
+    repeats): the union of its ``per_view`` nearest ``target`` rows in each candidate view
+    and its ``per_crop`` nearest in each crop search (:func:`_searches`)."""
     lists = []
-    for features in candidate_features(images):
-        want = per_view + 1 if np.array_equal(query, target) else per_view
-        nearest = probed_neighbors(features[query], features[target], want)
+    same = np.array_equal(query, target)
+    for queries, targets, k in _searches(images, per_view, per_crop):
+        want = k + 1 if same else k
+        nearest = probed_neighbors(queries[query], targets[target], want)
         lists.append(np.where(nearest >= 0, target[nearest], -1))
     found = np.concatenate(lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
@@ -89,6 +107,22 @@ def _candidates(
     return found
 
 
+def _searches(
+    images: np.ndarray, per_view: int, per_crop: int
+) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    """``(query features, target features, k)`` of each candidate search: the three
+    candidate views (:func:`neardup.views.candidate_features`), then each image's Fourier row
+    against the zoomed rows of the others (it is a crop of them) and its zoomed row against
+    their Fourier rows (they are crops of it), :func:`neardup.views.crop_candidate_features`.
+    """
+    plain = candidate_features(images)
+    fourier, zoomed = crop_candidate_features(images)
+    out = [(f, f, per_view) for f in plain]
+    if per_crop:
+        out += [(fourier, zoomed, per_crop), (zoomed, fourier, per_crop)]
+    return out
+
+
 def aligned_run(
     parts: list[ImageRows],
     split_of_row: np.ndarray,
@@ -96,6 +130,7 @@ def aligned_run(
     *,
     threshold: Any = None,
     candidates: int = DEFAULT_CANDIDATES,
+    crop_candidates: int = CROP_CANDIDATES,
 ) -> AlignedRun:
     """Analyse the aligned view of the splits' ``parts`` (``(N_split, R*R*C)`` each, in order).
 
@@ -116,7 +151,7 @@ def aligned_run(
         target = np.flatnonzero(split_of_row == reference_index)
     if not len(query) or not len(target):
         query = target = everyone
-    found = _candidates(images, query, target, candidates)
+    found = _candidates(images, query, target, candidates, crop_candidates)
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
@@ -139,6 +174,7 @@ def aligned_run(
         "k": int(graph.k),
         "backend": "aligned",
         "candidates": candidates,
+        "crop_candidates": crop_candidates,
         "side": int(rows.side),
         "dim": int(images[0].size),
     }

@@ -23,12 +23,20 @@ All are plain callables ``view(samples) -> (N, d) float32``; pass their output t
     })
 """
 
-from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
+from ._aligned import (
+    CROP_SCALE,
+    AlignedImageView,
+    ImageRows,
+    as_image_rows,
+    candidate_features,
+    crop_candidate_features,
+)
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
 from ._text import TextView, normalize_text
 
 __all__ = [
+    "CROP_SCALE",
     "DEFAULT_SCALES",
     "AlignedImageView",
     "ImageRows",
@@ -37,6 +45,7 @@ __all__ = [
     "aligned_distances",
     "as_image_rows",
     "candidate_features",
+    "crop_candidate_features",
     "indexed_aligned_distances",
     "normalize_text",
 ]

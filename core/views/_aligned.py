@@ -23,11 +23,20 @@ import numpy as np
 from .._errors import NeardupInputError
 from ._image import ImageView
 
-__all__ = ["AlignedImageView", "ImageRows", "as_image_rows", "candidate_features"]
+__all__ = [
+    "CROP_SCALE",
+    "AlignedImageView",
+    "ImageRows",
+    "as_image_rows",
+    "candidate_features",
+    "crop_candidate_features",
+]
 
 _MIN_SIDE = 16
 _MAX_SIDE = 32
 _FOURIER = 6  # low frequencies kept per axis by the Fourier-magnitude candidate view
+#: the centred window of :func:`crop_candidate_features` (a 90 % crop resized back)
+CROP_SCALE = 0.9
 
 
 class ImageRows(np.ndarray):
@@ -227,11 +236,6 @@ def candidate_features(images: np.ndarray) -> list[np.ndarray]:
     Fashion-MNIST (``benchmarks/bench_quality.py``), each finds shifted or cropped copies
     among its 10 nearest rows where the others miss them.
     """
-    grey = images.mean(axis=-1)
-    grey = grey - grey.mean(axis=(1, 2), keepdims=True)
-    spectrum = np.abs(np.fft.rfft2(grey))[:, :, :_FOURIER]
-    spectrum = np.concatenate([spectrum[:, :_FOURIER], spectrum[:, -_FOURIER + 1 :]], axis=1)
-    fourier = np.log1p(spectrum.reshape(len(images), -1))
     features = [
         _centred_thumbnails(images, reach=1.5, power=2.0),
         _centred_thumbnails(images, reach=1.25, power=1.0),
@@ -241,6 +245,39 @@ def candidate_features(images: np.ndarray) -> list[np.ndarray]:
         x = x - x.mean(axis=1, keepdims=True)
         norm = np.linalg.norm(x, axis=1, keepdims=True)
         out.append((x / np.where(norm > 0, norm, 1.0)).astype(np.float32))
-    norm = np.linalg.norm(fourier, axis=1, keepdims=True)
-    out.append((fourier / np.where(norm > 0, norm, 1.0)).astype(np.float32))
+    out.append(_fourier(images.mean(axis=-1)))
     return out
+
+
+def crop_candidate_features(
+    images: np.ndarray, scale: float = CROP_SCALE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fourier magnitudes of ``(N, R, R, C)`` thumbnails and of their zoomed-in centres.
+
+    Returns ``(plain, zoomed)``, ``(N, d)`` float32 rows of unit length: ``plain`` as the
+    Fourier view of :func:`candidate_features`; ``zoomed`` the same of each image's central
+    ``scale`` window resized back to ``R x R`` (bilinear), i.e. of a centred crop. A crop
+    taken anywhere near the centre is that centred crop shifted by a pixel or two, which the
+    magnitudes ignore, so a crop's ``plain`` row lies near its source's ``zoomed`` row.
+    Measured on Fashion-MNIST 90 % crops (``benchmarks/bench_quality.py`` plantings, seeds 0
+    and 1): the source among a crop's 5 nearest zoomed rows for 80-90 % of crops, against
+    10-26 % among the 10 nearest plain rows; the source among the candidates of the aligned
+    view for 98 % (grey, both seeds) and 92-98 % (colourised) of crops, against 72-90 %
+    without these rows.
+    """
+    grey = images.mean(axis=-1).astype(np.float64)
+    n, side = grey.shape[:2]
+    centre = (side - 1) / 2.0
+    grid = np.broadcast_to(centre + (np.arange(side) - centre) * scale, (n, side))
+    return _fourier(grey), _fourier(_bilinear(grey, grid, grid))
+
+
+def _fourier(grey: np.ndarray) -> np.ndarray:
+    """``(N, d)`` float32 unit rows: log magnitudes of the lowest Fourier frequencies of the
+    mean-removed ``(N, R, R)`` grey images (unchanged by circular shifts)."""
+    grey = grey - grey.mean(axis=(1, 2), keepdims=True)
+    spectrum = np.abs(np.fft.rfft2(grey))[:, :, :_FOURIER]
+    spectrum = np.concatenate([spectrum[:, :_FOURIER], spectrum[:, -_FOURIER + 1 :]], axis=1)
+    fourier = np.log1p(spectrum.reshape(len(grey), -1))
+    norm = np.linalg.norm(fourier, axis=1, keepdims=True)
+    return (fourier / np.where(norm > 0, norm, 1.0)).astype(np.float32)
