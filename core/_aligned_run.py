@@ -48,6 +48,7 @@ DEFAULT_CANDIDATES = 10
 #: nearest rows per query in each crop search (a query's Fourier row against the targets'
 #: zoomed rows, and its zoomed row against the targets' plain rows)
 CROP_CANDIDATES = 5
+_PLAIN_SEARCHES = 3  # the candidate views' searches come first in _searches
 
 
 class AlignedRun(ViewRun):
@@ -88,23 +89,32 @@ def _unordered_pair_distances(images: np.ndarray, i: np.ndarray, j: np.ndarray) 
 
 def _candidates(
     images: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int, per_crop: int
-) -> np.ndarray:
-    """``(len(query), c)`` global candidate rows of each query (``-1``: none; no self, no
-    repeats): the union of its ``per_view`` nearest ``target`` rows in each candidate view
-    and its ``per_crop`` nearest in each crop search (:func:`_searches`)."""
-    lists = []
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's candidate rows: the union of its ``per_view`` nearest ``target`` rows in
+    each candidate view and its ``per_crop`` nearest in each crop search (:func:`_searches`).
+
+    Returns ``found`` ``(len(query), c)`` global rows (``-1``: none; no self, no repeats) and
+    ``plain`` ``(len(query), c)`` bool, whether a candidate view (not only a crop search)
+    listed it: the threshold is read from those alone, as before the crop searches, so they
+    add candidates without moving the cut.
+    """
+    lists, plain_lists = [], []
     same = np.array_equal(query, target)
-    for queries, targets, k in _searches(images, per_view, per_crop):
+    for number, (queries, targets, k) in enumerate(_searches(images, per_view, per_crop)):
         want = k + 1 if same else k
         nearest = probed_neighbors(queries[query], targets[target], want)
         lists.append(np.where(nearest >= 0, target[nearest], -1))
+        plain_lists.append(np.full(nearest.shape, number < _PLAIN_SEARCHES))
     found = np.concatenate(lists, axis=1)
+    plain = np.concatenate(plain_lists, axis=1)
     found = np.where(found == query[:, None], -1, found)
-    found.sort(axis=1)  # -1 (none) first, then repeats side by side
+    # -1 (none) first, then repeats side by side, a candidate view's listing first of them
+    order = np.lexsort((~plain, found), axis=-1)
+    found, plain = np.take_along_axis(found, order, 1), np.take_along_axis(plain, order, 1)
     repeat = np.zeros_like(found, dtype=bool)
     repeat[:, 1:] = found[:, 1:] == found[:, :-1]
     found[repeat] = -1
-    return found
+    return found, plain & (found >= 0)
 
 
 def _searches(
@@ -117,7 +127,7 @@ def _searches(
     """
     plain = candidate_features(images)
     fourier, zoomed = crop_candidate_features(images)
-    out = [(f, f, per_view) for f in plain]
+    out = [(f, f, per_view) for f in plain]  # the first _PLAIN_SEARCHES
     if per_crop:
         out += [(fourier, zoomed, per_crop), (zoomed, fourier, per_crop)]
     return out
@@ -139,9 +149,9 @@ def aligned_run(
     """
     strategy = Auto() if threshold is None else as_strategy(threshold)
     rows = as_image_rows(np.concatenate(parts), parts[0].side, parts[0].channels)
-    # geometry is matched on the grey image (colour changes are the 8x8 colour view's job):
+    # geometry is matched on one grey image (colour changes are the 8x8 colour view's job):
     # a third of the work and memory of matching three channels
-    images = np.ascontiguousarray(rows.images().mean(axis=-1, keepdims=True))
+    images = _grey(rows.images())
     n = len(images)
     everyone = np.arange(n)
     if reference_index is None:
@@ -151,22 +161,17 @@ def aligned_run(
         target = np.flatnonzero(split_of_row == reference_index)
     if not len(query) or not len(target):
         query = target = everyone
-    found = _candidates(images, query, target, candidates, crop_candidates)
+    found, plain = _candidates(images, query, target, candidates, crop_candidates)
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)
     score = _unordered_pair_distances if query is target else _pair_distances
     distances[valid] = score(images, q_rows, found[valid])
-    # each query's best `candidates` (all finite: every candidate view gives that many rows)
-    order = np.lexsort((np.where(valid, found, n), distances), axis=-1)[:, :candidates]
-    graph = NeighborGraph(
-        indices=np.take_along_axis(np.where(valid, found, -1), order, axis=1),
-        distances=np.take_along_axis(distances, order, axis=1),
-        backend="aligned",
-        rows=query,
-        total_rows=len(query),
-    )
-    resolved = resolve_threshold(strategy, graph, "row")
+    graph = _nearest_graph(found, distances, query, candidates)
+    # the threshold reads the candidate views' lists alone (the crop searches' extra rows
+    # are nearer in the aligned metric by design and would move the natural statistics)
+    stats = _nearest_graph(np.where(plain, found, -1), distances, query, candidates)
+    resolved = resolve_threshold(strategy, stats, "row")
     pairs = graph_close_pairs(_global_graph(graph, n), resolved.value)
     settings: dict[str, Any] = {
         "normalize": "standardised thumbnail",
@@ -187,6 +192,30 @@ def aligned_run(
     )
     run.images = images
     return run
+
+
+def _nearest_graph(
+    found: np.ndarray, distances: np.ndarray, query: np.ndarray, k: int
+) -> NeighborGraph:
+    """Each query's ``k`` candidates (``found`` ``(Q, c)``, ``-1``: none) nearest by their
+    aligned ``distances`` ``(Q, c)``, ties by row; every query has at least ``k`` (each
+    candidate view lists that many rows)."""
+    valid = found >= 0
+    distances = np.where(valid, distances, np.inf).astype(np.float32)
+    order = np.lexsort((np.where(valid, found, np.iinfo(np.int64).max), distances), axis=-1)
+    order = order[:, :k]
+    return NeighborGraph(
+        indices=np.take_along_axis(np.where(valid, found, -1), order, axis=1),
+        distances=np.take_along_axis(distances, order, axis=1),
+        backend="aligned",
+        rows=query,
+        total_rows=len(query),
+    )
+
+
+def _grey(images: np.ndarray) -> np.ndarray:
+    """``(N, R, R, 1)`` float32 grey images of ``(N, R, R, C)`` thumbnails: the channel mean."""
+    return np.ascontiguousarray(images.mean(axis=-1, keepdims=True), dtype=np.float32)
 
 
 def _global_graph(graph: NeighborGraph, n: int) -> NeighborGraph:

@@ -43,7 +43,7 @@ def _shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     from PIL import Image
 
-    h, w = x.shape
+    h, w = x.shape[:2]
     ch, cw = round(h * 0.9), round(w * 0.9)
     y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
     return np.asarray(Image.fromarray(x[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR))
@@ -175,6 +175,37 @@ def test_shifted_and_cropped_copies_found_by_find_duplicates_defaults():
     extra = [p for p in flagged if p not in kind_of]
     assert len(extra) <= 3, extra  # natural look-alikes (the benchmark checks each one)
 
+
+
+
+@needs_fashion
+def test_crop_searches_add_candidates_without_moving_the_cut():
+    """The threshold is read from the candidate views' lists alone: the crop searches add
+    candidates (on 60,000 reference images they bring in crops the candidate views miss) but
+    leave the cut where it was, so no pair found without them is lost."""
+    from neardup._aligned_run import aligned_run
+
+    rng = np.random.default_rng(6)
+    images = _fashion(1200)
+    train, test = images[:1000], images[1000:].copy()
+    slots = rng.choice(len(test), 10, replace=False)
+    sources = rng.choice(len(train), 10, replace=False)
+    for slot, source in zip(slots, sources):
+        test[slot] = _crop(train[source], rng)
+    view = AlignedImageView()
+    parts = [view(train), view(test)]
+    split = np.repeat([0, 1], [1000, 200])
+    without = aligned_run(parts, split, 0, crop_candidates=0)
+    with_crops = aligned_run(parts, split, 0)
+    assert with_crops.threshold.value == without.threshold.value
+    assert with_crops.settings["crop_candidates"] == 5
+
+    def pairs(run) -> set[tuple[int, int]]:
+        return set(zip(run.pairs.i.tolist(), run.pairs.j.tolist()))
+
+    assert pairs(without) <= pairs(with_crops)  # nothing lost, the cut unchanged
+    planted = {tuple(sorted((int(s), 1000 + int(t)))) for s, t in zip(sources, slots)}
+    assert planted <= {tuple(sorted(pair)) for pair in pairs(with_crops)}
 
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     from sklearn.datasets import load_digits
