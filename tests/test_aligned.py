@@ -207,6 +207,29 @@ def test_crop_searches_add_candidates_without_moving_the_cut():
     planted = {tuple(sorted((int(s), 1000 + int(t)))) for s, t in zip(sources, slots)}
     assert planted <= {tuple(sorted(pair)) for pair in pairs(with_crops)}
 
+@needs_fashion
+def test_crops_of_pictures_whose_contrast_is_only_in_colour_are_found():
+    """Each picture painted in two colours of equal channel mean (its grey mean is flat): the
+    aligned view matches each image's principal colour axis, so its crops are still found."""
+    rng = np.random.default_rng(4)
+    grey = _fashion(2300)
+    fg = rng.uniform(40, 215, size=(len(grey), 1, 1, 3))
+    bg = fg[..., [1, 2, 0]]  # the same channel mean: no contrast in the channel mean
+    shade = grey[..., None] / 255.0
+    images = np.rint(shade * fg + (1 - shade) * bg).astype(np.uint8)
+    assert np.ptp(images.mean(axis=-1), axis=(1, 2)).max() <= 1.0
+    train, test = images[:2000], images[2000:].copy()
+    slots = rng.choice(len(test), 10, replace=False)
+    sources = rng.choice(len(train), 10, replace=False)
+    for slot, source in zip(slots, sources):
+        test[slot] = _crop(train[source], rng)
+    view = AlignedImageView()
+    result = find_duplicates({"train": view(train), "test": view(test)})
+    leak = result.views["image:aligned"].leakage["test"]
+    flagged = dict(zip(leak.positions, leak.nearest_positions))
+    found = sum(flagged.get(int(slot)) == int(source) for slot, source in zip(slots, sources))
+    assert found >= 8, found
+
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     from sklearn.datasets import load_digits
 
