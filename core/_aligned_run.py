@@ -3,8 +3,9 @@
 For each query row (the evaluation rows when there is a reference split, otherwise every row)
 the nearest rows it may duplicate (reference rows, or every other row) are found in three cheap
 shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view) and
-in two crop searches (:func:`neardup.views.crop_candidate_features`: Fourier magnitudes
-against those of zoomed-in centres, both ways, ``crop_candidates`` each), all by
+in four crop searches (:func:`neardup.views.crop_candidate_features`: Fourier magnitudes
+and a wide centred thumbnail against those of zoomed-in centres, both ways,
+``crop_candidates`` each), all by
 :func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``. Each candidate pair is re-scored by
@@ -48,8 +49,9 @@ ALIGNED_SUFFIX = ":aligned"
 #: nearest rows per candidate view and query row (three candidate views); also the neighbours
 #: per row that the threshold reads
 DEFAULT_CANDIDATES = 10
-#: nearest rows per query in each crop search (a query's Fourier row against the targets'
-#: zoomed rows, and its zoomed row against the targets' plain rows)
+#: nearest rows per query in each crop search (in each view of crop_candidate_features, a
+#: query's plain row against the targets' zoomed rows, and its zoomed row against their
+#: plain rows)
 CROP_CANDIDATES = 5
 #: a colour axis whose brightness component is below this share is oriented by its values
 _BRIGHTNESS_SHARE = 0.2
@@ -127,15 +129,15 @@ def _searches(
     images: np.ndarray, per_view: int, per_crop: int
 ) -> list[tuple[np.ndarray, np.ndarray, int]]:
     """``(query features, target features, k)`` of each candidate search: the three
-    candidate views (:func:`neardup.views.candidate_features`), then each image's Fourier row
-    against the zoomed rows of the others (it is a crop of them) and its zoomed row against
-    their Fourier rows (they are crops of it), :func:`neardup.views.crop_candidate_features`.
+    candidate views (:func:`neardup.views.candidate_features`), then, in each view of
+    :func:`neardup.views.crop_candidate_features` (Fourier magnitudes, the wider centred
+    thumbnail), each image's plain row against the zoomed rows of the others (it is a crop
+    of them) and its zoomed row against their plain rows (they are crops of it).
     """
-    plain = candidate_features(images)
-    fourier, zoomed = crop_candidate_features(images)
-    out = [(f, f, per_view) for f in plain]  # the first _PLAIN_SEARCHES
+    out = [(f, f, per_view) for f in candidate_features(images)]  # the first _PLAIN_SEARCHES
     if per_crop:
-        out += [(fourier, zoomed, per_crop), (zoomed, fourier, per_crop)]
+        for plain, zoomed in crop_candidate_features(images):
+            out += [(plain, zoomed, per_crop), (zoomed, plain, per_crop)]
     return out
 
 

@@ -74,8 +74,8 @@ def test_crop_candidate_rows_bring_a_crop_near_its_source():
     images = _fashion(3000)
     sources = rng.choice(len(images), 40, replace=False)
     crops = AlignedImageView()(np.stack([_crop(images[s], rng) for s in sources])).images()
-    fourier, zoomed = crop_candidate_features(AlignedImageView()(images).images())
-    crop_fourier = crop_candidate_features(crops)[0]
+    fourier, zoomed = crop_candidate_features(AlignedImageView()(images).images())[0]
+    crop_fourier = crop_candidate_features(crops)[0][0]
     assert fourier.shape == zoomed.shape == (3000, crop_fourier.shape[1])
     np.testing.assert_allclose(np.linalg.norm(zoomed, axis=1), 1.0, atol=1e-5)
 

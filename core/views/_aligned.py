@@ -237,40 +237,51 @@ def candidate_features(images: np.ndarray) -> list[np.ndarray]:
     Fashion-MNIST (``benchmarks/bench_quality.py``), each finds shifted or cropped copies
     among its 10 nearest rows where the others miss them.
     """
-    features = [
-        _centred_thumbnails(images, reach=1.5, power=2.0),
-        _centred_thumbnails(images, reach=1.25, power=1.0),
+    return [
+        _unit(_centred_thumbnails(images, reach=1.5, power=2.0)),
+        _wide_thumbnails(images),
+        _fourier(images.mean(axis=-1)),
     ]
-    out = []
-    for x in features:
-        x = x - x.mean(axis=1, keepdims=True)
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        out.append((x / np.where(norm > 0, norm, 1.0)).astype(np.float32))
-    out.append(_fourier(images.mean(axis=-1)))
-    return out
 
 
 def crop_candidate_features(
     images: np.ndarray, scale: float = CROP_SCALE
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fourier magnitudes of ``(N, R, R, C)`` thumbnails and of their zoomed-in centres.
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Views of ``(N, R, R, C)`` thumbnails and of their zoomed-in centres, for finding crops.
 
-    Returns ``(plain, zoomed)``, ``(N, d)`` float32 rows of unit length: ``plain`` as the
-    Fourier view of :func:`candidate_features`; ``zoomed`` the same of each image's central
-    ``scale`` window resized back to ``R x R`` (bilinear), i.e. of a centred crop. A crop
-    taken anywhere near the centre is that centred crop shifted by a pixel or two, which the
-    magnitudes ignore, so a crop's ``plain`` row lies near its source's ``zoomed`` row.
-    Measured on the 90 % crops of ``benchmarks/bench_quality.py`` (grey and colourised
-    Fashion-MNIST, seeds 0 and 1, exact ranks): the source among a crop's 10 nearest zoomed
-    rows for 80-98 % of crops, among its 10 nearest plain rows for 10-46 %; with a crop
-    search of 5 rows, the source is a candidate of the aligned view for 94-98 % (grey) and
-    92-98 % (colourised) of crops, against 72-90 % without.
+    Returns ``(plain, zoomed)`` pairs of ``(N, d)`` float32 unit rows: the Fourier magnitudes
+    and the wider content-following 8x8 thumbnail of :func:`candidate_features`, ``plain`` of
+    each image and ``zoomed`` of its central ``scale`` window resized back to ``R x R``
+    (bilinear), i.e. of a centred crop. A crop taken anywhere near the centre is that centred
+    crop shifted by a pixel or two, which both views nearly ignore, so a crop's ``plain`` row
+    lies near its source's ``zoomed`` row. Measured on the 90 % crops of
+    ``benchmarks/bench_quality.py`` (grey and colourised Fashion-MNIST, seeds 0 and 1, exact
+    ranks): the source among a crop's 10 nearest zoomed Fourier rows for 80-98 % of crops,
+    among its 10 nearest plain rows for 10-46 %; with crop searches of 5 rows the source is a
+    candidate of the aligned view for 96-100 % (grey) and 92-98 % (colourised) of crops,
+    against 72-90 % without.
     """
     grey = images.mean(axis=-1).astype(np.float64)
     n, side = grey.shape[:2]
     centre = (side - 1) / 2.0
     grid = np.broadcast_to(centre + (np.arange(side) - centre) * scale, (n, side))
-    return _fourier(grey), _fourier(_bilinear(grey, grid, grid))
+    zoomed = _bilinear(grey, grid, grid)
+    return [
+        (_fourier(grey), _fourier(zoomed)),
+        (_wide_thumbnails(images), _wide_thumbnails(zoomed[..., None])),
+    ]
+
+
+def _wide_thumbnails(images: np.ndarray) -> np.ndarray:
+    """``(N, 64)`` unit rows: the wider content-following 8x8 thumbnail of ``(N, R, R, C)``."""
+    return _unit(_centred_thumbnails(images, reach=1.25, power=1.0))
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """``(N, d)`` float32 rows of ``x`` centred and scaled to unit length (zero rows stay 0)."""
+    x = x - x.mean(axis=1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
 def _fourier(grey: np.ndarray) -> np.ndarray:
