@@ -25,7 +25,14 @@ All are plain callables ``view(samples) -> (N, d) float32``; pass their output t
     })
 """
 
-from ._aligned import AlignedImageView, ImageRows, as_image_rows, candidate_features
+from ._aligned import (
+    CROP_SCALE,
+    AlignedImageView,
+    ImageRows,
+    as_image_rows,
+    candidate_features,
+    crop_candidate_features,
+)
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
 from ._shift import (
@@ -41,6 +48,7 @@ from ._text import TextRows, TextView, as_text_rows, normalize_text
 from ._words import WordEdits, word_edits
 
 __all__ = [
+    "CROP_SCALE",
     "DEFAULT_SCALES",
     "SHIFT_REACH",
     "AlignedImageView",
@@ -53,6 +61,7 @@ __all__ = [
     "as_image_rows",
     "as_text_rows",
     "candidate_features",
+    "crop_candidate_features",
     "indexed_aligned_distances",
     "normalize_text",
     "overlap_distances",
