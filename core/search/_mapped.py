@@ -17,8 +17,10 @@ import numpy as np
 
 __all__ = ["PageBudget", "release_pages"]
 
-#: bytes read at random (gathers of rows) between two releases.
+#: bytes of pages touched by gathers of rows between two releases.
 _GATHER_BUDGET = 256 << 20
+#: the unit in which a read row stays resident.
+PAGE_BYTES = mmap.PAGESIZE
 
 
 def release_pages(array: Any) -> bool:
@@ -42,7 +44,13 @@ def release_pages(array: Any) -> bool:
 
 
 class PageBudget:
-    """Releases the pages of ``arrays`` after every ``budget`` bytes of gathered rows."""
+    """Releases the pages of ``arrays`` after every ``budget`` bytes of pages touched.
+
+    A gathered row keeps its whole page resident, not only its own bytes: 65,536 scattered
+    rows of 64 float32 values (16 MiB of rows) keep up to 256 MiB of pages. Gathers are
+    therefore charged by :meth:`spend_rows` in pages (measured: counting row bytes let a
+    10M x 64 file stay resident in full, 2.4 GiB, before the first release).
+    """
 
     def __init__(self, arrays: list[Any], budget: int = _GATHER_BUDGET) -> None:
         self._arrays = [a for a in arrays if isinstance(a, np.memmap)]
@@ -58,3 +66,9 @@ class PageBudget:
             for array in self._arrays:
                 release_pages(array)
             self._spent = 0
+
+    def spend_rows(self, count: int, row_bytes: int) -> None:
+        """Count a gather of ``count`` rows of ``row_bytes`` each, by the pages it touches
+        (at least one page per row, or more for rows wider than a page)."""
+        pages_per_row = max(1, -(-int(row_bytes) // PAGE_BYTES))
+        self.spend(int(count) * pages_per_row * PAGE_BYTES)

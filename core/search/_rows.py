@@ -56,6 +56,7 @@ class Rows:
         self._norms: np.ndarray | None = None
         self._norms_filled = 0
         self._pages = PageBudget(self._arrays)  # memmapped inputs: pages released as read
+        self._row_bytes = self.d * max(a.dtype.itemsize for a in self._arrays)
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -122,13 +123,23 @@ class Rows:
         """Values of the given global ``rows`` before normalisation, as float32 ``(len, d)``."""
         if self._matrix is not None:
             return self._matrix[rows]
-        out = np.empty((len(rows), self.d), dtype=np.float32)
-        which = np.searchsorted(self._offsets, rows, side="right") - 1
-        for a, array in enumerate(self._arrays):
-            mask = which == a
-            if mask.any():
-                out[mask] = array[rows[mask] - self._offsets[a]]
-        return out
+        return np.asarray(self._gather(np.asarray(rows, dtype=np.int64)), dtype=np.float32)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of the given global ``rows`` of the caller's arrays, in their dtype when they
+        share one; the pages it touched are charged to the memmap budget."""
+        if len(self._arrays) == 1:
+            block = self._arrays[0][rows]  # fancy indexing: already a copy
+        else:
+            dtype = np.result_type(*self._arrays)
+            block = np.empty((len(rows), self.d), dtype=dtype)
+            which = np.searchsorted(self._offsets, rows, side="right") - 1
+            for a, array in enumerate(self._arrays):
+                mask = which == a
+                if mask.any():
+                    block[mask] = array[rows[mask] - self._offsets[a]]
+        self._pages.spend_rows(len(rows), self._row_bytes)  # after: this gather's pages too
+        return block
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
@@ -137,11 +148,7 @@ class Rows:
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
             return self._matrix[rows]
-        self._pages.spend(len(rows) * self.d * 4)
-        if len(self._arrays) == 1:
-            block = self._arrays[0][rows]  # fancy indexing: already a copy
-        else:
-            block = self.raw_rows(rows)
+        block = self._gather(rows)
         if self._by_row and self._norms_filled == self.n:
             block = np.asarray(block, dtype=np.float32)  # owned either way: divided in place
             block /= self._norms[rows][:, None]

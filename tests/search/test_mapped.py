@@ -55,6 +55,21 @@ def test_streaming_a_memmap_does_not_keep_it_resident(tmp_path):
     assert _rss_file_kib() - start < 40 * 1024
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_scattered_gathers_are_charged_by_the_page(tmp_path):
+    # a cell's rows lie anywhere in the file: each 256-byte row keeps a whole page resident
+    x = _memmap(tmp_path, 400_000, 64)  # 98 MiB on disk, 25,000 pages
+    budget = PageBudget([x], budget=8 << 20)
+    rng = np.random.default_rng(0)
+    start = _rss_file_kib()
+    for _ in range(40):  # 80,000 scattered rows: 20 MiB of rows, every page of the file
+        picked = np.sort(rng.choice(len(x), 2_000, replace=False))
+        assert x[picked].shape == (2_000, 64)
+        budget.spend_rows(len(picked), 64 * 4)
+    grown = _rss_file_kib() - start
+    assert grown < 24 * 1024, f"{grown} KiB of the 98 MiB file stayed resident"
+
+
 def test_find_duplicates_on_a_memmap_equals_the_array(tmp_path):
     x = np.array(_memmap(tmp_path, 3000, 24, seed=1))
     x[2000:2100] = x[:100] + 1e-3  # 100 test rows leaked from train
