@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .._mapped import PageBudget, release_pages
 from .._normalize import row_norms
 from .._transform import Transform
-from ._mapped import PageBudget, release_pages
 
 __all__ = ["Rows"]
 

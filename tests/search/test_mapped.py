@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 import neardup
+from neardup import NeardupInputError
+from neardup._mapped import PageBudget, release_pages
+from neardup._validate import check_finite
 from neardup.search import Rows
-from neardup.search._mapped import PageBudget, release_pages
 
 
 def _rss_file_kib() -> int:
@@ -30,6 +32,7 @@ def test_release_keeps_the_values_and_skips_private_maps(tmp_path):
     x = _memmap(tmp_path, 1000, 16)
     before = np.array(x[:10])
     assert release_pages(x) and release_pages(x[100:200])  # slices share the map
+    assert release_pages(np.asarray(x)[5:9])  # validated inputs are plain views of the map
     np.testing.assert_array_equal(x[:10], before)  # read again from the page cache
     assert not release_pages(np.zeros((3, 3)))
     private = np.load(tmp_path / "x.npy", mmap_mode="c")
@@ -53,6 +56,20 @@ def test_streaming_a_memmap_does_not_keep_it_resident(tmp_path):
         rows.take(np.arange(start_row, start_row + 20_000, 2))
         budget.spend(10_000 * 64 * 4)
     assert _rss_file_kib() - start < 40 * 1024
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
+def test_validation_does_not_keep_a_memmap_resident(tmp_path):
+    x = _memmap(tmp_path, 400_000, 64)  # 98 MiB on disk
+    start = _rss_file_kib()
+    check_finite(np.asarray(x), "data")  # every value read, as find_duplicates validates
+    grown = _rss_file_kib() - start
+    assert grown < 40 * 1024, f"{grown} KiB of the 98 MiB file stayed resident"
+    assert np.isfinite(x[123]).all()  # still readable
+    with pytest.raises(NeardupInputError, match=r"1 row\(s\) with NaN"):
+        bad = np.array(x[:1000])
+        bad[7, 3] = np.nan
+        check_finite(bad, "data")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["PageBudget", "release_pages"]
+__all__ = ["PageBudget", "mapped_source", "release_pages"]
 
 #: bytes of pages touched by gathers of rows between two releases.
 _GATHER_BUDGET = 256 << 20
@@ -23,16 +23,33 @@ _GATHER_BUDGET = 256 << 20
 PAGE_BYTES = mmap.PAGESIZE
 
 
+def mapped_source(array: Any) -> np.memmap | None:
+    """The ``np.memmap`` that ``array``'s memory belongs to, or None.
+
+    Follows ``.base``: ``np.asarray`` of a memmap (as input validation does) and its slices
+    are plain ndarrays whose base chain ends in the memmap.
+    """
+    seen = 0
+    while array is not None and seen < 64:
+        if isinstance(array, np.memmap) and getattr(array, "_mmap", None) is not None:
+            return array
+        array = getattr(array, "base", None)
+        seen += 1
+    return None
+
+
 def release_pages(array: Any) -> bool:
-    """Drop the pages of a file-backed ``np.memmap`` from this process's resident set.
+    """Drop the pages of a file-backed ``np.memmap`` (or a view of one) from this process's
+    resident set.
 
     Only read-only and shared writable maps (``mode`` ``"r"``, ``"r+"``, ``"w+"``): a
     copy-on-write map (``"c"``) would lose its private changes. Returns whether pages were
     released (False for anything else: plain arrays, other platforms).
     """
-    handle = getattr(array, "_mmap", None)
-    if not isinstance(array, np.memmap) or handle is None or getattr(array, "mode", "c") == "c":
+    source = mapped_source(array)
+    if source is None or getattr(source, "mode", "c") == "c":
         return False
+    handle = source._mmap
     advice = getattr(mmap, "MADV_DONTNEED", None)
     if advice is None or not hasattr(handle, "madvise"):
         return False
@@ -53,7 +70,7 @@ class PageBudget:
     """
 
     def __init__(self, arrays: list[Any], budget: int = _GATHER_BUDGET) -> None:
-        self._arrays = [a for a in arrays if isinstance(a, np.memmap)]
+        self._arrays = [a for a in arrays if mapped_source(a) is not None]
         self._budget = int(budget)
         self._spent = 0
 
