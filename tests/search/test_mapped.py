@@ -74,7 +74,7 @@ def test_validation_does_not_keep_a_memmap_resident(tmp_path):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 def test_scattered_gathers_are_charged_by_the_page(tmp_path):
-    # a cell's rows lie anywhere in the file: each 256-byte row keeps a whole page resident
+    # a cell's rows lie anywhere in the file: each 256-byte row maps a page or more
     x = _memmap(tmp_path, 400_000, 64)  # 98 MiB on disk, 25,000 pages
     budget = PageBudget([x], budget=8 << 20)
     rng = np.random.default_rng(0)
