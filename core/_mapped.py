@@ -1,26 +1,31 @@
-"""Pages of memory-mapped inputs handed back after use, so that a streamed ``.npy`` stays out
-of the resident set.
+"""Memory-mapped inputs kept out of the resident set: pages handed back after a streamed pass,
+scattered rows of large files read with ``pread`` instead of through the map.
 
 A row read from a ``np.load(..., mmap_mode="r")`` array stays mapped into the process once
 touched: streaming a 10M x 64 float32 file (2.4 GiB) block by block would end with all of it
 counted in the process's RSS. :func:`release_pages` tells the kernel that the pages are not
 needed now (``madvise(MADV_DONTNEED)``): they leave this process's resident set but stay in the
 page cache, so reading them again costs no disk access while memory lasts.
+
+Gathers of scattered rows (a cell's members) are another matter: one row maps a whole
+page-cache folio, not its 4 KiB page (measured on Linux 6.18, ext4: 250 random 256-byte rows of
+a 768 MB ``.npy`` left 204 MiB resident), and mapping it again after a release cost 43-250 us a
+row. So rows of files above 1 GiB are read with ``os.pread`` (:class:`FileRows`, about 1.5 us a
+row, nothing mapped); smaller files are gathered through the map and may stay resident.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 from typing import Any
 
 import numpy as np
 
-__all__ = ["PageBudget", "mapped_source", "release_pages", "resident_file_bytes"]
+__all__ = ["READ_ABOVE_BYTES", "FileRows", "mapped_source", "release_pages"]
 
-#: file-backed bytes that gathers of rows may keep resident before a release.
-_GATHER_BUDGET = 1 << 30
-#: the unit in which a read row stays resident.
-PAGE_BYTES = mmap.PAGESIZE
+#: memory-mapped files larger than this are gathered by ``pread`` (:class:`FileRows`).
+READ_ABOVE_BYTES = 1 << 30
 
 
 def mapped_source(array: Any) -> np.memmap | None:
@@ -60,51 +65,69 @@ def release_pages(array: Any) -> bool:
     return True
 
 
-def resident_file_bytes() -> int | None:
-    """File-backed resident bytes of this process (Linux ``/proc/self/statm``), or None."""
-    try:
-        with open("/proc/self/statm", "rb") as handle:
-            return int(handle.read().split()[2]) * PAGE_BYTES
-    except (OSError, IndexError, ValueError):
-        return None
+class FileRows:
+    """Rows of a memory-mapped ``(N, d)`` array read from its file with ``os.pread``.
 
-
-class PageBudget:
-    """Releases the pages of ``arrays`` once gathers have made more than ``budget`` bytes of
-    file-backed pages resident (beyond those resident when the budget was made).
-
-    Measured, not estimated: a gathered row maps far more than its own page (measured on
-    Linux 6.18, ext4: 500 random 256-byte rows of a 768 MB ``.npy`` left 350 MiB resident,
-    the page cache's large folios being mapped whole), so counting row bytes, or even
-    pages, let a 10M x 64 file stay resident in full. Where ``/proc/self/statm`` is missing
-    the gathers are counted in pages instead (a lower bound).
-
-    A release costs the next gathers their page faults again (about 4 us a row, page cache
-    hot): hence a large budget, 1 GiB, well above the 16 MiB of a streamed block.
+    The rows land in a new array without being mapped into this process, so gathers of
+    scattered rows leave the resident set as it was. Use :meth:`of` to get one.
     """
 
-    def __init__(self, arrays: list[Any], budget: int = _GATHER_BUDGET) -> None:
-        self._arrays = [a for a in arrays if mapped_source(a) is not None]
-        self._budget = int(budget)
-        self._spent = 0
-        self._baseline = (resident_file_bytes() or 0) if self._arrays else 0
+    def __init__(self, path: str, start: int, stride: int, dtype: np.dtype, d: int) -> None:
+        self._file = open(path, "rb")
+        self._start = int(start)  # file position of row 0
+        self._stride = int(stride)
+        self._dtype = np.dtype(dtype)
+        self._d = int(d)
+        self._row_bytes = self._dtype.itemsize * self._d
 
-    def spend(self, nbytes: int) -> None:
-        """Count ``nbytes`` read; release the pages once over the budget."""
-        if not self._arrays:
-            return
-        self._spent += int(nbytes)
-        resident = resident_file_bytes()
-        if resident is None:
-            over = self._spent >= self._budget
-        else:
-            over = resident - self._baseline > self._budget
-        if over:
-            for array in self._arrays:
-                release_pages(array)
-            self._spent = 0
+    @classmethod
+    def of(cls, array: Any, *, above: int | None = None) -> FileRows | None:
+        """A reader for ``array`` when it is a 2-D view, with contiguous rows, of a read-only or
+        shared ``np.memmap`` of a file larger than ``above`` bytes (``None``:
+        :data:`READ_ABOVE_BYTES`); otherwise None."""
+        above = READ_ABOVE_BYTES if above is None else int(above)
+        source = mapped_source(array)
+        if (
+            source is None
+            or getattr(source, "mode", "c") == "c"  # private changes are not in the file
+            or not getattr(source, "filename", None)
+            or not hasattr(os, "pread")
+            or np.ndim(array) != 2
+            or array.strides[1] != array.itemsize
+            or array.strides[0] < array.itemsize * array.shape[1]
+        ):
+            return None
+        try:
+            size = os.path.getsize(source.filename)
+        except OSError:
+            return None
+        if size <= above:
+            return None
+        # the map starts at the file position ``offset`` rounded down to the granularity (a
+        # memmap's slices repeat their parent's ``offset``: positions come from the map)
+        try:
+            origin = np.frombuffer(source._mmap, dtype=np.uint8).__array_interface__["data"][0]
+        except (TypeError, ValueError):
+            return None
+        at = array.__array_interface__["data"][0] - origin
+        if not 0 <= at < len(source._mmap):
+            return None
+        start = int(source.offset) - int(source.offset) % mmap.ALLOCATIONGRANULARITY + at
+        return cls(source.filename, start, array.strides[0], array.dtype, array.shape[1])
 
-    def spend_rows(self, count: int, row_bytes: int) -> None:
-        """Count a gather of ``count`` rows of ``row_bytes`` each (at least a page a row)."""
-        pages_per_row = max(1, -(-int(row_bytes) // PAGE_BYTES))
-        self.spend(int(count) * pages_per_row * PAGE_BYTES)
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """``(len(rows), d)`` copy of the given rows (positions in the array)."""
+        fd, size, pread = self._file.fileno(), self._row_bytes, os.pread
+        offsets = (self._start + np.asarray(rows, dtype=np.int64) * self._stride).tolist()
+        data = b"".join([pread(fd, size, offset) for offset in offsets])
+        if len(data) != size * len(offsets):
+            raise OSError(f"short read from {self._file.name}: the file changed under its map")
+        return np.frombuffer(data, dtype=self._dtype).reshape(len(offsets), self._d).copy()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __del__(self) -> None:
+        file = getattr(self, "_file", None)
+        if file is not None:
+            file.close()

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from .._mapped import PageBudget, release_pages
+from .._mapped import FileRows, release_pages
 from .._normalize import row_norms
 from .._transform import Transform
 
@@ -55,8 +55,8 @@ class Rows:
         self._by_row = self.normalize == "row" and self.transform.reducer is None
         self._norms: np.ndarray | None = None
         self._norms_filled = 0
-        self._pages = PageBudget(self._arrays)  # memmapped inputs: pages released as read
-        self._row_bytes = self.d * max(a.dtype.itemsize for a in self._arrays)
+        # memmapped inputs above 1 GiB: scattered rows read from the file (not mapped)
+        self._readers = [FileRows.of(a) for a in self._arrays]
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -127,19 +127,23 @@ class Rows:
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """A copy of the given global ``rows`` of the caller's arrays, in their dtype when they
-        share one; the pages it touched are charged to the memmap budget."""
+        share one."""
         if len(self._arrays) == 1:
-            block = self._arrays[0][rows]  # fancy indexing: already a copy
-        else:
-            dtype = np.result_type(*self._arrays)
-            block = np.empty((len(rows), self.d), dtype=dtype)
-            which = np.searchsorted(self._offsets, rows, side="right") - 1
-            for a, array in enumerate(self._arrays):
-                mask = which == a
-                if mask.any():
-                    block[mask] = array[rows[mask] - self._offsets[a]]
-        self._pages.spend_rows(len(rows), self._row_bytes)  # after: this gather's pages too
+            return self._rows_of(0, rows)
+        dtype = np.result_type(*self._arrays)
+        block = np.empty((len(rows), self.d), dtype=dtype)
+        which = np.searchsorted(self._offsets, rows, side="right") - 1
+        for a in range(len(self._arrays)):
+            mask = which == a
+            if mask.any():
+                block[mask] = self._rows_of(a, rows[mask] - self._offsets[a])
         return block
+
+    def _rows_of(self, a: int, rows: np.ndarray) -> np.ndarray:
+        """A copy of ``rows`` (positions) of array ``a``: read from its file when it is a large
+        memmap, else by fancy indexing."""
+        reader = self._readers[a]
+        return self._arrays[a][rows] if reader is None else reader.take(rows)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
