@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ._errors import NeardupInputError, closest_names
+from ._mapped import release_pages
 
 DEFAULT_SPLIT = "data"
 
@@ -114,11 +115,23 @@ def as_feature_matrix(values: Any, what: str) -> np.ndarray:
     return array
 
 
+def _row_sums(matrix: np.ndarray) -> np.ndarray:
+    """``(N,)`` float64 sum of every row, block by block: the pages of a memory-mapped input
+    are handed back after each block (measured: a 10M x 64 ``.npy`` stayed resident in full,
+    2.4 GiB, after a one-shot sum)."""
+    sums = np.empty(len(matrix), dtype=np.float64)
+    for start in range(0, len(matrix), _SCAN_ROWS):
+        stop = start + _SCAN_ROWS
+        np.add.reduce(matrix[start:stop], axis=1, dtype=np.float64, out=sums[start:stop])
+        release_pages(matrix)
+    return sums
+
+
 def check_finite(matrix: np.ndarray, what: str, row_offset: int = 0) -> None:
     """Raise if any row holds NaN or Inf, naming the first offending rows."""
     # One float64 sum per row: NaN and Inf propagate, and float64 cannot overflow for
     # float32/float16/int inputs of any realistic width.
-    sums = np.add.reduce(matrix, axis=1, dtype=np.float64)
+    sums = _row_sums(matrix)
     bad = np.flatnonzero(~np.isfinite(sums))
     if bad.size:
         shown = ", ".join(str(int(i) + row_offset) for i in bad[:10])
@@ -144,6 +157,7 @@ def _max_abs(matrix: np.ndarray) -> float:
         block = matrix[start : start + _SCAN_ROWS]
         if block.size:
             peak = max(peak, float(np.max(np.abs(block))))
+        release_pages(matrix)
     return peak
 
 

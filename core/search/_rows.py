@@ -13,9 +13,9 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from .._mapped import FileRows, release_pages
 from .._normalize import row_norms
 from .._transform import Transform
-from ._mapped import PageBudget, release_pages
 
 __all__ = ["Rows"]
 
@@ -55,7 +55,8 @@ class Rows:
         self._by_row = self.normalize == "row" and self.transform.reducer is None
         self._norms: np.ndarray | None = None
         self._norms_filled = 0
-        self._pages = PageBudget(self._arrays)  # memmapped inputs: pages released as read
+        # memmapped inputs above 1 GiB: scattered rows read from the file (not mapped)
+        self._readers = [FileRows.of(a) for a in self._arrays]
 
     @classmethod
     def from_matrix(cls, matrix: np.ndarray) -> Rows:
@@ -122,13 +123,27 @@ class Rows:
         """Values of the given global ``rows`` before normalisation, as float32 ``(len, d)``."""
         if self._matrix is not None:
             return self._matrix[rows]
-        out = np.empty((len(rows), self.d), dtype=np.float32)
+        return np.asarray(self._gather(np.asarray(rows, dtype=np.int64)), dtype=np.float32)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """A copy of the given global ``rows`` of the caller's arrays, in their dtype when they
+        share one."""
+        if len(self._arrays) == 1:
+            return self._rows_of(0, rows)
+        dtype = np.result_type(*self._arrays)
+        block = np.empty((len(rows), self.d), dtype=dtype)
         which = np.searchsorted(self._offsets, rows, side="right") - 1
-        for a, array in enumerate(self._arrays):
+        for a in range(len(self._arrays)):
             mask = which == a
             if mask.any():
-                out[mask] = array[rows[mask] - self._offsets[a]]
-        return out
+                block[mask] = self._rows_of(a, rows[mask] - self._offsets[a])
+        return block
+
+    def _rows_of(self, a: int, rows: np.ndarray) -> np.ndarray:
+        """A copy of ``rows`` (positions) of array ``a``: read from its file when it is a large
+        memmap, else by fancy indexing."""
+        reader = self._readers[a]
+        return self._arrays[a][rows] if reader is None else reader.take(rows)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
@@ -137,11 +152,7 @@ class Rows:
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
             return self._matrix[rows]
-        self._pages.spend(len(rows) * self.d * 4)
-        if len(self._arrays) == 1:
-            block = self._arrays[0][rows]  # fancy indexing: already a copy
-        else:
-            block = self.raw_rows(rows)
+        block = self._gather(rows)
         if self._by_row and self._norms_filled == self.n:
             block = np.asarray(block, dtype=np.float32)  # owned either way: divided in place
             block /= self._norms[rows][:, None]

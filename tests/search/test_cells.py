@@ -19,6 +19,7 @@ from neardup.search import (
     fit_partition,
     join_cell,
     merge_pairs,
+    route_entries,
     route_rows,
     sample_rows,
     sampled_neighbor_graph,
@@ -406,3 +407,20 @@ def test_wide_rows_are_projected_only_when_the_projection_keeps_their_spread():
     t = 0.05
     got = engine.find_pairs(Rows.from_matrix(x), t, seed=0)
     assert _pairs(got) == _brute_pairs(x, t)
+
+
+@pytest.mark.parametrize("margin", [0.15, 0.5])
+def test_route_entries_sorted_by_cell_primary_first_then_row(data, margin):
+    rows = Rows([data], "row")
+    backend = Cells(n_cells=40)
+    partition = backend.fit(rows, seed=0)
+    items = np.arange(0, len(data), 3)
+    row, cell, primary = backend.route(rows, partition, 0.4, margin=margin, items=items)
+    assert row.dtype == cell.dtype == np.int32 and primary.dtype == bool
+    # the same entries as routing the chosen rows in one go, in (cell, primary first, row)
+    r, c, p, _ = route_entries(
+        partition, rows.matrix()[items], margin=margin * 0.4, home_only=margin < 0.5
+    )
+    order = np.lexsort((items[r], ~p, c))
+    assert np.array_equal(row, items[r][order]) and np.array_equal(cell, c[order])
+    assert np.array_equal(primary, p[order]) and primary.sum() >= len(items)
