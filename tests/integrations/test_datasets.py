@@ -615,7 +615,22 @@ def test_image_column_gets_the_thumbnail_view(digits):
     assert len(set(found) - set(planted)) <= 2, sorted(set(found) - set(planted))
 
 
-def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits):
+def _same_digit_picture(a: np.ndarray, b: np.ndarray, reach: int = 2) -> float:
+    """Best Pearson correlation of two 8x8 grey digits on their overlap over whole-pixel
+    shifts within ``reach``: an independent check of a flagged pair (a "1" and another "1"
+    one pixel apart reach 0.99; different digits of one class mostly stay under 0.95)."""
+    best = -1.0
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            rows_a, rows_b = slice(max(0, dy), 8 + min(0, dy)), slice(max(0, -dy), 8 + min(0, -dy))
+            cols_a, cols_b = slice(max(0, dx), 8 + min(0, dx)), slice(max(0, -dx), 8 + min(0, -dx))
+            x, y = a[rows_a, cols_a].ravel(), b[rows_b, cols_b].ravel()
+            if x.std() > 0 and y.std() > 0:
+                best = max(best, float(np.corrcoef(x, y)[0, 1]))
+    return best
+
+
+def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits, digits):
     from PIL import Image as PILImage
 
     train, test, planted = colour_digits
@@ -632,7 +647,13 @@ def test_colour_image_column_gets_a_colour_and_a_luma_view(colour_digits):
     leak = report.leakage["test"]
     found = dict(zip(leak.positions, leak.nearest_positions))
     assert {p: found.get(p) for p in planted} == planted  # every colour-jittered copy
-    assert set(found) == set(planted)  # and no other digit
+    # and no other digit, unless its grey original is the same picture as its match's (the
+    # aligned view matches 1-2 px shifts: one "1" and another "1" a pixel apart, overlap
+    # correlation 0.990, is flagged; measured: test 157 -> train 777)
+    grey = digits[0]
+    for position in set(found) - set(planted):
+        assert _same_digit_picture(grey[1200 + position], grey[found[position]]) >= 0.98
+    assert len(set(found) - set(planted)) <= 2
 
 
 # --------------------------------------------------------------------------------------------
