@@ -382,16 +382,5 @@ def _orientation(grey: np.ndarray, axis: np.ndarray) -> np.ndarray:
     brightness = axis.sum(axis=1) / np.sqrt(axis.shape[1])
     quarter = grey.shape[1] // 4
     centre = grey[:, quarter : grey.shape[1] - quarter, quarter : grey.shape[2] - quarter]
-    key = np.where(
-        np.abs(brightness) >= _BRIGHTNESS_SHARE, brightness, centre.mean(axis=(1, 2))
-    )
+    key = np.where(np.abs(brightness) >= _BRIGHTNESS_SHARE, brightness, centre.mean(axis=(1, 2)))
     return np.where(key < 0, -1.0, 1.0).astype(np.float32)
-
-
-def _global_graph(graph: NeighborGraph, n: int) -> NeighborGraph:
-    """The graph as ``(N, k)`` over every row (rows that were no query list no neighbour)."""
-    indices = np.full((n, graph.k), -1, dtype=np.int64)
-    distances = np.full((n, graph.k), np.inf, dtype=np.float32)
-    indices[graph.query_rows] = graph.indices
-    distances[graph.query_rows] = graph.distances
-    return NeighborGraph(indices=indices, distances=distances, backend=graph.backend)
