@@ -306,7 +306,7 @@ def main() -> None:
         print("datasets:")
         datasets_case(np.random.default_rng(args.seed), max(1, args.per_kind * 4 // 5))
     bq.print_table()
-    print(f"\n{time.perf_counter() - start:.0f} s in all (shared 2-vCPU machine).")
+    print(f"\n{time.perf_counter() - start:.0f} s in all.")
 
 
 if __name__ == "__main__":
