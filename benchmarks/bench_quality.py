@@ -452,23 +452,24 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     score("colorized Fashion 20,000 + 5,000", label, r, rgb_train, planted, kind_of, t, grey)
 
 
+def box_filtered(images: np.ndarray, side: int) -> np.ndarray:
+    """``(N, side, side)`` uint8: each image shrunk by Pillow's box filter."""
+    from PIL import Image
+
+    size = (side, side)
+    return np.stack([np.asarray(Image.fromarray(x).resize(size, Image.BOX)) for x in images])
+
+
 def small_images(rng: np.random.Generator, per_kind: int) -> None:
     """Images smaller than 16 px other than digits (``--only small``): Fashion-MNIST 3,000 +
     1,000 box-filtered to 12x12 and 10x10, the disjoint control, then every grey kind planted
     (``AlignedImageView`` blows them up to 24 and 20 px, two thumbnail pixels per source
     pixel, and the aligned view searches 2 source px shifts)."""
-    from PIL import Image
-
     fashion_train, fashion_test = load_fashion()
     view = IMAGE_VIEWS["aligned"]
     for side in (12, 10):
-
-        def small(images: np.ndarray, side: int = side) -> np.ndarray:
-            return np.stack(
-                [np.asarray(Image.fromarray(x).resize((side, side), Image.BOX)) for x in images]
-            )
-
-        train, test = small(fashion_train[:3000]), small(fashion_test[:1000])
+        train = box_filtered(fashion_train[:3000], side)
+        test = box_filtered(fashion_test[:1000], side)
         case = f"Fashion-MNIST at {side}x{side}, 3,000 + 1,000"
         r, t = run({"train": {"image": view(train)}, "test": {"image": view(test)}})
         control(f"{case}, no planted copies", r, t, train, test)
@@ -481,13 +482,8 @@ def small_scale(rng: np.random.Generator, per_kind: int) -> None:
     """Many small images (``--only small-scale``): all of Fashion-MNIST, 60,000 + 10,000,
     box-filtered to 8x8 with ``per_kind`` 1-2 px shifts planted, where the aligned view's shift
     candidates come from one probed search per shift (above 2 * 10^7 query-train pairs)."""
-    from PIL import Image
-
-    def small(images: np.ndarray) -> np.ndarray:
-        return np.stack([np.asarray(Image.fromarray(x).resize((8, 8), Image.BOX)) for x in images])
-
     fashion_train, fashion_test = load_fashion()
-    train, test = small(fashion_train), small(fashion_test)
+    train, test = box_filtered(fashion_train, 8), box_filtered(fashion_test, 8)
     kinds = {"shift 1-2 px": IMAGE_KINDS["shift 1-2 px"]}
     planted, kind_of, _ = plant(train, test, kinds, per_kind, rng)
     view = IMAGE_VIEWS["aligned"]

@@ -69,7 +69,6 @@ def test_aligned_distance_undoes_shifts_and_crops_but_not_other_images():
     assert np.median(aligned_distances(others, source)) > 0.5
 
 
-
 @needs_fashion
 def test_crop_candidate_rows_bring_a_crop_near_its_source():
     """A 90 % crop's Fourier row lies near its source's zoomed-centre row: among the 5
@@ -95,6 +94,7 @@ def test_crop_candidate_rows_bring_a_crop_near_its_source():
     # the Fourier rows of every image and crop
     both = np.concatenate([fourier, crop_fourier])
     assert share_in_top5(zoomed[sources], both, 3000 + np.arange(40)) >= 0.8
+
 
 def test_indexed_aligned_distances_match_pair_by_pair_with_repeated_images():
     """Each image's share is computed once per image and block; the distances are those of
@@ -182,8 +182,6 @@ def test_shifted_and_cropped_copies_found_by_find_duplicates_defaults():
     assert len(extra) <= 3, extra  # natural look-alikes (the benchmark checks each one)
 
 
-
-
 @needs_fashion
 def test_crop_searches_add_candidates_without_moving_the_cut():
     """The threshold is read from the candidate views' lists alone: the crop searches add
@@ -213,6 +211,7 @@ def test_crop_searches_add_candidates_without_moving_the_cut():
     planted = {tuple(sorted((int(s), 1000 + int(t)))) for s, t in zip(sources, slots)}
     assert planted <= {tuple(sorted(pair)) for pair in pairs(with_crops)}
 
+
 @needs_fashion
 def test_crops_of_pictures_whose_contrast_is_only_in_colour_are_found():
     """Each picture painted in two colours of equal channel mean (its grey mean is flat): the
@@ -235,6 +234,7 @@ def test_crops_of_pictures_whose_contrast_is_only_in_colour_are_found():
     flagged = dict(zip(leak.positions, leak.nearest_positions))
     found = sum(flagged.get(int(slot)) == int(source) for slot, source in zip(slots, sources))
     assert found >= 8, found
+
 
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     from sklearn.datasets import load_digits

@@ -513,7 +513,9 @@ class Cells(Backend):
 _DECODE_CHUNK = 1 << 22
 
 
-def _decode_entries(key: np.ndarray, n: np.int64, n_cells: int) -> tuple:
+def _decode_entries(
+    key: np.ndarray, n: np.int64, n_cells: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(row, cell, primary)`` of sorted keys ``(cell * 2 + (not primary)) * n + row``, in
     int32 where the values fit (measured at 1M x 64: about 3.3 entries a row)."""
     row = np.empty(len(key), dtype=_index_dtype(int(n)))

@@ -8,10 +8,10 @@ shape. :func:`neardup.find_duplicates` then analyses it as two views:
 - ``<view>``: the usual 8x8 standardised thumbnail (exact copies, noise, brightness, re-encodes);
 - ``<view>:aligned``: for each evaluation row, its nearest reference rows in three cheap,
   shift-tolerant views (:func:`candidate_features`: two 8x8 thumbnails of a window that follows
-  the content, low-frequency Fourier magnitudes) and in two crop searches
-  (:func:`crop_candidate_features`) are re-scored by :func:`aligned_distances`
-  (best correlation of the grey thumbnails over small shifts and scales), and the ``Auto``
-  threshold is read from those aligned distances.
+  the content, low-frequency Fourier magnitudes) and in four crop searches
+  (:func:`crop_candidate_features`, both ways in two views) are re-scored by
+  :func:`aligned_distances` (best correlation of the grey thumbnails over small shifts and
+  scales), and the ``Auto`` threshold is read from those aligned distances.
 """
 
 from __future__ import annotations
