@@ -31,6 +31,7 @@ import numpy as np
 
 from ._errors import NeardupInputError, closest_names
 from ._validate import as_feature_matrix, as_sample_column, check_finite
+from .views import TextRows, as_text_rows
 
 __all__ = ["ActivationCollector", "check_memory_budget", "check_spill_dir"]
 
@@ -261,13 +262,23 @@ class _Buffer:
         self.rows = 0
         self.explicit_ids: bool | None = None
         self.has_labels: bool | None = None
+        # the normalised texts of TextRows batches (the word check of find_duplicates); None
+        # once a batch came without texts: the rows are then returned without them
+        self.texts: list[str] | None = []
 
     @property
     def ram_bytes(self) -> int:
         """Bytes of float32 rows held in memory (0 once spilled)."""
         return 0 if self.spill is not None else self.rows * self.dim * _FLOAT32.itemsize
 
-    def append(self, values: np.ndarray, ids: Any, labels: Any, where: str) -> None:
+    def append(
+        self,
+        values: np.ndarray,
+        ids: Any,
+        labels: Any,
+        where: str,
+        texts: tuple[str, ...] | None = None,
+    ) -> None:
         n = len(values)
         given_ids = ids is not None
         if self.explicit_ids is not None and given_ids != self.explicit_ids:
@@ -296,6 +307,10 @@ class _Buffer:
         self.id_chunks.append(id_array)
         if label_array is not None:
             self.label_chunks.append(label_array)
+        if self.texts is not None and texts is not None and len(texts) == n:
+            self.texts.extend(texts)
+        else:
+            self.texts = None
         self.rows += n
 
     def move_to_disk(self, spill: _SpillFile) -> None:
@@ -339,11 +354,17 @@ class _Buffer:
             self.spill.remove()
             self.spill = None
         self.chunks, self.id_chunks, self.label_chunks = [], [], []
+        self.texts = []
 
     @property
     def values(self) -> np.ndarray:
+        """The stored ``(rows, dim)`` float32 rows: :class:`~neardup.views.TextRows` when
+        every batch came with its texts."""
         self.consolidate()
-        return self.spill.array() if self.spill is not None else self.chunks[0]
+        values = self.spill.array() if self.spill is not None else self.chunks[0]
+        if self.texts and len(self.texts) == self.rows:
+            return as_text_rows(values, self.texts)
+        return values
 
     @property
     def ids(self) -> np.ndarray:
@@ -422,7 +443,10 @@ class ActivationCollector:
 
         ``ids`` (one per sample, e.g. dataset indices) default to running positions;
         ``labels`` (ints or strings) are optional. Values are copied as float32 rows
-        (written to the spill file instead when this ``(split, layer)`` is on disk).
+        (written to the spill file instead when this ``(split, layer)`` is on disk). When
+        every batch of a ``(split, layer)`` is :class:`~neardup.views.TextRows` (a
+        ``TextView``'s output), their texts are kept too, so :meth:`get` returns text rows
+        and the analysis checks the words of each close pair.
         """
         for what, name in (("split", split), ("layer", layer)):
             if not isinstance(name, str) or not name or len(name) > _MAX_NAME:
@@ -432,6 +456,7 @@ class ActivationCollector:
                     f"e.g. str({what}) or a short name."
                 )
         where = f"split {split!r}, layer {layer!r}"
+        texts = values.texts if isinstance(values, TextRows) else None
         matrix = as_feature_matrix(values, f"batch for {where}")
         check_finite(matrix, f"batch for {where}")
         buffer = self._buffers.get((split, layer))
@@ -444,7 +469,7 @@ class ActivationCollector:
             )
         if self._over_budget(buffer, matrix.size * _FLOAT32.itemsize):
             self._spill(buffer, split, layer)
-        buffer.append(matrix, ids, labels, where)
+        buffer.append(matrix, ids, labels, where, texts)
         self._buffers[(split, layer)] = buffer
 
     def _over_budget(self, buffer: _Buffer, incoming: int) -> bool:
@@ -510,7 +535,8 @@ class ActivationCollector:
         """``(values (n, d) float32, ids (n,), labels (n,) or None)`` of one split and layer.
 
         ``values`` is the stored array itself (no copy): in memory, or a read-only
-        ``np.memmap`` of the spill file when this split and layer went to disk.
+        ``np.memmap`` of the spill file when this split and layer went to disk; viewed as
+        :class:`~neardup.views.TextRows` when every batch came with its texts.
         """
         buffer = self._buffer(split, layer)
         if len(buffer.chunks) > 1 and self._over_budget(buffer, buffer.ram_bytes):

@@ -26,7 +26,14 @@ from typing import Any
 import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
-from neardup.views import AlignedImageView, ImageView, TextView, as_image_rows
+from neardup.views import (
+    AlignedImageView,
+    ImageView,
+    TextRows,
+    TextView,
+    as_image_rows,
+    as_text_rows,
+)
 
 __all__ = [
     "INPUT_LUMA_VIEW",
@@ -37,6 +44,7 @@ __all__ = [
     "auto_input_view",
     "check_input_view",
     "check_view_names",
+    "first_rows",
     "input_view_rows",
 ]
 
@@ -181,14 +189,25 @@ class InputView:
 
 
 def _checked_rows(rows: Any) -> np.ndarray:
-    """A view's output as contiguous ``(B, d)`` float32 rows (or a clear error)."""
+    """A view's output as contiguous ``(B, d)`` float32 rows (or a clear error); a
+    ``TextView``'s :class:`~neardup.views.TextRows` keep their texts (the word check)."""
+    texts = rows.texts if isinstance(rows, TextRows) else None
     rows = np.asarray(_as_numpy(rows))
     if rows.ndim < 1 or rows.dtype.kind not in "biuf":
         raise NeardupInputError(
             f"input_view returned {rows.dtype} values of shape {rows.shape}; it must "
             "return a numeric (batch, features) array."
         )
-    return np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+    flat = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
+    return flat if texts is None else as_text_rows(flat, texts)
+
+
+def first_rows(rows: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` of a batch's input rows, keeping the texts of
+    :class:`~neardup.views.TextRows` (a plain slice drops them)."""
+    if isinstance(rows, TextRows) and rows.texts is not None:
+        return as_text_rows(rows[:n], rows.texts[:n])
+    return rows[:n]
 
 
 def input_view_rows(values: np.ndarray, view: Any) -> Any:
@@ -231,10 +250,13 @@ def analyze_views(
     input_view:
         The view that made the :data:`INPUT_VIEW` rows (an :class:`InputView`'s ``view``):
         the rows of an :class:`neardup.views.AlignedImageView` are analysed with their
-        aligned view (``"input:aligned"``).
+        aligned view (``"input:aligned"``). With a :class:`neardup.views.TextView` beside
+        model layers, ``combine`` defaults to ``"confirm:input"``, as in the ``datasets``
+        hook: a pair a layer finds must also be close in the text's characters and pass the
+        word check (a text model's layers put paraphrases and templated sentences close).
     **options:
         Options of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k, backend,
-        reference, seed, ...).
+        reference, seed, combine, ...).
 
     Returns
     -------
@@ -247,6 +269,8 @@ def analyze_views(
             "the layer names match?)."
         )
     views = list(views)
+    if isinstance(input_view, TextView) and len(views) > 1 and INPUT_VIEW in views:
+        options.setdefault("combine", f"confirm:{INPUT_VIEW}")
     splits = list(dict.fromkeys(s for s, _ in rows))
     data: dict[str, dict[str, Any]] = {s: {} for s in splits}
     ids: dict[str, Any] = {}

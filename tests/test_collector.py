@@ -141,3 +141,27 @@ def test_a_rejected_first_batch_leaves_nothing_behind():
     assert len(collector) == 0 and collector.splits == []
     collector.add("train", "l", np.ones((4, 3)))  # without ids now: a fresh start
     np.testing.assert_array_equal(collector.get("train", "l")[1], np.arange(4))
+
+
+def test_text_rows_keep_their_texts_through_batches_and_spills(tmp_path):
+    """Batches of ``TextView`` rows keep their texts, so the analysis can check the words of
+    each close pair (the Lightning and Keras input views of string batches); a batch without
+    texts gives plain rows; a spilled split keeps its texts too."""
+    from neardup.views import TextRows, TextView, normalize_text
+
+    view = TextView(dim=64)
+    texts = ["The cat sat on the mat.", "A dog ran far away.", "Rain fell all day long."]
+    for budget in (None, 1):
+        spill = None if budget is None else tmp_path
+        collector = ActivationCollector(memory_budget=budget, spill_dir=spill)
+        collector.add("train", "input", view(texts[:2]))
+        collector.add("train", "input", view(texts[2:]))
+        values, _, _ = collector.get("train", "input")
+        assert isinstance(values, TextRows)
+        assert values.texts == tuple(normalize_text(t) for t in texts)
+        np.testing.assert_array_equal(values, np.concatenate([view(texts[:2]), view(texts[2:])]))
+        assert (budget is not None) == bool(collector.spill_files)
+        collector.add("train", "input", np.asarray(view(texts[:1])))  # no texts: plain rows
+        values, _, _ = collector.get("train", "input")
+        assert not isinstance(values, TextRows) and len(values) == 4
+        collector.clear()

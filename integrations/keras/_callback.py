@@ -68,7 +68,9 @@ class DuplicatesCallback(keras.callbacks.Callback):
     thumbnails for image arrays, ``TextView()`` for arrays of strings). Each view gets its own
     automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
     is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
-    each view's own result.
+    each view's own result. For texts, a pair a layer finds must also be close in the text
+    view, whose word check turns away templated sentences (the rule of the ``datasets``
+    hook, ``combine="confirm:input"``).
 
     Parameters
     ----------

@@ -36,7 +36,7 @@ from .._common import (
     missing_framework,
 )
 from .._finish import announce, finish
-from .._views import InputView, analyze_views, check_view_names
+from .._views import InputView, analyze_views, check_view_names, first_rows
 
 if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
     from lightning.pytorch import LightningModule, Trainer
@@ -149,7 +149,9 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     thumbnails for image batches, ``TextView()`` for lists of strings). Each view gets its own
     automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
     is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
-    each view's own result.
+    each view's own result. For texts, a pair a layer finds must also be close in the text
+    view, whose word check turns away templated sentences (the rule of the ``datasets``
+    hook, ``combine="confirm:input"``).
 
     Parameters
     ----------
@@ -516,7 +518,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             return
         for name, values in rows.items():
             if first is not None and first < len(values):
-                values = values[:first]
+                values = first_rows(values, first)
             if len(values) != len(ids):
                 raise NeardupInputError(
                     f"split {split!r}: the input view gave {len(values)} rows for a batch of "

@@ -795,3 +795,56 @@ def test_test_report_shows_train_thumbnails_from_a_datamodule(data, trained, tmp
         page,
     )
     assert len(train_thumbs) >= leak.count  # every leaked pair shows its train image
+
+
+def test_text_batches_get_the_word_check_of_the_text_view(tmp_path):
+    """A model fed lists of strings: the input view is ``TextView()``, its rows keep their
+    texts through the callback, and a pair the layer finds must be confirmed by the text view:
+    pydoc's own templated pair ("str.isalpha() ..." / "str.isdecimal() ...") is close in the
+    layer and in the n-grams but has a word replaced, so it is turned away; a copy with a
+    word dropped is found."""
+    import pydoc_data.topics as topics
+
+    from neardup.views import TextView
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
+    sentences = [s for s in sentences if 6 <= len(s.split()) <= 40]
+    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
+    rest = [s for s in sentences if not s.startswith("str.is")]
+    order = np.random.default_rng(0).permutation(len(rest))
+    train = [rest[i] for i in order[:800]] + [template[0]]
+    dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
+    val = [rest[i] for i in order[800:1100]] + [template[1], dropped]
+    templated, copied = len(val) - 2, len(val) - 1
+
+    class TextNet(lpl.LightningModule):  # untrained: a random projection of n-gram counts
+        def __init__(self) -> None:
+            super().__init__()
+            self.grams = TextView(dim=256)
+            self.encoder = nn.Linear(256, 32)
+            self.head = nn.Linear(32, 2)
+
+        def forward(self, texts):
+            counts = torch.from_numpy(np.asarray(self.grams(texts)))
+            return self.head(torch.relu(self.encoder(counts)))
+
+        def validation_step(self, batch, batch_idx):
+            self.log("val_loss", nn.functional.cross_entropy(self(batch[0]), batch[1]))
+
+    def loader(texts):
+        return DataLoader([(t, 0) for t in texts], batch_size=128)
+
+    torch.manual_seed(0)
+    cb = DuplicatesCallback(
+        ["encoder"], train_loader=loader(train), save_reports=False, verbose=False
+    )
+    _quiet(_trainer(lpl, tmp_path, callbacks=[cb]).validate, TextNet(), loader(val))
+    assert cb.views == ["encoder", "input"]
+    by_ngrams = cb.results["input"].leakage["val"]
+    assert templated in by_ngrams.positions  # the n-grams alone put the template close
+    leak = cb.leakage["val"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert templated not in found
+    assert found[copied] == 5
+    assert cb.result.settings["word_check"]["input"] >= 1
