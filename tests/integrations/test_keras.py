@@ -615,3 +615,46 @@ def test_colour_images_get_a_colour_and_a_luma_input_view(colour_digits):
     assert sum("input-luma" in f for f in by_luma) >= 8
     with pytest.raises(NeardupInputError, match="named 'input-luma'"):
         DuplicatesCallback("input-luma", data)
+
+
+def test_string_inputs_get_the_word_check_of_the_text_view():
+    """A model that takes strings (``TextVectorization``) fed by ``tf.data``: the input view
+    is ``TextView()`` and its rows keep their texts, so a pair must be confirmed by the text
+    view and pass its word check. pydoc's own templated pair ("str.isalpha() ..." /
+    "str.isdecimal() ...") is close in the n-grams but has a word replaced: turned away; a
+    copy with a word dropped is found."""
+    import pydoc_data.topics as topics
+    import re
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
+    sentences = [s for s in sentences if 6 <= len(s.split()) <= 40]
+    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
+    rest = [s for s in sentences if not s.startswith("str.is")]
+    order = np.random.default_rng(0).permutation(len(rest))
+    train = [rest[i] for i in order[:800]] + [template[0]]
+    dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
+    test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
+    templated, copied = len(test) - 2, len(test) - 1
+
+    def dataset(texts):
+        return tf.data.Dataset.from_tensor_slices((texts, np.zeros(len(texts)))).batch(64)
+
+    keras.utils.set_random_seed(0)
+    vectorize = keras.layers.TextVectorization(max_tokens=2000, output_mode="tf_idf")
+    vectorize.adapt(np.array(train))
+    inputs = keras.Input(shape=(), dtype="string")
+    hidden = keras.layers.Dense(32, activation="relu", name="encoder")(vectorize(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2)(hidden))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    cb = DuplicatesCallback(
+        "encoder", data={"train": dataset(train), "test": dataset(test)}, verbose=0
+    )
+    model.evaluate(dataset(test), callbacks=[cb], verbose=0)
+    assert list(cb.results) == ["encoder", "input"]
+    assert templated in cb.results["input"].leakage["test"].positions  # the n-grams alone
+    leak = cb.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert templated not in found
+    assert found[copied] == 5
+    assert cb.result.settings["word_check"]["input"] >= 1
