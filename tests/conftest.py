@@ -1,6 +1,9 @@
-"""Shared fixtures: real scikit-learn digits with planted near-duplicates."""
+"""Shared fixtures: real scikit-learn digits with planted near-duplicates; pydoc sentences
+with a templated pair and a dropped-word copy."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -37,3 +40,40 @@ def colour_digits(digits):
         v = grey + (v - grey) * rng.uniform(0.8, 1.2)
         test[slot] = np.clip(np.rint(v), 0, 255).astype(np.uint8)
     return train, test, dict(zip(slots.tolist(), sources.tolist()))
+
+
+class TemplateCorpus(NamedTuple):
+    """pydoc sentences split into train and test, with one templated pair across them and one
+    test copy of ``train[5]`` with its third word dropped."""
+
+    train: list[str]
+    test: list[str]
+    templated: int  # test position of "str.isdecimal() ..." (train has "str.isalpha() ...")
+    copied: int  # test position of the dropped-word copy of train[5]
+
+
+def pydoc_sentences() -> list[str]:
+    """Python's own documentation topics (``pydoc_data``), as distinct sentences of 6-40
+    words."""
+    import pydoc_data.topics as topics
+    import re
+
+    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
+    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
+    return [s for s in sentences if 6 <= len(s.split()) <= 40]
+
+
+@pytest.fixture(scope="session")
+def template_corpus() -> TemplateCorpus:
+    """pydoc's own template pair ("str.isalpha() Return ... alphabetic" / "str.isdecimal()
+    Return ... decimal characters") lies within the text view's threshold like a copy with a
+    word dropped: 801 train and 302 test sentences holding both."""
+    sentences = pydoc_sentences()
+    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
+    assert len(template) == 2
+    rest = [s for s in sentences if not s.startswith("str.is")]
+    order = np.random.default_rng(0).permutation(len(rest))
+    train = [rest[i] for i in order[:800]] + [template[0]]
+    dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
+    test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
+    return TemplateCorpus(train, test, len(test) - 2, len(test) - 1)

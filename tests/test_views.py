@@ -230,29 +230,12 @@ def test_word_edits_tell_a_dropped_word_from_a_replaced_one():
         word_edits("a", None)
 
 
-def _pydoc_sentences() -> list[str]:
-    import pydoc_data.topics as topics
-    import re
-
-    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
-    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
-    return [s for s in sentences if 6 <= len(s.split()) <= 40]
-
-
-def test_text_rows_turn_a_templated_pair_away_and_keep_a_dropped_word_copy():
+def test_text_rows_turn_a_templated_pair_away_and_keep_a_dropped_word_copy(template_corpus):
     """pydoc's own template pair ("str.isalpha() Return ... alphabetic" / "str.isdecimal()
     Return ... decimal characters") lies within the text view's threshold like a copy with a
     word dropped; the words of TextRows tell them apart."""
-    sentences = _pydoc_sentences()
-    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
-    assert len(template) == 2
-    rest = [s for s in sentences if not s.startswith("str.is")]
-    order = np.random.default_rng(0).permutation(len(rest))
-    train = [rest[i] for i in order[:800]] + [template[0]]
-    source = train[5]
-    dropped = " ".join(w for n, w in enumerate(source.split()) if n != 2)
-    test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
-    templated, copied = len(test) - 2, len(test) - 1
+    train, test, templated, copied = template_corpus
+    dropped = test[copied]
     view = TextView()
     rows = {"train": view(train), "test": view(test)}
     assert isinstance(rows["test"], TextRows) and rows["test"].texts[-1] == normalize_text(dropped)

@@ -617,25 +617,13 @@ def test_colour_images_get_a_colour_and_a_luma_input_view(colour_digits):
         DuplicatesCallback("input-luma", data)
 
 
-def test_string_inputs_get_the_word_check_of_the_text_view():
+def test_string_inputs_get_the_word_check_of_the_text_view(template_corpus):
     """A model that takes strings (``TextVectorization``) fed by ``tf.data``: the input view
     is ``TextView()`` and its rows keep their texts, so a pair must be confirmed by the text
     view and pass its word check. pydoc's own templated pair ("str.isalpha() ..." /
     "str.isdecimal() ...") is close in the n-grams but has a word replaced: turned away; a
     copy with a word dropped is found."""
-    import pydoc_data.topics as topics
-    import re
-
-    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
-    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
-    sentences = [s for s in sentences if 6 <= len(s.split()) <= 40]
-    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
-    rest = [s for s in sentences if not s.startswith("str.is")]
-    order = np.random.default_rng(0).permutation(len(rest))
-    train = [rest[i] for i in order[:800]] + [template[0]]
-    dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
-    test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
-    templated, copied = len(test) - 2, len(test) - 1
+    train, test, templated, copied = template_corpus
 
     def dataset(texts):
         return tf.data.Dataset.from_tensor_slices((texts, np.zeros(len(texts)))).batch(64)

@@ -797,26 +797,15 @@ def test_test_report_shows_train_thumbnails_from_a_datamodule(data, trained, tmp
     assert len(train_thumbs) >= leak.count  # every leaked pair shows its train image
 
 
-def test_text_batches_get_the_word_check_of_the_text_view(tmp_path):
+def test_text_batches_get_the_word_check_of_the_text_view(template_corpus, tmp_path):
     """A model fed lists of strings: the input view is ``TextView()``, its rows keep their
     texts through the callback, and a pair the layer finds must be confirmed by the text view:
     pydoc's own templated pair ("str.isalpha() ..." / "str.isdecimal() ...") is close in the
-    layer and in the n-grams but has a word replaced, so it is turned away; a copy with a
-    word dropped is found."""
-    import pydoc_data.topics as topics
-
+    n-grams but has a word replaced, so it is turned away; a copy with a word dropped is
+    found."""
     from neardup.views import TextView
 
-    text = re.sub(r"\s+", " ", " ".join(topics.topics.values()))
-    sentences = dict.fromkeys(re.split(r"(?<=[.!?])\s+", text))
-    sentences = [s for s in sentences if 6 <= len(s.split()) <= 40]
-    template = [s for s in sentences if s.startswith(("str.isalpha()", "str.isdecimal()"))]
-    rest = [s for s in sentences if not s.startswith("str.is")]
-    order = np.random.default_rng(0).permutation(len(rest))
-    train = [rest[i] for i in order[:800]] + [template[0]]
-    dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
-    val = [rest[i] for i in order[800:1100]] + [template[1], dropped]
-    templated, copied = len(val) - 2, len(val) - 1
+    train, val, templated, copied = template_corpus
 
     class TextNet(lpl.LightningModule):  # untrained: a random projection of n-gram counts
         def __init__(self) -> None:
