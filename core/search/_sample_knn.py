@@ -31,11 +31,15 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size, replace=False)).astype(np.int64)
 
 
+def _block_rows(d: int) -> int:
+    """Rows per streamed block for rows of width ``d``."""
+    return max(256, min(_BLOCK_ROWS, _BLOCK_BYTES // (4 * d)))
+
+
 def _column_blocks(rows: Rows):
     """``(start, block)`` of normalised rows, the first block split after ``_SEED_COLUMNS``."""
     first = True
-    block_rows = max(256, min(_BLOCK_ROWS, _BLOCK_BYTES // (4 * rows.d)))
-    for start, block in rows.blocks(block_rows):
+    for start, block in rows.blocks(_block_rows(rows.d)):
         if first and len(block) > _SEED_COLUMNS:
             yield start, block[:_SEED_COLUMNS]
             yield start + _SEED_COLUMNS, block[_SEED_COLUMNS:]
@@ -70,19 +74,26 @@ def sampled_neighbor_graph(
     left[:, -1] = 1.0
     best_d2 = np.full((m, k), np.inf, dtype=np.float32)  # |q - b|^2 - |q|^2
     best_id = np.full((m, k), -1, dtype=np.int64)
+    # one output buffer for every block's product, reused: a fresh (block, m) array per
+    # block is page-faulted in anew (measured 0.18 -> 0.09 CPU s for the blocks at 100k x 40)
+    block_rows = min(_block_rows(rows.d), rows.n)
+    scores = np.empty(block_rows * m, dtype=np.float32)
+    right = np.empty((block_rows, rows.d + 1), dtype=np.float32)  # [-2 b, |b|^2]
     for start, block in _column_blocks(rows):
-        right = np.empty((len(block), rows.d + 1), dtype=np.float32)  # [-2 b, |b|^2]
-        np.multiply(block, -2.0, out=right[:, :-1])
-        right[:, -1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        d2 = left @ right.T
+        b = right[: len(block)]
+        np.multiply(block, -2.0, out=b[:, :-1])
+        b[:, -1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        # (block, m): the block's rows down, the queries across (the faster product layout:
+        # 6.2 against 8.6 ms for 16,384 x 250 x 65)
+        d2 = np.matmul(b, left.T, out=scores[: len(block) * m].reshape(len(block), m))
         lo, hi = np.searchsorted(sample, [start, start + len(block)])
-        d2[np.arange(lo, hi), sample[lo:hi] - start] = np.inf  # never a row's own entry
+        d2[sample[lo:hi] - start, np.arange(lo, hi)] = np.inf  # never a row's own entry
         bound = best_d2[:, -1]
         if np.isinf(bound).any():  # rows without k candidates yet: the block's k-th value
             take = min(k, len(block))
-            bound = np.minimum(bound, np.partition(d2, take - 1, axis=1)[:, take - 1])
-        r, c = true_positions(d2 <= bound[:, None])
-        values = d2[r, c]
+            bound = np.minimum(bound, np.partition(d2, take - 1, axis=0)[take - 1])
+        c, r = true_positions(d2 <= bound[None, :])
+        values = d2[c, r]
         keep = np.isfinite(values)
         _merge(best_d2, best_id, r[keep], c[keep] + start, values[keep])
     distances = np.full((m, k), np.inf, dtype=np.float32)
