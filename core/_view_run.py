@@ -26,6 +26,7 @@ from ._leakage import (
     to_python,
 )
 from ._reduce import as_reducer
+from ._stats import distinct, quantile
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale
@@ -454,14 +455,14 @@ def class_counts(
             labels = np.zeros(dataset.sizes[s], dtype=np.int8)
             keys = [None]
         else:
-            keys = np.unique(labels).tolist()
+            keys = distinct(labels).tolist()
         raw[name], effective[name] = {}, {}
         for key, code in zip(keys, [0] if keys == [None] else keys):
             mask = labels == code
             members = set_of[mask]
             alone = int(np.count_nonzero(members < 0))
             grouped = members[members >= 0]
-            kept_here = np.unique(grouped[kept_in[grouped] == s])
+            kept_here = distinct(grouped[kept_in[grouped] == s])
             raw[name][key] = int(mask.sum())
             effective[name][key] = alone + len(kept_here)
     return raw, effective
@@ -500,7 +501,7 @@ def histogram(
     values = nearest[valid].astype(np.float64)
     query = np.flatnonzero(valid) if query_rows is None else query_rows[valid]
     cross = split_of_row[query] != split_of_row[nearest_row[valid]]
-    top = max(float(np.quantile(values, 0.995)) if values.size else 0.0, 2.0 * threshold)
+    top = max(quantile(values, 0.995) if values.size else 0.0, 2.0 * threshold)
     top = top if top > 0 else 1.0
     edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)
     clipped = np.minimum(values, top)
