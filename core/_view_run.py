@@ -149,7 +149,7 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = margin = None
+    nearest = margin = screen = None
     if engine.finds_pairs:
         with engine.thread_limits():
             graph = engine.neighbor_graph(rows, k, seed=seed)
@@ -157,7 +157,14 @@ def analyse_view(
             copies = find_copies(rows) if engine.dedupe else None
             partition = engine.fit(rows, seed=seed)
             margin = engine.margin_for(rows, partition, graph, resolved.value)
-            join = {"seed": seed, "partition": partition, "margin": margin, "progress": progress}
+            screen = engine.screen_for(rows, partition, graph, resolved.value, seed=seed)
+            join = {
+                "seed": seed,
+                "partition": partition,
+                "margin": margin,
+                "screen": screen,
+                "progress": progress,
+            }
             if copies is not None and copies.n_copies:  # join each distinct row once
                 pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
                 if ref_index is not None:
@@ -187,6 +194,7 @@ def analyse_view(
         **dict.fromkeys(("n_trees", "search_k", "n_jobs", "dedupe")),
         **engine.settings(),
         **({} if margin is None else {"margin_used": margin}),
+        **({} if screen is None else {"screen_width": int(screen.shape[0])}),
         "seed": seed,
         "dim": int(rows.d),
     }
