@@ -89,6 +89,10 @@ _SAMPLE_MIN_LOW, _SAMPLE_MIN_HIGH = 250, 500
 #: 0.267): 0.694 -> 0.534 CPU s (24 dims: 0.505; 16: 0.768, too many candidates); at
 #: 100,000 x 40: 0.025 -> 0.022 (shared machine, min of 3).
 _SCREEN_MIN_WIDTH = 32
+#: ...and at most this wide: wider rows are screened through the partition's projection, or,
+#: where that keeps too little variance, are joined in full width (half their width would
+#: keep too little as well, and fitting it costs a range finder of that width).
+_SCREEN_MAX_WIDTH = 256
 #: ...when, of the sampled rows' neighbours farther than the threshold, at most this share
 #: comes within it through the projection (candidates the full-width screen would not pass).
 _SCREEN_MAX_FALSE = 0.05
@@ -423,15 +427,15 @@ class Cells(Backend):
     ) -> np.ndarray | None:
         """The ``(d // 2, d)`` orthonormal projection the cells screen through, or ``None``.
 
-        Only for rows partitioned in full width (wide rows are screened through the
-        partition's own projection), at least 32 wide, joined with numpy, and only when the
+        Only for rows 32 to 256 wide partitioned in full width (wider rows are screened
+        through the partition's own projection), joined with numpy, and only when the
         projection passes few false candidates: of the sampled ``graph``'s neighbours farther
         than ``threshold``, at most 5 % come within it through the projection. The pairs never
         depend on it: candidates are measured in full width.
         """
         if (
             partition.projection is not None
-            or rows.d < _SCREEN_MIN_WIDTH
+            or not _SCREEN_MIN_WIDTH <= rows.d <= _SCREEN_MAX_WIDTH
             or self.device is not None
             or partition.n_cells == 1
         ):

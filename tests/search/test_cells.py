@@ -460,3 +460,8 @@ def test_screen_projection_refused_where_it_passes_too_much():
     narrow = Rows.from_matrix(np.ascontiguousarray(x[:, :16]))  # below 32 wide: never
     narrow_graph = sampled_neighbor_graph(narrow, sample_rows(narrow.n, 300, 0), 10)
     assert cells.screen_for(narrow, cells.fit(narrow, seed=0), narrow_graph, 1e-3, seed=0) is None
+    wide = Rows.from_matrix(np.repeat(x, 5, axis=1)[:600] / np.sqrt(5))  # 320 wide: never
+    full_width = Cells(cell_size=64, project_above=None)
+    wide_graph = sampled_neighbor_graph(wide, sample_rows(wide.n, 100, 0), 10)
+    wide_partition = full_width.fit(wide, seed=0)
+    assert full_width.screen_for(wide, wide_partition, wide_graph, 1e-3, seed=0) is None
