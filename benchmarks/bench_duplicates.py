@@ -206,6 +206,22 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
     return found / total if total else float("nan")
 
 
+def compile_neardup() -> None:
+    """Byte-compile the ``neardup`` package, as ``pip install`` does for an installed one.
+
+    DNIKit runs from its installed ``.pyc`` files; a source tree run with
+    ``PYTHONDONTWRITEBYTECODE=1`` (set on the project's machines) would otherwise compile every
+    neardup module again in each run (measured 0.18-0.23 against 0.06-0.07 CPU s for
+    ``import neardup``). Writes ``__pycache__`` beside the sources (ignored by git).
+    """
+    import compileall
+    import importlib.util
+
+    spec = importlib.util.find_spec("neardup")
+    if spec is not None and spec.origin:
+        compileall.compile_dir(os.path.dirname(spec.origin), quiet=1)
+
+
 def _run(
     method: str, n: int, d: int, recall_queries: int, options: dict, data: str, mmap: bool = False
 ) -> dict:
@@ -281,6 +297,7 @@ def main() -> None:
         sizes = [(100_000, 40)] + ([(1_000_000, 64)] if args.large else [])
         sizes += [(60_000, 3_072)] if args.wide else []
         sizes += [(1_000_000, 512)] if args.large else []
+    compile_neardup()
     print(
         f"{'size':>12} {'method':>8} {'seconds':>8} {'CPU s':>7} {'peak MB':>8} {'MB>in':>7} "
         f"{'recall':>7} {'ratio':>6}"

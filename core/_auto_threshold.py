@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._errors import NeardupInputError
+from ._stats import median, quantile
 from ._threshold import Relative, ThresholdStrategy
 from .search import NeighborGraph
 
@@ -58,7 +59,7 @@ def intrinsic_dimension(distances: np.ndarray) -> float:
     good = logs > 0
     if not good.any():
         return math.nan
-    return float(np.median((d.shape[1] - 1) / logs[good]))
+    return median((d.shape[1] - 1) / logs[good])
 
 
 def copy_like_rows(distances: np.ndarray, dimension: float) -> np.ndarray:
@@ -155,7 +156,7 @@ class Auto(ThresholdStrategy):
                 "reported"
             )
         rows = total_rows(graph)
-        anchor = float(np.quantile(anchored, self.quantile))
+        anchor = quantile(anchored, self.quantile)
         expected_ratio = float(self.false_alarms) / (float(self.quantile) * rows)
         fence = anchor * min(1.0, expected_ratio) ** (1.0 / max(dimension, 1.0))
         cap = float(self.max_ratio) * kth_scale

@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ._stats import distinct
+
 __all__ = [
     "PairwiseFn",
     "euclidean_pairwise",
@@ -92,7 +94,7 @@ def euclidean_set_diameters(x: np.ndarray, rows: np.ndarray, sizes: np.ndarray) 
     out = np.zeros(len(sizes))
     starts = np.cumsum(sizes) - sizes
     width = max(1, x.shape[1])
-    for size in np.unique(sizes[(sizes >= 2) & (sizes <= _DIFFERENCE_MAX_MEMBERS)]).tolist():
+    for size in distinct(sizes[(sizes >= 2) & (sizes <= _DIFFERENCE_MAX_MEMBERS)]).tolist():
         sets = np.flatnonzero(sizes == size)
         left, right = np.triu_indices(size, 1)
         per_chunk = max(1, _DIFFERENCE_BYTES // (4 * len(left) * width))
@@ -149,7 +151,7 @@ def split_chains(
             piece = fcluster(tree, t=max_diameter, criterion="distance")
         else:
             piece = _greedy_balls(rows, pairwise, max_diameter / 2.0)
-        for label in np.unique(piece):
+        for label in distinct(piece):
             part = rows[piece == label]
             if len(part) >= 2:
                 out.append(np.sort(part))

@@ -8,6 +8,7 @@ from functools import cached_property
 import numpy as np
 
 from ._components import component_roots
+from ._stats import distinct
 from .search import NeighborGraph
 
 __all__ = ["ClusterAssignment", "SetStatistics", "close_pairs", "cluster_rows", "set_statistics"]
@@ -135,7 +136,7 @@ def set_statistics(x: np.ndarray, rows: np.ndarray, sizes: np.ndarray) -> SetSta
     variances = np.add.reduceat((dist - means[owner]) ** 2, starts) / sizes
     order = np.arange(n_members, dtype=np.int64)
     projections: list[np.ndarray | None] = [None] * n_sets
-    for size in np.unique(sizes[sizes > 2]).tolist():
+    for size in distinct(sizes[sizes > 2]).tolist():
         sets = np.flatnonzero(sizes == size)
         per_chunk = max(1, _PCA_BYTES // (4 * size * x.shape[1]))
         for lo in range(0, len(sets), per_chunk):

@@ -38,6 +38,7 @@ from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
+from ._stats import distinct
 from ._threshold import ResolvedThreshold
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
@@ -244,7 +245,7 @@ def _candidate_pairs(
     j = np.concatenate(cols).astype(np.int64)
     keep = (i != j) & (j >= 0)
     lo, hi = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
-    key = np.unique(lo * n + hi)
+    key = distinct(lo * n + hi)
     return key // n, key % n
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from ._errors import NeardupInputError
 from ._plain import to_plain
+from ._stats import median
 from .search import NeighborGraph
 
 __all__ = [
@@ -200,9 +201,9 @@ class Relative(ThresholdStrategy):
         kth = graph.distances[:, -1]
         kth = kth[np.isfinite(kth) & (kth > 0)]
         if kth.size:
-            return float(np.median(kth))
+            return median(kth)
         positive = graph.distances[np.isfinite(graph.distances) & (graph.distances > 0)]
-        return float(np.median(positive)) if positive.size else 0.0
+        return median(positive) if positive.size else 0.0
 
     def resolve(self, graph: NeighborGraph, normalize: str | None) -> float:
         return float(self.ratio) * self.reference_distance(graph)

@@ -26,6 +26,7 @@ from ._leakage import (
     to_python,
 )
 from ._reduce import as_reducer
+from ._stats import distinct, quantile
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale
@@ -148,7 +149,7 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = margin = None
+    nearest = margin = screen = None
     if engine.finds_pairs:
         with engine.thread_limits():
             graph = engine.neighbor_graph(rows, k, seed=seed)
@@ -156,7 +157,14 @@ def analyse_view(
             copies = find_copies(rows) if engine.dedupe else None
             partition = engine.fit(rows, seed=seed)
             margin = engine.margin_for(rows, partition, graph, resolved.value)
-            join = {"seed": seed, "partition": partition, "margin": margin, "progress": progress}
+            screen = engine.screen_for(rows, partition, graph, resolved.value, seed=seed)
+            join = {
+                "seed": seed,
+                "partition": partition,
+                "margin": margin,
+                "screen": screen,
+                "progress": progress,
+            }
             if copies is not None and copies.n_copies:  # join each distinct row once
                 pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
                 if ref_index is not None:
@@ -186,6 +194,7 @@ def analyse_view(
         **dict.fromkeys(("n_trees", "search_k", "n_jobs", "dedupe")),
         **engine.settings(),
         **({} if margin is None else {"margin_used": margin}),
+        **({} if screen is None else {"screen_width": int(screen.shape[0])}),
         "seed": seed,
         "dim": int(rows.d),
     }
@@ -454,14 +463,14 @@ def class_counts(
             labels = np.zeros(dataset.sizes[s], dtype=np.int8)
             keys = [None]
         else:
-            keys = np.unique(labels).tolist()
+            keys = distinct(labels).tolist()
         raw[name], effective[name] = {}, {}
         for key, code in zip(keys, [0] if keys == [None] else keys):
             mask = labels == code
             members = set_of[mask]
             alone = int(np.count_nonzero(members < 0))
             grouped = members[members >= 0]
-            kept_here = np.unique(grouped[kept_in[grouped] == s])
+            kept_here = distinct(grouped[kept_in[grouped] == s])
             raw[name][key] = int(mask.sum())
             effective[name][key] = alone + len(kept_here)
     return raw, effective
@@ -500,7 +509,7 @@ def histogram(
     values = nearest[valid].astype(np.float64)
     query = np.flatnonzero(valid) if query_rows is None else query_rows[valid]
     cross = split_of_row[query] != split_of_row[nearest_row[valid]]
-    top = max(float(np.quantile(values, 0.995)) if values.size else 0.0, 2.0 * threshold)
+    top = max(quantile(values, 0.995) if values.size else 0.0, 2.0 * threshold)
     top = top if top > 0 else 1.0
     edges = np.linspace(0.0, top, _HISTOGRAM_BINS + 1)
     clipped = np.minimum(values, top)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._stats import distinct
 from ._cells import ClosePairs
 from ._rows import Rows
 
@@ -138,7 +139,7 @@ def expand_neighbors(
     out = np.full((n, k), -1, dtype=np.int64)
     alone = np.flatnonzero(sizes[group] == 1)
     out[alone] = external[group[alone]]
-    for m in np.unique(sizes[sizes > 1]).tolist():
+    for m in distinct(sizes[sizes > 1]).tolist():
         groups = np.flatnonzero(sizes == m)
         members = order[starts[groups][:, None] + np.arange(m)]  # (G_m, m), preferred first
         n_copies = min(k, m - 1)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._stats import distinct
 from ._cells import Partition, route_rows
 
 __all__ = ["EXACT_MARGIN", "choose_margin"]
@@ -112,4 +113,4 @@ def _all_pairs_meet(
         pair_a * cells + cell_a, pair_b * cells + cell_b, assume_unique=True, return_indices=True
     )
     joined = primary_a[at_a] | primary_b[at_b]
-    return len(np.unique(pair_a[at_a][joined])) == len(a)
+    return len(distinct(pair_a[at_a][joined])) == len(a)

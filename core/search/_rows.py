@@ -49,6 +49,7 @@ class Rows:
         self.n = sum(len(a) for a in self._arrays)
         self.d = int(self._arrays[0].shape[1])
         self._offsets = np.concatenate([[0], np.cumsum([len(a) for a in self._arrays])])
+        self._dtype = np.result_type(*self._arrays)  # of a gather across arrays
         self._matrix: np.ndarray | None = None
         # row normalisation without PCA: every row's norm, kept from the first full pass so
         # that a gather divides by it (one pass) instead of normalising the rows again
@@ -130,20 +131,20 @@ class Rows:
         share one."""
         if len(self._arrays) == 1:
             return self._rows_of(0, rows)
-        dtype = np.result_type(*self._arrays)
-        block = np.empty((len(rows), self.d), dtype=dtype)
+        block = np.empty((len(rows), self.d), dtype=self._dtype)
         which = np.searchsorted(self._offsets, rows, side="right") - 1
         for a in range(len(self._arrays)):
-            mask = which == a
-            if mask.any():
-                block[mask] = self._rows_of(a, rows[mask] - self._offsets[a])
+            at = np.flatnonzero(which == a)
+            if len(at):
+                block[at] = self._rows_of(a, rows[at] - self._offsets[a])
         return block
 
     def _rows_of(self, a: int, rows: np.ndarray) -> np.ndarray:
         """A copy of ``rows`` (positions) of array ``a``: read from its file when it is a large
-        memmap, else by fancy indexing."""
+        memmap, else by ``np.take`` (measured 64 against 100-128 us for 750 rows of 64 float32
+        from two arrays by boolean masks and fancy indexing)."""
         reader = self._readers[a]
-        return self._arrays[a][rows] if reader is None else reader.take(rows)
+        return np.take(self._arrays[a], rows, axis=0) if reader is None else reader.take(rows)
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
@@ -151,11 +152,11 @@ class Rows:
         pass of :meth:`blocks` with row normalisation, by dividing by the recorded norms)."""
         rows = np.asarray(rows, dtype=np.int64)
         if self._matrix is not None:
-            return self._matrix[rows]
+            return np.take(self._matrix, rows, axis=0)
         block = self._gather(rows)
         if self._by_row and self._norms_filled == self.n:
             block = np.asarray(block, dtype=np.float32)  # owned either way: divided in place
-            block /= self._norms[rows][:, None]
+            block /= np.take(self._norms, rows)[:, None]
             return block
         return self.transform.apply(block)
 

@@ -424,3 +424,44 @@ def test_route_entries_sorted_by_cell_primary_first_then_row(data, margin):
     order = np.lexsort((items[r], ~p, c))
     assert np.array_equal(row, items[r][order]) and np.array_equal(cell, c[order])
     assert np.array_equal(primary, p[order]) and primary.sum() >= len(items)
+
+
+def test_screen_projection_keeps_every_pair():
+    # narrow rows screened through half their width, candidates measured in full width: the
+    # pairs (and distances) of brute force, the same as without the screen
+    x = _clustered(3000, 48, seed=5)
+    rows = Rows.from_matrix(x)
+    cells = Cells(cell_size=64)
+    graph = sampled_neighbor_graph(rows, sample_rows(rows.n, 400, 0), 10)
+    t = 0.25  # between the copies (up to ~0.02) and the natural neighbours (from ~0.41)
+    partition = cells.fit(rows, seed=0)
+    screen = cells.screen_for(rows, partition, graph, t, seed=0)
+    assert screen is not None and screen.shape == (24, 48)
+    np.testing.assert_allclose(screen @ screen.T, np.eye(24), atol=1e-5)
+    plain = cells.find_pairs(rows, t, seed=0, partition=partition, margin=0.5)
+    screened = cells.find_pairs(rows, t, seed=0, partition=partition, margin=0.5, screen=screen)
+    assert _pairs(screened) == _pairs(plain) == _brute_pairs(x, t) and len(plain) > 20
+    np.testing.assert_array_equal(screened.distance, plain.distance)
+    result = neardup.find_duplicates(x, backend=cells)
+    assert result.settings["screen_width"] == 24
+
+
+def test_screen_projection_refused_where_it_passes_too_much():
+    # isotropic noise: half the directions keep half of every distance, so at a threshold
+    # near the neighbours' distances most far neighbours would pass the projected screen
+    x = np.random.default_rng(3).normal(size=(2000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rows = Rows.from_matrix(x)
+    cells = Cells(cell_size=64)
+    graph = sampled_neighbor_graph(rows, sample_rows(rows.n, 300, 0), 10)
+    partition = cells.fit(rows, seed=0)
+    t = float(np.median(graph.distances[:, 0]))
+    assert cells.screen_for(rows, partition, graph, t, seed=0) is None
+    narrow = Rows.from_matrix(np.ascontiguousarray(x[:, :16]))  # below 32 wide: never
+    narrow_graph = sampled_neighbor_graph(narrow, sample_rows(narrow.n, 300, 0), 10)
+    assert cells.screen_for(narrow, cells.fit(narrow, seed=0), narrow_graph, 1e-3, seed=0) is None
+    wide = Rows.from_matrix(np.repeat(x, 5, axis=1)[:600] / np.sqrt(5))  # 320 wide: never
+    full_width = Cells(cell_size=64, project_above=None)
+    wide_graph = sampled_neighbor_graph(wide, sample_rows(wide.n, 100, 0), 10)
+    wide_partition = full_width.fit(wide, seed=0)
+    assert full_width.screen_for(wide, wide_partition, wide_graph, 1e-3, seed=0) is None
