@@ -235,12 +235,8 @@ class ReferenceIndex:
             if needs_graph:
                 graph = CellEngine.graph(x, engine_backend, k=k, seed=seed)
             resolved = resolve_threshold(strategy, graph or _no_graph(k), normalize)
-            if graph is None and engine_backend.margin is None:  # the margin's sampled pairs
-                graph = CellEngine.close_pairs_graph(
-                    x, engine_backend, threshold=resolved.value, seed=seed
-                ) or CellEngine.graph(x, engine_backend, k=k, seed=seed)
             engine, multiple = CellEngine.build(
-                x, engine_backend, graph=graph, threshold=resolved.value, seed=seed
+                x, engine_backend, threshold=resolved.value, seed=seed
             )
             engine_settings = {
                 **engine_backend.settings(),

@@ -108,6 +108,8 @@ def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, backend
     assert index.settings["backend"] == {"auto": "cells"}.get(name, name)
     if name == "cells" and not isinstance(backend, str):
         assert index.settings["n_cells_used"] > 64  # two levels: coarse cells, then leaves
+    if name == "cells" and backend in ("auto", Cells(cell_size=16)):  # the automatic margin
+        assert index.settings["entries_per_row"] == 1.0  # each row listed once, at home
 
 
 def test_relative_threshold_is_resolved_once_on_the_reference(data):
@@ -475,3 +477,30 @@ def test_cells_find_every_pair_of_wide_rows_and_batches_do_not_matter():
         ids = np.arange(100) + 1000
         parts = [index.score(test[:37], ids=ids[:37]), index.score(test[37:], ids=ids[37:])]
         assert _pairs(*parts) == _pairs(index.score(test, ids=ids))
+
+
+def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
+    """The home listing's guarantee: queries routed with a margin of the whole threshold
+    reach the home cell of every reference row within it (two-level partition; every query at
+    0.99 t from a reference row in a random direction, so pairs cross boundaries)."""
+    from neardup.index._home import home_cells
+    from neardup.search import Rows, route_entries
+
+    rng = np.random.default_rng(4)
+    t = 0.3
+    ref = rng.normal(size=(3000, 16)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    step = rng.normal(size=(600, 16)).astype(np.float32)
+    queries = ref[:600] + 0.99 * t * step / np.linalg.norm(step, axis=1, keepdims=True)
+    partition = Cells(cell_size=16).fit(Rows.from_matrix(ref), seed=0)
+    assert len(partition.coarse) > 1  # two levels
+    home = home_cells(partition, ref)
+    qi, rj = np.nonzero(cdist(queries, ref) <= t)
+    missed = {}
+    for multiple in (1.0, 0.05):
+        row, cell, _, _ = route_entries(partition, queries, margin=multiple * t)
+        reached = set(zip(row.tolist(), cell.tolist()))
+        pairs = zip(qi.tolist(), home[rj].tolist())
+        missed[multiple] = sum(pair not in reached for pair in pairs)
+    assert missed[1.0] == 0
+    assert missed[0.05] > 0  # a small margin does miss some: the check can fail

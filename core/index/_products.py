@@ -1,0 +1,75 @@
+"""Exact close pairs between query rows and reference rows, by one blocked matrix product.
+
+The reference index's join inside a cell (and of the automatic margin's sampled rows): a
+float32 screen ``|r|^2 - 2 q.r <= t^2 - |q|^2`` with a generous slack, then the exact distance
+of every candidate (float32 differences, float64 sums: the value ``find_duplicates`` gives).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..search import exact_pair_distances
+
+__all__ = ["close_pairs", "squared_norms"]
+
+#: entries of one (queries, reference rows) product (64 MB of float32).
+_PRODUCT_ENTRIES = 16 << 20
+#: bytes of gathered rows measured at once.
+_GATHER_BYTES = 64 << 20
+#: relative float32 slack of the product screen (times the largest squared row norm).
+_SCREEN_SLACK = 1e-4
+
+
+def close_pairs(
+    q: np.ndarray,
+    r: np.ndarray,
+    threshold: float,
+    sq_r: np.ndarray | None = None,
+    *,
+    nearest_only: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
+    (``sq_r``: the squared norms of ``r``, when known). ``nearest_only``: only each query's
+    nearest rows (and near-ties within the screen's slack), however many are within."""
+    sq_q = squared_norms(q)
+    sq_r = squared_norms(r) if sq_r is None else sq_r
+    slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
+    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
+    # one product gives |r|^2 - 2 q.r = |q - r|^2 - |q|^2: rows [q, 1] times columns [-2 r, |r|^2]
+    left = np.empty((len(q), q.shape[1] + 1), dtype=np.float32)
+    left[:, :-1] = q
+    left[:, -1] = 1.0
+    right = np.empty((len(r), r.shape[1] + 1), dtype=np.float32)
+    np.multiply(r, -2.0, out=right[:, :-1])
+    right[:, -1] = sq_r
+    step = max(1, _PRODUCT_ENTRIES // len(r))
+    found_a, found_b = [], []
+    for start in range(0, len(q), step):
+        d2 = left[start : start + step] @ right.T
+        bound = limit[start : start + step]
+        if nearest_only:
+            bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)
+        # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+        a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
+        found_a.append(a + start)
+        found_b.append(b)
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    dist = _pair_distances(r, b, q, a)
+    keep = dist <= np.float32(threshold)
+    return a[keep], b[keep], dist[keep]
+
+
+def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a time."""
+    step = max(1, _GATHER_BYTES // (4 * max(1, r.shape[1])))
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), step):
+        stop = start + step
+        out[start:stop] = exact_pair_distances(r[b[start:stop]], q[a[start:stop]])
+    return out
+
+
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    """``(m,)`` float32 squared norms of the rows of ``x`` (float64 sums)."""
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
