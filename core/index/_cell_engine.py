@@ -40,7 +40,7 @@ from ..search import (
     sample_rows,
 )
 from ._home import home_cells, home_margin, list_homes
-from ._products import close_pairs, squared_norms
+from ._products import NearestScreen, pair_distances, squared_norms
 from ._storage import CELLS, corrupt, write_file
 
 __all__ = ["CellEngine", "check_cells_backend"]
@@ -195,26 +195,23 @@ class CellEngine:
             q_row, q_cell = q_row[order], q_cell[order]
             cells, first = np.unique(q_cell, return_index=True)
             bounds = np.r_[first, len(q_cell)]
-            found_q, found_r, found_d = [], [], []
+            screen = NearestScreen(queries, threshold, float(sq.max()) if len(sq) else 0.0)
+            found_q, found_r = [], []
             for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
                 listed = self.members[self.starts[c] : self.starts[c + 1]]
                 if len(listed) == 0:
                     continue
                 at = q_row[lo:hi]
-                a, b, dist = close_pairs(
-                    queries[at],
-                    np.asarray(self.vectors[listed]),
-                    threshold,
-                    sq[listed],
-                    nearest_only=True,
-                )
+                a, b = screen.candidates(at, np.asarray(self.vectors[listed]), sq[listed])
                 if len(a):
                     found_q.append(at[a])
-                    found_r.append(listed[b].astype(np.int64))
-                    found_d.append(dist)
+                    found_r.append(listed[b])
         if not found_q:
             return best_row, best_dist
-        q, r, d = (np.concatenate(parts) for parts in (found_q, found_r, found_d))
+        q, r = np.concatenate(found_q), np.concatenate(found_r).astype(np.int64)
+        d = pair_distances(self.vectors, r, queries, q)
+        keep = d <= np.float32(threshold)
+        q, r, d = q[keep], r[keep], d[keep]
         order = np.lexsort((r, d, q))
         q, r, d = q[order], r[order], d[order]
         first_of_query = np.r_[True, q[1:] != q[:-1]]

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..search import exact_pair_distances
 
-__all__ = ["close_pairs", "squared_norms"]
+__all__ = ["NearestScreen", "close_pairs", "pair_distances", "squared_norms"]
 
 #: entries of one (queries, reference rows) product (64 MB of float32).
 _PRODUCT_ENTRIES = 16 << 20
@@ -26,12 +26,9 @@ def close_pairs(
     r: np.ndarray,
     threshold: float,
     sq_r: np.ndarray | None = None,
-    *,
-    nearest_only: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
-    (``sq_r``: the squared norms of ``r``, when known). ``nearest_only``: only each query's
-    nearest rows (and near-ties within the screen's slack), however many are within."""
+    (``sq_r``: the squared norms of ``r``, when known)."""
     sq_q = squared_norms(q)
     sq_r = squared_norms(r) if sq_r is None else sq_r
     slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
@@ -48,20 +45,19 @@ def close_pairs(
     for start in range(0, len(q), step):
         d2 = left[start : start + step] @ right.T
         bound = limit[start : start + step]
-        if nearest_only:
-            bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)
         # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
         a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
         found_a.append(a + start)
         found_b.append(b)
     a, b = np.concatenate(found_a), np.concatenate(found_b)
-    dist = _pair_distances(r, b, q, a)
+    dist = pair_distances(r, b, q, a)
     keep = dist <= np.float32(threshold)
     return a[keep], b[keep], dist[keep]
 
 
-def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a time."""
+def pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``(p,)`` ``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a
+    time (``r`` may be a memory map: its rows are gathered in the order of ``b``)."""
     step = max(1, _GATHER_BYTES // (4 * max(1, r.shape[1])))
     out = np.empty(len(a), dtype=np.float32)
     for start in range(0, len(a), step):
@@ -73,3 +69,52 @@ def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) 
 def squared_norms(x: np.ndarray) -> np.ndarray:
     """``(m,)`` float32 squared norms of the rows of ``x`` (float64 sums)."""
     return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+
+
+class NearestScreen:
+    """Each query's nearest candidates among a cell's reference rows, screened by one matrix
+    product per cell; the queries' norms and bounds are computed once for the whole batch.
+
+    The screen keeps, per query, the rows whose ``|q - r|^2`` in float32 lies within the
+    threshold (plus a slack of ``1e-4`` times the largest squared norm of the batch and the
+    reference) and within twice that slack of the cell's smallest: every nearest row within
+    the threshold and its near-ties. Their exact distances decide (:func:`pair_distances`).
+
+    Parameters
+    ----------
+    queries:
+        ``(m, d)`` float32 query rows.
+    threshold:
+        The distance.
+    max_sq_reference:
+        The largest squared norm of the reference rows.
+    """
+
+    def __init__(self, queries: np.ndarray, threshold: float, max_sq_reference: float) -> None:
+        self._queries = queries
+        sq_q = squared_norms(queries)
+        largest = max(float(sq_q.max()) if len(sq_q) else 0.0, max_sq_reference)
+        self._slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
+        # |q - r|^2 - |q|^2 = |r|^2 - 2 q.r is screened against t^2 + slack - |q|^2
+        self._limit = (np.float32(threshold) ** 2 + self._slack - sq_q).astype(np.float32)
+
+    def candidates(
+        self, at: np.ndarray, rows: np.ndarray, sq_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b)``: candidate pairs of queries ``at[a]`` and ``rows[b]`` (``(n, d)``
+        float32 reference rows with squared norms ``sq_rows``)."""
+        step = max(1, _PRODUCT_ENTRIES // max(1, len(rows)))
+        found_a, found_b = [], []
+        for start in range(0, len(at), step):
+            block = at[start : start + step]
+            d2 = self._queries[block] @ rows.T
+            d2 *= -2.0
+            d2 += sq_rows[None, :]
+            bound = np.minimum(self._limit[block], d2.min(axis=1) + 2 * self._slack)
+            # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+            a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(rows))
+            found_a.append(a + start)
+            found_b.append(b)
+        if len(found_a) == 1:
+            return found_a[0], found_b[0]
+        return np.concatenate(found_a), np.concatenate(found_b)
