@@ -41,7 +41,7 @@ from ..search import (
 )
 from ._home import home_cells, home_margin, list_homes
 from ._products import NearestScreen, pair_distances, squared_norms
-from ._storage import CELLS, corrupt, write_file
+from ._storage import CELLS, corrupt, write_file, write_rows_in_order
 
 __all__ = ["CellEngine", "check_cells_backend"]
 
@@ -75,6 +75,10 @@ class CellEngine:
         ``(E,)`` int32 or int64 reference rows, grouped by cell.
     vectors:
         ``(N, d)`` float32 transformed reference rows (may be a read-only memmap).
+    in_cell_order:
+        ``vectors`` hold the rows in the order of ``members`` (each row listed once): cell
+        ``c``'s rows are the slice ``vectors[starts[c]:starts[c + 1]]``, no gather (an index
+        saved with rows listed at home, format 4); otherwise ``vectors[r]`` is row ``r``.
     """
 
     name = "cells"
@@ -89,17 +93,19 @@ class CellEngine:
         members: np.ndarray,
         vectors: np.ndarray,
         blas_threads: int | None = 1,
+        in_cell_order: bool = False,
     ) -> None:
         self.partition = partition
         self.margin = float(margin)
         self.starts = starts
         self.members = members
         self.vectors = vectors
+        self.in_cell_order = bool(in_cell_order)
         self._blas_threads = blas_threads
         self._sq: np.ndarray | None = None  # squared norms of the vectors, once scored
 
     def _norms(self) -> np.ndarray:
-        """``(N,)`` float32 squared norms of the reference rows (computed once, blocked)."""
+        """``(N,)`` float32 squared norms of ``vectors`` (computed once, blocked)."""
         if self._sq is None:
             sq = np.empty(len(self.vectors), dtype=np.float32)
             step = max(1, _QUERY_BYTES // (4 * max(1, self.vectors.shape[1])))
@@ -197,21 +203,30 @@ class CellEngine:
             bounds = np.r_[first, len(q_cell)]
             screen = NearestScreen(queries, threshold, float(sq.max()) if len(sq) else 0.0)
             found_q, found_r = [], []
+            starts = self.starts.tolist()
             for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-                listed = self.members[self.starts[c] : self.starts[c + 1]]
-                if len(listed) == 0:
+                first_row, stop = starts[c], starts[c + 1]
+                if stop == first_row:
                     continue
                 at = q_row[lo:hi]
-                a, b = screen.candidates(at, np.asarray(self.vectors[listed]), sq[listed])
+                if self.in_cell_order:  # the cell's rows are one slice: no gather
+                    rows, sq_rows = self.vectors[first_row:stop], sq[first_row:stop]
+                else:
+                    listed = self.members[first_row:stop]
+                    rows, sq_rows = self.vectors[listed], sq[listed]
+                a, b = screen.candidates(at, np.asarray(rows), sq_rows)
                 if len(a):
                     found_q.append(at[a])
-                    found_r.append(listed[b])
+                    found_r.append(b + first_row if self.in_cell_order else listed[b])
         if not found_q:
             return best_row, best_dist
+        # r: positions in vectors, then reference rows
         q, r = np.concatenate(found_q), np.concatenate(found_r).astype(np.int64)
         d = pair_distances(self.vectors, r, queries, q)
         keep = d <= np.float32(threshold)
         q, r, d = q[keep], r[keep], d[keep]
+        if self.in_cell_order:
+            r = self.members[r].astype(np.int64)
         order = np.lexsort((r, d, q))
         q, r, d = q[order], r[order], d[order]
         first_of_query = np.r_[True, q[1:] != q[:-1]]
@@ -220,6 +235,11 @@ class CellEngine:
         return best_row, best_dist
 
     # ------------------------------------------------------------------ save / load
+    @property
+    def listed_once(self) -> bool:
+        """Every reference row is listed in exactly one cell (the home listing)."""
+        return len(self.members) == len(self.vectors)
+
     def write(self, folder: Path) -> None:
         """Write ``cells.npz`` into ``folder`` (fsynced)."""
         arrays = {
@@ -228,7 +248,17 @@ class CellEngine:
             "members": self.members,
             "margin": np.float64(self.margin),
         }
+        if self.listed_once:
+            arrays["in_cell_order"] = np.bool_(True)
         write_file(folder / CELLS, lambda fh: np.savez(fh, **arrays))
+
+    def write_vectors(self, target: Path) -> None:
+        """Write ``vectors.npy`` (fsynced): in cell order when every row is listed once (a
+        cell is then one slice of the mapped file when scored), else in row order."""
+        if not self.listed_once or self.in_cell_order:
+            write_file(target, lambda fh: np.save(fh, self.vectors, allow_pickle=False))
+            return
+        write_file(target, lambda fh: write_rows_in_order(fh, self.vectors, self.members))
 
     @classmethod
     def open(
@@ -242,9 +272,12 @@ class CellEngine:
             starts = np.asarray(arrays["starts"])
             members = np.asarray(arrays["members"])
             margin = float(arrays["margin"])
+            in_cell_order = bool(arrays.get("in_cell_order", False))
         except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
             raise corrupt(path, f"{CELLS} cannot be read ({err})") from err
         _check_cells(path, partition, starts, members, margin, vectors.shape)
+        if in_cell_order and not _is_permutation(members, len(vectors)):
+            raise corrupt(path, f"{CELLS} holds rows in cell order that are not each row once")
         return cls(
             partition,
             margin=margin,
@@ -252,6 +285,7 @@ class CellEngine:
             members=members,
             vectors=vectors,
             blas_threads=settings.get("blas_threads", 1),
+            in_cell_order=in_cell_order,
         )
 
 
@@ -270,6 +304,11 @@ def _list_rows(
     row, cell = np.concatenate(rows), np.concatenate(cells)
     order = np.lexsort((row, cell))
     return row[order], cell[order]
+
+
+def _is_permutation(members: np.ndarray, size: int) -> bool:
+    """``members`` (checked within ``[0, size)``) holds every row of ``range(size)`` once."""
+    return len(members) == size and bool(np.all(np.bincount(members, minlength=size) == 1))
 
 
 def _check_cells(

@@ -467,7 +467,7 @@ class ReferenceIndex:
 
     def _write_generation(self, folder: Path) -> dict[str, dict[str, Any]]:
         """Write every file of the index into the new ``folder``; return sizes and digests."""
-        write_file(folder / VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
+        self._engine.write_vectors(folder / VECTORS)
         write_file(folder / IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
         if self._labels is not None:
             write_file(folder / LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))

@@ -197,7 +197,9 @@ def test_transform_fitted_on_the_reference_round_trips(data, tmp_path, normalize
     elif normalize == "row":
         x_train = x_train / np.linalg.norm(x_train, axis=1, keepdims=True)
         x_test = x_test / np.linalg.norm(x_test, axis=1, keepdims=True)
-    np.testing.assert_allclose(loaded._vectors, x_train, rtol=1e-4, atol=1e-5)
+    engine = loaded._engine  # rows listed once, at home, are stored in cell order
+    assert engine.in_cell_order and sorted(engine.members) == list(range(N_TRAIN))
+    np.testing.assert_allclose(loaded._vectors, x_train[engine.members], rtol=1e-4, atol=1e-5)
     d = cdist(x_test, x_train)
     oracle = np.flatnonzero(d.min(1) <= index.threshold.value)
     assert sorted(here.positions) == oracle.tolist()
@@ -320,7 +322,7 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 3"):
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 4"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
@@ -409,9 +411,9 @@ def test_an_annoy_index_saved_by_the_previous_version_still_loads_and_scores(tmp
     _same_leakage(rebuilt.score(queries, split="test"), got)  # the cells agree
     with pytest.raises(NeardupInputError, match="search_k=5 is too small for k=10"):
         old.score(queries, search_k=5)
-    old.save(path, overwrite=True)  # saved again: format 3, still annoy
+    old.save(path, overwrite=True)  # saved again: format 4, still annoy
     meta = json.loads((path / "meta.json").read_text())
-    assert meta["format_version"] == 3 and meta["settings"]["backend"] == "annoy"
+    assert meta["format_version"] == 4 and meta["settings"]["backend"] == "annoy"
     _same_leakage(ReferenceIndex.load(path).score(queries, split="test"), got)
 
 
@@ -443,6 +445,8 @@ def _rewrite_cells(path, change) -> None:
         (lambda a: a.update(members=a["members"].astype(np.float32)),
          "listed rows that are not integers"),
         (lambda a: a.pop("parent"), r"cells.npz cannot be read \('parent"),
+        (lambda a: a["members"].__setitem__(0, a["members"][1]),
+         "rows in cell order that are not each row once"),
     ],
 )  # fmt: skip
 def test_crafted_cells_are_refused(data, tmp_path, change, message):
@@ -504,3 +508,31 @@ def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
         missed[multiple] = sum(pair not in reached for pair in pairs)
     assert missed[1.0] == 0
     assert missed[0.05] > 0  # a small margin does miss some: the check can fail
+
+
+def test_a_format_3_cells_index_still_loads_and_scores_as_before(data, tmp_path):
+    """Format 3 stored the reference rows in row order and listed them in their cells (and,
+    within the margin, in the neighbouring ones); format 4 stores rows listed once in cell
+    order. Both load and score alike; saving a format 3 index again writes format 4."""
+    train, _, test, _, _ = data
+    for backend in (Cells(cell_size=64, margin=0.3), Cells(cell_size=64)):
+        index = ReferenceIndex.build(train, threshold=Distance(0.15), backend=backend)
+        expected = index.score(test)
+        path = index.save(tmp_path / "idx", overwrite=True)
+        meta = json.loads((path / "meta.json").read_text())
+        assert meta["format_version"] == 4
+        folder = path / meta["generation"]
+        with np.load(folder / "cells.npz") as npz:
+            members, in_cell_order = npz["members"], "in_cell_order" in npz.files
+        assert in_cell_order == (backend.margin is None)  # listed once: stored in cell order
+        if in_cell_order:  # rewrite it as format 3 did: rows in row order, no flag
+            np.save(folder / "vectors.npy", np.load(folder / "vectors.npy")[np.argsort(members)])
+            _rewrite_cells(path, lambda a: a.pop("in_cell_order"))
+            meta = json.loads((path / "meta.json").read_text())
+            meta["files"]["vectors.npy"]["sha256"] = None
+        (path / "meta.json").write_text(json.dumps({**meta, "format_version": 3}))
+        old = ReferenceIndex.load(path)
+        assert not old._engine.in_cell_order
+        _same_leakage(old.score(test), expected)
+        old.save(path, overwrite=True)
+        _same_leakage(ReferenceIndex.load(path).score(test), expected)
