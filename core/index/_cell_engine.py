@@ -204,17 +204,18 @@ class CellEngine:
             screen = NearestScreen(queries, threshold, float(sq.max()) if len(sq) else 0.0)
             found_q, found_r = [], []
             starts = self.starts.tolist()
+            vectors = np.asarray(self.vectors)  # a plain view of a memory map: cheaper slices
             for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
                 first_row, stop = starts[c], starts[c + 1]
                 if stop == first_row:
                     continue
                 at = q_row[lo:hi]
                 if self.in_cell_order:  # the cell's rows are one slice: no gather
-                    rows, sq_rows = self.vectors[first_row:stop], sq[first_row:stop]
+                    rows, sq_rows = vectors[first_row:stop], sq[first_row:stop]
                 else:
                     listed = self.members[first_row:stop]
-                    rows, sq_rows = self.vectors[listed], sq[listed]
-                a, b = screen.candidates(at, np.asarray(rows), sq_rows)
+                    rows, sq_rows = vectors[listed], sq[listed]
+                a, b = screen.candidates(at, rows, sq_rows)
                 if len(a):
                     found_q.append(at[a])
                     found_r.append(b + first_row if self.in_cell_order else listed[b])

@@ -91,7 +91,7 @@ class NearestScreen:
     """
 
     def __init__(self, queries: np.ndarray, threshold: float, max_sq_reference: float) -> None:
-        self._queries = queries
+        self._minus_twice = queries * np.float32(-2.0)  # one product gives -2 q.r
         sq_q = squared_norms(queries)
         largest = max(float(sq_q.max()) if len(sq_q) else 0.0, max_sq_reference)
         self._slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
@@ -107,8 +107,7 @@ class NearestScreen:
         found_a, found_b = [], []
         for start in range(0, len(at), step):
             block = at[start : start + step]
-            d2 = self._queries[block] @ rows.T
-            d2 *= -2.0
+            d2 = self._minus_twice[block] @ rows.T
             d2 += sq_rows[None, :]
             bound = np.minimum(self._limit[block], d2.min(axis=1) + 2 * self._slack)
             # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
