@@ -5,9 +5,10 @@ on the reference alone, the threshold is resolved once on the reference's neighb
 transformed rows are indexed by an engine:
 
 - ``Cells()`` (the default, ``_cell_engine``): k-means cells fitted on a seeded sample, each
-  reference row listed in its nearest cell and in the cells within the spill margin; a scored
-  batch is routed to its cells and joined exactly there. The threshold's statistics come from
-  the exact kNN of a seeded sample of reference rows, as in ``find_duplicates``.
+  reference row listed once, in its home cell (``_home``; with a given ``Cells(margin=...)``
+  also in the cells within it); a scored batch is routed to its cells with the margin and
+  joined exactly there. The threshold's statistics come from the exact kNN of a seeded sample
+  of reference rows, as in ``find_duplicates``.
 - ``Annoy(...)`` (``_annoy_engine``): annoy proposes candidates, exact distances decide; the
   format of indexes saved by earlier versions (format 1 and 2), which ``load`` still reads.
 
@@ -172,9 +173,10 @@ class ReferenceIndex:
             Neighbours per sampled row for the threshold's statistics (and, with ``Annoy``,
             candidates per scored sample).
         backend:
-            The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, every
-            scored batch routed to its cells and joined exactly; ``Cells(margin=0.5)`` finds
-            every pair provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
+            The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, each
+            reference row listed in its home cell, every scored batch routed to its cells
+            with the automatic margin and joined exactly; ``Cells(margin=0.5)`` lists the
+            rows within the margin too, as ``find_duplicates``, and finds every pair provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
             ``"annoy"``/``neardup.Annoy(n_trees=..., n_jobs=..., query_jobs=...)`` (annoy
             proposes candidates, as indexes saved by earlier versions).
         seed:
