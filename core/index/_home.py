@@ -12,10 +12,17 @@ and ``H``, again within ``t`` of ``q``.
 Listing every row once costs one argmin per level instead of the spill tests and halves the
 cell entries (measured at 1M x 64, 0.15 t: 1.91 entries per row before), and the automatic
 margin needs no threshold join of the sampled rows against every row: their close pairs
-are found in the coarse cells their routing at ``t`` reaches (a superset, by the argument
-above). The margin is then the smallest of a ladder at which every sampled pair meets both
-ways (each row of the pair routed as a query reaches the other's home), one rung up, at least
-``0.15 t``; the whole threshold when that routes a sampled row to at most 2 cells on average.
+are found in the coarse cells their routing at the pairs' radius reaches (a superset, by the
+argument above).
+
+The margin is the whole threshold when that routes a sampled row to at most 2 cells on
+average. Otherwise it is chosen on the pairs of sampled rows within ``2 t``, as a multiple of
+that radius: the smallest margin of a ladder at which 99.5 % of them meet both ways (each row
+of the pair routed as a query reaches the other's home), one rung up, at least ``0.15``. The
+margin a pair needs is about its length times the cosine between it and the boundary's
+normal, so pairs up to ``2 t`` judge the same boundaries as those up to ``t``, and there are
+many more of them: with pairs within ``t`` alone, Fashion-MNIST pixels at ``t = 0.1`` gave 3
+sampled pairs, a margin of 0.15 and 4 of 54 test images missed; within ``2 t``, 0.7 and none.
 """
 
 from __future__ import annotations
@@ -34,6 +41,11 @@ _LADDER = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.7, EXACT_HOME_MARGIN)
 _FLOOR = 0.15
 #: at most this many cells per sampled row at the exact margin: keep it exact.
 _CHEAP_ENTRIES_PER_ROW = 2.0
+#: the sampled pairs are those within this multiple of the threshold, a margin is judged on
+#: them as a multiple of it too (the margin a pair needs grows with its length: longer pairs
+#: are many more, and judge the same boundaries), and is chosen where this fraction meets.
+_PAIR_RADIUS = 2.0
+_MEET_FRACTION = 0.995
 #: sampled close pairs kept at most, per sampled row (a seeded subset above: huge thresholds).
 _MAX_PAIRS_PER_ROW = 64
 #: rows whose homes are computed at once (a (rows, cells) float32 score block at a time).
@@ -107,8 +119,7 @@ def home_margin(
         The partition, the ``(N, d)`` float32 rows, their ``(N,)`` home cells and the
         listing of :func:`list_homes`.
     sample:
-        ``(s,)`` ascending rows whose close pairs (within ``threshold``, among all rows) the
-        margin must join.
+        ``(s,)`` ascending rows whose close pairs (among all rows) the margin must join.
     threshold:
         The distance of the pairs.
     seed:
@@ -118,8 +129,9 @@ def home_margin(
     -------
     float
         ``1.0`` (exact) when that routes a sampled row to at most 2 cells on average;
-        otherwise the smallest margin of the ladder ``0.05 ... 1.0`` at which every sampled
-        pair meets both ways, one rung up, and at least ``0.15``.
+        otherwise the smallest margin of the ladder ``0.05 ... 1.0`` at which 99.5 % of the
+        sampled pairs within twice ``threshold`` meet both ways (margins as multiples of that
+        radius), one rung up, and at least ``0.15``.
     """
     if partition.n_cells == 1 or len(sample) == 0 or threshold <= 0:
         return EXACT_HOME_MARGIN
@@ -127,13 +139,16 @@ def home_margin(
     row, cell, _, _ = route_entries(partition, rows, margin=EXACT_HOME_MARGIN * threshold)
     if len(row) <= _CHEAP_ENTRIES_PER_ROW * len(sample):
         return EXACT_HOME_MARGIN
-    a, b = _sampled_pairs(partition, x, starts, members, sample, rows, row, cell, threshold)
+    radius = _PAIR_RADIUS * threshold
+    if _PAIR_RADIUS != 1.0:
+        row, cell, _, _ = route_entries(partition, rows, margin=radius)
+    a, b = _sampled_pairs(partition, x, starts, members, sample, rows, row, cell, radius)
     if len(a) > _MAX_PAIRS_PER_ROW * len(sample):
         keep = np.sort(np.random.default_rng([int(seed), 0x40E]).choice(
             len(a), _MAX_PAIRS_PER_ROW * len(sample), replace=False))  # fmt: skip
         a, b = a[keep], b[keep]
     for rung, margin in enumerate(_LADDER):
-        if _pairs_meet(partition, x, home, sample, a, b, margin * threshold):
+        if _met_fraction(partition, x, home, sample, a, b, margin * radius) >= _MEET_FRACTION:
             return max(_LADDER[min(rung + 1, len(_LADDER) - 1)], _FLOOR)
     return EXACT_HOME_MARGIN
 
@@ -169,7 +184,7 @@ def _sampled_pairs(
     return np.concatenate(found_a), np.concatenate(found_b)
 
 
-def _pairs_meet(
+def _met_fraction(
     partition: Partition,
     x: np.ndarray,
     home: np.ndarray,
@@ -177,17 +192,17 @@ def _pairs_meet(
     a: np.ndarray,
     b: np.ndarray,
     margin: float,
-) -> bool:
-    """Whether, routed as queries with ``margin``, every sampled row ``sample[a]`` reaches the
-    home of its pair ``b`` and every ``b`` the home of ``sample[a]``."""
+) -> float:
+    """The fraction of the sampled pairs, taken both ways, whose query side reaches the other
+    side's home when routed with ``margin``: ``sample[a]`` that of ``b``, ``b`` that of
+    ``sample[a]`` (1.0 when there are none)."""
     if len(a) == 0:
-        return True
+        return 1.0
     cells = np.int64(partition.n_cells)
+    met = 0
     for queries, targets in ((sample[a], b), (b, sample[a])):
         distinct, which = np.unique(queries, return_inverse=True)
         row, cell, _, _ = route_entries(partition, x[distinct], margin=margin)
-        reached = row * cells + cell
         wanted = which.astype(np.int64) * cells + home[targets]
-        if not np.all(np.isin(wanted, reached)):
-            return False
-    return True
+        met += int(np.count_nonzero(np.isin(wanted, row * cells + cell)))
+    return met / (2 * len(a))

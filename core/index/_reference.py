@@ -176,7 +176,8 @@ class ReferenceIndex:
             The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, each
             reference row listed in its home cell, every scored batch routed to its cells
             with the automatic margin and joined exactly; ``Cells(margin=0.5)`` lists the
-            rows within the margin too, as ``find_duplicates``, and finds every pair provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
+            rows within the margin too, as ``find_duplicates``, and finds every pair
+            provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
             ``"annoy"``/``neardup.Annoy(n_trees=..., n_jobs=..., query_jobs=...)`` (annoy
             proposes candidates, as indexes saved by earlier versions).
         seed:

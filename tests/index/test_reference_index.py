@@ -536,3 +536,31 @@ def test_a_format_3_cells_index_still_loads_and_scores_as_before(data, tmp_path)
         _same_leakage(old.score(test), expected)
         old.save(path, overwrite=True)
         _same_leakage(ReferenceIndex.load(path).score(test), expected)
+
+
+FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="make system-deps installs Fashion-MNIST")
+def test_the_automatic_margin_finds_every_close_pair_of_real_pixels():
+    """Fashion-MNIST pixels (784 features, partitioned through a projection): close pairs are
+    sparse there (29 of 4,000 test images within 0.12 of 20,000 train images), so the margin is
+    judged on the sampled pairs within twice the threshold; with those within it alone it chose
+    0.15 and missed test images at 0.12 and 0.15."""
+    import gzip
+
+    def images(name: str, n: int) -> np.ndarray:
+        with gzip.open(FASHION / name) as fh:
+            raw = np.frombuffer(fh.read(16 + n * 784), np.uint8, offset=16)
+        return raw.reshape(n, 784).astype(np.float32) / 255
+
+    train = images("train-images-idx3-ubyte.gz", 20_000)
+    test = images("t10k-images-idx3-ubyte.gz", 4_000)
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    nearest = np.sqrt(np.maximum(2 - 2 * (b @ a.T).max(axis=1), 0))
+    for t in (0.12, 0.15):
+        index = ReferenceIndex.build(train, threshold=Distance(t))
+        truth = set(np.flatnonzero(nearest <= t - 1e-5).tolist())
+        assert len(truth) >= 25
+        assert truth <= set(index.score(test).positions), index.settings["margin_used"]
