@@ -52,10 +52,10 @@ _MAX_PAIRS_PER_ROW = 64
 _HOME_ROWS = 65_536
 
 
-def _scores(x: np.ndarray, centres: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
-    """``(m, c)`` float32 ``|x - c|^2 - |x|^2`` (the row's own norm cancels in an argmin)."""
-    scores = x @ centres.T
-    scores *= -2.0
+def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
+    """``(m, c)`` float32 ``|x - c|^2 - |x|^2`` (the row's own norm cancels in an argmin), from
+    the centres times ``-2`` (``(c, d)``) and their squared norms."""
+    scores = x @ minus_twice.T
     scores += sq_centres[None, :]
     return scores
 
@@ -66,6 +66,8 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
     home = np.empty(len(x), dtype=np.int64)
     sq_coarse = squared_norms(partition.coarse)
     sq_leaves = squared_norms(partition.centroids)
+    coarse_centres = partition.coarse * np.float32(-2.0)
+    leaf_centres = partition.centroids * np.float32(-2.0)
     n_coarse = len(partition.coarse)
     for start in range(0, len(x), _HOME_ROWS):
         block = np.ascontiguousarray(
@@ -74,7 +76,7 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
         if n_coarse == 1:
             coarse = np.zeros(len(block), dtype=np.int64)
         else:
-            coarse = np.argmin(_scores(block, partition.coarse, sq_coarse), axis=1)
+            coarse = np.argmin(_scores(block, coarse_centres, sq_coarse), axis=1)
         order = np.argsort(coarse, kind="stable")
         bounds = np.searchsorted(coarse[order], np.arange(n_coarse + 1))
         for c in range(n_coarse):
@@ -85,7 +87,7 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
             if leaves.stop - leaves.start == 1:
                 home[start + at] = leaves.start
                 continue
-            scores = _scores(block[at], partition.centroids[leaves], sq_leaves[leaves])
+            scores = _scores(block[at], leaf_centres[leaves], sq_leaves[leaves])
             home[start + at] = np.argmin(scores, axis=1) + leaves.start
     return home
 

@@ -25,28 +25,21 @@ def close_pairs(
     q: np.ndarray,
     r: np.ndarray,
     threshold: float,
-    sq_r: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
-    (``sq_r``: the squared norms of ``r``, when known)."""
+    (``q``: a few rows, ``r``: many; the product is ``(len(q), len(r))``)."""
     sq_q = squared_norms(q)
-    sq_r = squared_norms(r) if sq_r is None else sq_r
+    sq_r = squared_norms(r)
     slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
     limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
-    # one product gives |r|^2 - 2 q.r = |q - r|^2 - |q|^2: rows [q, 1] times columns [-2 r, |r|^2]
-    left = np.empty((len(q), q.shape[1] + 1), dtype=np.float32)
-    left[:, :-1] = q
-    left[:, -1] = 1.0
-    right = np.empty((len(r), r.shape[1] + 1), dtype=np.float32)
-    np.multiply(r, -2.0, out=right[:, :-1])
-    right[:, -1] = sq_r
+    minus_twice = q * np.float32(-2.0)  # the product gives -2 q.r; |r|^2 is added after
     step = max(1, _PRODUCT_ENTRIES // len(r))
     found_a, found_b = [], []
     for start in range(0, len(q), step):
-        d2 = left[start : start + step] @ right.T
-        bound = limit[start : start + step]
+        d2 = minus_twice[start : start + step] @ r.T
+        d2 += sq_r[None, :]  # |q - r|^2 - |q|^2
         # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
-        a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
+        a, b = np.divmod(np.flatnonzero(d2 <= limit[start : start + step, None]), len(r))
         found_a.append(a + start)
         found_b.append(b)
     a, b = np.concatenate(found_a), np.concatenate(found_b)
