@@ -485,11 +485,12 @@ class ReferenceIndex:
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
         """Open an index written by :meth:`save` (vectors, and annoy's index, memory-mapped).
 
-        Reads format 3 (cells or annoy) and the annoy indexes of formats 1 and 2. Every file's
-        size, and the SHA-256 of the cells, ``index.ann`` and the small files, are checked
-        against ``meta.json`` before anything is read: a damaged or substituted file is
-        refused with :class:`NeardupInputError`, never handed to annoy. A save that swaps in
-        a new generation while this runs makes it read the new ``meta.json`` again.
+        Reads formats 4 and 3 (cells or annoy; format 3 kept the cells' rows in row order)
+        and the annoy indexes of formats 1 and 2. Every file's size, and the SHA-256 of the
+        cells, ``index.ann`` and the small files, are checked against ``meta.json`` before
+        anything is read: a damaged or substituted file is refused with
+        :class:`NeardupInputError`, never handed to annoy. A save that swaps in a new
+        generation while this runs makes it read the new ``meta.json`` again.
         """
         path = Path(path)
         for _ in range(LOAD_ATTEMPTS):
