@@ -14,8 +14,9 @@ screen with a generous slack) and every candidate's exact distance decides.
 
 Which pairs are found: rows listed at home, a query meets every reference row within ``t``
 with a margin of the whole threshold ``t`` (``_home``); the automatic margin is smaller, the
-smallest that joins every close pair of a seeded sample of the reference both ways, so pairs
-that cross a boundary at a steep angle can in principle be missed. Rows listed with a margin
+smallest at which 99.5 % of the close pairs (within ``2 t``) of a seeded sample of the
+reference meet both ways, one step up, so pairs that cross a boundary at a steep angle can in
+principle be missed. Rows listed with a margin
 too: for ``|q - r| <= t`` whose nearest cells differ, their distances to the bisector of the
 two cells add up to at most ``t``, so one of them lies within ``t / 2`` of it and reaches the
 other's nearest cell (applied at the coarse level first, then to the leaves of the coarse cell
@@ -120,7 +121,7 @@ class CellEngine:
     @staticmethod
     def graph(x: np.ndarray, backend: Cells, *, k: int, seed: int) -> NeighborGraph:
         """Exact ``k`` nearest neighbours (among all rows) of a seeded sample of ``x``: the
-        threshold's statistics and the automatic margin's sampled pairs."""
+        threshold's statistics."""
         return backend.neighbor_graph(Rows.from_matrix(x), k, seed=seed)
 
     @classmethod

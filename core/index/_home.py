@@ -144,11 +144,10 @@ def home_margin(
     radius = _PAIR_RADIUS * threshold
     if _PAIR_RADIUS != 1.0:
         row, cell, _, _ = route_entries(partition, rows, margin=radius)
-    a, b = _sampled_pairs(partition, x, starts, members, sample, rows, row, cell, radius)
-    if len(a) > _MAX_PAIRS_PER_ROW * len(sample):
-        keep = np.sort(np.random.default_rng([int(seed), 0x40E]).choice(
-            len(a), _MAX_PAIRS_PER_ROW * len(sample), replace=False))  # fmt: skip
-        a, b = a[keep], b[keep]
+    a, b = _sampled_pairs(
+        partition, x, starts, members, sample, rows, row, cell, radius,
+        keep=_MAX_PAIRS_PER_ROW * len(sample), seed=seed,
+    )  # fmt: skip
     for rung, margin in enumerate(_LADDER):
         if _met_fraction(partition, x, home, sample, a, b, margin * radius) >= _MEET_FRACTION:
             return max(_LADDER[min(rung + 1, len(_LADDER) - 1)], _FLOOR)
@@ -165,10 +164,15 @@ def _sampled_pairs(
     row: np.ndarray,
     cell: np.ndarray,
     threshold: float,
+    *,
+    keep: int,
+    seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(a, b)``: every pair of a sampled row ``sample[a]`` and another row ``b`` (global)
+    """``(a, b)``: the pairs of a sampled row ``sample[a]`` and another row ``b`` (global)
     within ``threshold``, found among the rows at home in the coarse cells that the sampled
-    rows' routing at the whole threshold (``row``, ``cell`` entries) reaches."""
+    rows' routing at ``threshold`` (``row``, ``cell`` entries) reaches: all of them, or a
+    seeded subset of ``keep`` pairs when there are more (a huge threshold: memory stays
+    bounded; the subset does not depend on the order the cells are visited)."""
     coarse = partition.parent[cell]
     key = np.unique(coarse * len(rows) + row)  # (coarse cell, sampled row), each once
     coarse, row = np.divmod(key, len(rows))
@@ -183,7 +187,25 @@ def _sampled_pairs(
         own = sample[at[pa]] != other
         found_a.append(at[pa][own])
         found_b.append(other[own])
-    return np.concatenate(found_a), np.concatenate(found_b)
+        if sum(len(part) for part in found_a) > 4 * keep:
+            kept_a, kept_b = _subset(found_a, found_b, len(x), keep, seed)
+            found_a, found_b = [kept_a], [kept_b]
+    return _subset(found_a, found_b, len(x), keep, seed)
+
+
+def _subset(
+    found_a: list[np.ndarray], found_b: list[np.ndarray], n: int, keep: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The pairs ``(a, b)`` found so far, concatenated: all of them, or the ``keep`` whose
+    seeded pseudo-random key (a hash of the pair) is smallest."""
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    if len(a) <= keep:
+        return a, b
+    key = (a.astype(np.uint64) * np.uint64(n) + b.astype(np.uint64)) ^ np.uint64(seed)
+    key *= np.uint64(0x9E3779B97F4A7C15)  # multiplicative hash (wraps modulo 2**64)
+    key ^= key >> np.uint64(29)
+    chosen = np.sort(np.argpartition(key, keep - 1)[:keep])
+    return a[chosen], b[chosen]
 
 
 def _met_fraction(

@@ -564,3 +564,13 @@ def test_the_automatic_margin_finds_every_close_pair_of_real_pixels():
         truth = set(np.flatnonzero(nearest <= t - 1e-5).tolist())
         assert len(truth) >= 25
         assert truth <= set(index.score(test).positions), index.settings["margin_used"]
+
+
+def test_a_huge_threshold_keeps_the_margin_sample_bounded(data):
+    """With every row within the threshold of every other, the margin's sampled pairs are a
+    seeded subset (64 per sampled row), not all of them; the index still flags every query."""
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train, threshold=Distance(1.9), backend=Cells(cell_size=16))
+    assert index.settings["entries_per_row"] == 1.0
+    assert index.score(test).count == len(test)
+    assert index.settings["margin_used"] >= 0.15
