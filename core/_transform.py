@@ -97,7 +97,15 @@ class Transform:
         out = np.empty((sum(len(a) for a in arrays), self.dim), dtype=np.float32)
         start = 0
         for block in _blocks(arrays):
-            out[start : start + len(block)] = self.apply(block)
+            target = out[start : start + len(block)]
+            if self.reducer is None:  # straight into the output: one copy of the rows, not two
+                target[...] = block
+                if self.normalize == "column":
+                    target /= self.column_norms
+                else:
+                    normalize_inplace(target, self.normalize)
+            else:
+                target[...] = self.apply(block)
             start += len(block)
         return out
 

@@ -30,7 +30,7 @@ from ..search import (
     row_distances,
 )
 from ._annoy_file import check_annoy_file
-from ._storage import ANNOY, corrupt, fsync_file
+from ._storage import ANNOY, corrupt, fsync_file, write_file
 
 __all__ = ["AnnoyEngine", "nearest_candidate"]
 
@@ -113,6 +113,10 @@ class AnnoyEngine:
         row, dist = nearest_candidate(found, distances)
         hit = dist <= threshold
         return np.where(hit, row, -1), np.where(hit, dist, np.float32(np.inf)).astype(np.float32)
+
+    def write_vectors(self, target: Path) -> None:
+        """Write ``vectors.npy`` (fsynced), in row order."""
+        write_file(target, lambda fh: np.save(fh, self.vectors, allow_pickle=False))
 
     def write(self, folder: Path) -> None:
         """Write ``index.ann`` into ``folder`` (fsynced)."""

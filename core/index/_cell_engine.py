@@ -2,23 +2,25 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``), then every reference row listed in its nearest cell and in each cell whose
-boundary lies within the spill margin (``Cells.route``). Only the cells are stored: centres,
-and per cell the reference rows it lists (``(E,)`` row numbers, ``E`` about N times the rows
-per row the margin costs); the rows themselves are ``vectors.npy``, stored once.
+(``Cells.fit``), then every reference row listed in its home cell, its nearest leaf of its
+nearest coarse cell (``_home``), with the automatic margin (``Cells(margin=None)``, the
+default); with a given margin, also in each cell whose boundary lies within it
+(``route_entries``). Only the cells are stored: centres, and per cell the reference rows it
+lists (``(E,)`` row numbers; ``E = N`` at home); the rows themselves are ``vectors.npy``.
 
-Score: each query row goes to its nearest cell and to every cell within the same margin; in
-each cell the queries are compared with the listed reference rows by one matrix product (a
-float32 screen with a generous slack) and every candidate's exact distance decides.
+Score: each query row goes to its nearest cell and to every cell within the margin; in each
+cell the queries are compared with the listed reference rows by one matrix product (a float32
+screen with a generous slack) and every candidate's exact distance decides.
 
-Why this finds every pair with a margin of half the threshold ``t``: for a query ``q`` and a
-reference row ``r`` with ``|q - r| <= t`` whose nearest cells differ, their distances to the
-bisector of the two cells add up to at most ``t``, so one of them lies within ``t / 2`` of it
-and is listed in the other's nearest cell (applied at the coarse level first, then to the
-leaves of the coarse cell they share). The automatic margin (``Cells(margin=None)``) is
-smaller where ``t / 2`` would copy each row into many cells: it is the smallest margin that
-joins every close pair of a seeded sample of the reference (``neardup.search``), so pairs that
-cross a boundary at a steep angle can in principle be missed; ``Cells(margin=0.5)`` is exact.
+Which pairs are found: rows listed at home, a query meets every reference row within ``t``
+with a margin of the whole threshold ``t`` (``_home``); the automatic margin is smaller, the
+smallest at which 99.5 % of the close pairs (within ``2 t``) of a seeded sample of the
+reference meet both ways, one step up, so pairs that cross a boundary at a steep angle can in
+principle be missed. Rows listed with a margin
+too: for ``|q - r| <= t`` whose nearest cells differ, their distances to the bisector of the
+two cells add up to at most ``t``, so one of them lies within ``t / 2`` of it and reaches the
+other's nearest cell (applied at the coarse level first, then to the leaves of the coarse cell
+they share): ``Cells(margin=0.5)`` is exact.
 """
 
 from __future__ import annotations
@@ -35,23 +37,18 @@ from ..search import (
     Partition,
     Rows,
     blas_threads,
-    exact_pair_distances,
     route_entries,
     sample_rows,
 )
-from ._storage import CELLS, corrupt, write_file
+from ._home import home_cells, home_margin, list_homes
+from ._products import NearestScreen, pair_distances, squared_norms
+from ._storage import CELLS, corrupt, write_file, write_rows_in_order
 
 __all__ = ["CellEngine", "check_cells_backend"]
 
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
 _QUERY_BYTES = 64 << 20
-#: entries of one (queries, reference rows) product in a cell (64 MB of float32).
-_PRODUCT_ENTRIES = 16 << 20
-#: close rows per sampled row above which the margin's sample falls back to the kNN graph.
-_MAX_CLOSE_PER_ROW = 64
-#: relative float32 slack of the product screen (times the largest squared row norm).
-_SCREEN_SLACK = 1e-4
 
 
 def check_cells_backend(backend: Cells) -> None:
@@ -79,6 +76,10 @@ class CellEngine:
         ``(E,)`` int32 or int64 reference rows, grouped by cell.
     vectors:
         ``(N, d)`` float32 transformed reference rows (may be a read-only memmap).
+    in_cell_order:
+        ``vectors`` hold the rows in the order of ``members`` (each row listed once): cell
+        ``c``'s rows are the slice ``vectors[starts[c]:starts[c + 1]]``, no gather (an index
+        saved with rows listed at home, format 4); otherwise ``vectors[r]`` is row ``r``.
     """
 
     name = "cells"
@@ -93,22 +94,24 @@ class CellEngine:
         members: np.ndarray,
         vectors: np.ndarray,
         blas_threads: int | None = 1,
+        in_cell_order: bool = False,
     ) -> None:
         self.partition = partition
         self.margin = float(margin)
         self.starts = starts
         self.members = members
         self.vectors = vectors
+        self.in_cell_order = bool(in_cell_order)
         self._blas_threads = blas_threads
         self._sq: np.ndarray | None = None  # squared norms of the vectors, once scored
 
     def _norms(self) -> np.ndarray:
-        """``(N,)`` float32 squared norms of the reference rows (computed once, blocked)."""
+        """``(N,)`` float32 squared norms of ``vectors`` (computed once, blocked)."""
         if self._sq is None:
             sq = np.empty(len(self.vectors), dtype=np.float32)
             step = max(1, _QUERY_BYTES // (4 * max(1, self.vectors.shape[1])))
             for start in range(0, len(sq), step):
-                sq[start : start + step] = _squared_norms(
+                sq[start : start + step] = squared_norms(
                     np.asarray(self.vectors[start : start + step])
                 )
             self._sq = sq
@@ -118,75 +121,43 @@ class CellEngine:
     @staticmethod
     def graph(x: np.ndarray, backend: Cells, *, k: int, seed: int) -> NeighborGraph:
         """Exact ``k`` nearest neighbours (among all rows) of a seeded sample of ``x``: the
-        threshold's statistics and the automatic margin's sampled pairs."""
+        threshold's statistics."""
         return backend.neighbor_graph(Rows.from_matrix(x), k, seed=seed)
-
-    @staticmethod
-    def close_pairs_graph(
-        x: np.ndarray, backend: Cells, *, threshold: float, seed: int
-    ) -> NeighborGraph | None:
-        """Every row within ``threshold`` of each row of the seeded sample :meth:`graph`
-        would take (padded with ``-1``/``inf``): all that the automatic margin reads, for a
-        fixed threshold, at the cost of one threshold join instead of a kNN search. ``None``
-        when the sampled rows have more than ``_MAX_CLOSE_PER_ROW`` close rows each on
-        average (a threshold that large: use :meth:`graph`)."""
-        seed = backend.seed if backend.seed is not None else seed
-        sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
-        queries = np.ascontiguousarray(x[sample])
-        step = max(1, _PRODUCT_ENTRIES // max(1, len(sample)))
-        found_a, found_b, found_d = [], [], []
-        count = 0
-        for start in range(0, len(x), step):
-            a, b, dist = _close(queries, np.asarray(x[start : start + step]), threshold)
-            own = sample[a] != b + start
-            found_a.append(a[own])
-            found_b.append(b[own] + start)
-            found_d.append(dist[own])
-            count += int(own.sum())
-            if count > _MAX_CLOSE_PER_ROW * len(sample):
-                return None
-        a, b, dist = (np.concatenate(parts) for parts in (found_a, found_b, found_d))
-        order = np.lexsort((b, dist, a))
-        a, b, dist = a[order], b[order], dist[order]
-        counts = np.bincount(a, minlength=len(sample))
-        width = max(1, int(counts.max()) if len(counts) else 1)
-        rank = np.arange(len(a)) - np.repeat(np.cumsum(counts) - counts, counts)
-        indices = np.full((len(sample), width), -1, dtype=np.int64)
-        distances = np.full((len(sample), width), np.inf, dtype=np.float32)
-        indices[a, rank] = b
-        distances[a, rank] = dist
-        return NeighborGraph(indices, distances, backend="cells", rows=sample, total_rows=len(x))
 
     @classmethod
     def build(
-        cls,
-        x: np.ndarray,
-        backend: Cells,
-        *,
-        graph: NeighborGraph | None,
-        threshold: float,
-        seed: int,
+        cls, x: np.ndarray, backend: Cells, *, threshold: float, seed: int
     ) -> tuple[CellEngine, float]:
         """Partition ``x`` (``(N, d)`` float32) and list every row in its cells.
 
-        Returns the engine and the margin used, as a multiple of ``threshold`` (from
-        ``backend.margin``, or chosen on ``graph``'s close pairs when that is ``None``).
+        With the automatic margin (``backend.margin=None``) every row is listed once, in its
+        home cell, and the margin routes the queries alone (``neardup.index._home``: chosen
+        on the close pairs of a seeded sample of rows). With a given margin every row is
+        also listed in the cells within it, as the queries are (0.5 finds every pair).
+
+        Returns the engine and the margin used, as a multiple of ``threshold``.
         """
         rows = Rows.from_matrix(x)
         seed = backend.seed if backend.seed is not None else seed
         with blas_threads(backend.blas_threads):
             partition = backend.fit(rows, seed=seed)
-            if backend.margin is not None or graph is None:
-                multiple = 0.5 if backend.margin is None else float(backend.margin)
+            if backend.margin is None:
+                home = home_cells(partition, x)
+                starts, members = list_homes(home, partition.n_cells)
+                sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
+                multiple = home_margin(
+                    partition, x, home, starts, members, sample, threshold, seed=seed
+                )
+                del home
             else:
-                multiple = backend.margin_for(rows, partition, graph, threshold)
-            row, cell = _list_rows(partition, x, multiple * threshold)
-        starts = np.searchsorted(cell, np.arange(partition.n_cells + 1)).astype(np.int64)
+                multiple = float(backend.margin)
+                members, cell = _list_rows(partition, x, multiple * threshold)
+                starts = np.searchsorted(cell, np.arange(partition.n_cells + 1))
         engine = cls(
             partition,
             margin=multiple * threshold,
-            starts=starts,
-            members=row,
+            starts=starts.astype(np.int64),
+            members=members,
             vectors=x,
             blas_threads=backend.blas_threads,
         )
@@ -231,26 +202,33 @@ class CellEngine:
             q_row, q_cell = q_row[order], q_cell[order]
             cells, first = np.unique(q_cell, return_index=True)
             bounds = np.r_[first, len(q_cell)]
-            found_q, found_r, found_d = [], [], []
+            screen = NearestScreen(queries, threshold, float(sq.max()) if len(sq) else 0.0)
+            found_q, found_r = [], []
+            starts = self.starts.tolist()
+            vectors = np.asarray(self.vectors)  # a plain view of a memory map: cheaper slices
             for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-                listed = self.members[self.starts[c] : self.starts[c + 1]]
-                if len(listed) == 0:
+                first_row, stop = starts[c], starts[c + 1]
+                if stop == first_row:
                     continue
                 at = q_row[lo:hi]
-                a, b, dist = _close(
-                    queries[at],
-                    np.asarray(self.vectors[listed]),
-                    threshold,
-                    sq[listed],
-                    nearest_only=True,
-                )
+                if self.in_cell_order:  # the cell's rows are one slice: no gather
+                    rows, sq_rows = vectors[first_row:stop], sq[first_row:stop]
+                else:
+                    listed = self.members[first_row:stop]
+                    rows, sq_rows = vectors[listed], sq[listed]
+                a, b = screen.candidates(at, rows, sq_rows)
                 if len(a):
                     found_q.append(at[a])
-                    found_r.append(listed[b].astype(np.int64))
-                    found_d.append(dist)
+                    found_r.append(b + first_row if self.in_cell_order else listed[b])
         if not found_q:
             return best_row, best_dist
-        q, r, d = (np.concatenate(parts) for parts in (found_q, found_r, found_d))
+        # r: positions in vectors, then reference rows
+        q, r = np.concatenate(found_q), np.concatenate(found_r).astype(np.int64)
+        d = pair_distances(self.vectors, r, queries, q)
+        keep = d <= np.float32(threshold)
+        q, r, d = q[keep], r[keep], d[keep]
+        if self.in_cell_order:
+            r = self.members[r].astype(np.int64)
         order = np.lexsort((r, d, q))
         q, r, d = q[order], r[order], d[order]
         first_of_query = np.r_[True, q[1:] != q[:-1]]
@@ -259,6 +237,11 @@ class CellEngine:
         return best_row, best_dist
 
     # ------------------------------------------------------------------ save / load
+    @property
+    def listed_once(self) -> bool:
+        """Every reference row is listed in exactly one cell (the home listing)."""
+        return len(self.members) == len(self.vectors)
+
     def write(self, folder: Path) -> None:
         """Write ``cells.npz`` into ``folder`` (fsynced)."""
         arrays = {
@@ -267,7 +250,17 @@ class CellEngine:
             "members": self.members,
             "margin": np.float64(self.margin),
         }
+        if self.listed_once:
+            arrays["in_cell_order"] = np.bool_(True)
         write_file(folder / CELLS, lambda fh: np.savez(fh, **arrays))
+
+    def write_vectors(self, target: Path) -> None:
+        """Write ``vectors.npy`` (fsynced): in cell order when every row is listed once (a
+        cell is then one slice of the mapped file when scored), else in row order."""
+        if not self.listed_once or self.in_cell_order:
+            write_file(target, lambda fh: np.save(fh, self.vectors, allow_pickle=False))
+            return
+        write_file(target, lambda fh: write_rows_in_order(fh, self.vectors, self.members))
 
     @classmethod
     def open(
@@ -281,9 +274,12 @@ class CellEngine:
             starts = np.asarray(arrays["starts"])
             members = np.asarray(arrays["members"])
             margin = float(arrays["margin"])
+            in_cell_order = bool(arrays.get("in_cell_order", False))
         except (OSError, ValueError, KeyError, TypeError, EOFError) as err:
             raise corrupt(path, f"{CELLS} cannot be read ({err})") from err
         _check_cells(path, partition, starts, members, margin, vectors.shape)
+        if in_cell_order and not _is_permutation(members, len(vectors)):
+            raise corrupt(path, f"{CELLS} holds rows in cell order that are not each row once")
         return cls(
             partition,
             margin=margin,
@@ -291,6 +287,7 @@ class CellEngine:
             members=members,
             vectors=vectors,
             blas_threads=settings.get("blas_threads", 1),
+            in_cell_order=in_cell_order,
         )
 
 
@@ -311,57 +308,9 @@ def _list_rows(
     return row[order], cell[order]
 
 
-def _close(
-    q: np.ndarray,
-    r: np.ndarray,
-    threshold: float,
-    sq_r: np.ndarray | None = None,
-    *,
-    nearest_only: bool = False,
-):
-    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
-    (``sq_r``: the squared norms of ``r``, when known). ``nearest_only``: only each query's
-    nearest rows (and near-ties within the screen's slack), however many are within."""
-    sq_q = _squared_norms(q)
-    sq_r = _squared_norms(r) if sq_r is None else sq_r
-    slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
-    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
-    # one product gives |r|^2 - 2 q.r = |q - r|^2 - |q|^2: rows [q, 1] times columns [-2 r, |r|^2]
-    left = np.empty((len(q), q.shape[1] + 1), dtype=np.float32)
-    left[:, :-1] = q
-    left[:, -1] = 1.0
-    right = np.empty((len(r), r.shape[1] + 1), dtype=np.float32)
-    np.multiply(r, -2.0, out=right[:, :-1])
-    right[:, -1] = sq_r
-    step = max(1, _PRODUCT_ENTRIES // len(r))
-    found_a, found_b = [], []
-    for start in range(0, len(q), step):
-        d2 = left[start : start + step] @ right.T
-        bound = limit[start : start + step]
-        if nearest_only:
-            bound = np.minimum(bound, d2.min(axis=1) + 2 * slack)
-        # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
-        a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(r))
-        found_a.append(a + start)
-        found_b.append(b)
-    a, b = np.concatenate(found_a), np.concatenate(found_b)
-    dist = _pair_distances(r, b, q, a)
-    keep = dist <= np.float32(threshold)
-    return a[keep], b[keep], dist[keep]
-
-
-def _pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a time."""
-    step = max(1, _QUERY_BYTES // (4 * max(1, r.shape[1])))
-    out = np.empty(len(a), dtype=np.float32)
-    for start in range(0, len(a), step):
-        stop = start + step
-        out[start:stop] = exact_pair_distances(r[b[start:stop]], q[a[start:stop]])
-    return out
-
-
-def _squared_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+def _is_permutation(members: np.ndarray, size: int) -> bool:
+    """``members`` (checked within ``[0, size)``) holds every row of ``range(size)`` once."""
+    return len(members) == size and bool(np.all(np.bincount(members, minlength=size) == 1))
 
 
 def _check_cells(

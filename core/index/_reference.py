@@ -5,9 +5,10 @@ on the reference alone, the threshold is resolved once on the reference's neighb
 transformed rows are indexed by an engine:
 
 - ``Cells()`` (the default, ``_cell_engine``): k-means cells fitted on a seeded sample, each
-  reference row listed in its nearest cell and in the cells within the spill margin; a scored
-  batch is routed to its cells and joined exactly there. The threshold's statistics come from
-  the exact kNN of a seeded sample of reference rows, as in ``find_duplicates``.
+  reference row listed once, in its home cell (``_home``; with a given ``Cells(margin=...)``
+  also in the cells within it); a scored batch is routed to its cells with the margin and
+  joined exactly there. The threshold's statistics come from the exact kNN of a seeded sample
+  of reference rows, as in ``find_duplicates``.
 - ``Annoy(...)`` (``_annoy_engine``): annoy proposes candidates, exact distances decide; the
   format of indexes saved by earlier versions (format 1 and 2), which ``load`` still reads.
 
@@ -172,9 +173,11 @@ class ReferenceIndex:
             Neighbours per sampled row for the threshold's statistics (and, with ``Annoy``,
             candidates per scored sample).
         backend:
-            The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, every
-            scored batch routed to its cells and joined exactly; ``Cells(margin=0.5)`` finds
-            every pair provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
+            The engine: ``"auto"``/``neardup.Cells(...)`` (the default: k-means cells, each
+            reference row listed in its home cell, every scored batch routed to its cells
+            with the automatic margin and joined exactly; ``Cells(margin=0.5)`` lists the
+            rows within the margin too, as ``find_duplicates``, and finds every pair
+            provably), ``"exact"``/``neardup.Exact()`` (one cell: brute force), or
             ``"annoy"``/``neardup.Annoy(n_trees=..., n_jobs=..., query_jobs=...)`` (annoy
             proposes candidates, as indexes saved by earlier versions).
         seed:
@@ -235,12 +238,8 @@ class ReferenceIndex:
             if needs_graph:
                 graph = CellEngine.graph(x, engine_backend, k=k, seed=seed)
             resolved = resolve_threshold(strategy, graph or _no_graph(k), normalize)
-            if graph is None and engine_backend.margin is None:  # the margin's sampled pairs
-                graph = CellEngine.close_pairs_graph(
-                    x, engine_backend, threshold=resolved.value, seed=seed
-                ) or CellEngine.graph(x, engine_backend, k=k, seed=seed)
             engine, multiple = CellEngine.build(
-                x, engine_backend, graph=graph, threshold=resolved.value, seed=seed
+                x, engine_backend, threshold=resolved.value, seed=seed
             )
             engine_settings = {
                 **engine_backend.settings(),
@@ -471,7 +470,7 @@ class ReferenceIndex:
 
     def _write_generation(self, folder: Path) -> dict[str, dict[str, Any]]:
         """Write every file of the index into the new ``folder``; return sizes and digests."""
-        write_file(folder / VECTORS, lambda fh: np.save(fh, self._vectors, allow_pickle=False))
+        self._engine.write_vectors(folder / VECTORS)
         write_file(folder / IDS, lambda fh: np.save(fh, self._ids, allow_pickle=False))
         if self._labels is not None:
             write_file(folder / LABELS, lambda fh: np.save(fh, self._labels, allow_pickle=False))
@@ -486,11 +485,12 @@ class ReferenceIndex:
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
         """Open an index written by :meth:`save` (vectors, and annoy's index, memory-mapped).
 
-        Reads format 3 (cells or annoy) and the annoy indexes of formats 1 and 2. Every file's
-        size, and the SHA-256 of the cells, ``index.ann`` and the small files, are checked
-        against ``meta.json`` before anything is read: a damaged or substituted file is
-        refused with :class:`NeardupInputError`, never handed to annoy. A save that swaps in
-        a new generation while this runs makes it read the new ``meta.json`` again.
+        Reads formats 4 and 3 (cells or annoy; format 3 kept the cells' rows in row order)
+        and the annoy indexes of formats 1 and 2. Every file's size, and the SHA-256 of the
+        cells, ``index.ann`` and the small files, are checked against ``meta.json`` before
+        anything is read: a damaged or substituted file is refused with
+        :class:`NeardupInputError`, never handed to annoy. A save that swaps in a new
+        generation while this runs makes it read the new ``meta.json`` again.
         """
         path = Path(path)
         for _ in range(LOAD_ATTEMPTS):

@@ -1,6 +1,6 @@
 """The on-disk format of a reference index: file names, ``meta.json``, generations, checks.
 
-Directory layout (format 3; no pickle anywhere, every array loads with ``allow_pickle=False``)::
+Directory layout (format 4; no pickle anywhere, every array loads with ``allow_pickle=False``)::
 
     meta.json        format version, neardup version, settings (``backend``: "cells" or
                      "annoy"), resolved threshold, sizes, the current generation and each of
@@ -9,10 +9,13 @@ Directory layout (format 3; no pickle anywhere, every array loads with ``allow_p
     generation-<id>/ the files below (format 1 had them beside meta.json; still readable)
       cells.npz      the cell engine (default): cell centres (``centroids``, ``parent``,
                      ``coarse``, ``projection`` for wide rows), ``starts`` (C + 1,) and
-                     ``members`` (E,) listing the reference rows of each cell, ``margin``
+                     ``members`` (E,) listing the reference rows of each cell, ``margin``;
+                     format 4: ``in_cell_order`` when every row is listed once (at home)
+                     and ``vectors.npy`` holds the rows in that order
       index.ann      or, for ``backend=Annoy(...)`` and formats 1 and 2 (always annoy): the
                      annoy index (euclidean) of the transformed reference rows
       vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
+                     (row ``s`` is reference row ``members[s]`` with ``in_cell_order``)
       transform.npz  the fitted transform: column norms and/or PCA mean and components
       ids.npy        (size,) reference ids: integers or unicode strings
       labels.npy     (size,) reference labels, when given
@@ -66,13 +69,15 @@ __all__ = [
     "storable",
     "verify_file",
     "write_file",
+    "write_rows_in_order",
 ]
 
-#: version of the on-disk layout (3: the engine in ``settings["backend"]``, cells by default;
-#: 2: files in a generation folder named by ``meta.json``, with sizes and digests, always
-#: annoy); :meth:`ReferenceIndex.load` also reads versions 1 and 2.
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+#: version of the on-disk layout (4: the cells' rows may be stored in cell order,
+#: ``in_cell_order``; 3: the engine in ``settings["backend"]``, cells by default; 2: files in
+#: a generation folder named by ``meta.json``, with sizes and digests, always annoy);
+#: :meth:`ReferenceIndex.load` also reads versions 1 to 3.
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 GENERATION_PREFIX = "generation-"
 LOCK = ".lock"
 #: times load re-reads meta.json when a concurrent save swapped the generation it named.
@@ -118,6 +123,24 @@ def write_file(target: Path, write: Any) -> None:
         write(fh)
         fh.flush()
         os.fsync(fh.fileno())
+
+
+#: bytes of rows gathered at once by write_rows_in_order.
+_WRITE_BYTES = 16 << 20
+
+
+def write_rows_in_order(fh: Any, rows: np.ndarray, order: np.ndarray) -> None:
+    """Write ``rows[order]`` (``(N, d)``, ``order`` a permutation) to ``fh`` as a ``.npy``
+    file, gathered 16 MB at a time (no second copy of the rows in memory)."""
+    header = {
+        "descr": np.lib.format.dtype_to_descr(rows.dtype),
+        "fortran_order": False,
+        "shape": (len(order), *rows.shape[1:]),
+    }
+    np.lib.format.write_array_header_1_0(fh, header)
+    step = max(1, _WRITE_BYTES // max(1, rows[:1].nbytes))
+    for start in range(0, len(order), step):
+        fh.write(np.ascontiguousarray(rows[order[start : start + step]]).data)
 
 
 def fsync_file(target: Path) -> None:

@@ -108,6 +108,8 @@ def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, backend
     assert index.settings["backend"] == {"auto": "cells"}.get(name, name)
     if name == "cells" and not isinstance(backend, str):
         assert index.settings["n_cells_used"] > 64  # two levels: coarse cells, then leaves
+    if name == "cells" and backend in ("auto", Cells(cell_size=16)):  # the automatic margin
+        assert index.settings["entries_per_row"] == 1.0  # each row listed once, at home
 
 
 def test_relative_threshold_is_resolved_once_on_the_reference(data):
@@ -195,7 +197,9 @@ def test_transform_fitted_on_the_reference_round_trips(data, tmp_path, normalize
     elif normalize == "row":
         x_train = x_train / np.linalg.norm(x_train, axis=1, keepdims=True)
         x_test = x_test / np.linalg.norm(x_test, axis=1, keepdims=True)
-    np.testing.assert_allclose(loaded._vectors, x_train, rtol=1e-4, atol=1e-5)
+    engine = loaded._engine  # rows listed once, at home, are stored in cell order
+    assert engine.in_cell_order and sorted(engine.members) == list(range(N_TRAIN))
+    np.testing.assert_allclose(loaded._vectors, x_train[engine.members], rtol=1e-4, atol=1e-5)
     d = cdist(x_test, x_train)
     oracle = np.flatnonzero(d.min(1) <= index.threshold.value)
     assert sorted(here.positions) == oracle.tolist()
@@ -318,7 +322,7 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 3"):
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 4"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
@@ -407,9 +411,9 @@ def test_an_annoy_index_saved_by_the_previous_version_still_loads_and_scores(tmp
     _same_leakage(rebuilt.score(queries, split="test"), got)  # the cells agree
     with pytest.raises(NeardupInputError, match="search_k=5 is too small for k=10"):
         old.score(queries, search_k=5)
-    old.save(path, overwrite=True)  # saved again: format 3, still annoy
+    old.save(path, overwrite=True)  # saved again: format 4, still annoy
     meta = json.loads((path / "meta.json").read_text())
-    assert meta["format_version"] == 3 and meta["settings"]["backend"] == "annoy"
+    assert meta["format_version"] == 4 and meta["settings"]["backend"] == "annoy"
     _same_leakage(ReferenceIndex.load(path).score(queries, split="test"), got)
 
 
@@ -441,6 +445,8 @@ def _rewrite_cells(path, change) -> None:
         (lambda a: a.update(members=a["members"].astype(np.float32)),
          "listed rows that are not integers"),
         (lambda a: a.pop("parent"), r"cells.npz cannot be read \('parent"),
+        (lambda a: a["members"].__setitem__(0, a["members"][1]),
+         "rows in cell order that are not each row once"),
     ],
 )  # fmt: skip
 def test_crafted_cells_are_refused(data, tmp_path, change, message):
@@ -475,3 +481,96 @@ def test_cells_find_every_pair_of_wide_rows_and_batches_do_not_matter():
         ids = np.arange(100) + 1000
         parts = [index.score(test[:37], ids=ids[:37]), index.score(test[37:], ids=ids[37:])]
         assert _pairs(*parts) == _pairs(index.score(test, ids=ids))
+
+
+def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
+    """The home listing's guarantee: queries routed with a margin of the whole threshold
+    reach the home cell of every reference row within it (two-level partition; every query at
+    0.99 t from a reference row in a random direction, so pairs cross boundaries)."""
+    from neardup.index._home import home_cells
+    from neardup.search import Rows, route_entries
+
+    rng = np.random.default_rng(4)
+    t = 0.3
+    ref = rng.normal(size=(3000, 16)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    step = rng.normal(size=(600, 16)).astype(np.float32)
+    queries = ref[:600] + 0.99 * t * step / np.linalg.norm(step, axis=1, keepdims=True)
+    partition = Cells(cell_size=16).fit(Rows.from_matrix(ref), seed=0)
+    assert len(partition.coarse) > 1  # two levels
+    home = home_cells(partition, ref)
+    qi, rj = np.nonzero(cdist(queries, ref) <= t)
+    missed = {}
+    for multiple in (1.0, 0.05):
+        row, cell, _, _ = route_entries(partition, queries, margin=multiple * t)
+        reached = set(zip(row.tolist(), cell.tolist()))
+        pairs = zip(qi.tolist(), home[rj].tolist())
+        missed[multiple] = sum(pair not in reached for pair in pairs)
+    assert missed[1.0] == 0
+    assert missed[0.05] > 0  # a small margin does miss some: the check can fail
+
+
+def test_a_format_3_cells_index_still_loads_and_scores_as_before(data, tmp_path):
+    """Format 3 stored the reference rows in row order and listed them in their cells (and,
+    within the margin, in the neighbouring ones); format 4 stores rows listed once in cell
+    order. Both load and score alike; saving a format 3 index again writes format 4."""
+    train, _, test, _, _ = data
+    for backend in (Cells(cell_size=64, margin=0.3), Cells(cell_size=64)):
+        index = ReferenceIndex.build(train, threshold=Distance(0.15), backend=backend)
+        expected = index.score(test)
+        path = index.save(tmp_path / "idx", overwrite=True)
+        meta = json.loads((path / "meta.json").read_text())
+        assert meta["format_version"] == 4
+        folder = path / meta["generation"]
+        with np.load(folder / "cells.npz") as npz:
+            members, in_cell_order = npz["members"], "in_cell_order" in npz.files
+        assert in_cell_order == (backend.margin is None)  # listed once: stored in cell order
+        if in_cell_order:  # rewrite it as format 3 did: rows in row order, no flag
+            np.save(folder / "vectors.npy", np.load(folder / "vectors.npy")[np.argsort(members)])
+            _rewrite_cells(path, lambda a: a.pop("in_cell_order"))
+            meta = json.loads((path / "meta.json").read_text())
+            meta["files"]["vectors.npy"]["sha256"] = None
+        (path / "meta.json").write_text(json.dumps({**meta, "format_version": 3}))
+        old = ReferenceIndex.load(path)
+        assert not old._engine.in_cell_order
+        _same_leakage(old.score(test), expected)
+        old.save(path, overwrite=True)
+        _same_leakage(ReferenceIndex.load(path).score(test), expected)
+
+
+FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="make system-deps installs Fashion-MNIST")
+def test_the_automatic_margin_finds_every_close_pair_of_real_pixels():
+    """Fashion-MNIST pixels (784 features, partitioned through a projection): close pairs are
+    sparse there (29 of 4,000 test images within 0.12 of 20,000 train images), so the margin is
+    judged on the sampled pairs within twice the threshold; with those within it alone it chose
+    0.15 and missed test images at 0.12 and 0.15."""
+    import gzip
+
+    def images(name: str, n: int) -> np.ndarray:
+        with gzip.open(FASHION / name) as fh:
+            raw = np.frombuffer(fh.read(16 + n * 784), np.uint8, offset=16)
+        return raw.reshape(n, 784).astype(np.float32) / 255
+
+    train = images("train-images-idx3-ubyte.gz", 20_000)
+    test = images("t10k-images-idx3-ubyte.gz", 4_000)
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    nearest = np.sqrt(np.maximum(2 - 2 * (b @ a.T).max(axis=1), 0))
+    for t in (0.12, 0.15):
+        index = ReferenceIndex.build(train, threshold=Distance(t))
+        truth = set(np.flatnonzero(nearest <= t - 1e-5).tolist())
+        assert len(truth) >= 25
+        assert truth <= set(index.score(test).positions), index.settings["margin_used"]
+
+
+def test_a_huge_threshold_keeps_the_margin_sample_bounded(data):
+    """With every row within the threshold of every other, the margin's sampled pairs are a
+    seeded subset (64 per sampled row), not all of them; the index still flags every query."""
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train, threshold=Distance(1.9), backend=Cells(cell_size=16))
+    assert index.settings["entries_per_row"] == 1.0
+    assert index.score(test).count == len(test)
+    assert index.settings["margin_used"] >= 0.15

@@ -1,0 +1,112 @@
+"""Exact close pairs between query rows and reference rows, by one blocked matrix product.
+
+The reference index's join inside a cell (and of the automatic margin's sampled rows): a
+float32 screen ``|r|^2 - 2 q.r <= t^2 - |q|^2`` with a generous slack, then the exact distance
+of every candidate (float32 differences, float64 sums: the value ``find_duplicates`` gives).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..search import exact_pair_distances
+
+__all__ = ["NearestScreen", "close_pairs", "pair_distances", "squared_norms"]
+
+#: entries of one (queries, reference rows) product (64 MB of float32).
+_PRODUCT_ENTRIES = 16 << 20
+#: bytes of gathered rows measured at once.
+_GATHER_BYTES = 64 << 20
+#: relative float32 slack of the product screen (times the largest squared row norm).
+_SCREEN_SLACK = 1e-4
+
+
+def close_pairs(
+    q: np.ndarray,
+    r: np.ndarray,
+    threshold: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
+    (``q``: a few rows, ``r``: many; the product is ``(len(q), len(r))``)."""
+    sq_q = squared_norms(q)
+    sq_r = squared_norms(r)
+    slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
+    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
+    minus_twice = q * np.float32(-2.0)  # the product gives -2 q.r; |r|^2 is added after
+    step = max(1, _PRODUCT_ENTRIES // len(r))
+    found_a, found_b = [], []
+    for start in range(0, len(q), step):
+        d2 = minus_twice[start : start + step] @ r.T
+        d2 += sq_r[None, :]  # |q - r|^2 - |q|^2
+        # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+        a, b = np.divmod(np.flatnonzero(d2 <= limit[start : start + step, None]), len(r))
+        found_a.append(a + start)
+        found_b.append(b)
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    dist = pair_distances(r, b, q, a)
+    keep = dist <= np.float32(threshold)
+    return a[keep], b[keep], dist[keep]
+
+
+def pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """``(p,)`` ``exact_pair_distances(r[b], q[a])``, at most 64 MB of gathered rows at a
+    time (``r`` may be a memory map: its rows are gathered in the order of ``b``)."""
+    step = max(1, _GATHER_BYTES // (4 * max(1, r.shape[1])))
+    out = np.empty(len(a), dtype=np.float32)
+    for start in range(0, len(a), step):
+        stop = start + step
+        out[start:stop] = exact_pair_distances(r[b[start:stop]], q[a[start:stop]])
+    return out
+
+
+def squared_norms(x: np.ndarray) -> np.ndarray:
+    """``(m,)`` float32 squared norms of the rows of ``x`` (float64 sums)."""
+    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+
+
+class NearestScreen:
+    """Each query's nearest candidates among a cell's reference rows, screened by one matrix
+    product per cell; the queries' norms and bounds are computed once for the whole batch.
+
+    The screen keeps, per query, the rows whose ``|q - r|^2`` in float32 lies within the
+    threshold (plus a slack of ``1e-4`` times the largest squared norm of the batch and the
+    reference) and within twice that slack of the cell's smallest: every nearest row within
+    the threshold and its near-ties. Their exact distances decide (:func:`pair_distances`).
+
+    Parameters
+    ----------
+    queries:
+        ``(m, d)`` float32 query rows.
+    threshold:
+        The distance.
+    max_sq_reference:
+        The largest squared norm of the reference rows.
+    """
+
+    def __init__(self, queries: np.ndarray, threshold: float, max_sq_reference: float) -> None:
+        self._minus_twice = queries * np.float32(-2.0)  # one product gives -2 q.r
+        sq_q = squared_norms(queries)
+        largest = max(float(sq_q.max()) if len(sq_q) else 0.0, max_sq_reference)
+        self._slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
+        # |q - r|^2 - |q|^2 = |r|^2 - 2 q.r is screened against t^2 + slack - |q|^2
+        self._limit = (np.float32(threshold) ** 2 + self._slack - sq_q).astype(np.float32)
+
+    def candidates(
+        self, at: np.ndarray, rows: np.ndarray, sq_rows: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b)``: candidate pairs of queries ``at[a]`` and ``rows[b]`` (``(n, d)``
+        float32 reference rows with squared norms ``sq_rows``)."""
+        step = max(1, _PRODUCT_ENTRIES // max(1, len(rows)))
+        found_a, found_b = [], []
+        for start in range(0, len(at), step):
+            block = at[start : start + step]
+            d2 = self._minus_twice[block] @ rows.T
+            d2 += sq_rows[None, :]
+            bound = np.minimum(self._limit[block], d2.min(axis=1) + 2 * self._slack)
+            # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
+            a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(rows))
+            found_a.append(a + start)
+            found_b.append(b)
+        if len(found_a) == 1:
+            return found_a[0], found_b[0]
+        return np.concatenate(found_a), np.concatenate(found_b)
