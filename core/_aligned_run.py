@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ._auto_threshold import Auto
+from ._auto_threshold import Auto, natural_dimension, total_rows
 from ._chains import PairwiseFn
-from ._threshold import as_strategy, resolve_threshold
+from ._lone import lone_ratio, lone_scores
+from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
-from .search import NeighborGraph, Rows, probed_neighbors
+from .search import ClosePairs, NeighborGraph, Rows, merge_pairs, probed_neighbors
 from .views import (
     ImageRows,
     as_image_rows,
@@ -77,19 +78,36 @@ class AlignedRun(ViewRun):
 
     images: np.ndarray  # (N, R, R, 1) float32: the grey thumbnails
     scorer: _Scorer
+    #: the lone pairs (:mod:`neardup._lone`): sorted keys ``min * N + max`` and their lone
+    #: scores (within 1: kept, whatever their distance in threshold units)
+    lone_keys: np.ndarray
+    lone_score: np.ndarray
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
         return self.scorer(i, j)
 
+    def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """``(p,)`` ``distance / threshold``, or the pair's lone score where smaller (a lone
+        pair counts as within the threshold)."""
+        out = super().relative(i, j, distance)
+        if not len(self.lone_keys) or not len(out):
+            return out
+        i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        key = np.minimum(i, j) * len(self.images) + np.maximum(i, j)
+        at = np.minimum(np.searchsorted(self.lone_keys, key), len(self.lone_keys) - 1)
+        hit = self.lone_keys[at] == key
+        out[hit] = np.minimum(out[hit], self.lone_score[at[hit]])
+        return out
+
     def pairwise(self) -> PairwiseFn:
-        """Aligned member-to-member distances in threshold units."""
-        scale = self.threshold.value if self.threshold.value > 0 else 1.0
+        """Aligned member-to-member distances in threshold units (lone pairs: their score
+        where smaller, see :meth:`relative`)."""
 
         def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             ii, jj = np.meshgrid(np.asarray(a), np.asarray(b), indexing="ij")
-            d = self.pair_distances(ii.ravel(), jj.ravel()).astype(np.float64)
-            return d.reshape(ii.shape) / scale
+            i, j = ii.ravel(), jj.ravel()
+            return self.relative(i, j, self.pair_distances(i, j)).reshape(ii.shape)
 
         return pairwise
 
@@ -289,6 +307,12 @@ def aligned_run(
     stats = _nearest_graph(np.where(plain, found, -1), distances, query, candidates)
     resolved = resolve_threshold(strategy, stats, "row")
     pairs = graph_close_pairs(_global_graph(graph, n), resolved.value)
+    # thumbnails blown up from small images: no lone pairs (measured on Fashion-MNIST at 12x12
+    # and 10x10, bench_quality.py --only small: +1 false alarm on each no-copy control)
+    lone = _lone_pairs(None if scorer.reach else strategy, stats, graph, resolved.value)
+    if len(lone[0]):
+        pairs = merge_pairs([pairs, ClosePairs(lone[0], lone[1], lone[2])])
+        resolved = _with_lone_reason(resolved, lone[4])
     settings: dict[str, Any] = {
         "normalize": "standardised thumbnail",
         "reduce": None,
@@ -313,7 +337,60 @@ def aligned_run(
     )
     run.images = images
     run.scorer = scorer
+    key = lone[0] * n + lone[1]
+    order = np.argsort(key, kind="stable")
+    run.lone_keys, run.lone_score = key[order], lone[3][order]
     return run
+
+
+def _lone_pairs(
+    strategy: Any, stats: NeighborGraph, graph: NeighborGraph, cut: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The lone pairs of the aligned graph (:mod:`neardup._lone`) beyond the cut ``cut``.
+
+    With the default ``Auto`` threshold only (an explicit strategy is the user's cut): the
+    intrinsic dimension and the natural rows are measured on ``stats`` as ``Auto`` measures
+    them, the ratio test reads each query's two nearest candidates in ``graph`` (crop searches
+    included) and the nearest must lie within the ``Auto.quantile`` of the natural nearest
+    distances. Returns ``(i, j, distance, score, reason)``: pairs ``i < j`` (global rows),
+    their aligned distance and lone score (at most 1), and a note for the threshold's reason.
+    """
+    none = np.zeros(0, dtype=np.int64)
+    empty = (none, none, np.zeros(0, np.float32), np.zeros(0), "")
+    if not isinstance(strategy, Auto) or graph.k < 2 or not len(graph.indices):
+        return empty
+    distances = stats.distances[np.all(np.isfinite(stats.distances), axis=1)]
+    if len(distances) < 8:
+        return empty
+    dimension, natural = natural_dimension(distances)
+    nearest = distances[:, 0].astype(np.float64)
+    anchored = nearest[natural & (nearest > 0)]
+    ratio = lone_ratio(dimension, total_rows(graph), strategy.false_alarms)
+    if anchored.size < 8 or not np.isfinite(ratio):
+        return empty
+    reach = float(np.quantile(anchored, strategy.quantile))
+    score = lone_scores(graph.distances, ratio)
+    first = graph.distances[:, 0]
+    hit = (score <= 1.0) & (first <= reach) & (first > cut) & (graph.indices[:, 0] >= 0)
+    query, other = graph.query_rows[hit], graph.indices[hit, 0]
+    reason = (
+        f"; {int(hit.sum())} lone pairs beyond the cut kept (nearest candidate within "
+        f"{reach:.4g} and below {ratio:.3f} x the second nearest, where "
+        f"{strategy.false_alarms:g} natural rows are expected)"
+    )
+    return (
+        np.minimum(query, other),
+        np.maximum(query, other),
+        first[hit].astype(np.float32),
+        score[hit],
+        reason,
+    )
+
+
+def _with_lone_reason(resolved: ResolvedThreshold, note: str) -> ResolvedThreshold:
+    return ResolvedThreshold(
+        resolved.strategy, resolved.params, resolved.value, resolved.reason + note
+    )
 
 
 def _global_graph(graph: NeighborGraph, n: int) -> NeighborGraph:
