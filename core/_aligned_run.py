@@ -5,7 +5,8 @@ the nearest rows it may duplicate (reference rows, or every other row) are found
 shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view) and
 in four crop searches (:func:`neardup.views.crop_candidate_features`: Fourier magnitudes
 and a wide centred thumbnail against those of zoomed-in centres, both ways,
-``crop_candidates`` each), all by
+``crop_candidates`` each, twice that in the Fourier search for the sources of a query that
+is a crop), all by
 :func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``. Each candidate pair is re-scored by
@@ -18,7 +19,10 @@ are its nearest rows in that distance (no crop searches there). Each query's can
 the candidate views, sorted by aligned distance, form a neighbour graph in the aligned
 metric, so the view's threshold strategy (``Auto`` by default) reads it like any kNN graph:
 silent on data without duplicates, with its reason. Pairs within the threshold among each
-query's nearest candidates (crop searches included) are the view's close pairs.
+query's nearest candidates (crop searches included) are the view's close pairs, and so are
+*lone* pairs beyond it (with the default ``Auto``; :mod:`neardup._lone`): a query whose
+nearest candidate is far closer than its second, by a ratio natural rows reach less than
+``Auto.false_alarms`` times in all.
 """
 
 from __future__ import annotations
@@ -64,6 +68,13 @@ DEFAULT_CANDIDATES = 10
 #: query's plain row against the targets' zoomed rows, and its zoomed row against their
 #: plain rows)
 CROP_CANDIDATES = 5
+#: the Fourier search for the sources of a query that is a crop lists this many times
+#: ``crop_candidates`` rows: it ranks a crop's source lower than the thumbnail search does
+#: (bench_quality.py, grey Fashion-MNIST, the three 90 % crops of seeds 0 / 1 in no
+#: candidate list with 5 rows: source at Fourier rank 6, 8 and 9). In one split every row is
+#: a query, so each pair gets the longer search one way round; 10 rows both ways re-scored
+#: 24 % more candidate pairs, one way 12 %.
+_FOURIER_CROP_FACTOR = 2
 #: a colour axis whose brightness component is below this share is oriented by its values
 _BRIGHTNESS_SHARE = 0.2
 _GREY_CHUNK = 4096  # colour images projected to grey per chunk (bounded buffers)
@@ -257,8 +268,9 @@ def _searches(
     """
     out = [(f, f, per_view) for f in candidate_features(images)]  # the first _PLAIN_SEARCHES
     if per_crop:
-        for plain, zoomed in crop_candidate_features(images):
-            out += [(plain, zoomed, per_crop), (zoomed, plain, per_crop)]
+        for number, (plain, zoomed) in enumerate(crop_candidate_features(images)):
+            as_crop = per_crop * (_FOURIER_CROP_FACTOR if number == 0 else 1)
+            out += [(plain, zoomed, as_crop), (zoomed, plain, per_crop)]
     return out
 
 
