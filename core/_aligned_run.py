@@ -101,7 +101,10 @@ class AlignedRun(ViewRun):
     def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """``(p,)`` ``distance / threshold``, or the pair's lone score where smaller (a lone
         pair counts as within the threshold)."""
-        out = super().relative(i, j, distance)
+        return self._lone_overlay(i, j, super().relative(i, j, distance))
+
+    def _lone_overlay(self, i: np.ndarray, j: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out`` (threshold units, float64) with each lone pair's score where smaller."""
         if not len(self.lone_keys) or not len(out):
             return out
         i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
@@ -114,11 +117,13 @@ class AlignedRun(ViewRun):
     def pairwise(self) -> PairwiseFn:
         """Aligned member-to-member distances in threshold units (lone pairs: their score
         where smaller, see :meth:`relative`)."""
+        scale = self.threshold.value if self.threshold.value > 0 else 1.0
 
         def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             ii, jj = np.meshgrid(np.asarray(a), np.asarray(b), indexing="ij")
             i, j = ii.ravel(), jj.ravel()
-            return self.relative(i, j, self.pair_distances(i, j)).reshape(ii.shape)
+            d = self.pair_distances(i, j).astype(np.float64) / scale
+            return self._lone_overlay(i, j, d).reshape(ii.shape)
 
         return pairwise
 
