@@ -5,7 +5,8 @@ the nearest rows it may duplicate (reference rows, or every other row) are found
 shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` per view) and
 in four crop searches (:func:`neardup.views.crop_candidate_features`: Fourier magnitudes
 and a wide centred thumbnail against those of zoomed-in centres, both ways,
-``crop_candidates`` each), all by
+``crop_candidates`` each, twice that in the Fourier search for the sources of a query that
+is a crop), all by
 :func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``. Each candidate pair is re-scored by
@@ -18,7 +19,10 @@ are its nearest rows in that distance (no crop searches there). Each query's can
 the candidate views, sorted by aligned distance, form a neighbour graph in the aligned
 metric, so the view's threshold strategy (``Auto`` by default) reads it like any kNN graph:
 silent on data without duplicates, with its reason. Pairs within the threshold among each
-query's nearest candidates (crop searches included) are the view's close pairs.
+query's nearest candidates (crop searches included) are the view's close pairs, and so are
+*lone* pairs beyond it (with the default ``Auto``; :mod:`neardup._lone`): a query whose
+nearest candidate is far closer than its second, by a ratio natural rows reach less than
+``Auto.false_alarms`` times in all.
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ._auto_threshold import Auto
+from ._auto_threshold import Auto, natural_dimension, total_rows
 from ._chains import PairwiseFn
-from ._threshold import as_strategy, resolve_threshold
+from ._lone import lone_ratio, lone_scores
+from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
-from .search import NeighborGraph, Rows, probed_neighbors
+from .search import ClosePairs, NeighborGraph, Rows, merge_pairs, probed_neighbors
 from .views import (
     ImageRows,
     as_image_rows,
@@ -63,6 +68,13 @@ DEFAULT_CANDIDATES = 10
 #: query's plain row against the targets' zoomed rows, and its zoomed row against their
 #: plain rows)
 CROP_CANDIDATES = 5
+#: the Fourier search for the sources of a query that is a crop lists this many times
+#: ``crop_candidates`` rows: it ranks a crop's source lower than the thumbnail search does
+#: (bench_quality.py, grey Fashion-MNIST, the three 90 % crops of seeds 0 / 1 in no
+#: candidate list with 5 rows: source at Fourier rank 6, 8 and 9). In one split every row is
+#: a query, so each pair gets the longer search one way round; 10 rows both ways re-scored
+#: 24 % more candidate pairs, one way 12 %.
+_FOURIER_CROP_FACTOR = 2
 #: a colour axis whose brightness component is below this share is oriented by its values
 _BRIGHTNESS_SHARE = 0.2
 _GREY_CHUNK = 4096  # colour images projected to grey per chunk (bounded buffers)
@@ -77,19 +89,41 @@ class AlignedRun(ViewRun):
 
     images: np.ndarray  # (N, R, R, 1) float32: the grey thumbnails
     scorer: _Scorer
+    #: the lone pairs (:mod:`neardup._lone`): sorted keys ``min * N + max`` and their lone
+    #: scores (within 1: kept, whatever their distance in threshold units)
+    lone_keys: np.ndarray
+    lone_score: np.ndarray
 
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
         return self.scorer(i, j)
 
+    def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """``(p,)`` ``distance / threshold``, or the pair's lone score where smaller (a lone
+        pair counts as within the threshold)."""
+        return self._lone_overlay(i, j, super().relative(i, j, distance))
+
+    def _lone_overlay(self, i: np.ndarray, j: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``out`` (threshold units, float64) with each lone pair's score where smaller."""
+        if not len(self.lone_keys) or not len(out):
+            return out
+        i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)
+        key = np.minimum(i, j) * len(self.images) + np.maximum(i, j)
+        at = np.minimum(np.searchsorted(self.lone_keys, key), len(self.lone_keys) - 1)
+        hit = self.lone_keys[at] == key
+        out[hit] = np.minimum(out[hit], self.lone_score[at[hit]])
+        return out
+
     def pairwise(self) -> PairwiseFn:
-        """Aligned member-to-member distances in threshold units."""
+        """Aligned member-to-member distances in threshold units (lone pairs: their score
+        where smaller, see :meth:`relative`)."""
         scale = self.threshold.value if self.threshold.value > 0 else 1.0
 
         def pairwise(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             ii, jj = np.meshgrid(np.asarray(a), np.asarray(b), indexing="ij")
-            d = self.pair_distances(ii.ravel(), jj.ravel()).astype(np.float64)
-            return d.reshape(ii.shape) / scale
+            i, j = ii.ravel(), jj.ravel()
+            d = self.pair_distances(i, j).astype(np.float64) / scale
+            return self._lone_overlay(i, j, d).reshape(ii.shape)
 
         return pairwise
 
@@ -239,8 +273,9 @@ def _searches(
     """
     out = [(f, f, per_view) for f in candidate_features(images)]  # the first _PLAIN_SEARCHES
     if per_crop:
-        for plain, zoomed in crop_candidate_features(images):
-            out += [(plain, zoomed, per_crop), (zoomed, plain, per_crop)]
+        for number, (plain, zoomed) in enumerate(crop_candidate_features(images)):
+            as_crop = per_crop * (_FOURIER_CROP_FACTOR if number == 0 else 1)
+            out += [(plain, zoomed, as_crop), (zoomed, plain, per_crop)]
     return out
 
 
@@ -289,6 +324,12 @@ def aligned_run(
     stats = _nearest_graph(np.where(plain, found, -1), distances, query, candidates)
     resolved = resolve_threshold(strategy, stats, "row")
     pairs = graph_close_pairs(_global_graph(graph, n), resolved.value)
+    # thumbnails blown up from small images: no lone pairs (measured on Fashion-MNIST at 12x12
+    # and 10x10, bench_quality.py --only small: +1 false alarm on each no-copy control)
+    lone = _lone_pairs(None if scorer.reach else strategy, stats, graph, resolved.value)
+    if len(lone[0]):
+        pairs = merge_pairs([pairs, ClosePairs(lone[0], lone[1], lone[2])])
+        resolved = _with_lone_reason(resolved, lone[4])
     settings: dict[str, Any] = {
         "normalize": "standardised thumbnail",
         "reduce": None,
@@ -313,7 +354,60 @@ def aligned_run(
     )
     run.images = images
     run.scorer = scorer
+    key = lone[0] * n + lone[1]
+    order = np.argsort(key, kind="stable")
+    run.lone_keys, run.lone_score = key[order], lone[3][order]
     return run
+
+
+def _lone_pairs(
+    strategy: Any, stats: NeighborGraph, graph: NeighborGraph, cut: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """The lone pairs of the aligned graph (:mod:`neardup._lone`) beyond the cut ``cut``.
+
+    With the default ``Auto`` threshold only (an explicit strategy is the user's cut): the
+    intrinsic dimension and the natural rows are measured on ``stats`` as ``Auto`` measures
+    them, the ratio test reads each query's two nearest candidates in ``graph`` (crop searches
+    included) and the nearest must lie within the ``Auto.quantile`` of the natural nearest
+    distances. Returns ``(i, j, distance, score, reason)``: pairs ``i < j`` (global rows),
+    their aligned distance and lone score (at most 1), and a note for the threshold's reason.
+    """
+    none = np.zeros(0, dtype=np.int64)
+    empty = (none, none, np.zeros(0, np.float32), np.zeros(0), "")
+    if not isinstance(strategy, Auto) or graph.k < 2 or not len(graph.indices):
+        return empty
+    distances = stats.distances[np.all(np.isfinite(stats.distances), axis=1)]
+    if len(distances) < 8:
+        return empty
+    dimension, natural = natural_dimension(distances)
+    nearest = distances[:, 0].astype(np.float64)
+    anchored = nearest[natural & (nearest > 0)]
+    ratio = lone_ratio(dimension, total_rows(graph), strategy.false_alarms)
+    if anchored.size < 8 or not np.isfinite(ratio):
+        return empty
+    reach = float(np.quantile(anchored, strategy.quantile))
+    score = lone_scores(graph.distances, ratio)
+    first = graph.distances[:, 0]
+    hit = (score <= 1.0) & (first <= reach) & (first > cut) & (graph.indices[:, 0] >= 0)
+    query, other = graph.query_rows[hit], graph.indices[hit, 0]
+    reason = (
+        f"; {int(hit.sum())} lone pairs beyond the cut kept (nearest candidate within "
+        f"{reach:.4g} and below {ratio:.3f} x the second nearest, where "
+        f"{strategy.false_alarms:g} natural rows are expected)"
+    )
+    return (
+        np.minimum(query, other),
+        np.maximum(query, other),
+        first[hit].astype(np.float32),
+        score[hit],
+        reason,
+    )
+
+
+def _with_lone_reason(resolved: ResolvedThreshold, note: str) -> ResolvedThreshold:
+    return ResolvedThreshold(
+        resolved.strategy, resolved.params, resolved.value, resolved.reason + note
+    )
 
 
 def _global_graph(graph: NeighborGraph, n: int) -> NeighborGraph:

@@ -35,7 +35,14 @@ from ._stats import median, quantile
 from ._threshold import Relative, ThresholdStrategy
 from .search import NeighborGraph
 
-__all__ = ["COPY_LEVEL", "Auto", "copy_like_rows", "intrinsic_dimension", "total_rows"]
+__all__ = [
+    "COPY_LEVEL",
+    "Auto",
+    "copy_like_rows",
+    "intrinsic_dimension",
+    "natural_dimension",
+    "total_rows",
+]
 
 #: a row is set aside as a likely copy when its nearest neighbour is this unlikely for a
 #: natural row, given its k-th neighbour distance and the intrinsic dimension.
@@ -75,6 +82,24 @@ def copy_like_rows(distances: np.ndarray, dimension: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         chance = (d.shape[1] - 1) * (nearest / kth) ** max(dimension, 1.0)
     return ~(np.isfinite(chance) & (chance >= COPY_LEVEL))
+
+
+def natural_dimension(distances: np.ndarray) -> tuple[float, np.ndarray]:
+    """The intrinsic dimension of the natural rows and which rows are natural.
+
+    ``distances`` is ``(N, k)``, sorted, finite. A first ``m`` without each row's nearest
+    neighbour (a copy's is tiny and drags ``m`` down when most rows have one), then, twice:
+    set the likely copies aside (:func:`copy_like_rows`) and re-measure ``m`` on the rest.
+    Returns ``m`` (``nan`` when it cannot be measured) and the ``(N,)`` bool natural rows.
+    """
+    dimension = intrinsic_dimension(distances[:, 1:] if distances.shape[1] > 3 else distances)
+    natural = np.ones(len(distances), dtype=bool)
+    for _ in range(2):
+        if not math.isfinite(dimension) or distances.shape[1] < 2:
+            break
+        natural = ~copy_like_rows(distances, dimension)
+        dimension = intrinsic_dimension(distances[natural])
+    return dimension, natural
 
 
 def total_rows(graph: NeighborGraph) -> int:
@@ -139,15 +164,7 @@ class Auto(ThresholdStrategy):
         # Relative: with most samples in groups of k+ copies it would be 0 and hide every leak)
         kth_scale = Relative().reference_distance(graph)
         positive = nearest[nearest > 0]
-        # a first m without each row's nearest neighbour (a copy's is tiny and drags m down
-        # when most rows have one), then: set the likely copies aside, re-measure m on the rest
-        dimension = intrinsic_dimension(distances[:, 1:] if distances.shape[1] > 3 else distances)
-        natural = np.ones(len(distances), dtype=bool)
-        for _ in range(2):
-            if not math.isfinite(dimension) or distances.shape[1] < 2:
-                break
-            natural = ~copy_like_rows(distances, dimension)
-            dimension = intrinsic_dimension(distances[natural])
+        dimension, natural = natural_dimension(distances)
         anchored = nearest[natural & (nearest > 0)]
         if anchored.size < 8 or kth_scale <= 0 or not math.isfinite(dimension):
             return 0.0, (

@@ -317,7 +317,7 @@ def find_duplicates_multiview(
     n = len(split_of_row)
     i, j = _candidate_pairs(runs, split_of_row, ref_index)
     distance = {v: run.pair_distances(i, j) for v, run in runs.items()}
-    relative = {v: _relative(distance[v], runs[v].threshold.value) for v in views}
+    relative = {v: runs[v].relative(i, j, distance[v]) for v in views}
     confirm = confirming_view(combine)
     turned_away = {
         v: _word_check(relative[v], i, j, words, CONFIRM_WITHIN if v == confirm else 1.0)

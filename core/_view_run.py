@@ -91,6 +91,15 @@ class ViewRun:
         """Exact member-to-member distances in threshold units (distance / threshold)."""
         return euclidean_pairwise(self.rows.take, self.threshold.value)
 
+    def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
+        """``(p,)`` float64 ``distance`` (of the pairs ``(i[p], j[p])``) in threshold units,
+        the scale the combined verdict compares views on (within 1: close). A zero threshold
+        gives 0 for exact copies and ``inf`` otherwise."""
+        value = self.threshold.value
+        if value > 0:
+            return np.asarray(distance, dtype=np.float64) / value
+        return np.where(np.asarray(distance) > 0, np.inf, 0.0)
+
     def pair_distances(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` float32 exact distances between rows ``i[p]`` and ``j[p]``."""
         out = np.empty(len(i), dtype=np.float32)
