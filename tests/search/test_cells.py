@@ -465,3 +465,23 @@ def test_screen_projection_refused_where_it_passes_too_much():
     wide_graph = sampled_neighbor_graph(wide, sample_rows(wide.n, 100, 0), 10)
     wide_partition = full_width.fit(wide, seed=0)
     assert full_width.screen_for(wide, wide_partition, wide_graph, 1e-3, seed=0) is None
+
+
+def test_many_cells_fit_on_at_least_eight_sampled_rows_each(monkeypatch):
+    # at 10M x 64 the 65,536-row cap left 1.7 sampled rows per leaf: cells so uneven that 1 % of
+    # them held 74 % of the join's work; the cap never takes the sample below 8 rows a cell
+    from neardup.search import _backends
+
+    fitted = []
+    real_fit = _backends.fit_partition
+
+    def recording_fit(sample, **kwargs):
+        fitted.append(len(sample))
+        return real_fit(sample, **kwargs)
+
+    monkeypatch.setattr(_backends, "fit_partition", recording_fit)
+    monkeypatch.setattr(_backends, "_FIT_ROWS_MAX", 1024)  # the cap, scaled down
+    x = _clustered(20_000, 8)
+    partition = Cells(cell_size=64).fit(Rows.from_matrix(x), seed=0)  # 312 cells
+    assert fitted == [8 * 312]
+    assert partition.n_cells >= 250
