@@ -34,12 +34,14 @@ from typing import Any
 import numpy as np
 
 from ._aligned_run import ALIGNED_SUFFIX, aligned_run
+from ._auto_threshold import Auto
 from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
+from ._lopsided_run import with_lopsided
 from ._stats import distinct
-from ._threshold import ResolvedThreshold
+from ._threshold import ResolvedThreshold, as_strategy
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
     ViewRun,
@@ -185,6 +187,23 @@ def _image_rows(
     return out, kept
 
 
+def _lopsided_views(image_rows: dict[str, list[ImageRows]]) -> set[str]:
+    """The 8x8 views that take the lopsided route (:mod:`neardup._lopsided_run`): the colour
+    thumbnail and the YCbCr view of every view of colour :class:`ImageRows` (where faint
+    pictures' noisy and JPEG copies lie beyond the cut; the luma and aligned views of the
+    same pictures do not need it, and the aligned view has its lone route)."""
+    out = set()
+    for view, parts in image_rows.items():
+        if parts[0].channels >= 3:
+            out |= {view, view + "-ycbcr"}
+    return out
+
+
+def _is_auto(threshold: Any) -> bool:
+    """Whether a view's threshold option is the default ``Auto`` (``None`` or an ``Auto``)."""
+    return threshold is None or isinstance(as_strategy(threshold), Auto)
+
+
 def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str, list[str]]:
     """``view -> normalised texts of all splits in order`` for the views that hold
     :class:`TextRows` with their texts in every split (the views the word check applies to)."""
@@ -282,6 +301,7 @@ def find_duplicates_multiview(
         ref_index = split_index(reference, dataset.names, what="reference split")
     runs: dict[str, ViewRun] = {}
     per_view: dict[str, DuplicatesResult] = {}
+    lopsided = _lopsided_views(image_rows)
     for view in views:
         try:
             runs[view] = analyse_view(
@@ -297,6 +317,8 @@ def find_duplicates_multiview(
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
+        if view in lopsided and _is_auto(thresholds[view]):
+            runs[view] = with_lopsided(runs[view], datasets[view].split_of_row, ref_index, k)
         per_view[view] = single_view_result(
             runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
         )
