@@ -1,13 +1,15 @@
-"""The lopsided route of a view (:mod:`neardup._lopsided`): its pairs beside the view's cut.
+"""Routes beyond a view's cut (:mod:`neardup._lopsided`, :mod:`neardup._white`): their pairs.
 
 :func:`with_lopsided` takes an analysed view (a :class:`ViewRun`) and returns it with the
-lopsided pairs added: each query row's ``k`` nearest reference rows (the evaluation rows
-against the reference split, or every row against every other) are found by
+pairs of two routes added: each query row's ``k`` nearest reference rows (the evaluation
+rows against the reference split, or every row against every other) are found by
 :func:`neardup.search.probed_neighbors` in the view's normalised rows, the intrinsic
 dimension of the natural rows is measured on their distances (:func:`natural_dimension`, as
-``Auto`` does), and each lopsided row's pair with its nearest row is kept whatever its
-distance in threshold units: the run's :meth:`LopsidedRun.relative` reads the pair's lopsided
-score (at most 1) where it is smaller.
+``Auto`` does), and a row's pair with its nearest row is kept, whatever its distance in
+threshold units, when the row is *lopsided* (its whole neighbourhood says "copy") or, given
+the full-resolution images, when the pair's residual is *white* (the copy differs from its
+source by pixel noise alone). The run's :meth:`LopsidedRun.relative` reads the pair's score
+(at most 1) where it is smaller.
 
 ``find_duplicates`` applies it to the colour and YCbCr 8x8 thumbnail views of colour
 images, with the default ``Auto`` threshold only (an explicit strategy is the user's cut).
@@ -15,6 +17,7 @@ images, with the default ``Auto`` threshold only (an explicit strategy is the us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +33,7 @@ from ._lopsided import (
 )
 from ._threshold import ResolvedThreshold
 from ._view_run import ViewRun
+from ._white import WHITE_LEVEL, WHITE_REACH, residual_whiteness
 from .search import ClosePairs, merge_pairs, probed_neighbors
 
 __all__ = ["LopsidedRun", "with_lopsided"]
@@ -75,11 +79,19 @@ class LopsidedRun(ViewRun):
 
 
 def with_lopsided(
-    run: ViewRun, split_of_row: np.ndarray, reference_index: int | None, k: int = 10
+    run: ViewRun,
+    split_of_row: np.ndarray,
+    reference_index: int | None,
+    k: int = 10,
+    images: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ViewRun:
-    """``run`` with its lopsided pairs (a :class:`LopsidedRun`), or ``run`` itself where
-    there are none, the rows are not unit length (``normalize`` other than ``"row"``) or
-    there are too few rows to measure the neighbourhoods (``k`` reference rows at least)."""
+    """``run`` with its lopsided and white pairs (a :class:`LopsidedRun`), or ``run`` itself
+    where there are none, the rows are not unit length (``normalize`` other than ``"row"``)
+    or there are too few rows to measure the neighbourhoods (``k`` reference rows at least).
+
+    ``images``: global rows -> their ``(n, R, R, C)`` full-resolution thumbnails, for the
+    white-residual test (:mod:`neardup._white`); ``None``: the lopsided test alone.
+    """
     if run.settings.get("normalize") != "row" or not (run.threshold.value > 0):
         return run
     n = run.rows.n
@@ -97,21 +109,36 @@ def with_lopsided(
     if finite.sum() < 8:
         return run
     dimension, _ = natural_dimension(distances[finite])
+    cut = run.threshold.value
     level = lopsided_level(len(query))
-    hit = finite & lopsided_rows(distances, dimension, run.threshold.value, level)
-    hit &= distances[:, 0] > run.threshold.value  # within the cut: a close pair already
+    beyond = finite & (distances[:, 0] > cut)  # within the cut: a close pair already
+    lopsided = beyond & lopsided_rows(distances, dimension, cut, level)
+    score = np.full(len(query), np.inf)
+    score[lopsided] = lopsided_scores(distances[lopsided], dimension, level)
+    white = np.zeros(len(query), dtype=bool)
+    if images is not None:
+        near = np.flatnonzero(beyond & (distances[:, 0] <= WHITE_REACH * cut))
+        whiteness = residual_whiteness(images(indices[near, 0]), images(query[near]))
+        white[near] = whiteness <= WHITE_LEVEL
+        np.minimum.at(score, near, whiteness / WHITE_LEVEL)
+    hit = lopsided | white
     if not hit.any():
         return run
     rows, other = query[hit], indices[hit, 0]
     low, high = np.minimum(rows, other), np.maximum(rows, other)
-    score = lopsided_scores(distances[hit], dimension, level)
+    score = score[hit]
     key = low * n + high
     order = np.argsort(key, kind="stable")
     pairs = merge_pairs(
         [run.pairs, ClosePairs(low, high, distances[hit, 0].astype(np.float32))]
     )
     note = (
-        f"; {int(hit.sum())} lopsided pairs beyond the cut kept (nearest within "
+        f"; {int(white.sum())} white pairs beyond the cut kept (the residual of the nearest "
+        f"row within {WHITE_REACH:g} x the cut autocorrelates at most {WHITE_LEVEL:g})"
+        if images is not None
+        else ""
+    ) + (
+        f"; {int(lopsided.sum())} lopsided pairs beyond the cut kept (nearest within "
         f"{LOPSIDED_REACH:g} x the cut, a natural row that lopsided among its {k} nearest "
         f"at most {level:.3g} likely, where {LOPSIDED_FALSE_ALARMS:g} natural rows are "
         f"expected; intrinsic dimension {dimension:.1f})"

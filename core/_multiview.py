@@ -28,7 +28,7 @@ the views that found the pair and its distance in every view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -187,16 +187,38 @@ def _image_rows(
     return out, kept
 
 
-def _lopsided_views(image_rows: dict[str, list[ImageRows]]) -> set[str]:
-    """The 8x8 views that take the lopsided route (:mod:`neardup._lopsided_run`): the colour
-    thumbnail and the YCbCr view of every view of colour :class:`ImageRows` (where faint
-    pictures' noisy and JPEG copies lie beyond the cut; the luma and aligned views of the
-    same pictures do not need it, and the aligned view has its lone route)."""
-    out = set()
+def _lopsided_views(
+    image_rows: dict[str, list[ImageRows]],
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The 8x8 views that take the routes beyond the cut (:mod:`neardup._lopsided_run`):
+    the colour thumbnail and the YCbCr view of every view of colour :class:`ImageRows`
+    (where faint pictures' noisy and JPEG copies lie beyond the cut; the luma and aligned
+    views of the same pictures do not need it, and the aligned view has its lone route),
+    each with a reader of its full-resolution thumbnails (global rows -> ``(n, R, R, C)``)."""
+    out = {}
     for view, parts in image_rows.items():
         if parts[0].channels >= 3:
-            out |= {view, view + "-ycbcr"}
+            out[view] = out[view + "-ycbcr"] = _image_reader(parts)
     return out
+
+
+def _image_reader(parts: list[ImageRows]) -> Callable[[np.ndarray], np.ndarray]:
+    """Global rows (the splits' ``parts`` stacked in order) -> ``(n, R, R, C)`` float32
+    thumbnails, read from the parts without stacking them."""
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    side, channels = parts[0].side, parts[0].channels
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), side, side, channels), dtype=np.float32)
+        split = np.searchsorted(offsets, rows, side="right") - 1
+        for number, part in enumerate(parts):
+            mine = split == number
+            local = np.asarray(part)[rows[mine] - offsets[number]]
+            out[mine] = local.reshape(-1, side, side, channels)
+        return out
+
+    return read
 
 
 def _is_auto(threshold: Any) -> bool:
@@ -318,7 +340,9 @@ def find_duplicates_multiview(
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
         if view in lopsided and _is_auto(thresholds[view]):
-            runs[view] = with_lopsided(runs[view], datasets[view].split_of_row, ref_index, k)
+            runs[view] = with_lopsided(
+                runs[view], datasets[view].split_of_row, ref_index, k, lopsided[view]
+            )
         per_view[view] = single_view_result(
             runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
         )
