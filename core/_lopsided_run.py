@@ -44,8 +44,9 @@ _QUERY_BLOCK = 4096
 
 @dataclass
 class LopsidedRun(ViewRun):
-    """A :class:`ViewRun` with lopsided pairs: sorted keys ``min * N + max`` and their
-    lopsided scores (at most 1: within the threshold, whatever their distance)."""
+    """A :class:`ViewRun` with the pairs of the routes beyond its cut (lopsided or white):
+    sorted keys ``min * N + max`` and their scores (at most 1: within the threshold,
+    whatever their distance)."""
 
     lopsided_keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     lopsided_score: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -67,7 +68,7 @@ class LopsidedRun(ViewRun):
         return pairwise
 
     def _overlay(self, i: np.ndarray, j: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """``out`` (threshold units, float64) with each lopsided pair's score where smaller."""
+        """``out`` (threshold units, float64) with each kept pair's score where smaller."""
         if not len(self.lopsided_keys) or not len(out):
             return out
         i, j = np.asarray(i, dtype=np.int64), np.asarray(j, dtype=np.int64)

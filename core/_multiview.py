@@ -175,11 +175,10 @@ def _image_rows(
                 "thumbnail size (call the same AlignedImageView(side=...) on every split)."
             )
         kept[view] = parts
-        # AlignedImageView rows keep their whole colour cast: the 8x8 views weigh it here,
-        # once (ImageView's default), and the colour thumbnail's cast is capped at its
-        # structure there while the YCbCr view's chroma keeps it whole (README "Faint colour
-        # pictures")
-        thumbnail = ImageView(size=8)
+        # the rows already carry AlignedImageView's colour-cast weight: apply it once (twice,
+        # a colour thumbnail's cast would shrink to 1/16, a YCbCr one's chroma cast with it);
+        # ImageView.views caps the colour thumbnail's cast at its structure
+        thumbnail = ImageView(size=8, color_cast=1.0)
         for split, part in zip(data, parts):
             # colour images: the colour thumbnail, its luma ("<view>-luma") and its YCbCr
             # thumbnail ("<view>-ycbcr"), see ImageView.views

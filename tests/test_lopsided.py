@@ -113,7 +113,7 @@ def test_noisy_and_jpeg_copies_of_colour_pictures_beyond_the_cut_are_found(monke
     data = {"train": view(train), "test": view(test)}
     result = find_duplicates(data)
     with monkeypatch.context() as patch:
-        patch.setattr(_lopsided_run, "WHITE_LEVEL", -1.0)  # no residual is that white
+        patch.setattr(_lopsided_run, "residual_whiteness", lambda a, b: np.full(len(a), np.inf))
         lopsided = find_duplicates(data)
         patch.setattr(_lopsided_run, "lopsided_level", lambda rows: 0.0)
         plain = find_duplicates(data)

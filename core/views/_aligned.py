@@ -114,8 +114,7 @@ class AlignedImageView:
     Call it on a batch: ``AlignedImageView()(images) -> ImageRows`` ``(N, R * R * C)``
     float32 (``4 * R * R * C`` bytes per image: 3,136 for a 28x28 grey image). Pass it to
     :func:`neardup.find_duplicates` as a view (or as the data); it is analysed as the 8x8
-    thumbnail view plus the aligned view ``"<name>:aligned"``. Colour thumbnails keep their
-    whole colour cast (``ImageView(color_cast=1)``): the 8x8 views weigh it.
+    thumbnail view plus the aligned view ``"<name>:aligned"``.
     """
 
     side: int | None = None
@@ -152,10 +151,7 @@ class AlignedImageView:
 
     def __call__(self, images: Any) -> ImageRows:
         side = self.side_for(images) if _has_items(images) else _MIN_SIDE
-        # the whole colour cast: find_duplicates' 8x8 views weigh it (ImageView's default)
-        view = ImageView(
-            size=side, color=self.color, channels_first=self.channels_first, color_cast=1.0
-        )
+        view = ImageView(size=side, color=self.color, channels_first=self.channels_first)
         rows = view(images)
         channels = rows.shape[1] // (side * side) if rows.shape[1] else 1
         return as_image_rows(rows, side, channels)
