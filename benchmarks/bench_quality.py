@@ -33,6 +33,7 @@ samples (whose natural near-duplicates the same checks confirm).
 
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
+    python benchmarks/bench_quality.py --only colour   # the colourised cases of --only images
     python benchmarks/bench_quality.py --only small    # Fashion-MNIST at 12x12 and 10x10
     python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
@@ -401,9 +402,13 @@ def run(data, **options):
 
 
 # ---------------------------------------------------------------- cases
-def images(rng: np.random.Generator, per_kind: int) -> None:
+def images(rng: np.random.Generator, per_kind: int, only_color: bool = False) -> None:
     """Every image case through the default image input view, ``AlignedImageView()`` (the 8x8
-    thumbnail view plus its aligned view, ``image:aligned``)."""
+    thumbnail view plus its aligned view, ``image:aligned``).
+
+    ``only_color`` (``--only colour``): the colourised cases alone, with the same planting as
+    ``--only images`` (the digits and grey cases still draw their random numbers, but are not
+    run)."""
     from sklearn.datasets import load_digits
 
     thumbnail = ImageView(color_cast=IMAGE_OPTIONS.get("color_cast", ImageView.color_cast))
@@ -423,21 +428,24 @@ def images(rng: np.random.Generator, per_kind: int) -> None:
     digits = load_digits().images
     order = rng.permutation(len(digits))
     train, test = digits[order[:1200]], digits[order[1200:]]
-    r, t = run(views(train, test))
-    control(f"digits, disjoint train/test ({view_name})", r, t, train, test)
+    if not only_color:
+        r, t = run(views(train, test))
+        control(f"digits, disjoint train/test ({view_name})", r, t, train, test)
     kinds = {
         k: IMAGE_KINDS[k]
         for k in ("exact", "noise", "brightness x0.85", "contrast x0.8", "shift 1-2 px")
     }
     u8 = lambda x: np.rint(x * 255 / 16).astype(np.uint8)  # noqa: E731
     planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, rng)
-    r, t = run(views(u8(train), planted))
-    score("digits 1,200 + 597", "image", r, u8(train), planted, kind_of, t)
+    if not only_color:
+        r, t = run(views(u8(train), planted))
+        score("digits 1,200 + 597", "image", r, u8(train), planted, kind_of, t)
 
     fashion_train, fashion_test = load_fashion()
     planted, kind_of, _ = plant(fashion_train, fashion_test, IMAGE_KINDS, per_kind, rng)
-    r, t = run(views(fashion_train, planted))
-    score("Fashion-MNIST 60,000 + 10,000", "image", r, fashion_train, planted, kind_of, t)
+    if not only_color:
+        r, t = run(views(fashion_train, planted))
+        score("Fashion-MNIST 60,000 + 10,000", "image", r, fashion_train, planted, kind_of, t)
 
     rgb_train = colorize(fashion_train[:20000], rng)
     rgb_test = colorize(fashion_test[:5000], rng)
@@ -714,8 +722,8 @@ def main() -> None:
     start = time.perf_counter()
     if "noise" in only:
         noise(rng)
-    if "images" in only:
-        images(rng, args.per_kind)
+    if "images" in only or "colour" in only:
+        images(rng, args.per_kind, only_color="images" not in only)
     if "small" in only:
         small_images(rng, max(1, args.per_kind * 3 // 5))
     if "small-scale" in only:

@@ -75,8 +75,6 @@ CROP_CANDIDATES = 5
 #: a query, so each pair gets the longer search one way round; 10 rows both ways re-scored
 #: 24 % more candidate pairs, one way 12 %.
 _FOURIER_CROP_FACTOR = 2
-#: a colour axis whose brightness component is below this share is oriented by its values
-_BRIGHTNESS_SHARE = 0.2
 _GREY_CHUNK = 4096  # colour images projected to grey per chunk (bounded buffers)
 _PLAIN_SEARCHES = 3  # the candidate views' searches come first in _searches
 #: small images: up to this many query-target pairs, shift candidates by brute force
@@ -136,10 +134,13 @@ class _Scorer:
     pixels (:func:`neardup.views.overlap_distances`), which reaches a 2 px shift of an 8x8
     image. Taking the smaller of the two for those instead (``bench_quality.py --only
     small``, Fashion-MNIST box-filtered to 12x12 / 10x10) found no crop either way and brought
-    natural pairs closer: 3 / 1 false alarms on the disjoint controls instead of 1 / 0."""
+    natural pairs closer: 3 / 1 false alarms on the disjoint controls instead of 1 / 0.
+    ``signed=False`` (colour images, projected on their principal colour axis, whose sign is
+    arbitrary): the best absolute correlation (the overlap distance stays signed)."""
 
-    def __init__(self, images: np.ndarray) -> None:
+    def __init__(self, images: np.ndarray, signed: bool = True) -> None:
         self.images = images
+        self.signed = signed
         factor = source_factor(images)
         self.source = source_images(images, factor) if factor > 1 else None
         self.reach = shift_reach(self.source.shape[1]) if self.source is not None else 0
@@ -149,7 +150,7 @@ class _Scorer:
         work done once)."""
         if self.reach:
             return overlap_distances(self.source, i, j, reach=self.reach)
-        return indexed_aligned_distances(self.images, i, j)
+        return indexed_aligned_distances(self.images, i, j, signed=self.signed)
 
     def unordered(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """As calling it, scoring each unordered pair once, as ``(min, max)``: in a split
@@ -307,7 +308,9 @@ def aligned_run(
         target = np.flatnonzero(split_of_row == reference_index)
     if not len(query) or not len(target):
         query = target = everyone
-    scorer = _Scorer(images)
+    # a colour image's principal colour axis has no sign of its own: a copy's may come out
+    # flipped (noise, re-encoding), so colour images match on the absolute correlation
+    scorer = _Scorer(images, signed=rows.channels == 1)
     if scorer.reach:  # small images: their nearest rows in the overlap distance itself
         shifted = _shift_candidates(scorer.source, query, target, candidates, scorer.reach)
         found, plain = _union(query, [shifted])
@@ -460,21 +463,27 @@ def _grey(images: np.ndarray) -> np.ndarray:
         _, vectors = np.linalg.eigh(scatter)
         axis = vectors[:, :, -1].astype(np.float32)  # (n, C): eigenvalues ascend
         grey = np.matmul(x, axis[:, :, None])  # (n, P, 1)
-        grey *= _orientation(grey.reshape(chunk.shape[:3]), axis)[:, None, None]
+        grey *= _orientation(grey.reshape(chunk.shape[:3]))[:, None, None]
         out[start : start + len(chunk)] = grey.reshape(out[start : start + len(chunk)].shape)
     return out
 
 
-def _orientation(grey: np.ndarray, axis: np.ndarray) -> np.ndarray:
-    """``(n,)`` signs that orient the mean-free projections ``grey`` ``(n, R, R)`` on the unit
-    colour axes ``axis`` ``(n, C)`` the same way for an image and its copies: brighter is
-    larger where the axis has a clear brightness component (:data:`_BRIGHTNESS_SHARE`);
-    otherwise (a contrast between colours of equal brightness, where the brightness sign is
-    noise) the centre is larger (its mean above the image's). On 1,500 Fashion-MNIST
-    pictures painted in two colours of equal channel mean, the centre orients an image and
-    its 90 % crop alike for 98 % of pairs (the third moment: 81 %)."""
-    brightness = axis.sum(axis=1) / np.sqrt(axis.shape[1])
-    quarter = grey.shape[1] // 4
-    centre = grey[:, quarter : grey.shape[1] - quarter, quarter : grey.shape[2] - quarter]
-    key = np.where(np.abs(brightness) >= _BRIGHTNESS_SHARE, brightness, centre.mean(axis=(1, 2)))
+def _orientation(grey: np.ndarray) -> np.ndarray:
+    """``(n,)`` signs that orient the mean-free projections ``grey`` ``(n, R, R)`` of colour
+    images on their principal colour axes the same way for an image and its copies: the object
+    against its ground, i.e. the central region (the middle half of each side) minus the
+    border ring around it is positive.
+
+    The sign of a principal axis is arbitrary, and brightness does not fix it for a faint
+    picture (a fore- and background of nearly equal brightness: the axis' brightness share
+    flips sign with noise or JPEG between a copy and its source), while the object and its
+    ground keep their places under noise, re-encoding, shifts and crops. Measured in README
+    "Faint colour pictures" (``benchmarks/bench_quality.py --only colour``).
+    """
+    side_y, side_x = grey.shape[1], grey.shape[2]
+    qy, qx = side_y // 4, side_x // 4
+    centre = grey[:, qy : side_y - qy, qx : side_x - qx]
+    inside = centre.sum(axis=(1, 2))
+    ring = (grey.sum(axis=(1, 2)) - inside) / max(side_y * side_x - centre[0].size, 1)
+    key = inside / max(centre[0].size, 1) - ring
     return np.where(key < 0, -1.0, 1.0).astype(np.float32)

@@ -28,18 +28,20 @@ the views that found the pair and its distance in every view.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ._aligned_run import ALIGNED_SUFFIX, aligned_run
+from ._auto_threshold import Auto
 from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
+from ._lopsided_run import with_lopsided
 from ._stats import distinct
-from ._threshold import ResolvedThreshold
+from ._threshold import ResolvedThreshold, as_strategy
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
     ViewRun,
@@ -174,7 +176,8 @@ def _image_rows(
             )
         kept[view] = parts
         # the rows already carry AlignedImageView's colour-cast weight: apply it once (twice,
-        # a colour thumbnail's cast would shrink to 1/16, a YCbCr one's chroma cast with it)
+        # a colour thumbnail's cast would shrink to 1/16, a YCbCr one's chroma cast with it);
+        # ImageView.views caps the colour thumbnail's cast at its structure
         thumbnail = ImageView(size=8, color_cast=1.0)
         for split, part in zip(data, parts):
             # colour images: the colour thumbnail, its luma ("<view>-luma") and its YCbCr
@@ -183,6 +186,45 @@ def _image_rows(
             for name, rows in thumbnail.views(images).items():
                 out[split][view + name[len(thumbnail.name) :]] = rows
     return out, kept
+
+
+def _lopsided_views(
+    image_rows: dict[str, list[ImageRows]],
+) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The 8x8 views that take the routes beyond the cut (:mod:`neardup._lopsided_run`):
+    the colour thumbnail and the YCbCr view of every view of colour :class:`ImageRows`
+    (where faint pictures' noisy and JPEG copies lie beyond the cut; the luma and aligned
+    views of the same pictures do not need it, and the aligned view has its lone route),
+    each with a reader of its full-resolution thumbnails (global rows -> ``(n, R, R, C)``)."""
+    out = {}
+    for view, parts in image_rows.items():
+        if parts[0].channels >= 3:
+            out[view] = out[view + "-ycbcr"] = _image_reader(parts)
+    return out
+
+
+def _image_reader(parts: list[ImageRows]) -> Callable[[np.ndarray], np.ndarray]:
+    """Global rows (the splits' ``parts`` stacked in order) -> ``(n, R, R, C)`` float32
+    thumbnails, read from the parts without stacking them."""
+    offsets = np.cumsum([0] + [len(p) for p in parts])
+    side, channels = parts[0].side, parts[0].channels
+
+    def read(rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), side, side, channels), dtype=np.float32)
+        split = np.searchsorted(offsets, rows, side="right") - 1
+        for number, part in enumerate(parts):
+            mine = split == number
+            local = np.asarray(part)[rows[mine] - offsets[number]]
+            out[mine] = local.reshape(-1, side, side, channels)
+        return out
+
+    return read
+
+
+def _is_auto(threshold: Any) -> bool:
+    """Whether a view's threshold option is the default ``Auto`` (``None`` or an ``Auto``)."""
+    return threshold is None or isinstance(as_strategy(threshold), Auto)
 
 
 def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str, list[str]]:
@@ -282,6 +324,7 @@ def find_duplicates_multiview(
         ref_index = split_index(reference, dataset.names, what="reference split")
     runs: dict[str, ViewRun] = {}
     per_view: dict[str, DuplicatesResult] = {}
+    lopsided = _lopsided_views(image_rows)
     for view in views:
         try:
             runs[view] = analyse_view(
@@ -297,6 +340,10 @@ def find_duplicates_multiview(
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
+        if view in lopsided and _is_auto(thresholds[view]):
+            runs[view] = with_lopsided(
+                runs[view], datasets[view].split_of_row, ref_index, k, lopsided[view]
+            )
         per_view[view] = single_view_result(
             runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
         )

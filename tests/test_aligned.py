@@ -359,3 +359,39 @@ def test_shift_candidates_searched_shift_by_shift_match_the_brute_force_ones(mon
         monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", limit)
         found = _aligned_run._shift_candidates(source, everyone, everyone, 10, 2)
         assert not np.any(found == everyone[:, None]) and np.all(found >= 0)
+
+
+def test_unsigned_aligned_distance_matches_an_image_and_its_negative():
+    """``signed=False`` (colour images on their principal colour axis, whose sign is
+    arbitrary): an image and its negative, shifted, are the same picture; signed, opposite."""
+    rng = np.random.default_rng(3)
+    a = _fashion(4).astype(np.float32)[..., None]
+    b = -np.roll(a, 1, axis=2) + rng.normal(0, 1, a.shape).astype(np.float32)
+    assert (aligned_distances(a, b) > 1.5).all()
+    assert (aligned_distances(a, b, signed=False) < 0.15).all()
+    other = a[[1, 2, 3, 0]]
+    assert (aligned_distances(a, other, signed=False) > 0.3).all()
+
+
+@needs_fashion
+def test_a_colour_picture_and_its_noisy_copy_project_on_one_orientation():
+    """Fashion-MNIST pictures painted in two colours of nearly one brightness (a faint luma
+    contrast whose sign noise can flip) and their noisy copies: the aligned view's grey
+    projection of each copy correlates positively with its source's (the object against its
+    ground orients both; by brightness, 4 of these 400 copies came out flipped)."""
+    from neardup._aligned_run import _grey
+
+    rng = np.random.default_rng(5)
+    grey = _fashion(400)
+    fg = rng.uniform(60, 195, size=(len(grey), 1, 1, 3))
+    sign = rng.choice([-1.0, 1.0], size=(len(grey), 1, 1, 1))
+    tilt = sign * rng.uniform(8, 30, (len(grey), 1, 1, 1))
+    bg = fg[..., [1, 2, 0]] + tilt  # about one brightness: a faint luma contrast either way
+    shade = grey[..., None] / 255.0
+    images = np.clip(np.rint(shade * fg + (1 - shade) * bg), 0, 255).astype(np.uint8)
+    noisy = np.clip(np.rint(images + rng.normal(0, 8, images.shape)), 0, 255).astype(np.uint8)
+    view = AlignedImageView()
+    a = _grey(view(images).images()).reshape(len(grey), -1)
+    b = _grey(view(noisy).images()).reshape(len(grey), -1)
+    agree = np.einsum("nd,nd->n", a, b) > 0
+    assert agree.all(), np.flatnonzero(~agree)

@@ -133,7 +133,8 @@ def test_image_view_luma_and_the_colour_and_luma_views(digits):
     assert not np.allclose(luma, ImageView(color=False)(rgb), atol=1e-3)  # not the plain mean
     views = ImageView().views(rgb)
     assert list(views) == ["image8", "image8-luma", "image8-ycbcr"]
-    np.testing.assert_array_equal(views["image8"], ImageView()(rgb))
+    # the colour view's cast is capped at the structure, which it is far below here
+    np.testing.assert_allclose(views["image8"], ImageView()(rgb), atol=1e-5)
     np.testing.assert_array_equal(views["image8-luma"], luma)
     np.testing.assert_array_equal(views["image8-ycbcr"], ImageView(color="ycbcr")(rgb))
     grey = ImageView().views(digits[:4])  # grey images: one view, the grey thumbnail
@@ -181,6 +182,26 @@ def test_image_view_color_cast_weight():
     assert np.abs(none.reshape(4, 64, 3).mean(axis=1)).max() < 1e-5
     default = ImageView()(images).reshape(4, 64, 3).mean(axis=1)
     assert 0 < np.abs(default).max() < np.abs(whole.reshape(4, 64, 3).mean(axis=1)).max()
+
+
+def test_image_view_caps_a_strong_colour_cast_at_the_structure():
+    """Two different faint objects (a contrast of 2 levels) on one strong colour: a quarter of
+    the cast is still most of each standardised row and brings them together; capped at the
+    structure (the colour view of ``views``), the cast holds at most half of each row and
+    the two stay apart."""
+    rng = np.random.default_rng(2)
+    shapes = np.zeros((2, 16, 16, 1))
+    shapes[0, 4:12, 6:10] = 1.0  # a bar
+    shapes[1, 6:10, 2:14] = 1.0  # a crossbar
+    colour = np.array([200.0, 40.0, 90.0])
+    images = shapes * 2.0 + colour + rng.normal(0, 0.01, (2, 16, 16, 3))
+    rows = ImageView().views(images)["image8"].reshape(2, 64, 3)
+    cast = (rows.mean(axis=1) ** 2).sum(axis=1) * 64  # of 192, the row's sum of squares
+    assert (cast <= 96.0 + 1e-3).all(), cast
+    a, b = rows.reshape(2, -1)
+    assert _cos(a, b) < 0.8
+    plain = ImageView()(images)  # the view itself: the quarter cast, uncapped
+    assert _cos(plain[0], plain[1]) > 0.99
 
 
 def test_image_view_rejects_bad_color_options():

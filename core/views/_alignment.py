@@ -52,6 +52,7 @@ def aligned_distances(
     step: float = 0.5,
     scales: tuple[float, ...] = DEFAULT_SCALES,
     symmetric: bool = True,
+    signed: bool = True,
 ) -> np.ndarray:
     """Best-match correlation distance of each pair ``(a[p], b[p])`` over shifts and scales.
 
@@ -70,13 +71,17 @@ def aligned_distances(
     symmetric:
         Also try ``a`` zoomed in against ``b``'s central region at every scale other than 1,
         so the distance is the same whichever image of the pair is the crop.
+    signed:
+        ``False``: the best *absolute* correlation, so an image matches its own negative.
+        For projections whose sign is arbitrary (a colour image on its principal colour
+        axis: a copy's axis can come out flipped after noise or re-encoding).
 
     Returns
     -------
     np.ndarray
-        ``(P,)`` float32 ``sqrt(2 - 2 r)`` with ``r`` the best Pearson correlation: 0 for an
-        exact (shifted) copy, about ``sqrt(2)`` for unrelated images; a constant region gives
-        correlation 0.
+        ``(P,)`` float32 ``sqrt(2 - 2 r)`` with ``r`` the best Pearson correlation (its
+        absolute value with ``signed=False``): 0 for an exact (shifted) copy, about
+        ``sqrt(2)`` for unrelated images; a constant region gives correlation 0.
     """
     a = np.asarray(a, dtype=np.float32)
     b = np.asarray(b, dtype=np.float32)
@@ -90,6 +95,7 @@ def aligned_distances(
         step=step,
         scales=scales,
         symmetric=symmetric,
+        signed=signed,
     )
 
 
@@ -102,6 +108,7 @@ def indexed_aligned_distances(
     step: float = 0.5,
     scales: tuple[float, ...] = DEFAULT_SCALES,
     symmetric: bool = True,
+    signed: bool = True,
 ) -> np.ndarray:
     """:func:`aligned_distances` of the pairs ``(images[i[p]], images[j[p]])``.
 
@@ -116,7 +123,7 @@ def indexed_aligned_distances(
         ``(N, R, R, C)`` thumbnails.
     i, j:
         ``(P,)`` row numbers of the pairs.
-    reach, step, scales, symmetric:
+    reach, step, scales, symmetric, signed:
         As :func:`aligned_distances`.
 
     Returns
@@ -142,9 +149,10 @@ def indexed_aligned_distances(
     out = np.empty(len(i), dtype=np.float32)
     for start in range(0, len(i), _PAIR_BLOCK):
         rows, cols = i[start : start + _PAIR_BLOCK], j[start : start + _PAIR_BLOCK]
-        block = _block(images, rows, cols, samplers, ahead, margin, n)
+        block = _block(images, rows, cols, samplers, ahead, margin, n, signed)
         if back is not None:
-            np.minimum(block, _block(images, cols, rows, zooms, back, margin, n), out=block)
+            back_block = _block(images, cols, rows, zooms, back, margin, n, signed)
+            np.minimum(block, back_block, out=block)
         out[start : start + len(rows)] = block
     return out
 
@@ -228,9 +236,11 @@ def _block(
     moments: _Moments,
     margin: int,
     n: int,
+    signed: bool = True,
 ) -> np.ndarray:
     """Distances of the pairs ``(images[rows], images[cols])``: ``a``'s centre against every
-    re-sampled ``b``; ``moments`` holds the spreads of ``images[cols]``. Each image's
+    re-sampled ``b`` (the best correlation, or the best absolute one unless ``signed``);
+    ``moments`` holds the spreads of ``images[cols]``. Each image's
     re-sampled rows (``q``) and spread-back centre (``v``) are made once per block and
     gathered per pair: a query meets many candidates, a reference image many queries."""
     a_rows, a_of_pair = np.unique(rows, return_inverse=True)
@@ -258,5 +268,7 @@ def _block(
         numerator = np.matmul(q, v.transpose(0, 2, 1))
         spread = moments.scale[number][spread_rows]
         corr = np.divide(numerator, spread, out=np.zeros_like(numerator), where=spread > 0)
+        if not signed:
+            np.abs(corr, out=corr)
         best = np.maximum(best, corr.reshape(p, -1).max(axis=1))
     return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)

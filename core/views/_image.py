@@ -151,7 +151,8 @@ class ImageView:
         keeps a quarter: a whole cast dominates low-contrast images, so that different
         objects painted in similar colours collapse together (measured on colourised
         Fashion-MNIST and digits, README "Views and thresholds"), while a little of it still
-        helps find noisy and re-encoded copies.
+        helps find noisy and re-encoded copies. :meth:`views` also caps the colour
+        thumbnail's cast at its structure.
 
     Call it on a batch: ``ImageView()(images) -> (N, d) float32``, or ``view.views(images)``
     for the recommended set of views (``{"image8": ..., "image8-luma": ...,
@@ -219,8 +220,12 @@ class ImageView:
         by side (each with its own threshold; "any" combines them): colour separates natural
         neighbours best, luma survives colour jitter and re-colouring, and YCbCr survives
         JPEG's chroma damage on pictures whose contrast is mostly in colour, not brightness
-        (measured in the README, "Views and thresholds"). Grey images, or another ``color``,
-        give one view, ``{name: view(images)}``.
+        (measured in the README, "Views and thresholds"). The colour thumbnail's colour cast
+        (after ``color_cast``) is capped at its structure here: its norm never exceeds that
+        of the pixels minus their per-channel means (README "Faint colour pictures"; calling
+        the view itself leaves it uncapped: :class:`AlignedImageView` rows, from which
+        ``find_duplicates`` derives these three views, keep it for the YCbCr chroma). Grey
+        images, or another ``color``, give one view, ``{name: view(images)}``.
         """
         batches = self._batches(images)
         color = self.color
@@ -228,6 +233,7 @@ class ImageView:
             color = any(b.shape[-1] >= 3 for b in batches)
         out = {self.name: self._rows(batches, color)}
         if color is True:
+            out[self.name] = _capped_rows(out[self.name], self.size)
             out[f"{self.name}-luma"] = self._rows(batches, "luma")
             out[f"{self.name}-ycbcr"] = self._rows(batches, "ycbcr")
         return out
@@ -377,6 +383,35 @@ def _with_cast(out: np.ndarray, weight: float) -> np.ndarray:
         means = out.mean(axis=(1, 2), keepdims=True)
         out -= (1.0 - weight) * (means - means.mean(axis=3, keepdims=True))
     return out
+
+
+def _cap_cast(out: np.ndarray) -> np.ndarray:
+    """``(n, s, s, c)`` colour thumbnails with each one's colour cast (per-channel means minus
+    their average) capped, in place, so that its norm over the thumbnail never exceeds the
+    norm of the thumbnail's structure (its pixels minus their per-channel means).
+
+    A faint object in a strong colour (a fore- and background of nearly one brightness and
+    hue) otherwise standardises to little but its cast, which any other picture in that
+    colour shares: different pictures in similar colours come out as copies. Measured in
+    README "Faint colour pictures" (colourised Fashion-MNIST: the colour view's false alarms
+    on the no-copy control, 2 / 1 on seeds 0 / 1, gone, every recall unchanged).
+    """
+    means = out.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, c)
+    cast = means - means.mean(axis=3, keepdims=True)
+    structure = np.sqrt(((out - means) ** 2).sum(axis=(1, 2, 3)))  # (n,)
+    size = np.sqrt(out.shape[1] * out.shape[2] * (cast**2).sum(axis=(1, 2, 3)))  # (n,)
+    keep = np.minimum(1.0, structure / np.maximum(size, 1e-300))
+    out -= (1.0 - keep)[:, None, None, None] * cast
+    return out
+
+
+def _capped_rows(rows: np.ndarray, size: int) -> np.ndarray:
+    """Colour thumbnail rows ``(N, size * size * 3)`` with each one's colour cast capped at
+    its structure (:func:`_cap_cast`), standardised again, as float32."""
+    if not len(rows):
+        return np.asarray(rows, dtype=np.float32)
+    out = np.asarray(rows, dtype=np.float64).reshape(len(rows), size, size, 3).copy()
+    return _standardized(_cap_cast(out))
 
 
 def _chroma_side(size: int) -> int:

@@ -1,0 +1,127 @@
+"""Lopsided neighbourhoods (``neardup._lopsided``): the test's calibration and its route in
+the colour and YCbCr thumbnail views of colour images (real Fashion-MNIST, colourised)."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from neardup import find_duplicates
+from neardup._auto_threshold import intrinsic_dimension
+from neardup._lopsided import (
+    lopsided_chance,
+    lopsided_level,
+    lopsided_rows,
+    lopsided_scores,
+)
+from neardup.views import AlignedImageView
+
+FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def _sorted_knn(x: np.ndarray, k: int) -> np.ndarray:
+    """``(N, k)`` exact Euclidean distances to each row's k nearest other rows."""
+    sq = (x * x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d2, np.inf)
+    return np.sqrt(np.sort(np.partition(d2, k, axis=1)[:, :k], axis=1))
+
+
+def test_natural_rows_are_lopsided_as_often_as_the_power_law_says():
+    """Uniform points in a 6-dimensional cube (no copies): ``(k - 1) (d1 / dk) ** m <= c``
+    for about a share ``c`` of the rows, so a budget of ``b`` expected rows flags about ``b``
+    and the default budget (0.05) none."""
+    x = np.random.default_rng(0).uniform(size=(4000, 6))
+    distances = _sorted_knn(x, 10)
+    dimension = intrinsic_dimension(distances)
+    assert 5.0 < dimension < 7.0
+    chance = lopsided_chance(distances, dimension)
+    flagged = int((chance <= lopsided_level(len(x), 40.0)).sum())
+    assert 15 <= flagged <= 100, flagged
+    assert not (chance <= lopsided_level(len(x))).any()
+
+
+def test_lopsided_chance_scores_and_rows_on_small_cases():
+    distances = np.array(
+        [[0.1, 0.5, 1.0], [0.5, 0.9, 1.0], [0.0, 0.0, 0.0], [0.1, 0.2, np.inf], [0.0, 1.0, 2.0]]
+    )
+    chance = lopsided_chance(distances, 2.0)
+    assert chance[0] == pytest.approx(2 * 0.1**2) and chance[1] == pytest.approx(2 * 0.25)
+    assert np.isinf(chance[2]) and np.isinf(chance[3])  # k-th distance 0; a missing one
+    assert chance[4] == 0.0  # an exact copy with distinct neighbours
+    assert np.isinf(lopsided_chance(distances, float("nan"))).all()
+    level = 2 * 0.2**2  # d1 / dk up to 0.2 is lopsided
+    assert lopsided_scores(distances, 2.0, level)[0] == pytest.approx(0.5)
+    assert lopsided_rows(distances, 2.0, 0.06, level).tolist() == [True, False] + [False] * 2 + [
+        True
+    ]
+    assert not lopsided_rows(distances, 2.0, 0.04, level)[0]  # d1 beyond 2 cuts
+    assert not lopsided_rows(distances, 2.0, 0.0, level).any()  # a zero cut: exact copies only
+    assert lopsided_level(5000) == pytest.approx(1e-5) and lopsided_level(0) == 0.0
+
+
+def _colourised(n: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``n`` Fashion-MNIST pictures, each painted with its own random foreground
+    and background colour (as ``benchmarks/bench_quality.py`` paints them)."""
+    with gzip.open(FASHION) as fh:
+        grey = np.frombuffer(fh.read(16 + n * 784), np.uint8, offset=16).reshape(-1, 28, 28)
+    fg = rng.uniform(0, 255, size=(n, 1, 1, 3))
+    bg = rng.uniform(0, 255, size=(n, 1, 1, 3))
+    shade = grey[..., None] / 255.0
+    return np.rint(shade * fg + (1 - shade) * bg).astype(np.uint8)
+
+
+def _jpeg(x: np.ndarray) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(x).save(buffer, "JPEG", quality=75)
+    return np.asarray(Image.open(buffer))
+
+
+def _found(result, view: str, sources: np.ndarray) -> tuple[int, int, int]:
+    """Noisy copies (test rows 0-39) and JPEG copies (40-79) of ``sources`` that ``view``
+    (or the combined verdict, ``view=None``) flags with their source, and unplanted rows
+    it flags."""
+    leak = result.leakage["test"] if view is None else result.views[view].leakage["test"]
+    flagged = dict(zip(leak.positions, leak.nearest_positions))
+    hits = [flagged.get(p) == int(sources[p]) for p in range(80)]
+    return sum(hits[:40]), sum(hits[40:]), sum(p >= 80 for p in flagged)
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="make system-deps installs Fashion-MNIST")
+def test_noisy_and_jpeg_copies_of_colour_pictures_beyond_the_cut_are_found(monkeypatch):
+    """Colourised Fashion-MNIST, 4,000 + 2,000, with 40 noisy (sigma 8/255) and 40 JPEG (q75)
+    copies of random train pictures: several lie beyond the colour and YCbCr views' cuts.
+    The lopsided route finds more of them in both views, the white-residual route the
+    remaining noisy ones, and neither flags an unplanted row in those views."""
+    from neardup import _lopsided_run
+
+    rng = np.random.default_rng(0)
+    images = _colourised(6000, rng)
+    train, test = images[:4000], images[4000:].copy()
+    sources = rng.choice(len(train), 80, replace=False)
+    noise = rng.normal(0, 8, (40, 28, 28, 3))
+    test[:40] = np.clip(np.rint(train[sources[:40]] + noise), 0, 255).astype(np.uint8)
+    test[40:80] = np.stack([_jpeg(x) for x in train[sources[40:]]])
+    view = AlignedImageView()
+    data = {"train": view(train), "test": view(test)}
+    result = find_duplicates(data)
+    with monkeypatch.context() as patch:
+        patch.setattr(_lopsided_run, "residual_whiteness", lambda a, b: np.full(len(a), np.inf))
+        lopsided = find_duplicates(data)
+        patch.setattr(_lopsided_run, "lopsided_level", lambda rows: 0.0)
+        plain = find_duplicates(data)
+    for name in ("image", "image-ycbcr"):
+        before, route = _found(plain, name, sources), _found(lopsided, name, sources)
+        assert route[0] + route[1] > before[0] + before[1], (name, before, route)
+        assert route[2] == before[2] == _found(result, name, sources)[2] == 0
+    assert _found(result, None, sources)[0] == 40  # every noisy copy, white or lopsided
+    assert _found(plain, None, sources)[0] < 40
+    assert "white pairs beyond the cut kept" in result.views["image"].threshold.reason
+    assert "lopsided pairs beyond the cut kept" in result.views["image-ycbcr"].threshold.reason
