@@ -1,5 +1,6 @@
 """Shared fixtures: real scikit-learn digits with planted near-duplicates; pydoc sentences
-with a templated pair and a dropped-word copy."""
+with a templated pair and a dropped-word copy; the nearest-neighbour distances of uniform
+points (no copies) that calibrate the lone and lopsided routes."""
 
 from __future__ import annotations
 
@@ -77,3 +78,18 @@ def template_corpus() -> TemplateCorpus:
     dropped = " ".join(w for n, w in enumerate(train[5].split()) if n != 2)
     test = [rest[i] for i in order[800:1100]] + [template[1], dropped]
     return TemplateCorpus(train, test, len(test) - 2, len(test) - 1)
+
+
+@pytest.fixture(scope="session")
+def uniform_cube_neighbors() -> tuple[np.ndarray, float]:
+    """4,000 uniform points in a 6-dimensional cube (no copies): ``(4000, 10)`` exact
+    Euclidean distances to each point's 10 nearest others, sorted, and their intrinsic
+    dimension as ``Auto`` measures it (the calibration data of the lone and lopsided tests)."""
+    from neardup._auto_threshold import intrinsic_dimension
+
+    x = np.random.default_rng(0).uniform(size=(4000, 6))
+    sq = (x * x).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
+    np.fill_diagonal(d2, np.inf)
+    distances = np.sqrt(np.sort(np.partition(d2, 10, axis=1)[:, :10], axis=1))
+    return distances, intrinsic_dimension(distances)

@@ -10,32 +10,25 @@ import numpy as np
 import pytest
 
 from neardup import find_duplicates
-from neardup._auto_threshold import intrinsic_dimension
 from neardup._lone import lone_ratio, lone_scores
 from neardup.views import AlignedImageView
 
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-def _sorted_knn(x: np.ndarray, k: int) -> np.ndarray:
-    """``(N, k)`` exact Euclidean distances to each row's k nearest other rows."""
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
-    np.fill_diagonal(d2, np.inf)
-    return np.sqrt(np.sort(np.partition(d2, k, axis=1)[:, :k], axis=1))
 
-
-def test_natural_rows_fall_below_the_lone_ratio_as_often_as_the_power_law_says():
+def test_natural_rows_fall_below_the_lone_ratio_as_often_as_the_power_law_says(
+    uniform_cube_neighbors,
+):
     """Uniform points in a 6-dimensional cube (no copies): ``d1 / d2 <= r`` for a share
     ``r ** m`` of the rows, so a budget of ``b`` false alarms flags about ``b`` rows and the
     default budget (0.1) none."""
-    x = np.random.default_rng(0).uniform(size=(4000, 6))
-    distances = _sorted_knn(x, 10)
-    dimension = intrinsic_dimension(distances)
+    distances, dimension = uniform_cube_neighbors
     assert 5.0 < dimension < 7.0
-    flagged = int((lone_scores(distances, lone_ratio(dimension, len(x), 40.0)) <= 1).sum())
+    budget = lone_ratio(dimension, len(distances), 40.0)
+    flagged = int((lone_scores(distances, budget) <= 1).sum())
     assert 20 <= flagged <= 80, flagged
-    assert not (lone_scores(distances, lone_ratio(dimension, len(x), 0.1)) <= 1).any()
+    assert not (lone_scores(distances, lone_ratio(dimension, len(distances), 0.1)) <= 1).any()
 
 
 def test_lone_scores_of_copies_ties_and_missing_neighbours():

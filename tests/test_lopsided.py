@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from neardup import find_duplicates
-from neardup._auto_threshold import intrinsic_dimension
 from neardup._lopsided import (
     lopsided_chance,
     lopsided_level,
@@ -22,26 +21,17 @@ from neardup.views import AlignedImageView
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-def _sorted_knn(x: np.ndarray, k: int) -> np.ndarray:
-    """``(N, k)`` exact Euclidean distances to each row's k nearest other rows."""
-    sq = (x * x).sum(axis=1)
-    d2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (x @ x.T), 0.0)
-    np.fill_diagonal(d2, np.inf)
-    return np.sqrt(np.sort(np.partition(d2, k, axis=1)[:, :k], axis=1))
 
-
-def test_natural_rows_are_lopsided_as_often_as_the_power_law_says():
+def test_natural_rows_are_lopsided_as_often_as_the_power_law_says(uniform_cube_neighbors):
     """Uniform points in a 6-dimensional cube (no copies): ``(k - 1) (d1 / dk) ** m <= c``
     for about a share ``c`` of the rows, so a budget of ``b`` expected rows flags about ``b``
     and the default budget (0.05) none."""
-    x = np.random.default_rng(0).uniform(size=(4000, 6))
-    distances = _sorted_knn(x, 10)
-    dimension = intrinsic_dimension(distances)
+    distances, dimension = uniform_cube_neighbors
     assert 5.0 < dimension < 7.0
     chance = lopsided_chance(distances, dimension)
-    flagged = int((chance <= lopsided_level(len(x), 40.0)).sum())
+    flagged = int((chance <= lopsided_level(len(distances), 40.0)).sum())
     assert 15 <= flagged <= 100, flagged
-    assert not (chance <= lopsided_level(len(x))).any()
+    assert not (chance <= lopsided_level(len(distances))).any()
 
 
 def test_lopsided_chance_scores_and_rows_on_small_cases():
