@@ -12,7 +12,8 @@ source by pixel noise alone). The run's :meth:`LopsidedRun.relative` reads the p
 (at most 1) where it is smaller.
 
 ``find_duplicates`` applies it to the colour and YCbCr 8x8 thumbnail views of colour
-images, with the default ``Auto`` threshold only (an explicit strategy is the user's cut).
+images (the lopsided route to the YCbCr view only), with the default ``Auto`` threshold only
+(an explicit strategy is the user's cut).
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def with_lopsided(
     reference_index: int | None,
     k: int = 10,
     images: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    lopsided: bool = True,
 ) -> ViewRun:
     """``run`` with its lopsided and white pairs (a :class:`LopsidedRun`), or ``run`` itself
     where there are none, the rows are not unit length (``normalize`` other than ``"row"``)
@@ -92,6 +95,7 @@ def with_lopsided(
 
     ``images``: global rows -> their ``(n, R, R, C)`` full-resolution thumbnails, for the
     white-residual test (:mod:`neardup._white`); ``None``: the lopsided test alone.
+    ``lopsided=False``: the white-residual test alone.
     """
     if run.settings.get("normalize") != "row" or not (run.threshold.value > 0):
         return run
@@ -113,16 +117,18 @@ def with_lopsided(
     cut = run.threshold.value
     level = lopsided_level(len(query))
     beyond = finite & (distances[:, 0] > cut)  # within the cut: a close pair already
-    lopsided = beyond & lopsided_rows(distances, dimension, cut, level)
+    kept = np.zeros(len(query), dtype=bool)
+    if lopsided:
+        kept = beyond & lopsided_rows(distances, dimension, cut, level)
     score = np.full(len(query), np.inf)
-    score[lopsided] = lopsided_scores(distances[lopsided], dimension, level)
+    score[kept] = lopsided_scores(distances[kept], dimension, level)
     white = np.zeros(len(query), dtype=bool)
     if images is not None:
         near = np.flatnonzero(beyond & (distances[:, 0] <= WHITE_REACH * cut))
         whiteness = residual_whiteness(images(indices[near, 0]), images(query[near]))
         white[near] = whiteness <= WHITE_LEVEL
         np.minimum.at(score, near, whiteness / WHITE_LEVEL)
-    hit = lopsided | white
+    hit = kept | white
     if not hit.any():
         return run
     rows, other = query[hit], indices[hit, 0]
@@ -139,10 +145,12 @@ def with_lopsided(
         if images is not None
         else ""
     ) + (
-        f"; {int(lopsided.sum())} lopsided pairs beyond the cut kept (nearest within "
+        f"; {int(kept.sum())} lopsided pairs beyond the cut kept (nearest within "
         f"{LOPSIDED_REACH:g} x the cut, a natural row that lopsided among its {k} nearest "
         f"at most {level:.3g} likely, where {LOPSIDED_FALSE_ALARMS:g} natural rows are "
         f"expected; intrinsic dimension {dimension:.1f})"
+        if lopsided
+        else ""
     )
     resolved = run.threshold
     return LopsidedRun(
