@@ -16,7 +16,6 @@ from neardup.views import AlignedImageView
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-
 def test_natural_rows_fall_below_the_lone_ratio_as_often_as_the_power_law_says(
     uniform_cube_neighbors,
 ):

@@ -21,7 +21,6 @@ from neardup.views import AlignedImageView
 FASHION = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
 
 
-
 def test_natural_rows_are_lopsided_as_often_as_the_power_law_says(uniform_cube_neighbors):
     """Uniform points in a 6-dimensional cube (no copies): ``(k - 1) (d1 / dk) ** m <= c``
     for about a share ``c`` of the rows, so a budget of ``b`` expected rows flags about ``b``
