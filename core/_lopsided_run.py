@@ -34,7 +34,7 @@ from ._lopsided import (
 )
 from ._threshold import ResolvedThreshold
 from ._view_run import ViewRun
-from ._white import WHITE_LEVEL, WHITE_REACH, residual_whiteness
+from ._white import WHITE_REACH, residual_whiteness, white_level
 from .search import ClosePairs, merge_pairs, probed_neighbors
 
 __all__ = ["LopsidedRun", "with_lopsided"]
@@ -125,9 +125,11 @@ def with_lopsided(
     white = np.zeros(len(query), dtype=bool)
     if images is not None:
         near = np.flatnonzero(beyond & (distances[:, 0] <= WHITE_REACH * cut))
-        whiteness = residual_whiteness(images(indices[near, 0]), images(query[near]))
-        white[near] = whiteness <= WHITE_LEVEL
-        np.minimum.at(score, near, whiteness / WHITE_LEVEL)
+        sources, copies = images(indices[near, 0]), images(query[near])
+        whiteness = residual_whiteness(sources, copies)
+        white_cut = white_level(int(np.prod(copies.shape[1:])))
+        white[near] = whiteness <= white_cut
+        np.minimum.at(score, near, whiteness / white_cut)
     hit = kept | white
     if not hit.any():
         return run
@@ -141,7 +143,7 @@ def with_lopsided(
     )
     note = (
         f"; {int(white.sum())} white pairs beyond the cut kept (the residual of the nearest "
-        f"row within {WHITE_REACH:g} x the cut autocorrelates at most {WHITE_LEVEL:g})"
+        f"row within {WHITE_REACH:g} x the cut autocorrelates at most {white_cut:.3g})"
         if images is not None
         else ""
     ) + (
