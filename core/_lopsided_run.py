@@ -175,7 +175,8 @@ def _nearest(
     """Each query's ``k`` nearest ``target`` rows (global rows, itself left out) and their
     distances, ``(Q, k)`` each, sorted by distance (``-1`` / ``inf``: none)."""
     targets = run.rows.take(target)
-    found = probed_neighbors(run.rows.take(query), targets, k + int(same))
+    queries = targets if same else run.rows.take(query)
+    found = probed_neighbors(queries, targets, k + int(same))
     indices = np.full((len(query), k), -1, dtype=np.int64)
     distances = np.full((len(query), k), np.inf, dtype=np.float64)
     for start in range(0, len(query), _QUERY_BLOCK):
@@ -184,7 +185,7 @@ def _nearest(
         valid = local >= 0
         glob = np.where(valid, target[np.maximum(local, 0)], -1)
         valid &= glob != rows[:, None]
-        x = run.rows.take(rows).astype(np.float64)
+        x = queries[start : start + len(rows)].astype(np.float64)
         y = targets[np.maximum(local, 0)].astype(np.float64)
         d = np.sqrt(np.maximum(((x[:, None, :] - y) ** 2).sum(axis=2), 0.0))
         d = np.where(valid, d, np.inf)

@@ -190,26 +190,23 @@ def _image_rows(
 
 def _lopsided_views(
     image_rows: dict[str, list[ImageRows]],
-) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+) -> dict[str, tuple[Callable[[np.ndarray], np.ndarray], bool]]:
     """The 8x8 views that take the routes beyond the cut (:mod:`neardup._lopsided_run`):
     the colour thumbnail and the YCbCr view of every view of colour :class:`ImageRows`
     (where faint pictures' noisy and JPEG copies lie beyond the cut; the luma and aligned
     views of the same pictures do not need it, and the aligned view has its lone route),
-    each with a reader of its full-resolution thumbnails (global rows -> ``(n, R, R, C)``).
-    The colour thumbnail takes the white-residual route alone (:func:`_lopsided_route`)."""
+    each with a reader of its full-resolution thumbnails (global rows -> ``(n, R, R, C)``)
+    and whether it takes the lopsided route too: the YCbCr view only. In the colour thumbnail
+    that route added no planted copy on four plantings of colourised Fashion-MNIST
+    (``bench_quality.py --only noise,colour`` and ``--only colour``, seeds 0 and 1) and
+    flagged a different tank top in similar colours (at 0.999 of its level); the colour
+    thumbnail takes the white-residual route alone."""
     out = {}
     for view, parts in image_rows.items():
         if parts[0].channels >= 3:
-            out[view] = out[view + "-ycbcr"] = _image_reader(parts)
+            reader = _image_reader(parts)
+            out[view], out[view + "-ycbcr"] = (reader, False), (reader, True)
     return out
-
-
-def _lopsided_route(view: str) -> bool:
-    """Whether a view of :func:`_lopsided_views` takes the lopsided route too: the YCbCr view
-    only. In the colour thumbnail it added no planted copy on four plantings of colourised
-    Fashion-MNIST (``bench_quality.py --only noise,colour`` and ``--only colour``, seeds 0 and
-    1) and flagged a different tank top in similar colours (at 0.999 of its level)."""
-    return view.endswith("-ycbcr")
 
 
 def _image_reader(parts: list[ImageRows]) -> Callable[[np.ndarray], np.ndarray]:
@@ -350,13 +347,14 @@ def find_duplicates_multiview(
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
         if view in lopsided and _is_auto(thresholds[view]):
+            reader, lopsided_route = lopsided[view]
             runs[view] = with_lopsided(
                 runs[view],
                 datasets[view].split_of_row,
                 ref_index,
                 k,
-                lopsided[view],
-                lopsided=_lopsided_route(view),
+                reader,
+                lopsided=lopsided_route,
             )
         per_view[view] = single_view_result(
             runs[view], datasets[view], ref_index, max_diameter=max_diameter, layer=view
