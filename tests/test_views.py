@@ -150,10 +150,13 @@ def test_image_view_ycbcr_keeps_luma_and_half_resolution_chroma():
     assert rows.shape == (5, 64 + 2 * 16) and rows.dtype == np.float32
     np.testing.assert_allclose(rows.std(axis=1), 1.0, atol=1e-5)
     # the luma part is the luma thumbnail (up to scale); the chroma parts are 4x4 box averages
+    # of the chroma blurred by a Gaussian of 0.2 chroma cells (0.8 px here)
+    from scipy.ndimage import gaussian_filter
+
     luma = ImageView(color="luma")(rgb)
     scale = np.linalg.norm(rows[:, :64], axis=1) / np.linalg.norm(luma, axis=1)
     np.testing.assert_allclose(rows[:, :64], luma * scale[:, None], atol=1e-4)
-    cb = rgb @ np.array([-0.168736, -0.331264, 0.5])
+    cb = gaussian_filter(rgb @ np.array([-0.168736, -0.331264, 0.5]), (0, 0.8, 0.8), mode="nearest")
     blocks = cb.reshape(5, 4, 4, 4, 4).mean(axis=(2, 4))
     blocks -= 0.75 * blocks.mean(axis=(1, 2), keepdims=True)  # a quarter of the cast is kept
     chroma = rows[:, 64:].reshape(5, 4, 4, 2)[..., 0]

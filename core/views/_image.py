@@ -21,6 +21,9 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 #: Rec. 601 (JPEG) R, G, B -> Y, Cb, Cr (offsets left out: the thumbnails are standardised)
 _YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 _COLOR_OPTIONS = (True, False, "auto", "luma", "ycbcr")
+#: standard deviation, in chroma cells, of the Gaussian blur of the YCbCr view's chroma before
+#: its box filter (README "Faint colour pictures", change 7)
+_CHROMA_BLUR = 0.2
 
 
 def _area_weights(source: int, target: int) -> np.ndarray:
@@ -136,7 +139,9 @@ class ImageView:
         and chroma damage), ``"ycbcr"`` keeps luma at ``size x size`` and the two chroma
         channels at half that side (the resolution JPEG keeps them at: it stores chroma
         subsampled and coarsely quantised, so fine chroma detail is what a re-encode damages;
-        each chroma cell weighs as much as one luma cell), ``"auto"`` (default) keeps colour
+        the chroma is blurred by a Gaussian of 0.2 chroma cells first, so that the detail
+        JPEG drops does not reach the cells through the box filter's edges; each chroma cell
+        weighs as much as one luma cell), ``"auto"`` (default) keeps colour
         when any image of the call has 3+ channels. :meth:`views` gives colour, luma and
         YCbCr rows as three views.
     channels_first:
@@ -322,8 +327,9 @@ class ImageView:
 
     def _ycbcr(self, batch: np.ndarray) -> np.ndarray:
         """``(n, H, W, 1 | 3)`` -> ``(n, size**2 + 2 * (size // 2)**2)`` rows: the luma
-        thumbnail (mean removed) and both chroma thumbnails at half the side (colour cast
-        scaled by ``color_cast``), together scaled to unit standard deviation."""
+        thumbnail (mean removed) and both chroma thumbnails at half the side (blurred first,
+        :func:`_blur_chroma`; colour cast scaled by ``color_cast``), together scaled to unit
+        standard deviation."""
         n, height, width, channels = batch.shape
         side, chroma_side = self.size, _chroma_side(self.size)
         luma = np.empty((n, side, side), dtype=np.float64)
@@ -335,6 +341,7 @@ class ImageView:
             if channels == 1:  # a grey image: luma only, no chroma
                 chunk = np.repeat(chunk, 3, axis=-1)
             ycc = chunk @ _YCBCR.T
+            _blur_chroma(ycc, height / chroma_side, width / chroma_side)
             (rows_y, cols_y), (rows_c, cols_c) = weights
             luma[start : start + len(chunk)] = np.einsum(
                 "ih,nhw,jw->nij", rows_y, ycc[..., 0], cols_y, optimize=True
@@ -361,6 +368,26 @@ class ImageView:
                 "nih,nhwc,njw->nijc", rows_weights, chunk, cols_weights, optimize=True
             )
         return _standardized(_with_cast(out, float(self.color_cast)))
+
+
+def _blur_chroma(ycc: np.ndarray, cell_height: float, cell_width: float) -> None:
+    """Blur the two chroma planes of ``ycc`` ``(n, H, W, 3)`` in place by a Gaussian of
+    :data:`_CHROMA_BLUR` chroma cells (cells of ``cell_height x cell_width`` pixels).
+
+    JPEG keeps chroma at half resolution and drops its fine detail; a box filter's cells still
+    hold some of that detail (a sharp colour edge lands in one cell or the next), so a
+    re-encoded copy of a picture that lives in its colours moves among its natural
+    neighbours. Blurred first, the cells hold what JPEG keeps. Measured on colourised
+    Fashion-MNIST (README "Faint colour pictures", change 7): JPEG recall 0.88 / 0.96 / 0.94 /
+    0.96 -> 0.94 / 0.98 / 0.96 / 1.00 on four plantings with 0.2 cells, no false alarm; 0.25
+    cells flag a different boot in the same colours.
+    """
+    if _CHROMA_BLUR <= 0:
+        return
+    from scipy.ndimage import gaussian_filter  # imported here: scipy is slow to import
+
+    sigma = (0.0, _CHROMA_BLUR * cell_height, _CHROMA_BLUR * cell_width, 0.0)
+    ycc[..., 1:] = gaussian_filter(ycc[..., 1:], sigma, mode="nearest")
 
 
 def _in_color_mode(chunk: np.ndarray, color: bool | str) -> np.ndarray:
