@@ -27,6 +27,7 @@ from ._auto_threshold import natural_dimension
 from ._chains import PairwiseFn
 from ._lopsided import (
     LOPSIDED_FALSE_ALARMS,
+    LOPSIDED_LEAST_ROWS,
     LOPSIDED_REACH,
     lopsided_level,
     lopsided_rows,
@@ -115,7 +116,7 @@ def with_lopsided(
         return run
     dimension, _ = natural_dimension(distances[finite])
     cut = run.threshold.value
-    level = lopsided_level(len(query))
+    level = lopsided_level(len(query), least_rows=LOPSIDED_LEAST_ROWS)
     beyond = finite & (distances[:, 0] > cut)  # within the cut: a close pair already
     kept = np.zeros(len(query), dtype=bool)
     if lopsided:

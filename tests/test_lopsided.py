@@ -50,6 +50,9 @@ def test_lopsided_chance_scores_and_rows_on_small_cases():
     assert not lopsided_rows(distances, 2.0, 0.04, level)[0]  # d1 beyond 2 cuts
     assert not lopsided_rows(distances, 2.0, 0.0, level).any()  # a zero cut: exact copies only
     assert lopsided_level(5000) == pytest.approx(1e-5) and lopsided_level(0) == 0.0
+    # never looser than at least_rows query rows; stricter above them
+    assert lopsided_level(597, least_rows=5000) == pytest.approx(1e-5)
+    assert lopsided_level(20000, least_rows=5000) == pytest.approx(2.5e-6)
 
 
 def _colourised(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -104,7 +107,7 @@ def test_noisy_and_jpeg_copies_of_colour_pictures_beyond_the_cut_are_found(monke
     with monkeypatch.context() as patch:
         patch.setattr(_lopsided_run, "residual_whiteness", lambda a, b: np.full(len(a), np.inf))
         lopsided = find_duplicates(data)
-        patch.setattr(_lopsided_run, "lopsided_level", lambda rows: 0.0)
+        patch.setattr(_lopsided_run, "lopsided_level", lambda rows, **_: 0.0)
         plain = find_duplicates(data)
     for name in ("image", "image-ycbcr"):
         before, route = _found(plain, name, sources), _found(lopsided, name, sources)
