@@ -41,7 +41,7 @@ from ..search import (
     sample_rows,
 )
 from ._home import home_cells, home_margin, list_homes
-from ._products import NearestScreen, pair_distances, squared_norms
+from ._products import NearestScreen, pair_distances
 from ._storage import CELLS, corrupt, write_file, write_rows_in_order
 
 __all__ = ["CellEngine", "check_cells_backend"]
@@ -103,19 +103,25 @@ class CellEngine:
         self.vectors = vectors
         self.in_cell_order = bool(in_cell_order)
         self._blas_threads = blas_threads
-        self._sq: np.ndarray | None = None  # squared norms of the vectors, once scored
+        self._least: tuple[np.ndarray, float] | None = None  # per-cell norms, once scored
 
-    def _norms(self) -> np.ndarray:
-        """``(N,)`` float32 squared norms of ``vectors`` (computed once, blocked)."""
-        if self._sq is None:
+    def _least_norms(self) -> tuple[np.ndarray, float]:
+        """``(C,)`` float32 smallest squared norm of each cell's listed rows (``inf`` for an
+        empty cell) and the largest of all rows, computed once, blocked (float32 sums: their
+        rounding is far inside the screen's slack)."""
+        if self._least is None:
             sq = np.empty(len(self.vectors), dtype=np.float32)
             step = max(1, _QUERY_BYTES // (4 * max(1, self.vectors.shape[1])))
             for start in range(0, len(sq), step):
-                sq[start : start + step] = squared_norms(
-                    np.asarray(self.vectors[start : start + step])
-                )
-            self._sq = sq
-        return self._sq
+                block = np.asarray(self.vectors[start : start + step])
+                sq[start : start + step] = np.einsum("ij,ij->i", block, block)
+            listed = sq if self.in_cell_order else sq[self.members]
+            least = np.full(self.partition.n_cells, np.inf, dtype=np.float32)
+            filled = np.flatnonzero(np.diff(self.starts) > 0)
+            if len(filled):
+                least[filled] = np.minimum.reduceat(listed, self.starts[filled])
+            self._least = (least, float(sq.max()) if len(sq) else 0.0)
+        return self._least
 
     # ------------------------------------------------------------------ build
     @staticmethod
@@ -196,38 +202,13 @@ class CellEngine:
         if len(queries) == 0:
             return best_row, best_dist
         with blas_threads(self._blas_threads):
-            sq = self._norms()
-            q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
-            order = np.argsort(q_cell, kind="stable")
-            q_row, q_cell = q_row[order], q_cell[order]
-            cells, first = np.unique(q_cell, return_index=True)
-            bounds = np.r_[first, len(q_cell)]
-            screen = NearestScreen(queries, threshold, float(sq.max()) if len(sq) else 0.0)
-            found_q, found_r = [], []
-            starts = self.starts.tolist()
-            vectors = np.asarray(self.vectors)  # a plain view of a memory map: cheaper slices
-            for c, lo, hi in zip(cells.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
-                first_row, stop = starts[c], starts[c + 1]
-                if stop == first_row:
-                    continue
-                at = q_row[lo:hi]
-                if self.in_cell_order:  # the cell's rows are one slice: no gather
-                    rows, sq_rows = vectors[first_row:stop], sq[first_row:stop]
-                else:
-                    listed = self.members[first_row:stop]
-                    rows, sq_rows = vectors[listed], sq[listed]
-                a, b = screen.candidates(at, rows, sq_rows)
-                if len(a):
-                    found_q.append(at[a])
-                    found_r.append(b + first_row if self.in_cell_order else listed[b])
-        if not found_q:
+            q, r = self._candidates(queries, threshold)
+        if not len(q):
             return best_row, best_dist
-        # r: positions in vectors, then reference rows
-        q, r = np.concatenate(found_q), np.concatenate(found_r).astype(np.int64)
         d = pair_distances(self.vectors, r, queries, q)
         keep = d <= np.float32(threshold)
         q, r, d = q[keep], r[keep], d[keep]
-        if self.in_cell_order:
+        if self.in_cell_order:  # r: positions in vectors, then reference rows
             r = self.members[r].astype(np.int64)
         order = np.lexsort((r, d, q))
         q, r, d = q[order], r[order], d[order]
@@ -235,6 +216,48 @@ class CellEngine:
         best_row[q[first_of_query]] = r[first_of_query]
         best_dist[q[first_of_query]] = d[first_of_query]
         return best_row, best_dist
+
+    def _candidates(self, queries: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(q, r)`` int64 candidate pairs: query rows and positions in ``vectors``.
+
+        The queries are routed to their cells with the margin and grouped by cell; each cell
+        costs one product and one comparison (:class:`NearestScreen`), and the flat positions
+        it passes are decoded into pairs once, for all cells together.
+        """
+        least, largest = self._least_norms()
+        q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
+        order = np.argsort(q_cell, kind="stable")
+        q_row, q_cell = q_row[order], q_cell[order]
+        cells, first = np.unique(q_cell, return_index=True)
+        lows = np.r_[first, len(q_cell)]
+        screen = NearestScreen(queries, threshold, largest)
+        bound = screen.bounds(q_row, least[q_cell])
+        starts = self.starts.tolist()
+        vectors = np.asarray(self.vectors)  # a plain view of a memory map: cheaper slices
+        found, where = [], []
+        for i, (c, lo, hi) in enumerate(zip(cells.tolist(), lows[:-1].tolist(), lows[1:].tolist())):
+            first_row, stop = starts[c], starts[c + 1]
+            if stop == first_row:
+                continue
+            if self.in_cell_order:  # the cell's rows are one slice: no gather
+                rows = vectors[first_row:stop]
+            else:
+                rows = vectors[self.members[first_row:stop]]
+            flat = screen.candidates(q_row[lo:hi], bound[lo:hi], rows)
+            if len(flat):
+                found.append(flat)
+                where.append(i)
+        if not found:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty.copy()
+        piece = np.repeat(np.asarray(where), [len(flat) for flat in found])
+        cell = cells[piece]
+        a, b = np.divmod(np.concatenate(found), (self.starts[cell + 1] - self.starts[cell]))
+        q = q_row[lows[piece] + a].astype(np.int64)
+        r = self.starts[cell] + b  # a position in the cell's listing
+        if not self.in_cell_order:
+            r = self.members[r].astype(np.int64)
+        return q, r
 
     # ------------------------------------------------------------------ save / load
     @property

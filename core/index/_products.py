@@ -65,13 +65,16 @@ def squared_norms(x: np.ndarray) -> np.ndarray:
 
 
 class NearestScreen:
-    """Each query's nearest candidates among a cell's reference rows, screened by one matrix
+    """Candidate pairs of query rows and a cell's reference rows, screened by one matrix
     product per cell; the queries' norms and bounds are computed once for the whole batch.
 
-    The screen keeps, per query, the rows whose ``|q - r|^2`` in float32 lies within the
-    threshold (plus a slack of ``1e-4`` times the largest squared norm of the batch and the
-    reference) and within twice that slack of the cell's smallest: every nearest row within
-    the threshold and its near-ties. Their exact distances decide (:func:`pair_distances`).
+    The screen keeps, per query, the rows ``r`` of a cell whose ``-2 q.r`` in float32 lies
+    within ``t^2 - |q|^2 - min |r|^2`` of the cell, plus a slack of ``1e-4`` times the largest
+    squared norm of the batch and the reference (twice: once for the float32 product, once
+    for the norms): every row within the threshold. The cell's smallest squared norm stands
+    for each row's own, so a cell costs one product and one comparison (no pass adding the
+    rows' norms); the few extra candidates are measured exactly (:func:`pair_distances`)
+    like the others and dropped there.
 
     Parameters
     ----------
@@ -87,26 +90,27 @@ class NearestScreen:
         self._minus_twice = queries * np.float32(-2.0)  # one product gives -2 q.r
         sq_q = squared_norms(queries)
         largest = max(float(sq_q.max()) if len(sq_q) else 0.0, max_sq_reference)
-        self._slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
-        # |q - r|^2 - |q|^2 = |r|^2 - 2 q.r is screened against t^2 + slack - |q|^2
-        self._limit = (np.float32(threshold) ** 2 + self._slack - sq_q).astype(np.float32)
+        slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
+        # |q - r|^2 - |q|^2 - |r|^2 = -2 q.r is screened against t^2 + slack - |q|^2 - |r|^2
+        self._limit = (np.float32(threshold) ** 2 + 2 * slack - sq_q).astype(np.float32)
 
-    def candidates(
-        self, at: np.ndarray, rows: np.ndarray, sq_rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(a, b)``: candidate pairs of queries ``at[a]`` and ``rows[b]`` (``(n, d)``
-        float32 reference rows with squared norms ``sq_rows``)."""
+    def bounds(self, at: np.ndarray, least_sq: np.ndarray) -> np.ndarray:
+        """``(e,)`` float32 bound on ``-2 q.r`` of each entry: query ``at[e]`` in a cell whose
+        rows' smallest squared norm is ``least_sq[e]``."""
+        return self._limit[at] - least_sq
+
+    def candidates(self, at: np.ndarray, bound: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(p,)`` flat positions ``a * len(rows) + b`` of the candidate pairs of queries
+        ``at[a]`` (with ``bound[a]`` from :meth:`bounds`) and ``rows[b]`` (``(n, d)`` float32
+        reference rows of one cell), ascending."""
         step = max(1, _PRODUCT_ENTRIES // max(1, len(rows)))
-        found_a, found_b = [], []
+        if len(at) <= step:
+            d2 = np.take(self._minus_twice, at, axis=0) @ rows.T
+            # np.flatnonzero: 2-D np.nonzero walks the mask element by element
+            return np.flatnonzero(d2 <= bound[:, None])
+        found = []
         for start in range(0, len(at), step):
-            block = at[start : start + step]
-            d2 = self._minus_twice[block] @ rows.T
-            d2 += sq_rows[None, :]
-            bound = np.minimum(self._limit[block], d2.min(axis=1) + 2 * self._slack)
-            # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
-            a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(rows))
-            found_a.append(a + start)
-            found_b.append(b)
-        if len(found_a) == 1:
-            return found_a[0], found_b[0]
-        return np.concatenate(found_a), np.concatenate(found_b)
+            d2 = np.take(self._minus_twice, at[start : start + step], axis=0) @ rows.T
+            flat = np.flatnonzero(d2 <= bound[start : start + step, None])
+            found.append(flat + start * len(rows))
+        return np.concatenate(found)
