@@ -40,7 +40,7 @@ from ..search import (
     route_entries,
     sample_rows,
 )
-from ._home import home_cells, home_margin, list_homes
+from ._home import home_cells, home_margin, list_homes, stable_order
 from ._products import NearestScreen, pair_distances
 from ._storage import CELLS, corrupt, write_file, write_rows_in_order
 
@@ -226,10 +226,10 @@ class CellEngine:
         """
         least, largest = self._least_norms()
         q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
-        order = np.argsort(q_cell, kind="stable")
+        order = stable_order(q_cell, self.partition.n_cells)
         q_row, q_cell = q_row[order], q_cell[order]
-        cells, first = np.unique(q_cell, return_index=True)
-        lows = np.r_[first, len(q_cell)]
+        first = np.flatnonzero(np.r_[True, q_cell[1:] != q_cell[:-1]])  # sorted: no np.unique
+        cells, lows = q_cell[first], np.r_[first, len(q_cell)]
         screen = NearestScreen(queries, threshold, largest)
         bound = screen.bounds(q_row, least[q_cell])
         starts = self.starts.tolist()

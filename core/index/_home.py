@@ -32,7 +32,7 @@ import numpy as np
 from ..search import Partition, route_entries
 from ._products import close_pairs, squared_norms
 
-__all__ = ["EXACT_HOME_MARGIN", "home_cells", "home_margin", "list_homes"]
+__all__ = ["EXACT_HOME_MARGIN", "home_cells", "home_margin", "list_homes", "stable_order"]
 
 #: the margin (a multiple of the threshold) at which query routing reaches every home.
 EXACT_HOME_MARGIN = 1.0
@@ -50,6 +50,16 @@ _MEET_FRACTION = 0.995
 _MAX_PAIRS_PER_ROW = 64
 #: rows whose homes are computed at once (a (rows, cells) float32 score block at a time).
 _HOME_ROWS = 65_536
+
+
+def stable_order(values: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` of ``(n,)`` ints in ``[0, bound)``, sorted as the
+    smallest unsigned type that holds them: numpy radix-sorts 8- and 16-bit keys (measured
+    1M home cells of 3,905: 16 ms against 102 ms for the int64 merge sort)."""
+    for dtype in (np.uint8, np.uint16):
+        if bound <= np.iinfo(dtype).max + 1:
+            return np.argsort(values.astype(dtype), kind="stable")
+    return np.argsort(values, kind="stable")
 
 
 def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
@@ -77,8 +87,9 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
             coarse = np.zeros(len(block), dtype=np.int64)
         else:
             coarse = np.argmin(_scores(block, coarse_centres, sq_coarse), axis=1)
-        order = np.argsort(coarse, kind="stable")
-        bounds = np.searchsorted(coarse[order], np.arange(n_coarse + 1))
+        order = stable_order(coarse, n_coarse)
+        bounds = np.zeros(n_coarse + 1, dtype=np.int64)
+        np.cumsum(np.bincount(coarse, minlength=n_coarse), out=bounds[1:])
         for c in range(n_coarse):
             at = order[bounds[c] : bounds[c + 1]]
             if len(at) == 0:
@@ -96,7 +107,7 @@ def list_homes(home: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, members)``: cell ``c`` lists ``members[starts[c]:starts[c + 1]]``, the rows
     at home there in ascending order (``(C + 1,)`` int64, ``(N,)`` int32 where it fits)."""
     index = np.int32 if len(home) < 2**31 else np.int64
-    members = np.argsort(home, kind="stable").astype(index)
+    members = stable_order(home, n_cells).astype(index)
     starts = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(home, minlength=n_cells), out=starts[1:])
     return starts, members
