@@ -203,11 +203,11 @@ class CellEngine:
             return best_row, best_dist
         with blas_threads(self._blas_threads):
             q, r = self._candidates(queries, threshold)
-        if not len(q):
-            return best_row, best_dist
         d = pair_distances(self.vectors, r, queries, q)
         keep = d <= np.float32(threshold)
         q, r, d = q[keep], r[keep], d[keep]
+        if not len(q):  # no candidate, or none within the threshold
+            return best_row, best_dist
         if self.in_cell_order:  # r: positions in vectors, then reference rows
             r = self.members[r].astype(np.int64)
         order = np.lexsort((r, d, q))

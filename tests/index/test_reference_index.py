@@ -510,6 +510,46 @@ def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
     assert missed[0.05] > 0  # a small margin does miss some: the check can fail
 
 
+def test_the_projected_screen_finds_every_close_pair_exactly():
+    """``ProjectedPairs`` (the home margin's sampled pairs through a 16-dimension projection)
+    finds the pairs ``close_pairs`` and brute force find, with the same distances: on rows
+    whose variance the projection keeps, and on isotropic rows where its screen passes too
+    many pairs and is redone in full width."""
+    from neardup.index._products import ProjectedPairs, close_pairs
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(40, 64)).astype(np.float32)
+    clustered = centres[rng.integers(0, 40, 4000)] + 0.02 * rng.normal(size=(4000, 64))
+    for x, t in ((clustered.astype(np.float32), 0.4), (rng.normal(size=(4000, 64)), 10.0)):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        q = x[:50] + np.float32(0.01)
+        listed = np.sort(rng.choice(len(x), 3000, replace=False))
+        a, b, dist = ProjectedPairs(x, 16, seed=0).pairs(q, listed, t)
+        ea, eb, edist = close_pairs(q, x[listed], t)
+        qi, rj = np.nonzero(cdist(q, x[listed]) <= t - 1e-4)
+        found = set(zip(a.tolist(), b.tolist()))
+        assert found == set(zip(ea.tolist(), eb.tolist()))
+        assert set(zip(qi.tolist(), rj.tolist())) <= found and len(found) > 50
+        assert np.array_equal(dist[np.lexsort((b, a))], edist[np.lexsort((eb, ea))])
+
+
+def test_unnormalized_rows_score_like_brute_force():
+    """The score's screen bounds ``-2 q.r`` with each cell's smallest row norm: rows of very
+    different norms (normalize=None) still give the nearest row within the threshold."""
+    rng = np.random.default_rng(6)
+    train = (rng.normal(size=(3000, 12)) * rng.uniform(0.1, 10, size=(3000, 1))).astype(np.float32)
+    test = np.concatenate([train[:200] + 0.02, rng.normal(size=(100, 12))]).astype(np.float32)
+    index = ReferenceIndex.build(
+        train, threshold=Distance(0.05), normalize=None, backend=Cells(cell_size=32, margin=0.5)
+    )
+    got = index.score(test)
+    d = cdist(test, train)
+    expected = np.flatnonzero(d.min(axis=1) <= 0.05)
+    assert sorted(got.positions) == expected.tolist()
+    nearest = dict(zip(got.positions, got.nearest_positions))
+    assert all(nearest[i] == int(np.argmin(d[i])) for i in expected)
+
+
 def test_a_format_3_cells_index_still_loads_and_scores_as_before(data, tmp_path):
     """Format 3 stored the reference rows in row order and listed them in their cells (and,
     within the margin, in the neighbouring ones); format 4 stores rows listed once in cell
