@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..search import Partition, route_entries
-from ._products import ProjectedPairs, close_pairs, squared_norms
+from ._products import ProjectedRows, close_pairs, squared_norms
 
 __all__ = ["EXACT_HOME_MARGIN", "home_cells", "home_margin", "list_homes", "stable_order"]
 
@@ -48,11 +48,6 @@ _PAIR_RADIUS = 2.0
 _MEET_FRACTION = 0.995
 #: sampled close pairs kept at most, per sampled row (a seeded subset above: huge thresholds).
 _MAX_PAIRS_PER_ROW = 64
-#: rows at least twice this wide find the sampled pairs through a projection to this many
-#: dimensions (``ProjectedPairs``; measured at 1M x 64: the same 6 pairs of 250 sampled rows
-#: in 0.23-0.34 instead of 0.55-0.59 CPU s, shared machine; Fashion-MNIST 60k/10k at
-#: t = 0.08-0.2: the same margins and flagged images).
-_SCREEN_WIDTH = 16
 #: rows whose homes are computed at once (a (rows, cells) float32 score block at a time).
 _HOME_ROWS = 65_536
 
@@ -128,6 +123,7 @@ def home_margin(
     threshold: float,
     *,
     seed: int,
+    projected: ProjectedRows | None = None,
 ) -> float:
     """The query routing margin (a multiple of ``threshold``) for rows listed at home.
 
@@ -142,6 +138,11 @@ def home_margin(
         The distance of the pairs.
     seed:
         Seed of the subset of pairs kept when there are more than 64 per sampled row.
+    projected:
+        ``x`` through a projection (:class:`ProjectedRows`): the sampled pairs are screened
+        there (measured at 1M x 64, 16 dimensions: the same 6 pairs of 250 sampled rows in
+        0.23-0.34 instead of 0.55-0.59 CPU s, shared machine; Fashion-MNIST 60k/10k at
+        t = 0.08-0.2: the same margins and flagged images). ``None``: in full width.
 
     Returns
     -------
@@ -162,7 +163,7 @@ def home_margin(
         row, cell, _, _ = route_entries(partition, rows, margin=radius)
     a, b = _sampled_pairs(
         partition, x, starts, members, sample, rows, row, cell, radius,
-        keep=_MAX_PAIRS_PER_ROW * len(sample), seed=seed,
+        keep=_MAX_PAIRS_PER_ROW * len(sample), seed=seed, projected=projected,
     )  # fmt: skip
     for rung, margin in enumerate(_LADDER):
         if _met_fraction(partition, x, home, sample, a, b, margin * radius) >= _MEET_FRACTION:
@@ -183,26 +184,25 @@ def _sampled_pairs(
     *,
     keep: int,
     seed: int,
+    projected: ProjectedRows | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)``: the pairs of a sampled row ``sample[a]`` and another row ``b`` (global)
     within ``threshold``, found among the rows at home in the coarse cells that the sampled
     rows' routing at ``threshold`` (``row``, ``cell`` entries) reaches: all of them, or a
     seeded subset of ``keep`` pairs when there are more (a huge threshold: memory stays
-    bounded; the subset does not depend on the order the cells are visited)."""
+    bounded; the subset does not depend on the order the cells are visited). Screened
+    through ``projected`` when given, else in full width: the same pairs."""
     coarse = partition.parent[cell]
     key = np.unique(coarse * len(rows) + row)  # (coarse cell, sampled row), each once
     coarse, row = np.divmod(key, len(rows))
     bounds = np.searchsorted(coarse, np.arange(len(partition.coarse) + 1))
     found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    projected = None
-    if x.shape[1] >= 2 * _SCREEN_WIDTH:
-        projected = ProjectedPairs(x, _SCREEN_WIDTH, seed=seed)
     for c in np.unique(coarse).tolist():
         leaves = partition.leaves_of(c)
         listed = members[starts[leaves.start] : starts[leaves.stop]]
         at = row[bounds[c] : bounds[c + 1]]
         if projected is not None:
-            pa, pb, _ = projected.pairs(rows[at], listed, threshold)
+            pa, pb, _ = projected.pairs(x, rows[at], listed, threshold)
         else:
             pa, pb, _ = close_pairs(rows[at], np.take(x, listed, axis=0), threshold)
         other = listed[pb].astype(np.int64)

@@ -11,7 +11,15 @@ import numpy as np
 
 from ..search import exact_pair_distances, sample_rows
 
-__all__ = ["NearestScreen", "ProjectedPairs", "close_pairs", "pair_distances", "squared_norms"]
+__all__ = [
+    "NearestScreen",
+    "ProjectedRows",
+    "close_pairs",
+    "dense_screen",
+    "is_dense",
+    "pair_distances",
+    "squared_norms",
+]
 
 #: entries of one (queries, reference rows) product (64 MB of float32).
 _PRODUCT_ENTRIES = 16 << 20
@@ -19,7 +27,7 @@ _PRODUCT_ENTRIES = 16 << 20
 _GATHER_BYTES = 64 << 20
 #: relative float32 slack of the product screen (times the largest squared row norm).
 _SCREEN_SLACK = 1e-4
-#: rows the projection of :class:`ProjectedPairs` is fitted on.
+#: rows the projection of :class:`ProjectedRows` is fitted on.
 _PROJECTION_FIT_ROWS = 2048
 #: a projected screen passing more than this share of its pairs is redone in full width.
 _DENSE_CANDIDATES = 0.02
@@ -56,68 +64,97 @@ def close_pairs(
     return a[keep], b[keep], dist[keep]
 
 
-class ProjectedPairs:
-    """Close pairs of a few query rows and listed rows of ``x``, screened through an
-    orthonormal projection to ``width`` dimensions.
+class ProjectedRows:
+    """The reference rows through an orthonormal projection to ``width`` dimensions, with
+    their squared norms: an exact screen at ``width / d`` of a product's cost.
 
-    The projection (the top principal directions of a seeded sample of ``x``) never
+    The projection (the top principal directions of a seeded sample of the rows) never
     lengthens a distance, so a screen of the projected rows keeps every pair within the
-    threshold, at ``width / d`` of the product's cost; the projected rows and their squared
-    norms are stored once (``(N, width + 1)`` float32: one product gives ``|P r|^2 - 2 P q.P r``)
-    and gathered per call, a quarter of the bytes of the rows at ``d = 4 width``. Every
-    candidate is measured exactly in full width (:func:`pair_distances`); a screen that
+    threshold; every candidate is then measured exactly in full width. The rows are stored
+    as ``(N, width + 1)`` float32 ``[P r, |P r|^2]``, so that one product with a query's
+    ``[-2 P q, 1]`` gives ``|P r|^2 - 2 P q.P r`` (no pass adding the norms); at
+    ``d = 4 width`` they are a quarter of the rows' bytes to gather or map. A screen that
     passes more than 2 % of its pairs (little variance in the projection) is redone in full
-    width by :func:`close_pairs`.
+    width by the caller.
 
     Parameters
     ----------
-    x:
-        ``(N, d)`` float32 rows, ``d > width``.
-    width:
-        Dimensions of the projection.
-    seed:
-        Seed of the sample the projection is fitted on.
+    projection:
+        ``(d, width)`` float32 orthonormal columns.
+    rows:
+        ``(N, width + 1)`` float32 projected rows and their squared norms (may be a
+        read-only memmap), in the order of the reference rows they stand for.
+    largest:
+        The largest squared norm of the projected rows.
     """
 
-    def __init__(self, x: np.ndarray, width: int, *, seed: int) -> None:
-        self._projection = _principal_directions(
-            x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)], width, seed=seed
-        )
-        self._x = x
-        augmented = np.empty((len(x), width + 1), dtype=np.float32)
-        np.matmul(x, self._projection, out=augmented[:, :width])
-        projected = augmented[:, :width]
-        augmented[:, width] = np.einsum("ij,ij->i", projected, projected)
-        self._augmented = augmented
-        self._max_sq = float(augmented[:, width].max()) if len(x) else 0.0
+    def __init__(self, projection: np.ndarray, rows: np.ndarray, largest: float) -> None:
+        self.projection = projection
+        self.rows = rows
+        self.largest = float(largest)
 
-    def pairs(
-        self, q: np.ndarray, listed: np.ndarray, threshold: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(a, b, distance)``: every pair of ``q[a]`` (``(m, d)`` float32) and row
-        ``listed[b]`` of ``x`` within ``threshold``, exactly (as :func:`close_pairs`)."""
-        projected = q @ self._projection
-        sq_q = np.einsum("ij,ij->i", projected, projected)
+    @classmethod
+    def fit(cls, x: np.ndarray, width: int, *, seed: int) -> ProjectedRows:
+        """Project the ``(N, d)`` float32 rows ``x`` (``d > width``) on the top ``width``
+        principal directions of a seeded sample of 2,048 of them."""
+        fit = x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)]
+        projection = _principal_directions(fit, width, seed=seed)
+        rows = np.empty((len(x), width + 1), dtype=np.float32)
+        np.matmul(x, projection, out=rows[:, :width])
+        rows[:, width] = np.einsum("ij,ij->i", rows[:, :width], rows[:, :width])
+        return cls(projection, rows, float(rows[:, width].max()) if len(x) else 0.0)
+
+    def queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(left, sq)``: ``(m, width + 1)`` float32 ``[-2 P q, 1]`` of the ``(m, d)`` rows
+        ``q`` and ``(m,)`` their projections' squared norms."""
+        projected = q @ self.projection
         left = np.empty((len(q), projected.shape[1] + 1), dtype=np.float32)
         np.multiply(projected, np.float32(-2.0), out=left[:, :-1])
         left[:, -1] = 1.0
-        right = np.take(self._augmented, listed, axis=0)
-        largest = max(float(sq_q.max()) if len(sq_q) else 0.0, self._max_sq)
+        return left, np.einsum("ij,ij->i", projected, projected)
+
+    def limits(self, sq: np.ndarray, threshold: float) -> np.ndarray:
+        """``(m,)`` float32 bound on ``|P r|^2 - 2 P q.P r`` of queries whose projections'
+        squared norms are ``sq``: ``t^2 - |P q|^2`` plus the float32 slack."""
+        largest = max(float(sq.max()) if len(sq) else 0.0, self.largest)
         slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
-        limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
-        step = max(1, _PRODUCT_ENTRIES // max(1, len(listed)))
-        found = []
-        for start in range(0, len(q), step):
-            d2 = left[start : start + step] @ right.T  # |P r|^2 - 2 P q.P r
-            found.append(np.flatnonzero(d2 <= limit[start : start + step, None]))
-            found[-1] += start * len(listed)
-        flat = np.concatenate(found)
-        if len(flat) > _DENSE_CANDIDATES * len(q) * len(listed):
-            return close_pairs(q, np.take(self._x, listed, axis=0), threshold)
+        return (np.float32(threshold) ** 2 + slack - sq).astype(np.float32)
+
+    def pairs(
+        self, x: np.ndarray, q: np.ndarray, listed: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, distance)``: every pair of ``q[a]`` (``(m, d)`` float32) and row
+        ``listed[b]`` of ``x`` (the rows this projects) within ``threshold``, exactly, as
+        :func:`close_pairs` finds them."""
+        left, sq = self.queries(q)
+        limit = self.limits(sq, threshold)
+        right = np.take(self.rows, listed, axis=0)
+        flat = dense_screen(left, limit, right)
+        if is_dense(len(flat), len(q), len(listed)):
+            return close_pairs(q, np.take(x, listed, axis=0), threshold)
         a, b = np.divmod(flat, len(listed))
-        dist = pair_distances(self._x, listed[b], q, a)
+        dist = pair_distances(x, listed[b], q, a)
         keep = dist <= np.float32(threshold)
         return a[keep], b[keep], dist[keep]
+
+
+def dense_screen(left: np.ndarray, limit: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``(p,)`` ascending flat positions ``a * len(right) + b`` where ``(left @ right.T)[a, b]
+    <= limit[a]`` (``(m, k)``, ``(m,)``, ``(n, k)`` float32), at most 16M entries at once."""
+    step = max(1, _PRODUCT_ENTRIES // max(1, len(right)))
+    if len(left) <= step:
+        # np.flatnonzero: 2-D np.nonzero walks the mask element by element
+        return np.flatnonzero(left @ right.T <= limit[:, None])
+    found = []
+    for start in range(0, len(left), step):
+        d2 = left[start : start + step] @ right.T
+        found.append(np.flatnonzero(d2 <= limit[start : start + step, None]) + start * len(right))
+    return np.concatenate(found)
+
+
+def is_dense(candidates: int, rows: int, columns: int) -> bool:
+    """Whether a projected screen passed more than 2 % of its ``rows x columns`` pairs."""
+    return candidates > _DENSE_CANDIDATES * rows * columns
 
 
 def _principal_directions(fit: np.ndarray, width: int, *, seed: int) -> np.ndarray:
@@ -189,14 +226,4 @@ class NearestScreen:
         """``(p,)`` flat positions ``a * len(rows) + b`` of the candidate pairs of queries
         ``at[a]`` (with ``bound[a]`` from :meth:`bounds`) and ``rows[b]`` (``(n, d)`` float32
         reference rows of one cell), ascending."""
-        step = max(1, _PRODUCT_ENTRIES // max(1, len(rows)))
-        if len(at) <= step:
-            d2 = np.take(self._minus_twice, at, axis=0) @ rows.T
-            # np.flatnonzero: 2-D np.nonzero walks the mask element by element
-            return np.flatnonzero(d2 <= bound[:, None])
-        found = []
-        for start in range(0, len(at), step):
-            d2 = np.take(self._minus_twice, at[start : start + step], axis=0) @ rows.T
-            flat = np.flatnonzero(d2 <= bound[start : start + step, None])
-            found.append(flat + start * len(rows))
-        return np.concatenate(found)
+        return dense_screen(np.take(self._minus_twice, at, axis=0), bound, rows)

@@ -1,6 +1,6 @@
 """The on-disk format of a reference index: file names, ``meta.json``, generations, checks.
 
-Directory layout (format 4; no pickle anywhere, every array loads with ``allow_pickle=False``)::
+Directory layout (format 5; no pickle anywhere, every array loads with ``allow_pickle=False``)::
 
     meta.json        format version, neardup version, settings (``backend``: "cells" or
                      "annoy"), resolved threshold, sizes, the current generation and each of
@@ -16,6 +16,10 @@ Directory layout (format 4; no pickle anywhere, every array loads with ``allow_p
                      annoy index (euclidean) of the transformed reference rows
       vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
                      (row ``s`` is reference row ``members[s]`` with ``in_cell_order``)
+      screen.npy     format 5, cells listed at home with rows of 32+ dimensions:
+                     (size, 17) float32 rows through a 16-dimension projection and their
+                     squared norms, in the order of vectors.npy (the scoring screen; the
+                     projection is ``screen_projection`` in cells.npz)
       transform.npz  the fitted transform: column norms and/or PCA mean and components
       ids.npy        (size,) reference ids: integers or unicode strings
       labels.npy     (size,) reference labels, when given
@@ -55,6 +59,7 @@ __all__ = [
     "LOCK",
     "META",
     "READABLE_VERSIONS",
+    "SCREEN",
     "TRANSFORM",
     "VECTORS",
     "GenerationGone",
@@ -72,12 +77,13 @@ __all__ = [
     "write_rows_in_order",
 ]
 
-#: version of the on-disk layout (4: the cells' rows may be stored in cell order,
+#: version of the on-disk layout (5: the cells may carry a projected screen, ``screen.npy``;
+#: 4: the cells' rows may be stored in cell order,
 #: ``in_cell_order``; 3: the engine in ``settings["backend"]``, cells by default; 2: files in
 #: a generation folder named by ``meta.json``, with sizes and digests, always annoy);
-#: :meth:`ReferenceIndex.load` also reads versions 1 to 3.
-FORMAT_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+#: :meth:`ReferenceIndex.load` also reads versions 1 to 4.
+FORMAT_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 GENERATION_PREFIX = "generation-"
 LOCK = ".lock"
 #: times load re-reads meta.json when a concurrent save swapped the generation it named.
@@ -92,9 +98,11 @@ META, ANNOY, VECTORS, TRANSFORM, IDS, LABELS = (
     "labels.npy",
 )
 CELLS = "cells.npz"
+SCREEN = "screen.npy"
 LEGACY_FILES = (ANNOY, VECTORS, TRANSFORM, IDS, LABELS)
-#: files whose SHA-256 is recorded and checked (vectors.npy: its size and shape only, so a
-#: large index still opens quickly; it is only read, never trusted for memory safety).
+#: files whose SHA-256 is recorded and checked (vectors.npy and screen.npy: size and shape
+#: only, so a large index still opens quickly; they are only read, never trusted for memory
+#: safety).
 DIGESTED = (ANNOY, CELLS, TRANSFORM, IDS, LABELS)
 
 
