@@ -164,6 +164,8 @@ class CellEngine:
                 sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
                 if x.shape[1] >= 2 * _SCREEN_WIDTH:
                     projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed)
+                    if not _screens_sparsely(projected, sample, home, starts, members, threshold):
+                        projected = None  # most cells would be screened twice
                 multiple = home_margin(
                     partition, x, home, starts, members, sample, threshold, seed=seed,
                     projected=projected,
@@ -375,6 +377,33 @@ def _list_rows(
     row, cell = np.concatenate(rows), np.concatenate(cells)
     order = np.lexsort((row, cell))
     return row[order], cell[order]
+
+
+def _screens_sparsely(
+    projected: ProjectedRows,
+    sample: np.ndarray,
+    home: np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    threshold: float,
+) -> bool:
+    """Whether the projected screen passes at most 2 % of the pairs of the ``(s,)`` sampled
+    rows and the rows at home in their home cells, at ``threshold``: else most scored cells
+    would be screened twice, projected and then in full width (measured on Fashion-MNIST
+    pixels at t = 0.2: 190 of 234 cells, 1.24 instead of 0.99 CPU s for 10k queries)."""
+    if len(sample) == 0:
+        return False
+    cells, which = np.unique(home[sample], return_inverse=True)
+    left, sq = projected.queries_of(sample)
+    limit = projected.limits(sq, threshold)
+    passed = pairs = 0
+    for i, c in enumerate(cells.tolist()):
+        group = np.flatnonzero(which == i)
+        listed = members[starts[c] : starts[c + 1]]
+        right = np.take(projected.rows, listed, axis=0)
+        passed += len(dense_screen(left[group], limit[group], right))
+        pairs += len(group) * len(listed)
+    return not is_dense(passed, pairs, 1)
 
 
 def _open_screen(

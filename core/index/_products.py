@@ -113,6 +113,14 @@ class ProjectedRows:
         left[:, -1] = 1.0
         return left, np.einsum("ij,ij->i", projected, projected)
 
+    def queries_of(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`queries` of the projected rows ``at`` themselves (``(s,)`` positions)."""
+        stored = np.take(self.rows, at, axis=0)
+        left = stored.copy()
+        left[:, :-1] *= np.float32(-2.0)
+        left[:, -1] = 1.0
+        return left, stored[:, -1].copy()
+
     def limits(self, sq: np.ndarray, threshold: float) -> np.ndarray:
         """``(m,)`` float32 bound on ``|P r|^2 - 2 P q.P r`` of queries whose projections'
         squared norms are ``sq``: ``t^2 - |P q|^2`` plus the float32 slack."""

@@ -588,6 +588,23 @@ def test_a_format_4_index_without_a_screen_loads_and_scores_alike(data, tmp_path
     _same_leakage(ReferenceIndex.load(path).score(test), expected)
 
 
+def test_no_screen_where_the_projection_would_pass_most_pairs(tmp_path):
+    """Isotropic rows at a threshold near their typical distance: a 16-dimension projection
+    passes most in-cell pairs, so the index keeps no screen (scored in full width)."""
+    rng = np.random.default_rng(7)
+    train = rng.normal(size=(4000, 64)).astype(np.float32)
+    test = np.concatenate([train[:50] + 0.01, rng.normal(size=(50, 64))]).astype(np.float32)
+    index = ReferenceIndex.build(train, threshold=Distance(1.0), backend=Cells(cell_size=64))
+    assert index._engine.projected is None
+    meta = json.loads((index.save(tmp_path / "idx") / "meta.json").read_text())
+    assert "screen.npy" not in meta["files"]
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    got = index.score(test)
+    assert set(range(50)) <= set(got.positions)  # the near-copies
+    assert set(got.positions) <= set(np.flatnonzero(cdist(b, a).min(axis=1) <= 1.0 + 1e-5))
+
+
 def test_a_damaged_screen_is_refused(data, tmp_path):
     """A screen of the wrong shape, a projection of the wrong width, or a missing screen
     file named in meta.json are refused with a message naming the file."""
