@@ -11,12 +11,14 @@ Directory layout (format 5; no pickle anywhere, every array loads with ``allow_p
                      ``coarse``, ``projection`` for wide rows), ``starts`` (C + 1,) and
                      ``members`` (E,) listing the reference rows of each cell, ``margin``;
                      format 4: ``in_cell_order`` when every row is listed once (at home)
-                     and ``vectors.npy`` holds the rows in that order
+                     and ``vectors.npy`` holds the rows in that order; format 5:
+                     ``screen_projection`` (dim, 16) and ``screen_largest`` with screen.npy
       index.ann      or, for ``backend=Annoy(...)`` and formats 1 and 2 (always annoy): the
                      annoy index (euclidean) of the transformed reference rows
       vectors.npy    (size, dim) float32 transformed reference rows, for exact distances
                      (row ``s`` is reference row ``members[s]`` with ``in_cell_order``)
-      screen.npy     format 5, cells listed at home with rows of 32+ dimensions:
+      screen.npy     format 5, cells listed at home with rows of 32+ dimensions (where
+                     the projection screens out at least 98 % of a sample's in-cell pairs):
                      (size, 17) float32 rows through a 16-dimension projection and their
                      squared norms, in the order of vectors.npy (the scoring screen; the
                      projection is ``screen_projection`` in cells.npz)
