@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._normalize import check_normalize, column_norms, normalize_inplace
+from ._normalize import check_normalize, column_norms, normalize_inplace, row_norms
 from ._reduce import PCA
 
 __all__ = ["Transform"]
@@ -98,7 +98,10 @@ class Transform:
         start = 0
         for block in _blocks(arrays):
             target = out[start : start + len(block)]
-            if self.reducer is None:  # straight into the output: one copy of the rows, not two
+            if self.reducer is None and self.normalize == "row" and block.dtype == np.float32:
+                # divided straight into the output: one pass over the rows (the same values)
+                np.divide(block, row_norms(block)[:, None], out=target)
+            elif self.reducer is None:  # straight into the output: one copy, not two
                 target[...] = block
                 if self.normalize == "column":
                     target /= self.column_norms

@@ -30,9 +30,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..search import Partition, route_entries
-from ._products import close_pairs, squared_norms
+from ._products import ProjectedRows, close_pairs, squared_norms
 
-__all__ = ["EXACT_HOME_MARGIN", "home_cells", "home_margin", "list_homes"]
+__all__ = ["EXACT_HOME_MARGIN", "home_cells", "home_margin", "list_homes", "stable_order"]
 
 #: the margin (a multiple of the threshold) at which query routing reaches every home.
 EXACT_HOME_MARGIN = 1.0
@@ -50,6 +50,16 @@ _MEET_FRACTION = 0.995
 _MAX_PAIRS_PER_ROW = 64
 #: rows whose homes are computed at once (a (rows, cells) float32 score block at a time).
 _HOME_ROWS = 65_536
+
+
+def stable_order(values: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(values, kind="stable")`` of ``(n,)`` ints in ``[0, bound)``, sorted as the
+    smallest unsigned type that holds them: numpy radix-sorts 8- and 16-bit keys (measured
+    1M home cells of 3,905: 16 ms against 102 ms for the int64 merge sort)."""
+    for dtype in (np.uint8, np.uint16):
+        if bound <= np.iinfo(dtype).max + 1:
+            return np.argsort(values.astype(dtype), kind="stable")
+    return np.argsort(values, kind="stable")
 
 
 def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
@@ -77,8 +87,9 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
             coarse = np.zeros(len(block), dtype=np.int64)
         else:
             coarse = np.argmin(_scores(block, coarse_centres, sq_coarse), axis=1)
-        order = np.argsort(coarse, kind="stable")
-        bounds = np.searchsorted(coarse[order], np.arange(n_coarse + 1))
+        order = stable_order(coarse, n_coarse)
+        bounds = np.zeros(n_coarse + 1, dtype=np.int64)
+        np.cumsum(np.bincount(coarse, minlength=n_coarse), out=bounds[1:])
         for c in range(n_coarse):
             at = order[bounds[c] : bounds[c + 1]]
             if len(at) == 0:
@@ -96,7 +107,7 @@ def list_homes(home: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
     """``(starts, members)``: cell ``c`` lists ``members[starts[c]:starts[c + 1]]``, the rows
     at home there in ascending order (``(C + 1,)`` int64, ``(N,)`` int32 where it fits)."""
     index = np.int32 if len(home) < 2**31 else np.int64
-    members = np.argsort(home, kind="stable").astype(index)
+    members = stable_order(home, n_cells).astype(index)
     starts = np.zeros(n_cells + 1, dtype=np.int64)
     np.cumsum(np.bincount(home, minlength=n_cells), out=starts[1:])
     return starts, members
@@ -112,6 +123,7 @@ def home_margin(
     threshold: float,
     *,
     seed: int,
+    projected: ProjectedRows | None = None,
 ) -> float:
     """The query routing margin (a multiple of ``threshold``) for rows listed at home.
 
@@ -126,6 +138,11 @@ def home_margin(
         The distance of the pairs.
     seed:
         Seed of the subset of pairs kept when there are more than 64 per sampled row.
+    projected:
+        ``x`` through a projection (:class:`ProjectedRows`): the sampled pairs are screened
+        there (measured at 1M x 64, 16 dimensions: the same 6 pairs of 250 sampled rows in
+        0.23-0.34 instead of 0.55-0.59 CPU s, shared machine; Fashion-MNIST 60k/10k at
+        t = 0.08-0.2: the same margins and flagged images). ``None``: in full width.
 
     Returns
     -------
@@ -146,7 +163,7 @@ def home_margin(
         row, cell, _, _ = route_entries(partition, rows, margin=radius)
     a, b = _sampled_pairs(
         partition, x, starts, members, sample, rows, row, cell, radius,
-        keep=_MAX_PAIRS_PER_ROW * len(sample), seed=seed,
+        keep=_MAX_PAIRS_PER_ROW * len(sample), seed=seed, projected=projected,
     )  # fmt: skip
     for rung, margin in enumerate(_LADDER):
         if _met_fraction(partition, x, home, sample, a, b, margin * radius) >= _MEET_FRACTION:
@@ -167,12 +184,14 @@ def _sampled_pairs(
     *,
     keep: int,
     seed: int,
+    projected: ProjectedRows | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)``: the pairs of a sampled row ``sample[a]`` and another row ``b`` (global)
     within ``threshold``, found among the rows at home in the coarse cells that the sampled
     rows' routing at ``threshold`` (``row``, ``cell`` entries) reaches: all of them, or a
     seeded subset of ``keep`` pairs when there are more (a huge threshold: memory stays
-    bounded; the subset does not depend on the order the cells are visited)."""
+    bounded; the subset does not depend on the order the cells are visited). Screened
+    through ``projected`` when given, else in full width: the same pairs."""
     coarse = partition.parent[cell]
     key = np.unique(coarse * len(rows) + row)  # (coarse cell, sampled row), each once
     coarse, row = np.divmod(key, len(rows))
@@ -182,7 +201,10 @@ def _sampled_pairs(
         leaves = partition.leaves_of(c)
         listed = members[starts[leaves.start] : starts[leaves.stop]]
         at = row[bounds[c] : bounds[c + 1]]
-        pa, pb, _ = close_pairs(rows[at], x[listed], threshold)
+        if projected is not None:
+            pa, pb, _ = projected.pairs(x, rows[at], listed, threshold)
+        else:
+            pa, pb, _ = close_pairs(rows[at], np.take(x, listed, axis=0), threshold)
         other = listed[pb].astype(np.int64)
         own = sample[at[pa]] != other
         found_a.append(at[pa][own])

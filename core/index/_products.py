@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..search import exact_pair_distances
+from ..search import exact_pair_distances, sample_rows
 
-__all__ = ["NearestScreen", "close_pairs", "pair_distances", "squared_norms"]
+__all__ = [
+    "NearestScreen",
+    "ProjectedRows",
+    "close_pairs",
+    "dense_screen",
+    "is_dense",
+    "pair_distances",
+    "squared_norms",
+]
 
 #: entries of one (queries, reference rows) product (64 MB of float32).
 _PRODUCT_ENTRIES = 16 << 20
@@ -19,6 +27,10 @@ _PRODUCT_ENTRIES = 16 << 20
 _GATHER_BYTES = 64 << 20
 #: relative float32 slack of the product screen (times the largest squared row norm).
 _SCREEN_SLACK = 1e-4
+#: rows the projection of :class:`ProjectedRows` is fitted on.
+_PROJECTION_FIT_ROWS = 2048
+#: a projected screen passing more than this share of its pairs is redone in full width.
+_DENSE_CANDIDATES = 0.02
 
 
 def close_pairs(
@@ -27,17 +39,21 @@ def close_pairs(
     threshold: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, distance)``: every pair ``q[a]``, ``r[b]`` within ``threshold``, exactly
-    (``q``: a few rows, ``r``: many; the product is ``(len(q), len(r))``)."""
+    (``q``: a few rows, ``r``: many; the product is ``(len(q), len(r))``).
+
+    The screen compares ``-2 q.r`` with ``t^2 - |q|^2 - min |r|^2`` plus twice the slack (as
+    :class:`NearestScreen`): one comparison per entry, no pass adding the rows' norms, and
+    the exact distances decide every candidate.
+    """
     sq_q = squared_norms(q)
-    sq_r = squared_norms(r)
+    sq_r = np.einsum("ij,ij->i", r, r)  # float32 sums: only their extremes are used
     slack = np.float32(_SCREEN_SLACK * float(max(sq_q.max(), sq_r.max())) + 1e-12)
-    limit = (np.float32(threshold) ** 2 + slack - sq_q).astype(np.float32)
-    minus_twice = q * np.float32(-2.0)  # the product gives -2 q.r; |r|^2 is added after
+    limit = (np.float32(threshold) ** 2 + 2 * slack - sq_q - sq_r.min()).astype(np.float32)
+    minus_twice = q * np.float32(-2.0)  # the product gives -2 q.r
     step = max(1, _PRODUCT_ENTRIES // len(r))
     found_a, found_b = [], []
     for start in range(0, len(q), step):
         d2 = minus_twice[start : start + step] @ r.T
-        d2 += sq_r[None, :]  # |q - r|^2 - |q|^2
         # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
         a, b = np.divmod(np.flatnonzero(d2 <= limit[start : start + step, None]), len(r))
         found_a.append(a + start)
@@ -46,6 +62,121 @@ def close_pairs(
     dist = pair_distances(r, b, q, a)
     keep = dist <= np.float32(threshold)
     return a[keep], b[keep], dist[keep]
+
+
+class ProjectedRows:
+    """The reference rows through an orthonormal projection to ``width`` dimensions, with
+    their squared norms: an exact screen at ``width / d`` of a product's cost.
+
+    The projection (the top principal directions of a seeded sample of the rows) never
+    lengthens a distance, so a screen of the projected rows keeps every pair within the
+    threshold; every candidate is then measured exactly in full width. The rows are stored
+    as ``(N, width + 1)`` float32 ``[P r, |P r|^2]``, so that one product with a query's
+    ``[-2 P q, 1]`` gives ``|P r|^2 - 2 P q.P r`` (no pass adding the norms); at
+    ``d = 4 width`` they are a quarter of the rows' bytes to gather or map. A screen that
+    passes more than 2 % of its pairs (little variance in the projection) is redone in full
+    width by the caller.
+
+    Parameters
+    ----------
+    projection:
+        ``(d, width)`` float32 orthonormal columns.
+    rows:
+        ``(N, width + 1)`` float32 projected rows and their squared norms (may be a
+        read-only memmap), in the order of the reference rows they stand for.
+    largest:
+        The largest squared norm of the projected rows.
+    """
+
+    def __init__(self, projection: np.ndarray, rows: np.ndarray, largest: float) -> None:
+        self.projection = projection
+        self.rows = rows
+        self.largest = float(largest)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, width: int, *, seed: int) -> ProjectedRows:
+        """Project the ``(N, d)`` float32 rows ``x`` (``d > width``) on the top ``width``
+        principal directions of a seeded sample of 2,048 of them."""
+        fit = x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)]
+        projection = _principal_directions(fit, width, seed=seed)
+        rows = np.empty((len(x), width + 1), dtype=np.float32)
+        np.matmul(x, projection, out=rows[:, :width])
+        rows[:, width] = np.einsum("ij,ij->i", rows[:, :width], rows[:, :width])
+        return cls(projection, rows, float(rows[:, width].max()) if len(x) else 0.0)
+
+    def queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(left, sq)``: ``(m, width + 1)`` float32 ``[-2 P q, 1]`` of the ``(m, d)`` rows
+        ``q`` and ``(m,)`` their projections' squared norms."""
+        projected = q @ self.projection
+        left = np.empty((len(q), projected.shape[1] + 1), dtype=np.float32)
+        np.multiply(projected, np.float32(-2.0), out=left[:, :-1])
+        left[:, -1] = 1.0
+        return left, np.einsum("ij,ij->i", projected, projected)
+
+    def queries_of(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`queries` of the projected rows ``at`` themselves (``(s,)`` positions)."""
+        stored = np.take(self.rows, at, axis=0)
+        left = stored.copy()
+        left[:, :-1] *= np.float32(-2.0)
+        left[:, -1] = 1.0
+        return left, stored[:, -1].copy()
+
+    def limits(self, sq: np.ndarray, threshold: float) -> np.ndarray:
+        """``(m,)`` float32 bound on ``|P r|^2 - 2 P q.P r`` of queries whose projections'
+        squared norms are ``sq``: ``t^2 - |P q|^2`` plus the float32 slack."""
+        largest = max(float(sq.max()) if len(sq) else 0.0, self.largest)
+        slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
+        return (np.float32(threshold) ** 2 + slack - sq).astype(np.float32)
+
+    def pairs(
+        self, x: np.ndarray, q: np.ndarray, listed: np.ndarray, threshold: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(a, b, distance)``: every pair of ``q[a]`` (``(m, d)`` float32) and row
+        ``listed[b]`` of ``x`` (the rows this projects) within ``threshold``, exactly, as
+        :func:`close_pairs` finds them."""
+        left, sq = self.queries(q)
+        limit = self.limits(sq, threshold)
+        right = np.take(self.rows, listed, axis=0)
+        flat = dense_screen(left, limit, right)
+        if is_dense(len(flat), len(q), len(listed)):
+            return close_pairs(q, np.take(x, listed, axis=0), threshold)
+        a, b = np.divmod(flat, len(listed))
+        dist = pair_distances(x, listed[b], q, a)
+        keep = dist <= np.float32(threshold)
+        return a[keep], b[keep], dist[keep]
+
+
+def dense_screen(left: np.ndarray, limit: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``(p,)`` ascending flat positions ``a * len(right) + b`` where ``(left @ right.T)[a, b]
+    <= limit[a]`` (``(m, k)``, ``(m,)``, ``(n, k)`` float32), at most 16M entries at once."""
+    step = max(1, _PRODUCT_ENTRIES // max(1, len(right)))
+    if len(left) <= step:
+        # np.flatnonzero: 2-D np.nonzero walks the mask element by element
+        return np.flatnonzero(left @ right.T <= limit[:, None])
+    found = []
+    for start in range(0, len(left), step):
+        d2 = left[start : start + step] @ right.T
+        found.append(np.flatnonzero(d2 <= limit[start : start + step, None]) + start * len(right))
+    return np.concatenate(found)
+
+
+def is_dense(candidates: int, rows: int, columns: int) -> bool:
+    """Whether a projected screen passed more than 2 % of its ``rows x columns`` pairs."""
+    return candidates > _DENSE_CANDIDATES * rows * columns
+
+
+def _principal_directions(fit: np.ndarray, width: int, *, seed: int) -> np.ndarray:
+    """``(d, width)`` float32 orthonormal columns spanning the top principal directions of the
+    ``(s, d)`` rows ``fit``: a seeded randomized range finder with one power iteration (an
+    exact SVD of 2,048 x 784 pixels cost 0.3 s; any orthonormal map keeps the screen exact,
+    a better one only passes fewer candidates)."""
+    rows = np.asarray(fit, dtype=np.float64)
+    rows = rows - rows.mean(axis=0)
+    rng = np.random.default_rng([int(seed), 0x9E4])
+    basis, _ = np.linalg.qr(rows @ rng.normal(size=(rows.shape[1], width + 8)))
+    basis, _ = np.linalg.qr(rows @ (rows.T @ basis))  # one power iteration
+    _, _, vt = np.linalg.svd(basis.T @ rows, full_matrices=False)
+    return np.ascontiguousarray(vt[:width].T, dtype=np.float32)
 
 
 def pair_distances(r: np.ndarray, b: np.ndarray, q: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -65,13 +196,16 @@ def squared_norms(x: np.ndarray) -> np.ndarray:
 
 
 class NearestScreen:
-    """Each query's nearest candidates among a cell's reference rows, screened by one matrix
+    """Candidate pairs of query rows and a cell's reference rows, screened by one matrix
     product per cell; the queries' norms and bounds are computed once for the whole batch.
 
-    The screen keeps, per query, the rows whose ``|q - r|^2`` in float32 lies within the
-    threshold (plus a slack of ``1e-4`` times the largest squared norm of the batch and the
-    reference) and within twice that slack of the cell's smallest: every nearest row within
-    the threshold and its near-ties. Their exact distances decide (:func:`pair_distances`).
+    The screen keeps, per query, the rows ``r`` of a cell whose ``-2 q.r`` in float32 lies
+    within ``t^2 - |q|^2 - min |r|^2`` of the cell, plus a slack of ``1e-4`` times the largest
+    squared norm of the batch and the reference (twice: once for the float32 product, once
+    for the norms): every row within the threshold. The cell's smallest squared norm stands
+    for each row's own, so a cell costs one product and one comparison (no pass adding the
+    rows' norms); the few extra candidates are measured exactly (:func:`pair_distances`)
+    like the others and dropped there.
 
     Parameters
     ----------
@@ -87,26 +221,17 @@ class NearestScreen:
         self._minus_twice = queries * np.float32(-2.0)  # one product gives -2 q.r
         sq_q = squared_norms(queries)
         largest = max(float(sq_q.max()) if len(sq_q) else 0.0, max_sq_reference)
-        self._slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
-        # |q - r|^2 - |q|^2 = |r|^2 - 2 q.r is screened against t^2 + slack - |q|^2
-        self._limit = (np.float32(threshold) ** 2 + self._slack - sq_q).astype(np.float32)
+        slack = np.float32(_SCREEN_SLACK * largest + 1e-12)
+        # |q - r|^2 - |q|^2 - |r|^2 = -2 q.r is screened against t^2 + slack - |q|^2 - |r|^2
+        self._limit = (np.float32(threshold) ** 2 + 2 * slack - sq_q).astype(np.float32)
 
-    def candidates(
-        self, at: np.ndarray, rows: np.ndarray, sq_rows: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(a, b)``: candidate pairs of queries ``at[a]`` and ``rows[b]`` (``(n, d)``
-        float32 reference rows with squared norms ``sq_rows``)."""
-        step = max(1, _PRODUCT_ENTRIES // max(1, len(rows)))
-        found_a, found_b = [], []
-        for start in range(0, len(at), step):
-            block = at[start : start + step]
-            d2 = self._minus_twice[block] @ rows.T
-            d2 += sq_rows[None, :]
-            bound = np.minimum(self._limit[block], d2.min(axis=1) + 2 * self._slack)
-            # np.flatnonzero and a divmod: 2-D np.nonzero walks the mask element by element
-            a, b = np.divmod(np.flatnonzero(d2 <= bound[:, None]), len(rows))
-            found_a.append(a + start)
-            found_b.append(b)
-        if len(found_a) == 1:
-            return found_a[0], found_b[0]
-        return np.concatenate(found_a), np.concatenate(found_b)
+    def bounds(self, at: np.ndarray, least_sq: np.ndarray) -> np.ndarray:
+        """``(e,)`` float32 bound on ``-2 q.r`` of each entry: query ``at[e]`` in a cell whose
+        rows' smallest squared norm is ``least_sq[e]``."""
+        return self._limit[at] - least_sq
+
+    def candidates(self, at: np.ndarray, bound: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """``(p,)`` flat positions ``a * len(rows) + b`` of the candidate pairs of queries
+        ``at[a]`` (with ``bound[a]`` from :meth:`bounds`) and ``rows[b]`` (``(n, d)`` float32
+        reference rows of one cell), ascending."""
+        return dense_screen(np.take(self._minus_twice, at, axis=0), bound, rows)

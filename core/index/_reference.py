@@ -68,6 +68,7 @@ from ._storage import (
     LABELS,
     LOAD_ATTEMPTS,
     META,
+    SCREEN,
     TRANSFORM,
     VECTORS,
     GenerationGone,
@@ -485,12 +486,12 @@ class ReferenceIndex:
     def load(cls, path: str | os.PathLike[str]) -> ReferenceIndex:
         """Open an index written by :meth:`save` (vectors, and annoy's index, memory-mapped).
 
-        Reads formats 4 and 3 (cells or annoy; format 3 kept the cells' rows in row order)
-        and the annoy indexes of formats 1 and 2. Every file's size, and the SHA-256 of the
-        cells, ``index.ann`` and the small files, are checked against ``meta.json`` before
-        anything is read: a damaged or substituted file is refused with
-        :class:`NeardupInputError`, never handed to annoy. A save that swaps in a new
-        generation while this runs makes it read the new ``meta.json`` again.
+        Reads formats 5, 4 and 3 (cells or annoy; format 4 has no projected screen, format
+        3 kept the cells' rows in row order) and the annoy indexes of formats 1 and 2. Every
+        file's size, and the SHA-256 of the cells, ``index.ann`` and the small files, are
+        checked against ``meta.json`` before anything is read: a damaged or substituted file
+        is refused with :class:`NeardupInputError`, never handed to annoy. A save that swaps
+        in a new generation while this runs makes it read the new ``meta.json`` again.
         """
         path = Path(path)
         for _ in range(LOAD_ATTEMPTS):
@@ -540,6 +541,8 @@ class ReferenceIndex:
             raise corrupt(path, f"{META} names no known engine ({settings.get('backend')!r:.40})")
         folder = path if generation is None else path / generation_name(path, generation)
         needed = [*engine_class.files, VECTORS, TRANSFORM, IDS] + ([LABELS] if has_labels else [])
+        if isinstance(files, dict) and SCREEN in files:  # format 5: the cells' screen
+            needed.append(SCREEN)
         for name in needed:
             if not (folder / name).is_file():
                 raise NeardupInputError(

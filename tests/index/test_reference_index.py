@@ -136,6 +136,7 @@ def test_save_then_load_in_a_fresh_process_scores_identically(data, tmp_path):
         "cells.npz",
         "ids.npy",
         "labels.npy",
+        "screen.npy",
         "transform.npz",
         "vectors.npy",
     ]
@@ -322,7 +323,7 @@ def test_load_and_save_errors_name_the_problem(data, tmp_path):
     path = index.save(tmp_path / "idx")
     meta = json.loads((path / "meta.json").read_text())
     (path / "meta.json").write_text(json.dumps({**meta, "format_version": 99}))
-    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 4"):
+    with pytest.raises(NeardupInputError, match="format version 99 .*reads format versions 1 to 5"):
         ReferenceIndex.load(path)
     (path / "meta.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(NeardupInputError, match="meta.json does not describe one"):
@@ -411,9 +412,9 @@ def test_an_annoy_index_saved_by_the_previous_version_still_loads_and_scores(tmp
     _same_leakage(rebuilt.score(queries, split="test"), got)  # the cells agree
     with pytest.raises(NeardupInputError, match="search_k=5 is too small for k=10"):
         old.score(queries, search_k=5)
-    old.save(path, overwrite=True)  # saved again: format 4, still annoy
+    old.save(path, overwrite=True)  # saved again: format 5, still annoy
     meta = json.loads((path / "meta.json").read_text())
-    assert meta["format_version"] == 4 and meta["settings"]["backend"] == "annoy"
+    assert meta["format_version"] == 5 and meta["settings"]["backend"] == "annoy"
     _same_leakage(ReferenceIndex.load(path).score(queries, split="test"), got)
 
 
@@ -510,17 +511,138 @@ def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
     assert missed[0.05] > 0  # a small margin does miss some: the check can fail
 
 
+def test_the_projected_screen_finds_every_close_pair_exactly():
+    """``ProjectedRows`` (the home margin's sampled pairs through a 16-dimension projection)
+    finds the pairs ``close_pairs`` and brute force find, with the same distances: on rows
+    whose variance the projection keeps, and on isotropic rows where its screen passes too
+    many pairs and is redone in full width."""
+    from neardup.index._products import ProjectedRows, close_pairs
+
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(40, 64)).astype(np.float32)
+    clustered = centres[rng.integers(0, 40, 4000)] + 0.02 * rng.normal(size=(4000, 64))
+    for x, t in ((clustered.astype(np.float32), 0.4), (rng.normal(size=(4000, 64)), 10.0)):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        q = x[:50] + np.float32(0.01)
+        listed = np.sort(rng.choice(len(x), 3000, replace=False))
+        a, b, dist = ProjectedRows.fit(x, 16, seed=0).pairs(x, q, listed, t)
+        ea, eb, edist = close_pairs(q, x[listed], t)
+        qi, rj = np.nonzero(cdist(q, x[listed]) <= t - 1e-4)
+        found = set(zip(a.tolist(), b.tolist()))
+        assert found == set(zip(ea.tolist(), eb.tolist()))
+        assert set(zip(qi.tolist(), rj.tolist())) <= found and len(found) > 50
+        assert np.array_equal(dist[np.lexsort((b, a))], edist[np.lexsort((eb, ea))])
+
+
+def test_unnormalized_rows_score_like_brute_force():
+    """The score's screen bounds ``-2 q.r`` with each cell's smallest row norm: rows of very
+    different norms (normalize=None) still give the nearest row within the threshold."""
+    rng = np.random.default_rng(6)
+    train = (rng.normal(size=(3000, 12)) * rng.uniform(0.1, 10, size=(3000, 1))).astype(np.float32)
+    test = np.concatenate([train[:200] + 0.02, rng.normal(size=(100, 12))]).astype(np.float32)
+    index = ReferenceIndex.build(
+        train, threshold=Distance(0.05), normalize=None, backend=Cells(cell_size=32, margin=0.5)
+    )
+    got = index.score(test)
+    d = cdist(test, train)
+    expected = np.flatnonzero(d.min(axis=1) <= 0.05)
+    assert sorted(got.positions) == expected.tolist()
+    nearest = dict(zip(got.positions, got.nearest_positions))
+    assert all(nearest[i] == int(np.argmin(d[i])) for i in expected)
+
+
+def _drop_screen(path) -> None:
+    """Rewrite a saved cells index as format 4 wrote it: no projected screen."""
+    meta = json.loads((path / "meta.json").read_text())
+    if "screen.npy" not in meta["files"]:
+        return
+    _rewrite_cells(path, lambda a: (a.pop("screen_projection"), a.pop("screen_largest")))
+    meta = json.loads((path / "meta.json").read_text())
+    (path / meta["generation"] / "screen.npy").unlink()
+    del meta["files"]["screen.npy"]
+    (path / "meta.json").write_text(json.dumps({**meta, "format_version": 4}))
+
+
+def test_a_format_4_index_without_a_screen_loads_and_scores_alike(data, tmp_path):
+    """Format 5 stores the rows listed at home through a 16-dimension projection
+    (``screen.npy``, screened first when scored); a format 4 index has none and is screened
+    in full width: the same leakage. Saved again, it is format 5 (still without a screen)."""
+    train, _, test, _, _ = data
+    index = ReferenceIndex.build(train, threshold=Distance(0.15), backend=Cells(cell_size=64))
+    expected = index.score(test)
+    path = index.save(tmp_path / "idx")
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == 5 and "screen.npy" in meta["files"]
+    with np.load(path / meta["generation"] / "cells.npz") as npz:
+        assert npz["screen_projection"].shape == (train.shape[1], 16)
+    new = ReferenceIndex.load(path)
+    assert new._engine.projected is not None
+    _same_leakage(new.score(test), expected)
+    _drop_screen(path)
+    old = ReferenceIndex.load(path)
+    assert old._engine.projected is None
+    _same_leakage(old.score(test), expected)
+    old.save(path, overwrite=True)
+    meta = json.loads((path / "meta.json").read_text())
+    assert meta["format_version"] == 5 and "screen.npy" not in meta["files"]
+    _same_leakage(ReferenceIndex.load(path).score(test), expected)
+
+
+def test_no_screen_where_the_projection_would_pass_most_pairs(tmp_path):
+    """Isotropic rows at a threshold near their typical distance: a 16-dimension projection
+    passes most in-cell pairs, so the index keeps no screen (scored in full width)."""
+    rng = np.random.default_rng(7)
+    train = rng.normal(size=(4000, 64)).astype(np.float32)
+    test = np.concatenate([train[:50] + 0.01, rng.normal(size=(50, 64))]).astype(np.float32)
+    index = ReferenceIndex.build(train, threshold=Distance(1.0), backend=Cells(cell_size=64))
+    assert index._engine.projected is None
+    meta = json.loads((index.save(tmp_path / "idx") / "meta.json").read_text())
+    assert "screen.npy" not in meta["files"]
+    a = train / np.linalg.norm(train, axis=1, keepdims=True)
+    b = test / np.linalg.norm(test, axis=1, keepdims=True)
+    got = index.score(test)
+    assert set(range(50)) <= set(got.positions)  # the near-copies
+    assert set(got.positions) <= set(np.flatnonzero(cdist(b, a).min(axis=1) <= 1.0 + 1e-5))
+
+
+def test_a_damaged_screen_is_refused(data, tmp_path):
+    """A screen of the wrong shape, a projection of the wrong width, or a missing screen
+    file named in meta.json are refused with a message naming the file."""
+    train, _, _, _, _ = data
+    index = ReferenceIndex.build(train, threshold=Distance(0.15), backend=Cells(cell_size=64))
+    path = index.save(tmp_path / "idx")
+    meta = json.loads((path / "meta.json").read_text())
+    screen = path / meta["generation"] / "screen.npy"
+    rows = np.load(screen)
+    np.save(screen, rows[:, :-1])  # one column short: its size no longer matches meta.json
+    meta["files"]["screen.npy"]["bytes"] = screen.stat().st_size
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(NeardupInputError, match="screen.npy does not match the reference rows"):
+        ReferenceIndex.load(path)
+    np.save(screen, rows)
+    meta["files"]["screen.npy"]["bytes"] = screen.stat().st_size
+    (path / "meta.json").write_text(json.dumps(meta))
+    ReferenceIndex.load(path)  # whole again
+    _rewrite_cells(path, lambda a: a.update(screen_projection=a["screen_projection"][:-1]))
+    with pytest.raises(NeardupInputError, match="screen projection of the wrong shape"):
+        ReferenceIndex.load(path)
+    screen.unlink()
+    with pytest.raises(NeardupInputError, match="screen.npy"):
+        ReferenceIndex.load(path)
+
+
 def test_a_format_3_cells_index_still_loads_and_scores_as_before(data, tmp_path):
     """Format 3 stored the reference rows in row order and listed them in their cells (and,
     within the margin, in the neighbouring ones); format 4 stores rows listed once in cell
-    order. Both load and score alike; saving a format 3 index again writes format 4."""
+    order. Both load and score alike; saving a format 3 index again writes format 5."""
     train, _, test, _, _ = data
     for backend in (Cells(cell_size=64, margin=0.3), Cells(cell_size=64)):
         index = ReferenceIndex.build(train, threshold=Distance(0.15), backend=backend)
         expected = index.score(test)
         path = index.save(tmp_path / "idx", overwrite=True)
+        assert json.loads((path / "meta.json").read_text())["format_version"] == 5
+        _drop_screen(path)  # formats 3 and 4 had none
         meta = json.loads((path / "meta.json").read_text())
-        assert meta["format_version"] == 4
         folder = path / meta["generation"]
         with np.load(folder / "cells.npz") as npz:
             members, in_cell_order = npz["members"], "in_cell_order" in npz.files
