@@ -20,6 +20,11 @@ from .._transform import Transform
 __all__ = ["Rows"]
 
 _BLOCK_ROWS = 65_536
+#: a gather whose rows switch arrays fewer than this many times copies each run of rows from
+#: one array straight into place (a cell's rows are two ascending runs, so a handful of runs
+#: over the splits), instead of masking and scattering per array (measured at 1M x 64 over
+#: two splits: 0.39 -> 0.36 s for the rows of every cell).
+_FEW_RUNS = 16
 
 
 class Rows:
@@ -99,9 +104,12 @@ class Rows:
                 yield start, self.transform.apply(raw)
                 continue
             block = np.array(raw, dtype=np.float32)  # a copy: normalised in place
-            norms = row_norms(block)
+            if self._norms_filled == self.n:  # recorded by an earlier pass: the same values
+                norms = self._norms[start : start + len(block)]
+            else:
+                norms = row_norms(block)
+                self._keep_norms(start, norms)
             block /= norms[:, None]
-            self._keep_norms(start, norms)
             yield start, block
 
     def _keep_norms(self, start: int, norms: np.ndarray) -> None:
@@ -128,11 +136,17 @@ class Rows:
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """A copy of the given global ``rows`` of the caller's arrays, in their dtype when they
-        share one."""
+        share one. Runs of rows from one array are copied in place when there are few."""
         if len(self._arrays) == 1:
             return self._rows_of(0, rows)
         block = np.empty((len(rows), self.d), dtype=self._dtype)
         which = np.searchsorted(self._offsets, rows, side="right") - 1
+        cuts = np.flatnonzero(which[1:] != which[:-1]) + 1
+        if len(cuts) < _FEW_RUNS:  # e.g. a cell's rows: two ascending runs
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)]):
+                a = int(which[lo])
+                block[lo:hi] = self._rows_of(a, rows[lo:hi] - self._offsets[a])
+            return block
         for a in range(len(self._arrays)):
             at = np.flatnonzero(which == a)
             if len(at):
