@@ -142,7 +142,7 @@ class Rows:
         block = np.empty((len(rows), self.d), dtype=self._dtype)
         which = np.searchsorted(self._offsets, rows, side="right") - 1
         cuts = np.flatnonzero(which[1:] != which[:-1]) + 1
-        if len(cuts) < _FEW_RUNS:  # e.g. a cell's rows: two ascending runs
+        if len(rows) and len(cuts) < _FEW_RUNS:  # e.g. a cell's rows: two ascending runs
             for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)]):
                 a = int(which[lo])
                 block[lo:hi] = self._rows_of(a, rows[lo:hi] - self._offsets[a])
