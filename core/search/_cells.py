@@ -284,8 +284,25 @@ def _spill(
     nearest = np.argmin(d2, axis=1)
     best = d2[np.arange(len(x)), nearest]
     d2 -= best[:, None] + _slack(sq_x, max_sq_c)  # the nearest centre itself stays below 0
-    row, centre = true_positions(d2 <= _float32_at_most((2.0 * float(margin)) * gaps)[nearest])
+    row, centre = true_positions(d2 <= _spill_limits(gaps, margin)[nearest])
     return row, centre, centre == nearest[row], nearest, best
+
+
+#: :func:`_spill_limits` of the current partition's gaps, by ``(id(gaps), margin)``.
+_LIMITS: dict[tuple[int, float], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _spill_limits(gaps: np.ndarray, margin: float) -> np.ndarray:
+    """``(c, c)`` float32 limits ``2 * margin * gaps`` rounded down (:func:`_float32_at_most`),
+    computed once per gaps array and margin rather than in every block's spill (measured
+    1,211 times, 0.07 CPU s, at 1M x 64); cleared with the partition's geometry."""
+    key = (id(gaps), float(margin))
+    cached = _LIMITS.get(key)
+    if cached is not None and cached[0] is gaps:
+        return cached[1]
+    limits = _float32_at_most((2.0 * float(margin)) * gaps)
+    _LIMITS[key] = (gaps, limits)
+    return limits
 
 
 def _float32_at_most(values: np.ndarray) -> np.ndarray:
@@ -528,6 +545,7 @@ def _geometry(partition: Partition) -> list[tuple[np.ndarray, np.ndarray, float]
         out.append(_centres_geometry(centres))
     out.append(_centres_geometry(partition.coarse))
     _GEOMETRY.clear()  # one partition at a time
+    _LIMITS.clear()
     _GEOMETRY[id(partition)] = (partition, out)
     return out
 
