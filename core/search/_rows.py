@@ -103,13 +103,18 @@ class Rows:
             if not self._by_row:
                 yield start, self.transform.apply(raw)
                 continue
-            block = np.array(raw, dtype=np.float32)  # a copy: normalised in place
+            # float32 rows are divided straight into a new block (one pass); others are cast
+            # to a float32 copy first and divided in place (the same values either way)
+            block = raw if raw.dtype == np.float32 else np.array(raw, dtype=np.float32)
             if self._norms_filled == self.n:  # recorded by an earlier pass: the same values
                 norms = self._norms[start : start + len(block)]
             else:
                 norms = row_norms(block)
                 self._keep_norms(start, norms)
-            block /= norms[:, None]
+            if block is raw:
+                block = np.divide(raw, norms[:, None])
+            else:
+                block /= norms[:, None]
             yield start, block
 
     def _keep_norms(self, start: int, norms: np.ndarray) -> None:
