@@ -150,7 +150,7 @@ class Rows:
         if len(rows) and len(cuts) < _FEW_RUNS:  # e.g. a cell's rows: two ascending runs
             for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)]):
                 a = int(which[lo])
-                block[lo:hi] = self._rows_of(a, rows[lo:hi] - self._offsets[a])
+                self._rows_of(a, rows[lo:hi] - self._offsets[a], out=block[lo:hi])
             return block
         for a in range(len(self._arrays)):
             at = np.flatnonzero(which == a)
@@ -158,12 +158,20 @@ class Rows:
                 block[at] = self._rows_of(a, rows[at] - self._offsets[a])
         return block
 
-    def _rows_of(self, a: int, rows: np.ndarray) -> np.ndarray:
+    def _rows_of(self, a: int, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """A copy of ``rows`` (positions) of array ``a``: read from its file when it is a large
         memmap, else by ``np.take`` (measured 64 against 100-128 us for 750 rows of 64 float32
-        from two arrays by boolean masks and fancy indexing)."""
+        from two arrays by boolean masks and fancy indexing). With ``out`` (``(len(rows), d)``)
+        the rows are written there: by ``np.take`` straight into it when the dtypes agree
+        (``mode="clip"``: unbuffered; the positions are valid), saving a pass over them."""
         reader = self._readers[a]
-        return np.take(self._arrays[a], rows, axis=0) if reader is None else reader.take(rows)
+        array = self._arrays[a]
+        if out is None:
+            return np.take(array, rows, axis=0) if reader is None else reader.take(rows)
+        if reader is None and array.dtype == out.dtype:
+            return np.take(array, rows, axis=0, out=out, mode="clip")
+        out[...] = np.take(array, rows, axis=0) if reader is None else reader.take(rows)
+        return out
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full
