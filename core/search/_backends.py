@@ -605,8 +605,8 @@ def _order_entries(
     """``(row, cell, primary)`` sorted by cell, primary first, then row, from per-block
     ``(e_b,)`` uint16 keys ``cell * 2 + (not primary)`` and their rows, each block in row order
     and the blocks in row order: one stable radix sort of the keys keeps the rows ascending
-    within each key (measured at 1M x 64: 0.22 against 0.09 s for sorting int64 keys of
-    ``(cell, primary, row)`` and decoding them)."""
+    within each key (at 1M x 64, 3.3M entries: about 0.09 s, against 0.22 s for sorting
+    int64 keys of ``(cell, primary, row)`` and decoding them)."""
     if not keys:
         return (
             np.zeros(0, _index_dtype(n)),
