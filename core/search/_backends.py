@@ -615,9 +615,10 @@ def _order_entries(
         )
     key = np.concatenate(keys)
     del keys[:]
+    row = np.concatenate(at)
+    del at[:]  # the blocks' pieces go before the sort's int64 index comes (the peak)
     order = np.argsort(key, kind="stable")
-    row = np.concatenate(at)[order]
-    del at[:]
+    row = row[order]
     key = key[order]
     del order
     cell = (key >> 1).astype(_index_dtype(n_cells))
