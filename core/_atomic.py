@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +57,8 @@ def atomic_write(
     directory = target.parent if str(target.parent) else Path(".")
     binary = "b" in mode
     remove_stale_temporaries(target)
+    import tempfile  # here: tempfile (with random, shutil, bz2, lzma) costs ~2 ms at import
+
     fd, temp = tempfile.mkstemp(prefix=_temp_prefix(target), suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as fh:
@@ -145,6 +146,8 @@ def check_writable(path: str | os.PathLike[str], what: str) -> None:
             "create it first or choose another path."
         )
     try:
+        import tempfile
+
         fd, temp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
     except OSError as err:
         raise NeardupInputError(

@@ -21,9 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-import shutil
 import struct
-import tempfile
 import weakref
 from typing import Any
 
@@ -141,6 +139,8 @@ def _remove_file(file: Any, path: str, pid: int) -> None:
 def _remove_dir(path: str, pid: int) -> None:
     """Delete a temporary spill directory and whatever is left in it (finalizer)."""
     if os.getpid() == pid:
+        import shutil  # here: shutil (with bz2, lzma) is only needed once something spilled
+
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -158,6 +158,8 @@ class _SpillDir:
 
     def __init__(self, requested: str | None) -> None:
         if requested is None:
+            import tempfile  # here: tempfile (with random, shutil) only once something spills
+
             self.path = tempfile.mkdtemp(prefix="neardup-")
             self._finalizer = weakref.finalize(self, _remove_dir, self.path, os.getpid())
         else:
@@ -179,6 +181,8 @@ class _SpillFile:
     """
 
     def __init__(self, place: _SpillDir, name: str, dim: int) -> None:
+        import tempfile
+
         self.place = place  # keeps a temporary directory alive while this file exists
         fd, self.path = tempfile.mkstemp(prefix=f"neardup-{name}-", suffix=".npy", dir=place.path)
         # unbuffered: a failed write leaves nothing pending that a later seek, truncate or

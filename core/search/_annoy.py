@@ -7,7 +7,6 @@ same for any ``query_jobs``.
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import threading
 from typing import Any
@@ -154,6 +153,9 @@ def query_all(
     ]
     found = np.empty((n, n_results), dtype=_item_dtype(n))
     done = 0
+    # imported here: multiprocessing (with socket, selectors, signal) costs ~5 ms at import
+    import multiprocessing
+
     if jobs > 1 and n >= _PARALLEL_MIN_ROWS and "fork" in multiprocessing.get_all_start_methods():
         with _SHARED_LOCK:
             token = next(_TOKENS)

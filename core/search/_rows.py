@@ -20,6 +20,11 @@ from .._transform import Transform
 __all__ = ["Rows"]
 
 _BLOCK_ROWS = 65_536
+#: a gather whose rows switch arrays fewer than this many times copies each run of rows from
+#: one array straight into place (a cell's rows are two ascending runs, so a handful of runs
+#: over the splits), instead of masking and scattering per array (measured at 1M x 64 over
+#: two splits: 0.39 -> 0.36 s for the rows of every cell).
+_FEW_RUNS = 16
 
 
 class Rows:
@@ -98,10 +103,18 @@ class Rows:
             if not self._by_row:
                 yield start, self.transform.apply(raw)
                 continue
-            block = np.array(raw, dtype=np.float32)  # a copy: normalised in place
-            norms = row_norms(block)
-            block /= norms[:, None]
-            self._keep_norms(start, norms)
+            # float32 rows are divided straight into a new block (one pass); others are cast
+            # to a float32 copy first and divided in place (the same values either way)
+            block = raw if raw.dtype == np.float32 else np.array(raw, dtype=np.float32)
+            if self._norms_filled == self.n:  # recorded by an earlier pass: the same values
+                norms = self._norms[start : start + len(block)]
+            else:
+                norms = row_norms(block)
+                self._keep_norms(start, norms)
+            if block is raw:
+                block = np.divide(raw, norms[:, None])
+            else:
+                block /= norms[:, None]
             yield start, block
 
     def _keep_norms(self, start: int, norms: np.ndarray) -> None:
@@ -128,23 +141,37 @@ class Rows:
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """A copy of the given global ``rows`` of the caller's arrays, in their dtype when they
-        share one."""
+        share one. Runs of rows from one array are copied in place when there are few."""
         if len(self._arrays) == 1:
             return self._rows_of(0, rows)
         block = np.empty((len(rows), self.d), dtype=self._dtype)
         which = np.searchsorted(self._offsets, rows, side="right") - 1
+        cuts = np.flatnonzero(which[1:] != which[:-1]) + 1
+        if len(rows) and len(cuts) < _FEW_RUNS:  # e.g. a cell's rows: two ascending runs
+            for lo, hi in zip([0, *cuts.tolist()], [*cuts.tolist(), len(rows)]):
+                a = int(which[lo])
+                self._rows_of(a, rows[lo:hi] - self._offsets[a], out=block[lo:hi])
+            return block
         for a in range(len(self._arrays)):
             at = np.flatnonzero(which == a)
             if len(at):
                 block[at] = self._rows_of(a, rows[at] - self._offsets[a])
         return block
 
-    def _rows_of(self, a: int, rows: np.ndarray) -> np.ndarray:
+    def _rows_of(self, a: int, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """A copy of ``rows`` (positions) of array ``a``: read from its file when it is a large
         memmap, else by ``np.take`` (measured 64 against 100-128 us for 750 rows of 64 float32
-        from two arrays by boolean masks and fancy indexing)."""
+        from two arrays by boolean masks and fancy indexing). With ``out`` (``(len(rows), d)``)
+        the rows are written there: by ``np.take`` straight into it when the dtypes agree
+        (``mode="clip"``: unbuffered; the positions are valid), saving a pass over them."""
         reader = self._readers[a]
-        return np.take(self._arrays[a], rows, axis=0) if reader is None else reader.take(rows)
+        array = self._arrays[a]
+        if out is None:
+            return np.take(array, rows, axis=0) if reader is None else reader.take(rows)
+        if reader is None and array.dtype == out.dtype:
+            return np.take(array, rows, axis=0, out=out, mode="clip")
+        out[...] = np.take(array, rows, axis=0) if reader is None else reader.take(rows)
+        return out
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """Normalised float32 ``(len(rows), d)`` copy of the given global ``rows`` (no full

