@@ -130,7 +130,7 @@ def with_lopsided(
         whiteness = residual_whiteness(sources, copies)
         white_cut = white_level(int(np.prod(copies.shape[1:])))
         white[near] = whiteness <= white_cut
-        np.minimum.at(score, near, whiteness / white_cut)
+        score[near] = np.minimum(score[near], whiteness / white_cut)  # rows once each
     hit = kept | white
     if not hit.any():
         return run

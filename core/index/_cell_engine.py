@@ -43,8 +43,9 @@ from ..search import (
     blas_threads,
     route_entries,
     sample_rows,
+    stable_order,
 )
-from ._home import home_cells, home_margin, list_homes, stable_order
+from ._home import home_cells, home_margin, list_homes
 from ._products import NearestScreen, ProjectedRows, dense_screen, is_dense, pair_distances
 from ._storage import CELLS, SCREEN, corrupt, write_file, write_rows_in_order
 

@@ -52,6 +52,7 @@ from ._cells import (
     merge_pairs,
     route_entries,
     route_rows,
+    stable_order,
 )
 from ._copies import CopyGroups, copy_pairs, expand_neighbors, find_copies
 from ._exact import nearest_among, pair_distances
@@ -120,6 +121,7 @@ __all__ = [
     "row_distances",
     "sample_rows",
     "sampled_neighbor_graph",
+    "stable_order",
     "top_k_by_product",
 ]
 

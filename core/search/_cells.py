@@ -455,11 +455,13 @@ def _spill_chunked(
 
 
 def stable_order(values: np.ndarray, bound: int) -> np.ndarray:
-    """``np.argsort(values, kind="stable")`` of ``(n,)`` ints in ``[0, bound)``: through 16-bit
-    ints when they fit, which numpy sorts by radix (measured 3.2 -> 0.4 ms for the coarse
-    cells of 80,000 routed entries)."""
-    if bound <= np.iinfo(np.uint16).max + 1:
-        values = values.astype(np.uint16)
+    """``np.argsort(values, kind="stable")`` of ``(n,)`` ints in ``[0, bound)``, sorted as the
+    smallest unsigned type that holds them: numpy radix-sorts 8- and 16-bit keys (measured
+    3.2 -> 0.4 ms for the coarse cells of 80,000 routed entries; 102 -> 16 ms for the home
+    cells of 1M rows among 3,905 cells)."""
+    for dtype in (np.uint8, np.uint16):
+        if bound <= np.iinfo(dtype).max + 1:
+            return np.argsort(values.astype(dtype), kind="stable")
     return np.argsort(values, kind="stable")
 
 

@@ -437,7 +437,7 @@ def _capped_rows(rows: np.ndarray, size: int) -> np.ndarray:
     its structure (:func:`_cap_cast`), standardised again, as float32."""
     if not len(rows):
         return np.asarray(rows, dtype=np.float32)
-    out = np.asarray(rows, dtype=np.float64).reshape(len(rows), size, size, 3).copy()
+    out = np.array(rows, dtype=np.float64).reshape(len(rows), size, size, 3)  # a copy
     return _standardized(_cap_cast(out))
 
 
