@@ -130,12 +130,14 @@ class ImageEmbedder:
 def _framework_of(model: Any) -> str:
     import sys
 
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(model, torch.nn.Module):
-        return "torch"
+    # Keras first: on Keras 3's torch backend a keras.Model is also a torch.nn.Module, whose
+    # named_modules() hold Keras' internals instead of its layer names.
     keras = sys.modules.get("keras")
     if keras is not None and isinstance(model, keras.Model):
         return "keras"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(model, torch.nn.Module):
+        return "torch"
     raise NeardupInputError(
         f"model must be a torch.nn.Module or a keras.Model, got {type(model).__name__}; for "
         "anything else give ActivationHook your own embed_fn(batch) -> (B, d) array."

@@ -21,8 +21,10 @@ _MAX_DEPTH = 3
 
 
 def _is_torch_module(obj: Any) -> bool:
+    """A plain torch module: on Keras 3's torch backend a Keras model is one too, but its
+    weights are read the Keras way (``get_weights``), the same on every backend."""
     torch = sys.modules.get("torch")
-    return torch is not None and isinstance(obj, torch.nn.Module)
+    return torch is not None and isinstance(obj, torch.nn.Module) and not _is_keras_model(obj)
 
 
 def _is_keras_model(obj: Any) -> bool:

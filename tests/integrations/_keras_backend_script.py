@@ -10,7 +10,10 @@ the one process, to pay the backend's start-up once:
    the reports in ``<log_dir>/neardup``;
 2. ``evaluate`` without TensorBoard: reports in the default directory (the working directory
    is ``OUT_DIR``);
-3. a subclassed model analysed through ``feature_fn``.
+3. a subclassed model analysed through ``feature_fn``;
+4. the ``datasets`` hook's ``ImageEmbedder`` over the fitted model: taken for a Keras model on
+   every backend (on torch a Keras model is also a ``torch.nn.Module``), its layer named the
+   Keras way, its fingerprint tied to the current weights.
 """
 
 from __future__ import annotations
@@ -127,6 +130,20 @@ def main(out: Path) -> dict:
     net.fit(x_train, y_train, epochs=1, batch_size=64, verbose=0, callbacks=[sub])
     report["subclassed_leaked"] = sorted(sub.leakage["test"].positions)
     report["subclassed_reports"] = len(sub.report_paths)
+
+    # 4. the datasets hook's embedder over the same Keras model
+    from neardup.integrations.datasets import ImageEmbedder
+
+    embed = ImageEmbedder(model, lambda images: np.stack(images), layer="conv2", pool="flatten")
+    vectors = embed({"image": list(x_test[:5])})
+    before = embed.neardup_fingerprint()
+    kernel = model.get_layer("conv2").kernel
+    kernel.assign(kernel * 2.0)
+    report["embedder"] = {
+        "kind": embed.kind,
+        "shape": list(vectors.shape),
+        "fingerprint_follows_weights": embed.neardup_fingerprint() != before,
+    }
     return report
 
 

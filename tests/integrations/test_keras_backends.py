@@ -84,3 +84,14 @@ def test_reports_are_written_by_default(run):
     saved = json.loads((out / default / "neardup-conv1.json").read_text())
     assert saved["leakage"]["test"]["total"] == 497
     assert report["subclassed_reports"] == 0  # report_dir=None writes nothing
+
+
+def test_datasets_image_embedder_takes_the_model_for_a_keras_one(run):
+    report, _ = run
+    # on the torch backend a Keras model is also a torch.nn.Module: it must still be run
+    # (and its layer found) the Keras way, and its fingerprint follow its weights
+    assert report["embedder"] == {
+        "kind": "keras",
+        "shape": [5, 8 * 8 * 32],
+        "fingerprint_follows_weights": True,
+    }
