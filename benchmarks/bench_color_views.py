@@ -55,7 +55,7 @@ def main() -> None:
     train = bq.colorize(fashion_train[:20000], rng)
     test = bq.colorize(fashion_test[:5000], rng)
     kinds = {k: bq.IMAGE_KINDS[k] for k in ("exact", "noise", "brightness x0.85", "jpeg q75")} | {
-        "colour jitter": bq._jitter
+        "colour jitter": bq.color_jitter
     }
     planted, kind_of, _ = bq.plant(train, test, kinds, 50, rng)
     digits = np.rint(load_digits().images * 255 / 16).astype(np.uint8)

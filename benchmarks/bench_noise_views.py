@@ -153,7 +153,7 @@ def main() -> None:
         "colourised Fashion 20,000 + 5,000",
         train,
         test,
-        kinds | {"colour jitter": bq._jitter},
+        kinds | {"colour jitter": bq.color_jitter},
         colour_views,
         rng,
     )

@@ -134,7 +134,7 @@ def _crop(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.asarray(Image.fromarray(x[y0 : y0 + ch, x0 : x0 + cw]).resize((w, h), Image.BILINEAR))
 
 
-def _jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def color_jitter(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Colour jitter: per-channel gains 0.9-1.1 and saturation 0.8-1.2 (RGB only)."""
     v = x.astype(np.float64) * rng.uniform(0.9, 1.1, size=3)
     grey = v.mean(axis=-1, keepdims=True)
@@ -375,12 +375,16 @@ def control(case: str, result, seconds: float, train=None, test=None, sources=No
     check confirms it as a natural near-duplicate of its partner (``sources``: the grey
     originals of colorised images, see :func:`recolored_pairs`)."""
     leak = result.leakage["test"]
-    natural, recolored = 0, set()
+    natural, recolored, false_by = 0, set(), ""
     if train is not None:
         pairs = list(zip(leak.positions, leak.nearest_positions))
         same = [natural_pair(test[p], train[q]) for p, q in pairs]
         natural = sum(same)
         recolored = recolored_pairs([pq for pq, ok in zip(pairs, same) if not ok], sources)
+        found_by = dict(zip(leak.positions, leak.found_by)) if leak.found_by else {}
+        false = [p for (p, q), ok in zip(pairs, same) if not ok and (p, q) not in recolored]
+        by_view = collections.Counter(v for p in false for v in found_by.get(p, []))
+        false_by = "".join(f", {v} {n}" for v, n in by_view.items())
     ROWS.append(
         dict(
             case=case,
@@ -389,8 +393,8 @@ def control(case: str, result, seconds: float, train=None, test=None, sources=No
             planted=0,
             found=leak.count - natural - len(recolored),
             recall=float("nan"),
-            note=f"false alarms (target 0); {leak.count} flagged, {natural} confirmed natural "
-            f"near-duplicates{_recolored_note(recolored, sources)}; {seconds:.1f} s",
+            note=f"false alarms (target 0{false_by}); {leak.count} flagged, {natural} confirmed "
+            f"natural near-duplicates{_recolored_note(recolored, sources)}; {seconds:.1f} s",
         )
     )
 
@@ -453,7 +457,7 @@ def images(rng: np.random.Generator, per_kind: int, only_color: bool = False) ->
     r, t = run(views(rgb_train, rgb_test))
     case = "colorized Fashion 20,000 + 5,000, no planted copies"
     control(case, r, t, rgb_train, rgb_test, sources=grey)
-    kinds = dict(IMAGE_KINDS, **{"colour jitter": _jitter})
+    kinds = dict(IMAGE_KINDS, **{"colour jitter": color_jitter})
     planted, kind_of, _ = plant(rgb_train, rgb_test, kinds, per_kind, rng)
     r, t = run(views(rgb_train, planted))
     label = "image + luma" if IMAGE_OPTIONS["luma"] else "image"

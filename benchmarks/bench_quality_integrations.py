@@ -90,7 +90,12 @@ def planted_labels(y_train, y_test, source_of):
 
 
 # ------------------------------------------------------------------------------ Lightning
-def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
+def _channels(x: np.ndarray) -> int:
+    """1 for grey images ``(N, S, S)``, 3 for colour ones ``(N, S, S, 3)``."""
+    return 1 if x.ndim == 3 else x.shape[-1]
+
+
+def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None, sources=None):
     import lightning.pytorch as pl
     import torch
     from torch import nn
@@ -98,13 +103,13 @@ def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None)
 
     from neardup.integrations.lightning import DuplicatesCallback
 
-    side = x_train.shape[-1]
+    side, channels = x_train.shape[1], _channels(x_train)
 
     class CNN(pl.LightningModule):
         def __init__(self):
             super().__init__()
             self.features = nn.Sequential(
-                nn.Conv2d(1, 16, 3, padding=1),
+                nn.Conv2d(channels, 16, 3, padding=1),
                 nn.ReLU(),
                 nn.Conv2d(16, 32, 3, padding=1),
                 nn.ReLU(),
@@ -129,10 +134,9 @@ def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None)
         def configure_optimizers(self):
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
-    def tensors(x, y):
-        return TensorDataset(
-            torch.from_numpy((x[:, None] / 255.0).astype(np.float32)), torch.from_numpy(y)
-        )
+    def tensors(x, y):  # (N, C, S, S) in [0, 1]
+        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
+        return TensorDataset(torch.from_numpy((x / 255.0).astype(np.float32)), torch.from_numpy(y))
 
     pl.seed_everything(0, verbose=False)
     model = CNN()
@@ -164,9 +168,9 @@ def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None)
     result = _renamed(cb.result, {"val": "test"})
     views = "Lightning default: " + " + ".join(cb.views)
     if kind_of is None:
-        bq.control(f"{name} (Lightning default)", result, seconds)
+        bq.control(f"{name} (Lightning default)", result, seconds, x_train, x_test, sources)
     else:
-        bq.score(name, views, result, x_train, x_test, kind_of, seconds)
+        bq.score(name, views, result, x_train, x_test, kind_of, seconds, sources)
 
 
 def _renamed(result, names):
@@ -178,17 +182,17 @@ def _renamed(result, names):
 
 
 # ------------------------------------------------------------------------------ Keras
-def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
+def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None, sources=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
     from neardup.integrations.keras import DuplicatesCallback
 
-    side = x_train.shape[-1]
+    side, channels = x_train.shape[1], _channels(x_train)
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [
-            keras.Input((side, side, 1)),
+            keras.Input((side, side, channels)),
             keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="conv1"),
             keras.layers.Conv2D(32, 3, padding="same", activation="relu", name="conv2"),
             keras.layers.MaxPooling2D(name="pool"),
@@ -198,8 +202,8 @@ def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
         ]
     )
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
-    xs = (x_train[..., None] / 255.0).astype(np.float32)
-    xt = (x_test[..., None] / 255.0).astype(np.float32)
+    xs = (x_train.reshape(len(x_train), side, side, channels) / 255.0).astype(np.float32)
+    xt = (x_test.reshape(len(x_test), side, side, channels) / 255.0).astype(np.float32)
     cb = DuplicatesCallback(
         data={"train": (xs, y_train), "test": (xt, y_test)}, report_dir=None, verbose=0
     )
@@ -222,9 +226,9 @@ def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None):
     )
     views = "Keras default: " + " + ".join(cb.results)
     if kind_of is None:
-        bq.control(f"{name} (Keras default)", cb.result, seconds)
+        bq.control(f"{name} (Keras default)", cb.result, seconds, x_train, x_test, sources)
     else:
-        bq.score(name, views, cb.result, x_train, x_test, kind_of, seconds)
+        bq.score(name, views, cb.result, x_train, x_test, kind_of, seconds, sources)
 
 
 # ------------------------------------------------------------------------------ datasets
@@ -270,8 +274,16 @@ def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
 
 # ------------------------------------------------------------------------------ main
 def image_cases(
-    frameworks: list[str], per_kind: int, fashion_sizes: tuple[int, int], seed: int = 0
+    frameworks: list[str],
+    per_kind: int,
+    fashion_sizes: tuple[int, int],
+    seed: int = 0,
+    color: bool = False,
 ) -> None:
+    """Digits and grey Fashion-MNIST through each framework's default; with ``color``, also
+    Fashion-MNIST painted in random colours (``bench_quality.colorize``, the same subset and
+    labels), without and with planted copies (colour jitter added to the kinds). The colour
+    planting draws after the grey one, so the grey rows are the same with or without it."""
     rng = np.random.default_rng(seed)
     x_train, y_train, x_test, y_test = digits_split(rng)
     d_planted, d_kind_of, d_source_of = bq.plant(x_train, x_test, DIGIT_KINDS, 15, rng)
@@ -287,11 +299,29 @@ def image_cases(
         case("digits, disjoint train/test", x_train, y_train, x_test, y_test, 8)
         case("digits 1,200 + 597", x_train, y_train, d_planted, d_labels, 8, d_kind_of)
         case(fashion, f_train, fy_train, f_planted, f_labels, 2, f_kind_of)
+    if not color:
+        return
+    c_train, c_test = bq.colorize(f_train, rng), bq.colorize(f_test, rng)
+    kinds = dict(IMAGE_KINDS, **{"colour jitter": bq.color_jitter})
+    c_planted, c_kind_of, c_source_of = bq.plant(c_train, c_test, kinds, per_kind, rng)
+    c_labels = planted_labels(fy_train, fy_test, c_source_of)
+    grey = (f_train, f_test)  # what colorize painted: re-coloured copies are natural
+    colored = f"colorized {fashion}"
+    for framework in frameworks:
+        case = cases[framework]
+        print(f"{framework}, colour:")
+        case(f"{colored}, disjoint", c_train, fy_train, c_test, fy_test, 2, None, grey)
+        case(colored, c_train, fy_train, c_planted, c_labels, 2, c_kind_of, grey)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="lightning,keras,datasets")
+    parser.add_argument(
+        "--only",
+        default="lightning,keras,datasets",
+        help="any of lightning, keras, datasets, and colour (the images through Lightning "
+        "and Keras painted in random colours too)",
+    )
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--fashion", default="10000,2000", help="train,test sizes")
     parser.add_argument("--seed", type=int, default=0, help="the splits and planted copies")
@@ -301,7 +331,7 @@ def main() -> None:
     frameworks = [f for f in ("lightning", "keras") if f in only]
     if frameworks:
         sizes = tuple(int(v) for v in args.fashion.split(","))
-        image_cases(frameworks, args.per_kind, sizes, args.seed)
+        image_cases(frameworks, args.per_kind, sizes, args.seed, color="colour" in only)
     if "datasets" in only:
         print("datasets:")
         datasets_case(np.random.default_rng(args.seed), max(1, args.per_kind * 4 // 5))
