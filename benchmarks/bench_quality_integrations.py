@@ -20,6 +20,10 @@ without planted copies. ``save_reports=False`` / no ``report_dir`` only skip wri
     python benchmarks/bench_quality_integrations.py               # every case
     python benchmarks/bench_quality_integrations.py --only lightning,datasets
     python benchmarks/bench_quality_integrations.py --only datasets --seed 1  # another split
+    python benchmarks/bench_quality_integrations.py --only lightning,keras,colour  # + colour
+
+``colour`` adds Fashion-MNIST painted in random colours (``bench_quality.colorize``) through
+the chosen callbacks, with and without planted copies (colour jitter added to the kinds).
 """
 
 from __future__ import annotations
