@@ -236,6 +236,82 @@ def keras_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None, sou
 
 
 # ------------------------------------------------------------------------------ datasets
+def _torch_cnn(x_train, y_train, epochs):
+    """The Lightning case's CNN trained in plain torch (Adam 3e-3, batches of 64, seed 0) on
+    ``(N, S, S)`` or ``(N, S, S, 3)`` uint8 images: what a ``datasets`` user brings."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    side, channels = x_train.shape[1], _channels(x_train)
+    model = nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * (side // 2) ** 2, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+    x = torch.from_numpy(_channels_first(x_train))
+    y = torch.from_numpy(y_train)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        for batch in torch.randperm(len(x), generator=generator).split(64):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x[batch]), y[batch]).backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _channels_first(images: np.ndarray) -> np.ndarray:
+    """``(N, C, S, S)`` float32 in [0, 1] from ``(N, S, S)`` or ``(N, S, S, C)`` uint8."""
+    x = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(x / 255.0, dtype=np.float32)
+
+
+def datasets_image_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None, sources=None):
+    """A DatasetDict with an ``Image()`` column: ``ActivationHook(ImageEmbedder(cnn,
+    preprocess))`` with the embedder's defaults (the model's output, ``pool="avg"``), then
+    ``find_leakage(dsd)`` with its defaults (the embedding column plus the image column's
+    input views)."""
+    from datasets import Dataset, DatasetDict, Features, Image, Value
+    from datasets.utils.logging import disable_progress_bar
+    from PIL import Image as PILImage
+
+    from neardup.integrations.datasets import ActivationHook, ImageEmbedder, find_leakage
+
+    disable_progress_bar()
+    start = time.perf_counter()
+    model = _torch_cnn(x_train, y_train, epochs)
+    trained = time.perf_counter() - start
+    features = Features({"image": Image(), "label": Value("int64")})
+
+    def split(x, y):
+        images = [PILImage.fromarray(image) for image in x]
+        return Dataset.from_dict({"image": images, "label": y.tolist()}, features=features)
+
+    def preprocess(images):
+        return _channels_first(np.stack([np.asarray(image) for image in images]))
+
+    dsd = DatasetDict({"train": split(x_train, y_train), "test": split(x_test, y_test)})
+    hook = ActivationHook(ImageEmbedder(model, preprocess))
+    dsd = hook.map(dsd, batch_size=256)
+    start = time.perf_counter()
+    report = find_leakage(dsd)
+    seconds = time.perf_counter() - start
+    names = list(report.views)
+    print(f"  {name}: trained {trained:.0f} s, analysed {seconds:.0f} s, views {names}")
+    views = "datasets default: " + " + ".join(report.views)
+    if kind_of is None:
+        bq.control(f"{name} (datasets default)", report, seconds, x_train, x_test, sources)
+    else:
+        bq.score(name, views, report, x_train, x_test, kind_of, seconds, sources)
+
+
 def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -295,7 +371,11 @@ def image_cases(
     f_train, fy_train, f_test, fy_test = fashion_split(*fashion_sizes)
     f_planted, f_kind_of, f_source_of = bq.plant(f_train, f_test, IMAGE_KINDS, per_kind, rng)
     f_labels = planted_labels(fy_train, fy_test, f_source_of)
-    cases = {"lightning": lightning_case, "keras": keras_case}
+    cases = {
+        "lightning": lightning_case,
+        "keras": keras_case,
+        "datasets-images": datasets_image_case,
+    }
     fashion = f"Fashion-MNIST {fashion_sizes[0]:,} + {fashion_sizes[1]:,}"
     for framework in frameworks:
         case = cases[framework]
@@ -323,8 +403,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="lightning,keras,datasets",
-        help="any of lightning, keras, datasets, and colour (the images through Lightning "
-        "and Keras painted in random colours too)",
+        help="any of lightning, keras, datasets (text), datasets-images, and colour (the "
+        "image cases painted in random colours too)",
     )
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--fashion", default="10000,2000", help="train,test sizes")
@@ -332,7 +412,7 @@ def main() -> None:
     args = parser.parse_args()
     only = args.only.split(",")
     start = time.perf_counter()
-    frameworks = [f for f in ("lightning", "keras") if f in only]
+    frameworks = [f for f in ("lightning", "keras", "datasets-images") if f in only]
     if frameworks:
         sizes = tuple(int(v) for v in args.fashion.split(","))
         image_cases(frameworks, args.per_kind, sizes, args.seed, color="colour" in only)

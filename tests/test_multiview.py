@@ -186,10 +186,10 @@ def _clusters_of_varied_density(seed: int, n: int = 4000, d: int = 16) -> np.nda
     return (centres[cluster] + rng.normal(size=(n, d)) * spread[cluster, None]).astype(np.float32)
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [2, 10])
 def test_auto_recuts_where_natural_rows_crowd_below_the_power_law(seed):
-    """Varied density puts natural rows below the power law's cut (29 and 56 of ~4,000, 0.7
-    and 1.4 %; 7 and 11 test rows were flagged before the re-cut): the slope of the data's
+    """Varied density puts natural rows below the power law's cut (56 and 125 of ~4,000, 1.4
+    and 3.1 %; 11 and 25 test rows were flagged before the re-cut): the slope of the data's
     own low tail places it again, below them and above the planted copies."""
     x = _clusters_of_varied_density(seed)
     train, test = x[:3000], x[3000:].copy()
