@@ -55,12 +55,7 @@ BACKEND_NAMES = ("auto", "cells", "annoy", "exact")
 _ANNOY_OPTIONS = ("n_trees", "search_k", "n_jobs", "query_jobs", "dedupe")
 #: rows of the seeded sample that fits the k-means partition, per cell (capped below).
 _FIT_ROWS_PER_CELL = 32
-#: 131,072 rather than 65,536: at 1M x 64 (3,906 leaves) 16.8 sample rows per leaf left the
-#: leaves so uneven that a tenth of the cells did 39 % of the join's work; 32 per leaf
-#: (125,000 rows) made 806M instead of 952M row pairs to screen and 3.02M instead of 3.31M
-#: routed entries, the same sets, for about 0.2 CPU s more fitting (64 per leaf: 715M pairs,
-#: 2.78M entries, 0.7 s more fitting). Below 524,288 rows (2,048 leaves) the cap is not reached.
-_FIT_ROWS_MAX = 131_072
+_FIT_ROWS_MAX = 65_536
 #: ...but never fewer than this many per cell: at 10M x 64 (39,062 leaves) 65,536 rows left
 #: 1.7 per leaf, whose cells were so uneven that 1 % of them held 74 % of the join's work
 #: (1.23e11 row pairs, largest cell 82,951 rows); 6.7 per leaf (262,144 rows): 2.37e10 pairs,
