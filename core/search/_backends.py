@@ -499,7 +499,7 @@ class Cells(Backend):
         with blas_threads(self.blas_threads):
             partition = self.fit(rows, seed=seed) if partition is None else partition
             executor = check_executor(self.executor)
-            if screen is not None and partition.projection is None and self.device is None:
+            if _projects_once(rows, partition, screen, self.device):
                 return self._screened_pairs(
                     rows, partition, threshold, margin, items, screen, executor, progress
                 )
@@ -703,6 +703,21 @@ class Cells(Backend):
             "project_to": int(self.project_to),
             "dedupe": bool(self.dedupe),
         }
+
+
+#: the rows are projected once for the screen (an ``(N, d')`` float32 matrix) up to this size;
+#: above (e.g. 10M x 64: 1.28 GB), each cell projects its own rows, as the input may be a
+#: memory map that the engine never holds in full.
+_PROJECTED_BYTES = 256 << 20
+
+
+def _projects_once(
+    rows: Rows, partition: Partition, screen: np.ndarray | None, device: str | None
+) -> bool:
+    """Whether :meth:`Cells.find_pairs` projects every row once for the cells' screens."""
+    if screen is None or partition.projection is not None or device is not None:
+        return False
+    return 4 * rows.n * screen.shape[0] <= _PROJECTED_BYTES
 
 
 def _route_rows(d: int) -> int:

@@ -446,6 +446,23 @@ def test_screen_projection_keeps_every_pair():
     assert result.settings["screen_width"] == 24
 
 
+def test_screened_pairs_above_the_projection_budget_are_measured_cell_by_cell(monkeypatch):
+    # above the budget of the once-projected rows each cell projects its own rows (and
+    # measures its own candidates): the same pairs and distances
+    from neardup.search import _backends
+
+    x = _clustered(2000, 48, seed=8)
+    rows = Rows.from_matrix(x)
+    screen = np.eye(48, dtype=np.float32)[::2]
+    once = Cells(cell_size=64).find_pairs(rows, 0.25, seed=0, margin=0.5, screen=screen)
+    monkeypatch.setattr(_backends, "_PROJECTED_BYTES", 0)
+    monkeypatch.setattr(_backends, "screen_cell", None)  # never called on this path
+    by_cell = Cells(cell_size=64).find_pairs(rows, 0.25, seed=0, margin=0.5, screen=screen)
+    assert np.array_equal(once.i, by_cell.i) and np.array_equal(once.j, by_cell.j)
+    np.testing.assert_array_equal(once.distance, by_cell.distance)
+    assert _pairs(by_cell) == _brute_pairs(x, 0.25) and len(by_cell) > 10
+
+
 def test_screened_pairs_measured_once_for_any_executor_and_items():
     # the cells screen their projected rows and the candidates are measured once, in full
     # width: brute force's pairs and the unscreened join's distances, with threads and items
