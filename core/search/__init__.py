@@ -52,6 +52,7 @@ from ._cells import (
     merge_pairs,
     route_entries,
     route_rows,
+    screen_cell,
     stable_order,
 )
 from ._copies import CopyGroups, copy_pairs, expand_neighbors, find_copies
@@ -121,6 +122,7 @@ __all__ = [
     "row_distances",
     "sample_rows",
     "sampled_neighbor_graph",
+    "screen_cell",
     "stable_order",
     "top_k_by_product",
 ]

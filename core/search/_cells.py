@@ -46,6 +46,7 @@ from ._torch_join import is_torch_tensor, torch_join
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "DENSE_CANDIDATES",
     "TORCH_BLOCK_SIZE",
     "ClosePairs",
     "Partition",
@@ -55,6 +56,7 @@ __all__ = [
     "orthonormal_projection",
     "route_entries",
     "route_rows",
+    "screen_cell",
     "stable_order",
 ]
 
@@ -77,7 +79,7 @@ _SCREEN_SLACK = 1e-4
 _VERIFY_BYTES = 64 << 20
 #: a projected screen passing more than this fraction of a cell's pairs is redone in full width
 #: (measured: 1.4 million candidates in one cell of 60,000 x 3,072 pixels projected to 64).
-_DENSE_CANDIDATES = 0.05
+DENSE_CANDIDATES = 0.05
 #: bytes of ``(rows, centres)`` float32 scores routed at once (within a core's cache).
 _SPILL_CACHE_BYTES = 1 << 20
 
@@ -357,9 +359,7 @@ def route_rows(
         Entries sorted by row; each row's nearest cell (its nearest leaf of its nearest coarse
         cell) comes first.
     """
-    row, cell, primary, first = route_entries(
-        partition, rows, margin=margin, home_only=home_only
-    )
+    row, cell, primary, first = route_entries(partition, rows, margin=margin, home_only=home_only)
     cells = np.int64(partition.n_cells)
     key = (row * 4 + (~first) * 2 + (~primary)) * cells + cell
     order = np.argsort(key)
@@ -648,7 +648,7 @@ def join_cell(
         x = np.ascontiguousarray(rows, dtype=np.float32)
         a, b = _screen_numpy(x, threshold, block_size, n_primary)
         source = x if verify is None else np.ascontiguousarray(verify, dtype=np.float32)
-        if verify is not None and len(a) > _DENSE_CANDIDATES * m * n_primary:
+        if verify is not None and len(a) > DENSE_CANDIDATES * m * n_primary:
             # the projection screens out too little here: screen in full width instead
             a, b = _screen_numpy(source, threshold, block_size, n_primary)
         dist = _candidate_distances(source, a, b)
@@ -658,6 +658,34 @@ def join_cell(
     i, j = np.minimum(gi, gj), np.maximum(gi, gj)
     order = np.lexsort((j, i))
     return ClosePairs(i[order], j[order], dist[order])
+
+
+def screen_cell(
+    rows: np.ndarray,
+    row_ids: np.ndarray,
+    *,
+    threshold: float,
+    block_size: int | None = None,
+    n_primary: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The candidate pairs ``(i, j)`` of :func:`join_cell`'s screen, unmeasured: ``(c,)`` int64
+    global row ids, ``i < j``, of every pair of ``rows`` within ``threshold`` and a few more.
+
+    For rows that are the projection of the caller's rows through an orthonormal map
+    (``|P a - P b| <= |a - b|``): the caller measures the candidates in full width, once for
+    all cells (a pair screened in several cells is measured once), so a cell's task carries
+    only its projected ``(m, d')`` float32 ``rows`` instead of also its ``(m, D)`` full rows.
+    Options as in :func:`join_cell` (numpy only).
+    """
+    row_ids = np.asarray(row_ids, dtype=np.int64)
+    m = len(row_ids)
+    n_primary = m if n_primary is None else min(int(n_primary), m)
+    if m < 2 or n_primary < 1:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    x = np.ascontiguousarray(rows, dtype=np.float32)
+    a, b = _screen_numpy(x, threshold, block_size or DEFAULT_BLOCK_SIZE, n_primary)
+    gi, gj = row_ids[a], row_ids[b]
+    return np.minimum(gi, gj), np.maximum(gi, gj)
 
 
 def _candidate_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:

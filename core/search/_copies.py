@@ -21,6 +21,10 @@ from ._rows import Rows
 __all__ = ["CopyGroups", "copy_pairs", "expand_neighbors", "find_copies"]
 
 _VERIFY_ROWS = 65_536
+#: bytes of rows hashed at once: the mixing's half a dozen passes over the (rows, d / 2) words
+#: then stay in the CPU's cache (measured at 1M x 64: 0.39-0.56 CPU s of hashing in blocks of
+#: 65,536 rows, 0.11-0.14 in blocks of 4,096; the same hashes, row by row).
+_HASH_BYTES = 1 << 20
 
 
 @dataclass
@@ -71,7 +75,7 @@ def find_copies(rows: Rows) -> CopyGroups:
         1, np.iinfo(np.int64).max, size=rows.d, dtype=np.uint64
     ) | np.uint64(1)
     hashes = np.empty(rows.n, dtype=np.uint64)
-    for start, block in rows.raw_blocks(max(256, min(65_536, (64 << 20) // (4 * rows.d)))):
+    for start, block in rows.raw_blocks(max(256, min(65_536, _HASH_BYTES // (4 * rows.d)))):
         hashes[start : start + len(block)] = _row_hashes(block, multipliers)
     leader = _first_of_equal_hash(hashes)
     del hashes

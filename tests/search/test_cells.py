@@ -446,6 +446,58 @@ def test_screen_projection_keeps_every_pair():
     assert result.settings["screen_width"] == 24
 
 
+def test_screened_pairs_above_the_projection_budget_are_measured_cell_by_cell(monkeypatch):
+    # above the budget of the once-projected rows each cell projects its own rows (and
+    # measures its own candidates): the same pairs and distances
+    from neardup.search import _backends
+
+    x = _clustered(2000, 48, seed=8)
+    rows = Rows.from_matrix(x)
+    screen = np.eye(48, dtype=np.float32)[::2]
+    once = Cells(cell_size=64).find_pairs(rows, 0.25, seed=0, margin=0.5, screen=screen)
+    monkeypatch.setattr(_backends, "_PROJECTED_BYTES", 0)
+    monkeypatch.setattr(_backends, "screen_cell", None)  # never called on this path
+    by_cell = Cells(cell_size=64).find_pairs(rows, 0.25, seed=0, margin=0.5, screen=screen)
+    assert np.array_equal(once.i, by_cell.i) and np.array_equal(once.j, by_cell.j)
+    np.testing.assert_array_equal(once.distance, by_cell.distance)
+    assert _pairs(by_cell) == _brute_pairs(x, 0.25) and len(by_cell) > 10
+
+
+def test_screened_pairs_measured_once_for_any_executor_and_items():
+    # the cells screen their projected rows and the candidates are measured once, in full
+    # width: brute force's pairs and the unscreened join's distances, with threads and items
+    x = _clustered(3000, 48, seed=7)
+    rows = Rows([x * 3.0], "row")  # normalised on the fly, as find_duplicates' rows are
+    t = 0.25
+    screen = np.eye(48, dtype=np.float32)[::2]  # every other coordinate: orthonormal
+    plain = Cells(cell_size=64).find_pairs(rows, t, seed=0, margin=0.5)
+    normalised = rows.matrix()
+    assert _pairs(plain) == _brute_pairs(normalised, t) and len(plain) > 20
+    for executor in (None, ThreadExecutor(2)):
+        cells = Cells(cell_size=64, executor=executor)
+        got = cells.find_pairs(Rows([x * 3.0], "row"), t, seed=0, margin=0.5, screen=screen)
+        assert np.array_equal(got.i, plain.i) and np.array_equal(got.j, plain.j)
+        np.testing.assert_array_equal(got.distance, plain.distance)
+    items = np.arange(0, len(x), 2)
+    got = Cells(cell_size=64).find_pairs(rows, t, seed=0, margin=0.5, items=items, screen=screen)
+    kept = np.isin(plain.i, items) & np.isin(plain.j, items)
+    assert np.array_equal(got.i, plain.i[kept]) and np.array_equal(got.j, plain.j[kept])
+
+
+def test_screened_cells_passing_too_much_are_joined_in_full_width():
+    # rows that agree on the screened coordinates: every pair of a cell is a candidate, so
+    # the cell is joined again in full width (the same pairs as brute force)
+    rng = np.random.default_rng(4)
+    x = np.zeros((600, 32), dtype=np.float32)
+    x[:, :16] = rng.normal(size=(6, 16))[rng.integers(0, 6, 600)]
+    x[:, 16:] = rng.normal(scale=0.05, size=(600, 16))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    screen = np.eye(32, dtype=np.float32)[:16]
+    t = 0.06
+    got = Cells(n_cells=4).find_pairs(Rows.from_matrix(x), t, seed=0, margin=0.5, screen=screen)
+    assert _pairs(got) == _brute_pairs(x, t) and len(got) > 10
+
+
 def test_screen_projection_refused_where_it_passes_too_much():
     # isotropic noise: half the directions keep half of every distance, so at a threshold
     # near the neighbours' distances most far neighbours would pass the projected screen
