@@ -485,3 +485,20 @@ def test_many_cells_fit_on_at_least_eight_sampled_rows_each(monkeypatch):
     partition = Cells(cell_size=64).fit(Rows.from_matrix(x), seed=0)  # 312 cells
     assert fitted == [8 * 312]
     assert partition.n_cells >= 250
+
+
+@pytest.mark.parametrize("width", [8, 160])
+def test_kmeans_of_groups_matches_kmeans_of_each_group(width):
+    """The leaves' k-means batched over all coarse cells gives each group's own centres, bit
+    for bit, for narrow rows (one bincount per column) and wide ones (one-hot products)."""
+    from neardup.search import _cells
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, width)).astype(np.float32)
+    groups, ks = [(0, 700), (700, 710), (900, 2999)], [9, 12, 40]
+    batched = _cells._kmeans_groups(
+        x, groups, ks, [np.random.default_rng([5, g]) for g in range(3)]
+    )
+    for g, ((lo, hi), k) in enumerate(zip(groups, ks)):
+        alone = _cells._kmeans(x[lo:hi].copy(), k, np.random.default_rng([5, g]))
+        np.testing.assert_array_equal(batched[g], alone)
