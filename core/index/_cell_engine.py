@@ -46,7 +46,14 @@ from ..search import (
     stable_order,
 )
 from ._home import home_cells, home_margin, list_homes
-from ._products import NearestScreen, ProjectedRows, dense_screen, is_dense, pair_distances
+from ._products import (
+    NearestScreen,
+    ProjectedRows,
+    dense_screen,
+    is_dense,
+    pair_distances,
+    screen_block,
+)
 from ._storage import CELLS, SCREEN, corrupt, write_file, write_rows_in_order
 
 __all__ = ["CellEngine", "check_cells_backend"]
@@ -255,7 +262,9 @@ class CellEngine:
         projected = self.projected
         if projected is not None:
             left, sq = projected.queries(queries)
-            projected_bound = projected.limits(sq, threshold)[q_row]
+            # per entry, in cell order: one gather for the batch, then one slice per cell
+            entry_left = left.take(q_row, axis=0)
+            entry_bound = projected.limits(sq, threshold).take(q_row)[:, None]
             projected_rows = np.asarray(projected.rows)
         full: tuple[NearestScreen, np.ndarray] | None = None  # made when first needed
         starts = self.starts.tolist()
@@ -270,9 +279,7 @@ class CellEngine:
             listed = slice(first_row, stop) if self.in_cell_order else self.members[first_row:stop]
             flat = None
             if projected is not None:
-                flat = dense_screen(
-                    np.take(left, at, axis=0), projected_bound[lo:hi], projected_rows[listed]
-                )
+                flat = screen_block(entry_left[lo:hi], entry_bound[lo:hi], projected_rows[listed])
                 if is_dense(len(flat), hi - lo, stop - first_row):
                     flat = None
             if flat is None:

@@ -696,3 +696,19 @@ def test_a_huge_threshold_keeps_the_margin_sample_bounded(data):
     assert index.settings["entries_per_row"] == 1.0
     assert index.score(test).count == len(test)
     assert index.settings["margin_used"] >= 0.15
+
+
+def test_screen_block_matches_dense_screen(monkeypatch):
+    """One cell's screen (a column of bounds) passes the positions ``dense_screen`` passes,
+    in one product and when the product is cut into blocks."""
+    from neardup.index import _products
+
+    rng = np.random.default_rng(4)
+    left = rng.normal(size=(300, 17)).astype(np.float32)
+    right = rng.normal(size=(500, 17)).astype(np.float32)
+    limit = rng.normal(scale=3.0, size=300).astype(np.float32) - 4.0
+    expected = _products.dense_screen(left, limit, right)
+    assert 0 < len(expected) < 300 * 500
+    np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
+    monkeypatch.setattr(_products, "_PRODUCT_ENTRIES", 4096)
+    np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
