@@ -62,35 +62,57 @@ def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> n
 
 def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
     """``(N,)`` int64 home leaf of every row of ``x`` (``(N, d)`` or the partition's input
-    width): its nearest leaf cell of its nearest coarse cell."""
+    width): its nearest leaf cell of its nearest coarse cell.
+
+    First the nearest coarse cell of every row (blocks of 65,536 rows), then, coarse cell by
+    coarse cell, the nearest leaf of all its rows at once (gathered by ``take``, up to 65,536
+    at a time): one leaf product per coarse cell instead of one per coarse cell and block
+    (measured at 1M x 64, 62 coarse cells of 63 leaves, 2 x 3 alternating runs on a loaded
+    box: median 0.73 -> 0.65 CPU s, the same homes; the leaf rows by `take`, not indexing).
+    """
+    coarse = _nearest_coarse(partition, x)
     home = np.empty(len(x), dtype=np.int64)
-    sq_coarse = squared_norms(partition.coarse)
     sq_leaves = squared_norms(partition.centroids)
-    coarse_centres = partition.coarse * np.float32(-2.0)
     leaf_centres = partition.centroids * np.float32(-2.0)
     n_coarse = len(partition.coarse)
+    order = stable_order(coarse, n_coarse)
+    bounds = np.zeros(n_coarse + 1, dtype=np.int64)
+    np.cumsum(np.bincount(coarse, minlength=n_coarse), out=bounds[1:])
+    del coarse
+    for c in range(n_coarse):
+        leaves = partition.leaves_of(c)
+        for lo in range(int(bounds[c]), int(bounds[c + 1]), _HOME_ROWS):
+            at = order[lo : min(lo + _HOME_ROWS, int(bounds[c + 1]))]
+            if leaves.stop - leaves.start == 1:
+                home[at] = leaves.start
+                continue
+            block = _partition_rows(partition, x, at)
+            scores = _scores(block, leaf_centres[leaves], sq_leaves[leaves])
+            home[at] = np.argmin(scores, axis=1) + leaves.start
+    return home
+
+
+def _nearest_coarse(partition: Partition, x: np.ndarray) -> np.ndarray:
+    """``(N,)`` int64 nearest coarse cell of every row of ``x``, 65,536 rows at a time."""
+    n_coarse = len(partition.coarse)
+    if n_coarse == 1:
+        return np.zeros(len(x), dtype=np.int64)
+    coarse = np.empty(len(x), dtype=np.int64)
+    sq_coarse = squared_norms(partition.coarse)
+    coarse_centres = partition.coarse * np.float32(-2.0)
     for start in range(0, len(x), _HOME_ROWS):
         block = np.ascontiguousarray(
             partition.project(np.asarray(x[start : start + _HOME_ROWS])), dtype=np.float32
         )
-        if n_coarse == 1:
-            coarse = np.zeros(len(block), dtype=np.int64)
-        else:
-            coarse = np.argmin(_scores(block, coarse_centres, sq_coarse), axis=1)
-        order = stable_order(coarse, n_coarse)
-        bounds = np.zeros(n_coarse + 1, dtype=np.int64)
-        np.cumsum(np.bincount(coarse, minlength=n_coarse), out=bounds[1:])
-        for c in range(n_coarse):
-            at = order[bounds[c] : bounds[c + 1]]
-            if len(at) == 0:
-                continue
-            leaves = partition.leaves_of(c)
-            if leaves.stop - leaves.start == 1:
-                home[start + at] = leaves.start
-                continue
-            scores = _scores(block[at], leaf_centres[leaves], sq_leaves[leaves])
-            home[start + at] = np.argmin(scores, axis=1) + leaves.start
-    return home
+        coarse[start : start + len(block)] = np.argmin(
+            _scores(block, coarse_centres, sq_coarse), axis=1
+        )
+    return coarse
+
+
+def _partition_rows(partition: Partition, x: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """``(len(at), d)`` float32 rows ``x[at]`` in the partition's space, contiguous."""
+    return np.ascontiguousarray(partition.project(np.take(x, at, axis=0)), dtype=np.float32)
 
 
 def list_homes(home: np.ndarray, n_cells: int) -> tuple[np.ndarray, np.ndarray]:
