@@ -27,6 +27,8 @@ sampled pairs, a margin of 0.15 and 4 of 54 test images missed; within ``2 t``, 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ..search import Partition, route_entries, stable_order
@@ -48,8 +50,12 @@ _PAIR_RADIUS = 2.0
 _MEET_FRACTION = 0.995
 #: sampled close pairs kept at most, per sampled row (a seeded subset above: huge thresholds).
 _MAX_PAIRS_PER_ROW = 64
-#: rows whose homes are computed at once (a (rows, cells) float32 score block at a time).
+#: rows whose homes are computed at once (gathered or projected together).
 _HOME_ROWS = 65_536
+#: rows whose centre scores are formed at once: a (rows, ~62) float32 block that stays in
+#: the CPU's cache through its product, sum and argmin (measured 13.0 -> 11.9 ms per 65,536
+#: rows and 62 centres with 4,096 instead of 65,536).
+_SCORE_ROWS = 4096
 
 
 def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
@@ -58,6 +64,20 @@ def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> n
     scores = x @ minus_twice.T
     scores += sq_centres[None, :]
     return scores
+
+
+def _nearest(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
+    """``(m,)`` int64 nearest centre of every row of ``x`` (``(m, d)`` float32; ties to the
+    lowest), :func:`_scores` of about 4,096 rows at a time, in chunks of equal size (no
+    small tail, which BLAS would multiply with other kernels and other roundings)."""
+    chunks = max(1, len(x) // _SCORE_ROWS)
+    if chunks == 1:
+        return np.argmin(_scores(x, minus_twice, sq_centres), axis=1)
+    nearest = np.empty(len(x), dtype=np.int64)
+    cuts = [len(x) * k // chunks for k in range(chunks + 1)]
+    for start, stop in itertools.pairwise(cuts):
+        nearest[start:stop] = np.argmin(_scores(x[start:stop], minus_twice, sq_centres), axis=1)
+    return nearest
 
 
 def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
@@ -87,8 +107,7 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
                 home[at] = leaves.start
                 continue
             block = _partition_rows(partition, x, at)
-            scores = _scores(block, leaf_centres[leaves], sq_leaves[leaves])
-            home[at] = np.argmin(scores, axis=1) + leaves.start
+            home[at] = _nearest(block, leaf_centres[leaves], sq_leaves[leaves]) + leaves.start
     return home
 
 
@@ -104,9 +123,7 @@ def _nearest_coarse(partition: Partition, x: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(
             partition.project(np.asarray(x[start : start + _HOME_ROWS])), dtype=np.float32
         )
-        coarse[start : start + len(block)] = np.argmin(
-            _scores(block, coarse_centres, sq_coarse), axis=1
-        )
+        coarse[start : start + len(block)] = _nearest(block, coarse_centres, sq_coarse)
     return coarse
 
 
