@@ -222,11 +222,17 @@ def _add_rows(
         sums += one_hot @ x[start : start + _ONE_HOT_BLOCK]
 
 
-def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:
+def fit_partition(
+    sample: np.ndarray, *, n_cells: int, seed: int, coarse_rows_per_cell: int | None = None
+) -> Partition:
     """k-means partition of ``sample`` (``(s, d)`` float32) into about ``n_cells`` leaf cells.
 
     Flat up to 64 cells; above, about ``sqrt(n_cells)`` coarse cells, each split into leaves in
     proportion to its share of the sample. Deterministic for a ``seed``.
+
+    ``coarse_rows_per_cell``: fit the coarse centres on every ``k``-th row of the sample,
+    ``k`` the largest stride that leaves at least this many rows per coarse cell (``None``,
+    the default: on the whole sample); the leaves are fitted on the whole sample either way.
     """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     n_cells = max(1, min(int(n_cells), len(sample)))
@@ -236,7 +242,10 @@ def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:
         leaves = _kmeans(sample, n_cells, rng) if n_cells > 1 else coarse.copy()
         return Partition(leaves, np.zeros(len(leaves), dtype=np.int64), coarse)
     n_coarse = round(math.sqrt(n_cells))
-    coarse = _kmeans(sample, n_coarse, rng)
+    stride = 1
+    if coarse_rows_per_cell is not None:
+        stride = max(1, len(sample) // max(1, int(coarse_rows_per_cell) * n_coarse))
+    coarse = _kmeans(sample[::stride] if stride > 1 else sample, n_coarse, rng)
     label = _nearest_centre(sample, coarse)
     # the sample grouped by coarse cell, each group in row order (= sample[label == c])
     grouped = sample[stable_order(label, len(coarse))]

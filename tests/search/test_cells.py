@@ -502,3 +502,21 @@ def test_kmeans_of_groups_matches_kmeans_of_each_group(width):
     for g, ((lo, hi), k) in enumerate(zip(groups, ks)):
         alone = _cells._kmeans(x[lo:hi].copy(), k, np.random.default_rng([5, g]))
         np.testing.assert_array_equal(batched[g], alone)
+
+
+def test_coarse_centres_fitted_on_a_subset_of_the_sample():
+    """``coarse_rows_per_cell`` fits the coarse centres on every k-th sampled row (leaves on
+    all of them): deterministic, a valid two-level partition, and the whole sample when the
+    subset would hold fewer rows per coarse cell than asked."""
+    from neardup.search import _cells
+
+    x = np.random.default_rng(8).normal(size=(4000, 12)).astype(np.float32)
+    default = fit_partition(x, n_cells=100, seed=3)
+    whole = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=400)  # 10 x 400 = all
+    np.testing.assert_array_equal(whole.centroids, default.centroids)
+    subset = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=100)  # every 4th row
+    again = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=100)
+    np.testing.assert_array_equal(subset.centroids, again.centroids)
+    expected = _cells._kmeans(x[::4], 10, np.random.default_rng(3))
+    np.testing.assert_array_equal(subset.coarse, expected)  # every coarse cell kept here
+    assert np.all(np.diff(subset.parent) >= 0) and 90 <= subset.n_cells <= 110
