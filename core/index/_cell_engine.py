@@ -45,7 +45,7 @@ from ..search import (
     sample_rows,
     stable_order,
 )
-from ._home import home_cells, home_margin, list_homes
+from ._home import distinct_values, home_cells, home_margin, list_homes
 from ._products import (
     NearestScreen,
     ProjectedRows,
@@ -410,7 +410,7 @@ def _screens_sparsely(
     pixels at t = 0.2: 190 of 234 cells, 1.24 instead of 0.99 CPU s for 10k queries)."""
     if len(sample) == 0:
         return False
-    cells, which = np.unique(home[sample], return_inverse=True)
+    cells, which = distinct_values(home[sample])
     left, sq = projected.queries_of(sample)
     limit = projected.limits(sq, threshold)
     passed = pairs = 0

@@ -712,3 +712,16 @@ def test_screen_block_matches_dense_screen(monkeypatch):
     np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
     monkeypatch.setattr(_products, "_PRODUCT_ENTRIES", 4096)
     np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 3000])
+def test_distinct_values_match_numpy_unique(n):
+    """The build's ``np.unique(..., return_inverse=True)`` without ``np.unique`` (whose first
+    call imports ``numpy.ma``): the same distinct values and positions."""
+    from neardup.index._home import distinct_values
+
+    values = np.random.default_rng(n).integers(0, 40, n)
+    distinct, inverse = distinct_values(values)
+    expected, expected_inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse)
