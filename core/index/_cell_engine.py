@@ -67,6 +67,11 @@ _SCREEN_WIDTH = 16
 #: fitted on 16,384 instead of 65,536 rows: k-means 0.42-0.56 -> 0.21-0.22 CPU s, the same
 #: leaked rows, nearest rows and distances, the same margin.
 _COARSE_FIT_ROWS = 256
+#: Lloyd iterations of the leaf cells (5 elsewhere): at 1M x 64, 3 iterations leave the
+#: scoring's screen as much work (64.0 instead of 65.0 million pairs for 100k queries,
+#: 1.99 instead of 1.97 cells per query, largest cell 1,124 instead of 1,111 rows) for
+#: 0.05 CPU s less k-means (median of 4 alternating fits, 0.28 -> 0.23 s).
+_LEAF_ITERATIONS = 3
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
 _QUERY_BYTES = 64 << 20
@@ -173,7 +178,12 @@ class CellEngine:
         rows = Rows.from_matrix(x)
         seed = backend.seed if backend.seed is not None else seed
         with blas_threads(backend.blas_threads):
-            partition = backend.fit(rows, seed=seed, coarse_rows_per_cell=_COARSE_FIT_ROWS)
+            partition = backend.fit(
+                rows,
+                seed=seed,
+                coarse_rows_per_cell=_COARSE_FIT_ROWS,
+                leaf_iterations=_LEAF_ITERATIONS,
+            )
             projected = None
             if backend.margin is None:
                 home = home_cells(partition, x)

@@ -178,13 +178,15 @@ def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.argmin(_centre_scores(x, centres, _squared_norms(centres)), axis=1)
 
 
-def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans(
+    x: np.ndarray, k: int, rng: np.random.Generator, *, iterations: int = _KMEANS_ITERATIONS
+) -> np.ndarray:
     """Lloyd's k-means from ``k`` distinct seeded rows; empty cells keep their centre."""
     k = min(k, len(x))
     centres = x[np.sort(rng.choice(len(x), k, replace=False))].astype(np.float32)
     # narrow rows are summed column by column: each column contiguous once, for all iterations
     columns = np.ascontiguousarray(x.T) if x.shape[1] <= _BINCOUNT_MAX_WIDTH else None
-    for _ in range(_KMEANS_ITERATIONS):
+    for _ in range(iterations):
         label = _nearest_centre(x, centres)
         counts = np.bincount(label, minlength=k)
         sums = np.zeros((k, x.shape[1]), dtype=np.float64)
@@ -223,7 +225,12 @@ def _add_rows(
 
 
 def fit_partition(
-    sample: np.ndarray, *, n_cells: int, seed: int, coarse_rows_per_cell: int | None = None
+    sample: np.ndarray,
+    *,
+    n_cells: int,
+    seed: int,
+    coarse_rows_per_cell: int | None = None,
+    leaf_iterations: int | None = None,
 ) -> Partition:
     """k-means partition of ``sample`` (``(s, d)`` float32) into about ``n_cells`` leaf cells.
 
@@ -233,6 +240,8 @@ def fit_partition(
     ``coarse_rows_per_cell``: fit the coarse centres on every ``k``-th row of the sample,
     ``k`` the largest stride that leaves at least this many rows per coarse cell (``None``,
     the default: on the whole sample); the leaves are fitted on the whole sample either way.
+    ``leaf_iterations``: Lloyd iterations of the leaves of a two-level partition (``None``,
+    the default: 5, as every other k-means here).
     """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     n_cells = max(1, min(int(n_cells), len(sample)))
@@ -259,6 +268,7 @@ def fit_partition(
         [(int(bounds[kept[i]]), int(bounds[kept[i] + 1])) for i in split],
         [shares[i] for i in split],
         [np.random.default_rng([seed, kept[i]]) for i in split],
+        iterations=_KMEANS_ITERATIONS if leaf_iterations is None else int(leaf_iterations),
     )
     leaves = [grouped[bounds[c] : bounds[c + 1]].mean(0, keepdims=True) for c in kept]
     for i, part in zip(split, parts):
@@ -273,9 +283,12 @@ def _kmeans_groups(
     groups: list[tuple[int, int]],
     ks: list[int],
     rngs: list[np.random.Generator],
+    *,
+    iterations: int = _KMEANS_ITERATIONS,
 ) -> list[np.ndarray]:
     """:func:`_kmeans` of each group of rows ``x[lo:hi]`` (``(n, d)``, groups disjoint) into
-    ``ks[g]`` centres with ``rngs[g]``: the same ``(k_g, d)`` float32 centres, bit for bit.
+    ``ks[g]`` centres with ``rngs[g]``: the same ``(k_g, d)`` float32 centres, bit for bit
+    (with ``iterations`` Lloyd iterations, 5 as :func:`_kmeans`).
 
     Narrow rows: the groups' sums of an iteration come from one weighted ``bincount`` per
     column over all groups together (each leaf's rows summed in the same order as alone),
@@ -285,7 +298,10 @@ def _kmeans_groups(
     batch would cut differently).
     """
     if x.shape[1] > _BINCOUNT_MAX_WIDTH:
-        return [_kmeans(x[lo:hi], k, rng) for (lo, hi), k, rng in zip(groups, ks, rngs)]
+        return [
+            _kmeans(x[lo:hi], k, rng, iterations=iterations)
+            for (lo, hi), k, rng in zip(groups, ks, rngs)
+        ]
     centres = []
     for (lo, hi), k, rng in zip(groups, ks, rngs):
         k = min(k, hi - lo)
@@ -298,7 +314,7 @@ def _kmeans_groups(
     label = np.empty(len(rows), dtype=np.int64)
     starts = np.zeros(len(groups) + 1, dtype=np.int64)
     np.cumsum([hi - lo for lo, hi in groups], out=starts[1:])
-    for _ in range(_KMEANS_ITERATIONS):
+    for _ in range(iterations):
         for g, part in enumerate(centres):
             lo, hi = starts[g], starts[g + 1]
             label[lo:hi] = _nearest_centre(rows[lo:hi], part) + offsets[g]

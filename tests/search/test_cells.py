@@ -487,8 +487,8 @@ def test_many_cells_fit_on_at_least_eight_sampled_rows_each(monkeypatch):
     assert partition.n_cells >= 250
 
 
-@pytest.mark.parametrize("width", [8, 160])
-def test_kmeans_of_groups_matches_kmeans_of_each_group(width):
+@pytest.mark.parametrize(("width", "iterations"), [(8, 5), (160, 5), (8, 3), (160, 3)])
+def test_kmeans_of_groups_matches_kmeans_of_each_group(width, iterations):
     """The leaves' k-means batched over all coarse cells gives each group's own centres, bit
     for bit, for narrow rows (one bincount per column) and wide ones (one-hot products)."""
     from neardup.search import _cells
@@ -497,11 +497,25 @@ def test_kmeans_of_groups_matches_kmeans_of_each_group(width):
     x = rng.normal(size=(3000, width)).astype(np.float32)
     groups, ks = [(0, 700), (700, 710), (900, 2999)], [9, 12, 40]
     batched = _cells._kmeans_groups(
-        x, groups, ks, [np.random.default_rng([5, g]) for g in range(3)]
+        x, groups, ks, [np.random.default_rng([5, g]) for g in range(3)], iterations=iterations
     )
     for g, ((lo, hi), k) in enumerate(zip(groups, ks)):
-        alone = _cells._kmeans(x[lo:hi].copy(), k, np.random.default_rng([5, g]))
+        alone = _cells._kmeans(
+            x[lo:hi].copy(), k, np.random.default_rng([5, g]), iterations=iterations
+        )
         np.testing.assert_array_equal(batched[g], alone)
+
+
+def test_leaf_iterations_default_to_five():
+    """``leaf_iterations=None`` and ``5`` give the same partition; fewer give another one,
+    with the same coarse cells."""
+    x = np.random.default_rng(9).normal(size=(3000, 10)).astype(np.float32)
+    default = fit_partition(x, n_cells=90, seed=1)
+    five = fit_partition(x, n_cells=90, seed=1, leaf_iterations=5)
+    three = fit_partition(x, n_cells=90, seed=1, leaf_iterations=3)
+    np.testing.assert_array_equal(default.centroids, five.centroids)
+    np.testing.assert_array_equal(default.coarse, three.coarse)
+    assert not np.array_equal(default.centroids, three.centroids)
 
 
 def test_coarse_centres_fitted_on_a_subset_of_the_sample():
