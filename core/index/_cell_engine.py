@@ -74,6 +74,8 @@ _COARSE_FIT_ROWS = 256
 _LEAF_ITERATIONS = 3
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
+#: routed query entries whose projected rows are gathered at once when scored.
+_ENTRY_WINDOW = 32_768
 _QUERY_BYTES = 64 << 20
 
 
@@ -277,8 +279,8 @@ class CellEngine:
         projected = self.projected
         if projected is not None:
             left, sq = projected.queries(queries)
-            # per entry, in cell order: one gather for the batch, then one slice per cell
-            entry_left = left.take(q_row, axis=0)
+            # per entry, in cell order: one gather per window of cells, a slice per cell
+            entry_left = _EntryRows(left, q_row)
             entry_bound = projected.limits(sq, threshold).take(q_row)[:, None]
             projected_rows = np.asarray(projected.rows)
         full: tuple[NearestScreen, np.ndarray] | None = None  # made when first needed
@@ -294,7 +296,9 @@ class CellEngine:
             listed = slice(first_row, stop) if self.in_cell_order else self.members[first_row:stop]
             flat = None
             if projected is not None:
-                flat = screen_block(entry_left[lo:hi], entry_bound[lo:hi], projected_rows[listed])
+                flat = screen_block(
+                    entry_left.rows(lo, hi), entry_bound[lo:hi], projected_rows[listed]
+                )
                 if is_dense(len(flat), hi - lo, stop - first_row):
                     flat = None
             if flat is None:
@@ -387,6 +391,25 @@ class CellEngine:
             in_cell_order=in_cell_order,
             projected=projected,
         )
+
+
+class _EntryRows:
+    """The rows ``source[index[lo:hi]]`` of the entries of one cell after another (ascending
+    ``lo``), gathered a window of at least 32,768 entries at a time: one ``take`` per window
+    instead of one per cell, and no copy of every entry's row at once (at 1M x 64, 100k
+    queries: 13 MB)."""
+
+    def __init__(self, source: np.ndarray, index: np.ndarray) -> None:
+        self._source, self._index = source, index
+        self._lo = self._hi = 0
+        self._rows = source[:0]
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """``(hi - lo, k)`` rows of entries ``lo:hi`` (``lo`` at least the last call's)."""
+        if hi > self._hi:
+            self._lo, self._hi = lo, max(hi, lo + _ENTRY_WINDOW)
+            self._rows = np.take(self._source, self._index[self._lo : self._hi], axis=0)
+        return self._rows[lo - self._lo : hi - self._lo]
 
 
 def _list_rows(

@@ -112,11 +112,11 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
 
 
 def _nearest_coarse(partition: Partition, x: np.ndarray) -> np.ndarray:
-    """``(N,)`` int64 nearest coarse cell of every row of ``x``, 65,536 rows at a time."""
+    """``(N,)`` int32 nearest coarse cell of every row of ``x``, 65,536 rows at a time."""
     n_coarse = len(partition.coarse)
     if n_coarse == 1:
-        return np.zeros(len(x), dtype=np.int64)
-    coarse = np.empty(len(x), dtype=np.int64)
+        return np.zeros(len(x), dtype=np.int32)
+    coarse = np.empty(len(x), dtype=np.int32)  # at most 2 ** 31 coarse cells
     sq_coarse = squared_norms(partition.coarse)
     coarse_centres = partition.coarse * np.float32(-2.0)
     for start in range(0, len(x), _HOME_ROWS):

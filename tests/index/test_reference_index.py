@@ -725,3 +725,19 @@ def test_distinct_values_match_numpy_unique(n):
     expected, expected_inverse = np.unique(values, return_inverse=True)
     np.testing.assert_array_equal(distinct, expected)
     np.testing.assert_array_equal(inverse, expected_inverse)
+
+
+def test_entry_rows_served_by_windows_match_one_gather(monkeypatch):
+    """The scored entries' projected rows, gathered a window at a time, are the rows of one
+    gather of every entry, cell after cell (windows smaller and larger than a cell)."""
+    from neardup.index import _cell_engine
+
+    rng = np.random.default_rng(2)
+    source = rng.normal(size=(50, 5)).astype(np.float32)
+    index = rng.integers(0, 50, 400)
+    bounds = np.r_[0, np.sort(rng.choice(np.arange(1, 400), 30, replace=False)), 400]
+    for window in (1, 7, 64, 1000):
+        monkeypatch.setattr(_cell_engine, "_ENTRY_WINDOW", window)
+        entries = _cell_engine._EntryRows(source, index)
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            np.testing.assert_array_equal(entries.rows(lo, hi), source[index[lo:hi]])
