@@ -2,11 +2,12 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``), then every reference row listed in its home cell, its nearest leaf of its
-nearest coarse cell (``_home``), with the automatic margin (``Cells(margin=None)``, the
-default); with a given margin, also in each cell whose boundary lies within it
-(``route_entries``). Only the cells are stored: centres, and per cell the reference rows it
-lists (``(E,)`` row numbers; ``E = N`` at home); the rows themselves are ``vectors.npy``.
+(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations),
+then every reference row listed in its home cell, its nearest leaf of its nearest coarse
+cell (``_home``), with the automatic margin (``Cells(margin=None)``, the default); with a
+given margin, also in each cell whose boundary lies within it (``route_entries``). Only the
+cells are stored: centres, and per cell the reference rows it lists (``(E,)`` row numbers;
+``E = N`` at home); the rows themselves are ``vectors.npy``.
 Rows listed at home (32+ dimensions) are also stored through a 16-dimension principal
 projection with their squared norms (``screen.npy``, format 5), where that projection passes
 at most 2 % of a sample's in-cell pairs.
@@ -74,9 +75,9 @@ _COARSE_FIT_ROWS = 256
 _LEAF_ITERATIONS = 3
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
+_QUERY_BYTES = 64 << 20
 #: routed query entries whose projected rows are gathered at once when scored.
 _ENTRY_WINDOW = 32_768
-_QUERY_BYTES = 64 << 20
 
 
 def check_cells_backend(backend: Cells) -> None:

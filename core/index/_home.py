@@ -99,6 +99,8 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
     bounds = np.zeros(n_coarse + 1, dtype=np.int64)
     np.cumsum(np.bincount(coarse, minlength=n_coarse), out=bounds[1:])
     del coarse
+    largest = min(_HOME_ROWS, int(np.diff(bounds).max()))
+    buffer = np.empty((largest, x.shape[1]), dtype=np.float32)  # the gathered rows, reused
     for c in range(n_coarse):
         leaves = partition.leaves_of(c)
         for lo in range(int(bounds[c]), int(bounds[c + 1]), _HOME_ROWS):
@@ -106,7 +108,7 @@ def home_cells(partition: Partition, x: np.ndarray) -> np.ndarray:
             if leaves.stop - leaves.start == 1:
                 home[at] = leaves.start
                 continue
-            block = _partition_rows(partition, x, at)
+            block = _partition_rows(partition, x, at, buffer)
             home[at] = _nearest(block, leaf_centres[leaves], sq_leaves[leaves]) + leaves.start
     return home
 
@@ -127,9 +129,17 @@ def _nearest_coarse(partition: Partition, x: np.ndarray) -> np.ndarray:
     return coarse
 
 
-def _partition_rows(partition: Partition, x: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """``(len(at), d)`` float32 rows ``x[at]`` in the partition's space, contiguous."""
-    return np.ascontiguousarray(partition.project(np.take(x, at, axis=0)), dtype=np.float32)
+def _partition_rows(
+    partition: Partition, x: np.ndarray, at: np.ndarray, buffer: np.ndarray
+) -> np.ndarray:
+    """``(len(at), d)`` float32 rows ``x[at]`` in the partition's space, contiguous; float32
+    rows are gathered into ``buffer`` (``(>= len(at), D)`` float32, reused from one coarse
+    cell to the next: no fresh memory per cell)."""
+    if x.dtype == np.float32 and x.shape[1] == buffer.shape[1]:
+        rows = np.take(x, at, axis=0, out=buffer[: len(at)], mode="clip")  # "raise" buffers
+    else:
+        rows = np.take(x, at, axis=0)
+    return np.ascontiguousarray(partition.project(rows), dtype=np.float32)
 
 
 def distinct_values(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
