@@ -387,12 +387,33 @@ class Cells(Backend):
             return max(1, min(int(self.n_cells), n))
         return max(1, round(n / self.cell_size))
 
-    def fit(self, rows: Rows, *, seed: int) -> Partition:
-        """The k-means partition of ``rows`` (fitted on a seeded sample)."""
+    def fit(
+        self,
+        rows: Rows,
+        *,
+        seed: int,
+        coarse_rows_per_cell: int | None = None,
+        leaf_iterations: int | None = None,
+    ) -> Partition:
+        """The k-means partition of ``rows`` (fitted on a seeded sample; the coarse centres
+        on a subset of it with ``coarse_rows_per_cell``, the leaves with ``leaf_iterations``
+        Lloyd iterations: see :func:`fit_partition`)."""
         with self.thread_limits():
-            return self._fit(rows, seed=self.seed if self.seed is not None else seed)
+            return self._fit(
+                rows,
+                seed=self.seed if self.seed is not None else seed,
+                coarse_rows_per_cell=coarse_rows_per_cell,
+                leaf_iterations=leaf_iterations,
+            )
 
-    def _fit(self, rows: Rows, *, seed: int) -> Partition:
+    def _fit(
+        self,
+        rows: Rows,
+        *,
+        seed: int,
+        coarse_rows_per_cell: int | None,
+        leaf_iterations: int | None,
+    ) -> Partition:
         n_cells = self.cells_for(rows.n)
         wide = self.project_above is not None and rows.d > max(self.project_above, self.project_to)
         if n_cells == 1 and not wide:
@@ -414,7 +435,13 @@ class Cells(Backend):
                 projection = None
                 if self.n_cells is None:  # a pair costs d there: smaller cells
                     n_cells = min(rows.n, n_cells * _FULL_WIDTH_SPLIT)
-        part = fit_partition(fit_rows, n_cells=n_cells, seed=seed)
+        part = fit_partition(
+            fit_rows,
+            n_cells=n_cells,
+            seed=seed,
+            coarse_rows_per_cell=coarse_rows_per_cell,
+            leaf_iterations=leaf_iterations,
+        )
         return Partition(part.centroids, part.parent, part.coarse, projection)
 
     def margin_for(

@@ -180,13 +180,15 @@ def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return np.argmin(_centre_scores(x, centres, _squared_norms(centres)), axis=1)
 
 
-def _kmeans(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+def _kmeans(
+    x: np.ndarray, k: int, rng: np.random.Generator, *, iterations: int = _KMEANS_ITERATIONS
+) -> np.ndarray:
     """Lloyd's k-means from ``k`` distinct seeded rows; empty cells keep their centre."""
     k = min(k, len(x))
     centres = x[np.sort(rng.choice(len(x), k, replace=False))].astype(np.float32)
     # narrow rows are summed column by column: each column contiguous once, for all iterations
     columns = np.ascontiguousarray(x.T) if x.shape[1] <= _BINCOUNT_MAX_WIDTH else None
-    for _ in range(_KMEANS_ITERATIONS):
+    for _ in range(iterations):
         label = _nearest_centre(x, centres)
         counts = np.bincount(label, minlength=k)
         sums = np.zeros((k, x.shape[1]), dtype=np.float64)
@@ -224,11 +226,24 @@ def _add_rows(
         sums += one_hot @ x[start : start + _ONE_HOT_BLOCK]
 
 
-def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:
+def fit_partition(
+    sample: np.ndarray,
+    *,
+    n_cells: int,
+    seed: int,
+    coarse_rows_per_cell: int | None = None,
+    leaf_iterations: int | None = None,
+) -> Partition:
     """k-means partition of ``sample`` (``(s, d)`` float32) into about ``n_cells`` leaf cells.
 
     Flat up to 64 cells; above, about ``sqrt(n_cells)`` coarse cells, each split into leaves in
     proportion to its share of the sample. Deterministic for a ``seed``.
+
+    ``coarse_rows_per_cell``: fit the coarse centres on every ``k``-th row of the sample,
+    ``k`` the largest stride that leaves at least this many rows per coarse cell (``None``,
+    the default: on the whole sample); the leaves are fitted on the whole sample either way.
+    ``leaf_iterations``: Lloyd iterations of the leaves of a two-level partition (``None``,
+    the default: 5, as every other k-means here).
     """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     n_cells = max(1, min(int(n_cells), len(sample)))
@@ -238,20 +253,84 @@ def fit_partition(sample: np.ndarray, *, n_cells: int, seed: int) -> Partition:
         leaves = _kmeans(sample, n_cells, rng) if n_cells > 1 else coarse.copy()
         return Partition(leaves, np.zeros(len(leaves), dtype=np.int64), coarse)
     n_coarse = round(math.sqrt(n_cells))
-    coarse = _kmeans(sample, n_coarse, rng)
+    stride = 1
+    if coarse_rows_per_cell is not None:
+        stride = max(1, len(sample) // max(1, int(coarse_rows_per_cell) * n_coarse))
+    coarse = _kmeans(sample[::stride] if stride > 1 else sample, n_coarse, rng)
     label = _nearest_centre(sample, coarse)
-    leaves, parents, kept = [], [], []
-    for c in range(len(coarse)):
-        members = sample[label == c]
-        if len(members) == 0:
-            continue
-        share = max(1, round(n_cells * len(members) / len(sample)))
-        child = np.random.default_rng([seed, c])
-        part = _kmeans(members, share, child) if share > 1 else members.mean(0, keepdims=True)
-        leaves.append(part.astype(np.float32))
-        parents.append(np.full(len(part), len(kept), dtype=np.int64))
-        kept.append(c)
+    # the sample grouped by coarse cell, each group in row order (= sample[label == c])
+    grouped = sample[stable_order(label, len(coarse))]
+    bounds = np.zeros(len(coarse) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(label, minlength=len(coarse)), out=bounds[1:])
+    kept = [c for c in range(len(coarse)) if bounds[c + 1] > bounds[c]]
+    shares = [max(1, round(n_cells * int(bounds[c + 1] - bounds[c]) / len(sample))) for c in kept]
+    split = [i for i, share in enumerate(shares) if share > 1]
+    parts = _kmeans_groups(
+        grouped,
+        [(int(bounds[kept[i]]), int(bounds[kept[i] + 1])) for i in split],
+        [shares[i] for i in split],
+        [np.random.default_rng([seed, kept[i]]) for i in split],
+        iterations=_KMEANS_ITERATIONS if leaf_iterations is None else int(leaf_iterations),
+    )
+    leaves = [grouped[bounds[c] : bounds[c + 1]].mean(0, keepdims=True) for c in kept]
+    for i, part in zip(split, parts):
+        leaves[i] = part
+    parents = [np.full(len(part), i, dtype=np.int64) for i, part in enumerate(leaves)]
+    leaves = [part.astype(np.float32) for part in leaves]
     return Partition(np.concatenate(leaves), np.concatenate(parents), coarse[kept])
+
+
+def _kmeans_groups(
+    x: np.ndarray,
+    groups: list[tuple[int, int]],
+    ks: list[int],
+    rngs: list[np.random.Generator],
+    *,
+    iterations: int = _KMEANS_ITERATIONS,
+) -> list[np.ndarray]:
+    """:func:`_kmeans` of each group of rows ``x[lo:hi]`` (``(n, d)``, groups disjoint) into
+    ``ks[g]`` centres with ``rngs[g]``: the same ``(k_g, d)`` float32 centres, bit for bit
+    (with ``iterations`` Lloyd iterations, 5 as :func:`_kmeans`).
+
+    Narrow rows: the groups' sums of an iteration come from one weighted ``bincount`` per
+    column over all groups together (each leaf's rows summed in the same order as alone),
+    instead of one per column and group (measured: :func:`fit_partition` of 65,536 x 64 rows
+    into 3,905 leaves of 62 coarse cells, median 338 -> 300 CPU ms, the same centres). Wide
+    rows: :func:`_kmeans` per group (their one-hot products sum in blocks of rows, which a
+    batch would cut differently).
+    """
+    if x.shape[1] > _BINCOUNT_MAX_WIDTH:
+        return [
+            _kmeans(x[lo:hi], k, rng, iterations=iterations)
+            for (lo, hi), k, rng in zip(groups, ks, rngs)
+        ]
+    centres = []
+    for (lo, hi), k, rng in zip(groups, ks, rngs):
+        k = min(k, hi - lo)
+        centres.append(x[lo + np.sort(rng.choice(hi - lo, k, replace=False))].astype(np.float32))
+    offsets = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum([len(c) for c in centres], out=offsets[1:])
+    within = np.concatenate([np.arange(lo, hi) for lo, hi in groups]) if groups else []
+    rows = x[within] if len(within) != len(x) else x
+    columns = np.ascontiguousarray(rows.T)
+    label = np.empty(len(rows), dtype=np.int64)
+    starts = np.zeros(len(groups) + 1, dtype=np.int64)
+    np.cumsum([hi - lo for lo, hi in groups], out=starts[1:])
+    for _ in range(iterations):
+        for g, part in enumerate(centres):
+            lo, hi = starts[g], starts[g + 1]
+            label[lo:hi] = _nearest_centre(rows[lo:hi], part) + offsets[g]
+        counts = np.bincount(label, minlength=offsets[-1])
+        sums = np.zeros((int(offsets[-1]), x.shape[1]), dtype=np.float64)
+        _add_rows(sums, label, rows, columns)
+        filled = counts > 0
+        means = np.zeros_like(sums, dtype=np.float32)
+        means[filled] = (sums[filled] / counts[filled, None]).astype(np.float32)
+        for g, part in enumerate(centres):
+            lo, hi = offsets[g], offsets[g + 1]
+            keep = filled[lo:hi]
+            part[keep] = means[lo:hi][keep]
+    return centres
 
 
 def _centre_gaps(centres: np.ndarray) -> np.ndarray:

@@ -696,3 +696,48 @@ def test_a_huge_threshold_keeps_the_margin_sample_bounded(data):
     assert index.settings["entries_per_row"] == 1.0
     assert index.score(test).count == len(test)
     assert index.settings["margin_used"] >= 0.15
+
+
+def test_screen_block_matches_dense_screen(monkeypatch):
+    """One cell's screen (a column of bounds) passes the positions ``dense_screen`` passes,
+    in one product and when the product is cut into blocks."""
+    from neardup.index import _products
+
+    rng = np.random.default_rng(4)
+    left = rng.normal(size=(300, 17)).astype(np.float32)
+    right = rng.normal(size=(500, 17)).astype(np.float32)
+    limit = rng.normal(scale=3.0, size=300).astype(np.float32) - 4.0
+    expected = _products.dense_screen(left, limit, right)
+    assert 0 < len(expected) < 300 * 500
+    np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
+    monkeypatch.setattr(_products, "_PRODUCT_ENTRIES", 4096)
+    np.testing.assert_array_equal(_products.screen_block(left, limit[:, None], right), expected)
+
+
+@pytest.mark.parametrize("n", [0, 1, 7, 3000])
+def test_distinct_values_match_numpy_unique(n):
+    """The build's ``np.unique(..., return_inverse=True)`` without ``np.unique`` (whose first
+    call imports ``numpy.ma``): the same distinct values and positions."""
+    from neardup.index._home import distinct_values
+
+    values = np.random.default_rng(n).integers(0, 40, n)
+    distinct, inverse = distinct_values(values)
+    expected, expected_inverse = np.unique(values, return_inverse=True)
+    np.testing.assert_array_equal(distinct, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse)
+
+
+def test_entry_rows_served_by_windows_match_one_gather(monkeypatch):
+    """The scored entries' projected rows, gathered a window at a time, are the rows of one
+    gather of every entry, cell after cell (windows smaller and larger than a cell)."""
+    from neardup.index import _cell_engine
+
+    rng = np.random.default_rng(2)
+    source = rng.normal(size=(50, 5)).astype(np.float32)
+    index = rng.integers(0, 50, 400)
+    bounds = np.r_[0, np.sort(rng.choice(np.arange(1, 400), 30, replace=False)), 400]
+    for window in (1, 7, 64, 1000):
+        monkeypatch.setattr(_cell_engine, "_ENTRY_WINDOW", window)
+        entries = _cell_engine._EntryRows(source, index)
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            np.testing.assert_array_equal(entries.rows(lo, hi), source[index[lo:hi]])

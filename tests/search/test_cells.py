@@ -537,3 +537,52 @@ def test_many_cells_fit_on_at_least_eight_sampled_rows_each(monkeypatch):
     partition = Cells(cell_size=64).fit(Rows.from_matrix(x), seed=0)  # 312 cells
     assert fitted == [8 * 312]
     assert partition.n_cells >= 250
+
+
+@pytest.mark.parametrize(("width", "iterations"), [(8, 5), (160, 5), (8, 3), (160, 3)])
+def test_kmeans_of_groups_matches_kmeans_of_each_group(width, iterations):
+    """The leaves' k-means batched over all coarse cells gives each group's own centres, bit
+    for bit, for narrow rows (one bincount per column) and wide ones (one-hot products)."""
+    from neardup.search import _cells
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(3000, width)).astype(np.float32)
+    groups, ks = [(0, 700), (700, 710), (900, 2999)], [9, 12, 40]
+    batched = _cells._kmeans_groups(
+        x, groups, ks, [np.random.default_rng([5, g]) for g in range(3)], iterations=iterations
+    )
+    for g, ((lo, hi), k) in enumerate(zip(groups, ks)):
+        alone = _cells._kmeans(
+            x[lo:hi].copy(), k, np.random.default_rng([5, g]), iterations=iterations
+        )
+        np.testing.assert_array_equal(batched[g], alone)
+
+
+def test_leaf_iterations_default_to_five():
+    """``leaf_iterations=None`` and ``5`` give the same partition; fewer give another one,
+    with the same coarse cells."""
+    x = np.random.default_rng(9).normal(size=(3000, 10)).astype(np.float32)
+    default = fit_partition(x, n_cells=90, seed=1)
+    five = fit_partition(x, n_cells=90, seed=1, leaf_iterations=5)
+    three = fit_partition(x, n_cells=90, seed=1, leaf_iterations=3)
+    np.testing.assert_array_equal(default.centroids, five.centroids)
+    np.testing.assert_array_equal(default.coarse, three.coarse)
+    assert not np.array_equal(default.centroids, three.centroids)
+
+
+def test_coarse_centres_fitted_on_a_subset_of_the_sample():
+    """``coarse_rows_per_cell`` fits the coarse centres on every k-th sampled row (leaves on
+    all of them): deterministic, a valid two-level partition, and the whole sample when the
+    subset would hold fewer rows per coarse cell than asked."""
+    from neardup.search import _cells
+
+    x = np.random.default_rng(8).normal(size=(4000, 12)).astype(np.float32)
+    default = fit_partition(x, n_cells=100, seed=3)
+    whole = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=400)  # 10 x 400 = all
+    np.testing.assert_array_equal(whole.centroids, default.centroids)
+    subset = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=100)  # every 4th row
+    again = fit_partition(x, n_cells=100, seed=3, coarse_rows_per_cell=100)
+    np.testing.assert_array_equal(subset.centroids, again.centroids)
+    expected = _cells._kmeans(x[::4], 10, np.random.default_rng(3))
+    np.testing.assert_array_equal(subset.coarse, expected)  # every coarse cell kept here
+    assert np.all(np.diff(subset.parent) >= 0) and 90 <= subset.n_cells <= 110
