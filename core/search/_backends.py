@@ -242,23 +242,14 @@ class CellTask:
 def join_cell_task(task: CellTask) -> ClosePairs | tuple[np.ndarray, np.ndarray]:
     """Run :func:`~neardup._cells.join_cell` on one :class:`CellTask` (what executors map), or
     :func:`~neardup._cells.screen_cell` when the task's candidates are measured by the caller."""
+    shared = {
+        "threshold": task.threshold,
+        "block_size": task.block_size,
+        "n_primary": task.n_primary,
+    }
     if not task.measure:
-        return screen_cell(
-            task.rows,
-            task.row_ids,
-            threshold=task.threshold,
-            block_size=task.block_size,
-            n_primary=task.n_primary,
-        )
-    return join_cell(
-        task.rows,
-        task.row_ids,
-        threshold=task.threshold,
-        block_size=task.block_size,
-        n_primary=task.n_primary,
-        device=task.device,
-        verify=task.verify,
-    )
+        return screen_cell(task.rows, task.row_ids, **shared)
+    return join_cell(task.rows, task.row_ids, device=task.device, verify=task.verify, **shared)
 
 
 @dataclass(frozen=True)
