@@ -209,8 +209,9 @@ class Auto(ThresholdStrategy):
             if fence <= cap
             else f"capped at {self.max_ratio:g} x the median k-th neighbour distance"
         )
-        value, bound = _recut_if_crowded(anchored, anchor, value, bound, dimension, self.quantile,
-                                         expected_ratio)  # fmt: skip
+        value, bound = _recut_if_crowded(
+            anchored, anchor, value, bound, dimension, self.quantile, expected_ratio
+        )
         below = int(np.count_nonzero(positive <= value))
         return value, (
             f"intrinsic dimension {dimension:.1f}, {100 * self.quantile:g} % of the natural "
