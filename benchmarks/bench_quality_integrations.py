@@ -94,6 +94,27 @@ def planted_labels(y_train, y_test, source_of):
 
 
 # ------------------------------------------------------------------------------ Lightning
+def _cnn_blocks(channels: int, side: int):
+    """The benchmark's small CNN as ``(features, head)`` torch blocks: two conv layers and a
+    max pool (the Lightning default layer), then a 64-unit embedding and a 10-way head."""
+    from torch import nn
+
+    features = nn.Sequential(
+        nn.Conv2d(channels, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
+    head = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(32 * (side // 2) ** 2, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+    return features, head
+
+
 def _channels(x: np.ndarray) -> int:
     """1 for grey images ``(N, S, S)``, 3 for colour ones ``(N, S, S, 3)``."""
     return 1 if x.ndim == 3 else x.shape[-1]
@@ -112,19 +133,7 @@ def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None,
     class CNN(pl.LightningModule):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(
-                nn.Conv2d(channels, 16, 3, padding=1),
-                nn.ReLU(),
-                nn.Conv2d(16, 32, 3, padding=1),
-                nn.ReLU(),
-                nn.MaxPool2d(2),
-            )
-            self.head = nn.Sequential(
-                nn.Flatten(),
-                nn.Linear(32 * (side // 2) ** 2, 64),
-                nn.ReLU(),
-                nn.Linear(64, 10),
-            )
+            self.features, self.head = _cnn_blocks(channels, side)
 
         def forward(self, x):
             return self.head(self.features(x))
@@ -139,8 +148,7 @@ def lightning_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None,
             return torch.optim.Adam(self.parameters(), lr=3e-3)
 
     def tensors(x, y):  # (N, C, S, S) in [0, 1]
-        x = x[:, None] if x.ndim == 3 else x.transpose(0, 3, 1, 2)
-        return TensorDataset(torch.from_numpy((x / 255.0).astype(np.float32)), torch.from_numpy(y))
+        return TensorDataset(torch.from_numpy(_channels_first(x)), torch.from_numpy(y))
 
     pl.seed_everything(0, verbose=False)
     model = CNN()
@@ -244,17 +252,7 @@ def _torch_cnn(x_train, y_train, epochs):
 
     torch.manual_seed(0)
     side, channels = x_train.shape[1], _channels(x_train)
-    model = nn.Sequential(
-        nn.Conv2d(channels, 16, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(16, 32, 3, padding=1),
-        nn.ReLU(),
-        nn.MaxPool2d(2),
-        nn.Flatten(),
-        nn.Linear(32 * (side // 2) ** 2, 64),
-        nn.ReLU(),
-        nn.Linear(64, 10),
-    )
+    model = nn.Sequential(*_cnn_blocks(channels, side))
     x = torch.from_numpy(_channels_first(x_train))
     y = torch.from_numpy(y_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
