@@ -477,8 +477,8 @@ def _orientation(grey: np.ndarray) -> np.ndarray:
     The sign of a principal axis is arbitrary, and brightness does not fix it for a faint
     picture (a fore- and background of nearly equal brightness: the axis' brightness share
     flips sign with noise or JPEG between a copy and its source), while the object and its
-    ground keep their places under noise, re-encoding, shifts and crops. Measured in README
-    "Faint colour pictures" (``benchmarks/bench_quality.py --only colour``).
+    ground keep their places under noise, re-encoding, shifts and crops. Measured in
+    benchmarks/README.md, "Faint colour pictures" (``benchmarks/bench_quality.py --only colour``).
     """
     side_y, side_x = grey.shape[1], grey.shape[2]
     qy, qx = side_y // 4, side_x // 4

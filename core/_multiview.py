@@ -71,7 +71,8 @@ COMBINE_RULES = ("any", "confirm:<view>")
 #: (measured on pydoc sentences with MiniLM + TextView through the ``datasets`` hook: the
 #: embedding's templated neighbours it wrongly flags lie at 1.16-1.24 text thresholds, the
 #: planted edits it alone finds at most at 1.03; 1.1 keeps every planted edit that ``"any"``
-#: finds and drops most paraphrases, see the README's "Views and thresholds").
+#: finds and drops most paraphrases, see benchmarks/README.md, "Quality through the
+#: integrations' defaults").
 CONFIRM_WITHIN = 1.1
 _CONFIRM = "confirm:"
 

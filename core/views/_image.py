@@ -22,7 +22,7 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 _YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
 _COLOR_OPTIONS = (True, False, "auto", "luma", "ycbcr")
 #: standard deviation, in chroma cells, of the Gaussian blur of the YCbCr view's chroma before
-#: its box filter (README "Faint colour pictures", change 7)
+#: its box filter (benchmarks/README.md, "Faint colour pictures", change 7)
 _CHROMA_BLUR = 0.2
 
 
@@ -131,8 +131,8 @@ class ImageView:
     Parameters
     ----------
     size:
-        Thumbnail side in pixels. 8 was the best of 4, 8 and 16 on the measurements in the
-        README ("Views and thresholds").
+        Thumbnail side in pixels. 8 was the best of 4, 8 and 16 on the measurements in
+        benchmarks/README.md ("The views and `Auto` in detail").
     color:
         ``True`` keeps 3 colour channels, ``False`` averages them to grey, ``"luma"`` keeps
         their Rec. 601 luma only (the brightness JPEG preserves; unchanged by colour jitter
@@ -155,7 +155,7 @@ class ImageView:
         minus their average) against its structure. 1 keeps the cast whole; 0.25 (default)
         keeps a quarter: a whole cast dominates low-contrast images, so that different
         objects painted in similar colours collapse together (measured on colourised
-        Fashion-MNIST and digits, README "Views and thresholds"), while a little of it still
+        Fashion-MNIST and digits, benchmarks/README.md), while a little of it still
         helps find noisy and re-encoded copies. :meth:`views` also caps the colour
         thumbnail's cast at its structure.
 
@@ -225,11 +225,12 @@ class ImageView:
         by side (each with its own threshold; "any" combines them): colour separates natural
         neighbours best, luma survives colour jitter and re-colouring, and YCbCr survives
         JPEG's chroma damage on pictures whose contrast is mostly in colour, not brightness
-        (measured in the README, "Views and thresholds"). The colour thumbnail's colour cast
-        (after ``color_cast``) is capped at its structure here: its norm never exceeds that
-        of the pixels minus their per-channel means (README "Faint colour pictures"; calling
-        the view itself leaves it uncapped: :class:`AlignedImageView` rows, from which
-        ``find_duplicates`` derives these three views, keep it for the YCbCr chroma). Grey
+        (measured in benchmarks/README.md, "Colour-view candidates"). The colour thumbnail's
+        colour cast (after ``color_cast``) is capped at its structure here: its norm never
+        exceeds that of the pixels minus their per-channel means (benchmarks/README.md, "Faint
+        colour pictures"; calling the view itself leaves it uncapped: :class:`AlignedImageView`
+        rows, from which ``find_duplicates`` derives these three views, keep it for the YCbCr
+        chroma). Grey
         images, or another ``color``, give one view, ``{name: view(images)}``.
         """
         batches = self._batches(images)
@@ -378,9 +379,9 @@ def _blur_chroma(ycc: np.ndarray, cell_height: float, cell_width: float) -> None
     hold some of that detail (a sharp colour edge lands in one cell or the next), so a
     re-encoded copy of a picture that lives in its colours moves among its natural
     neighbours. Blurred first, the cells hold what JPEG keeps. Measured on colourised
-    Fashion-MNIST (README "Faint colour pictures", change 7): JPEG recall 0.88 / 0.96 / 0.94 /
-    0.96 -> 0.94 / 0.98 / 0.96 / 1.00 on four plantings with 0.2 cells, no false alarm; 0.25
-    cells flag a different boot in the same colours.
+    Fashion-MNIST (benchmarks/README.md, "Faint colour pictures", change 7): JPEG recall
+    0.88 / 0.96 / 0.94 / 0.96 -> 0.94 / 0.98 / 0.96 / 1.00 on four plantings with 0.2 cells, no
+    false alarm; 0.25 cells flag a different boot in the same colours.
     """
     if _CHROMA_BLUR <= 0:
         return
@@ -420,8 +421,8 @@ def _cap_cast(out: np.ndarray) -> np.ndarray:
     A faint object in a strong colour (a fore- and background of nearly one brightness and
     hue) otherwise standardises to little but its cast, which any other picture in that
     colour shares: different pictures in similar colours come out as copies. Measured in
-    README "Faint colour pictures" (colourised Fashion-MNIST: the colour view's false alarms
-    on the no-copy control, 2 / 1 on seeds 0 / 1, gone, every recall unchanged).
+    benchmarks/README.md, "Faint colour pictures" (colourised Fashion-MNIST: the colour view's
+    false alarms on the no-copy control, 2 / 1 on seeds 0 / 1, gone, every recall unchanged).
     """
     means = out.mean(axis=(1, 2), keepdims=True)  # (n, 1, 1, c)
     cast = means - means.mean(axis=3, keepdims=True)

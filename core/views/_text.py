@@ -89,7 +89,7 @@ class TextView:
     Parameters
     ----------
     ngram:
-        Characters per gram (4 by default, measured in the README's "Views and thresholds").
+        Characters per gram (4 by default).
     dim:
         Hash buckets (row length).
 
