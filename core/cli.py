@@ -1,4 +1,5 @@
-"""Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz files),
+"""Command line: ``neardup scan`` (find duplicates and leakage in .npy/.npz activations,
+folders of images or text files),
 ``neardup show`` (print a saved JSON result), ``neardup report`` (render it as HTML) and
 ``neardup index build`` / ``neardup index score`` (a saved reference index, scored later).
 
@@ -29,10 +30,12 @@ from ._errors import NeardupInputError
 from ._params import check_option
 from ._pipeline import find_duplicates
 from ._progress import ProgressBars
+from ._sample_files import greyed_if_grey, is_sample_file, read_image_folder, read_text_lines
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 from .index import ReferenceIndex
 from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
 from .search import DEFAULT_TREES, ProgressFn
+from .views import AlignedImageView, TextView
 
 __all__ = ["EXIT_GATE", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_OK", "main", "parse_threshold"]
 
@@ -194,40 +197,63 @@ def _read_lines(path: str, what: str) -> list[str]:
 
 
 def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
-    rows = []
-    for split, leak in leakage.items():
-        for i, (sid, rid, dist) in enumerate(zip(leak.ids, leak.nearest_ids, leak.distances)):
-            if i >= limit:
-                rows.append(f"  {'':>8}  ... {leak.count - limit:,} more in {split}")
-                break
-            rows.append(f"  {split:>8}  {sid!s:>10}  {leak.reference}:{rid!s:<10}  {dist:8.4f}")
-    if not rows:
+    shown = {
+        split: list(zip(leak.ids, leak.nearest_ids, leak.distances))[:limit]
+        for split, leak in leakage.items()
+    }
+    cells = [
+        (split, str(sid), f"{leakage[split].reference}:{rid}", dist)
+        for split, pairs in shown.items()
+        for sid, rid, dist in pairs
+    ]
+    if not cells:
         return ""
-    header = f"  {'split':>8}  {'id':>10}  {'nearest':<16}  {'distance':>8}"
-    return "\n".join(["closest leaked samples:", header, *rows])
+    w_id = max(10, *(len(c[1]) for c in cells))  # ids may be file paths: columns fit them
+    w_near = max(16, *(len(c[2]) for c in cells))
+    rows = [f"  {'split':>8}  {'id':>{w_id}}  {'nearest':<{w_near}}  {'distance':>8}"]
+    for split, pairs in shown.items():
+        for sid, rid, dist in pairs:
+            near = f"{leakage[split].reference}:{rid}"
+            rows.append(f"  {split:>8}  {sid!s:>{w_id}}  {near:<{w_near}}  {dist:8.4f}")
+        more = leakage[split].count - len(pairs)
+        if more > 0:
+            rows.append(f"  {'':>8}  ... {more:,} more in {split}")
+    return "\n".join(["closest leaked samples:", *rows])
 
 
 def _scan(args: argparse.Namespace) -> int:
     if args.json and args.json != "-":
         check_writable(args.json, "--json")
+    if args.html:
+        check_writable(args.html, "--html")
     splits = _named_paths(args.split, "--split")
     labels_paths = _named_paths(args.labels, "--labels")
     unknown = set(labels_paths) - set(splits)
     if unknown:
         raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
     progress = ProgressBars(disable=args.quiet)
-    data = {
-        n: _load_array(p, f"split {n!r}", ("x", "activations"), progress) for n, p in splits.items()
-    }
-    labels = {n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()}
-    for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
-        if name not in labels:
-            own = _npz_labels(path)
-            if own is not None:
-                labels[name] = own
+    samples: dict[str, Any] | None = None
+    ids: dict[str, Any] | None = None
+    if any(is_sample_file(p) for p in splits.values()):
+        data, ids, labels, samples = _read_samples(splits, labels_paths, progress)
+    else:
+        data = {
+            n: _load_array(p, f"split {n!r}", ("x", "activations"), progress)
+            for n, p in splits.items()
+        }
+        labels = {
+            n: _load_array(p, f"labels {n!r}", ("y", "labels")) for n, p in labels_paths.items()
+        }
+        for name, path in splits.items():  # an x/y pair in one .npz brings its own labels
+            if name not in labels:
+                own = _npz_labels(path)
+                if own is not None:
+                    labels[name] = own
+    single = len(data) == 1 and samples is None
     result = find_duplicates(
-        data if len(data) > 1 else next(iter(data.values())),
-        labels=(labels or None) if len(data) > 1 else next(iter(labels.values()), None),
+        next(iter(data.values())) if single else data,
+        labels=next(iter(labels.values()), None) if single else (labels or None),
+        ids=ids,
         threshold=parse_threshold(args.threshold) if args.threshold else None,
         normalize=None if args.normalize == "none" else args.normalize,
         reduce=args.reduce,
@@ -239,6 +265,8 @@ def _scan(args: argparse.Namespace) -> int:
         progress=progress,
     )
     progress.close()
+    if args.html:
+        result.to_html(args.html, samples=samples)
     if args.json == "-":
         print(result.to_json())
     else:
@@ -250,7 +278,60 @@ def _scan(args: argparse.Namespace) -> int:
             print(table)
         if args.json:
             print(f"JSON report: {args.json}")
+        if args.html:
+            print(f"HTML report: {args.html}")
     return _gate(result.leakage, args.fail_above)
+
+
+def _read_samples(
+    splits: Mapping[str, str], labels_paths: Mapping[str, str], progress: ProgressFn
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``(data, ids, labels, samples)`` of splits given as image folders or text files.
+
+    Every split must be of one kind: folders of images get one :class:`AlignedImageView`
+    (the same thumbnail side for all splits), text files a :class:`TextView` each (as a view,
+    so its word check applies). ``samples`` are the images or texts, for the HTML report.
+    """
+    folders = {n: Path(p).is_dir() for n, p in splits.items()}
+    texts = {n: not folders[n] and p.lower().endswith(".txt") for n, p in splits.items()}
+    if not (all(folders.values()) or all(texts.values())):
+        kinds = {
+            n: "folder" if folders[n] else "text" if texts[n] else "activations" for n in splits
+        }
+        raise NeardupInputError(
+            f"--split: every split must be of one kind, got {kinds}; give each split as a "
+            "folder of images, or each as a .txt file (one sample per line), or each as "
+            ".npy/.npz activations."
+        )
+    if labels_paths:
+        raise NeardupInputError(
+            f"--labels {sorted(labels_paths)}: splits read from folders or text files take no "
+            "--labels (an image folder's labels are its class subfolders, "
+            "folder/<class>/<image>)."
+        )
+    if all(texts.values()):
+        lines = {n: read_text_lines(p, f"split {n!r}") for n, p in splits.items()}
+        view = TextView()
+        data = {n: {"text": view(t.texts)} for n, t in lines.items()}
+        return (
+            data,
+            {n: t.ids for n, t in lines.items()},
+            {},
+            {n: t.texts for n, t in lines.items()},
+        )
+    read = {n: read_image_folder(p, f"split {n!r}", progress) for n, p in splits.items()}
+    greyed_if_grey(list(read.values()))
+    largest = max(
+        (image for f in read.values() for image in f.images), key=lambda a: max(a.shape[:2])
+    )
+    view = AlignedImageView(side=AlignedImageView().side_for([largest]))
+    data = {n: view(f.images) for n, f in read.items()}
+    labels = (
+        {n: np.array(f.labels) for n, f in read.items()}
+        if all(f.labels is not None for f in read.values())
+        else {}
+    )
+    return data, {n: f.ids for n, f in read.items()}, labels, {n: f.images for n, f in read.items()}
 
 
 def _annoy_options(args: argparse.Namespace) -> dict[str, int]:
@@ -446,8 +527,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     scan = sub.add_parser(
         "scan",
-        help="analyse activations stored as .npy/.npz files, one per split",
-        description="Analyse activations stored as .npy/.npz files, one per split.",
+        help="analyse activations (.npy/.npz), folders of images or text files, one per split",
+        description="Analyse activations stored as .npy/.npz files, folders of images, or "
+        "text files (one sample per line), one per split. Images and texts are analysed with "
+        "the default input views (AlignedImageView, TextView).",
         epilog=_EXIT_GATED,
     )
     scan.add_argument(
@@ -455,8 +538,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="NAME=PATH[:KEY]",
-        help="activations of one split (repeat per split); .npz: its only array, "
-        "'x'/'activations', or KEY",
+        help="one split (repeat per split): activations in a .npy/.npz (its only array, "
+        "'x'/'activations', or KEY), a folder of images (read recursively; class subfolders "
+        "give labels), or a .txt file with one text per line",
     )
     scan.add_argument(
         "--labels",
@@ -484,6 +568,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     scan.add_argument("--no-reference", action="store_true", help="skip the leakage analysis")
     scan.add_argument("--json", metavar="PATH", help="write the full result as JSON ('-': stdout)")
+    scan.add_argument(
+        "--html",
+        metavar="PATH",
+        help="write the HTML report (with thumbnails or texts for folders and text files)",
+    )
     scan.add_argument(
         "--fail-above",
         type=_fraction,
@@ -644,8 +733,7 @@ def _index_parser(sub: argparse._SubParsersAction) -> None:
         "--search-k",
         type=_option("search_k"),
         default=-1,
-        help="for an index built with --backend annoy: search_k (-1: trees x k; more misses "
-        "less)",
+        help="for an index built with --backend annoy: search_k (-1: trees x k; more misses less)",
     )
     score.add_argument("--json", metavar="PATH", help="write the leakage as JSON ('-': stdout)")
     score.add_argument(

@@ -1,0 +1,161 @@
+"""Samples read from files for the command line: a folder of images, or a text file.
+
+``neardup scan --split train=images/train/`` analyses the pictures themselves with the
+default image input view (:class:`neardup.views.AlignedImageView`), ``--split
+train=train.txt`` one text per line with :class:`neardup.views.TextView` (and its word
+check): the same views the integrations use by default, for users who have files, not
+activations.
+
+A folder is read recursively; files are taken by extension (:data:`IMAGE_SUFFIXES`, case
+ignored), in sorted path order, and each one's id is its path relative to the folder. When
+every image sits in a subfolder (``train/cat/001.png``, torchvision's ``ImageFolder``
+layout), the first subfolder is its label, so a duplicate across classes shows as a label
+conflict. Each image is decoded with Pillow (``pip install pillow``), converted to grey or
+RGB and shrunk at once to at most :data:`KEPT_SIDE` pixels (aspect kept), so a folder of
+photographs costs a few KB per image, not its full resolution; the views work at 32 pixels
+or less anyway. When every image of every split is grey (also grey pictures saved as RGB),
+they are analysed as grey images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import NeardupInputError
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "KEPT_SIDE",
+    "ImageFolder",
+    "TextLines",
+    "greyed_if_grey",
+    "is_sample_file",
+    "read_image_folder",
+    "read_text_lines",
+]
+
+#: file name endings read as images (case ignored); other files in a folder are skipped
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+#: each image is shrunk to at most this many pixels a side when read (aspect kept)
+KEPT_SIDE = 64
+#: a colour image whose channels differ by at most this many levels everywhere is grey
+#: (grey pictures saved as RGB; JPEG's chroma rounding moves them by a few levels)
+GREY_SPREAD = 12
+_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+@dataclass
+class ImageFolder:
+    """The images of one folder: ``images`` (``n`` uint8 arrays, HW or HWC, at most
+    :data:`KEPT_SIDE` a side), ``ids`` (``n`` relative paths) and ``labels`` (``n`` class
+    folder names, or ``None`` when not every image sits in a subfolder)."""
+
+    images: list[np.ndarray]
+    ids: list[str]
+    labels: list[str] | None
+
+
+@dataclass
+class TextLines:
+    """The non-blank lines of a text file: ``texts`` and ``ids`` (1-based line numbers)."""
+
+    texts: list[str]
+    ids: list[int]
+
+
+def is_sample_file(path: str) -> bool:
+    """Whether ``path`` holds samples rather than activations: a folder or a ``.txt`` file."""
+    return Path(path).is_dir() or path.lower().endswith(".txt")
+
+
+def read_image_folder(
+    path: str, what: str, progress: Callable[[str, int, int], None] | None = None
+) -> ImageFolder:
+    """Every image under folder ``path`` (see the module docstring), or a clear error.
+
+    ``what`` names the input in messages (``"split 'train'"``); ``progress(stage, done,
+    total)`` is told of each image read.
+    """
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise NeardupInputError(
+            f"{what}: reading a folder of images needs Pillow ({err}). Install it with: "
+            "pip install pillow"
+        ) from err
+    root = Path(path)
+    files = sorted(
+        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: p.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise NeardupInputError(
+            f"{what}: folder {path!r} holds no image files (looked for "
+            f"{', '.join(IMAGE_SUFFIXES)} in it and its subfolders)."
+        )
+    images, ids = [], []
+    stage = f"reading {what} ({root.name or path})"
+    for number, file in enumerate(files):
+        try:
+            with Image.open(file) as image:
+                image.draft(image.mode, (KEPT_SIDE, KEPT_SIDE))  # JPEG: decoded at a reduced scale
+                mode = "L" if image.mode in _GREY_MODES else "RGB"
+                converted = image.convert(mode)
+                converted.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.BOX)
+                images.append(np.asarray(converted, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise NeardupInputError(
+                f"{what}: cannot read image {str(file)!r} ({err}); remove or repair it."
+            ) from err
+        ids.append(file.relative_to(root).as_posix())
+        if progress is not None and (number % 256 == 255 or number + 1 == len(files)):
+            progress(stage, number + 1, len(files))
+    parts = [name.split("/") for name in ids]
+    labels = [p[0] for p in parts] if all(len(p) > 1 for p in parts) else None
+    return ImageFolder(images, ids, labels)
+
+
+def greyed_if_grey(folders: list[ImageFolder]) -> bool:
+    """Turn every image of ``folders`` grey (in place) when all of them are grey already.
+
+    Grey pictures saved as RGB (or re-encoded to colour JPEG) would otherwise be analysed in
+    three colour views that add nothing. Decided over all folders together, so every split
+    keeps the same number of channels. Returns whether the images were turned grey.
+    """
+    images = [image for folder in folders for image in folder.images]
+    if not all(image.ndim == 2 or _spread(image) <= GREY_SPREAD for image in images):
+        return False
+    for folder in folders:
+        folder.images = [
+            image if image.ndim == 2 else np.rint(image.mean(axis=2)).astype(np.uint8)
+            for image in folder.images
+        ]
+    return True
+
+
+def _spread(image: np.ndarray) -> int:
+    """The largest difference between two channels of any pixel of an HWC uint8 image."""
+    return int((image.max(axis=2).astype(np.int16) - image.min(axis=2)).max())
+
+
+def read_text_lines(path: str, what: str) -> TextLines:
+    """The non-blank lines of UTF-8 text file ``path`` (one sample each), or a clear error."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError as err:
+        raise NeardupInputError(f"{what}: file {path!r} does not exist.") from err
+    except UnicodeDecodeError as err:
+        raise NeardupInputError(
+            f"{what}: {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it "
+            "as UTF-8, one sample per line."
+        ) from err
+    except OSError as err:
+        raise NeardupInputError(f"{what}: cannot read {path!r} ({err.strerror}).") from err
+    kept = [(n + 1, line) for n, line in enumerate(lines) if line.strip()]
+    if not kept:
+        raise NeardupInputError(f"{what}: {path!r} holds no text (one sample per line).")
+    return TextLines([line for _, line in kept], [n for n, _ in kept])
