@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,8 @@ KEPT_SIDE = 64
 #: a colour image whose channels differ by at most this many levels everywhere is grey
 #: (grey pictures saved as RGB; JPEG's chroma rounding moves them by a few levels)
 GREY_SPREAD = 12
-_GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+_GREY_MODES = ("1", "L", "LA", "La")
+_WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
 @dataclass
@@ -103,8 +105,7 @@ def read_image_folder(
         try:
             with Image.open(file) as image:
                 image.draft(image.mode, (KEPT_SIDE, KEPT_SIDE))  # JPEG: decoded at a reduced scale
-                mode = "L" if image.mode in _GREY_MODES else "RGB"
-                converted = image.convert(mode)
+                converted = _as_8_bit(image, Image)
                 converted.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.BOX)
                 images.append(np.asarray(converted, dtype=np.uint8))
         except (UnidentifiedImageError, OSError, ValueError) as err:
@@ -117,6 +118,18 @@ def read_image_folder(
     parts = [name.split("/") for name in ids]
     labels = [p[0] for p in parts] if all(len(p) > 1 for p in parts) else None
     return ImageFolder(images, ids, labels)
+
+
+def _as_8_bit(image: Any, pil: Any) -> Any:
+    """``image`` as an 8-bit grey ("L") or RGB PIL image. 16-bit and float grey images are
+    stretched from their own minimum to maximum (Pillow's own conversion would clip them at
+    255; the views standardise each image anyway)."""
+    if image.mode in _WIDE_GREY_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) * (255.0 / (high - low)) if high > low else values * 0
+        return pil.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+    return image.convert("L" if image.mode in _GREY_MODES else "RGB")
 
 
 def greyed_if_grey(folders: list[ImageFolder]) -> bool:
