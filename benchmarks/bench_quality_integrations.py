@@ -273,7 +273,8 @@ def _channels_first(images: np.ndarray) -> np.ndarray:
 
 def datasets_image_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=None, sources=None):
     """A DatasetDict with an ``Image()`` column: ``ActivationHook(ImageEmbedder(cnn,
-    preprocess))`` with the embedder's defaults (the model's output, ``pool="avg"``), then
+    preprocess))`` with the embedder's defaults (the model's output, a ``(B, 10)`` vector the
+    pooling leaves as it is), then
     ``find_leakage(dsd)`` with its defaults (the embedding column plus the image column's
     input views)."""
     from datasets import Dataset, DatasetDict, Features, Image, Value

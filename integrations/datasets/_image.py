@@ -17,7 +17,7 @@ import xxhash
 from neardup import NeardupInputError
 from neardup.validators import closest_names
 
-from .._common import check_pool, pool_array
+from .._common import DEFAULT_POOL, check_pool, pool_array
 from ._weights import weights_hash
 
 __all__ = ["ImageEmbedder"]
@@ -47,7 +47,8 @@ class ImageEmbedder:
     image_column:
         The column holding the images (default ``"image"``).
     layer, pool:
-        What to read and how to reduce feature maps (see above; default ``"avg"``).
+        What to read and how to reduce feature maps (see above; default ``"max"``, the
+        pooling both callbacks use, chosen by ``benchmarks/bench_pooling.py``).
     device:
         torch only: where to run (default: where the model's parameters are).
     """
@@ -59,7 +60,7 @@ class ImageEmbedder:
         *,
         image_column: str = "image",
         layer: str | None = None,
-        pool: str | Callable[[Any], Any] = "avg",
+        pool: str | Callable[[Any], Any] = DEFAULT_POOL,
         device: Any = None,
     ) -> None:
         if not callable(preprocess):
