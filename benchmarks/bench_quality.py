@@ -444,6 +444,13 @@ def images(rng: np.random.Generator, per_kind: int, only_color: bool = False) ->
     if not only_color:
         r, t = run(views(u8(train), planted))
         score("digits 1,200 + 597", "image", r, u8(train), planted, kind_of, t)
+        # JPEG copies and 90 % crops of digits, from a generator of their own (spawned: the
+        # plantings below stay those of earlier rounds)
+        own = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+        kinds = {k: IMAGE_KINDS[k] for k in ("jpeg q75", "crop 90%")}
+        planted, kind_of, _ = plant(u8(train), u8(test), kinds, 15, own)
+        r, t = run(views(u8(train), planted))
+        score("digits 1,200 + 597, JPEG and crops", "image", r, u8(train), planted, kind_of, t)
 
     fashion_train, fashion_test = load_fashion()
     planted, kind_of, _ = plant(fashion_train, fashion_test, IMAGE_KINDS, per_kind, rng)

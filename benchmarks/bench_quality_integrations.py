@@ -367,6 +367,12 @@ def image_cases(
     x_train, y_train, x_test, y_test = digits_split(rng)
     d_planted, d_kind_of, d_source_of = bq.plant(x_train, x_test, DIGIT_KINDS, 15, rng)
     d_labels = planted_labels(y_train, y_test, d_source_of)
+    # JPEG copies and 90 % crops of digits, from a generator of their own (spawned: the
+    # plantings below stay those of earlier rounds)
+    own = np.random.default_rng(rng.bit_generator.seed_seq.spawn(1)[0])
+    e_kinds = {k: IMAGE_KINDS[k] for k in ("jpeg q75", "crop 90%")}
+    e_planted, e_kind_of, e_source_of = bq.plant(x_train, x_test, e_kinds, 15, own)
+    e_labels = planted_labels(y_train, y_test, e_source_of)
     f_train, fy_train, f_test, fy_test = fashion_split(*fashion_sizes)
     f_planted, f_kind_of, f_source_of = bq.plant(f_train, f_test, IMAGE_KINDS, per_kind, rng)
     f_labels = planted_labels(fy_train, fy_test, f_source_of)
@@ -381,6 +387,7 @@ def image_cases(
         print(f"{framework}:")
         case("digits, disjoint train/test", x_train, y_train, x_test, y_test, 8)
         case("digits 1,200 + 597", x_train, y_train, d_planted, d_labels, 8, d_kind_of)
+        case("digits, JPEG and crops", x_train, y_train, e_planted, e_labels, 8, e_kind_of)
         case(fashion, f_train, fy_train, f_planted, f_labels, 2, f_kind_of)
     if not color:
         return

@@ -14,8 +14,10 @@ the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``
 image's projection on its principal colour axis; with one split, each unordered pair once).
 Thumbnails blown up from images smaller than 16 px (an 8x8 digit in a 16x16 thumbnail) are
 compared at their source resolution instead, over whole-pixel shifts of up to 2 source pixels
-on the pair's overlap (:func:`neardup.views.overlap_distances`), and each query's candidates
-are its nearest rows in that distance (no crop searches there). Each query's candidates from
+on the pair's overlap (:func:`neardup.views.overlap_distances`) and against each other's
+zoomed boxes (:func:`neardup.views.crop_distances`: crops), and each query's candidates are
+its nearest rows in the overlap distance plus its nearest in the crop correlation (the
+threshold reads the overlap distance of the former alone). Each query's candidates from
 the candidate views, sorted by aligned distance, form a neighbour graph in the aligned
 metric, so the view's threshold strategy (``Auto`` by default) reads it like any kNN graph:
 silent on data without duplicates, with its reason. Pairs within the threshold among each
@@ -27,6 +29,7 @@ nearest candidate is far closer than its second, by a ratio natural rows reach l
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -42,6 +45,7 @@ from .views import (
     as_image_rows,
     candidate_features,
     crop_candidate_features,
+    crop_distances,
     indexed_aligned_distances,
     overlap_distances,
     shift_crops,
@@ -49,6 +53,7 @@ from .views import (
     shift_reach,
     source_factor,
     source_images,
+    zoomed_pairs,
 )
 
 __all__ = [
@@ -130,11 +135,15 @@ class _Scorer:
     """The aligned distance of row pairs of ``images`` ``(N, R, R, 1)``: a crop of either image
     is matched (:func:`neardup.views.indexed_aligned_distances`), except for thumbnails blown
     up from small images (``source``: ``(N, S, S, 1)`` at the source resolution, ``S < 16``),
-    whose distance is the overlap distance over whole-pixel shifts of up to ``reach`` source
-    pixels (:func:`neardup.views.overlap_distances`), which reaches a 2 px shift of an 8x8
-    image. Taking the smaller of the two for those instead (``bench_quality.py --only
-    small``, Fashion-MNIST box-filtered to 12x12 / 10x10) found no crop either way and brought
-    natural pairs closer: 3 / 1 false alarms on the disjoint controls instead of 1 / 0.
+    whose distance is the smaller of the overlap distance over whole-pixel shifts of up to
+    ``reach`` source pixels (:func:`neardup.views.overlap_distances`), which reaches a 2 px
+    shift of an 8x8 image, and the crop distance (:func:`neardup.views.crop_distances`: each
+    image against the other's zoomed boxes at the source resolution). Crops of small images
+    were found by neither the overlap nor the thumbnail's aligned distance (taking the
+    smaller of those two brought natural pairs closer: 3 / 1 false alarms on the disjoint
+    controls of ``bench_quality.py --only small`` instead of 1 / 0); with the crop distance,
+    90 % crops of 12x12 / 10x10 Fashion-MNIST went 0 -> 24 and 0 -> 30 of 30 found, every
+    other figure unchanged.
     ``signed=False`` (colour images, projected on their principal colour axis, whose sign is
     arbitrary): the best absolute correlation (the overlap distance stays signed)."""
 
@@ -149,7 +158,10 @@ class _Scorer:
         """``(p,)`` distances of rows ``i[p]`` and ``j[p]`` (each image's own share of the
         work done once)."""
         if self.reach:
-            return overlap_distances(self.source, i, j, reach=self.reach)
+            return np.minimum(
+                overlap_distances(self.source, i, j, reach=self.reach),
+                crop_distances(self.source, i, j),
+            )
         return indexed_aligned_distances(self.images, i, j, signed=self.signed)
 
     def unordered(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -161,23 +173,66 @@ class _Scorer:
         return self(low[first], high[first])[back.ravel()]
 
 
+def _statistics_distances(
+    scorer: _Scorer, query: np.ndarray, found: np.ndarray, plain: np.ndarray, distances: np.ndarray
+) -> np.ndarray:
+    """``(Q, c)`` distances the threshold reads for the candidate views' rows: the aligned
+    distances, except for small images, whose threshold reads the overlap distance alone
+    (the crop distance finds crops below that cut; read by the threshold too, it brought
+    the cut below noisy and re-encoded copies: Fashion-MNIST at 10x10, ``bench_quality.py
+    --only small``, noise 13 -> 4 and JPEG 20 -> 9 of 30 found by the aligned view)."""
+    if not scorer.reach:
+        return distances
+    out = np.full(found.shape, np.inf, dtype=np.float32)
+    q_rows = np.repeat(query, found.shape[1])[plain.ravel()]
+    out[plain] = overlap_distances(scorer.source, q_rows, found[plain], reach=scorer.reach)
+    return out
+
+
 def _shift_candidates(
     source: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int, reach: int
 ) -> np.ndarray:
     """``(len(query), per_view)`` global rows: each query's nearest ``target`` rows in the
     overlap correlation over whole-pixel shifts within ``reach`` (``source`` ``(N, S, S, 1)``,
     small images at their own resolution), from the overlapping crops of every shift
-    (:func:`neardup.views.shift_crops`, ``S * S`` or fewer dimensions). Up to
-    :data:`_EXACT_SHIFT_PAIRS` query-target pairs: exactly (the best shift's product of every
-    pair, then each query's top rows); beyond: each shift's nearest rows by
+    (:func:`neardup.views.shift_crops`, ``S * S`` or fewer dimensions); see
+    :func:`_nearest_over`. ``-1``: none."""
+    pairs = (shift_crops(source, dy, dx) for dy, dx in shift_offsets(reach))
+    return _nearest_over(pairs, query, target, per_view)
+
+
+def _crop_candidates(
+    source: np.ndarray, query: np.ndarray, target: np.ndarray, per_view: int
+) -> np.ndarray:
+    """``(len(query), per_view)`` global rows: each query's nearest ``target`` rows by crop
+    correlation (:mod:`neardup.views` ``zoomed_pairs``: the query against the targets' zoomed
+    boxes, it is a crop of them, and its zoomed boxes against the targets, they are crops of
+    it), small images at their source resolution; see :func:`_nearest_over`."""
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for plain, zoomed in zoomed_pairs(source):
+            yield plain, zoomed
+            yield zoomed, plain
+
+    return _nearest_over(pairs(), query, target, per_view)
+
+
+def _nearest_over(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
+    query: np.ndarray,
+    target: np.ndarray,
+    per_view: int,
+) -> np.ndarray:
+    """Each query's ``per_view`` nearest ``target`` rows by their best product over the
+    ``(first, second)`` row ``pairs`` (``(N, n)`` unit rows each: ``first[q] @ second[t]`` is
+    a correlation). Up to :data:`_EXACT_SHIFT_PAIRS` query-target pairs: exactly (the best
+    product of every pair, then each query's top rows); beyond: each pair of rows' nearest by
     :func:`neardup.search.probed_neighbors`, merged by best correlation. ``-1``: none."""
-    offsets = shift_offsets(reach)
     if len(query) * len(target) <= _EXACT_SHIFT_PAIRS:
-        return _exact_shift_candidates(source, query, target, per_view, offsets)
+        return _exact_nearest_over(pairs, query, target, per_view)
     want = per_view + 1 if np.array_equal(query, target) else per_view
     rows, scores = [], []
-    for dy, dx in offsets:
-        first, second = shift_crops(source, dy, dx)
+    for first, second in pairs:
         nearest = probed_neighbors(first[query], second[target], want)
         safe = np.maximum(nearest, 0)
         corr = np.einsum("qn,qkn->qk", first[query], second[target[safe]])
@@ -194,28 +249,30 @@ def _shift_candidates(
     )
 
 
-def _exact_shift_candidates(
-    source: np.ndarray,
+def _exact_nearest_over(
+    pairs: Iterable[tuple[np.ndarray, np.ndarray]],
     query: np.ndarray,
     target: np.ndarray,
     per_view: int,
-    offsets: list[tuple[int, int]],
 ) -> np.ndarray:
-    """:func:`_shift_candidates` by brute force: for each block of queries, the best
-    correlation over the shifts with every target (one product per shift), then the top."""
-    crops = [shift_crops(source, dy, dx) for dy, dx in offsets]
+    """:func:`_nearest_over` by brute force: the best product over the pairs of rows with
+    every target (one product per pair of rows and block of queries; each pair of rows is
+    made once), then each query's top."""
     k = min(per_view, len(target))
     out = np.full((len(query), per_view), -1, dtype=np.int64)
+    best = np.full((len(query), len(target)), -np.inf, dtype=np.float32)
     step = max(1, _SEARCH_BYTES // (4 * len(target)))
+    for first, second in pairs:
+        targets = second[target]
+        for start in range(0, len(query), step):
+            block = best[start : start + step]
+            np.maximum(block, first[query[start : start + step]] @ targets.T, out=block)
+    best[query[:, None] == target[None, :]] = -np.inf  # no self
     for start in range(0, len(query), step):
-        rows = query[start : start + step]
-        best = np.full((len(rows), len(target)), -np.inf, dtype=np.float32)
-        for first, second in crops:
-            np.maximum(best, first[rows] @ second[target].T, out=best)
-        best[rows[:, None] == target[None, :]] = -np.inf  # no self
-        top = np.argpartition(-best, k - 1, axis=1)[:, :k]
-        keep = np.isfinite(np.take_along_axis(best, top, 1))
-        out[start : start + len(rows), :k] = np.where(keep, target[top], -1)
+        block = best[start : start + step]
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        keep = np.isfinite(np.take_along_axis(block, top, 1))
+        out[start : start + len(block), :k] = np.where(keep, target[top], -1)
     return out
 
 
@@ -313,7 +370,12 @@ def aligned_run(
     scorer = _Scorer(images, signed=rows.channels == 1)
     if scorer.reach:  # small images: their nearest rows in the overlap distance itself
         shifted = _shift_candidates(scorer.source, query, target, candidates, scorer.reach)
-        found, plain = _union(query, [shifted])
+        lists, plain_lists = [shifted], [np.ones(shifted.shape, dtype=bool)]
+        if crop_candidates:  # and in the crop distance (not read by the threshold)
+            cropped = _crop_candidates(scorer.source, query, target, crop_candidates)
+            lists.append(cropped)
+            plain_lists.append(np.zeros(cropped.shape, dtype=bool))
+        found, plain = _union(query, lists, plain_lists)
     else:
         found, plain = _candidates(images, query, target, candidates, crop_candidates)
     valid = found >= 0
@@ -324,7 +386,10 @@ def aligned_run(
     graph = _nearest_graph(found, distances, query, candidates)
     # the threshold reads the candidate views' lists alone (the crop searches' extra rows
     # are nearer in the aligned metric by design and would move the natural statistics)
-    stats = _nearest_graph(np.where(plain, found, -1), distances, query, candidates)
+    stats = _nearest_graph(
+        np.where(plain, found, -1), _statistics_distances(scorer, query, found, plain, distances),
+        query, candidates,
+    )  # fmt: skip
     resolved = resolve_threshold(strategy, stats, "row")
     pairs = graph_close_pairs(_global_graph(graph, n), resolved.value)
     # thumbnails blown up from small images: no lone pairs (measured on Fashion-MNIST at 12x12

@@ -44,11 +44,14 @@ from ._shift import (
     source_factor,
     source_images,
 )
+from ._small_crops import CROP_OFFSETS, CROP_SCALES, crop_distances, crop_samplers, zoomed_pairs
 from ._text import TextRows, TextView, as_text_rows, normalize_text
 from ._words import WordEdits, word_edits
 
 __all__ = [
+    "CROP_OFFSETS",
     "CROP_SCALE",
+    "CROP_SCALES",
     "DEFAULT_SCALES",
     "SHIFT_REACH",
     "AlignedImageView",
@@ -62,6 +65,8 @@ __all__ = [
     "as_text_rows",
     "candidate_features",
     "crop_candidate_features",
+    "crop_distances",
+    "crop_samplers",
     "indexed_aligned_distances",
     "normalize_text",
     "overlap_distances",
@@ -71,4 +76,5 @@ __all__ = [
     "source_factor",
     "source_images",
     "word_edits",
+    "zoomed_pairs",
 ]
