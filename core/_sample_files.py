@@ -10,10 +10,10 @@ A folder is read recursively; files are taken by extension (:data:`IMAGE_SUFFIXE
 ignored), in sorted path order, and each one's id is its path relative to the folder. When
 every image sits in a subfolder (``train/cat/001.png``, torchvision's ``ImageFolder``
 layout), the first subfolder is its label, so a duplicate across classes shows as a label
-conflict. Each image is decoded with Pillow (``pip install pillow``), converted to grey or
-RGB and shrunk at once to at most :data:`KEPT_SIDE` pixels (aspect kept), so a folder of
-photographs costs a few KB per image, not its full resolution; the views work at 32 pixels
-or less anyway. When every image of every split is grey (also grey pictures saved as RGB),
+conflict. Each image is decoded with Pillow (``pip install "neardup[images]"``), converted
+to grey or RGB and shrunk at once to at most :data:`KEPT_SIDE` pixels (aspect kept), so a
+folder of photographs costs a few KB per image, not its full resolution; the views work at
+32 pixels or less anyway. When every image of every split is grey (also grey pictures saved as RGB),
 they are analysed as grey images.
 """
 
@@ -87,7 +87,7 @@ def read_image_folder(
     except ImportError as err:
         raise NeardupInputError(
             f"{what}: reading a folder of images needs Pillow ({err}). Install it with: "
-            "pip install pillow"
+            'pip install "neardup[images]"'
         ) from err
     root = Path(path)
     files = sorted(
