@@ -41,6 +41,8 @@ from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._view_run import ViewRun, graph_close_pairs
 from .search import ClosePairs, NeighborGraph, Rows, merge_pairs, probed_neighbors
 from .views import (
+    CROP_OFFSETS,
+    SEARCH_OFFSETS,
     ImageRows,
     as_image_rows,
     candidate_features,
@@ -209,8 +211,10 @@ def _crop_candidates(
     boxes, it is a crop of them, and its zoomed boxes against the targets, they are crops of
     it), small images at their source resolution; see :func:`_nearest_over`."""
 
+    exact = len(query) * len(target) <= _EXACT_SHIFT_PAIRS
+
     def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for plain, zoomed in zoomed_pairs(source):
+        for plain, zoomed in zoomed_pairs(source, CROP_OFFSETS if exact else SEARCH_OFFSETS):
             yield plain, zoomed
             yield zoomed, plain
 

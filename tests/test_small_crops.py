@@ -79,3 +79,26 @@ def test_crops_of_digits_found_with_their_source_and_no_natural_pair_flagged(dig
     found = [flagged.get(p) == int(s) for p, s in enumerate(sources)]
     assert all(found[:10]) and sum(found[10:]) >= 8, found  # 8-10 on seeds 6-12
     assert set(flagged) <= set(range(20))  # nothing unplanted
+
+
+def test_crop_candidates_probed_on_a_coarse_grid_still_list_the_sources(digits, monkeypatch):
+    """Above ``_EXACT_SHIFT_PAIRS`` query-target pairs the crop candidates come from probed
+    searches on a coarser grid of boxes (``SEARCH_OFFSETS``): each crop's source is still
+    listed, as by the brute-force search on the whole grid."""
+    from neardup import _aligned_run
+    from neardup.views import source_factor, source_images
+
+    images, _ = digits
+    pixels = np.rint(images * 255).astype(np.uint8)
+    rng = np.random.default_rng(7)
+    sources = rng.choice(1000, 20, replace=False)
+    pixels[1000:1020] = [_crop(pixels[s], rng, "anywhere") for s in sources]
+    thumbnails = AlignedImageView()(pixels[:1200]).images().mean(axis=-1, keepdims=True)
+    source = source_images(thumbnails, source_factor(thumbnails))
+    query, target = np.arange(1000, 1200), np.arange(1000)
+    exact = _aligned_run._crop_candidates(source, query, target, 5)
+    monkeypatch.setattr(_aligned_run, "_EXACT_SHIFT_PAIRS", 0)
+    probed = _aligned_run._crop_candidates(source, query, target, 5)
+    assert exact.shape == probed.shape == (200, 5)
+    assert all(s in exact[n] for n, s in enumerate(sources))
+    assert sum(s in probed[n] for n, s in enumerate(sources)) >= 19

@@ -44,7 +44,14 @@ from ._shift import (
     source_factor,
     source_images,
 )
-from ._small_crops import CROP_OFFSETS, CROP_SCALES, crop_distances, crop_samplers, zoomed_pairs
+from ._small_crops import (
+    CROP_OFFSETS,
+    CROP_SCALES,
+    SEARCH_OFFSETS,
+    crop_distances,
+    crop_samplers,
+    zoomed_pairs,
+)
 from ._text import TextRows, TextView, as_text_rows, normalize_text
 from ._words import WordEdits, word_edits
 
@@ -53,6 +60,7 @@ __all__ = [
     "CROP_SCALE",
     "CROP_SCALES",
     "DEFAULT_SCALES",
+    "SEARCH_OFFSETS",
     "SHIFT_REACH",
     "AlignedImageView",
     "ImageRows",

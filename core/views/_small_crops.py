@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "CROP_OFFSETS",
     "CROP_SCALES",
+    "SEARCH_OFFSETS",
     "crop_distances",
     "crop_samplers",
     "zoomed_pairs",
@@ -40,6 +41,9 @@ __all__ = [
 CROP_SCALES = (0.9, 0.875)
 #: box positions per axis, spread evenly from the top-left to the bottom-right corner
 CROP_OFFSETS = 5
+#: box positions per axis of the candidate search when it is probed (many images): a coarser
+#: grid, 36 searches instead of 100 (the pairs it lists are scored on the whole grid)
+SEARCH_OFFSETS = 3
 _PAIR_BLOCK = 16_384
 
 
@@ -88,11 +92,14 @@ def zoomed_rows(source: np.ndarray, sampler: tuple[np.ndarray, np.ndarray]) -> n
     return _unit_rows(zoomed)
 
 
-def zoomed_pairs(source: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """For each zoomed box, ``(plain, zoomed)`` unit rows of every image: ``plain[a] @
-    zoomed[b]`` is the correlation of image ``a`` with that box of image ``b``."""
+def zoomed_pairs(
+    source: np.ndarray, offsets: int = CROP_OFFSETS
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """For each zoomed box (:func:`crop_samplers` with ``offsets`` positions per axis),
+    ``(plain, zoomed)`` unit rows of every image: ``plain[a] @ zoomed[b]`` is the correlation
+    of image ``a`` with that box of image ``b``."""
     plain = _unit_rows(source)
-    for sampler in crop_samplers(source.shape[1]):
+    for sampler in crop_samplers(source.shape[1], offsets):
         yield plain, zoomed_rows(source, sampler)
 
 
