@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._mapped import mapped_empty
 from ._masks import true_positions
 from ._torch_join import is_torch_tensor, torch_join
 
@@ -637,7 +638,7 @@ class HomeLimits:
         self.partition = partition
         self.margin = float(margin)
         n = partition.n_cells
-        self._buffer = np.empty(n * n, dtype=np.float32)  # pages are touched as tables fill
+        self._buffer = mapped_empty((n * n,))  # pages are touched as the tables fill
         self._tables: dict[int, np.ndarray] = {}
 
     @classmethod
