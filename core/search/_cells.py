@@ -375,7 +375,7 @@ def _spill(
     nearest = np.argmin(d2, axis=1)
     best = d2[np.arange(len(x)), nearest]
     d2 -= best[:, None] + _slack(sq_x, max_sq_c)  # the nearest centre itself stays below 0
-    row, centre = true_positions(d2 <= _spill_limits(gaps, margin)[nearest])
+    row, centre = true_positions(d2 <= np.take(_spill_limits(gaps, margin), nearest, axis=0))
     return row, centre, centre == nearest[row], nearest, best
 
 
