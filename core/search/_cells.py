@@ -631,7 +631,18 @@ class HomeLimits:
     1M x 64, 16 blocks: 907,039 home rows of products in 992 calls, about 0.15 CPU s).
 
     One ``(C * C,)`` float32 buffer (60 MB at 3,910 leaves) holds all tables; the caller drops
-    the object after routing, so the buffer goes back before the entries are sorted.
+    the object after routing, so the buffer goes back before the entries are sorted. A table
+    comes from one product of all ``C`` leaves; a block's own product of a handful of home
+    leaves (below about 22 rows) takes another BLAS kernel, which may round the last bit
+    differently, so a row within a rounding error of a limit could route otherwise than with
+    ``home_limits=None`` (the same entries at 1M x 64 and in the tests).
+
+    Parameters
+    ----------
+    partition:
+        The routed :class:`Partition` (``C`` leaves).
+    margin:
+        The spill margin the blocks are routed with (a distance, as in :func:`route_entries`).
     """
 
     def __init__(self, partition: Partition, margin: float) -> None:
