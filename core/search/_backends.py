@@ -632,6 +632,7 @@ class Cells(Backend):
             r, c, p, _ = route_entries(
                 partition, block, margin=margin, home_only=home_only, home_limits=limits
             )
+            del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
                 r = local[r]
             if not small:  # one int64 per entry, (cell, primary first, row): sorted below
