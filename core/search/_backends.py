@@ -17,10 +17,12 @@ from typing import Any
 import numpy as np
 
 from .._errors import NeardupInputError
+from .._mapped import mapped_empty
 from ._annoy import resolve_query_jobs
 from ._cells import (
     DENSE_CANDIDATES,
     ClosePairs,
+    HomeLimits,
     Partition,
     exact_pair_distances,
     fit_partition,
@@ -551,7 +553,7 @@ class Cells(Backend):
         same pairs and distances as screening and measuring cell by cell (measured at 1M x 64:
         54,634 candidates for 3.3M routed rows, whose full-width gathers, normalisation and
         per-cell projections this saves)."""
-        projected = np.empty((rows.n, screen.shape[0]), dtype=np.float32)
+        projected = mapped_empty((rows.n, screen.shape[0]))  # 4 KiB pages: see mapped_empty
         across = np.ascontiguousarray(screen.T)  # (d, d'): 65,536 x 64 rows 7.9 -> 4.3 ms
 
         def project(start: int, block: np.ndarray) -> None:
@@ -620,13 +622,17 @@ class Cells(Backend):
         n = np.int64(rows.n)
         small = 2 * partition.n_cells <= _SMALL_KEYS
         keys, at = [], []  # per block: (cell, primary first) keys and their rows
+        limits = HomeLimits.within(partition, margin, _HOME_LIMITS_BYTES) if home_only else None
         for start, block in rows.blocks(_route_rows(rows.d)):
             if on_block is not None:
                 on_block(start, block)
             local = None if keep is None else np.flatnonzero(keep[start : start + len(block)])
             if local is not None:
                 block = block[local]
-            r, c, p, _ = route_entries(partition, block, margin=margin, home_only=home_only)
+            r, c, p, _ = route_entries(
+                partition, block, margin=margin, home_only=home_only, home_limits=limits
+            )
+            del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
                 r = local[r]
             if not small:  # one int64 per entry, (cell, primary first, row): sorted below
@@ -635,6 +641,7 @@ class Cells(Backend):
             by_row = stable_order(r, _ROUTE_ROWS)  # the block's entries in row order
             keys.append((c * 2 + ~p)[by_row].astype(np.uint16))
             at.append((r[by_row] + start).astype(_index_dtype(int(n))))
+        del limits  # its buffer goes back before the entries are sorted (the peak)
         if not small:
             key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
             del keys
@@ -766,6 +773,10 @@ def _measured(
 
 #: bytes of candidate rows gathered at once to measure them (both rows of each pair).
 _MEASURE_BYTES = 64 << 20
+
+#: :class:`HomeLimits` tables kept while routing up to this many bytes (``4 * C^2``: 60 MB at
+#: 1M rows of 256-row cells; above, each block computes the limits of its own home leaves).
+_HOME_LIMITS_BYTES = 64 << 20
 
 #: (cell, primary) keys below this many are sorted as 16-bit ints (by radix in numpy).
 _SMALL_KEYS = 1 << 16

@@ -22,6 +22,8 @@ _SEED_COLUMNS = 4096
 #: columns of a block whose k-th value per query seeds the bounds.
 _BOUND_COLUMNS = 1024
 _BLOCK_ROWS = 16384
+#: scores of a block compared with the bounds at once (:func:`_within_bounds`).
+_TILE_VALUES = 65536
 _BLOCK_BYTES = 64 << 20  # wide rows: fewer per block
 
 
@@ -87,19 +89,21 @@ def sampled_neighbor_graph(
         b = right[:size]
         np.multiply(block, -2.0, out=b[:, :-1])
         b[:, -1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
-        d2 = np.matmul(left, b.T, out=scores[: m * size].reshape(m, size))
+        # the products block by queries, (size, m): the same values as (m, size), at 6.6
+        # against 9.5 ms for 16,384 x 65 x 250 (BLAS keeps the long side as its rows)
+        d2 = np.matmul(b, left.T, out=scores[: m * size].reshape(size, m))
         lo, hi = np.searchsorted(sample, [start, start + size])
-        d2[np.arange(lo, hi), sample[lo:hi] - start] = np.inf  # never a row's own entry
+        d2[sample[lo:hi] - start, np.arange(lo, hi)] = np.inf  # never a row's own entry
         bound = best_d2[:, -1]
         if np.isinf(bound).any():  # rows without k candidates yet: the block's k-th value
-            # the k-th value among the block's first columns bounds the k-th among them all
-            # (a partition of 1,024 columns instead of 4,096)
-            head = d2[:, :_BOUND_COLUMNS]
-            take = min(k, head.shape[1])
-            bound = np.minimum(bound, np.partition(head, take - 1, axis=1)[:, take - 1])
-        mask = np.less_equal(d2, bound[:, None], out=hits[: m * size].reshape(m, size))
-        r, c = true_positions(mask)
-        values = d2[r, c]
+            # the k-th value among the block's first rows bounds the k-th among them all
+            # (a partition of 1,024 rows instead of 4,096)
+            head = d2[:_BOUND_COLUMNS]
+            take = min(k, len(head))
+            bound = np.minimum(bound, np.partition(head, take - 1, axis=0)[take - 1])
+        mask = _within_bounds(d2, bound, hits[: m * size].reshape(size, m))
+        c, r = true_positions(mask)
+        values = d2[c, r]
         keep = np.isfinite(values)
         _merge(best_d2, best_id, r[keep], c[keep] + start, values[keep])
     distances = np.full((m, k), np.inf, dtype=np.float32)
@@ -114,6 +118,24 @@ def sampled_neighbor_graph(
         rows=sample,
         total_rows=rows.n,
     )
+
+
+def _within_bounds(d2: np.ndarray, bound: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``d2 <= bound[None, :]`` of the ``(b, m)`` scores into ``out``, compared a few hundred
+    rows at a time (``_TILE_VALUES`` scores) against the ``(m,)`` bounds repeated as often: a
+    row-wise broadcast loops once per row of ``m`` values (measured 2.1 against 1.0-1.2 ms for
+    16,384 x 250)."""
+    size, m = d2.shape
+    tile = max(1, _TILE_VALUES // max(1, m))
+    full = size - size % tile
+    if full:
+        np.less_equal(
+            d2[:full].reshape(-1, tile * m),
+            np.tile(bound, tile),
+            out=out[:full].reshape(-1, tile * m),
+        )
+    np.less_equal(d2[full:], bound[None, :], out=out[full:])
+    return out
 
 
 def _merge(

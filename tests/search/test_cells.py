@@ -12,6 +12,7 @@ import neardup
 from neardup.search import (
     Cells,
     ClosePairs,
+    HomeLimits,
     Partition,
     Rows,
     ThreadExecutor,
@@ -175,6 +176,19 @@ def test_home_only_routing_has_one_primary_entry_per_row_at_its_home(data):
         2 * np.maximum(np.linalg.norm(a - b, axis=1), 1e-12)
     )
     assert np.all(to_bisector[~h_primary] <= margin + 1e-4)
+
+
+def test_home_limits_kept_across_blocks_give_the_same_entries(data):
+    part = fit_partition(data[:2000], n_cells=100, seed=3)
+    margin = 0.05
+    limits = HomeLimits(part, margin)
+    for start in range(0, len(data), 700):  # blocks reuse the tables of the first ones
+        block = data[start : start + 700]
+        plain = route_entries(part, block, margin=margin, home_only=True)
+        kept = route_entries(part, block, margin=margin, home_only=True, home_limits=limits)
+        for a, b in zip(plain, kept):
+            assert np.array_equal(a, b)
+    assert HomeLimits.within(part, margin, budget=4 * part.n_cells**2 - 1) is None
 
 
 def test_merge_pairs_is_order_independent(data):

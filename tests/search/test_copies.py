@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import neardup
 from neardup._normalize import normalize_inplace
 from neardup.search import Rows, build_graph, expand_neighbors, find_copies
-from neardup.search._copies import _split_collisions
+from neardup.search._copies import _first_of_equal_hash, _split_collisions
 
 
 def _with_copies(seed: int = 0, n: int = 3000, d: int = 24) -> np.ndarray:
@@ -47,6 +47,18 @@ def test_a_hash_collision_never_merges_different_rows() -> None:
     leader = np.array([0, 1, 0, 0, 1, 5])  # as if rows 2, 3 and 4 hashed like rows 0 / 1
     _split_collisions(rows, leader)
     assert leader.tolist() == [0, 1, 2, 3, 1, 5]  # only the true copy (row 4) keeps its leader
+
+
+def test_hashes_equal_in_their_high_bits_lead_together_until_their_values_split_them() -> None:
+    # 6 rows: 3 bits of row number, so hashes that differ in their low 3 bits only lead
+    # together; the values then split such rows apart (as after a full-hash collision)
+    hashes = np.array([0x10, 0x21, 0x11, 0x10, 0x20, 0x17], dtype=np.uint64)
+    assert _first_of_equal_hash(hashes).tolist() == [0, 1, 0, 0, 1, 0]
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    x[3] = x[0]
+    leader = _first_of_equal_hash(hashes)
+    _split_collisions(Rows.from_matrix(x), leader)
+    assert leader.tolist() == [0, 1, 2, 0, 4, 5]
 
 
 def test_structured_rows_are_grouped_despite_a_weak_linear_hash() -> None:

@@ -103,3 +103,14 @@ def test_bad_query_jobs_is_a_clear_error(bad):
     x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
     with pytest.raises(neardup.NeardupInputError, match="query_jobs"):
         neardup.find_duplicates(x, query_jobs=bad)
+
+
+@pytest.mark.parametrize(("size", "m"), [(16384, 250), (1000, 250), (700, 3000), (5, 7), (3, 1)])
+def test_bounds_compared_in_tiles_as_by_broadcast(size, m):
+    from neardup.search._sample_knn import _within_bounds
+
+    rng = np.random.default_rng(size + m)
+    d2 = rng.normal(size=(size, m)).astype(np.float32)
+    bound = rng.normal(size=m).astype(np.float32)
+    out = np.empty((size, m), dtype=bool)
+    assert np.array_equal(_within_bounds(d2, bound, out), d2 <= bound[None, :])
