@@ -43,10 +43,11 @@ demo: $(STAMP)
 test: system-deps bench-data $(STAMP)
 	$(PY) -m pytest
 
-# ruff (PLC2701 included: see pyproject) and the seam check (no private names or private
-# modules imported across packages; .ci/check_seams.py says the rules).
+# ruff (PLC2701 included: see pyproject), ruff's formatter as a check, and the seam check (no
+# private names or private modules imported across packages; .ci/check_seams.py says the rules).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) .ci/check_seams.py
 
 bench: $(STAMP)

@@ -32,8 +32,7 @@ def case(name: str, x: np.ndarray, rng: np.random.Generator, share: float) -> No
     flagged = set(result.leakage["test"].positions)
     hits = sum(int(p - split) in flagged for p in slots)
     print(
-        f"| {name} | {share:.2f} | {hits}/{leaks} | {len(flagged)} | "
-        f"{result.threshold.reason} |",
+        f"| {name} | {share:.2f} | {hits}/{leaks} | {len(flagged)} | {result.threshold.reason} |",
         flush=True,
     )
 

@@ -61,11 +61,16 @@ def digits_cnn() -> dict[str, np.ndarray]:
     images = torch.from_numpy(np.concatenate([x, copies]))[:, None]
     labels = torch.from_numpy(np.concatenate([digits.target, digits.target[src]]))
     conv = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 16, 3),
-        torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(1, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(16, 16, 3),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
     )
     head = torch.nn.Sequential(
-        torch.nn.Flatten(), torch.nn.Linear(16 * 3 * 3, 32), torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(16 * 3 * 3, 32),
+        torch.nn.ReLU(),
         torch.nn.Linear(32, 10),
     )
     model = torch.nn.Sequential(conv, head)

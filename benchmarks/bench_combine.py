@@ -50,9 +50,7 @@ def embed(texts: list[str]) -> np.ndarray:
     embedder = TransformerEmbedder(
         AutoModel.from_pretrained(pkg.MODEL_DIR), AutoTokenizer.from_pretrained(pkg.MODEL_DIR)
     )
-    return np.concatenate(
-        [embedder({"text": texts[s : s + 64]}) for s in range(0, len(texts), 64)]
-    )
+    return np.concatenate([embedder({"text": texts[s : s + 64]}) for s in range(0, len(texts), 64)])
 
 
 def relative(train_views: dict, test_views: dict) -> dict[str, np.ndarray]:

@@ -248,9 +248,7 @@ def _run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--large", action="store_true", help="also run 1M x 64 and 1M x 512")
-    parser.add_argument(
-        "--wide", action="store_true", help="also 60,000 x 3,072 (neardup only)"
-    )
+    parser.add_argument("--wide", action="store_true", help="also 60,000 x 3,072 (neardup only)")
     parser.add_argument(
         "--sizes", help="comma-separated NxD to run instead (e.g. 100000x40,1000000x64)"
     )

@@ -65,9 +65,7 @@ def _build(data: str, index_dir: str, backend: str = "auto") -> dict:
     copies = find_copies(Rows([x], "row")).n_copies  # step 1 of the plan: exact copies
     hash_cpu = time.process_time() - hash_cpu
     start, cpu = time.perf_counter(), _cpu()
-    index = neardup.ReferenceIndex.build(
-        x, threshold=neardup.Distance(THRESHOLD), backend=backend
-    )
+    index = neardup.ReferenceIndex.build(x, threshold=neardup.Distance(THRESHOLD), backend=backend)
     built = time.perf_counter() - start
     index.save(index_dir)
     return {
@@ -79,8 +77,11 @@ def _build(data: str, index_dir: str, backend: str = "auto") -> dict:
         "copies": copies,
         "disk_mib": sum(f.stat().st_size for f in Path(index_dir).rglob("*") if f.is_file())
         / 2**20,
-        "settings": {k: v for k, v in index.settings.items() if "cell" in k or "margin" in k
-                     or "entries" in k or "trees" in k},
+        "settings": {
+            k: v
+            for k, v in index.settings.items()
+            if "cell" in k or "margin" in k or "entries" in k or "trees" in k
+        },
     }
 
 
@@ -129,8 +130,11 @@ def _recall(x: np.ndarray, q: np.ndarray, leak, count: int) -> dict:
                 found += int(r in flagged and abs(flagged[r] - within.min()) <= 1e-6)
             elif r in flagged:
                 wrong += 1
-    return {"recall": found / total if total else float("nan"), "recall_rows": total,
-            "false_flags": wrong}
+    return {
+        "recall": found / total if total else float("nan"),
+        "recall_rows": total,
+        "false_flags": wrong,
+    }
 
 
 def _run(*args: str) -> dict:
@@ -195,9 +199,7 @@ def _print(backend: str, args: argparse.Namespace, built: dict, scored: dict) ->
             f"sampled queries with a reference row within the threshold; "
             f"{scored['false_flags']} flagged without one"
         )
-    print(
-        f"  build + score: {built['build_s'] + scored['score_s']:.1f} s", flush=True
-    )
+    print(f"  build + score: {built['build_s'] + scored['score_s']:.1f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -139,9 +139,7 @@ def with_lopsided(
     score = score[hit]
     key = low * n + high
     order = np.argsort(key, kind="stable")
-    pairs = merge_pairs(
-        [run.pairs, ClosePairs(low, high, distances[hit, 0].astype(np.float32))]
-    )
+    pairs = merge_pairs([run.pairs, ClosePairs(low, high, distances[hit, 0].astype(np.float32))])
     note = (
         f"; {int(white.sum())} white pairs beyond the cut kept (the residual of the nearest "
         f"row within {WHITE_REACH:g} x the cut autocorrelates at most {white_cut:.3g})"

@@ -288,6 +288,8 @@ def _reduce_ok(value: Any) -> bool:
 MAX_JOBS = 1024
 
 register(Param("k", Integer(low=1), "neighbours per sample", "10 is the default."))
+
+
 def _backend_ok(value: Any) -> bool:
     from .search import BACKEND_NAMES, Backend
 

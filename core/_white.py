@@ -86,7 +86,5 @@ def residual_whiteness(a: np.ndarray, b: np.ndarray) -> np.ndarray:
             np.maximum(worst, np.maximum(rows, cols), out=worst)
         total = np.maximum((y * y).sum(axis=(1, 2, 3)), 1e-300)
         flat = (energy <= 1e-12 * total) | (energy > (1.0 - WHITE_EXPLAINED) * total)
-        out[start : start + len(e)] = np.where(
-            flat, np.inf, worst / np.where(flat, 1.0, energy)
-        )
+        out[start : start + len(e)] = np.where(flat, np.inf, worst / np.where(flat, 1.0, energy))
     return out

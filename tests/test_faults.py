@@ -132,9 +132,7 @@ def test_kill_during_report_writes_keeps_a_whole_file(tmp_path, kind, monkeypatc
 def test_kill_during_index_save_keeps_the_previous_index(tmp_path):
     rng = np.random.default_rng(0)
     a = rng.normal(size=(3000, 16)).astype(np.float32)
-    indexes = [
-        ReferenceIndex.build(a[:n], threshold=Distance(0.05)) for n in (2000, 3000)
-    ]
+    indexes = [ReferenceIndex.build(a[:n], threshold=Distance(0.05)) for n in (2000, 3000)]
 
     def write(i: int) -> None:
         indexes[i % 2].save(tmp_path / "idx", overwrite=True)

@@ -241,8 +241,8 @@ def test_pydoc_sentence_edits_found_by_the_text_view():
     false_alarms = [
         (test[p], train[q])
         for p, q in zip(leak.positions, leak.nearest_positions)
-        if difflib.SequenceMatcher(None, normalize_text(test[p]), normalize_text(train[q]))
-        .ratio() < 0.85
+        if difflib.SequenceMatcher(None, normalize_text(test[p]), normalize_text(train[q])).ratio()
+        < 0.85
     ]
     assert not false_alarms, false_alarms
     assert clean.settings["word_check"]["text"] > 0

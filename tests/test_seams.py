@@ -45,22 +45,40 @@ def _plant(tree: Path, rel: str, line: str) -> None:
     ("rel", "line", "reason"),
     [
         # another subpackage's private module, relative
-        ("core/index/_reference.py", "from ..search._graph import build_graph",
-         "private module neardup.search._graph imported from outside neardup.search"),
+        (
+            "core/index/_reference.py",
+            "from ..search._graph import build_graph",
+            "private module neardup.search._graph imported from outside neardup.search",
+        ),
         # a private name across modules, relative, inside one package
-        ("core/search/_exact.py", "from ._annoy import _query_rows",
-         "private name _query_rows imported from neardup.search._annoy"),
+        (
+            "core/search/_exact.py",
+            "from ._annoy import _query_rows",
+            "private name _query_rows imported from neardup.search._annoy",
+        ),
         # a private name from a flat pipeline module
-        ("core/_pipeline.py", "from ._validate import _per_split",
-         "private name _per_split imported from neardup._validate"),
+        (
+            "core/_pipeline.py",
+            "from ._validate import _per_split",
+            "private name _per_split imported from neardup._validate",
+        ),
         # the integrations reaching into a private core module (absolute and plain import)
-        ("integrations/_common.py", "from neardup._collector import ActivationCollector",
-         "the integrations import private core module neardup._collector"),
-        ("integrations/keras/_graph.py", "import neardup.search._rows",
-         "the integrations import private core module neardup.search._rows"),
+        (
+            "integrations/_common.py",
+            "from neardup._collector import ActivationCollector",
+            "the integrations import private core module neardup._collector",
+        ),
+        (
+            "integrations/keras/_graph.py",
+            "import neardup.search._rows",
+            "the integrations import private core module neardup.search._rows",
+        ),
         # an example importing a private module
-        ("examples/digits_leakage.py", "from neardup._errors import closest_names",
-         "private module neardup._errors imported from outside the package"),
+        (
+            "examples/digits_leakage.py",
+            "from neardup._errors import closest_names",
+            "private module neardup._errors imported from outside the package",
+        ),
     ],
 )
 def test_planted_violations_are_reported(tree, rel, line, reason):
@@ -86,7 +104,9 @@ def test_script_exits_nonzero_and_names_the_file(tree):
     shutil.copytree(ROOT / ".ci", tree / ".ci")
     run = subprocess.run(
         [sys.executable, str(tree / ".ci" / "check_seams.py")],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert run.returncode == 1
     assert "core/report/_html.py:" in run.stdout

@@ -413,9 +413,7 @@ class _EntryRows:
         return self._rows[lo - self._lo : hi - self._lo]
 
 
-def _list_rows(
-    partition: Partition, x: np.ndarray, margin: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _list_rows(partition: Partition, x: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
     """``(row, cell)`` of every entry of the ``(N, d)`` rows ``x`` routed with ``margin`` (the
     same routing as the queries'), sorted by cell, then row; rows as int32 where they fit."""
     step = max(256, min(_QUERY_ROWS, _QUERY_BYTES // (4 * max(1, x.shape[1]))))

@@ -387,14 +387,10 @@ class ReferenceIndex:
         best_row = np.full(n, -1, dtype=np.int64)
         best_dist = np.full(n, np.inf, dtype=np.float32)
         engine = self._engine
-        step = (
-            engine.chunk_rows(self.dim) if isinstance(engine, CellEngine) else _ANNOY_CHUNK_ROWS
-        )
+        step = engine.chunk_rows(self.dim) if isinstance(engine, CellEngine) else _ANNOY_CHUNK_ROWS
         for start in range(0, n, step):
             q = self._transform.apply(matrix[start : start + step])
-            row, dist = engine.nearest_within(
-                q, self._threshold.value, k=k, search_k=search_k
-            )
+            row, dist = engine.nearest_within(q, self._threshold.value, k=k, search_k=search_k)
             best_row[start : start + len(q)] = row
             best_dist[start : start + len(q)] = dist
         return best_row, best_dist

@@ -77,8 +77,8 @@ def torch_join(
     a = torch.cat(found_a)
     b = torch.cat(found_b)
     if verify is not None:
-        source = verify if is_torch_tensor(verify) else torch.from_numpy(
-            np.asarray(verify, np.float32)
+        source = (
+            verify if is_torch_tensor(verify) else torch.from_numpy(np.asarray(verify, np.float32))
         )
         x = source.to(device=x.device, dtype=torch.float32)
     step = max(1, _VERIFY_BYTES // (4 * x.shape[1]))  # bounded memory for wide rows

@@ -50,13 +50,7 @@ def input_column(
                     "the text or image column, or None for no input view."
                 )
         feature = features.get(input_column)
-        kind = (
-            "image"
-            if isinstance(feature, Image)
-            else "text"
-            if _is_string(feature)
-            else "other"
-        )
+        kind = "image" if isinstance(feature, Image) else "text" if _is_string(feature) else "other"
         return input_column, kind
     free = {k: f for k, f in features.items() if k not in taken}
     images = [k for k, f in free.items() if isinstance(f, Image)]

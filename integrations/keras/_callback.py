@@ -373,9 +373,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
             for split in collector.splits
             for view in collector.layers
         }
-        self.result = analyze_views(
-            rows, collector.layers, input_view=self._input.view, **options
-        )
+        self.result = analyze_views(rows, collector.layers, input_view=self._input.view, **options)
         self.results = dict(self.result.views)
         self.metrics = leakage_metrics(self.result)
 
@@ -437,7 +435,6 @@ def _tensorboard_log_dir() -> str | None:
         return None
     finally:
         del frame
-
 
 
 def _check_layers(layers: Any, feature_fn: Any) -> list[str] | None:

@@ -159,9 +159,7 @@ def find_duplicates(
     )
     engine = ray_backend(backend, executor=executor)
     splits = read_vectors(source, **read_options)
-    return neardup.find_duplicates(
-        splits.vectors, **splits.options(), backend=engine, **options
-    )
+    return neardup.find_duplicates(splits.vectors, **splits.options(), backend=engine, **options)
 
 
 def _pop_read_options(options: dict[str, Any]) -> dict[str, Any]:

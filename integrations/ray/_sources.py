@@ -75,9 +75,7 @@ def read_splits(source: Any, columns: Columns) -> SplitArrays:
     if _is_hf_dataset_dict(source):
         return _merge_named(
             {
-                str(name): _read_dataset(
-                    ray.data.from_huggingface(part), _without_split(columns)
-                )
+                str(name): _read_dataset(ray.data.from_huggingface(part), _without_split(columns))
                 for name, part in source.items()
             }
         )
@@ -124,9 +122,7 @@ def embed_rows(
             f"embed must be a callable(inputs) -> (batch, d) array or a class of them, got "
             f"{type(embed).__name__}."
         )
-    return dataset.map_batches(
-        _embed_batch, fn_args=(embed, input_column, vector_column), **kwargs
-    )
+    return dataset.map_batches(_embed_batch, fn_args=(embed, input_column, vector_column), **kwargs)
 
 
 def _embed_batch(
@@ -299,8 +295,7 @@ def _read_shards(shards: Mapping[Any, Any], columns: Columns) -> SplitArrays:
     for split, paths in shards.items():
         if isinstance(paths, (str, Path)) or not isinstance(paths, Sequence) or not paths:
             raise NeardupInputError(
-                f"shards[{split!r}] must be a non-empty list of .npy/.parquet paths, got "
-                f"{paths!r}."
+                f"shards[{split!r}] must be a non-empty list of .npy/.parquet paths, got {paths!r}."
             )
         for path in paths:
             tasks.append((str(split), reader.remote(str(path), columns)))

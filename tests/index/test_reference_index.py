@@ -93,9 +93,7 @@ def test_fixed_threshold_flags_what_exact_find_duplicates_flags(data, t, backend
         threshold=Distance(t),
         backend="exact",
     ).leakage["test"]
-    index = ReferenceIndex.build(
-        train, labels=train_labels, threshold=Distance(t), backend=backend
-    )
+    index = ReferenceIndex.build(train, labels=train_labels, threshold=Distance(t), backend=backend)
     got = index.score(test, labels=test_labels, split="test", search_k=search_k)
     _same_leakage(got, expected)
     oracle = _brute_force(train, test, t)
@@ -406,9 +404,7 @@ def test_an_annoy_index_saved_by_the_previous_version_still_loads_and_scores(tmp
     got = old.score(queries, split="test")
     assert dict(zip(got.positions, got.nearest_positions)) == _brute_force(train, queries, 0.1)
     assert sorted(got.nearest_ids) == [f"r{i:03d}" for i in range(0, 300, 15)]
-    rebuilt = ReferenceIndex.build(
-        train, ids=old.ids, labels=old.labels, threshold=Distance(0.1)
-    )
+    rebuilt = ReferenceIndex.build(train, ids=old.ids, labels=old.labels, threshold=Distance(0.1))
     _same_leakage(rebuilt.score(queries, split="test"), got)  # the cells agree
     with pytest.raises(NeardupInputError, match="search_k=5 is too small for k=10"):
         old.score(queries, search_k=5)

@@ -565,8 +565,10 @@ def test_input_column_choice_and_errors(embedded):
     two = DatasetDict({s: ds.add_column("title", ds["text"]) for s, ds in embedded.items()})
     assert list(find_leakage(two).views) == ["neardup_embedding", "input"]  # "text" wins
     other = DatasetDict(
-        {s: ds.rename_column("text", "note").add_column("title", ds["text"])
-         for s, ds in embedded.items()}
+        {
+            s: ds.rename_column("text", "note").add_column("title", ds["text"])
+            for s, ds in embedded.items()
+        }
     )
     with pytest.warns(UserWarning, match=r"several columns.*input_column="):
         assert find_leakage(other, **EMBEDDING_ONLY | {"input_column": "auto"}).views == {}

@@ -147,9 +147,7 @@ def test_unlabelled_arrays_give_results_without_labels(sequential, split):
 def test_memory_budget_spills_to_disk_and_changes_no_result(sequential, split, tmp_path):
     spill = tmp_path / "spill"
     plain = DuplicatesCallback("conv2", _data(split), verbose=0).run(sequential)["conv2"]
-    cb = DuplicatesCallback(
-        "conv2", _data(split), verbose=0, memory_budget="20kB", spill_dir=spill
-    )
+    cb = DuplicatesCallback("conv2", _data(split), verbose=0, memory_budget="20kB", spill_dir=spill)
     assert cb.run(sequential)["conv2"].to_dict() == plain.to_dict()
     assert spill.is_dir()  # created by the first spill; the files went with the collector
     assert not list(spill.glob("*.npy"))

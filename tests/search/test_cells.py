@@ -195,10 +195,15 @@ def test_merge_pairs_is_order_independent(data):
     rows = Rows([data], None)
     backend = Cells(n_cells=20)
     partition = backend.fit(rows, seed=0)
-    parts = [join_cell_result for join_cell_result in map(
-        lambda task: join_cell(task.rows, task.row_ids, threshold=0.4, n_primary=task.n_primary),
-        backend.cell_tasks(rows, partition, 0.4),
-    )]
+    parts = [
+        join_cell_result
+        for join_cell_result in map(
+            lambda task: join_cell(
+                task.rows, task.row_ids, threshold=0.4, n_primary=task.n_primary
+            ),
+            backend.cell_tasks(rows, partition, 0.4),
+        )
+    ]
     a = merge_pairs(parts)
     b = merge_pairs(parts[::-1] + parts[:3])  # other order, some parts twice
     for field in ("i", "j", "distance"):
@@ -273,9 +278,7 @@ def test_backend_objects_and_the_older_keywords():
 def test_wide_rows_are_screened_through_a_projection_and_stay_exact():
     rng = np.random.default_rng(4)
     base = rng.normal(size=(40, 600)).astype(np.float32)
-    x = base[rng.integers(0, 40, 1500)] + rng.normal(scale=0.6, size=(1500, 600)).astype(
-        np.float32
-    )
+    x = base[rng.integers(0, 40, 1500)] + rng.normal(scale=0.6, size=(1500, 600)).astype(np.float32)
     x[1000:1100] = x[:100] + rng.normal(scale=0.02, size=(100, 600)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     rows = Rows([x], None)
@@ -319,9 +322,7 @@ def test_torch_device_gives_the_same_result():
     data = {"train": x[:1000], "test": x[1000:]}
     numpy_result = neardup.find_duplicates(data, backend=neardup.Cells(cell_size=100))
     # device="cpu" runs the in-cell products in torch, as "cuda" would on a GPU (none here)
-    torch_result = neardup.find_duplicates(
-        data, backend=neardup.Cells(cell_size=100, device="cpu")
-    )
+    torch_result = neardup.find_duplicates(data, backend=neardup.Cells(cell_size=100, device="cpu"))
     assert torch_result.settings["device"] == "cpu"
     assert [s.positions for s in torch_result.clusters] == [
         s.positions for s in numpy_result.clusters
