@@ -11,10 +11,11 @@ ignored), in sorted path order, and each one's id is its path relative to the fo
 every image sits in a subfolder (``train/cat/001.png``, torchvision's ``ImageFolder``
 layout), the first subfolder is its label, so a duplicate across classes shows as a label
 conflict. Each image is decoded with Pillow (``pip install "neardup[images]"``), converted
-to grey or RGB and shrunk at once to at most :data:`KEPT_SIDE` pixels (aspect kept), so a
-folder of photographs costs a few KB per image, not its full resolution; the views work at
-32 pixels or less anyway. When every image of every split is grey (also grey pictures saved as RGB),
-they are analysed as grey images.
+to grey or RGB and shrunk at once to at most :data:`KEPT_SIDE` pixels (aspect kept), the
+largest side the views use, so a folder of photographs costs at most 3 KB per image in
+memory, not its full resolution (the HTML report reads the few images it shows again, at a
+larger size, with :func:`read_thumbnail`). When every image of every split is grey (also grey
+pictures saved as RGB), they are analysed as grey images.
 """
 
 from __future__ import annotations
@@ -37,12 +38,14 @@ __all__ = [
     "is_sample_file",
     "read_image_folder",
     "read_text_lines",
+    "read_thumbnail",
 ]
 
 #: file name endings read as images (case ignored); other files in a folder are skipped
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-#: each image is shrunk to at most this many pixels a side when read (aspect kept)
-KEPT_SIDE = 64
+#: each image is shrunk to at most this many pixels a side when read (aspect kept): the
+#: largest thumbnail side the image views use (AlignedImageView: 16-32 px)
+KEPT_SIDE = 32
 #: a colour image whose channels differ by at most this many levels everywhere is grey
 #: (grey pictures saved as RGB; JPEG's chroma rounding moves them by a few levels)
 GREY_SPREAD = 12
@@ -53,12 +56,14 @@ _WIDE_GREY_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 @dataclass
 class ImageFolder:
     """The images of one folder: ``images`` (``n`` uint8 arrays, HW or HWC, at most
-    :data:`KEPT_SIDE` a side), ``ids`` (``n`` relative paths) and ``labels`` (``n`` class
-    folder names, or ``None`` when not every image sits in a subfolder)."""
+    :data:`KEPT_SIDE` a side), ``ids`` (``n`` paths relative to ``root``, the folder) and
+    ``labels`` (``n`` class folder names, or ``None`` when not every image sits in a
+    subfolder)."""
 
     images: list[np.ndarray]
     ids: list[str]
     labels: list[str] | None
+    root: str
 
 
 @dataclass
@@ -82,13 +87,7 @@ def read_image_folder(
     ``what`` names the input in messages (``"split 'train'"``); ``progress(stage, done,
     total)`` is told of each image read.
     """
-    try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError as err:
-        raise NeardupInputError(
-            f"{what}: reading a folder of images needs Pillow ({err}). Install it with: "
-            'pip install "neardup[images]"'
-        ) from err
+    _pillow(what)
     root = Path(path)
     files = sorted(
         (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
@@ -102,22 +101,41 @@ def read_image_folder(
     images, ids = [], []
     stage = f"reading {what} ({root.name or path})"
     for number, file in enumerate(files):
-        try:
-            with Image.open(file) as image:
-                image.draft(image.mode, (KEPT_SIDE, KEPT_SIDE))  # JPEG: decoded at a reduced scale
-                converted = _as_8_bit(image, Image)
-                converted.thumbnail((KEPT_SIDE, KEPT_SIDE), Image.Resampling.BOX)
-                images.append(np.asarray(converted, dtype=np.uint8))
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise NeardupInputError(
-                f"{what}: cannot read image {str(file)!r} ({err}); remove or repair it."
-            ) from err
+        images.append(read_thumbnail(str(file), KEPT_SIDE, what))
         ids.append(file.relative_to(root).as_posix())
         if progress is not None and (number % 256 == 255 or number + 1 == len(files)):
             progress(stage, number + 1, len(files))
     parts = [name.split("/") for name in ids]
     labels = [p[0] for p in parts] if all(len(p) > 1 for p in parts) else None
-    return ImageFolder(images, ids, labels)
+    return ImageFolder(images, ids, labels, str(root))
+
+
+def read_thumbnail(path: str, side: int, what: str = "image") -> np.ndarray:
+    """The image file ``path`` as a uint8 array (HW grey or HWC RGB) of at most ``side``
+    pixels a side (aspect kept), or a clear error naming the file."""
+    image_module, unreadable = _pillow(what)
+    try:
+        with image_module.open(path) as image:
+            image.draft(image.mode, (side, side))  # JPEG: decoded at a reduced scale
+            converted = _as_8_bit(image, image_module)
+            converted.thumbnail((side, side), image_module.Resampling.BOX)
+            return np.asarray(converted, dtype=np.uint8)
+    except (unreadable, OSError, ValueError) as err:
+        raise NeardupInputError(
+            f"{what}: cannot read image {path!r} ({err}); remove or repair it."
+        ) from err
+
+
+def _pillow(what: str) -> tuple[Any, type[Exception]]:
+    """Pillow's ``Image`` module and its unreadable-file error, or a clear error."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError as err:
+        raise NeardupInputError(
+            f"{what}: reading a folder of images needs Pillow ({err}). Install it with: "
+            'pip install "neardup[images]"'
+        ) from err
+    return Image, UnidentifiedImageError
 
 
 def _as_8_bit(image: Any, pil: Any) -> Any:

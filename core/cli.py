@@ -30,7 +30,13 @@ from ._errors import NeardupInputError
 from ._params import check_option
 from ._pipeline import find_duplicates
 from ._progress import ProgressBars
-from ._sample_files import greyed_if_grey, is_sample_file, read_image_folder, read_text_lines
+from ._sample_files import (
+    greyed_if_grey,
+    is_sample_file,
+    read_image_folder,
+    read_text_lines,
+    read_thumbnail,
+)
 from ._threshold import Cosine, Distance, Percentile, Relative, Slope, ThresholdStrategy
 from .index import ReferenceIndex
 from .report import SCHEMA_VERSION, DuplicatesResult, Leakage, to_plain
@@ -40,6 +46,8 @@ from .views import AlignedImageView, TextView
 __all__ = ["EXIT_GATE", "EXIT_INPUT", "EXIT_INTERNAL", "EXIT_OK", "main", "parse_threshold"]
 
 EXIT_OK, EXIT_GATE, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+#: side of the images an HTML report of a folder scan shows (read again from their files)
+_REPORT_SIDE = 96
 
 
 def _option(name: str) -> Callable[[str], Any]:
@@ -232,7 +240,7 @@ def _scan(args: argparse.Namespace) -> int:
     if unknown:
         raise NeardupInputError(f"--labels names split(s) {sorted(unknown)} not given by --split.")
     progress = ProgressBars(disable=args.quiet)
-    samples: dict[str, Any] | None = None
+    samples: Any = None
     ids: dict[str, Any] | None = None
     if any(is_sample_file(p) for p in splits.values()):
         data, ids, labels, samples = _read_samples(splits, labels_paths, progress)
@@ -285,12 +293,13 @@ def _scan(args: argparse.Namespace) -> int:
 
 def _read_samples(
     splits: Mapping[str, str], labels_paths: Mapping[str, str], progress: ProgressFn
-) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], Any]:
     """``(data, ids, labels, samples)`` of splits given as image folders or text files.
 
     Every split must be of one kind: folders of images get one :class:`AlignedImageView`
     (the same thumbnail side for all splits), text files a :class:`TextView` each (as a view,
-    so its word check applies). ``samples`` are the images or texts, for the HTML report.
+    so its word check applies). ``samples`` are the texts, or a function ``(split, id) ->
+    image`` that reads an image again at a larger size, for the HTML report.
     """
     folders = {n: Path(p).is_dir() for n, p in splits.items()}
     texts = {n: not folders[n] and p.lower().endswith(".txt") for n, p in splits.items()}
@@ -331,7 +340,12 @@ def _read_samples(
         if all(f.labels is not None for f in read.values())
         else {}
     )
-    return data, {n: f.ids for n, f in read.items()}, labels, {n: f.images for n, f in read.items()}
+    roots = {n: Path(f.root) for n, f in read.items()}
+
+    def picture(split: str, sample_id: Any) -> np.ndarray:  # the report's few images, larger
+        return read_thumbnail(str(roots[split] / str(sample_id)), _REPORT_SIDE)
+
+    return data, {n: f.ids for n, f in read.items()}, labels, picture
 
 
 def _annoy_options(args: argparse.Namespace) -> dict[str, int]:
