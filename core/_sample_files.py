@@ -37,6 +37,7 @@ __all__ = [
     "greyed_if_grey",
     "is_sample_file",
     "read_image_folder",
+    "read_lines",
     "read_text_lines",
     "read_thumbnail",
 ]
@@ -173,19 +174,25 @@ def _spread(image: np.ndarray) -> int:
     return int((image.max(axis=2).astype(np.int16) - image.min(axis=2)).max())
 
 
-def read_text_lines(path: str, what: str) -> TextLines:
-    """The non-blank lines of UTF-8 text file ``path`` (one sample each), or a clear error."""
+def read_lines(path: str, what: str, entry: str = "entry") -> list[str]:
+    """The lines of UTF-8 text file ``path``, or a clear error (``entry`` names what each line
+    holds, for the message)."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as err:
-        raise NeardupInputError(f"{what}: file {path!r} does not exist.") from err
+        return Path(path).read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
         raise NeardupInputError(
             f"{what}: {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it "
-            "as UTF-8, one sample per line."
+            f"as UTF-8, one {entry} per line."
         ) from err
     except OSError as err:
         raise NeardupInputError(f"{what}: cannot read {path!r} ({err.strerror}).") from err
+
+
+def read_text_lines(path: str, what: str) -> TextLines:
+    """The non-blank lines of UTF-8 text file ``path`` (one sample each), or a clear error."""
+    if not Path(path).exists():
+        raise NeardupInputError(f"{what}: file {path!r} does not exist.")
+    lines = read_lines(path, what, "sample")
     kept = [(n + 1, line) for n, line in enumerate(lines) if line.strip()]
     if not kept:
         raise NeardupInputError(f"{what}: {path!r} holds no text (one sample per line).")

@@ -34,6 +34,7 @@ from ._sample_files import (
     greyed_if_grey,
     is_sample_file,
     read_image_folder,
+    read_lines,
     read_text_lines,
     read_thumbnail,
 )
@@ -187,21 +188,8 @@ def _load_ids(spec: str, what: str) -> np.ndarray:
     if spec.endswith(".txt"):
         if not Path(spec).exists():
             raise NeardupInputError(f"{what}: file {spec!r} does not exist.")
-        return np.array(_read_lines(spec, what), dtype=str)
+        return np.array(read_lines(spec, what), dtype=str)
     return _load_array(spec, what, ("ids",))
-
-
-def _read_lines(path: str, what: str) -> list[str]:
-    """The lines of a UTF-8 text file, or a clear error."""
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise NeardupInputError(
-            f"{what}: {path!r} is not UTF-8 text ({err.reason} at byte {err.start}); save it "
-            "as UTF-8, one entry per line."
-        ) from err
-    except OSError as err:
-        raise NeardupInputError(f"{what}: cannot read {path!r} ({err.strerror}).") from err
 
 
 def _leak_table(leakage: Mapping[str, Leakage], limit: int = 10) -> str:
@@ -387,7 +375,7 @@ def _report(args: argparse.Namespace) -> int:
         if path.endswith(".txt"):
             if not Path(path).exists():
                 raise NeardupInputError(f"samples {name!r}: file {path!r} does not exist.")
-            samples[name] = _read_lines(path, f"samples {name!r}")
+            samples[name] = read_lines(path, f"samples {name!r}")
         else:
             samples[name] = _load_array(path, f"samples {name!r}", ("x", "images", "text"))
     result.to_html(

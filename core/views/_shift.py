@@ -30,6 +30,7 @@ __all__ = [
     "shift_reach",
     "source_factor",
     "source_images",
+    "unit_rows",
 ]
 
 #: largest shift tried, in source pixels, each way on each axis
@@ -97,10 +98,12 @@ def shift_crops(images: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.nd
 def _first_crops(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """``shift_crops(images, dy, dx)[0]``; the second is ``_first_crops(images, -dy, -dx)``."""
     side = images.shape[1]
-    return _unit(images[:, max(-dy, 0) : side - max(dy, 0), max(-dx, 0) : side - max(dx, 0)])
+    return unit_rows(images[:, max(-dy, 0) : side - max(dy, 0), max(-dx, 0) : side - max(dx, 0)])
 
 
-def _unit(crops: np.ndarray) -> np.ndarray:
+def unit_rows(crops: np.ndarray) -> np.ndarray:
+    """``(N, n)`` float32 rows of ``(N, ...)`` arrays, each centred and of unit length (0 where
+    constant): their products are Pearson correlations."""
     rows = crops.reshape(len(crops), -1).astype(np.float32)
     rows -= rows.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(rows, axis=1, keepdims=True)

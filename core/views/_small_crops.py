@@ -29,6 +29,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ._shift import unit_rows
+
 __all__ = [
     "CROP_OFFSETS",
     "CROP_SCALES",
@@ -77,21 +79,12 @@ def crop_samplers(side: int, offsets: int = CROP_OFFSETS) -> list[tuple[np.ndarr
     return out
 
 
-def _unit_rows(images: np.ndarray) -> np.ndarray:
-    """``(N, S * S * C)`` float32 rows, each centred and of unit length (0 where constant)."""
-    rows = images.reshape(len(images), -1).astype(np.float32)
-    rows -= rows.mean(axis=1, keepdims=True)
-    norm = np.linalg.norm(rows, axis=1, keepdims=True)
-    rows /= np.where(norm > 1e-6, norm, np.inf)
-    return rows
-
-
 def zoomed_rows(source: np.ndarray, sampler: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """``(N, S * S * C)`` unit rows of ``(N, S, S, C)`` images zoomed into one box of
     :func:`crop_samplers` (centred, unit length: their products are correlations)."""
     rows, cols = (w.astype(np.float32) for w in sampler)
     zoomed = np.einsum("yi,nijc,xj->nyxc", rows, source.astype(np.float32), cols, optimize=True)
-    return _unit_rows(zoomed)
+    return unit_rows(zoomed)
 
 
 def zoomed_pairs(
@@ -100,7 +93,7 @@ def zoomed_pairs(
     """For each zoomed box (:func:`crop_samplers` with ``offsets`` positions per axis),
     ``(plain, zoomed)`` unit rows of every image: ``plain[a] @ zoomed[b]`` is the correlation
     of image ``a`` with that box of image ``b``."""
-    plain = _unit_rows(source)
+    plain = unit_rows(source)
     for sampler in crop_samplers(source.shape[1], offsets):
         yield plain, zoomed_rows(source, sampler)
 
@@ -116,7 +109,7 @@ def crop_distances(source: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarr
     rows = np.unique(np.concatenate([i, j]))
     at_i, at_j = np.searchsorted(rows, i), np.searchsorted(rows, j)
     images = source[rows]
-    plain = _unit_rows(images)
+    plain = unit_rows(images)
     for sampler in crop_samplers(source.shape[1]):
         zoomed = zoomed_rows(images, sampler)
         for start in range(0, len(i), _PAIR_BLOCK):
