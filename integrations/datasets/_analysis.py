@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import datasets
-from datasets import Dataset, DatasetDict, Value
+from datasets import Dataset, DatasetDict, Features, IterableDataset, IterableDatasetDict, Value
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
 from neardup.validators import ANALYSIS_OPTIONS, check_options, closest_names
@@ -17,6 +17,7 @@ from .._views import INPUT_VIEW, check_input_view
 from ._arrow import read_plain, read_vectors
 from ._input import input_column as choose_input_column
 from ._input import input_rows
+from ._stream import is_streaming, materialized, viewable_columns
 
 __all__ = ["find_leakage"]
 
@@ -39,16 +40,10 @@ def _split_map(
             )
         return {"data": data}, True
     if not isinstance(data, DatasetDict):
-        iterable = type(data).__name__.startswith("Iterable")
         raise NeardupInputError(
             f"find_leakage takes a datasets.DatasetDict (leakage across splits) or a Dataset "
-            f"(duplicates within it), got {type(data).__name__}"
-            + (
-                "; materialise a streaming dataset first (Dataset.from_generator or "
-                "load_dataset(..., streaming=False))."
-                if iterable
-                else "."
-            )
+            f"(duplicates within it), or their streaming IterableDataset forms, got "
+            f"{type(data).__name__}."
         )
     names = list(data) if splits is None else list(splits)
     if not names:
@@ -146,6 +141,9 @@ def find_leakage(
         allowed=(*ANALYSIS_OPTIONS, "layer"),
     )
     check_input_view(input_view)
+    if is_streaming(data):
+        shown = None if html is None else sample_column or "auto"
+        data = _read_stream(data, splits, column, input_column, label_column, id_column, shown)
     parts, single = _split_map(data, splits, reference)
     source = choose_input_column(parts, input_column, (column, label_column, id_column))
     if column is None and source is None:
@@ -203,6 +201,36 @@ def find_leakage(
         )
         result.to_html(html, samples=samples)
     return result
+
+
+def _read_stream(
+    data: IterableDataset | IterableDatasetDict,
+    splits: list[str] | None,
+    column: str | None,
+    input_column: Any,
+    label_column: str | None,
+    id_column: str | None,
+    sample_column: str | None,
+) -> Dataset | DatasetDict:
+    """A streaming dataset read once into memory, with only the columns the analysis reads.
+
+    ``sample_column="auto"``: the report shows samples and picks their column itself.
+    """
+    if splits is not None and isinstance(data, IterableDatasetDict):
+        if all(name in data for name in splits):  # else _split_map names the missing split
+            data = IterableDatasetDict({name: data[name] for name in splits})
+    named = {column, label_column, id_column}
+    if input_column != "auto":
+        named.add(input_column)
+    if sample_column != "auto":
+        named.add(sample_column)
+    named.discard(None)
+    views_chosen = input_column == "auto" or sample_column == "auto"
+
+    def keep(features: Features) -> set[Any]:
+        return named | set(viewable_columns(features)) if views_chosen else named
+
+    return materialized(data, keep, required=sorted(named))
 
 
 class _ColumnSamples:

@@ -51,7 +51,14 @@ from .._common import missing_framework
 try:
     import datasets
     import xxhash
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import (
+        Dataset,
+        DatasetDict,
+        Features,
+        IterableDataset,
+        IterableDatasetDict,
+        Value,
+    )
     from datasets.fingerprint import Hasher
 except ImportError as _err:  # pragma: no cover - depends on the environment
     raise missing_framework("neardup.integrations.datasets", "datasets", _err) from _err
@@ -182,40 +189,50 @@ class ActivationHook:
         vectors = _as_vectors(self.embed_fn(batch), n, self.dim or self._probed_dim)
         return {self.column: vectors}
 
-    def features_for(self, dataset: Dataset) -> Features:
+    def features_for(self, dataset: Dataset | IterableDataset) -> Features | None:
         """``dataset.features`` plus the fixed-size float32 vector column, for ``map(features=)``.
 
-        Without ``dim``, the vector length is probed by embedding ``dataset[:1]`` once.
+        Without ``dim``, the vector length is probed by embedding the first example once. A
+        stream (``IterableDataset``) that does not declare its features gives ``None``: the
+        vectors are then stored as variable-length lists, which ``find_leakage`` reads too.
         """
-        if not isinstance(dataset, Dataset):
+        streaming = isinstance(dataset, IterableDataset)
+        if not streaming and not isinstance(dataset, Dataset):
             raise NeardupInputError(
-                f"features_for takes one datasets.Dataset, got {type(dataset).__name__}; "
-                "for a DatasetDict use hook.map(dsd) or features_for(dsd[split])."
+                f"features_for takes one datasets.Dataset or IterableDataset, got "
+                f"{type(dataset).__name__}; for a DatasetDict use hook.map(dsd) or "
+                "features_for(dsd[split])."
             )
+        if dataset.features is None:
+            return None
         dim = self.dim or self._probed_dim
         if dim is None:
-            if len(dataset) == 0:
+            first = next(iter(dataset.iter(batch_size=1)), None) if streaming else None
+            if (first is None) if streaming else len(dataset) == 0:
                 raise NeardupInputError(
                     "cannot probe the vector length on an empty dataset; pass dim= to "
                     "ActivationHook."
                 )
-            dim = self._probed_dim = self(dataset[:1])[self.column].shape[1]
+            dim = self._probed_dim = self(first if streaming else dataset[:1])[self.column].shape[1]
         features = dataset.features.copy()
         features[self.column] = vector_feature(dim)
         return features
 
     def map(
         self,
-        data: Dataset | DatasetDict,
+        data: Dataset | DatasetDict | IterableDataset | IterableDatasetDict,
         *,
         batch_size: int = 64,
         num_proc: int | None = None,
         **map_kwargs: Any,
-    ) -> Dataset | DatasetDict:
+    ) -> Dataset | DatasetDict | IterableDataset | IterableDatasetDict:
         """``data.map(self, batched=True, features=...)``, per split for a DatasetDict.
 
         The vector column comes out as a fixed-size float32 list; other keyword arguments go
         to ``Dataset.map`` (``load_from_cache_file``, ``desc``, ``remove_columns``, ...).
+        A streaming ``IterableDataset``/``IterableDatasetDict`` is mapped lazily, as
+        ``datasets`` maps streams: the vectors are computed while the stream is read (by
+        :func:`find_leakage`, once); ``IterableDataset.map`` has no ``num_proc``.
         """
         for bad in ("batched", "features", "input_columns", "function"):
             if bad in map_kwargs:
@@ -223,22 +240,33 @@ class ActivationHook:
                     f"hook.map() sets {bad}= itself; call data.map(hook, ...) directly to "
                     "choose it."
                 )
-        if isinstance(data, DatasetDict):
-            return DatasetDict(
+        if isinstance(data, (DatasetDict, IterableDatasetDict)):
+            return type(data)(
                 {
                     split: self.map(ds, batch_size=batch_size, num_proc=num_proc, **map_kwargs)
                     for split, ds in data.items()
                 }
             )
-        if not isinstance(data, Dataset):
+        if not isinstance(data, (Dataset, IterableDataset)):
             raise NeardupInputError(
-                f"hook.map() takes a datasets.Dataset or DatasetDict, got {type(data).__name__}."
+                f"hook.map() takes a datasets.Dataset or DatasetDict (or their streaming "
+                f"IterableDataset forms), got {type(data).__name__}."
+            )
+        if isinstance(data, IterableDataset) and num_proc not in (None, 1):
+            raise NeardupInputError(
+                f"num_proc={num_proc!r} does not apply to a streaming IterableDataset "
+                "(IterableDataset.map runs in the process that reads the stream); drop "
+                "num_proc=, or load the dataset without streaming=True."
             )
         features = self.features_for(data)
         removed = map_kwargs.get("remove_columns") or []
         for col in [removed] if isinstance(removed, str) else removed:
-            if col != self.column and col in features:
+            if features is not None and col != self.column and col in features:
                 del features[col]
+        if isinstance(data, IterableDataset):
+            return data.map(
+                self, batched=True, batch_size=batch_size, features=features, **map_kwargs
+            )
         return data.map(
             self,
             batched=True,

@@ -32,6 +32,7 @@ from datasets import (  # noqa: E402
     Dataset,
     DatasetDict,
     Features,
+    IterableDatasetDict,
     Value,
     load_from_disk,
 )
@@ -702,9 +703,6 @@ def test_non_numeric_and_scalar_columns(embedded):
 def test_wrong_containers_and_options(embedded):
     with pytest.raises(NeardupInputError, match=r"got dict"):
         find_leakage(dict(embedded))
-    iterable = embedded["test"].to_iterable_dataset()
-    with pytest.raises(NeardupInputError, match=r"materialise a streaming dataset"):
-        find_leakage(iterable)
     with pytest.raises(NeardupInputError, match=r"use label_column= instead of labels="):
         find_leakage(embedded, labels={"train": [0]})
     with pytest.raises(NeardupInputError, match=r"splits= only applies to a DatasetDict"):
@@ -929,3 +927,99 @@ def test_find_leakage_writes_texts_into_the_html_report(embedded, corpus, tmp_pa
     assert text.count('class="text"') >= 2 * leak.count
     with pytest.raises(NeardupInputError, match=r"sample_column 'txt' is not a column"):
         find_leakage(embedded, threshold=THRESHOLD, html=page, sample_column="txt")
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming datasets (IterableDataset): read once, the same verdict as in memory
+# --------------------------------------------------------------------------------------------
+
+
+def _streamed(dsd: DatasetDict, shards: int = 3) -> IterableDatasetDict:
+    return IterableDatasetDict(
+        {k: ds.to_iterable_dataset(num_shards=shards) for k, ds in dsd.items()}
+    )
+
+
+def _verdict(report: DuplicatesResult) -> tuple:
+    leak = report.leakage["test"]
+    return (
+        list(leak.positions),
+        list(leak.nearest_positions),
+        np.round(leak.distances, 6).tolist(),
+        [sorted(zip(c.splits, c.positions)) for c in report.clusters],
+    )
+
+
+def test_streamed_corpus_gives_the_in_memory_verdict(embedded, on_disk, minilm, corpus):
+    _, leaks = corpus
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    stream = hook.map(_streamed(on_disk), batch_size=32)  # lazy: nothing embedded yet
+    assert isinstance(stream, IterableDatasetDict)
+    assert stream["test"].features["neardup_embedding"] == vector_feature(384)
+    report = find_leakage(stream)  # the MiniLM column and the text view, one verdict
+    expected = find_leakage(embedded)
+    assert _verdict(report) == _verdict(expected)
+    found = sorted(report.leakage["test"].positions)
+    assert set(found) <= set(leaks) and len(found) >= 8  # 9 of 12 edits at this small size
+    assert report.leakage["test"].found_by == expected.leakage["test"].found_by
+    # annotate / drop_leaked follow the stream lazily, by row position
+    marked = annotate(stream, report)
+    leaked = [ex["neardup_leaked"] for ex in marked["test"]]
+    assert np.flatnonzero(leaked).tolist() == found
+    kept = [ex["text"] for ex in drop_leaked(stream, report)["test"]]
+    assert kept == drop_leaked(embedded, expected)["test"]["text"]
+    assert sum(1 for _ in drop_leaked(stream, report)["train"]) == N_TRAIN
+
+
+def test_streamed_json_lines_without_declared_features(corpus, tmp_path):
+    dsd, leaks = corpus
+    files = {}
+    for split, ds in dsd.items():
+        files[split] = str(tmp_path / f"{split}.jsonl")
+        ds.to_json(files[split])
+    stream = datasets.load_dataset("json", data_files=files, streaming=True)
+
+    def char_counts(batch):  # a cheap embedding: letter counts of each text
+        return np.array([[t.lower().count(c) for c in "etaoinshrdlu"] for t in batch["text"]])
+
+    mapped = ActivationHook(char_counts, column="counts").map(stream)
+    report = find_leakage(mapped, column=None)  # the text view alone, read from the files
+    assert _verdict(report) == _verdict(find_leakage(dsd, column=None))
+    assert set(report.leakage["test"].positions) <= set(leaks)
+    counts = find_leakage(mapped, column="counts", input_column=None)  # lists, no features
+    assert counts.layer == "counts"
+    assert counts.split_sizes == {"train": N_TRAIN, "test": N_TEST}
+
+
+def test_streamed_image_column_and_html(digits, tmp_path):
+    from PIL import Image as PILImage
+
+    u8 = np.rint(digits[0][:400] * 255).astype(np.uint8)
+    test = u8[300:400].copy()
+    test[:10] = u8[:10]
+    features = Features({"image": datasets.Image(), "label": Value("int64")})
+
+    def split(x, y):
+        images = [PILImage.fromarray(a) for a in x]
+        return Dataset.from_dict({"image": images, "label": y}, features=features)
+
+    dsd = DatasetDict(
+        {"train": split(u8[:300], digits[1][:300]), "test": split(test, digits[1][300:400])}
+    )
+    page = tmp_path / "report.html"
+    report = find_leakage(_streamed(dsd), column=None, label_column="label", html=page)
+    assert _verdict(report) == _verdict(find_leakage(dsd, column=None, label_column="label"))
+    assert set(range(10)) <= set(report.leakage["test"].positions)
+    assert page.read_text().count("data:image/png") >= 2 * 10  # both sides of the pairs
+
+
+def test_stream_errors_name_the_fix(embedded, minilm):
+    hook = ActivationHook(TransformerEmbedder(*minilm, layer=-2))
+    with pytest.raises(NeardupInputError, match=r"num_proc=2 does not apply to a streaming"):
+        hook.map(_streamed(embedded), num_proc=2)
+    report = find_leakage(embedded, **EMBEDDING_ONLY)
+    longer = DatasetDict({"train": embedded["train"], "test": embedded["train"]})
+    with pytest.raises(NeardupInputError, match=r"streams more rows than the report saw"):
+        list(annotate(_streamed(longer), report)["test"])
+    with pytest.raises(NeardupInputError, match=r"no column 'txt'.*'text'"):
+        find_leakage(_streamed(embedded), input_column="txt")
