@@ -67,16 +67,18 @@ _ARGMIN_WIDTH = 64
 
 def _padded(minus_twice: np.ndarray, sq_centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The ``(c, d)`` centres times ``-2`` and their ``(c,)`` squared norms, with rows of
-    zeros and ``inf`` norms appended up to :data:`_ARGMIN_WIDTH` when ``c`` is at least half
-    of it: the padding's scores are ``inf``, after every real column (argmin ties go to the
-    lowest), so the nearest centre is the same."""
+    zeros and the largest float32 as norms appended up to :data:`_ARGMIN_WIDTH` when ``c``
+    is at least half of it: the padding scores that value, after every real column (argmin
+    ties go to the lowest), so the nearest centre is the same unless every real score
+    overflowed to ``inf`` (:func:`_nearest` redoes those rows). Not ``inf`` itself: an
+    ``argmin`` meeting ``inf`` is 1.5x slower (measured 125 against 85 us)."""
     c = len(sq_centres)
     if not _ARGMIN_WIDTH // 2 <= c < _ARGMIN_WIDTH:
         return minus_twice, sq_centres
     pad = _ARGMIN_WIDTH - c
     zeros = np.zeros((pad, minus_twice.shape[1]), dtype=minus_twice.dtype)
-    infinite = np.full(pad, np.inf, dtype=sq_centres.dtype)
-    return np.concatenate([minus_twice, zeros]), np.concatenate([sq_centres, infinite])
+    largest = np.full(pad, np.finfo(np.float32).max, dtype=np.float32)
+    return np.concatenate([minus_twice, zeros]), np.concatenate([sq_centres, largest])
 
 
 def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
@@ -92,14 +94,17 @@ def _nearest(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> 
     lowest), :func:`_scores` of about 4,096 rows at a time, in chunks of equal size (no
     small tail, which BLAS would multiply with other kernels and other roundings), the
     centres padded to a width where ``argmin`` is fast (:func:`_padded`)."""
+    real = len(sq_centres)
     minus_twice, sq_centres = _padded(minus_twice, sq_centres)
     chunks = max(1, len(x) // _SCORE_ROWS)
-    if chunks == 1:
-        return np.argmin(_scores(x, minus_twice, sq_centres), axis=1)
     nearest = np.empty(len(x), dtype=np.int64)
     cuts = [len(x) * k // chunks for k in range(chunks + 1)]
     for start, stop in itertools.pairwise(cuts):
         nearest[start:stop] = np.argmin(_scores(x[start:stop], minus_twice, sq_centres), axis=1)
+    padding = np.flatnonzero(nearest >= real)  # every real score inf (overflow): as unpadded
+    if len(padding):
+        scores = _scores(x[padding], minus_twice[:real], sq_centres[:real])
+        nearest[padding] = np.argmin(scores, axis=1)
     return nearest
 
 
