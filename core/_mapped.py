@@ -70,11 +70,12 @@ def populated_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarr
     mapped in by one call (``MAP_POPULATE``) instead of one fault per page on first touch.
 
     For large arrays that are written whole at once and kept (a reference index's transformed
-    rows): on the project's 2-vCPU virtual machines the transparent huge pages numpy asks for
-    cost 0.02-0.04 s of system time per 256 MB when the host still backs them and 0.4-0.6 s
-    when it does not (2 runs in 5), the faults of :func:`mapped_empty` a steady 0.16-0.18 s,
-    and this map 0.08-0.11 s (measured at 1M x 64, fresh processes). Falls back to
-    :func:`mapped_empty` where the system has no ``MAP_POPULATE``.
+    rows and projected screen). On the project's 2-vCPU virtual machines, per 256 MB written
+    in a fresh process (1M x 64 float32): the transparent huge pages numpy asks for cost
+    0.02-0.04 s of system time in some runs and 0.5-0.6 s in others (3 runs in 8), the
+    faults of :func:`mapped_empty` a steady 0.16-0.18 s, and this map 0.08-0.11 s. The pages
+    count in the resident set from the start. Falls back to :func:`mapped_empty` where the
+    system has no ``MAP_POPULATE``.
     """
     populate = getattr(mmap, "MAP_POPULATE", None)
     if populate is None:

@@ -94,9 +94,9 @@ class Transform:
     def apply_all(
         self, arrays: Sequence[np.ndarray], *, out: np.ndarray | None = None
     ) -> np.ndarray:
-        """The rows of ``arrays`` transformed into one ``(N, dim)`` float32 matrix: ``out``
-        when given (``(N, dim)`` float32, C-contiguous, e.g. memory of a chosen kind), else a
-        new array."""
+        """The rows of ``arrays`` transformed into one ``(N, dim)`` float32 matrix: written
+        into ``out`` when given (an ``(N, dim)`` float32 array, e.g. in memory of a chosen
+        kind) and returned, else into a new array."""
         arrays = list(arrays)
         shape = (sum(len(a) for a in arrays), self.dim)
         if out is None:

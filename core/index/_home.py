@@ -60,8 +60,9 @@ _SCORE_ROWS = 4096
 
 #: score rows narrower than this (and at least half as wide) are padded to it with centres
 #: that never win: numpy's ``argmin`` along a row of 64 or more float32 takes its vector
-#: loop, 3x faster than along a row of 62 (measured on 4,096 x 62 scores: 288 -> 88 us, and
-#: the product 428 -> 376 us, the same values in the 62 real columns).
+#: loop, 3x faster than along a row of 62 (measured on 4,096 x 62 scores: 288 -> 85-88 us;
+#: the product 408-428 -> 355-376 us, the same values in the 62 real columns; at 1M x 64,
+#: 62 coarse cells of ~63 leaves: home cells 0.49-0.54 -> 0.42-0.47 CPU s, the same homes).
 _ARGMIN_WIDTH = 64
 
 
