@@ -22,7 +22,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["READ_ABOVE_BYTES", "FileRows", "mapped_empty", "mapped_source", "release_pages"]
+__all__ = [
+    "READ_ABOVE_BYTES",
+    "FileRows",
+    "mapped_empty",
+    "mapped_source",
+    "populated_empty",
+    "release_pages",
+]
 
 #: memory-mapped files larger than this are gathered by ``pread`` (:class:`FileRows`).
 READ_ABOVE_BYTES = 1 << 30
@@ -55,6 +62,27 @@ def mapped_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
     """
     count = int(np.prod(shape, dtype=np.int64))
     buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
+
+
+def populated_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+    """A new uninitialised array of ``shape`` in an anonymous map of 4 KiB pages, all of them
+    mapped in by one call (``MAP_POPULATE``) instead of one fault per page on first touch.
+
+    For large arrays that are written whole at once and kept (a reference index's transformed
+    rows and projected screen). On the project's 2-vCPU virtual machines, per 256 MB written
+    in a fresh process (1M x 64 float32): the transparent huge pages numpy asks for cost
+    0.02-0.04 s of system time in some runs and 0.5-0.6 s in others (3 runs in 8), the
+    faults of :func:`mapped_empty` a steady 0.16-0.18 s, and this map 0.08-0.11 s. The pages
+    count in the resident set from the start. Falls back to :func:`mapped_empty` where the
+    system has no ``MAP_POPULATE``.
+    """
+    populate = getattr(mmap, "MAP_POPULATE", None)
+    if populate is None:
+        return mapped_empty(shape, dtype)
+    count = int(np.prod(shape, dtype=np.int64))
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate
+    buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize), flags=flags)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 

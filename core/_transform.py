@@ -91,10 +91,18 @@ class Transform:
             return x
         return normalize_inplace(x, self.normalize)
 
-    def apply_all(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
-        """The rows of ``arrays`` transformed into one ``(N, dim)`` float32 matrix."""
+    def apply_all(
+        self, arrays: Sequence[np.ndarray], *, out: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The rows of ``arrays`` transformed into one ``(N, dim)`` float32 matrix: written
+        into ``out`` when given (an ``(N, dim)`` float32 array, e.g. in memory of a chosen
+        kind) and returned, else into a new array."""
         arrays = list(arrays)
-        out = np.empty((sum(len(a) for a in arrays), self.dim), dtype=np.float32)
+        shape = (sum(len(a) for a in arrays), self.dim)
+        if out is None:
+            out = np.empty(shape, dtype=np.float32)
+        elif out.shape != shape or out.dtype != np.float32:
+            raise ValueError(f"out must be a {shape} float32 array, not {out.dtype} {out.shape}")
         start = 0
         for block in _blocks(arrays):
             target = out[start : start + len(block)]

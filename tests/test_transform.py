@@ -34,6 +34,12 @@ def test_blockwise_fit_matches_numpy_on_stacked_splits(digits, normalize, reduce
         expected = expected / np.linalg.norm(expected, axis=1, keepdims=True)
     assert transform.dim == (64 if reduce is None else reduce)
     np.testing.assert_allclose(transform.apply_all(arrays), expected, atol=1e-5)
+    # into a given array (the reference index's populated map): the same values, that array
+    out = np.full((len(x), transform.dim), np.nan, dtype=np.float32)
+    assert transform.apply_all(arrays, out=out) is out
+    np.testing.assert_array_equal(out, transform.apply_all(arrays))
+    with pytest.raises(ValueError, match="float32"):
+        transform.apply_all(arrays, out=out[1:])
     # applied per block = applied at once (up to float32 matrix-product rounding with PCA);
     # the input is never modified
     before = x.copy()

@@ -737,3 +737,43 @@ def test_entry_rows_served_by_windows_match_one_gather(monkeypatch):
         entries = _cell_engine._EntryRows(source, index)
         for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
             np.testing.assert_array_equal(entries.rows(lo, hi), source[index[lo:hi]])
+
+
+@pytest.mark.parametrize("c", [1, 31, 32, 62, 63, 64, 70])
+def test_padded_nearest_centres_match_plain_argmin(c):
+    """Home cells' nearest centres, scored with the centres padded to 64 columns: the argmin
+    of the unpadded scores, ties (repeated centres) to the lowest, rows whose every real score
+    overflows to inf as unpadded (index 0), and tails of every size."""
+    from neardup.index import _home
+
+    rng = np.random.default_rng(c)
+    centres = -np.abs(rng.normal(size=(c, 8))).astype(np.float32)
+    centres[c // 2] = centres[0]  # a tie: the lowest index wins
+    x = np.concatenate([rng.normal(size=(9000, 8)), centres[[0, c - 1]]]).astype(np.float32)
+    x[5] = 1e38  # every score overflows to inf (the centres are negative)
+    minus_twice = centres * np.float32(-2.0)
+    sq = _home.squared_norms(centres)
+    with np.errstate(over="ignore", invalid="ignore"):
+        expected = np.argmin(x @ minus_twice.T + sq, axis=1)
+        got = _home._nearest(x, minus_twice, sq)
+    np.testing.assert_array_equal(got, expected)
+    assert got[5] == 0 and got[-2] == 0
+
+
+def test_populated_empty_is_a_writable_array_with_or_without_map_populate(monkeypatch):
+    """The build's transformed rows: a writable C-contiguous array of the shape and dtype
+    asked for, in pages mapped in at once, or in a plain anonymous map where the system has
+    no ``MAP_POPULATE``."""
+    import mmap
+
+    from neardup import _mapped
+
+    for populate in (True, False):
+        if not populate:
+            monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
+        out = _mapped.populated_empty((1000, 3), np.float64)
+        assert out.shape == (1000, 3) and out.dtype == np.float64
+        assert out.flags.c_contiguous and out.flags.writeable
+        out[...] = np.arange(3000).reshape(1000, 3)
+        assert out.sum() == 3000 * 2999 / 2
+        assert _mapped.populated_empty((0, 64)).shape == (0, 64)
