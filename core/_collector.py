@@ -269,6 +269,7 @@ class _Buffer:
         # the normalised texts of TextRows batches (the word check of find_duplicates); None
         # once a batch came without texts: the rows are then returned without them
         self.texts: list[str] | None = []
+        self.ngram: int | None = None  # the TextView gram length of every batch, if one
 
     @property
     def ram_bytes(self) -> int:
@@ -282,6 +283,7 @@ class _Buffer:
         labels: Any,
         where: str,
         texts: tuple[str, ...] | None = None,
+        ngram: int | None = None,
     ) -> None:
         n = len(values)
         given_ids = ids is not None
@@ -315,6 +317,7 @@ class _Buffer:
             self.texts.extend(texts)
         else:
             self.texts = None
+        self.ngram = ngram if self.rows == 0 or self.ngram == ngram else None
         self.rows += n
 
     def move_to_disk(self, spill: _SpillFile) -> None:
@@ -359,6 +362,7 @@ class _Buffer:
             self.spill = None
         self.chunks, self.id_chunks, self.label_chunks = [], [], []
         self.texts = []
+        self.ngram = None
 
     @property
     def values(self) -> np.ndarray:
@@ -367,7 +371,7 @@ class _Buffer:
         self.consolidate()
         values = self.spill.array() if self.spill is not None else self.chunks[0]
         if self.texts and len(self.texts) == self.rows:
-            return as_text_rows(values, self.texts)
+            return as_text_rows(values, self.texts, self.ngram)
         return values
 
     @property
@@ -461,6 +465,7 @@ class ActivationCollector:
                 )
         where = f"split {split!r}, layer {layer!r}"
         texts = values.texts if isinstance(values, TextRows) else None
+        ngram = values.ngram if isinstance(values, TextRows) else None
         matrix = as_feature_matrix(values, f"batch for {where}")
         check_finite(matrix, f"batch for {where}")
         buffer = self._buffers.get((split, layer))
@@ -473,7 +478,7 @@ class ActivationCollector:
             )
         if self._over_budget(buffer, matrix.size * _FLOAT32.itemsize):
             self._spill(buffer, split, layer)
-        buffer.append(matrix, ids, labels, where, texts)
+        buffer.append(matrix, ids, labels, where, texts, ngram)
         self._buffers[(split, layer)] = buffer
 
     def _over_budget(self, buffer: _Buffer, incoming: int) -> bool:

@@ -41,6 +41,7 @@ from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
 from ._lopsided_run import with_lopsided
 from ._stats import distinct
+from ._text_join import text_source
 from ._threshold import ResolvedThreshold, as_strategy
 from ._validate import Dataset, prepare, split_index
 from ._view_run import (
@@ -344,6 +345,7 @@ def find_duplicates_multiview(
                 reference_index=ref_index,
                 seed=seed,
                 progress=progress,
+                text=text_source([data[split][view] for split in data]),
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err

@@ -15,6 +15,7 @@ from ._errors import NeardupInputError, check_split_mapping, closest_names
 from ._multiview import find_duplicates_multiview
 from ._params import check_option, check_options
 from ._progress import as_progress
+from ._text_join import text_source
 from ._threshold import ThresholdStrategy
 from ._validate import prepare, split_index
 from ._view_run import analyse_view, graph_close_pairs, result_from_pairs, single_view_result
@@ -220,6 +221,7 @@ def find_duplicates(
         reference_index=ref_index,
         seed=seed,
         progress=progress,
+        text=text_source(list(data.values()) if isinstance(data, Mapping) else [data]),
     )
     return single_view_result(run, dataset, ref_index, max_diameter=max_diameter, layer=layer)
 

@@ -27,6 +27,7 @@ from ._leakage import (
 )
 from ._reduce import as_reducer
 from ._stats import distinct, quantile
+from ._text_join import TextSource, text_close_pairs, uses_text_join
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale
@@ -140,11 +141,14 @@ def analyse_view(
     reference_index: int | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    text: TextSource | None = None,
 ) -> ViewRun:
     """Normalise, reduce, search and resolve the threshold of one view.
 
     ``threshold=None`` means :class:`Auto`. Options as in :func:`neardup.find_duplicates`
-    (already validated there); ``backend`` is a backend object or name.
+    (already validated there); ``backend`` is a backend object or name. ``text``: the texts
+    of :class:`~neardup.views.TextRows` rows, whose close pairs then come from their n-grams
+    at scale (:func:`~neardup._text_join.uses_text_join`).
     """
     engine = as_backend(backend)
     strategy = Auto() if threshold is None else as_strategy(threshold)
@@ -158,31 +162,43 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = margin = screen = None
+    nearest = margin = screen = text_join = None
     if engine.finds_pairs:
         with engine.thread_limits():
             graph = engine.neighbor_graph(rows, k, seed=seed)
             resolved = resolve_threshold(strategy, graph, normalize)
             copies = find_copies(rows) if engine.dedupe else None
-            partition = engine.fit(rows, seed=seed)
-            margin = engine.margin_for(rows, partition, graph, resolved.value)
-            screen = engine.screen_for(rows, partition, graph, resolved.value, seed=seed)
-            join = {
-                "seed": seed,
-                "partition": partition,
-                "margin": margin,
-                "screen": screen,
-                "progress": progress,
-            }
-            if copies is not None and copies.n_copies:  # join each distinct row once
-                pairs = engine.find_pairs(rows, resolved.value, items=copies.first, **join)
+            items = copies.first if copies is not None and copies.n_copies else None
+            n_joined = rows.n if items is None else len(items)
+            through_text = text is not None and uses_text_join(
+                engine,
+                normalize=normalize,
+                reduced=reducer is not None,
+                n_rows=n_joined,
+                threshold=resolved.value,
+            )
+            if through_text:
+                pairs, text_join = text_close_pairs(
+                    rows, text, resolved.value, items=items, seed=seed
+                )
+            else:
+                partition = engine.fit(rows, seed=seed)
+                margin = engine.margin_for(rows, partition, graph, resolved.value)
+                screen = engine.screen_for(rows, partition, graph, resolved.value, seed=seed)
+                join = {
+                    "seed": seed,
+                    "partition": partition,
+                    "margin": margin,
+                    "screen": screen,
+                    "progress": progress,
+                }
+                pairs = engine.find_pairs(rows, resolved.value, items=items, **join)
+            if items is not None:  # each distinct row was joined once: link its copies
                 if ref_index is not None:
                     nearest = nearest_reference_by_group(
                         pairs.i, pairs.j, pairs.distance, copies.group, split_of_row, ref_index
                     )
                 pairs = merge_pairs([pairs, copy_pairs(copies)])
-            else:
-                pairs = engine.find_pairs(rows, resolved.value, **join)
     else:
         graph = engine.graph(
             rows,
@@ -204,6 +220,7 @@ def analyse_view(
         **engine.settings(),
         **({} if margin is None else {"margin_used": margin}),
         **({} if screen is None else {"screen_width": int(screen.shape[0])}),
+        **({} if text_join is None else {"text_join": text_join}),
         "seed": seed,
         "dim": int(rows.d),
     }

@@ -159,8 +159,12 @@ def test_text_rows_keep_their_texts_through_batches_and_spills(tmp_path):
         values, _, _ = collector.get("train", "input")
         assert isinstance(values, TextRows)
         assert values.texts == tuple(normalize_text(t) for t in texts)
+        assert values.ngram == 4  # the view's gram length: the n-gram join at scale reads it
         np.testing.assert_array_equal(values, np.concatenate([view(texts[:2]), view(texts[2:])]))
         assert (budget is not None) == bool(collector.spill_files)
+        collector.add("other", "input", view(texts[:1]))
+        collector.add("other", "input", TextView(ngram=3, dim=64)(texts[1:]))
+        assert collector.get("other", "input")[0].ngram is None  # two gram lengths: unknown
         collector.add("train", "input", np.asarray(view(texts[:1])))  # no texts: plain rows
         values, _, _ = collector.get("train", "input")
         assert not isinstance(values, TextRows) and len(values) == 4

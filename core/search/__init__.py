@@ -5,8 +5,9 @@ exactly, cell by cell (``_cells``), its thresholds reading the exact kNN of a se
 rows (``_sample_knn``); per-cell joins run through an executor (``_executor``). ``_graph`` builds
 a kNN graph of every row with ``_exact`` (blocked brute force) or ``_annoy`` (approximate,
 seeded) for the ``Exact`` and ``Annoy`` backends; ``_copies`` groups exact copies by hashing;
-``_rows`` streams the (normalised) rows; ``_probe`` finds each query's k nearest targets by
-probing the nearest cells of a partition (sub-quadratic kNN between two sets).
+``_rows`` streams the (normalised) rows; ``_minhash`` finds candidate pairs of rows whose
+token sets are alike (banded MinHash: texts at scale); ``_probe`` finds each query's k nearest
+targets by probing the nearest cells of a partition (sub-quadratic kNN between two sets).
 
 The cell engine's steps are public so that other executors (Ray: one task per cell) produce
 the same pairs:
@@ -69,6 +70,7 @@ from ._graph import (
     graph_from_indices,
     row_distances,
 )
+from ._minhash import BAND_ROWS, PAIR_RECALL, banded_candidates, bands_for, minhash_signatures
 from ._probe import DEFAULT_PROBES, probed_neighbors, top_k_by_product
 from ._progress import ProgressFn
 from ._rows import Rows
@@ -77,9 +79,11 @@ from ._sample_knn import sample_rows, sampled_neighbor_graph
 __all__ = [
     "BACKENDS",
     "BACKEND_NAMES",
+    "BAND_ROWS",
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_PROBES",
     "DEFAULT_TREES",
+    "PAIR_RECALL",
     "TORCH_BLOCK_SIZE",
     "Annoy",
     "Backend",
@@ -97,6 +101,8 @@ __all__ = [
     "SerialExecutor",
     "ThreadExecutor",
     "as_backend",
+    "banded_candidates",
+    "bands_for",
     "blas_threads",
     "build_annoy_index",
     "build_graph",
@@ -113,6 +119,7 @@ __all__ = [
     "join_cell",
     "join_cell_task",
     "merge_pairs",
+    "minhash_signatures",
     "nearest_among",
     "pair_distances",
     "probed_neighbors",

@@ -52,7 +52,7 @@ from ._small_crops import (
     crop_samplers,
     zoomed_pairs,
 )
-from ._text import TextRows, TextView, as_text_rows, normalize_text
+from ._text import TextRows, TextView, as_text_rows, gram_sets, normalize_text
 from ._words import WordEdits, word_edits
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "crop_candidate_features",
     "crop_distances",
     "crop_samplers",
+    "gram_sets",
     "indexed_aligned_distances",
     "normalize_text",
     "overlap_distances",

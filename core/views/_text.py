@@ -13,7 +13,7 @@ import numpy as np
 
 from .._errors import NeardupInputError
 
-__all__ = ["TextRows", "TextView", "as_text_rows", "normalize_text"]
+__all__ = ["TextRows", "TextView", "as_text_rows", "gram_sets", "normalize_text"]
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -42,7 +42,8 @@ def _gram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
 
 
 class TextRows(np.ndarray):
-    """``(N, dim)`` float32 n-gram rows that keep their normalised texts (``texts``).
+    """``(N, dim)`` float32 n-gram rows that keep their normalised texts (``texts``) and the
+    gram length of the view that made them (``ngram``; ``None`` when unknown).
 
     Made by :class:`TextView` (or :func:`as_text_rows` from rows collected chunk by chunk).
     :func:`neardup.find_duplicates` reads ``texts`` to check the words of every pair the rows
@@ -53,13 +54,17 @@ class TextRows(np.ndarray):
     """
 
     texts: tuple[str, ...] | None
+    ngram: int | None
 
     def __array_finalize__(self, obj: Any) -> None:
         self.texts = None  # a derived array may hold other rows: its texts are unknown
+        self.ngram = None
 
 
-def as_text_rows(rows: Any, texts: Iterable[str]) -> TextRows:
-    """``(N, d)`` rows with their ``N`` normalised texts as :class:`TextRows`."""
+def as_text_rows(rows: Any, texts: Iterable[str], ngram: int | None = None) -> TextRows:
+    """``(N, d)`` rows with their ``N`` normalised texts as :class:`TextRows` (``ngram``: the
+    gram length of the :class:`TextView` that made them, which lets
+    :func:`neardup.find_duplicates` find their close pairs from the texts' grams at scale)."""
     texts = tuple(texts)
     array = np.ascontiguousarray(rows, dtype=np.float32)
     if array.ndim != 2 or len(array) != len(texts):
@@ -71,7 +76,29 @@ def as_text_rows(rows: Any, texts: Iterable[str]) -> TextRows:
         raise NeardupInputError("as_text_rows takes the normalised texts as strings.")
     out = array.view(TextRows)
     out.texts = texts
+    out.ngram = ngram
     return out
+
+
+def _padded_codes(normalized: str, n: int) -> np.ndarray:
+    """The code points of `` normalized `` (uint64), padded with spaces to at least ``n``."""
+    codes = np.frombuffer(f" {normalized} ".encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(codes) < n:
+        codes = np.concatenate([codes, np.full(n - len(codes), 32, np.uint64)])
+    return codes
+
+
+def gram_sets(texts: Iterable[str], ngram: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct ``ngram``-gram hashes of each normalised text, as :class:`TextView` cuts
+    them: ``(owner, grams)``, ``(E,)`` int64 text positions (ascending) and ``(E,)`` uint64
+    hashes. An empty text has no grams."""
+    owners, grams = [np.zeros(0, np.int64)], [np.zeros(0, np.uint64)]
+    for position, normalized in enumerate(texts):
+        if normalized:
+            hashes = np.unique(_gram_hashes(_padded_codes(normalized, ngram), ngram))
+            owners.append(np.full(len(hashes), position, dtype=np.int64))
+            grams.append(hashes)
+    return np.concatenate(owners), np.concatenate(grams)
 
 
 @dataclass(frozen=True)
@@ -141,16 +168,12 @@ class TextView:
                 )
             normalized.append(normalize_text(text))
             out[row] = self._row(normalized[-1])
-        return as_text_rows(out, normalized)
+        return as_text_rows(out, normalized, self.ngram)
 
     def _row(self, normalized: str) -> np.ndarray:
         if not normalized:
             return np.zeros(self.dim, dtype=np.float32)
-        padded = f" {normalized} "
-        codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-        if len(codes) < self.ngram:
-            codes = np.concatenate([codes, np.full(self.ngram - len(codes), 32, np.uint64)])
-        hashes = _gram_hashes(codes, self.ngram)
+        hashes = _gram_hashes(_padded_codes(normalized, self.ngram), self.ngram)
         buckets = (hashes >> np.uint64(33)) % np.uint64(self.dim)
         signs = np.where((hashes >> np.uint64(7)) & np.uint64(1), 1.0, -1.0)
         counts = np.bincount(buckets.astype(np.int64), weights=signs, minlength=self.dim)

@@ -90,6 +90,7 @@ def input_rows(
         view = input_view
     parts: list[np.ndarray] = []
     texts: list[str] | None = []  # the normalised texts of TextView rows (the word check)
+    ngrams: set[int | None] = set()  # their gram length
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an AlignedImageView whose colour and side the first chunk decides
@@ -98,6 +99,7 @@ def input_rows(
         viewed = view(values)
         if texts is not None and isinstance(viewed, TextRows) and viewed.texts is not None:
             texts.extend(viewed.texts)
+            ngrams.add(viewed.ngram)
         else:
             texts = None
         rows = np.asarray(viewed)
@@ -112,7 +114,8 @@ def input_rows(
     rows = np.concatenate(parts) if len(parts) > 1 else parts[0]
     if isinstance(view, AlignedImageView):
         return as_image_rows(rows)
-    return rows if texts is None else as_text_rows(rows, texts)
+    ngram = ngrams.pop() if len(ngrams) == 1 else None
+    return rows if texts is None else as_text_rows(rows, texts, ngram)
 
 
 def _has_colour(images: list[Any]) -> bool:
