@@ -36,6 +36,7 @@ samples (whose natural near-duplicates the same checks confirm).
     python benchmarks/bench_quality.py --only colour   # the colourised cases of --only images
     python benchmarks/bench_quality.py --only small    # Fashion-MNIST at 12x12 and 10x10
     python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
+    python benchmarks/bench_quality.py --only text-scale   # 48,000 + 12,000 real sentences
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
     python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
@@ -98,7 +99,8 @@ class LogFence(neardup.ThresholdStrategy):
 
 
 def threshold_option(text: str):
-    """``auto`` (the default), ``auto:<false_alarms>``, ``fence:<width>``, ``relative:<r>``."""
+    """``auto`` (the default), ``auto:<false_alarms>``, ``fence:<width>``, ``relative:<r>``,
+    ``distance:<d>``."""
     name, _, value = text.partition(":")
     if name == "auto":
         return None if not value else neardup.Auto(false_alarms=float(value))
@@ -106,6 +108,8 @@ def threshold_option(text: str):
         return LogFence(float(value or 3.0))
     if name == "relative":
         return neardup.Relative(float(value or 0.2))
+    if name == "distance":
+        return neardup.Distance(float(value))
     raise SystemExit(f"unknown --threshold {text!r}")
 
 
@@ -540,6 +544,57 @@ def text(rng: np.random.Generator, per_kind: int) -> None:
         score("pydoc 1,300 + 700", name, r, train, planted, kind_of, t)
 
 
+def docstring_sentences() -> list[str]:
+    """Distinct sentences (6-40 words) of the standard library's docstrings (~14,700)."""
+    import ast
+    import sysconfig
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    skipped = {"site-packages", "dist-packages", "test", "tests", "idlelib"}
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        if skipped & set(path.relative_to(root).parts):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)):
+                out.append(" ".join((ast.get_docstring(node) or "").split()))
+    return _distinct_sentences(out)
+
+
+def _distinct_sentences(texts: list[str]) -> list[str]:
+    """The distinct sentences of 6-40 words of ``texts`` (told apart by words and case)."""
+    seen: dict[str, str] = {}
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+            if 6 <= len(sentence.split()) <= 40:
+                seen.setdefault(re.sub(r"\W+", " ", sentence.lower()).strip(), sentence)
+    return list(seen.values())
+
+
+def text_scale(rng: np.random.Generator, per_kind: int) -> None:
+    """Text at scale (``--only text-scale``): 48,000 + 12,000 sentences of real text (the
+    standard library's docstrings, pydoc's topics and the SpamAssassin mails, whose mailing-list
+    footers and quoted replies are natural near-duplicates), ``TextView`` alone: the disjoint
+    control, then every text kind planted. From 20,000 rows the text view's close pairs come
+    from MinHash candidates of the sentences' n-grams (``neardup._text_join``)."""
+    sentences = _distinct_sentences(docstring_sentences() + pydoc_sentences())
+    sentences = _distinct_sentences(sentences + spam_bodies())
+    order = rng.permutation(len(sentences))
+    train = [sentences[i] for i in order[:48_000]]
+    test = [sentences[i] for i in order[48_000:60_000]]
+    case = f"sentences 48,000 + 12,000 (of {len(sentences):,})"
+    view = TextView()
+    r, t = run({"train": {"text": view(train)}, "test": {"text": view(test)}})
+    control(f"{case}, disjoint train/test (text)", r, t, train, test)
+    planted, kind_of, _ = plant(train, test, TEXT_KINDS, per_kind, rng)
+    r, t = run({"train": {"text": view(train)}, "test": {"text": view(planted)}})
+    score(case, "text", r, train, planted, kind_of, t)
+
+
 def spam() -> None:
     bodies = spam_bodies()
     groups = collections.defaultdict(list)
@@ -743,6 +798,8 @@ def main() -> None:
         text(rng, max(1, args.per_kind * 4 // 5))
     if "spam" in only:
         spam()
+    if "text-scale" in only:
+        text_scale(rng, max(1, args.per_kind * 4 // 5))
     if "views" in only:
         view_choice(rng)
     if "cost" in only:
