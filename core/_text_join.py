@@ -2,21 +2,25 @@
 
 A :class:`~neardup.views.TextView` row is a signed hash of its text's character n-grams into
 1,024 buckets. Such rows are spread evenly in every direction, so the cell engine's partition
-keeps few close pairs inside one cell: on docstring sentences its spill grew from 18 cells
-per row at 25,000 rows to a margin of 0.3 at 50,000, where it took 118 s. Two texts within
-the view's threshold share most of their n-grams, so their n-gram *sets* have a high Jaccard
-similarity, and banded MinHash (:mod:`neardup.search._minhash`) lists such pairs in time
-linear in the rows. Every candidate is then measured in the view itself, so the pairs and
-distances are the view's own; only a pair that MinHash never lists can be missed.
+keeps few close pairs inside one cell and its spill grows with the data: on 48,000 + 12,000
+real sentences (``benchmarks/bench_quality.py --only text-scale``) it took 201 s. Two texts
+within the view's threshold share most of their n-grams, so their n-gram *sets* have a high
+Jaccard similarity, and banded MinHash (:mod:`neardup.search._minhash`) lists such pairs in
+time linear in the rows (13.5 s there). Every candidate is then measured in the view itself,
+so the pairs and distances are the view's own; only a pair that MinHash never lists can be
+missed.
 
 From the threshold to the Jaccard similarity: a pair within distance ``t`` of unit rows has a
-view cosine of at least ``c = 1 - t^2 / 2``. Measured on 707 pairs within the cut of 25,000
-docstring sentences, the view's cosine exceeded the cosine of the two n-gram sets by at most
-0.084 (the square-root counts and bucket collisions), so the sets' cosine is at least
-``c - VIEW_COSINE_SLACK``; for sets of about equal size the Jaccard similarity is then at
-least ``s / (2 - s)`` for that set cosine ``s`` (every measured pair satisfied the bound within
-0.02, covered by the slack's margin over 0.084). MinHash's bands are chosen so that a pair at
-that Jaccard similarity is a candidate with probability 0.99.
+view cosine of at least ``c = 1 - t^2 / 2``. The two n-gram sets' cosine is lower by the
+square-root counts and bucket collisions: by at most 0.085 for 99 % of the 2,092 pairs within
+0.6 of 25,000 real sentences (at most 0.164). For sets of about equal size the Jaccard
+similarity is at least ``s / (2 - s)`` for a set cosine ``s``; :func:`min_jaccard_for` takes
+``s = c - VIEW_COSINE_SLACK``. Every one of the 1,490 pairs within the cut ``Auto`` chose
+there (0.5) met that bound; of the 2,092 within 0.6, 4 lay up to 0.11 below it (a short
+sentence contained in a longer one), where a pair is still listed with probability 0.7-0.99.
+The bands make a pair at the bound a candidate with probability 0.99; measured against brute
+force (``benchmarks/bench_text_join.py``), every close pair was found at 25,000 and 50,000
+rows on three seeds.
 """
 
 from __future__ import annotations
@@ -50,10 +54,11 @@ __all__ = [
 ]
 
 #: rows from which text rows are joined through their n-grams (below, the cell engine is
-#: quick: 5.9 s at 25,000 docstring sentences, 1.7 s for the n-gram join).
+#: still quick and exact for most pairs, and earlier results stay as they were).
 TEXT_JOIN_ROWS = 20_000
 
-#: how much higher a view cosine may be than its n-gram sets' cosine (0.084 measured).
+#: how much higher a view cosine may be than its n-gram sets' cosine (0.085 for 99 % of the
+#: close pairs measured, see the module docstring).
 VIEW_COSINE_SLACK = 0.12
 
 #: below this Jaccard similarity (a threshold above ~0.9 in the view), MinHash would need
