@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._mapped import mapped_empty
+from .._normalize import squared_norms
 from ._masks import true_positions
 from ._torch_join import is_torch_tensor, torch_join
 
@@ -173,7 +174,7 @@ class Partition:
 
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+    return squared_norms(x).astype(np.float32)
 
 
 def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:

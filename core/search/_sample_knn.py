@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._normalize import squared_norms
 from ._cells import exact_pair_distances
 from ._graph import NeighborGraph
 from ._masks import true_positions
@@ -88,7 +89,7 @@ def sampled_neighbor_graph(
         size = len(block)
         b = right[:size]
         np.multiply(block, -2.0, out=b[:, :-1])
-        b[:, -1] = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        b[:, -1] = squared_norms(block)
         # the products block by queries, (size, m): the same values as (m, size), at 6.6
         # against 9.5 ms for 16,384 x 65 x 250 (BLAS keeps the long side as its rows)
         d2 = np.matmul(b, left.T, out=scores[: m * size].reshape(size, m))
