@@ -634,6 +634,11 @@ class Cells(Backend):
             if on_block is not None:
                 on_block(start, block)
             local = None if keep is None else np.flatnonzero(keep[start : start + len(block)])
+            if local is not None and len(local) >= _ROUTE_ALL_SHARE * len(block):
+                local = None  # nearly every row: route them all, drop the others' entries
+                mine = keep[start : start + len(block)]
+            else:
+                mine = None
             if local is not None:
                 block = block[local]
             r, c, p, _ = route_entries(
@@ -642,6 +647,9 @@ class Cells(Backend):
             del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
                 r = local[r]
+            if mine is not None:
+                kept = np.take(mine, r)
+                r, c, p = r[kept], c[kept], p[kept]
             if not small:  # one int64 per entry, (cell, primary first, row): sorted below
                 keys.append((c * 2 + ~p) * n + (r + start))
                 continue
@@ -752,6 +760,13 @@ def _projects_once(
     if screen is None or partition.projection is not None or device is not None:
         return False
     return 4 * rows.n * screen.shape[0] <= _PROJECTED_BYTES
+
+
+#: a block whose rows to route (``items``) are at least this share of it is routed whole and
+#: the other rows' entries dropped, instead of gathering the rows first (a row's cells never
+#: depend on the other rows of its block; measured at 1M x 64 with 1 % exact copies set aside:
+#: one copy of every block fewer, the same entries)
+_ROUTE_ALL_SHARE = 0.9
 
 
 def _route_rows(d: int) -> int:
