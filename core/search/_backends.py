@@ -683,8 +683,9 @@ class Cells(Backend):
 
         ``routed``: :meth:`route`'s entries, when already routed. ``projected``: the
         ``(N, d' + 1)`` projected rows, each followed by its squared norm; the tasks then carry
-        their rows' projections and return unmeasured candidates (``CellTask.measure`` False). ``shapes``: a list to which each
-        task's ``(row ids, primary rows)`` is appended as it is built.
+        their rows' projections and return unmeasured candidates (``CellTask.measure`` False).
+        ``shapes``: a list to which each task's ``(row ids, primary rows)`` is appended as it
+        is built.
         """
         if routed is None:
             routed = self.route(rows, partition, threshold, margin=margin, items=items)

@@ -650,7 +650,7 @@ class HomeLimits:
         self.partition = partition
         self.margin = float(margin)
         n = partition.n_cells
-        self._buffer = mapped_empty((n * n,))  # pages are touched as the tables fill
+        self._buffer = mapped_empty((n * n,))  # populated: every table is built at 1M rows
         self._tables: dict[int, np.ndarray] = {}
 
     @classmethod
