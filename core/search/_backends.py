@@ -630,7 +630,7 @@ class Cells(Backend):
         small = 2 * partition.n_cells <= _SMALL_KEYS
         keys, at = [], []  # per block: (cell, primary first) keys and their rows
         limits = HomeLimits.within(partition, margin, _HOME_LIMITS_BYTES) if home_only else None
-        for start, block in rows.blocks(_route_rows(rows.d)):
+        for start, block in rows.blocks(_route_rows(rows.d), reuse=True):
             if on_block is not None:
                 on_block(start, block)
             local = None if keep is None else np.flatnonzero(keep[start : start + len(block)])
