@@ -890,15 +890,17 @@ def _screen_numpy(
     slack = np.float32(_SCREEN_SLACK * float(sq.max()) + 1e-12)
     limit = (np.float32(threshold) ** 2 + slack - sq[:n_primary]).astype(np.float32)
     found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    row_minima = np.minimum.reduce  # without np.min's Python wrapper (two calls a block)
     for start in range(0, n_primary, block_size):
-        stop = min(n_primary, start + block_size)
-        d2 = left[start:stop] @ right[:, start:]  # |x_a - x_b|^2 - |x_a|^2, b from start on
-        d2.ravel()[:: d2.shape[1] + 1] = np.inf  # each row against itself
+        lim = limit[start : start + block_size]
+        d2 = left[start : start + block_size] @ right[:, start:]  # |x_a - x_b|^2 - |x_a|^2
+        width = d2.shape[1]  # b from start on
+        d2.ravel()[:: width + 1] = np.inf  # each row against itself
         # pairs are rare: find the rows that have one with a cheap reduction first
-        hit = np.flatnonzero(d2.min(axis=1) <= limit[start:stop])
+        hit = np.flatnonzero(row_minima(d2, axis=1) <= lim)
         if len(hit) == 0:
             continue
-        a, b = true_positions(d2[hit] <= limit[start + hit, None])
+        a, b = np.divmod(np.flatnonzero(d2[hit] <= lim[hit, None]), width)  # true_positions
         a = hit[a]
         later = b > a  # each pair once: from its earlier row
         found_a.append(a[later] + start)
