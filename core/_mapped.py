@@ -59,9 +59,20 @@ def mapped_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
     machines (the kernel compacting memory to find them), against a steady 0.15-0.18 s for
     the 4 KiB pages of a map (measured at 1M x 64 in the routing pass). The pages go back to
     the system when the array and its views go.
+
+    Where the platform has them, the map is private (not shared memory) and populated when it
+    is made (``MAP_POPULATE``): the kernel fills all its pages in one call instead of one fault
+    per page at first touch (measured for 132 MB: about 0.09 s of system time shared and
+    faulted, 0.06 private and faulted, 0.05 private and populated). Every array made here is
+    written in full, so no page is made in vain.
     """
     count = int(np.prod(shape, dtype=np.int64))
-    buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    size = max(1, count * np.dtype(dtype).itemsize)
+    private = getattr(mmap, "MAP_PRIVATE", None)
+    if private is None:  # no POSIX flags (Windows)
+        buffer = mmap.mmap(-1, size)
+    else:
+        buffer = mmap.mmap(-1, size, flags=private | getattr(mmap, "MAP_POPULATE", 0))
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from .._mapped import mapped_empty
+from .._normalize import squared_norms
 from ._masks import true_positions
 from ._torch_join import is_torch_tensor, torch_join
 
@@ -173,7 +174,7 @@ class Partition:
 
 
 def _squared_norms(x: np.ndarray) -> np.ndarray:
-    return np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
+    return squared_norms(x).astype(np.float32)
 
 
 def _nearest_centre(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
@@ -649,7 +650,7 @@ class HomeLimits:
         self.partition = partition
         self.margin = float(margin)
         n = partition.n_cells
-        self._buffer = mapped_empty((n * n,))  # pages are touched as the tables fill
+        self._buffer = mapped_empty((n * n,))  # populated: every table is built at 1M rows
         self._tables: dict[int, np.ndarray] = {}
 
     @classmethod
@@ -822,9 +823,12 @@ def screen_cell(
     threshold: float,
     block_size: int | None = None,
     n_primary: int | None = None,
+    with_squares: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The candidate pairs ``(i, j)`` of :func:`join_cell`'s screen, unmeasured: ``(c,)`` int64
     global row ids, ``i < j``, of every pair of ``rows`` within ``threshold`` and a few more.
+    ``with_squares``: ``rows`` is ``(m, d' + 1)``, each row followed by its float32 squared
+    norm (the screen then reads the norms instead of summing them).
 
     For rows that are the projection of the caller's rows through an orthonormal map
     (``|P a - P b| <= |a - b|``): the caller measures the candidates in full width, once for
@@ -838,7 +842,8 @@ def screen_cell(
     if m < 2 or n_primary < 1:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     x = np.ascontiguousarray(rows, dtype=np.float32)
-    a, b = _screen_numpy(x, threshold, block_size or DEFAULT_BLOCK_SIZE, n_primary)
+    size = block_size or DEFAULT_BLOCK_SIZE
+    a, b = _screen_numpy(x, threshold, size, n_primary, with_squares=with_squares)
     gi, gj = row_ids[a], row_ids[b]
     return np.minimum(gi, gj), np.maximum(gi, gj)
 
@@ -854,7 +859,7 @@ def _candidate_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndar
 
 
 def _screen_numpy(
-    x: np.ndarray, threshold: float, block_size: int, n_primary: int
+    x: np.ndarray, threshold: float, block_size: int, n_primary: int, *, with_squares: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs ``(a, b)``, ``a < b``, ``a < n_primary``: every pair within
     ``threshold`` and a few more (float32 slack).
@@ -867,27 +872,35 @@ def _screen_numpy(
     candidates).
     """
     m, d = x.shape
-    # float32 sums (10 against 32 us for 750 x 64): their rounding (~1e-7 relative) is far
-    # inside the screen's slack, and the exact distances decide every candidate
-    sq = np.einsum("ij,ij->i", x, x)
-    right = np.empty((d + 1, m), dtype=np.float32)
-    right[:-1] = x.T
-    right[-1] = sq
-    left = np.empty((n_primary, d + 1), dtype=np.float32)
-    np.multiply(x[:n_primary], -2.0, out=left[:, :-1])  # times -2: exact, as on the columns
-    left[:, -1] = 1.0
+    if with_squares:  # x is [rows, |rows|^2] already: one transposed copy is the columns
+        right = np.ascontiguousarray(x.T)
+        sq = right[-1]
+        left = np.multiply(x[:n_primary], -2.0)  # times -2: exact, as on the columns
+        left[:, -1] = 1.0
+    else:
+        # float32 sums (10 against 32 us for 750 x 64): their rounding (~1e-7 relative) is far
+        # inside the screen's slack, and the exact distances decide every candidate
+        sq = np.einsum("ij,ij->i", x, x)
+        right = np.empty((d + 1, m), dtype=np.float32)
+        right[:-1] = x.T
+        right[-1] = sq
+        left = np.empty((n_primary, d + 1), dtype=np.float32)
+        np.multiply(x[:n_primary], -2.0, out=left[:, :-1])  # times -2: exact, as on the columns
+        left[:, -1] = 1.0
     slack = np.float32(_SCREEN_SLACK * float(sq.max()) + 1e-12)
     limit = (np.float32(threshold) ** 2 + slack - sq[:n_primary]).astype(np.float32)
     found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    row_minima = np.minimum.reduce  # without np.min's Python wrapper (two calls a block)
     for start in range(0, n_primary, block_size):
-        stop = min(n_primary, start + block_size)
-        d2 = left[start:stop] @ right[:, start:]  # |x_a - x_b|^2 - |x_a|^2, b from start on
-        d2.ravel()[:: d2.shape[1] + 1] = np.inf  # each row against itself
+        lim = limit[start : start + block_size]
+        d2 = left[start : start + block_size] @ right[:, start:]  # |x_a - x_b|^2 - |x_a|^2
+        width = d2.shape[1]  # b from start on
+        d2.ravel()[:: width + 1] = np.inf  # each row against itself
         # pairs are rare: find the rows that have one with a cheap reduction first
-        hit = np.flatnonzero(d2.min(axis=1) <= limit[start:stop])
+        hit = np.flatnonzero(row_minima(d2, axis=1) <= lim)
         if len(hit) == 0:
             continue
-        a, b = true_positions(d2[hit] <= limit[start + hit, None])
+        a, b = np.divmod(np.flatnonzero(d2[hit] <= lim[hit, None]), width)  # true_positions
         a = hit[a]
         later = b > a  # each pair once: from its earlier row
         found_a.append(a[later] + start)

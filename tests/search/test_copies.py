@@ -201,3 +201,16 @@ def test_streamed_rows_equal_the_normalized_matrix() -> None:
         stacked = np.concatenate([a, b.astype(np.float32)])
         expected = normalize_inplace(stacked, normalize)
         np.testing.assert_allclose(Rows([a, b], normalize).matrix(), expected, rtol=1e-6)
+
+
+def test_reused_blocks_equal_new_blocks() -> None:
+    rng = np.random.default_rng(7)
+    a = rng.normal(size=(5_000, 6)).astype(np.float32)
+    b = rng.normal(size=(1_234, 6))  # float64: cast into the buffer
+    for normalize in ("row", "column", None):
+        rows = Rows([a, b], normalize)
+        new = [(s, blk.copy()) for s, blk in rows.blocks(1000)]
+        reused = [(s, blk.copy()) for s, blk in rows.blocks(1000, reuse=True)]
+        assert [s for s, _ in new] == [s for s, _ in reused]
+        for (_, x), (_, y) in zip(new, reused):
+            assert np.array_equal(x, y)

@@ -114,3 +114,73 @@ def test_bounds_compared_in_tiles_as_by_broadcast(size, m):
     bound = rng.normal(size=m).astype(np.float32)
     out = np.empty((size, m), dtype=bool)
     assert np.array_equal(_within_bounds(d2, bound, out), d2 <= bound[None, :])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, np.int32])
+@pytest.mark.parametrize("shape", [(0, 5), (1, 1), (7, 40), (3000, 64), (513, 3)])
+def test_squared_norms_equal_the_casting_einsum(monkeypatch, dtype, shape):
+    import neardup._normalize as normalize
+
+    monkeypatch.setattr(normalize, "_SQUARES_BYTES", 4096)  # several chunks of rows
+    rng = np.random.default_rng(shape[0] + shape[1])
+    x = (rng.normal(size=shape) * rng.lognormal(size=(shape[0], 1)) * 50).astype(dtype)
+    expected = np.einsum("ij,ij->i", x, x, dtype=np.float64)
+    got = normalize.squared_norms(x)
+    assert got.dtype == np.float64
+    assert np.array_equal(got, expected)  # bit for bit
+
+
+def test_screen_with_squares_passes_the_same_candidates():
+    from neardup.search import screen_cell
+
+    rng = np.random.default_rng(5)
+    x = _hard(900, 24)
+    ids = np.sort(rng.choice(10_000, len(x), replace=False))
+    with_sq = np.concatenate([x, np.einsum("ij,ij->i", x, x)[:, None]], axis=1)
+    for n_primary in (1, 130, 900):
+        plain = screen_cell(x, ids, threshold=0.3, n_primary=n_primary)
+        squared = screen_cell(with_sq, ids, threshold=0.3, n_primary=n_primary, with_squares=True)
+        assert len(plain[0]) > 0
+        assert np.array_equal(plain[0], squared[0])
+        assert np.array_equal(plain[1], squared[1])
+
+
+def test_sample_knn_does_not_depend_on_the_block_rows(monkeypatch):
+    from neardup.search import Rows, _sample_knn, sample_rows, sampled_neighbor_graph
+
+    x = _hard(6000, 16)
+    rows = Rows([x[:5000], x[5000:]], "row")
+    sample = sample_rows(rows.n, 300, 0)
+    graphs = []
+    for block_rows in (16384, 2048, 700):
+        monkeypatch.setattr(_sample_knn, "_BLOCK_ROWS", block_rows)
+        graphs.append(sampled_neighbor_graph(rows, sample, 10))
+    for graph in graphs[1:]:
+        assert np.array_equal(graph.indices, graphs[0].indices)
+        assert np.array_equal(graph.distances, graphs[0].distances)
+
+
+def test_routing_most_rows_whole_gives_the_same_entries(monkeypatch):
+    from neardup.search import Rows, _backends
+
+    x = _hard(20_000, 16)
+    rows = Rows.from_matrix(x)
+    engine = neardup.Cells(cell_size=64)
+    partition = engine.fit(rows, seed=0)
+    items = np.flatnonzero(np.random.default_rng(1).random(len(x)) < 0.95)
+    routed = []
+    for share in (2.0, 0.0):  # never / always routed whole
+        monkeypatch.setattr(_backends, "_ROUTE_ALL_SHARE", share)
+        routed.append(engine.route(rows, partition, 0.2, margin=0.15, items=items))
+    for a, b in zip(*routed):
+        assert np.array_equal(a, b)
+    assert set(routed[0][0].tolist()) == set(items.tolist())
+
+
+def test_mapped_empty_is_a_writable_array_of_its_shape():
+    from neardup._mapped import mapped_empty
+
+    a = mapped_empty((1000, 33))
+    assert a.shape == (1000, 33) and a.dtype == np.float32 and a.flags.writeable
+    a[:] = 2.0
+    assert float(a.sum()) == 66_000.0
