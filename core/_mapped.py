@@ -27,7 +27,6 @@ __all__ = [
     "FileRows",
     "mapped_empty",
     "mapped_source",
-    "populated_empty",
     "release_pages",
 ]
 
@@ -63,8 +62,11 @@ def mapped_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
     Where the platform has them, the map is private (not shared memory) and populated when it
     is made (``MAP_POPULATE``): the kernel fills all its pages in one call instead of one fault
     per page at first touch (measured for 132 MB: about 0.09 s of system time shared and
-    faulted, 0.06 private and faulted, 0.05 private and populated). Every array made here is
-    written in full, so no page is made in vain.
+    faulted, 0.06 private and faulted, 0.05 private and populated; and per 256 MB of a
+    reference index's transformed rows in a fresh process, huge pages cost 0.02-0.04 s in some
+    runs and 0.5-0.6 s in others, faulted 4 KiB pages a steady 0.16-0.18 s, populated ones
+    0.08-0.11 s). Every array made here is written in full, so no page is made in vain; the
+    pages count in the resident set from the start.
     """
     count = int(np.prod(shape, dtype=np.int64))
     size = max(1, count * np.dtype(dtype).itemsize)
@@ -73,27 +75,6 @@ def mapped_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
         buffer = mmap.mmap(-1, size)
     else:
         buffer = mmap.mmap(-1, size, flags=private | getattr(mmap, "MAP_POPULATE", 0))
-    return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
-
-
-def populated_empty(shape: tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
-    """A new uninitialised array of ``shape`` in an anonymous map of 4 KiB pages, all of them
-    mapped in by one call (``MAP_POPULATE``) instead of one fault per page on first touch.
-
-    For large arrays that are written whole at once and kept (a reference index's transformed
-    rows and projected screen). On the project's 2-vCPU virtual machines, per 256 MB written
-    in a fresh process (1M x 64 float32): the transparent huge pages numpy asks for cost
-    0.02-0.04 s of system time in some runs and 0.5-0.6 s in others (3 runs in 8), the
-    faults of :func:`mapped_empty` a steady 0.16-0.18 s, and this map 0.08-0.11 s. The pages
-    count in the resident set from the start. Falls back to :func:`mapped_empty` where the
-    system has no ``MAP_POPULATE``.
-    """
-    populate = getattr(mmap, "MAP_POPULATE", None)
-    if populate is None:
-        return mapped_empty(shape, dtype)
-    count = int(np.prod(shape, dtype=np.int64))
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate
-    buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize), flags=flags)
     return np.frombuffer(buffer, dtype=dtype, count=count).reshape(shape)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._mapped import populated_empty
+from .._mapped import mapped_empty
 from ..search import exact_pair_distances, sample_rows
 
 __all__ = [
@@ -101,7 +101,7 @@ class ProjectedRows:
         principal directions of a seeded sample of 2,048 of them."""
         fit = x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)]
         projection = _principal_directions(fit, width, seed=seed)
-        rows = populated_empty((len(x), width + 1))  # kept with the index: see populated_empty
+        rows = mapped_empty((len(x), width + 1))  # kept with the index: see mapped_empty
         np.matmul(x, projection, out=rows[:, :width])
         rows[:, width] = np.einsum("ij,ij->i", rows[:, :width], rows[:, :width])
         return cls(projection, rows, float(rows[:, width].max()) if len(x) else 0.0)

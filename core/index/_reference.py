@@ -36,7 +36,7 @@ import numpy as np
 from .._atomic import fsync_directory, write_text_atomically
 from .._errors import NeardupInputError
 from .._leakage import leakage_record
-from .._mapped import populated_empty
+from .._mapped import mapped_empty
 from .._params import check_option, check_options
 from .._progress import as_progress
 from .._reduce import PCA, as_reducer
@@ -223,8 +223,8 @@ class ReferenceIndex:
         transform = Transform.fit([matrix], normalize=normalize, reduce=fresh)
         if progress and reducer is not None:
             progress("PCA", 1, 1)
-        # kept as the index's rows: 4 KiB pages mapped in by one call (``populated_empty``)
-        x = transform.apply_all([matrix], out=populated_empty((len(matrix), transform.dim)))
+        # kept as the index's rows: 4 KiB pages mapped in by one call (``mapped_empty``)
+        x = transform.apply_all([matrix], out=mapped_empty((len(matrix), transform.dim)))
         del matrix
         needs_graph = not isinstance(strategy, (Distance, Cosine))
         engine: CellEngine | AnnoyEngine

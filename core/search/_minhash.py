@@ -2,7 +2,8 @@
 
 Hashed character n-grams of text (:class:`neardup.views.TextView`) are wide and scattered: no
 partition keeps close pairs in one cell, so the cell engine's spill grows with the data
-(measured on 60,000 real sentences: 201 s, most of it in cells that every row spills into). Near-duplicate texts share most of their n-grams instead, and MinHash finds pairs of
+(measured on 60,000 real sentences: 201 s, most of it in cells that every row spills into).
+Near-duplicate texts share most of their n-grams instead, and MinHash finds pairs of
 rows whose n-gram *sets* have a high Jaccard similarity in time linear in the rows, as text
 deduplication does at web scale (Broder 1997; Leskovec, Rajaraman and Ullman, *Mining of
 Massive Datasets*, ch. 3).

@@ -760,7 +760,7 @@ def test_padded_nearest_centres_match_plain_argmin(c):
     assert got[5] == 0 and got[-2] == 0
 
 
-def test_populated_empty_is_a_writable_array_with_or_without_map_populate(monkeypatch):
+def test_mapped_empty_is_a_writable_array_with_or_without_map_populate(monkeypatch):
     """The build's transformed rows: a writable C-contiguous array of the shape and dtype
     asked for, in pages mapped in at once, or in a plain anonymous map where the system has
     no ``MAP_POPULATE``."""
@@ -771,9 +771,9 @@ def test_populated_empty_is_a_writable_array_with_or_without_map_populate(monkey
     for populate in (True, False):
         if not populate:
             monkeypatch.delattr(mmap, "MAP_POPULATE", raising=False)
-        out = _mapped.populated_empty((1000, 3), np.float64)
+        out = _mapped.mapped_empty((1000, 3), np.float64)
         assert out.shape == (1000, 3) and out.dtype == np.float64
         assert out.flags.c_contiguous and out.flags.writeable
         out[...] = np.arange(3000).reshape(1000, 3)
         assert out.sum() == 3000 * 2999 / 2
-        assert _mapped.populated_empty((0, 64)).shape == (0, 64)
+        assert _mapped.mapped_empty((0, 64)).shape == (0, 64)
