@@ -3,8 +3,9 @@
 Split by concern: ``_hook`` (the ``Dataset.map`` hook and how ``datasets`` caches it),
 ``_embedder`` (:class:`TransformerEmbedder`), ``_image`` (:class:`ImageEmbedder`),
 ``_weights`` (weight hashes that tie a hook's cache identity to its model), ``_arrow``
-(vector and label columns read as numpy through Arrow), ``_analysis`` (:func:`find_leakage`)
-and ``_annotate`` (:func:`annotate`, :func:`drop_leaked`).
+(vector and label columns read as numpy through Arrow), ``_analysis`` (:func:`find_leakage`),
+``_annotate`` (:func:`annotate`, :func:`drop_leaked`) and ``_stream`` (streaming
+``IterableDataset`` splits read once into Arrow in memory).
 """
 
 # _hook first: it checks that ``datasets`` is installed and names the extra when it is not
