@@ -1023,3 +1023,18 @@ def test_stream_errors_name_the_fix(embedded, minilm):
         list(annotate(_streamed(longer), report)["test"])
     with pytest.raises(NeardupInputError, match=r"no column 'txt'.*'text'"):
         find_leakage(_streamed(embedded), input_column="txt")
+
+
+def test_text_column_takes_the_ngram_join_at_scale(corpus, monkeypatch):
+    """The text column's rows keep their gram length, so at scale (lowered here to the
+    corpus' size) their close pairs come from the n-gram join, with the verdict of the cells."""
+    import neardup._text_join as text_join
+
+    dsd, _ = corpus
+    cells = find_leakage(dsd, column=None)
+    assert "text_join" not in cells.settings
+    monkeypatch.setattr(text_join, "TEXT_JOIN_ROWS", 100)
+    joined = find_leakage(dsd, column=None)
+    assert joined.settings["text_join"]["bands"] >= 1
+    leak, want = joined.leakage["test"], cells.leakage["test"]
+    assert (leak.positions, leak.nearest_positions) == (want.positions, want.nearest_positions)
