@@ -113,7 +113,10 @@ def materialized(
         return Dataset.from_dict({name: [] for name in empty}, features=empty)
     table = pa.concat_tables(tables)
     if all(name in features for name in kept):
-        table = table.cast(Features({name: features[name] for name in kept}).arrow_schema)
+        try:  # the declared features (Image(), ClassLabel, fixed-size lists) over Arrow's own
+            table = table.cast(Features({name: features[name] for name in kept}).arrow_schema)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError, TypeError):
+            pass  # a stream whose declared features do not fit its rows: read as they come
     return Dataset(InMemoryTable(table))
 
 
