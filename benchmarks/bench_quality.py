@@ -575,14 +575,19 @@ def _distinct_sentences(texts: list[str]) -> list[str]:
     return list(seen.values())
 
 
+def scale_sentences() -> list[str]:
+    """The distinct sentences of the docstrings, pydoc's topics and the SpamAssassin mails
+    (63,650), in that order: the text-at-scale corpus."""
+    return _distinct_sentences(docstring_sentences() + pydoc_sentences() + spam_bodies())
+
+
 def text_scale(rng: np.random.Generator, per_kind: int) -> None:
     """Text at scale (``--only text-scale``): 48,000 + 12,000 sentences of real text (the
     standard library's docstrings, pydoc's topics and the SpamAssassin mails, whose mailing-list
     footers and quoted replies are natural near-duplicates), ``TextView`` alone: the disjoint
     control, then every text kind planted. From 20,000 rows the text view's close pairs come
     from MinHash candidates of the sentences' n-grams (``neardup._text_join``)."""
-    sentences = _distinct_sentences(docstring_sentences() + pydoc_sentences())
-    sentences = _distinct_sentences(sentences + spam_bodies())
+    sentences = scale_sentences()
     order = rng.permutation(len(sentences))
     train = [sentences[i] for i in order[:48_000]]
     test = [sentences[i] for i in order[48_000:60_000]]

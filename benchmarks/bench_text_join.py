@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_quality import _distinct_sentences, docstring_sentences, pydoc_sentences, spam_bodies
+from bench_quality import scale_sentences
 
 import neardup
 from neardup.views import TextView
@@ -49,8 +49,7 @@ def main() -> None:
     parser.add_argument("--rows", default="25000,50000")
     parser.add_argument("--seeds", default="0,1,2")
     args = parser.parse_args()
-    sentences = _distinct_sentences(docstring_sentences() + pydoc_sentences())
-    sentences = _distinct_sentences(sentences + spam_bodies())
+    sentences = scale_sentences()
     order = np.random.default_rng(0).permutation(len(sentences))
     print(f"{len(sentences):,} distinct sentences")
     print("| rows | seed | threshold | s | bands | candidates | pairs | found | recall |")

@@ -116,8 +116,7 @@ def banded_candidates(
                 key = (key * _PAIR_KEY) ^ block[:, column]
         order = np.argsort(key, kind="stable")
         sorted_key = key[order]
-        same = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])
-        if len(same) == 0:
+        if not (sorted_key[1:] == sorted_key[:-1]).any():
             continue
         i, j = _pairs_within_runs(order, sorted_key)
         i, j = live[i], live[j]

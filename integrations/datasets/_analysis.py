@@ -28,16 +28,21 @@ _RESERVED_OPTIONS = {
 }
 
 
+def _check_whole(splits: list[str] | None) -> None:
+    """A single (streaming) Dataset takes no ``splits=``."""
+    if splits is not None:
+        raise NeardupInputError(
+            "splits= only applies to a DatasetDict; a single Dataset is analysed whole "
+            "(duplicates within it)."
+        )
+
+
 def _split_map(
     data: Any, splits: list[str] | None, reference: str | None
 ) -> tuple[dict[str, Dataset], bool]:
     """``split -> Dataset`` to analyse, and whether the input was a single Dataset."""
     if isinstance(data, Dataset):
-        if splits is not None:
-            raise NeardupInputError(
-                "splits= only applies to a DatasetDict; a single Dataset is analysed whole "
-                "(duplicates within it)."
-            )
+        _check_whole(splits)
         return {"data": data}, True
     if not isinstance(data, DatasetDict):
         raise NeardupInputError(
@@ -216,9 +221,10 @@ def _read_stream(
 
     ``sample_column="auto"``: the report shows samples and picks their column itself.
     """
-    if splits is not None and isinstance(data, IterableDatasetDict):
-        if all(name in data for name in splits):  # else _split_map names the missing split
-            data = IterableDatasetDict({name: data[name] for name in splits})
+    if isinstance(data, IterableDataset):
+        _check_whole(splits)  # before the stream is read
+    elif splits is not None and all(name in data for name in splits):  # else _split_map
+        data = IterableDatasetDict({name: data[name] for name in splits})  # names the missing
     named = {column, label_column, id_column}
     if input_column != "auto":
         named.add(input_column)
