@@ -6,8 +6,9 @@ integration does (``TransformerEmbedder``, layer -2, mean pooling). Each view's 
 threshold comes from ``find_duplicates``; every test sentence's distance to every training
 sentence is then put in threshold units per view, and each candidate rule scores a pair from
 the two relative distances (``m``: MiniLM, ``t``: text). A test sentence is flagged when its
-best pair scores <= 1. Flagged pairs that were not planted are checked with difflib (ratio
->= 0.9 of the normalised texts: a natural near-duplicate), as in ``bench_quality.py``.
+best pair scores <= 1. Flagged pairs that were not planted are checked as in
+``bench_quality.py`` (``natural_pair``: difflib ratio >= 0.9 of the normalised texts, or the
+shorter inside the longer: a natural near-duplicate).
 
     python benchmarks/bench_combine.py
 """

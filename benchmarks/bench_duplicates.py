@@ -158,16 +158,23 @@ def _child(
 
 
 def _recall(x: np.ndarray, result, queries: int) -> float:
-    """Pair recall against exact search at the result's own resolved threshold.
+    """Pair recall against exact search at the result's own resolved threshold (NaN where
+    there is no pair or the result's pairs live in a reduced space): see :func:`pair_counts`."""
+    found, total = pair_counts(x, result, queries)
+    return found / total if total else float("nan")
 
-    For sampled query rows, every row within the threshold is found by brute force; a pair
-    counts as found when both rows are in the same duplicate set of the result.
+
+def pair_counts(x: np.ndarray, result, queries: int) -> tuple[int, int]:
+    """``(found, total)`` pairs of sampled query rows within the result's own resolved
+    threshold: every row within it is found by brute force, and a pair counts as found when
+    both rows are in the same duplicate set of the result. ``(0, 0)`` when the result's pairs
+    live in a reduced space (not comparable here).
     """
     from neardup._normalize import normalize_inplace
 
     s = result.settings
     if s.get("reduce"):
-        return float("nan")  # pairs live in the reduced space: not comparable here
+        return 0, 0  # pairs live in the reduced space: not comparable here
     xn = normalize_inplace(x.astype(np.float32, copy=True), s["normalize"])
     t = result.threshold.value
     set_of = np.full(len(xn), -1, dtype=np.int64)
@@ -201,9 +208,8 @@ def _recall(x: np.ndarray, result, queries: int) -> float:
             pair_q.append(rows[a[within]])
             pair_r.append(c[within])
     pq, pr = np.concatenate(pair_q), np.concatenate(pair_r)
-    total = len(pq)
     found = int(np.count_nonzero((set_of[pq] == set_of[pr]) & (set_of[pq] >= 0)))
-    return found / total if total else float("nan")
+    return found, len(pq)
 
 
 def compile_neardup() -> None:
