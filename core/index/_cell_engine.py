@@ -181,19 +181,25 @@ class CellEngine:
         rows = Rows.from_matrix(x)
         seed = backend.seed if backend.seed is not None else seed
         with blas_threads(backend.blas_threads):
+            projected = None
+            if backend.margin is None and x.shape[1] >= 2 * _SCREEN_WIDTH:
+                # fitted on rows of the partition's own sample: the span of its coarse centres
+                among = backend.fit_sample(*x.shape, seed=seed)
+                projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed, among=among)
             partition = backend.fit(
                 rows,
                 seed=seed,
                 coarse_rows_per_cell=_COARSE_FIT_ROWS,
                 leaf_iterations=_LEAF_ITERATIONS,
+                coarse_basis=None if projected is None else projected.projection,
             )
-            projected = None
             if backend.margin is None:
-                home = home_cells(partition, x)
+                # the coarse centres lie in the screen's span unless the partition projects
+                through = projected if partition.projection is None else None
+                home = home_cells(partition, x, projected=through)
                 starts, members = list_homes(home, partition.n_cells)
                 sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
-                if x.shape[1] >= 2 * _SCREEN_WIDTH:
-                    projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed)
+                if projected is not None:
                     if not _screens_sparsely(projected, sample, home, starts, members, threshold):
                         projected = None  # most cells would be screened twice
                 multiple = home_margin(
