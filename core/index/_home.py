@@ -91,17 +91,31 @@ def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> n
 
 
 def _nearest(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
-    """``(m,)`` int64 nearest centre of every row of ``x`` (``(m, d)`` float32; ties to the
-    lowest), :func:`_scores` of about 4,096 rows at a time, in chunks of equal size (no
+    """``(m,)`` int64 nearest centre of every row of ``x`` (``(m, d)`` float32, rows may be
+    strided; ties to the lowest), about 4,096 rows at a time, in chunks of equal size (no
     small tail, which BLAS would multiply with other kernels and other roundings), the
-    centres padded to a width where ``argmin`` is fast (:func:`_padded`)."""
+    centres padded to a width where ``argmin`` is fast (:func:`_padded`).
+
+    Each chunk is copied into a buffer whose last column is 1 and multiplied by the centres
+    times ``-2`` with their squared norms as a last column: one product gives the scores of
+    :func:`_scores`, without the pass adding the norms (measured on 4,096 x 64 scores: the
+    sum 70 of 270 us; at 1M x 64 and 62 coarse cells of ~63 leaves, home cells 0.36 -> 0.33
+    CPU s, the same homes). The norm is summed inside the product, so a score may differ from
+    :func:`_scores`'s in its last bit: a row as near to two centres as that is within any
+    routing margin of both.
+    """
     real = len(sq_centres)
     minus_twice, sq_centres = _padded(minus_twice, sq_centres)
+    weights = np.concatenate([minus_twice, sq_centres[:, None]], axis=1)
     chunks = max(1, len(x) // _SCORE_ROWS)
     nearest = np.empty(len(x), dtype=np.int64)
     cuts = [len(x) * k // chunks for k in range(chunks + 1)]
+    buffer = np.empty((cuts[1] - cuts[0] + 1 if len(x) else 0, x.shape[1] + 1), np.float32)
+    buffer[:, -1] = 1.0
     for start, stop in itertools.pairwise(cuts):
-        nearest[start:stop] = np.argmin(_scores(x[start:stop], minus_twice, sq_centres), axis=1)
+        rows = buffer[: stop - start]
+        rows[:, :-1] = x[start:stop]
+        nearest[start:stop] = np.argmin(rows @ weights.T, axis=1)
     padding = np.flatnonzero(nearest >= real)  # every real score inf (overflow): as unpadded
     if len(padding):
         scores = _scores(x[padding], minus_twice[:real], sq_centres[:real])
@@ -160,13 +174,13 @@ def _nearest_coarse(
         return np.zeros(len(x), dtype=np.int32)
     coarse = np.empty(len(x), dtype=np.int32)  # at most 2 ** 31 coarse cells
     if projected is not None:
-        # [P r, |P r|^2] times [-2 P c, 0]: the stored rows as they are, contiguous
+        # the stored [P r, |P r|^2] without their last column, against the centres' P c
         through = partition.coarse @ projected.projection
-        minus_twice = np.zeros((n_coarse, through.shape[1] + 1), dtype=np.float32)
-        np.multiply(through, np.float32(-2.0), out=minus_twice[:, :-1])
+        minus_twice = through * np.float32(-2.0)
         sq_through = squared_norms(through)
+        width = through.shape[1]
         for start in range(0, len(x), _HOME_ROWS):
-            block = np.asarray(projected.rows[start : start + _HOME_ROWS])
+            block = np.asarray(projected.rows[start : start + _HOME_ROWS, :width])
             coarse[start : start + len(block)] = _nearest(block, minus_twice, sq_through)
         return coarse
     sq_coarse = squared_norms(partition.coarse)
