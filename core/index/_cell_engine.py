@@ -2,7 +2,10 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations),
+(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations; rows
+listed at home of 32+ dimensions: the coarse centres fitted in the 16-dimension screen
+projection below and lifted back, so that each row's coarse cell is found from its
+projection),
 then every reference row listed in its home cell, its nearest leaf of its nearest coarse
 cell (``_home``), with the automatic margin (``Cells(margin=None)``, the default); with a
 given margin, also in each cell whose boundary lies within it (``route_entries``). Only the
@@ -183,7 +186,12 @@ class CellEngine:
         with blas_threads(backend.blas_threads):
             projected = None
             if backend.margin is None and x.shape[1] >= 2 * _SCREEN_WIDTH:
-                # fitted on rows of the partition's own sample: the span of its coarse centres
+                # the screen's projection, fitted on rows of the partition's sample, is the
+                # span of the coarse centres: home_cells finds a row's coarse cell from the
+                # stored projected rows, a product of 17 instead of 64 columns at 1M x 64
+                # (home cells 0.43 -> 0.36 CPU s; k-means 0.18 -> 0.14 s; 3,908 cells, the
+                # same margin, leaked rows, nearest rows and distances; Fashion-MNIST-like
+                # wide rows are partitioned through their own projection: no coarse basis)
                 among = backend.fit_sample(*x.shape, seed=seed)
                 projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed, among=among)
             partition = backend.fit(

@@ -407,8 +407,21 @@ class Cells(Backend):
             )
 
     def fit_sample(self, n: int, d: int, *, seed: int) -> np.ndarray:
-        """``(s,)`` ascending positions of the rows that :meth:`fit` partitions ``n`` rows of
-        width ``d`` on (seeded: the same ``seed`` as :meth:`fit`'s)."""
+        """The rows that :meth:`fit` fits its partition of ``n`` rows on.
+
+        Parameters
+        ----------
+        n, d:
+            Number and width of the rows.
+        seed:
+            The seed that :meth:`fit` is given (the backend's own ``seed`` wins, as there).
+
+        Returns
+        -------
+        np.ndarray
+            ``(s,)`` int64 ascending row positions (a caller fitting something else on the
+            same rows, e.g. the span of ``fit``'s ``coarse_basis``).
+        """
         seed = self.seed if self.seed is not None else seed
         return self._fit_positions(n, d, self.cells_for(n), seed)
 
