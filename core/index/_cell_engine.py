@@ -2,7 +2,10 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations),
+(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations; rows
+listed at home of 32+ dimensions: the coarse centres fitted in the 16-dimension screen
+projection below and lifted back, so that each row's coarse cell is found from its
+projection),
 then every reference row listed in its home cell, its nearest leaf of its nearest coarse
 cell (``_home``), with the automatic margin (``Cells(margin=None)``, the default); with a
 given margin, also in each cell whose boundary lies within it (``route_entries``). Only the
@@ -181,19 +184,30 @@ class CellEngine:
         rows = Rows.from_matrix(x)
         seed = backend.seed if backend.seed is not None else seed
         with blas_threads(backend.blas_threads):
+            projected = None
+            if backend.margin is None and x.shape[1] >= 2 * _SCREEN_WIDTH:
+                # the screen's projection, fitted on rows of the partition's sample, is the
+                # span of the coarse centres: home_cells finds a row's coarse cell from the
+                # stored projected rows, a product of 17 instead of 64 columns at 1M x 64
+                # (home cells 0.43 -> 0.36 CPU s; k-means 0.18 -> 0.14 s; 3,908 cells, the
+                # same margin, leaked rows, nearest rows and distances; Fashion-MNIST-like
+                # wide rows are partitioned through their own projection: no coarse basis)
+                among = backend.fit_sample(*x.shape, seed=seed)
+                projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed, among=among)
             partition = backend.fit(
                 rows,
                 seed=seed,
                 coarse_rows_per_cell=_COARSE_FIT_ROWS,
                 leaf_iterations=_LEAF_ITERATIONS,
+                coarse_basis=None if projected is None else projected.projection,
             )
-            projected = None
             if backend.margin is None:
-                home = home_cells(partition, x)
+                # the coarse centres lie in the screen's span unless the partition projects
+                through = projected if partition.projection is None else None
+                home = home_cells(partition, x, projected=through)
                 starts, members = list_homes(home, partition.n_cells)
                 sample = sample_rows(len(x), backend.sample_size_for(*x.shape), seed)
-                if x.shape[1] >= 2 * _SCREEN_WIDTH:
-                    projected = ProjectedRows.fit(x, _SCREEN_WIDTH, seed=seed)
+                if projected is not None:
                     if not _screens_sparsely(projected, sample, home, starts, members, threshold):
                         projected = None  # most cells would be screened twice
                 multiple = home_margin(

@@ -96,10 +96,17 @@ class ProjectedRows:
         self.largest = float(largest)
 
     @classmethod
-    def fit(cls, x: np.ndarray, width: int, *, seed: int) -> ProjectedRows:
+    def fit(
+        cls, x: np.ndarray, width: int, *, seed: int, among: np.ndarray | None = None
+    ) -> ProjectedRows:
         """Project the ``(N, d)`` float32 rows ``x`` (``d > width``) on the top ``width``
-        principal directions of a seeded sample of 2,048 of them."""
-        fit = x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)]
+        principal directions of a seeded sample of 2,048 of them, or of about 2,048 spread
+        evenly over the ``(s,)`` ascending positions ``among`` when given (every
+        ``s // 2,048``-th)."""
+        if among is None:
+            fit = x[sample_rows(len(x), _PROJECTION_FIT_ROWS, seed)]
+        else:
+            fit = x[among[:: max(1, len(among) // _PROJECTION_FIT_ROWS)]]
         projection = _principal_directions(fit, width, seed=seed)
         rows = mapped_empty((len(x), width + 1))  # kept with the index: see mapped_empty
         np.matmul(x, projection, out=rows[:, :width])

@@ -389,17 +389,49 @@ class Cells(Backend):
         seed: int,
         coarse_rows_per_cell: int | None = None,
         leaf_iterations: int | None = None,
+        coarse_basis: np.ndarray | None = None,
     ) -> Partition:
         """The k-means partition of ``rows`` (fitted on a seeded sample; the coarse centres
         on a subset of it with ``coarse_rows_per_cell``, the leaves with ``leaf_iterations``
-        Lloyd iterations: see :func:`fit_partition`)."""
+        Lloyd iterations, the coarse centres in the span of the ``(d, w)`` orthonormal
+        ``coarse_basis``: see :func:`fit_partition`). ``coarse_basis`` is ignored when the
+        rows are partitioned through a projection (``Partition.projection`` set: rows wider
+        than ``project_above``)."""
         with self.thread_limits():
             return self._fit(
                 rows,
                 seed=self.seed if self.seed is not None else seed,
                 coarse_rows_per_cell=coarse_rows_per_cell,
                 leaf_iterations=leaf_iterations,
+                coarse_basis=coarse_basis,
             )
+
+    def fit_sample(self, n: int, d: int, *, seed: int) -> np.ndarray:
+        """The rows that :meth:`fit` fits its partition of ``n`` rows on.
+
+        Parameters
+        ----------
+        n, d:
+            Number and width of the rows.
+        seed:
+            The seed that :meth:`fit` is given (the backend's own ``seed`` wins, as there).
+
+        Returns
+        -------
+        np.ndarray
+            ``(s,)`` int64 ascending row positions (a caller fitting something else on the
+            same rows, e.g. the span of ``fit``'s ``coarse_basis``).
+        """
+        seed = self.seed if self.seed is not None else seed
+        return self._fit_positions(n, d, self.cells_for(n), seed)
+
+    @staticmethod
+    def _fit_positions(n: int, d: int, n_cells: int, seed: int) -> np.ndarray:
+        """The seeded sample of :meth:`fit` for ``n_cells`` cells of ``n`` rows of width ``d``."""
+        size = min(n, max(_FIT_ROWS_PER_CELL * n_cells, 4096), _FIT_ROWS_MAX)
+        size = max(size, min(n, _FIT_ROWS_MIN_PER_CELL * n_cells))
+        size = min(size, max(256, _FIT_BYTES // (4 * d)))
+        return sample_rows(n, size, seed + 1)
 
     def _fit(
         self,
@@ -408,16 +440,14 @@ class Cells(Backend):
         seed: int,
         coarse_rows_per_cell: int | None,
         leaf_iterations: int | None,
+        coarse_basis: np.ndarray | None = None,
     ) -> Partition:
         n_cells = self.cells_for(rows.n)
         wide = self.project_above is not None and rows.d > max(self.project_above, self.project_to)
         if n_cells == 1 and not wide:
             centre = np.zeros((1, rows.d), dtype=np.float32)
             return Partition(centre, np.zeros(1, dtype=np.int64), centre.copy())
-        size = min(rows.n, max(_FIT_ROWS_PER_CELL * n_cells, 4096), _FIT_ROWS_MAX)
-        size = max(size, min(rows.n, _FIT_ROWS_MIN_PER_CELL * n_cells))
-        size = min(size, max(256, _FIT_BYTES // (4 * rows.d)))
-        fit_rows = rows.take(sample_rows(rows.n, size, seed + 1))
+        fit_rows = rows.take(self._fit_positions(rows.n, rows.d, n_cells, seed))
         projection = None
         if wide:
             # a range finder needs a few times project_to rows: 2,048 spread over the sample
@@ -436,6 +466,7 @@ class Cells(Backend):
             seed=seed,
             coarse_rows_per_cell=coarse_rows_per_cell,
             leaf_iterations=leaf_iterations,
+            coarse_basis=coarse_basis if projection is None else None,
         )
         return Partition(part.centroids, part.parent, part.coarse, projection)
 

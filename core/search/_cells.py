@@ -235,6 +235,7 @@ def fit_partition(
     seed: int,
     coarse_rows_per_cell: int | None = None,
     leaf_iterations: int | None = None,
+    coarse_basis: np.ndarray | None = None,
 ) -> Partition:
     """k-means partition of ``sample`` (``(s, d)`` float32) into about ``n_cells`` leaf cells.
 
@@ -258,8 +259,11 @@ def fit_partition(
     stride = 1
     if coarse_rows_per_cell is not None:
         stride = max(1, len(sample) // max(1, int(coarse_rows_per_cell) * n_coarse))
-    coarse = _kmeans(sample[::stride] if stride > 1 else sample, n_coarse, rng)
-    label = _nearest_centre(sample, coarse)
+    through = sample if coarse_basis is None else sample @ coarse_basis
+    coarse = _kmeans(through[::stride] if stride > 1 else through, n_coarse, rng)
+    label = _nearest_centre(through, coarse)
+    if coarse_basis is not None:
+        coarse = (coarse @ coarse_basis.T).astype(np.float32)
     # the sample grouped by coarse cell, each group in row order (= sample[label == c])
     grouped = sample[stable_order(label, len(coarse))]
     bounds = np.zeros(len(coarse) + 1, dtype=np.int64)

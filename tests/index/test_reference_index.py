@@ -507,6 +507,38 @@ def test_rows_listed_at_home_meet_every_query_within_the_whole_threshold():
     assert missed[0.05] > 0  # a small margin does miss some: the check can fail
 
 
+def test_coarse_cells_fitted_in_the_screen_projection_give_full_width_homes():
+    """Coarse centres fitted through the screen's projection (``coarse_basis``) lie in its
+    span, so a row's coarse cell found from its projected rows is its full-width one: the
+    same homes as ``home_cells`` in full width; wide rows partitioned through their own
+    projection ignore the basis."""
+    from neardup.index._home import home_cells
+    from neardup.index._products import ProjectedRows
+    from neardup.search import Rows
+
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(40, 64))
+    x = (centres[rng.integers(0, 40, 6000)] + 0.5 * rng.normal(size=(6000, 64))).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    backend = Cells(cell_size=16)
+    among = backend.fit_sample(*x.shape, seed=0)
+    projected = ProjectedRows.fit(x, 16, seed=0, among=among)
+    basis = projected.projection
+    partition = backend.fit(Rows.from_matrix(x), seed=0, coarse_basis=basis)
+    assert len(partition.coarse) > 1 and partition.projection is None
+    np.testing.assert_allclose(partition.coarse @ basis @ basis.T, partition.coarse, atol=1e-5)
+    plain = backend.fit(Rows.from_matrix(x), seed=0)
+    assert not np.allclose(plain.coarse @ basis @ basis.T, plain.coarse, atol=1e-3)
+    home = home_cells(partition, x, projected=projected)
+    np.testing.assert_array_equal(home, home_cells(partition, x))
+    wide = np.repeat(x, 5, axis=1)[:, :300]
+    basis = ProjectedRows.fit(wide, 16, seed=0).projection
+    through = backend.fit(Rows.from_matrix(wide), seed=0, coarse_basis=basis)
+    assert through.projection is not None
+    alone = backend.fit(Rows.from_matrix(wide), seed=0)
+    np.testing.assert_array_equal(through.coarse, alone.coarse)
+
+
 def test_the_projected_screen_finds_every_close_pair_exactly():
     """``ProjectedRows`` (the home margin's sampled pairs through a 16-dimension projection)
     finds the pairs ``close_pairs`` and brute force find, with the same distances: on rows
