@@ -247,6 +247,10 @@ def fit_partition(
     the default: on the whole sample); the leaves are fitted on the whole sample either way.
     ``leaf_iterations``: Lloyd iterations of the leaves of a two-level partition (``None``,
     the default: 5, as every other k-means here).
+    ``coarse_basis``: a ``(d, w)`` orthonormal basis; the coarse centres are fitted on the
+    sample projected onto it and lifted back, so they lie in its span and a row's nearest
+    coarse centre is that of its projection (``neardup.index`` finds home cells from its
+    stored projected rows). ``None``, the default: in full width.
     """
     sample = np.ascontiguousarray(sample, dtype=np.float32)
     n_cells = max(1, min(int(n_cells), len(sample)))
