@@ -150,19 +150,28 @@ def _merge(
     if len(r) == 0:
         return
     m, k = best_d2.shape
-    have = best_id >= 0
-    rr = np.concatenate([np.nonzero(have)[0], r])
-    ii = np.concatenate([best_id[have], ids])
-    vv = np.concatenate([best_d2[have], values])
-    order = _candidate_order(rr, vv, ii, m)
+    # only the rows that have candidates are merged (after the first blocks, a few dozen of
+    # the sampled rows a block): the others keep their k best as they are
+    touched = np.zeros(m, dtype=bool)
+    touched[r] = True
+    rows = np.flatnonzero(touched)
+    local = np.cumsum(touched) - 1  # a touched row's position among them
+    sub_d2, sub_id = best_d2[rows], best_id[rows]
+    have = sub_id >= 0
+    rr = np.concatenate([np.nonzero(have)[0], local[r]])
+    ii = np.concatenate([sub_id[have], ids])
+    vv = np.concatenate([sub_d2[have], values])
+    order = _candidate_order(rr, vv, ii, len(rows))
     rr, ii, vv = rr[order], ii[order], vv[order]
-    starts = np.searchsorted(rr, np.arange(m))
+    starts = np.searchsorted(rr, np.arange(len(rows)))
     rank = np.arange(len(rr)) - starts[rr]
     keep = rank < k
-    best_d2.fill(np.inf)
-    best_id.fill(-1)
-    best_d2[rr[keep], rank[keep]] = vv[keep]
-    best_id[rr[keep], rank[keep]] = ii[keep]
+    sub_d2.fill(np.inf)
+    sub_id.fill(-1)
+    sub_d2[rr[keep], rank[keep]] = vv[keep]
+    sub_id[rr[keep], rank[keep]] = ii[keep]
+    best_d2[rows] = sub_d2
+    best_id[rows] = sub_id
 
 
 def _candidate_order(rr: np.ndarray, vv: np.ndarray, ii: np.ndarray, m: int) -> np.ndarray:
