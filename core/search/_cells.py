@@ -936,8 +936,8 @@ def _screen_numpy(
         np.multiply(x[:n_primary], -2.0, out=left[:, :-1])  # times -2: exact, as on the columns
         left[:, -1] = 1.0
     slack = np.float32(_SCREEN_SLACK * float(sq.max()) + 1e-12)
-    limit = (np.float32(threshold) ** 2 + slack - sq[:n_primary]).astype(np.float32)
-    found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    limit = np.float32(threshold) ** 2 + slack - sq[:n_primary]  # float32, as the scores
+    found_a, found_b = [], []
     row_minima = np.minimum.reduce  # without np.min's Python wrapper (two calls a block)
     for start in range(0, n_primary, block_size):
         lim = limit[start : start + block_size]
@@ -949,11 +949,13 @@ def _screen_numpy(
         if len(hit) == 0:
             continue
         a, b = np.divmod(np.flatnonzero(d2[hit] <= lim[hit, None]), width)  # true_positions
-        a = hit[a]
-        later = b > a  # each pair once: from its earlier row
-        found_a.append(a[later] + start)
-        found_b.append(b[later] + start)
-    return np.concatenate(found_a), np.concatenate(found_b)
+        found_a.append(hit[a] + start)
+        found_b.append(b + start)
+    if not found_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a, b = np.concatenate(found_a), np.concatenate(found_b)
+    later = b > a  # each pair once: from its earlier row (the cell's, in one pass)
+    return a[later], b[later]
 
 
 def merge_pairs(parts: Iterable[ClosePairs]) -> ClosePairs:
