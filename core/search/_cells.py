@@ -606,9 +606,9 @@ def stable_order(values: np.ndarray, bound: int) -> np.ndarray:
 
 
 def _joined(out_row: list, out_cell: list, out_primary: list, out_first: list) -> tuple:
-    return (
-        np.concatenate(out_row).astype(np.int64),
-        np.concatenate(out_cell).astype(np.int64),
+    return (  # the pieces are int64 already: no second copy
+        np.concatenate(out_row).astype(np.int64, copy=False),
+        np.concatenate(out_cell).astype(np.int64, copy=False),
         np.concatenate(out_primary),
         np.concatenate(out_first),
     )
