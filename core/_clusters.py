@@ -139,7 +139,10 @@ def set_statistics(x: np.ndarray, rows: np.ndarray, sizes: np.ndarray) -> SetSta
     owner = np.repeat(np.arange(n_sets), sizes)
     centroids = _member_sums(x, rows, owner, n_sets) / sizes[:, None]
     dist = np.empty(n_members)
-    step = 65536
+    # a few thousand members at a time: their float64 differences (2 MB) stay in the cache
+    # and in reused memory (65,536 at a time: ~90 MB of fresh pages, 0.11 of 0.14 CPU s for
+    # 28,745 sets at 1M x 64; the same distances, each row summed alone)
+    step = 4096
     for s in range(0, n_members, step):
         diff = x[rows[s : s + step]] - centroids[owner[s : s + step]]
         dist[s : s + len(diff)] = np.sqrt(np.einsum("ij,ij->i", diff, diff))

@@ -815,7 +815,11 @@ def _measured(
     if not found_i:
         return ClosePairs.empty()
     n = np.int64(rows.n)
-    key = np.unique(np.concatenate(found_i).astype(np.int64) * n + np.concatenate(found_j))
+    key = np.concatenate(found_i).astype(np.int64) * n + np.concatenate(found_j)
+    # np.unique's keys, by a sort in place: numpy 2's np.unique imports numpy.ma on first use
+    # (10 ms of a 1M x 64 run) to ask whether the array is masked
+    key.sort()
+    key = key[np.concatenate([[True], key[1:] != key[:-1]])] if len(key) else key
     i, j = np.divmod(key, n)
     step = max(1, _MEASURE_BYTES // (8 * rows.d))
     dist = np.empty(len(key), dtype=np.float32)

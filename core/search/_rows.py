@@ -94,23 +94,29 @@ class Rows:
                 release_pages(array)  # a memmap's block is copied by now: out of the RSS
 
     def blocks(
-        self, block_rows: int = _BLOCK_ROWS, *, reuse: bool = False
+        self, block_rows: int = _BLOCK_ROWS, *, reuse: bool = False, out: np.ndarray | None = None
     ) -> Iterator[tuple[int, np.ndarray]]:
         """``(global start row, normalised float32 block)``; one block in memory at a time.
 
         ``reuse``: row-normalised blocks are written into one buffer, each over the last (for
         a caller done with a block before it asks for the next): no new pages for every block
         (at 1M x 64, 16 blocks of 16 MB in the routing pass).
+
+        ``out``: that buffer, the caller's: a float32 ``(block_rows, w)`` array, ``w >= d``,
+        whose first ``d`` columns receive every block (each over the last; the block is that
+        view), for a caller that keeps columns of its own beside the rows. Row-normalised
+        blocks are divided straight into it; the same values either way.
         """
-        if self._matrix is not None:
-            for start in range(0, self.n, block_rows):
-                yield start, self._matrix[start : start + block_rows]
+        if self._matrix is not None or not self._by_row:
+            for start, block in self._unscaled_blocks(block_rows):
+                if out is not None:
+                    into = out[: len(block), : self.d]
+                    np.copyto(into, block)
+                    block = into
+                yield start, block
             return
-        buffer = None
+        buffer = None if out is None else out[:, : self.d]
         for start, raw in self._raw_blocks(block_rows):
-            if not self._by_row:
-                yield start, self.transform.apply(raw)
-                continue
             # float32 rows are divided straight into a new block (one pass); others are cast
             # to a float32 copy first and divided in place (the same values either way)
             if reuse and buffer is None:
@@ -133,6 +139,15 @@ class Rows:
             else:
                 block /= norms[:, None]
             yield start, block
+
+    def _unscaled_blocks(self, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """:meth:`blocks` of a materialised matrix or of a transform other than row norms."""
+        if self._matrix is not None:
+            for start in range(0, self.n, block_rows):
+                yield start, self._matrix[start : start + block_rows]
+            return
+        for start, raw in self._raw_blocks(block_rows):
+            yield start, self.transform.apply(raw)
 
     def _keep_norms(self, start: int, norms: np.ndarray) -> None:
         """Record the norms of rows ``start:start + len(norms)`` while a pass runs in order."""
