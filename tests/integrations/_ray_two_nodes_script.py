@@ -15,6 +15,7 @@ import os
 import numpy as np
 import ray
 from ray.cluster_utils import Cluster
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from sklearn.datasets import load_digits
 
 import neardup
@@ -23,6 +24,23 @@ from neardup.integrations.ray import RayExecutor, find_duplicates
 
 def _where(fn, task):
     return ray.get_runtime_context().get_node_id(), fn(task)
+
+
+@ray.remote(num_cpus=1)
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def _start_a_worker_on_every_node() -> None:
+    """One task pinned to each alive node, awaited: a worker is up on both before the run (on
+    a loaded machine the second node's first worker can take longer to start than the whole
+    run, which then lands on the head alone, as a cluster's idle node would not)."""
+    nodes = [node["NodeID"] for node in ray.nodes() if node["Alive"]]
+    pinned = [
+        _node_id.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False))
+        for n in nodes
+    ]
+    assert sorted(ray.get([task.remote() for task in pinned], timeout=300)) == sorted(nodes)
 
 
 class NodeRecorder(RayExecutor):
@@ -48,6 +66,7 @@ def main() -> None:
         ray.init(address=cluster.address, log_to_driver=False, configure_logging=False)
         cluster.wait_for_nodes()
         alive = sum(node["Alive"] for node in ray.nodes())
+        _start_a_worker_on_every_node()
         recorder = NodeRecorder()
         shards = {}
         for split, values in data.items():
