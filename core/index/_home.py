@@ -31,7 +31,7 @@ import itertools
 
 import numpy as np
 
-from ..search import Partition, route_entries, stable_order
+from ..search import Partition, padded_centres, route_entries, stable_order
 from ._products import ProjectedRows, close_pairs, squared_norms
 
 __all__ = ["EXACT_HOME_MARGIN", "distinct_values", "home_cells", "home_margin", "list_homes"]
@@ -58,30 +58,6 @@ _HOME_ROWS = 65_536
 _SCORE_ROWS = 4096
 
 
-#: score rows narrower than this (and at least half as wide) are padded to it with centres
-#: that never win: numpy's ``argmin`` along a row of 64 or more float32 takes its vector
-#: loop, 3x faster than along a row of 62 (measured on 4,096 x 62 scores: 288 -> 85-88 us;
-#: the product 408-428 -> 355-376 us, the same values in the 62 real columns; at 1M x 64,
-#: 62 coarse cells of ~63 leaves: home cells 0.49-0.54 -> 0.42-0.47 CPU s, the same homes).
-_ARGMIN_WIDTH = 64
-
-
-def _padded(minus_twice: np.ndarray, sq_centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The ``(c, d)`` centres times ``-2`` and their ``(c,)`` squared norms, with rows of
-    zeros and the largest float32 as norms appended up to :data:`_ARGMIN_WIDTH` when ``c``
-    is at least half of it: the padding scores that value, after every real column (argmin
-    ties go to the lowest), so the nearest centre is the same unless every real score
-    overflowed to ``inf`` (:func:`_nearest` redoes those rows). Not ``inf`` itself: an
-    ``argmin`` meeting ``inf`` is 1.5x slower (measured 125 against 85 us)."""
-    c = len(sq_centres)
-    if not _ARGMIN_WIDTH // 2 <= c < _ARGMIN_WIDTH:
-        return minus_twice, sq_centres
-    pad = _ARGMIN_WIDTH - c
-    zeros = np.zeros((pad, minus_twice.shape[1]), dtype=minus_twice.dtype)
-    largest = np.full(pad, np.finfo(np.float32).max, dtype=np.float32)
-    return np.concatenate([minus_twice, zeros]), np.concatenate([sq_centres, largest])
-
-
 def _scores(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> np.ndarray:
     """``(m, c)`` float32 ``|x - c|^2 - |x|^2`` (the row's own norm cancels in an argmin), from
     the centres times ``-2`` (``(c, d)``) and their squared norms."""
@@ -94,7 +70,9 @@ def _nearest(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> 
     """``(m,)`` int64 nearest centre of every row of ``x`` (``(m, d)`` float32, rows may be
     strided; ties to the lowest), about 4,096 rows at a time, in chunks of equal size (no
     small tail, which BLAS would multiply with other kernels and other roundings), the
-    centres padded to a width where ``argmin`` is fast (:func:`_padded`).
+    centres padded to a width where ``argmin`` is fast (``neardup.search.padded_centres``:
+    at 1M x 64, 62 coarse cells of ~63 leaves, home cells 0.49-0.54 -> 0.42-0.47 CPU s, the
+    same homes).
 
     Each chunk is copied into a buffer whose last column is 1 and multiplied by the centres
     times ``-2`` with their squared norms as a last column: one product gives the scores of
@@ -105,7 +83,7 @@ def _nearest(x: np.ndarray, minus_twice: np.ndarray, sq_centres: np.ndarray) -> 
     routing margin of both.
     """
     real = len(sq_centres)
-    minus_twice, sq_centres = _padded(minus_twice, sq_centres)
+    minus_twice, sq_centres = padded_centres(minus_twice, sq_centres)
     weights = np.concatenate([minus_twice, sq_centres[:, None]], axis=1)
     chunks = max(1, len(x) // _SCORE_ROWS)
     nearest = np.empty(len(x), dtype=np.int64)

@@ -46,6 +46,7 @@ from ._masks import true_positions
 from ._torch_join import is_torch_tensor, torch_join
 
 __all__ = [
+    "ARGMIN_WIDTH",
     "DEFAULT_BLOCK_SIZE",
     "DENSE_CANDIDATES",
     "TORCH_BLOCK_SIZE",
@@ -56,6 +57,7 @@ __all__ = [
     "join_cell",
     "merge_pairs",
     "orthonormal_projection",
+    "padded_centres",
     "route_entries",
     "route_rows",
     "screen_cell",
@@ -363,28 +365,52 @@ def _centre_scores(x: np.ndarray, centres: np.ndarray, sq_c: np.ndarray) -> np.n
 #: score rows narrower than this (and at least half as wide) are padded to it with centres
 #: that never win: numpy's ``argmin`` along a row of 64 or more float32 takes its vector
 #: loop, 3x faster than along a row of 62 (measured on 4,228 x 62 scores: 300 -> 87 us; the
-#: product 420 -> 379 us), as ``neardup.index`` does for its home cells.
-_ARGMIN_WIDTH = 64
+#: product 420 -> 379 us; ``neardup.index``'s home cells: 288 -> 85-88 us per 4,096 x 62).
+ARGMIN_WIDTH = 64
 #: ...for at least this many rows: BLAS multiplies fewer rows (up to about 40) with kernels
 #: whose roundings depend on the number of centres (measured: padded and unpadded products
 #: agree bit for bit from 41 rows on, for widths 8 to 256 and 32 to 63 centres).
 _ARGMIN_PAD_ROWS = 64
 
 
+def padded_centres(centres: np.ndarray, sq_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Centres padded for a fast ``argmin`` over their scores.
+
+    Parameters
+    ----------
+    centres:
+        ``(c, d)`` float32 centres (or the centres times ``-2``: the padding rows are zeros).
+    sq_c:
+        ``(c,)`` float32 squared norms of the centres.
+
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(w, d)`` centres and ``(w,)`` norms: when ``c`` lies in ``[ARGMIN_WIDTH / 2,
+        ARGMIN_WIDTH)``, rows of zeros whose norm is the largest float32 appended up to
+        :data:`ARGMIN_WIDTH` (``w``); else the inputs. The padding scores that value, after
+        every real column (``argmin`` ties go to the lowest), so the nearest centre is the
+        same unless every real score overflowed to ``inf`` (callers redo those rows over the
+        real columns). Not ``inf`` itself: an ``argmin`` meeting ``inf`` is 1.5x slower
+        (measured 125 against 85 us).
+    """
+    c = len(sq_c)
+    if not ARGMIN_WIDTH // 2 <= c < ARGMIN_WIDTH:
+        return centres, sq_c
+    pad = ARGMIN_WIDTH - c
+    zeros = np.zeros((pad, centres.shape[1]), dtype=centres.dtype)
+    largest = np.full(pad, np.finfo(np.float32).max, dtype=np.float32)
+    return np.concatenate([centres, zeros]), np.concatenate([sq_c, largest])
+
+
 def _argmin_scores(x: np.ndarray, centres: np.ndarray, sq_c: np.ndarray) -> np.ndarray:
     """:func:`_centre_scores` of the ``(m, d)`` rows and ``(c, d)`` centres, as an ``(m, w)``
-    float32 array whose first ``c`` columns are the scores, bit for bit: ``w`` is
-    :data:`_ARGMIN_WIDTH` when ``c`` is at least half of it and ``m`` at least
-    :data:`_ARGMIN_PAD_ROWS`, the padding scoring the largest float32 (after every real
-    column: ties go to the lowest, so :func:`_nearest_of` finds the same centre), else ``c``."""
-    c = len(centres)
-    if not (_ARGMIN_WIDTH // 2 <= c < _ARGMIN_WIDTH and len(x) >= _ARGMIN_PAD_ROWS):
-        return _centre_scores(x, centres, sq_c)
-    padded = np.zeros((_ARGMIN_WIDTH, centres.shape[1]), dtype=np.float32)
-    padded[:c] = centres
-    sq = np.full(_ARGMIN_WIDTH, np.finfo(np.float32).max, dtype=np.float32)
-    sq[:c] = sq_c
-    return _centre_scores(x, padded, sq)
+    float32 array whose first ``c`` columns are the scores, bit for bit: the centres
+    :func:`padded_centres` when ``m`` is at least :data:`_ARGMIN_PAD_ROWS` (:func:`_nearest_of`
+    finds the same centre), else ``w = c``."""
+    if len(x) >= _ARGMIN_PAD_ROWS:
+        centres, sq_c = padded_centres(centres, sq_c)
+    return _centre_scores(x, centres, sq_c)
 
 
 def _nearest_of(scores: np.ndarray, c: int) -> np.ndarray:

@@ -18,8 +18,6 @@ from ._rows import Rows
 
 __all__ = ["sample_rows", "sampled_neighbor_graph"]
 
-#: columns of the first product, whose top-k seeds the per-row bounds that screen the rest.
-_SEED_COLUMNS = 4096
 #: columns of a block whose k-th value per query seeds the bounds.
 _BOUND_COLUMNS = 1024
 #: rows per streamed block: its normalised rows (512 KB at 64 columns) and its (rows, sample)
@@ -43,20 +41,6 @@ def sample_rows(n: int, size: int, seed: int) -> np.ndarray:
 def _block_rows(d: int) -> int:
     """Rows per streamed block for rows of width ``d``."""
     return max(256, min(_BLOCK_ROWS, _BLOCK_BYTES // (4 * d)))
-
-
-def _column_blocks(rows: Rows, out: np.ndarray):
-    """``(start, at, block)`` of normalised rows, written into ``out``'s first columns (rows
-    ``at:at + len(block)`` of it, :meth:`Rows.blocks`), the first block split after
-    ``_SEED_COLUMNS``."""
-    first = True
-    for start, block in rows.blocks(_block_rows(rows.d), out=out):
-        if first and len(block) > _SEED_COLUMNS:
-            yield start, 0, block[:_SEED_COLUMNS]
-            yield start + _SEED_COLUMNS, _SEED_COLUMNS, block[_SEED_COLUMNS:]
-        else:
-            yield start, 0, block
-        first = False
 
 
 def sampled_neighbor_graph(
@@ -92,9 +76,9 @@ def sampled_neighbor_graph(
     hits = np.empty(m * block_rows, dtype=bool)
     # [b, |b|^2]: the blocks are normalised straight into its first columns (no copy)
     right = np.empty((block_rows, rows.d + 1), dtype=np.float32)
-    for start, at, block in _column_blocks(rows, right):
+    for start, block in rows.blocks(_block_rows(rows.d), out=right):
         size = len(block)
-        b = right[at : at + size]
+        b = right[:size]
         b[:, -1] = squared_norms(block)
         # the products block by queries, (size, m): the same values as (m, size), at 6.6
         # against 9.5 ms for 16,384 x 65 x 250 (BLAS keeps the long side as its rows)
