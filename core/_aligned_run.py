@@ -46,6 +46,7 @@ from .views import (
     ImageRows,
     as_image_rows,
     candidate_features,
+    color_candidate_features,
     crop_candidate_features,
     crop_distances,
     indexed_aligned_distances,
@@ -300,6 +301,33 @@ def _candidates(
     return _union(query, lists, plain_lists)
 
 
+def _with_color_candidates(
+    found: np.ndarray,
+    plain: np.ndarray,
+    colour: np.ndarray,
+    query: np.ndarray,
+    target: np.ndarray,
+    per_view: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``found`` and ``plain`` (as :func:`_union` returns them) with each query's ``per_view``
+    nearest ``target`` rows in :func:`neardup.views.color_candidate_features` added.
+
+    The candidate views see the grey projection alone, and among many images a shifted or
+    cropped copy of an item that fills the frame ranks far down in them (its content window
+    is clipped by the border), while its colours still put it next to its source. Measured
+    on colourised Fashion-MNIST, 60,000 + 10,000: the sources of 4 missed copies ranked
+    12th-25,791st in the grey candidate searches and 0th-1st in colour. The added rows feed
+    the threshold's statistics like the other candidate views (``plain``).
+    """
+    features = color_candidate_features(colour)
+    same = np.array_equal(query, target)
+    nearest = probed_neighbors(
+        features[query], features[target], per_view + 1 if same else per_view
+    )
+    listed = np.where(nearest >= 0, target[nearest], -1)
+    return _union(query, [found, listed], [plain, np.zeros(listed.shape, dtype=bool)])
+
+
 def _union(
     query: np.ndarray, lists: list[np.ndarray], plain_lists: list[np.ndarray] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -382,6 +410,10 @@ def aligned_run(
         found, plain = _union(query, lists, plain_lists)
     else:
         found, plain = _candidates(images, query, target, candidates, crop_candidates)
+        if rows.channels > 1:  # colour images: also their nearest rows in colour
+            found, plain = _with_color_candidates(
+                found, plain, rows.images(), query, target, candidates
+            )
     valid = found >= 0
     q_rows = np.repeat(query, found.shape[1])[valid.ravel()]
     distances = np.full(found.shape, np.inf, dtype=np.float32)

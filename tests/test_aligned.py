@@ -19,6 +19,7 @@ from neardup.views import (
     aligned_distances,
     as_image_rows,
     candidate_features,
+    color_candidate_features,
     crop_candidate_features,
     indexed_aligned_distances,
     overlap_distances,
@@ -234,6 +235,36 @@ def test_crops_of_pictures_whose_contrast_is_only_in_colour_are_found():
     flagged = dict(zip(leak.positions, leak.nearest_positions))
     found = sum(flagged.get(int(slot)) == int(source) for slot, source in zip(slots, sources))
     assert found >= 8, found
+
+
+@needs_fashion
+def test_color_candidate_rows_tell_a_copy_from_its_source_s_recolored_twins():
+    """Colour images also get candidates from colour thumbnails: a shifted or cropped copy's
+    nearest colour row is its source, not the same grey picture painted in other colours
+    (which the grey candidate views cannot tell apart from the source)."""
+    rng = np.random.default_rng(7)
+    pictures = np.repeat(_fashion(60), 5, axis=0)  # each grey picture painted five times
+    fg = rng.uniform(0, 255, size=(len(pictures), 1, 1, 3))
+    bg = rng.uniform(0, 255, size=(len(pictures), 1, 1, 3))
+    shade = pictures[..., None] / 255.0
+    images = np.rint(shade * fg + (1 - shade) * bg).astype(np.uint8)
+    sources = 5 * np.arange(60) + rng.integers(0, 5, size=60)
+    copies = []
+    for n, source in enumerate(sources):
+        if n % 2:
+            dy, dx = rng.choice([-2, -1, 1, 2], size=2)
+            padded = np.pad(images[source], ((2, 2), (2, 2), (0, 0)), mode="edge")
+            copies.append(padded[2 + dy : 30 + dy, 2 + dx : 30 + dx])
+        else:
+            copies.append(_crop(images[source], rng))
+    view = AlignedImageView()
+    targets = color_candidate_features(view(images).images())
+    queries = color_candidate_features(view(np.stack(copies)).images())
+    assert targets.shape == (300, 192)
+    np.testing.assert_allclose(np.linalg.norm(targets, axis=1), 1.0, rtol=1e-5)
+    nearest = np.argmax(queries @ targets.T, axis=1)
+    assert np.mean(nearest == sources) >= 0.95
+    assert np.all(nearest // 5 == sources // 5)  # at worst a twin of the same picture
 
 
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():

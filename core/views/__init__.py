@@ -31,6 +31,7 @@ from ._aligned import (
     ImageRows,
     as_image_rows,
     candidate_features,
+    color_candidate_features,
     crop_candidate_features,
 )
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
@@ -72,6 +73,7 @@ __all__ = [
     "as_image_rows",
     "as_text_rows",
     "candidate_features",
+    "color_candidate_features",
     "crop_candidate_features",
     "crop_distances",
     "crop_samplers",

@@ -30,6 +30,7 @@ __all__ = [
     "ImageRows",
     "as_image_rows",
     "candidate_features",
+    "color_candidate_features",
     "crop_candidate_features",
 ]
 
@@ -248,6 +249,20 @@ def candidate_features(images: np.ndarray) -> list[np.ndarray]:
         _wide_thumbnails(images),
         _fourier(images.mean(axis=-1)),
     ]
+
+
+def color_candidate_features(images: np.ndarray, size: int = 8) -> np.ndarray:
+    """``(N, size * size * C)`` float32 unit rows: colour thumbnails for finding candidates.
+
+    ``images`` are ``(N, R, R, C)`` colour thumbnails of :class:`AlignedImageView` (whose
+    colour cast already carries ``ImageView.color_cast``); each is box-filtered to ``size x
+    size`` (:class:`ImageView` with the cast kept as it is), centred and scaled to unit
+    length. The candidate views of :func:`candidate_features` see one grey projection of
+    each image; colours still tell a shifted or cropped copy's source from the many grey
+    look-alikes of a large set (benchmarks/README.md, "Round 12").
+    """
+    view = ImageView(size=size, color=True, channels_first=False, color_cast=1.0)
+    return _unit(view(np.asarray(images, dtype=np.float32)))
 
 
 def crop_candidate_features(
