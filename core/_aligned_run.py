@@ -6,7 +6,8 @@ shift-tolerant views (:func:`neardup.views.candidate_features`, ``candidates`` p
 in four crop searches (:func:`neardup.views.crop_candidate_features`: Fourier magnitudes
 and a wide centred thumbnail against those of zoomed-in centres, both ways,
 ``crop_candidates`` each, twice that in the Fourier search for the sources of a query that
-is a crop), all by
+is a crop) and, for colour images, in 8x8 colour thumbnails
+(:func:`neardup.views.color_candidate_features`, ``candidates`` rows), all by
 :func:`neardup.search.probed_neighbors`: exact for small inputs, otherwise each query searches
 the nearest cells of a k-means partition, so the work grows like ``Q * sqrt(T)``, not
 ``Q * T``. Each candidate pair is re-scored by
