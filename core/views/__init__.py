@@ -32,6 +32,7 @@ from ._aligned import (
     as_image_rows,
     candidate_features,
     crop_candidate_features,
+    search_features,
 )
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
@@ -79,6 +80,7 @@ __all__ = [
     "indexed_aligned_distances",
     "normalize_text",
     "overlap_distances",
+    "search_features",
     "shift_crops",
     "shift_offsets",
     "shift_reach",

@@ -32,6 +32,7 @@ __all__ = [
     "as_image_rows",
     "candidate_features",
     "crop_candidate_features",
+    "search_features",
 ]
 
 _MIN_SIDE = 16
@@ -303,8 +304,40 @@ def crop_candidate_features(
     return _by_chunk(lambda chunk: _crop_chunk(chunk, scale), images)
 
 
-def _crop_chunk(images: np.ndarray, scale: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """:func:`crop_candidate_features` of a few images."""
+def search_features(
+    images: np.ndarray, scale: float = CROP_SCALE
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """``(candidate_features(images), crop_candidate_features(images, scale))`` made together:
+    the wider content-following thumbnail, in both, is made once.
+
+    Parameters
+    ----------
+    images:
+        ``(N, R, R, C)`` thumbnails.
+    scale:
+        As :func:`crop_candidate_features`.
+
+    Returns
+    -------
+    tuple
+        The ``(N, d)`` float32 arrays of :func:`candidate_features` and the ``(plain,
+        zoomed)`` pairs of :func:`crop_candidate_features`, the same values.
+    """
+    found = _by_chunk(lambda chunk: _search_chunk(chunk, scale), images)
+    return found[:3], found[3:]
+
+
+def _search_chunk(images: np.ndarray, scale: float) -> list[Any]:
+    """:func:`search_features` of a few images, as one list."""
+    plain = _candidate_chunk(images)
+    return [*plain, *_crop_chunk(images, scale, wide=plain[1])]
+
+
+def _crop_chunk(
+    images: np.ndarray, scale: float, wide: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`crop_candidate_features` of a few images (``wide``: their wider thumbnails
+    when already made)."""
     grey = images.mean(axis=-1).astype(np.float64)
     n, side = grey.shape[:2]
     centre = (side - 1) / 2.0
@@ -312,7 +345,10 @@ def _crop_chunk(images: np.ndarray, scale: float) -> list[tuple[np.ndarray, np.n
     zoomed = _bilinear(grey, grid, grid)
     return [
         (_fourier(grey), _fourier(zoomed)),
-        (_wide_thumbnails(images), _wide_thumbnails(zoomed[..., None])),
+        (
+            _wide_thumbnails(images) if wide is None else wide,
+            _wide_thumbnails(zoomed[..., None]),
+        ),
     ]
 
 

@@ -119,10 +119,12 @@ def indexed_aligned_distances(
 ) -> np.ndarray:
     """:func:`aligned_distances` of the pairs ``(images[i[p]], images[j[p]])``.
 
-    Each image's share of the work (the mean and variance of every re-sampled version of it)
-    is done once per image rather than once per pair, which pays when images appear in
-    several pairs (each query's candidates: every reference image is a candidate of many
-    queries).
+    Each image's share of the work (its re-sampled versions, their means and variances, its
+    centre spread back) is done once per image rather than once per pair, which pays when
+    images appear in several pairs (each query's candidates: every reference image is a
+    candidate of many queries): the distinct images of ``i`` once per tile of them (a
+    bounded store), the images of ``j`` once per tile whose pairs they are in. Each pair's
+    distance is its own (the same products in any order and company of pairs).
 
     Parameters
     ----------
@@ -193,6 +195,11 @@ class _Sampler:
         self.col_sum = weights.sum(axis=1)  # (T, R)
         self.gram0 = (weights * weights).sum(axis=1)  # (T, R): diagonal of W^T W
         self.gram1 = (weights[:, :, :-1] * weights[:, :, 1:]).sum(axis=1)  # (T, R - 1)
+        # whole-pixel shifts read one input row each, with weight 1: q is a gather of rows
+        # (the sparse product gives the same values, 1 * x, at a few times the cost)
+        single = np.count_nonzero(weights, axis=2) == 1
+        unit = bool(np.all(single) and np.all(weights.max(axis=2) == 1.0))
+        self.unit_rows = np.argmax(weights, axis=2).ravel() if unit else None  # (T*r,)
 
 
 @dataclass(frozen=True)
@@ -338,6 +345,8 @@ def _sampled_rows(b: np.ndarray, sampler: _Sampler) -> np.ndarray:
     """``(p, T, r * R * C)``: ``q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]``."""
     p, side, _, channels = b.shape
     count = len(sampler.weights)
+    if sampler.unit_rows is not None:
+        return np.take(b.reshape(p, side, -1), sampler.unit_rows, axis=1).reshape(p, count, -1)
     b_rows = np.ascontiguousarray(b.transpose(1, 0, 2, 3)).reshape(side, -1)
     q = np.asarray(sampler.rows @ b_rows).reshape(count, -1, p, side * channels)
     return np.ascontiguousarray(q.transpose(2, 0, 1, 3)).reshape(p, count, -1)
