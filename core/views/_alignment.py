@@ -26,8 +26,9 @@ __all__ = ["DEFAULT_SCALES", "aligned_distances", "indexed_aligned_distances"]
 
 #: scales tried: same size, and a 90 % crop (one image zoomed in by 1 / 0.9; both ways round)
 DEFAULT_SCALES = (1.0, 0.9)
-#: the re-sampled rows of one tile of ``i`` images kept at a time (51 kB per 28x28 image)
-_STORE_BYTES = 256 << 20
+#: the re-sampled rows of one tile of ``i`` images kept at a time (51 kB per 28x28 image:
+#: Fashion-MNIST's 10,000 test images in one tile)
+_STORE_BYTES = 512 << 20
 _IMAGE_CHUNK = 512  # images re-sampled at a time for the store
 #: distinct ``j`` images scored at a time (about 8 pairs each on Fashion-MNIST's 10k x 60k):
 #: small chunks keep each pair's arrays in cache between re-sampling and the products
