@@ -227,16 +227,24 @@ class _RowStore:
     (``q``) and their spreads. Made in chunks of :data:`_IMAGE_CHUNK` images."""
 
     def __init__(self, images: np.ndarray, rows: np.ndarray, geometry: _Geometry) -> None:
-        chunks = [images[rows[s : s + _IMAGE_CHUNK]] for s in range(0, len(rows), _IMAGE_CHUNK)]
-        self.v = [
-            np.concatenate([_spread_back(_centres(a, geometry), s) for a in chunks])
-            for s in geometry.samplers
-        ]
-        self.q, self.spread = [], []
-        for zoom in geometry.zooms:
-            q = [_sampled_rows(a, zoom) for a in chunks]
-            self.spread.append(np.concatenate([_spread(x, zoom, geometry.n) for x in q]))
-            self.q.append(np.concatenate(q))
+        side = images.shape[1]
+        width = side * geometry.n // (side - 2 * geometry.margin)  # r * R * C
+
+        def empty(sampler: _Sampler, last: int) -> np.ndarray:
+            return np.empty((len(rows), len(sampler.weights), last), dtype=np.float32)
+
+        self.v = [empty(s, width) for s in geometry.samplers]
+        self.q = [empty(z, width) for z in geometry.zooms]
+        self.spread = [empty(z, len(z.weights)) for z in geometry.zooms]
+        for start in range(0, len(rows), _IMAGE_CHUNK):
+            a = images[rows[start : start + _IMAGE_CHUNK]]
+            at = slice(start, start + len(a))
+            centres = _centres(a, geometry)
+            for v, sampler in zip(self.v, geometry.samplers):
+                v[at] = _spread_back(centres, sampler)
+            for q, spread, zoom in zip(self.q, self.spread, geometry.zooms):
+                q[at] = _sampled_rows(a, zoom)
+                spread[at] = _spread(q[at], zoom, geometry.n)
 
 
 def _tile_distances(
@@ -292,16 +300,16 @@ def _group_products(
     """``(p, T, T')`` products of each pair's ``q`` with its ``v`` transposed: ``group``
     ``(g, T, n)`` holds one array per run of ``sizes[u]`` pairs, ``pairs`` ``(p, T', n)`` one per
     pair; ``group_first``: ``group`` holds the ``q`` (else the ``v``)."""
-    count = group.shape[1]
-    out = np.empty((len(pairs), count, pairs.shape[1]), dtype=np.float32)
-    if not group_first:
-        out = out.transpose(0, 2, 1)
-    stop = np.cumsum(sizes)
-    for u, (begin, end) in enumerate(zip(stop - sizes, stop)):
+    first, second = (group, pairs) if group_first else (pairs, group)
+    out = np.empty((len(pairs), first.shape[1], second.shape[1]), dtype=np.float32)
+    second = second.transpose(0, 2, 1)  # views made once, sliced per run of pairs
+    begin = 0
+    for u, end in enumerate(np.cumsum(sizes).tolist()):
         if group_first:
-            np.matmul(group[u], pairs[begin:end].transpose(0, 2, 1), out=out[begin:end])
+            np.matmul(first[u], second[begin:end], out=out[begin:end])
         else:
-            np.matmul(pairs[begin:end], group[u].T, out=out[begin:end])
+            np.matmul(first[begin:end], second[u], out=out[begin:end])
+        begin = end
     return out
 
 
