@@ -221,14 +221,21 @@ def _bilinear(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
     Returns the ``(N, m_y, m_x)`` samples as the transposed view of a C-ordered
     ``(N, m_x, m_y)`` array (the column pass writes them that way)."""
-    low, frac = _neighbours(ys, grey.shape[1])
-    rows = _gather_rows(grey, low) * (1.0 - frac)[..., None]
-    rows += _gather_rows(grey, low + 1) * frac[..., None]
+    rows = _interpolated(grey, *_neighbours(ys, grey.shape[1]))
     columns = np.ascontiguousarray(rows.transpose(0, 2, 1))  # (N, W, m_y)
-    low, frac = _neighbours(xs, grey.shape[2])
-    sampled = _gather_rows(columns, low) * (1.0 - frac)[..., None]
-    sampled += _gather_rows(columns, low + 1) * frac[..., None]
+    sampled = _interpolated(columns, *_neighbours(xs, grey.shape[2]))
     return sampled.transpose(0, 2, 1)  # (N, m_y, m_x)
+
+
+def _interpolated(x: np.ndarray, low: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``(N, m, W)``: rows ``low`` and ``low + 1`` of ``x`` ``(N, H, W)`` weighted ``1 - frac``
+    and ``frac`` (``(N, m)`` each)."""
+    out = _gather_rows(x, low)
+    out *= (1.0 - frac)[..., None]
+    upper = _gather_rows(x, low + 1)
+    upper *= frac[..., None]
+    out += upper
+    return out
 
 
 def _gather_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
