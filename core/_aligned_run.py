@@ -48,10 +48,10 @@ from .views import (
     as_image_rows,
     candidate_features,
     color_candidate_features,
-    crop_candidate_features,
     crop_distances,
     indexed_aligned_distances,
     overlap_distances,
+    search_features,
     shift_crops,
     shift_offsets,
     shift_reach,
@@ -360,13 +360,16 @@ def _searches(
     candidate views (:func:`neardup.views.candidate_features`), then, in each view of
     :func:`neardup.views.crop_candidate_features` (Fourier magnitudes, the wider centred
     thumbnail), each image's plain row against the zoomed rows of the others (it is a crop
-    of them) and its zoomed row against their plain rows (they are crops of it).
+    of them) and its zoomed row against their plain rows (they are crops of it); both made
+    together by :func:`neardup.views.search_features`.
     """
-    out = [(f, f, per_view) for f in candidate_features(images)]  # the first _PLAIN_SEARCHES
-    if per_crop:
-        for number, (plain, zoomed) in enumerate(crop_candidate_features(images)):
-            as_crop = per_crop * (_FOURIER_CROP_FACTOR if number == 0 else 1)
-            out += [(plain, zoomed, as_crop), (zoomed, plain, per_crop)]
+    if not per_crop:
+        return [(f, f, per_view) for f in candidate_features(images)]
+    plain_views, crop_views = search_features(images)
+    out = [(f, f, per_view) for f in plain_views]  # the first _PLAIN_SEARCHES
+    for number, (plain, zoomed) in enumerate(crop_views):
+        as_crop = per_crop * (_FOURIER_CROP_FACTOR if number == 0 else 1)
+        out += [(plain, zoomed, as_crop), (zoomed, plain, per_crop)]
     return out
 
 

@@ -111,6 +111,51 @@ def test_indexed_aligned_distances_match_pair_by_pair_with_repeated_images():
     assert indexed_aligned_distances(images, i[:0], j[:0]).shape == (0,)
 
 
+@needs_fashion
+def test_aligned_distances_do_not_depend_on_tiles_or_the_other_pairs(monkeypatch):
+    """The store of ``i`` images in tiles and the chunks of ``j`` images change no bit: each
+    pair's distance is its own (one tile per image and one ``j`` per chunk, or one tile and
+    chunk for all; pairs in any order and company)."""
+    from neardup.views import _alignment
+
+    rng = np.random.default_rng(3)
+    images = AlignedImageView()(_fashion(80)).images()
+    i, j = rng.integers(0, 30, 900), rng.integers(20, 80, 900)
+    whole = indexed_aligned_distances(images, i, j)
+    monkeypatch.setattr(_alignment, "_STORE_BYTES", 1)
+    monkeypatch.setattr(_alignment, "_GROUP_CHUNK", 1)
+    np.testing.assert_array_equal(indexed_aligned_distances(images, i, j), whole)
+    order = rng.permutation(len(i))[:300]
+    np.testing.assert_array_equal(
+        indexed_aligned_distances(images, i[order], j[order]), whole[order]
+    )
+    unsigned = indexed_aligned_distances(images, i, j, signed=False, symmetric=False)
+    monkeypatch.undo()
+    assert np.array_equal(
+        indexed_aligned_distances(images, i, j, signed=False, symmetric=False), unsigned
+    )
+
+
+@needs_fashion
+def test_candidate_features_made_in_chunks_are_those_of_the_whole_batch(monkeypatch):
+    """Candidate and crop features are made a chunk of images at a time, with the same values
+    as in one batch (each image's features are its own); search_features gives both."""
+    from neardup.views import _aligned, search_features
+
+    images = AlignedImageView()(_fashion(300)).images()
+
+    def flat(plain: list[np.ndarray], crops: list[tuple[np.ndarray, np.ndarray]]) -> list:
+        assert len(plain) == 3 and len(crops) == 2
+        return plain + [rows for pair in crops for rows in pair]
+
+    whole = flat(candidate_features(images), crop_candidate_features(images))
+    monkeypatch.setattr(_aligned, "_CHUNK", 64)
+    chunked = flat(candidate_features(images), crop_candidate_features(images))
+    for got in (chunked, flat(*search_features(images))):
+        for rows, expected in zip(got, whole):
+            np.testing.assert_array_equal(rows, expected)
+
+
 def test_aligned_distance_of_constant_or_tiny_thumbnails():
     flat = np.ones((2, 16, 16, 1), np.float32)
     noise = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype(np.float32)

@@ -33,6 +33,7 @@ from ._aligned import (
     candidate_features,
     color_candidate_features,
     crop_candidate_features,
+    search_features,
 )
 from ._alignment import DEFAULT_SCALES, aligned_distances, indexed_aligned_distances
 from ._image import ImageView
@@ -81,6 +82,7 @@ __all__ = [
     "indexed_aligned_distances",
     "normalize_text",
     "overlap_distances",
+    "search_features",
     "shift_crops",
     "shift_offsets",
     "shift_reach",

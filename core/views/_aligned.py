@@ -16,6 +16,7 @@ shape. :func:`neardup.find_duplicates` then analyses it as two views:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,11 +33,13 @@ __all__ = [
     "candidate_features",
     "color_candidate_features",
     "crop_candidate_features",
+    "search_features",
 ]
 
 _MIN_SIDE = 16
 _MAX_SIDE = 32
 _FOURIER = 6  # low frequencies kept per axis by the Fourier-magnitude candidate view
+_CHUNK = 1024  # images whose candidate features are made at a time
 #: the centred window of :func:`crop_candidate_features` (a 90 % crop resized back)
 CROP_SCALE = 0.9
 
@@ -215,16 +218,33 @@ def _centred_thumbnails(
 
 def _bilinear(grey: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
     """``grey`` ``(N, H, W)`` sampled at the grid ``ys`` x ``xs`` (``(N, m)`` each, inside the
-    image): rows first, then columns, each a weighted sum of two gathered neighbours."""
-    n_idx = np.arange(len(grey))[:, None]
-    low, frac = _neighbours(ys, grey.shape[1])
-    rows = grey[n_idx, low] * (1.0 - frac)[..., None] + grey[n_idx, low + 1] * frac[..., None]
-    low, frac = _neighbours(xs, grey.shape[2])
-    columns = rows.transpose(0, 2, 1)  # (N, W, m)
-    sampled = (
-        columns[n_idx, low] * (1.0 - frac)[..., None] + columns[n_idx, low + 1] * frac[..., None]
-    )
+    image): rows first, then columns, each a weighted sum of two gathered neighbours.
+
+    Returns the ``(N, m_y, m_x)`` samples as the transposed view of a C-ordered
+    ``(N, m_x, m_y)`` array (the column pass writes them that way)."""
+    rows = _interpolated(grey, *_neighbours(ys, grey.shape[1]))
+    columns = np.ascontiguousarray(rows.transpose(0, 2, 1))  # (N, W, m_y)
+    sampled = _interpolated(columns, *_neighbours(xs, grey.shape[2]))
     return sampled.transpose(0, 2, 1)  # (N, m_y, m_x)
+
+
+def _interpolated(x: np.ndarray, low: np.ndarray, frac: np.ndarray) -> np.ndarray:
+    """``(N, m, W)``: rows ``low`` and ``low + 1`` of ``x`` ``(N, H, W)`` weighted ``1 - frac``
+    and ``frac`` (``(N, m)`` each)."""
+    out = _gather_rows(x, low)
+    out *= (1.0 - frac)[..., None]
+    upper = _gather_rows(x, low + 1)
+    upper *= frac[..., None]
+    out += upper
+    return out
+
+
+def _gather_rows(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``(N, m, W)``: ``out[n, k] = x[n, index[n, k]]`` of ``x`` ``(N, H, W)``, ``index``
+    ``(N, m)`` (whole rows copied from one flat array: faster than advanced indexing)."""
+    n, height = x.shape[:2]
+    flat = np.ascontiguousarray(x).reshape(n * height, -1)
+    return np.take(flat, index + (np.arange(n) * height)[:, None], axis=0)
 
 
 def _neighbours(points: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -244,6 +264,11 @@ def candidate_features(images: np.ndarray) -> list[np.ndarray]:
     Fashion-MNIST (``benchmarks/bench_quality.py``), each finds shifted or cropped copies
     among its 10 nearest rows where the others miss them.
     """
+    return _by_chunk(_candidate_chunk, images)
+
+
+def _candidate_chunk(images: np.ndarray) -> list[np.ndarray]:
+    """:func:`candidate_features` of a few images."""
     return [
         _unit(_centred_thumbnails(images, reach=1.5, power=2.0)),
         _wide_thumbnails(images),
@@ -262,7 +287,23 @@ def color_candidate_features(images: np.ndarray, size: int = 8) -> np.ndarray:
     look-alikes of a large set (benchmarks/README.md, "Round 12").
     """
     view = ImageView(size=size, color=True, channels_first=False, color_cast=1.0)
-    return _unit(view(np.asarray(images, dtype=np.float32)))
+    return _by_chunk(lambda chunk: [_unit(view(np.asarray(chunk, np.float32)))], images)[0]
+
+
+def _by_chunk(features: Callable[[np.ndarray], list[Any]], images: np.ndarray) -> list[Any]:
+    """``features(images)`` made :data:`_CHUNK` images at a time (each image's features are
+    its own, so the result is the same; the float64 buffers stay small and in cache) and
+    joined: a list of arrays, or of tuples of arrays."""
+    parts = [features(images[s : s + _CHUNK]) for s in range(0, max(len(images), 1), _CHUNK)]
+    if len(parts) == 1:
+        return parts[0]
+    return [_joined([part[k] for part in parts]) for k in range(len(parts[0]))]
+
+
+def _joined(parts: list[Any]) -> Any:
+    if isinstance(parts[0], tuple):
+        return tuple(np.concatenate(column) for column in zip(*parts))
+    return np.concatenate(parts)
 
 
 def crop_candidate_features(
@@ -282,6 +323,43 @@ def crop_candidate_features(
     candidate of the aligned view for 96-100 % (grey) and 92-98 % (colourised) of crops,
     against 72-90 % without.
     """
+    return _by_chunk(lambda chunk: _crop_chunk(chunk, scale), images)
+
+
+def search_features(
+    images: np.ndarray, scale: float = CROP_SCALE
+) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+    """``(candidate_features(images), crop_candidate_features(images, scale))`` made together:
+    the wider content-following thumbnail, in both, is made once.
+
+    Parameters
+    ----------
+    images:
+        ``(N, R, R, C)`` thumbnails.
+    scale:
+        As :func:`crop_candidate_features`.
+
+    Returns
+    -------
+    tuple
+        The ``(N, d)`` float32 arrays of :func:`candidate_features` and the ``(plain,
+        zoomed)`` pairs of :func:`crop_candidate_features`, the same values.
+    """
+    found = _by_chunk(lambda chunk: _search_chunk(chunk, scale), images)
+    return found[:3], found[3:]
+
+
+def _search_chunk(images: np.ndarray, scale: float) -> list[Any]:
+    """:func:`search_features` of a few images, as one list."""
+    plain = _candidate_chunk(images)
+    return [*plain, *_crop_chunk(images, scale, wide=plain[1])]
+
+
+def _crop_chunk(
+    images: np.ndarray, scale: float, wide: np.ndarray | None = None
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`crop_candidate_features` of a few images (``wide``: their wider thumbnails
+    when already made)."""
     grey = images.mean(axis=-1).astype(np.float64)
     n, side = grey.shape[:2]
     centre = (side - 1) / 2.0
@@ -289,7 +367,10 @@ def crop_candidate_features(
     zoomed = _bilinear(grey, grid, grid)
     return [
         (_fourier(grey), _fourier(zoomed)),
-        (_wide_thumbnails(images), _wide_thumbnails(zoomed[..., None])),
+        (
+            _wide_thumbnails(images) if wide is None else wide,
+            _wide_thumbnails(zoomed[..., None]),
+        ),
     ]
 
 
@@ -309,7 +390,9 @@ def _fourier(grey: np.ndarray) -> np.ndarray:
     """``(N, d)`` float32 unit rows: log magnitudes of the lowest Fourier frequencies of the
     mean-removed ``(N, R, R)`` grey images (unchanged by circular shifts)."""
     grey = grey - grey.mean(axis=(1, 2), keepdims=True)
-    spectrum = np.abs(np.fft.rfft2(grey))[:, :, :_FOURIER]
+    # rfft2 is rfft along rows, then fft along columns: the column pass only for the kept
+    # frequencies (each column's transform is its own: the same values as rfft2's)
+    spectrum = np.abs(np.fft.fft(np.fft.rfft(grey, axis=2)[:, :, :_FOURIER], axis=1))
     spectrum = np.concatenate([spectrum[:, :_FOURIER], spectrum[:, -_FOURIER + 1 :]], axis=1)
     fourier = np.log1p(spectrum.reshape(len(grey), -1))
     norm = np.linalg.norm(fourier, axis=1, keepdims=True)

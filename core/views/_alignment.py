@@ -18,13 +18,21 @@ banded Gram matrix of the column interpolation (no ``Z`` is ever formed).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 __all__ = ["DEFAULT_SCALES", "aligned_distances", "indexed_aligned_distances"]
 
 #: scales tried: same size, and a 90 % crop (one image zoomed in by 1 / 0.9; both ways round)
 DEFAULT_SCALES = (1.0, 0.9)
-_PAIR_BLOCK = 512
+#: the re-sampled rows of one tile of ``i`` images kept at a time (51 kB per 28x28 image:
+#: Fashion-MNIST's 10,000 test images in one tile)
+_STORE_BYTES = 512 << 20
+_IMAGE_CHUNK = 512  # images re-sampled at a time for the store
+#: distinct ``j`` images scored at a time (about 8 pairs each on Fashion-MNIST's 10k x 60k):
+#: small chunks keep each pair's arrays in cache between re-sampling and the products
+_GROUP_CHUNK = 32
 
 
 def _sampling(side: int, margin: int, scale: float, offsets: np.ndarray) -> np.ndarray:
@@ -112,10 +120,12 @@ def indexed_aligned_distances(
 ) -> np.ndarray:
     """:func:`aligned_distances` of the pairs ``(images[i[p]], images[j[p]])``.
 
-    Each image's share of the work (the mean and variance of every re-sampled version of it)
-    is done once per image rather than once per pair, which pays when images appear in
-    several pairs (each query's candidates: every reference image is a candidate of many
-    queries).
+    Each image's share of the work (its re-sampled versions, their means and variances, its
+    centre spread back) is done once per image rather than once per pair, which pays when
+    images appear in several pairs (each query's candidates: every reference image is a
+    candidate of many queries): the distinct images of ``i`` once per tile of them (a
+    bounded store), the images of ``j`` once per tile whose pairs they are in. Each pair's
+    distance is its own (the same products in any order and company of pairs).
 
     Parameters
     ----------
@@ -144,16 +154,22 @@ def indexed_aligned_distances(
         return np.zeros(0, dtype=np.float32)
     samplers = [_Sampler(_sampling(side, margin, s, _offsets(s, reach, step))) for s in scales]
     zooms = [z for s, z in zip(scales, samplers) if s != 1.0] if symmetric else []
-    ahead = _Moments(images, j, samplers, n)
-    back = _Moments(images, i, zooms, n) if zooms else None
+    geometry = _Geometry(samplers, zooms, margin, n, signed)
+    # the distinct rows of ``i`` in tiles whose re-sampled images fit in _STORE_BYTES; within
+    # a tile the pairs are taken by ``j``, so each ``j`` image is re-sampled once per tile
+    # rather than once per pair (a reference image is a candidate of many queries)
+    rows, at = np.unique(i, return_inverse=True)
+    at = at.ravel()
+    tile = max(1, _STORE_BYTES // geometry.row_bytes(side))
+    tile_of = at // tile
+    order = np.lexsort((j, tile_of))
+    bounds = np.searchsorted(tile_of[order], np.arange(int(tile_of.max()) + 2))
     out = np.empty(len(i), dtype=np.float32)
-    for start in range(0, len(i), _PAIR_BLOCK):
-        rows, cols = i[start : start + _PAIR_BLOCK], j[start : start + _PAIR_BLOCK]
-        block = _block(images, rows, cols, samplers, ahead, margin, n, signed)
-        if back is not None:
-            back_block = _block(images, cols, rows, zooms, back, margin, n, signed)
-            np.minimum(block, back_block, out=block)
-        out[start : start + len(rows)] = block
+    for number in range(len(bounds) - 1):
+        pairs = order[bounds[number] : bounds[number + 1]]
+        first = number * tile
+        store = _RowStore(images, rows[first : first + tile], geometry)
+        out[pairs] = _tile_distances(images, at[pairs] - first, j[pairs], store, geometry)
     return out
 
 
@@ -180,45 +196,178 @@ class _Sampler:
         self.col_sum = weights.sum(axis=1)  # (T, R)
         self.gram0 = (weights * weights).sum(axis=1)  # (T, R): diagonal of W^T W
         self.gram1 = (weights[:, :, :-1] * weights[:, :, 1:]).sum(axis=1)  # (T, R - 1)
+        # whole-pixel shifts read one input row each, with weight 1: q is a gather of rows
+        # (the sparse product gives the same values, 1 * x, at a few times the cost)
+        single = np.count_nonzero(weights, axis=2) == 1
+        unit = bool(np.all(single) and np.all(weights.max(axis=2) == 1.0))
+        self.unit_rows = np.argmax(weights, axis=2).ravel() if unit else None  # (T*r,)
 
 
-class _Moments:
-    """Per image of ``rows`` and per sampler: ``sqrt`` of the summed squared deviations of
-    every re-sampled version ``Z`` of the image (``(T, T)``; 0 where ``Z`` is constant)."""
+@dataclass(frozen=True)
+class _Geometry:
+    """What every pair is scored with: ``samplers`` (``b`` re-sampled against ``a``'s centre),
+    ``zooms`` (the other way round: ``a`` zoomed in against ``b``'s centre), the ``margin``
+    around the central region of ``n`` values, and whether correlations are ``signed``."""
 
-    def __init__(
-        self, images: np.ndarray, rows: np.ndarray, samplers: list[_Sampler], n: int
-    ) -> None:
-        self.images = np.unique(rows)
-        self.scale = [
-            np.concatenate(
-                [
-                    _spread(images[self.images[start : start + _PAIR_BLOCK]], sampler, n)
-                    for start in range(0, len(self.images), _PAIR_BLOCK)
-                ]
-            )
-            for sampler in samplers
-        ]
+    samplers: list[_Sampler]
+    zooms: list[_Sampler]
+    margin: int
+    n: int
+    signed: bool
 
-    def position_of(self, rows: np.ndarray) -> np.ndarray:
-        """Positions of ``rows`` (among those given at construction) in ``scale``."""
-        return np.searchsorted(self.images, rows)
+    def row_bytes(self, side: int) -> int:
+        """Bytes a :class:`_RowStore` keeps per image of side ``side``."""
+        per_offset = 4 * side * self.n // (side - 2 * self.margin)  # one (r, R, C) array
+        return per_offset * sum(len(s.weights) for s in self.samplers + self.zooms)
 
 
-def _sampled_rows(b: np.ndarray, sampler: _Sampler, inner: int) -> np.ndarray:
-    """``q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]``, ``(p, T, r, R, C)``."""
+class _RowStore:
+    """The ``a`` side of every pair of one tile, per distinct row of ``i`` (``rows``): its
+    centre spread back by each sampler (``v``) and, for the zooms, its re-sampled versions
+    (``q``) and their spreads. Made in chunks of :data:`_IMAGE_CHUNK` images."""
+
+    def __init__(self, images: np.ndarray, rows: np.ndarray, geometry: _Geometry) -> None:
+        side = images.shape[1]
+        width = side * geometry.n // (side - 2 * geometry.margin)  # r * R * C
+
+        def empty(sampler: _Sampler, last: int) -> np.ndarray:
+            return np.empty((len(rows), len(sampler.weights), last), dtype=np.float32)
+
+        self.v = [empty(s, width) for s in geometry.samplers]
+        self.q = [empty(z, width) for z in geometry.zooms]
+        self.spread = [empty(z, len(z.weights)) for z in geometry.zooms]
+        for start in range(0, len(rows), _IMAGE_CHUNK):
+            a = images[rows[start : start + _IMAGE_CHUNK]]
+            at = slice(start, start + len(a))
+            centres = _centres(a, geometry)
+            for v, sampler in zip(self.v, geometry.samplers):
+                v[at] = _spread_back(centres, sampler)
+            for q, spread, zoom in zip(self.q, self.spread, geometry.zooms):
+                q[at] = _sampled_rows(a, zoom)
+                spread[at] = _spread(q[at], zoom, geometry.n)
+
+
+def _tile_distances(
+    images: np.ndarray, at: np.ndarray, j: np.ndarray, store: _RowStore, geometry: _Geometry
+) -> np.ndarray:
+    """``(p,)`` distances of the pairs ``(store row at[p], images[j[p]])``, ``j`` sorted: the
+    pairs of :data:`_GROUP_CHUNK` distinct ``j`` at a time, each ``j`` image re-sampled once
+    and matched against its pairs' rows of ``store``."""
+    out = np.empty(len(j), dtype=np.float32)
+    starts = np.flatnonzero(np.r_[True, j[1:] != j[:-1]])
+    for g in range(0, len(starts), _GROUP_CHUNK):
+        begin = starts[g]
+        end = starts[g + _GROUP_CHUNK] if g + _GROUP_CHUNK < len(starts) else len(j)
+        sizes = np.diff(np.r_[starts[g : g + _GROUP_CHUNK], end])
+        out[begin:end] = _chunk_distances(
+            images[j[starts[g : g + _GROUP_CHUNK]]], sizes, at[begin:end], store, geometry
+        )
+    return out
+
+
+def _chunk_distances(
+    b: np.ndarray, sizes: np.ndarray, at: np.ndarray, store: _RowStore, geometry: _Geometry
+) -> np.ndarray:
+    """Distances of the pairs ``(store row at[p], b[u])``, image ``u`` of ``b`` in ``sizes[u]``
+    consecutive pairs: ``a``'s centre against every re-sampled ``b`` (the best correlation,
+    or the best absolute one unless ``signed``), and with zooms the smaller of that and the
+    distance the other way round (``a`` zoomed in against ``b``'s centre).
+
+    Each pair's numerators are one ``(T, n) @ (n, T)`` product, as the same matrices in every
+    order of the pairs, so a pair's distance does not depend on the others scored with it."""
+    p = len(at)
+    best = np.full(p, -np.inf, dtype=np.float32)
+    for v, sampler in zip(store.v, geometry.samplers):
+        q = _sampled_rows(b, sampler)
+        spread = np.repeat(_spread(q, sampler, geometry.n), sizes, axis=0)
+        numerator = _group_products(q, v[at], sizes, group_first=True)
+        best = _best_correlation(numerator, spread, best, geometry.signed)
+    distance = _distance(best)
+    if geometry.zooms:
+        centres = _centres(b, geometry)
+        best = np.full(p, -np.inf, dtype=np.float32)
+        for number, zoom in enumerate(geometry.zooms):
+            v = _spread_back(centres, zoom)
+            numerator = _group_products(v, store.q[number][at], sizes, group_first=False)
+            best = _best_correlation(numerator, store.spread[number][at], best, geometry.signed)
+        np.minimum(distance, _distance(best), out=distance)
+    return distance
+
+
+def _group_products(
+    group: np.ndarray, pairs: np.ndarray, sizes: np.ndarray, *, group_first: bool
+) -> np.ndarray:
+    """``(p, T, T')`` products of each pair's ``q`` with its ``v`` transposed: ``group``
+    ``(g, T, n)`` holds one array per run of ``sizes[u]`` pairs, ``pairs`` ``(p, T', n)`` one per
+    pair; ``group_first``: ``group`` holds the ``q`` (else the ``v``)."""
+    first, second = (group, pairs) if group_first else (pairs, group)
+    out = np.empty((len(pairs), first.shape[1], second.shape[1]), dtype=np.float32)
+    second = second.transpose(0, 2, 1)  # views made once, sliced per run of pairs
+    begin = 0
+    for u, end in enumerate(np.cumsum(sizes).tolist()):
+        if group_first:
+            np.matmul(first[u], second[begin:end], out=out[begin:end])
+        else:
+            np.matmul(first[begin:end], second[u], out=out[begin:end])
+        begin = end
+    return out
+
+
+def _best_correlation(
+    numerator: np.ndarray, spread: np.ndarray, best: np.ndarray, signed: bool
+) -> np.ndarray:
+    """``best`` raised to each pair's largest ``numerator / spread`` (0 where the spread is;
+    absolute values unless ``signed``)."""
+    corr = np.divide(numerator, spread, out=np.zeros_like(numerator), where=spread > 0)
+    if not signed:
+        np.abs(corr, out=corr)
+    return np.maximum(best, corr.reshape(len(best), -1).max(axis=1))
+
+
+def _distance(best: np.ndarray) -> np.ndarray:
+    """``sqrt(2 - 2 r)`` of the best correlations ``r``, as float32."""
+    return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)
+
+
+def _centres(a: np.ndarray, geometry: _Geometry) -> np.ndarray:
+    """``(m, r, r, C)`` central regions of ``a`` ``(m, R, R, C)``, centred, of unit length."""
+    m, side, _, channels = a.shape
+    margin, inner = geometry.margin, side - 2 * geometry.margin
+    centre = a[:, margin : side - margin, margin : side - margin, :].reshape(m, geometry.n)
+    centre = centre - centre.mean(axis=1, keepdims=True)
+    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
+    return centre.reshape(m, inner, inner, channels)
+
+
+def _spread_back(centres: np.ndarray, sampler: _Sampler) -> np.ndarray:
+    """``(m, T, r * R * C)``: ``v[m, tx, i, l, c] = sum_j a[m, i, j, c] W[tx, j, l]`` of the
+    ``(m, r, r, C)`` ``centres``."""
+    m, inner, _, channels = centres.shape
+    count, side = len(sampler.weights), sampler.weights.shape[2]
+    # a's centre as (r, m * r * C): its columns j first
+    a_cols = np.ascontiguousarray(centres.transpose(2, 0, 1, 3)).reshape(inner, -1)
+    v = np.asarray(sampler.spread @ a_cols).reshape(count, side, m, inner, channels)
+    return np.ascontiguousarray(v.transpose(2, 0, 3, 1, 4)).reshape(m, count, -1)
+
+
+def _sampled_rows(b: np.ndarray, sampler: _Sampler) -> np.ndarray:
+    """``(p, T, r * R * C)``: ``q[p, ty, i, l, c] = sum_k W[ty, i, k] b[p, k, l, c]``."""
     p, side, _, channels = b.shape
+    count = len(sampler.weights)
+    if sampler.unit_rows is not None:
+        return np.take(b.reshape(p, side, -1), sampler.unit_rows, axis=1).reshape(p, count, -1)
     b_rows = np.ascontiguousarray(b.transpose(1, 0, 2, 3)).reshape(side, -1)
-    q = np.asarray(sampler.rows @ b_rows).reshape(len(sampler.weights), inner, p, side, channels)
-    return np.ascontiguousarray(q.transpose(2, 0, 1, 3, 4))
+    q = np.asarray(sampler.rows @ b_rows).reshape(count, -1, p, side * channels)
+    return np.ascontiguousarray(q.transpose(2, 0, 1, 3)).reshape(p, count, -1)
 
 
-def _spread(b: np.ndarray, sampler: _Sampler, n: int) -> np.ndarray:
+def _spread(q: np.ndarray, sampler: _Sampler, n: int) -> np.ndarray:
     """``(p, T, T)`` root of the summed squared deviations of ``Z = q W^T`` over ``(i, j, c)``
-    for every offset pair, 0 where ``Z`` is constant: column sums of ``W`` give the sums, and
-    ``W^T W`` is banded (``|l - l'| <= 1``) for the squares, so no ``Z`` is formed."""
-    inner = sampler.weights.shape[1]
-    q = _sampled_rows(b, sampler, inner)
+    for every offset pair of the re-sampled rows ``q`` (:func:`_sampled_rows`), 0 where ``Z``
+    is constant: column sums of ``W`` give the sums, and ``W^T W`` is banded
+    (``|l - l'| <= 1``) for the squares, so no ``Z`` is formed."""
+    count, inner, side = sampler.weights.shape
+    q = q.reshape(len(q), count, inner, side, -1)
     total = q.sum(axis=(2, 4)) @ sampler.col_sum.T  # (p, Ty, Tx)
     sq0 = np.einsum("ptilc,ptilc->ptl", q, q)  # (p, T, R)
     sq1 = np.einsum("ptilc,ptilc->ptl", q[..., :-1, :], q[..., 1:, :])  # (p, T, R - 1)
@@ -226,49 +375,3 @@ def _spread(b: np.ndarray, sampler: _Sampler, n: int) -> np.ndarray:
     spread = squares - total * total / n
     flat = spread <= 1e-6 * np.maximum(squares, 1e-30)  # constant up to float32 rounding
     return np.where(flat, 0.0, np.sqrt(np.maximum(spread, 1e-12))).astype(np.float32)
-
-
-def _block(
-    images: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    samplers: list[_Sampler],
-    moments: _Moments,
-    margin: int,
-    n: int,
-    signed: bool = True,
-) -> np.ndarray:
-    """Distances of the pairs ``(images[rows], images[cols])``: ``a``'s centre against every
-    re-sampled ``b`` (the best correlation, or the best absolute one unless ``signed``);
-    ``moments`` holds the spreads of ``images[cols]``. Each image's
-    re-sampled rows (``q``) and spread-back centre (``v``) are made once per block and
-    gathered per pair: a query meets many candidates, a reference image many queries."""
-    a_rows, a_of_pair = np.unique(rows, return_inverse=True)
-    b_rows, b_of_pair = np.unique(cols, return_inverse=True)
-    a_of_pair, b_of_pair = a_of_pair.ravel(), b_of_pair.ravel()
-    a, b = images[a_rows], images[b_rows]
-    m, side, _, channels = a.shape
-    p = len(rows)
-    inner = side - 2 * margin
-    centre = a[:, margin : side - margin, margin : side - margin, :].reshape(m, n)
-    centre = centre - centre.mean(axis=1, keepdims=True)
-    centre /= np.maximum(np.linalg.norm(centre, axis=1, keepdims=True), 1e-12)
-    # a's centre as (r, m * r * C): its columns j first
-    a_cols = np.ascontiguousarray(
-        centre.reshape(m, inner, inner, channels).transpose(2, 0, 1, 3)
-    ).reshape(inner, -1)
-    spread_rows = moments.position_of(cols)
-    best = np.full(p, -np.inf, dtype=np.float32)
-    for number, sampler in enumerate(samplers):
-        count = len(sampler.weights)
-        q = _sampled_rows(b, sampler, inner).reshape(len(b), count, -1)[b_of_pair]
-        # v[m, tx, i, l, c] = sum_j a[m, i, j, c] W[tx, j, l]
-        v = np.asarray(sampler.spread @ a_cols).reshape(count, side, m, inner, channels)
-        v = np.ascontiguousarray(v.transpose(2, 0, 3, 1, 4)).reshape(m, count, -1)[a_of_pair]
-        numerator = np.matmul(q, v.transpose(0, 2, 1))
-        spread = moments.scale[number][spread_rows]
-        corr = np.divide(numerator, spread, out=np.zeros_like(numerator), where=spread > 0)
-        if not signed:
-            np.abs(corr, out=corr)
-        best = np.maximum(best, corr.reshape(p, -1).max(axis=1))
-    return np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0)).astype(np.float32)
