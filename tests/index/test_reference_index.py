@@ -809,3 +809,15 @@ def test_mapped_empty_is_a_writable_array_with_or_without_map_populate(monkeypat
         out[...] = np.arange(3000).reshape(1000, 3)
         assert out.sum() == 3000 * 2999 / 2
         assert _mapped.mapped_empty((0, 64)).shape == (0, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_reference_rows_with_nan_or_inf_are_named(dtype, bad):
+    """float32 rows normalised by their norms are refused on those norms (no pass of their
+    own), others before the transform: the same message, naming rows in several blocks."""
+    rows = np.random.default_rng(3).normal(size=(140_000, 8)).astype(dtype)
+    rows[[3, 70_000, 139_999], 5] = bad
+    with pytest.raises(NeardupInputError, match=r"reference 'train' has 3 row\(s\) with NaN or "
+                       r"Inf values \(rows 3, 70000, 139999\)"):  # fmt: skip
+        ReferenceIndex.build(rows, threshold=Distance(0.1))
