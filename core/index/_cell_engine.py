@@ -2,7 +2,7 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``: the coarse centres on a subset of it, the leaves in 2 Lloyd iterations; rows
+(``Cells.fit``: the coarse centres on a subset of it, the leaves in 1 Lloyd iteration; rows
 listed at home of 32+ dimensions: the coarse centres fitted in the 16-dimension screen
 projection below and lifted back, so that each row's coarse cell is found from its
 projection),
@@ -71,13 +71,13 @@ _SCREEN_WIDTH = 16
 #: fitted on 16,384 instead of 65,536 rows: k-means 0.42-0.56 -> 0.21-0.22 CPU s, the same
 #: leaked rows, nearest rows and distances, the same margin.
 _COARSE_FIT_ROWS = 256
-#: Lloyd iterations of the leaf cells (5 elsewhere): at 1M x 64, 100k queries, 3 iterations
-#: left the scoring's screen as much work as 5 (64.0 instead of 65.0 million pairs), 2 as
-#: much as 3 (64.6 instead of 65.7 million pairs, largest cell 688 instead of 812 rows) for
-#: 0.02 CPU s less k-means; the same leaked rows, nearest rows and distances (and on
-#: 300k x 64 anisotropic clusters with planted copies at t = 0.08-0.2: the same margins and
-#: flagged rows, all found).
-_LEAF_ITERATIONS = 2
+#: Lloyd iterations of the leaf cells (5 elsewhere). The leaves bound the scoring's work,
+#: which hardly depends on their iterations, each 0.024 CPU s of k-means at 1M x 64: for
+#: 100k queries the projected screen compares 65.7 million pairs after 3 iterations, 64.6
+#: after 2, 64.5 after 1 (largest cell 812, 688, 651 rows); at 300k x 64 anisotropic
+#: clusters with full-width screens, 4 % more after 1 than after 3. The same leaked rows,
+#: nearest rows and distances in both, and the same margins on the latter.
+_LEAF_ITERATIONS = 1
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
 _QUERY_BYTES = 64 << 20
