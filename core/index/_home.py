@@ -57,6 +57,8 @@ _PAIR_RADIUS = 2.0
 _MEET_FRACTION = 0.995
 #: sampled close pairs kept at most, per sampled row (a seeded subset above: huge thresholds).
 _MAX_PAIRS_PER_ROW = 64
+#: screened candidates of the sampled rows measured at once (huge thresholds: memory bounded).
+_PENDING_CANDIDATES = 1 << 20
 #: rows whose homes are computed at once (gathered or projected together).
 _HOME_ROWS = 65_536
 #: rows whose centre scores are formed at once: a (rows, ~62) float32 block that stays in
@@ -349,6 +351,7 @@ def _projected_pairs(
     starts_of = starts.tolist()
     pending_a: list[np.ndarray] = []
     pending_b: list[np.ndarray] = []
+    pending = 0
     current, base, listed, right = -1, 0, members[:0], buffer[:0]
     groups = zip(
         leaves.tolist(), partition.parent[leaves].tolist(), lows[:-1].tolist(), lows[1:].tolist()
@@ -372,6 +375,23 @@ def _projected_pairs(
             a, b = np.divmod(flat, stop - first_row)
             pending_a.append(at[a])
             pending_b.append(listed[first_row + b])
+            pending += len(a)
+            if pending > _PENDING_CANDIDATES:
+                _measure(x, rows, pending_a, pending_b, threshold, found)
+                pending_a, pending_b, pending = [], [], 0
+    _measure(x, rows, pending_a, pending_b, threshold, found)
+
+
+def _measure(
+    x: np.ndarray,
+    rows: np.ndarray,
+    pending_a: list[np.ndarray],
+    pending_b: list[np.ndarray],
+    threshold: float,
+    found: _Found,
+) -> None:
+    """Add to ``found`` the candidates ``rows[a]``, ``x[b]`` (``pending_a``, ``pending_b``:
+    pieces of positions) whose exact distance is within ``threshold``."""
     if pending_a:
         a, b = np.concatenate(pending_a), np.concatenate(pending_b).astype(np.int64)
         keep = pair_distances(x, b, rows, a) <= np.float32(threshold)
