@@ -114,10 +114,14 @@ class ProjectedRows:
         rows[:, width] = np.einsum("ij,ij->i", rows[:, :width], rows[:, :width])
         return cls(projection, rows, float(rows[:, width].max()) if len(x) else 0.0)
 
-    def queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def queries(
+        self, q: np.ndarray, projected: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(left, sq)``: ``(m, width + 1)`` float32 ``[-2 P q, 1]`` of the ``(m, d)`` rows
-        ``q`` and ``(m,)`` their projections' squared norms."""
-        projected = q @ self.projection
+        ``q`` and ``(m,)`` their projections' squared norms (``projected``: ``P q`` when the
+        caller has it)."""
+        if projected is None:
+            projected = q @ self.projection
         left = np.empty((len(q), projected.shape[1] + 1), dtype=np.float32)
         np.multiply(projected, np.float32(-2.0), out=left[:, :-1])
         left[:, -1] = 1.0

@@ -551,6 +551,7 @@ def route_entries(
     margin: float,
     home_only: bool = False,
     home_limits: HomeLimits | None = None,
+    coarse_through: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
     marks each row's nearest cell overall (its *home*: nearest leaf of its nearest coarse cell).
@@ -569,6 +570,13 @@ def route_entries(
     ``margin``, for a caller that routes many blocks: each coarse cell's limits are then
     computed once, not for the home leaves of every block. ``None``: each block computes the
     limits of its own home leaves.
+
+    ``coarse_through``: ``(through, basis)``, the ``(m, w)`` float32 ``rows`` times a
+    ``(d, w)`` orthonormal ``basis`` whose span holds the coarse centres (fitted with
+    ``fit_partition(coarse_basis=basis)``): the coarse level is routed from them (``|x - c|^2
+    - |x|^2 = |B^T x - B^T c|^2 - |B^T x|^2`` for ``c`` in the span, a product of ``w``
+    instead of ``d`` columns; measured at 1M x 64, 100k queries through 16 dimensions: 37 ->
+    25 ms, the scores equal up to float32 rounding, far inside the spill test's slack).
     """
     rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
     if len(rows) == 0:
@@ -581,7 +589,11 @@ def route_entries(
         c_cell = np.zeros(len(rows), dtype=np.int64)
         c_primary = np.ones(len(rows), dtype=bool)
     else:
-        c_row, c_cell, c_primary = _spill_chunked(rows, sq, partition.coarse, geometry[-1], margin)
+        c_rows, coarse = rows, partition.coarse
+        if coarse_through is not None:
+            c_rows, basis = coarse_through
+            coarse = (partition.coarse @ basis).astype(np.float32)
+        c_row, c_cell, c_primary = _spill_chunked(c_rows, sq, coarse, geometry[-1], margin)
     order = stable_order(c_cell, len(partition.coarse))
     bounds = np.searchsorted(c_cell[order], np.arange(len(partition.coarse) + 1))
     by_coarse = [order[bounds[c] : bounds[c + 1]] for c in range(len(partition.coarse))]

@@ -821,3 +821,26 @@ def test_reference_rows_with_nan_or_inf_are_named(dtype, bad):
     with pytest.raises(NeardupInputError, match=r"reference 'train' has 3 row\(s\) with NaN or "
                        r"Inf values \(rows 3, 70000, 139999\)"):  # fmt: skip
         ReferenceIndex.build(rows, threshold=Distance(0.1))
+
+
+def test_queries_reach_coarse_cells_through_the_screen_only_when_its_span_holds_them():
+    """Coarse centres fitted through the screen's projection route the queries' coarse level
+    through it (the same leaked rows as in full width); centres off its span (an index built
+    before the coarse basis) are routed in full width."""
+    rng = np.random.default_rng(8)
+    centres = rng.normal(size=(60, 64)).astype(np.float32)
+    train = centres[rng.integers(0, 60, 6000)] + 0.5 * rng.normal(size=(6000, 64))
+    train = train.astype(np.float32)
+    test = np.concatenate([train[:300] + np.float32(0.002), rng.normal(size=(300, 64))])
+    test = test.astype(np.float32)
+    index = ReferenceIndex.build(train, threshold=Distance(0.1), backend=Cells(cell_size=32))
+    engine = index._engine
+    assert engine.projected is not None and len(engine.partition.coarse) > 1
+    assert engine._coarse_in_span()
+    through = index.score(test)
+    assert through.count >= 300
+    engine._in_span = False
+    _same_leakage(index.score(test), through)
+    engine.partition.coarse[0] += np.float32(0.01)
+    engine._in_span = None
+    assert not engine._coarse_in_span()
