@@ -144,7 +144,7 @@ class CellEngine:
         self.in_cell_order = bool(in_cell_order)
         self._blas_threads = blas_threads
         self._least: tuple[np.ndarray, float] | None = None  # per-cell norms, once scored
-        self._in_span: bool | None = None  # the coarse centres in the projection's span
+        self._in_span: bool | None = None  # the coarse centers in the projection's span
 
     def _least_norms(self) -> tuple[np.ndarray, float]:
         """``(C,)`` float32 smallest squared norm of each cell's listed rows (``inf`` for an
@@ -344,12 +344,12 @@ class CellEngine:
         return q, r
 
     def _coarse_in_span(self) -> bool:
-        """Whether the coarse centres lie in the span of the screen's projection (fitted
+        """Whether the coarse centers lie in the span of the screen's projection (fitted
         through it: ``CellEngine.build`` since the coarse basis; not in indexes built before,
         nor where the partition projects the rows itself), so that queries are routed to
-        their coarse cells through it: each centre within a relative ``1e-6`` of its
-        projection (measured ``9e-8`` for float32 centres lifted from 16 dimensions, ``0.86``
-        for centres fitted in 64)."""
+        their coarse cells through it: each center within a relative ``1e-6`` of its
+        projection (measured ``9e-8`` for float32 centers lifted from 16 dimensions, ``0.86``
+        for centers fitted in 64)."""
         if self._in_span is None:
             self._in_span = False
             if self.projected is not None and self.partition.projection is None:

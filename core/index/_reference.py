@@ -214,7 +214,7 @@ class ReferenceIndex:
         progress = as_progress(progress)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
-        # rows normalised by their norms are checked for NaN and Inf on those norms (apply_all)
+        # rows normalized by their norms are checked for NaN and Inf on those norms (apply_all)
         by_norms = normalize == "row" and reducer is None
         matrix, id_array, label_array = _reference_input(
             activations, ids, labels, reference, check_values=not by_norms

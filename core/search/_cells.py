@@ -572,7 +572,7 @@ def route_entries(
     limits of its own home leaves.
 
     ``coarse_through``: ``(through, basis)``, the ``(m, w)`` float32 ``rows`` times a
-    ``(d, w)`` orthonormal ``basis`` whose span holds the coarse centres (fitted with
+    ``(d, w)`` orthonormal ``basis`` whose span holds the coarse centers (fitted with
     ``fit_partition(coarse_basis=basis)``): the coarse level is routed from them (``|x - c|^2
     - |x|^2 = |B^T x - B^T c|^2 - |B^T x|^2`` for ``c`` in the span, a product of ``w``
     instead of ``d`` columns; measured at 1M x 64, 100k queries through 16 dimensions: 37 ->
