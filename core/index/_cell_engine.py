@@ -2,7 +2,7 @@
 scored batch routed to its cells and joined exactly there.
 
 Build: k-means cells fitted on a seeded sample of the transformed reference rows
-(``Cells.fit``: the coarse centres on a subset of it, the leaves in 3 Lloyd iterations; rows
+(``Cells.fit``: the coarse centres on a subset of it, the leaves in 1 Lloyd iteration; rows
 listed at home of 32+ dimensions: the coarse centres fitted in the 16-dimension screen
 projection below and lifted back, so that each row's coarse cell is found from its
 projection),
@@ -71,11 +71,13 @@ _SCREEN_WIDTH = 16
 #: fitted on 16,384 instead of 65,536 rows: k-means 0.42-0.56 -> 0.21-0.22 CPU s, the same
 #: leaked rows, nearest rows and distances, the same margin.
 _COARSE_FIT_ROWS = 256
-#: Lloyd iterations of the leaf cells (5 elsewhere): at 1M x 64, 3 iterations leave the
-#: scoring's screen as much work (64.0 instead of 65.0 million pairs for 100k queries,
-#: 1.99 instead of 1.97 cells per query, largest cell 1,124 instead of 1,111 rows) for
-#: 0.05 CPU s less k-means (median of 4 alternating fits, 0.28 -> 0.23 s).
-_LEAF_ITERATIONS = 3
+#: Lloyd iterations of the leaf cells (5 elsewhere). The leaves bound the scoring's work,
+#: which hardly depends on their iterations, each 0.024 CPU s of k-means at 1M x 64: for
+#: 100k queries the projected screen compares 65.7 million pairs after 3 iterations, 64.6
+#: after 2, 64.5 after 1 (largest cell 812, 688, 651 rows); at 300k x 64 anisotropic
+#: clusters with full-width screens, 4 % more after 1 than after 3. The same leaked rows,
+#: nearest rows and distances in both, and the same margins on the latter.
+_LEAF_ITERATIONS = 1
 #: query rows transformed and routed at once, and at most this many bytes of them.
 _QUERY_ROWS = 262_144
 _QUERY_BYTES = 64 << 20
@@ -142,6 +144,7 @@ class CellEngine:
         self.in_cell_order = bool(in_cell_order)
         self._blas_threads = blas_threads
         self._least: tuple[np.ndarray, float] | None = None  # per-cell norms, once scored
+        self._in_span: bool | None = None  # the coarse centers in the projection's span
 
     def _least_norms(self) -> tuple[np.ndarray, float]:
         """``(C,)`` float32 smallest squared norm of each cell's listed rows (``inf`` for an
@@ -286,14 +289,20 @@ class CellEngine:
         (a dense projected screen is redone in full width, :class:`NearestScreen`), and the
         flat positions it passes are decoded into pairs once, for all cells together.
         """
-        q_row, q_cell, _, _ = route_entries(self.partition, queries, margin=self.margin)
+        projected = self.projected
+        through = None if projected is None else queries @ projected.projection
+        coarse_through = None
+        if through is not None and self._coarse_in_span():
+            coarse_through = (through, projected.projection)
+        q_row, q_cell, _, _ = route_entries(
+            self.partition, queries, margin=self.margin, coarse_through=coarse_through
+        )
         order = stable_order(q_cell, self.partition.n_cells)
         q_row, q_cell = q_row[order], q_cell[order]
         first = np.flatnonzero(np.r_[True, q_cell[1:] != q_cell[:-1]])  # sorted: no np.unique
         cells, lows = q_cell[first], np.r_[first, len(q_cell)]
-        projected = self.projected
         if projected is not None:
-            left, sq = projected.queries(queries)
+            left, sq = projected.queries(queries, through)
             # per entry, in cell order: one gather per window of cells, a slice per cell
             entry_left = _EntryRows(left, q_row)
             entry_bound = projected.limits(sq, threshold).take(q_row)[:, None]
@@ -333,6 +342,23 @@ class CellEngine:
         if not self.in_cell_order:
             r = self.members[r].astype(np.int64)
         return q, r
+
+    def _coarse_in_span(self) -> bool:
+        """Whether the coarse centers lie in the span of the screen's projection (fitted
+        through it: ``CellEngine.build`` since the coarse basis; not in indexes built before,
+        nor where the partition projects the rows itself), so that queries are routed to
+        their coarse cells through it: each center within a relative ``1e-6`` of its
+        projection (measured ``9e-8`` for float32 centers lifted from 16 dimensions, ``0.86``
+        for centers fitted in 64)."""
+        if self._in_span is None:
+            self._in_span = False
+            if self.projected is not None and self.partition.projection is None:
+                coarse = self.partition.coarse.astype(np.float64)
+                basis = self.projected.projection.astype(np.float64)
+                off = np.linalg.norm(coarse - (coarse @ basis) @ basis.T, axis=1)
+                largest = float(np.linalg.norm(coarse, axis=1).max()) if len(coarse) else 0.0
+                self._in_span = bool(off.max(initial=0.0) <= 1e-6 * largest)
+        return self._in_span
 
     def _full_screen(
         self, queries: np.ndarray, threshold: float, q_row: np.ndarray, q_cell: np.ndarray

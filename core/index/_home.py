@@ -32,7 +32,14 @@ import itertools
 import numpy as np
 
 from ..search import Partition, padded_centres, route_entries, stable_order
-from ._products import ProjectedRows, close_pairs, squared_norms
+from ._products import (
+    ProjectedRows,
+    bounded_screen,
+    close_pairs,
+    is_dense,
+    pair_distances,
+    squared_norms,
+)
 
 __all__ = ["EXACT_HOME_MARGIN", "distinct_values", "home_cells", "home_margin", "list_homes"]
 
@@ -50,6 +57,8 @@ _PAIR_RADIUS = 2.0
 _MEET_FRACTION = 0.995
 #: sampled close pairs kept at most, per sampled row (a seeded subset above: huge thresholds).
 _MAX_PAIRS_PER_ROW = 64
+#: screened candidates of the sampled rows measured at once (huge thresholds: memory bounded).
+_PENDING_CANDIDATES = 1 << 20
 #: rows whose homes are computed at once (gathered or projected together).
 _HOME_ROWS = 65_536
 #: rows whose centre scores are formed at once: a (rows, ~62) float32 block that stays in
@@ -282,32 +291,138 @@ def _sampled_pairs(
     projected: ProjectedRows | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(a, b)``: the pairs of a sampled row ``sample[a]`` and another row ``b`` (global)
-    within ``threshold``, found among the rows at home in the coarse cells that the sampled
-    rows' routing at ``threshold`` (``row``, ``cell`` entries) reaches: all of them, or a
-    seeded subset of ``keep`` pairs when there are more (a huge threshold: memory stays
-    bounded; the subset does not depend on the order the cells are visited). Screened
-    through ``projected`` when given, else in full width: the same pairs."""
+    within ``threshold``, found among the rows at home in the cells that the sampled rows'
+    routing at ``threshold`` (``row``, ``cell`` entries) reaches: all of them, or a seeded
+    subset of ``keep`` pairs when there are more (a huge threshold: memory stays bounded; the
+    subset does not depend on the order the cells are visited). Screened through
+    ``projected`` leaf by leaf when given (:func:`_projected_pairs`), else in full width
+    coarse cell by coarse cell: the same pairs."""
+    found = _Found(sample, len(x), keep, seed)
+    if projected is not None:
+        _projected_pairs(
+            partition, x, starts, members, rows, row, cell, threshold, projected, found
+        )
+        return found.pairs()
     coarse = partition.parent[cell]
     key, _ = distinct_values(coarse * len(rows) + row)  # (coarse cell, sampled row), once
     coarse, row = np.divmod(key, len(rows))
     bounds = np.searchsorted(coarse, np.arange(len(partition.coarse) + 1))
-    found_a, found_b = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for c in np.flatnonzero(np.diff(bounds)).tolist():
         leaves = partition.leaves_of(c)
         listed = members[starts[leaves.start] : starts[leaves.stop]]
         at = row[bounds[c] : bounds[c + 1]]
-        if projected is not None:
-            pa, pb, _ = projected.pairs(x, rows[at], listed, threshold)
-        else:
-            pa, pb, _ = close_pairs(rows[at], np.take(x, listed, axis=0), threshold)
-        other = listed[pb].astype(np.int64)
-        own = sample[at[pa]] != other
-        found_a.append(at[pa][own])
-        found_b.append(other[own])
-        if sum(len(part) for part in found_a) > 4 * keep:
-            kept_a, kept_b = _subset(found_a, found_b, len(x), keep, seed)
-            found_a, found_b = [kept_a], [kept_b]
-    return _subset(found_a, found_b, len(x), keep, seed)
+        pa, pb, _ = close_pairs(rows[at], np.take(x, listed, axis=0), threshold)
+        found.add(at[pa], listed[pb])
+    return found.pairs()
+
+
+def _projected_pairs(
+    partition: Partition,
+    x: np.ndarray,
+    starts: np.ndarray,
+    members: np.ndarray,
+    rows: np.ndarray,
+    row: np.ndarray,
+    cell: np.ndarray,
+    threshold: float,
+    projected: ProjectedRows,
+    found: _Found,
+) -> None:
+    """Add to ``found`` the pairs of the sampled ``rows`` (``(s, d)``) within ``threshold`` of
+    the rows at home in the leaves their routing (``row``, ``cell`` entries) reaches, screened
+    leaf by leaf through ``projected`` (a leaf whose screen is dense: in full width), every
+    candidate measured exactly.
+
+    A row within ``threshold`` of a sampled row is at home in a leaf that the routing at
+    ``threshold`` reaches (the argument of the module docstring, leaf by leaf), so the leaves
+    find the pairs that whole coarse cells find, with fewer products: at 1M x 64, 250 sampled
+    rows at ``2 t`` reach 1,500 of the 3,908 leaves each, 104 instead of 170 million pairs.
+    The rows of a coarse cell are gathered once, with a column of ones, and each sampled row
+    carries its bound (:meth:`ProjectedRows.bounded_queries`): one product and a comparison
+    with 0 per leaf (measured at 1M x 64: 0.14-0.15 -> 0.13 CPU s, the same 6 pairs).
+    """
+    left = projected.bounded_queries(rows, threshold)
+    order = stable_order(cell, partition.n_cells)
+    row, cell = row[order], cell[order]
+    first = np.flatnonzero(np.r_[True, cell[1:] != cell[:-1]])  # sorted: no np.unique
+    leaves, lows = cell[first], np.r_[first, len(cell)]
+    coarse_leaves = np.searchsorted(partition.parent, np.arange(len(partition.coarse) + 1))
+    buffer = projected.bounded_buffer(int(np.diff(starts[coarse_leaves]).max()))
+    starts_of = starts.tolist()
+    pending_a: list[np.ndarray] = []
+    pending_b: list[np.ndarray] = []
+    pending = 0
+    current, base, listed, right = -1, 0, members[:0], buffer[:0]
+    groups = zip(
+        leaves.tolist(), partition.parent[leaves].tolist(), lows[:-1].tolist(), lows[1:].tolist()
+    )
+    for leaf, parent, lo, hi in groups:
+        if parent != current:  # the coarse cell's rows, gathered once for its leaves
+            span = partition.leaves_of(parent)
+            current, base = parent, starts_of[span.start]
+            listed = members[base : starts_of[span.stop]]
+            right = projected.take_bounded(listed, buffer)
+        first_row, stop = starts_of[leaf] - base, starts_of[leaf + 1] - base
+        if stop == first_row:
+            continue
+        at = row[lo:hi]
+        flat = bounded_screen(np.take(left, at, axis=0), right[first_row:stop])
+        if is_dense(len(flat), len(at), stop - first_row):
+            mine = listed[first_row:stop]
+            pa, pb, _ = close_pairs(rows[at], np.take(x, mine, axis=0), threshold)
+            found.add(at[pa], mine[pb])
+        elif len(flat):
+            a, b = np.divmod(flat, stop - first_row)
+            pending_a.append(at[a])
+            pending_b.append(listed[first_row + b])
+            pending += len(a)
+            if pending > _PENDING_CANDIDATES:
+                _measure(x, rows, pending_a, pending_b, threshold, found)
+                pending_a, pending_b, pending = [], [], 0
+    _measure(x, rows, pending_a, pending_b, threshold, found)
+
+
+def _measure(
+    x: np.ndarray,
+    rows: np.ndarray,
+    pending_a: list[np.ndarray],
+    pending_b: list[np.ndarray],
+    threshold: float,
+    found: _Found,
+) -> None:
+    """Add to ``found`` the candidates ``rows[a]``, ``x[b]`` (``pending_a``, ``pending_b``:
+    pieces of positions) whose exact distance is within ``threshold``."""
+    if pending_a:
+        a, b = np.concatenate(pending_a), np.concatenate(pending_b).astype(np.int64)
+        keep = pair_distances(x, b, rows, a) <= np.float32(threshold)
+        found.add(a[keep], b[keep])
+
+
+class _Found:
+    """The sampled pairs ``(a, b)`` found so far (``sample[a]`` and the global row ``b``, a
+    row's pair with itself left out): all of them, or, once there are more than four times
+    ``keep``, the seeded subset of :func:`_subset` (memory stays bounded)."""
+
+    def __init__(self, sample: np.ndarray, n: int, keep: int, seed: int) -> None:
+        self._sample, self._n, self._keep, self._seed = sample, n, keep, seed
+        self._a: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self._b: list[np.ndarray] = [np.zeros(0, np.int64)]
+        self._count = 0
+
+    def add(self, a: np.ndarray, b: np.ndarray) -> None:
+        """Add the pairs of ``(p,)`` positions in the sample and ``(p,)`` global rows."""
+        b = b.astype(np.int64)
+        other = self._sample[a] != b
+        self._a.append(a[other])
+        self._b.append(b[other])
+        self._count += int(np.count_nonzero(other))
+        if self._count > 4 * self._keep:
+            kept_a, kept_b = self.pairs()
+            self._a, self._b, self._count = [kept_a], [kept_b], len(kept_a)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(a, b)``: all the pairs, or the ``keep`` of :func:`_subset`."""
+        return _subset(self._a, self._b, self._n, self._keep, self._seed)
 
 
 def _subset(

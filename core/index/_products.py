@@ -15,6 +15,7 @@ from ..search import exact_pair_distances, sample_rows
 __all__ = [
     "NearestScreen",
     "ProjectedRows",
+    "bounded_screen",
     "close_pairs",
     "dense_screen",
     "is_dense",
@@ -113,14 +114,39 @@ class ProjectedRows:
         rows[:, width] = np.einsum("ij,ij->i", rows[:, :width], rows[:, :width])
         return cls(projection, rows, float(rows[:, width].max()) if len(x) else 0.0)
 
-    def queries(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def queries(
+        self, q: np.ndarray, projected: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(left, sq)``: ``(m, width + 1)`` float32 ``[-2 P q, 1]`` of the ``(m, d)`` rows
-        ``q`` and ``(m,)`` their projections' squared norms."""
-        projected = q @ self.projection
+        ``q`` and ``(m,)`` their projections' squared norms (``projected``: ``P q`` when the
+        caller has it)."""
+        if projected is None:
+            projected = q @ self.projection
         left = np.empty((len(q), projected.shape[1] + 1), dtype=np.float32)
         np.multiply(projected, np.float32(-2.0), out=left[:, :-1])
         left[:, -1] = 1.0
         return left, np.einsum("ij,ij->i", projected, projected)
+
+    def bounded_queries(self, q: np.ndarray, threshold: float) -> np.ndarray:
+        """``(m, width + 2)`` float32 ``[-2 P q, 1, -limit]`` of the ``(m, d)`` rows ``q``
+        (``limit``: :meth:`limits`): times a row ``[P r, |P r|^2, 1]`` of :meth:`take_bounded`
+        it gives ``|P r|^2 - 2 P q.P r - limit``, at most 0 for every row within ``threshold``
+        (one comparison with 0 for all the products' entries, not a bound per row: a
+        comparison with a column of bounds loops once per row)."""
+        left, sq = self.queries(q)
+        return np.concatenate([left, -self.limits(sq, threshold)[:, None]], axis=1)
+
+    def bounded_buffer(self, rows: int) -> np.ndarray:
+        """``(rows, width + 2)`` float32 for :meth:`take_bounded`, its last column 1."""
+        return np.ones((rows, self.rows.shape[1] + 1), dtype=np.float32)
+
+    def take_bounded(self, at: np.ndarray, buffer: np.ndarray) -> np.ndarray:
+        """``(len(at), width + 2)`` float32 ``[P r, |P r|^2, 1]`` of the stored rows at the
+        ``(n,)`` positions ``at``, written into ``buffer`` (:meth:`bounded_buffer` of at
+        least ``n`` rows)."""
+        out = buffer[: len(at)]
+        out[:, :-1] = np.take(self.rows, at, axis=0)
+        return out
 
     def queries_of(self, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`queries` of the projected rows ``at`` themselves (``(s,)`` positions)."""
@@ -143,16 +169,30 @@ class ProjectedRows:
         """``(a, b, distance)``: every pair of ``q[a]`` (``(m, d)`` float32) and row
         ``listed[b]`` of ``x`` (the rows this projects) within ``threshold``, exactly, as
         :func:`close_pairs` finds them."""
-        left, sq = self.queries(q)
-        limit = self.limits(sq, threshold)
-        right = np.take(self.rows, listed, axis=0)
-        flat = dense_screen(left, limit, right)
+        left = self.bounded_queries(q, threshold)
+        flat = bounded_screen(left, self.take_bounded(listed, self.bounded_buffer(len(listed))))
         if is_dense(len(flat), len(q), len(listed)):
             return close_pairs(q, np.take(x, listed, axis=0), threshold)
         a, b = np.divmod(flat, len(listed))
         dist = pair_distances(x, listed[b], q, a)
         keep = dist <= np.float32(threshold)
         return a[keep], b[keep], dist[keep]
+
+
+def bounded_screen(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """``(p,)`` ascending flat positions ``a * len(right) + b`` where ``(left @ right.T)[a, b]
+    <= 0`` (``(m, k)``, ``(n, k)`` float32: :meth:`ProjectedRows.bounded_queries` and
+    :meth:`ProjectedRows.take_bounded`), at most 16M entries at once."""
+    zero = np.float32(0.0)
+    if len(left) * len(right) <= _PRODUCT_ENTRIES:
+        # np.flatnonzero: 2-D np.nonzero walks the mask element by element
+        return np.flatnonzero(left @ right.T <= zero)
+    step = max(1, _PRODUCT_ENTRIES // max(1, len(right)))
+    found = [
+        np.flatnonzero(left[start : start + step] @ right.T <= zero) + start * len(right)
+        for start in range(0, len(left), step)
+    ]
+    return np.concatenate(found)
 
 
 def dense_screen(left: np.ndarray, limit: np.ndarray, right: np.ndarray) -> np.ndarray:

@@ -214,7 +214,11 @@ class ReferenceIndex:
         progress = as_progress(progress)
         strategy = as_strategy(threshold)
         reducer = as_reducer(reduce)
-        matrix, id_array, label_array = _reference_input(activations, ids, labels, reference)
+        # rows normalized by their norms are checked for NaN and Inf on those norms (apply_all)
+        by_norms = normalize == "row" and reducer is None
+        matrix, id_array, label_array = _reference_input(
+            activations, ids, labels, reference, check_values=not by_norms
+        )
         if normalize is None or reducer is not None:
             check_unnormalized_scale([matrix], f"reference {reference!r}")
         k = clamp_k(k, len(matrix))
@@ -224,7 +228,11 @@ class ReferenceIndex:
         if progress and reducer is not None:
             progress("PCA", 1, 1)
         # kept as the index's rows: 4 KiB pages mapped in by one call (``mapped_empty``)
-        x = transform.apply_all([matrix], out=mapped_empty((len(matrix), transform.dim)))
+        x = transform.apply_all(
+            [matrix],
+            out=mapped_empty((len(matrix), transform.dim)),
+            check=f"reference {reference!r}" if by_norms else None,
+        )
         del matrix
         needs_graph = not isinstance(strategy, (Distance, Cosine))
         engine: CellEngine | AnnoyEngine
@@ -585,9 +593,10 @@ class ReferenceIndex:
 
 # ---------------------------------------------------------------------- helpers
 def _reference_input(
-    activations: Any, ids: Any, labels: Any, reference: Any
+    activations: Any, ids: Any, labels: Any, reference: Any, *, check_values: bool = True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Validated ``(N, d)`` reference matrix, ``(N,)`` storable ids and labels (or None)."""
+    """Validated ``(N, d)`` reference matrix, ``(N,)`` storable ids and labels (or None);
+    ``check_values=False``: rows holding NaN or Inf are left for the caller to refuse."""
     if reference is None:
         raise NeardupInputError(
             "reference=None: a reference index needs the reference split's name, e.g. 'train'."
@@ -599,7 +608,8 @@ def _reference_input(
         raise NeardupInputError(
             f"{what} holds a single sample; a reference index needs at least 2 samples."
         )
-    check_finite(matrix, what)
+    if check_values:
+        check_finite(matrix, what)
     id_array = storable(check_ids(ids, reference, n), "ids", reference)
     label_array = check_labels(labels, reference, n)
     if label_array is not None:

@@ -76,6 +76,8 @@ _KMEANS_ITERATIONS = 5
 #: k-means sums: per-column bincounts up to this width, one-hot products (in row blocks) above.
 _BINCOUNT_MAX_WIDTH = 128
 _ONE_HOT_BLOCK = 8192
+#: rows transposed at once for the per-column sums (:func:`_columns`).
+_TRANSPOSE_ROWS = 256
 #: relative float32 slack of the product screen (in squared-distance units, times the largest
 #: squared row norm of the cell); candidates are then decided by exact distances.
 _SCREEN_SLACK = 1e-4
@@ -192,7 +194,7 @@ def _kmeans(
     k = min(k, len(x))
     centres = x[np.sort(rng.choice(len(x), k, replace=False))].astype(np.float32)
     # narrow rows are summed column by column: each column contiguous once, for all iterations
-    columns = np.ascontiguousarray(x.T) if x.shape[1] <= _BINCOUNT_MAX_WIDTH else None
+    columns = _columns(x) if x.shape[1] <= _BINCOUNT_MAX_WIDTH else None
     for _ in range(iterations):
         label = _nearest_centre(x, centres)
         counts = np.bincount(label, minlength=k)
@@ -220,7 +222,7 @@ def _add_rows(
     k = len(sums)
     if x.shape[1] <= _BINCOUNT_MAX_WIDTH:
         if columns is None:
-            columns = np.ascontiguousarray(x.T)
+            columns = _columns(x)
         for column in range(x.shape[1]):
             sums[:, column] += np.bincount(label, weights=columns[column], minlength=k)
         return
@@ -229,6 +231,16 @@ def _add_rows(
         one_hot = np.zeros((k, len(block_label)), dtype=np.float32)
         one_hot[block_label, np.arange(len(block_label))] = 1.0
         sums += one_hot @ x[start : start + _ONE_HOT_BLOCK]
+
+
+def _columns(x: np.ndarray) -> np.ndarray:
+    """``(d, n)`` contiguous copy of ``x.T`` (``(n, d)``), transposed 256 rows at a time: each
+    block's reads and writes stay in the CPU's cache (measured at 65,536 x 64 float32: 10.5
+    -> 5.4 ms for the whole array at once)."""
+    columns = np.empty((x.shape[1], x.shape[0]), dtype=x.dtype)
+    for start in range(0, len(x), _TRANSPOSE_ROWS):
+        columns[:, start : start + _TRANSPOSE_ROWS] = x[start : start + _TRANSPOSE_ROWS].T
+    return columns
 
 
 def fit_partition(
@@ -325,7 +337,7 @@ def _kmeans_groups(
     np.cumsum([len(c) for c in centres], out=offsets[1:])
     within = np.concatenate([np.arange(lo, hi) for lo, hi in groups]) if groups else []
     rows = x[within] if len(within) != len(x) else x
-    columns = np.ascontiguousarray(rows.T)
+    columns = _columns(rows)
     label = np.empty(len(rows), dtype=np.int64)
     starts = np.zeros(len(groups) + 1, dtype=np.int64)
     np.cumsum([hi - lo for lo, hi in groups], out=starts[1:])
@@ -539,6 +551,7 @@ def route_entries(
     margin: float,
     home_only: bool = False,
     home_limits: HomeLimits | None = None,
+    coarse_through: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
     marks each row's nearest cell overall (its *home*: nearest leaf of its nearest coarse cell).
@@ -557,6 +570,13 @@ def route_entries(
     ``margin``, for a caller that routes many blocks: each coarse cell's limits are then
     computed once, not for the home leaves of every block. ``None``: each block computes the
     limits of its own home leaves.
+
+    ``coarse_through``: ``(through, basis)``, the ``(m, w)`` float32 ``rows`` times a
+    ``(d, w)`` orthonormal ``basis`` whose span holds the coarse centers (fitted with
+    ``fit_partition(coarse_basis=basis)``): the coarse level is routed from them (``|x - c|^2
+    - |x|^2 = |B^T x - B^T c|^2 - |B^T x|^2`` for ``c`` in the span, a product of ``w``
+    instead of ``d`` columns; measured at 1M x 64, 100k queries through 16 dimensions: 37 ->
+    25 ms, the scores equal up to float32 rounding, far inside the spill test's slack).
     """
     rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
     if len(rows) == 0:
@@ -569,7 +589,11 @@ def route_entries(
         c_cell = np.zeros(len(rows), dtype=np.int64)
         c_primary = np.ones(len(rows), dtype=bool)
     else:
-        c_row, c_cell, c_primary = _spill_chunked(rows, sq, partition.coarse, geometry[-1], margin)
+        c_rows, coarse = rows, partition.coarse
+        if coarse_through is not None:
+            c_rows, basis = coarse_through
+            coarse = (partition.coarse @ basis).astype(np.float32)
+        c_row, c_cell, c_primary = _spill_chunked(c_rows, sq, coarse, geometry[-1], margin)
     order = stable_order(c_cell, len(partition.coarse))
     bounds = np.searchsorted(c_cell[order], np.arange(len(partition.coarse) + 1))
     by_coarse = [order[bounds[c] : bounds[c + 1]] for c in range(len(partition.coarse))]

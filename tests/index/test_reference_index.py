@@ -809,3 +809,38 @@ def test_mapped_empty_is_a_writable_array_with_or_without_map_populate(monkeypat
         out[...] = np.arange(3000).reshape(1000, 3)
         assert out.sum() == 3000 * 2999 / 2
         assert _mapped.mapped_empty((0, 64)).shape == (0, 64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_reference_rows_with_nan_or_inf_are_named(dtype, bad):
+    """float32 rows normalized by their norms are refused on those norms (no pass of their
+    own), others before the transform: the same message, naming rows in several blocks."""
+    rows = np.random.default_rng(3).normal(size=(140_000, 8)).astype(dtype)
+    rows[[3, 70_000, 139_999], 5] = bad
+    with pytest.raises(NeardupInputError, match=r"reference 'train' has 3 row\(s\) with NaN or "
+                       r"Inf values \(rows 3, 70000, 139999\)"):  # fmt: skip
+        ReferenceIndex.build(rows, threshold=Distance(0.1))
+
+
+def test_queries_reach_coarse_cells_through_the_screen_only_when_its_span_holds_them():
+    """Coarse centers fitted through the screen's projection route the queries' coarse level
+    through it (the same leaked rows as in full width); centers off its span (an index built
+    before the coarse basis) are routed in full width."""
+    rng = np.random.default_rng(8)
+    centers = rng.normal(size=(60, 64)).astype(np.float32)
+    train = centers[rng.integers(0, 60, 6000)] + 0.5 * rng.normal(size=(6000, 64))
+    train = train.astype(np.float32)
+    test = np.concatenate([train[:300] + np.float32(0.002), rng.normal(size=(300, 64))])
+    test = test.astype(np.float32)
+    index = ReferenceIndex.build(train, threshold=Distance(0.1), backend=Cells(cell_size=32))
+    engine = index._engine
+    assert engine.projected is not None and len(engine.partition.coarse) > 1
+    assert engine._coarse_in_span()
+    through = index.score(test)
+    assert through.count >= 300
+    engine._in_span = False
+    _same_leakage(index.score(test), through)
+    engine.partition.coarse[0] += np.float32(0.01)
+    engine._in_span = None
+    assert not engine._coarse_in_span()
