@@ -317,8 +317,10 @@ def _with_color_candidates(
     cropped copy of an item that fills the frame ranks far down in them (its content window
     is clipped by the border), while its colours still put it next to its source. Measured
     on colourised Fashion-MNIST, 60,000 + 10,000: the sources of 4 missed copies ranked
-    12th-25,791st in the grey candidate searches and 0th-1st in colour. The added rows feed
-    the threshold's statistics like the other candidate views (``plain``).
+    12th-25,791st in the grey candidate searches and 0th-1st in colour. Like the crop
+    searches' rows, the added rows do not feed the threshold's statistics (not ``plain``):
+    feeding them raised the cut there (0.0932 -> 0.1004) and the no-copy control's
+    unconfirmed flags (5 -> 8).
     """
     features = color_candidate_features(colour)
     same = np.array_equal(query, target)
