@@ -157,7 +157,9 @@ class _Scorer:
     90 % crops of 12x12 / 10x10 Fashion-MNIST went 0 -> 24 and 0 -> 30 of 30 found, every
     other figure unchanged.
     ``signed=False`` (colour images, projected on their principal colour axis, whose sign is
-    arbitrary): the best absolute correlation (the overlap distance stays signed)."""
+    arbitrary): the best absolute correlation (the overlap distance stays signed).
+    ``axes``: those ``(N, C)`` principal colour axes; calls are gated by them (:meth:`gate`)
+    unless ``gated=False`` (the threshold's statistics read the ungated distances)."""
 
     def __init__(
         self, images: np.ndarray, signed: bool = True, axes: np.ndarray | None = None

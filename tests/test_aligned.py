@@ -41,7 +41,7 @@ def _fashion(n: int) -> np.ndarray:
 
 def _shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     dy, dx = rng.choice([-2, -1, 1, 2], size=2)
-    padded = np.pad(x, 2, mode="edge")
+    padded = np.pad(x, ((2, 2), (2, 2)) + ((0, 0),) * (x.ndim - 2), mode="edge")
     return padded[2 + dy : 2 + dy + x.shape[0], 2 + dx : 2 + dx + x.shape[1]]
 
 
@@ -296,12 +296,7 @@ def test_color_candidate_rows_tell_a_copy_from_its_source_s_recolored_twins():
     sources = 5 * np.arange(60) + rng.integers(0, 5, size=60)
     copies = []
     for n, source in enumerate(sources):
-        if n % 2:
-            dy, dx = rng.choice([-2, -1, 1, 2], size=2)
-            padded = np.pad(images[source], ((2, 2), (2, 2), (0, 0)), mode="edge")
-            copies.append(padded[2 + dy : 30 + dy, 2 + dx : 30 + dx])
-        else:
-            copies.append(_crop(images[source], rng))
+        copies.append((_shift if n % 2 else _crop)(images[source], rng))
     view = AlignedImageView()
     targets = color_candidate_features(view(images).images())
     queries = color_candidate_features(view(np.stack(copies)).images())
