@@ -113,6 +113,13 @@ class AlignedRun(ViewRun):
         """``(p,)`` aligned distances of rows ``i[p]`` and ``j[p]``."""
         return self.scorer(i, j)
 
+    def color_axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` (colour images) have principal
+        colour axes that agree, the aligned view's colour gate (all true for grey images).
+        :func:`neardup.find_duplicates` applies it to the luma and YCbCr views of the same
+        images too."""
+        return self.scorer.axes_agree(np.asarray(i), np.asarray(j))
+
     def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
         """``(p,)`` ``distance / threshold``, or the pair's lone score where smaller (a lone
         pair counts as within the threshold)."""
@@ -183,15 +190,21 @@ class _Scorer:
             out = indexed_aligned_distances(self.images, i, j, signed=self.signed)
         return self.gate(i, j, out) if gated else out
 
+    def axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` have principal colour axes that
+        agree (|cosine| at least :data:`COLOR_AXIS_AGREEMENT`); all true for grey images."""
+        if self.axes is None or not len(i):
+            return np.ones(len(i), dtype=bool)
+        cosine = np.abs(np.einsum("pc,pc->p", self.axes[i], self.axes[j]))
+        return cosine >= COLOR_AXIS_AGREEMENT
+
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """``distances`` of the pairs ``(i[p], j[p])``, those of colour images whose principal
-        colour axes disagree (:data:`COLOR_AXIS_AGREEMENT`) set to that of unrelated images."""
+        colour axes disagree (:meth:`axes_agree`) set to that of unrelated images."""
         if self.axes is None or not len(distances):
             return distances
-        cosine = np.abs(np.einsum("pc,pc->p", self.axes[i], self.axes[j]))
-        return np.where(cosine >= COLOR_AXIS_AGREEMENT, distances, _UNRELATED).astype(
-            distances.dtype
-        )
+        agree = self.axes_agree(i, j)
+        return np.where(agree, distances, _UNRELATED).astype(distances.dtype)
 
     def unordered(self, i: np.ndarray, j: np.ndarray, gated: bool = True) -> np.ndarray:
         """As calling it, scoring each unordered pair once, as ``(min, max)``: in a split

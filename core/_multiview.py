@@ -257,6 +257,36 @@ def _word_check(
     return len(failed)
 
 
+def _color_gate(
+    relative: dict[str, np.ndarray],
+    runs: dict[str, ViewRun],
+    image_rows: dict[str, list[ImageRows]],
+    i: np.ndarray,
+    j: np.ndarray,
+) -> dict[str, int]:
+    """Set ``relative`` to inf (in place) in the luma and YCbCr views of colour images for
+    the pairs ``(i, j)`` whose principal colour axes disagree (the aligned view's colour gate,
+    :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`); return, per gated view, how
+    many pairs within its threshold it turned away.
+
+    Both views are blind to which colours paint a picture (the luma view wholly, the YCbCr
+    view in its luma cells, which weigh as much as its chroma ones), so one shape painted
+    along two colour axes can be close in them. Measured on colourised Fashion-MNIST
+    (benchmarks/README.md, "Round 13"): the control's false alarm left after the aligned
+    view's gate was such a pair in the luma view (|cosine| of the axes 0.41), while planted
+    copies keep their axes."""
+    out: dict[str, int] = {}
+    for view, parts in image_rows.items():
+        if parts[0].channels < 3 or not len(i):
+            continue
+        agree = runs[view + ALIGNED_SUFFIX].color_axes_agree(i, j)
+        for name in (view + "-luma", view + "-ycbcr"):
+            if name in relative:
+                out[name] = int(np.count_nonzero(~agree & (relative[name] <= 1.0)))
+                relative[name][~agree] = np.inf
+    return out
+
+
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
     if threshold > 0:
@@ -385,6 +415,7 @@ def find_duplicates_multiview(
         v: _word_check(relative[v], i, j, words, CONFIRM_WITHIN if v == confirm else 1.0)
         for v, words in texts.items()
     }
+    gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view
     if confirm is not None:
@@ -426,6 +457,7 @@ def find_duplicates_multiview(
             "views": views,
             "combine": combine,
             "word_check": turned_away,
+            "color_gate": gated,
             "max_diameter": max_diameter,
             "units": "threshold",
             "k": runs[views[0]].settings["k"],

@@ -341,6 +341,34 @@ def test_the_same_picture_painted_along_another_colour_axis_is_no_aligned_copy()
     assert sum(flagged.get(k) == k for k in range(10, 20)) >= 9, flagged
 
 
+def test_a_picture_painted_along_another_colour_axis_is_no_copy_in_the_luma_view_either():
+    """The luma and YCbCr views are blind to which colours paint a picture, so the same
+    picture painted red and painted green is close in the luma view; the combined verdict
+    gates those views as the aligned view (colour axes at right angles: no copy), and keeps
+    copies whose colours were only jittered. ``result.views`` keeps each view's own verdict."""
+    rng = np.random.default_rng(9)
+    grey = _fashion(1100)[..., None] / 255.0
+    fg = rng.uniform(0, 255, size=(1100, 1, 1, 3))
+    bg = rng.uniform(0, 255, size=(1100, 1, 1, 3))
+    fg[:10], bg[:10] = (200, 60, 60), (60, 60, 60)  # ten pictures painted red on grey
+    images = np.rint(grey * fg + (1 - grey) * bg).astype(np.uint8)
+    train, test = images[:1000], images[1000:].copy()
+    test[:10] = np.rint(grey[:10] * (60, 200, 60) + (1 - grey[:10]) * 60)  # painted green
+    for k in range(10, 20):  # copies of other pictures, colours jittered
+        gains = rng.uniform(0.9, 1.1, size=3)
+        test[k] = np.clip(np.rint(train[k] * gains), 0, 255).astype(np.uint8)
+    view = AlignedImageView()
+    result = find_duplicates({"train": view(train), "test": view(test)})
+    luma = result.views["image-luma"].leakage["test"]
+    in_luma = dict(zip(luma.positions, luma.nearest_positions))
+    assert sum(in_luma.get(k) == k for k in range(10)) >= 8, in_luma  # what the gate meets
+    assert result.settings["color_gate"]["image-luma"] >= 8
+    leak = result.leakage["test"]
+    flagged = dict(zip(leak.positions, leak.nearest_positions))
+    assert not any(flagged.get(k) == k for k in range(10)), flagged
+    assert all(flagged.get(k) == k for k in range(10, 20)), flagged
+
+
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     from sklearn.datasets import load_digits
 
