@@ -85,13 +85,19 @@ CROP_CANDIDATES = 5
 #: 24 % more candidate pairs, one way 12 %.
 _FOURIER_CROP_FACTOR = 2
 _GREY_CHUNK = 4096  # colour images projected to grey per chunk (bounded buffers)
-#: colour images: a pair whose principal colour axes meet at an angle whose |cosine| is
-#: below this is not a copy in the aligned view (its aligned distance counts as that of
-#: unrelated images). Copies keep their axis (colourised Fashion-MNIST, 10,000 + 2,000:
-#: planted shifts, crops and noisy copies at |cos| >= 0.999, colour jitter >= 0.994, JPEG
-#: >= 0.903), while look-alikes painted in other colours that the grey geometry matches
-#: lie at 0.05-0.41 (benchmarks/README.md, "Round 12").
+#: colour images: two images whose principal colour axes meet at an angle whose |cosine| is
+#: below this are painted in other colours (the axes of copies agree: colourised
+#: Fashion-MNIST, 10,000 + 2,000, planted shifts, crops and noisy copies at |cos| >= 0.999,
+#: colour jitter >= 0.994, JPEG >= 0.903; benchmarks/README.md, "Round 12").
 COLOR_AXIS_AGREEMENT = 0.8
+#: ... and such a re-coloured pair is a copy in the colour-blind views (the aligned view
+#: here, the luma view in :func:`neardup.find_duplicates`) only within this share of the
+#: view's cut: its colour views do not back it, and a re-coloured copy (greyscale, channels
+#: swapped) changes no shape, while look-alikes in other colours that those views match
+#: lie anywhere within the cut. Measured (benchmarks/README.md, "Round 13"): re-coloured
+#: copies at medians 0.003 (BGR swap, aligned) and 0.10 (greyscale, luma) of the cut, the
+#: colourised controls' look-alikes at 0.82-0.98.
+RECOLORED_REACH = 0.7
 _UNRELATED = float(np.sqrt(2.0))  # the aligned distance of unrelated images
 _PLAIN_SEARCHES = 3  # the candidate views' searches come first in _searches
 #: small images: up to this many query-target pairs, shift candidates by brute force
@@ -115,9 +121,9 @@ class AlignedRun(ViewRun):
 
     def color_axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` (colour images) have principal
-        colour axes that agree, the aligned view's colour gate (all true for grey images).
-        :func:`neardup.find_duplicates` applies it to the luma and YCbCr views of the same
-        images too."""
+        colour axes that agree (all true for grey images); the pairs that do not are
+        re-coloured pairs, copies only within :data:`RECOLORED_REACH` of the cut here and,
+        in :func:`neardup.find_duplicates`, in the luma view of the same images."""
         return self.scorer.axes_agree(np.asarray(i), np.asarray(j))
 
     def relative(self, i: np.ndarray, j: np.ndarray, distance: np.ndarray) -> np.ndarray:
@@ -200,11 +206,13 @@ class _Scorer:
 
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """``distances`` of the pairs ``(i[p], j[p])``, those of colour images whose principal
-        colour axes disagree (:meth:`axes_agree`) set to that of unrelated images."""
+        colour axes disagree (:meth:`axes_agree`) divided by :data:`RECOLORED_REACH` (no
+        farther than unrelated images, unless they already were)."""
         if self.axes is None or not len(distances):
             return distances
         agree = self.axes_agree(i, j)
-        return np.where(agree, distances, _UNRELATED).astype(distances.dtype)
+        recolored = np.minimum(distances / RECOLORED_REACH, np.maximum(distances, _UNRELATED))
+        return np.where(agree, distances, recolored).astype(distances.dtype)
 
     def unordered(self, i: np.ndarray, j: np.ndarray, gated: bool = True) -> np.ndarray:
         """As calling it, scoring each unordered pair once, as ``(min, max)``: in a split

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ._aligned_run import ALIGNED_SUFFIX, aligned_run
+from ._aligned_run import ALIGNED_SUFFIX, RECOLORED_REACH, aligned_run
 from ._auto_threshold import Auto
 from ._chains import PairwiseFn, set_diameters, split_chains
 from ._clusters import ClusterAssignment
@@ -264,26 +264,26 @@ def _color_gate(
     i: np.ndarray,
     j: np.ndarray,
 ) -> dict[str, int]:
-    """Set ``relative`` to inf (in place) in the luma and YCbCr views of colour images for
-    the pairs ``(i, j)`` whose principal colour axes disagree (the aligned view's colour gate,
+    """Divide ``relative`` (in place) in the luma view of colour images by
+    :data:`~neardup._aligned_run.RECOLORED_REACH` for the pairs ``(i, j)`` whose principal
+    colour axes disagree, as the aligned view does (re-coloured pairs, see
     :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`); return, per gated view, how
-    many pairs within its threshold it turned away.
+    many pairs within its threshold that turned away.
 
-    Both views are blind to which colours paint a picture (the luma view wholly, the YCbCr
-    view in its luma cells, which weigh as much as its chroma ones), so one shape painted
-    along two colour axes can be close in them. Measured on colourised Fashion-MNIST
-    (benchmarks/README.md, "Round 13"): the control's false alarm left after the aligned
-    view's gate was such a pair in the luma view (|cosine| of the axes 0.41), while planted
-    copies keep their axes."""
+    The luma view is blind to the colours that paint a picture: it finds re-coloured copies
+    (greyscale, channels swapped), and one shape painted in other colours lies as close in
+    it. Measured on colourised Fashion-MNIST (benchmarks/README.md, "Round 13"): the
+    controls' look-alikes in this view lay at 0.82-0.98 of its cut, greyscale copies at a
+    median of 0.10."""
     out: dict[str, int] = {}
     for view, parts in image_rows.items():
-        if parts[0].channels < 3 or not len(i):
+        name = view + "-luma"
+        if parts[0].channels < 3 or name not in relative or not len(i):
             continue
-        agree = runs[view + ALIGNED_SUFFIX].color_axes_agree(i, j)
-        for name in (view + "-luma", view + "-ycbcr"):
-            if name in relative:
-                out[name] = int(np.count_nonzero(~agree & (relative[name] <= 1.0)))
-                relative[name][~agree] = np.inf
+        recolored = ~runs[view + ALIGNED_SUFFIX].color_axes_agree(i, j)
+        before = relative[name] <= 1.0
+        relative[name][recolored] /= RECOLORED_REACH
+        out[name] = int(np.count_nonzero(before & (relative[name] > 1.0)))
     return out
 
 
