@@ -98,6 +98,11 @@ COLOR_AXIS_AGREEMENT = 0.8
 #: copies at medians 0.003 (BGR swap, aligned) and 0.10 (greyscale, luma) of the cut, the
 #: colourised controls' look-alikes at 0.82-0.98.
 RECOLORED_REACH = 0.7
+#: an image whose principal colour axis lies this close (|cosine|) to the grey diagonal has
+#: contrast without colour (a greyscale copy, black on white): no pair of it is re-coloured
+#: (greyscale copies of colourised Fashion-MNIST at >= 0.9996, unless flat; 0.1 % of the
+#: colourised pictures themselves)
+ACHROMATIC_AXIS = 0.999
 _UNRELATED = float(np.sqrt(2.0))  # the aligned distance of unrelated images
 _PLAIN_SEARCHES = 3  # the candidate views' searches come first in _searches
 #: small images: up to this many query-target pairs, shift candidates by brute force
@@ -180,6 +185,12 @@ class _Scorer:
         self.images = images
         self.signed = signed
         self.axes = axes
+        #: ``(N,)`` bool: colour images whose contrast has no colour (:data:`ACHROMATIC_AXIS`)
+        self.achromatic = (
+            None
+            if axes is None
+            else np.abs(axes.sum(axis=1)) / np.sqrt(axes.shape[1]) >= ACHROMATIC_AXIS
+        )
         factor = source_factor(images)
         self.source = source_images(images, factor) if factor > 1 else None
         self.reach = shift_reach(self.source.shape[1]) if self.source is not None else 0
@@ -198,11 +209,12 @@ class _Scorer:
 
     def axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` have principal colour axes that
-        agree (|cosine| at least :data:`COLOR_AXIS_AGREEMENT`); all true for grey images."""
+        agree (|cosine| at least :data:`COLOR_AXIS_AGREEMENT`), or one of them has no colour
+        to disagree with (:data:`ACHROMATIC_AXIS`); all true for grey images."""
         if self.axes is None or not len(i):
             return np.ones(len(i), dtype=bool)
         cosine = np.abs(np.einsum("pc,pc->p", self.axes[i], self.axes[j]))
-        return cosine >= COLOR_AXIS_AGREEMENT
+        return (cosine >= COLOR_AXIS_AGREEMENT) | self.achromatic[i] | self.achromatic[j]
 
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """``distances`` of the pairs ``(i[p], j[p])``, those of colour images whose principal
