@@ -36,6 +36,7 @@ samples (whose natural near-duplicates the same checks confirm).
     python benchmarks/bench_quality.py            # every case (a few minutes on 2 vCPUs)
     python benchmarks/bench_quality.py --only text,spam
     python benchmarks/bench_quality.py --only colour   # the colourised cases of --only images
+    python benchmarks/bench_quality.py --only recolour # greyscale, BGR, desaturated copies
     python benchmarks/bench_quality.py --only small    # Fashion-MNIST at 12x12 and 10x10
     python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
     python benchmarks/bench_quality.py --only text-scale   # 48,000 + 12,000 real sentences
@@ -192,6 +193,27 @@ def load_fashion() -> tuple[np.ndarray, np.ndarray]:
             return np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)
 
     return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
+
+
+def greyscale(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A colour image converted to grey: Rec. 601 luma in all three channels."""
+    luma = np.rint(x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+    return np.repeat(luma[..., None], 3, axis=-1).astype(np.uint8)
+
+
+def channel_swap(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """RGB read as BGR (the channels reversed), a common pipeline slip."""
+    return np.ascontiguousarray(x[..., ::-1])
+
+
+def desaturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Saturation halved: each pixel moved half way to its luma."""
+    v = x.astype(np.float32)
+    luma = v @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.rint(luma[..., None] + 0.5 * (v - luma[..., None])), 0, 255).astype(np.uint8)
+
+
+RECOLOR_KINDS = {"greyscale": greyscale, "BGR swap": channel_swap, "saturation x0.5": desaturate}
 
 
 def colorize(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -469,6 +491,31 @@ def run(data, **options):
 
 
 # ---------------------------------------------------------------- cases
+def recolored(seed: int, per_kind: int) -> None:
+    """``--only recolour``: copies whose colours were changed wholesale (converted to grey,
+    channels swapped, saturation halved) planted into colourised Fashion-MNIST 20,000 +
+    5,000, with a generator of its own (``seed``): the colour-blind luma and aligned views'
+    case (round 13, ``RECOLORED_REACH``)."""
+    rng = np.random.default_rng(seed)
+    fashion_train, fashion_test = load_fashion()
+    train = colorize(fashion_train[:20000], rng)
+    test = colorize(fashion_test[:5000], rng)
+    planted, kind_of, _ = plant(train, test, RECOLOR_KINDS, per_kind, rng)
+    view = IMAGE_VIEWS["aligned"]
+    r, t = run({"train": {"image": view(train)}, "test": {"image": view(planted)}})
+    grey = (fashion_train[:20000], fashion_test[:5000])
+    score(
+        "colorized Fashion 20,000 + 5,000, re-coloured",
+        "image",
+        r,
+        train,
+        planted,
+        kind_of,
+        t,
+        grey,
+    )
+
+
 def images(rng: np.random.Generator, per_kind: int, only_color: bool = False) -> None:
     """Every image case through the default image input view, ``AlignedImageView()`` (the 8x8
     thumbnail view plus its aligned view, ``image:aligned``).
@@ -882,6 +929,8 @@ def main() -> None:
         noise(rng)
     if "images" in only or "colour" in only:
         images(rng, args.per_kind, only_color="images" not in only)
+    if "recolour" in only:
+        recolored(args.seed, args.per_kind)
     if "small" in only:
         small_images(rng, max(1, args.per_kind * 3 // 5))
     if "small-scale" in only:
