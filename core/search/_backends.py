@@ -676,10 +676,16 @@ class Cells(Backend):
                 mine = keep[start : start + len(block)]
             else:
                 mine = None
+            squares = rows.squares(start, block)  # recorded by the sample kNN's pass
             if local is not None:
-                block = block[local]
+                block, squares = block[local], squares[local]
             r, c, p, _ = route_entries(
-                partition, block, margin=margin, home_only=home_only, home_limits=limits
+                partition,
+                block,
+                margin=margin,
+                home_only=home_only,
+                home_limits=limits,
+                squares=squares,
             )
             del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
