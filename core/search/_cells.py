@@ -32,6 +32,7 @@ Public contract (also used by the Ray executor, ``neardup.integrations``):
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable
@@ -170,8 +171,15 @@ class Partition:
         return rows
 
     def leaves_of(self, coarse_cell: int) -> slice:
-        lo, hi = np.searchsorted(self.parent, [coarse_cell, coarse_cell + 1])
-        return slice(int(lo), int(hi))
+        """The leaves of ``coarse_cell``, as a slice of :attr:`centroids`."""
+        return self._leaf_slices[coarse_cell]
+
+    @functools.cached_property
+    def _leaf_slices(self) -> list[slice]:
+        """:meth:`leaves_of` of every coarse cell, found once (the routing asks about 2,000
+        times per 1M rows: 0.03 CPU s of searches)."""
+        bounds = np.searchsorted(self.parent, np.arange(len(self.coarse) + 1)).tolist()
+        return [slice(lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
 # --------------------------------------------------------------------------- partition
