@@ -222,3 +222,14 @@ def test_rows_record_the_squares_of_their_first_pass_and_read_them_back():
     block = out_of_order.take(np.arange(100, 200))
     assert np.array_equal(out_of_order.squares(100, block), squared_norms(block).astype(np.float32))
     assert out_of_order._squares is None
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 8, 63, 64, 65, 250])
+def test_true_positions_are_nonzeros_in_row_major_order(width):
+    from neardup.search._masks import true_positions
+
+    mask = np.random.default_rng(width).random((37, width)) < 0.2
+    rows, cols = true_positions(mask)
+    want_rows, want_cols = np.nonzero(mask)
+    assert np.array_equal(rows, want_rows) and np.array_equal(cols, want_cols)
+    assert rows.dtype == np.int64 and cols.dtype == np.int64
