@@ -281,7 +281,8 @@ class Cells(Backend):
     seed:
         Seed of the samples and the k-means (``None``: ``find_duplicates``'s ``seed``).
     block_size:
-        Rows per matrix product inside a cell (``None``: 128 in numpy, 2,048 in torch).
+        Rows per matrix product inside a cell (``None``: 128 in numpy, 64 in the numpy screens
+        of projected rows, 2,048 in torch).
     device:
         ``None`` (numpy/BLAS) or a torch device (``"cuda"``, ``"cpu"``) for the in-cell products.
     project_above, project_to:

@@ -186,7 +186,7 @@ def test_mapped_empty_is_a_writable_array_of_its_shape():
     assert float(a.sum()) == 66_000.0
 
 
-@pytest.mark.parametrize("block_size", [1, 7, 128, 1000])
+@pytest.mark.parametrize("block_size", [None, 1, 7, 128, 1000])
 def test_screen_passes_every_pair_once_from_its_earlier_row(block_size):
     from neardup.search import screen_cell
 
