@@ -281,7 +281,8 @@ class Cells(Backend):
     seed:
         Seed of the samples and the k-means (``None``: ``find_duplicates``'s ``seed``).
     block_size:
-        Rows per matrix product inside a cell (``None``: 128 in numpy, 2,048 in torch).
+        Rows per matrix product inside a cell (``None``: 128 in numpy, 64 in the numpy screens
+        of projected rows, 2,048 in torch).
     device:
         ``None`` (numpy/BLAS) or a torch device (``"cuda"``, ``"cpu"``) for the in-cell products.
     project_above, project_to:
@@ -676,10 +677,16 @@ class Cells(Backend):
                 mine = keep[start : start + len(block)]
             else:
                 mine = None
+            squares = rows.squares(start, block)  # recorded by the sample kNN's pass
             if local is not None:
-                block = block[local]
+                block, squares = block[local], squares[local]
             r, c, p, _ = route_entries(
-                partition, block, margin=margin, home_only=home_only, home_limits=limits
+                partition,
+                block,
+                margin=margin,
+                home_only=home_only,
+                home_limits=limits,
+                squares=squares,
             )
             del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:

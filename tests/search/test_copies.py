@@ -214,3 +214,36 @@ def test_reused_blocks_equal_new_blocks() -> None:
         assert [s for s, _ in new] == [s for s, _ in reused]
         for (_, x), (_, y) in zip(new, reused):
             assert np.array_equal(x, y)
+
+
+def test_rows_sharing_their_probe_columns_are_grouped_only_when_whole_rows_are_equal() -> None:
+    # the middle columns that find_copies hashes first are the same in every row here; rows
+    # differ elsewhere (all rows share the probe: the whole rows are hashed, streamed) or only
+    # a few rows do (those are hashed in full alone)
+    from neardup.search import _copies
+
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2000, 40)).astype(np.float32)
+    probes = _copies._probe_columns(40)
+    assert probes is not None and probes.stop - probes.start == _copies._PROBE_COLUMNS
+    x[10:20] = x[5]  # true copies
+    for shared in (slice(None), slice(0, 60)):  # every row / 60 rows share the probe
+        y = x.copy()
+        y[shared, probes] = 1.5
+        y[30:40] = y[7]  # copies among the rows sharing the probe (or not)
+        copies = find_copies(Rows([y], None))
+        _, first, group = np.unique(y, axis=0, return_index=True, return_inverse=True)
+        assert np.array_equal(copies.first, np.sort(first))
+        same = copies.group[:, None] == copies.group[None, :]
+        assert np.array_equal(same, group.reshape(-1)[:, None] == group.reshape(-1)[None, :])
+        assert copies.n_copies == 20
+
+
+def test_narrow_rows_are_hashed_whole() -> None:
+    from neardup.search import _copies
+
+    assert _copies._probe_columns(2 * _copies._PROBE_COLUMNS - 1) is None
+    x = np.random.default_rng(2).normal(size=(300, 9)).astype(np.float32)
+    x[100:110] = x[3]
+    copies = find_copies(Rows([x], None))
+    assert copies.n_copies == 10 and np.all(copies.group[100:110] == copies.group[3])

@@ -183,3 +183,52 @@ def test_mapped_empty_is_a_writable_array_of_its_shape():
     assert a.shape == (1000, 33) and a.dtype == np.float32 and a.flags.writeable
     a[:] = 2.0
     assert float(a.sum()) == 66_000.0
+
+
+@pytest.mark.parametrize("block_size", [None, 1, 7, 128, 1000])
+def test_screen_passes_every_pair_once_from_its_earlier_row(block_size):
+    from neardup.search import screen_cell
+
+    x = _hard(700, 24)
+    ids = np.arange(700) * 3
+    d = np.linalg.norm(x[:, None, :] - x[None, :, :], axis=2)
+    for n_primary in (1, 130, 700):
+        a, b = screen_cell(x, ids, threshold=0.3, n_primary=n_primary, block_size=block_size)
+        got = set(zip(a.tolist(), b.tolist()))
+        assert len(got) == len(a) and np.all(a < b)  # each candidate once, i < j
+        assert np.all(np.minimum(a, b) // 3 < n_primary)  # a primary row in every pair
+        want = {
+            (3 * i, 3 * j)
+            for i, j in zip(*np.nonzero(np.triu(d <= 0.3 - 1e-6, 1)))
+            if i < n_primary
+        }
+        assert want <= got and (len(want) > 0 or n_primary == 1)
+
+
+def test_rows_record_the_squares_of_their_first_pass_and_read_them_back():
+    from neardup._normalize import squared_norms
+    from neardup.search import Rows
+
+    x = _hard(5000, 16) * 3.0
+    rows = Rows([x[:3000], x[3000:]], "row")
+    first = [rows.squares(start, block) for start, block in rows.blocks(700)]
+    expected = [squared_norms(block).astype(np.float32) for _, block in rows.blocks(1024)]
+    assert np.array_equal(np.concatenate(first), np.concatenate(expected))
+    again = [rows.squares(start, block) for start, block in rows.blocks(1024)]
+    assert np.array_equal(np.concatenate(again), np.concatenate(expected))
+    assert rows._squares_filled == rows.n
+    out_of_order = Rows([x], "row")  # a pass that does not start at row 0 records nothing
+    block = out_of_order.take(np.arange(100, 200))
+    assert np.array_equal(out_of_order.squares(100, block), squared_norms(block).astype(np.float32))
+    assert out_of_order._squares is None
+
+
+@pytest.mark.parametrize("width", [0, 1, 2, 3, 8, 63, 64, 65, 250])
+def test_true_positions_are_nonzeros_in_row_major_order(width):
+    from neardup.search._masks import true_positions
+
+    mask = np.random.default_rng(width).random((37, width)) < 0.2
+    rows, cols = true_positions(mask)
+    want_rows, want_cols = np.nonzero(mask)
+    assert np.array_equal(rows, want_rows) and np.array_equal(cols, want_cols)
+    assert rows.dtype == np.int64 and cols.dtype == np.int64
