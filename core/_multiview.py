@@ -19,6 +19,13 @@ clauses) counts as not close in that view (``result.views[view]``, the view's ow
 keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
 away.
 
+For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
+colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
+and the luma view) it counts only within
+:data:`~neardup._aligned_run.RECOLORED_REACH` of the view's threshold, where re-coloured
+copies (greyscale, channels swapped) lie and look-alikes painted in other colours do not.
+``settings["color_gate"]`` says how many luma-view pairs that turned away.
+
 The combined result puts every view on one scale, *threshold units* (a pair's distance in a
 view divided by that view's threshold), and scores a pair by its smallest relative distance
 over the views. Duplicate sets are the connected components of the union of all views' close
@@ -268,7 +275,7 @@ def _color_gate(
     :data:`~neardup._aligned_run.RECOLORED_REACH` for the pairs ``(i, j)`` whose principal
     colour axes disagree, as the aligned view does (re-coloured pairs, see
     :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`); return, per gated view, how
-    many pairs within its threshold that turned away.
+    many pairs within its threshold this turned away.
 
     The luma view is blind to the colours that paint a picture: it finds re-coloured copies
     (greyscale, channels swapped), and one shape painted in other colours lies as close in
