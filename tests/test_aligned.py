@@ -307,7 +307,6 @@ def test_color_candidate_rows_tell_a_copy_from_its_source_s_recolored_twins():
     assert np.all(nearest // 5 == sources // 5)  # at worst a twin of the same picture
 
 
-@needs_fashion
 def _painted(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """``(N, 28, 28, 3)`` uint8: each grey picture painted in its own random fore- and
     background colour (as the quality benchmark colourises Fashion-MNIST)."""
@@ -317,6 +316,7 @@ def _painted(grey: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.rint(g * fg + (1 - g) * bg).astype(np.uint8)
 
 
+@needs_fashion
 def test_recolored_copies_are_found_in_the_colour_blind_views():
     """A copy whose colours were changed wholesale (the picture painted along another colour
     axis, channels swapped RGB <-> BGR, converted to grey) keeps its shape, so the aligned
@@ -351,6 +351,7 @@ def test_recolored_copies_are_found_in_the_colour_blind_views():
     assert sum(flagged.get(k) == k for k in range(30, 40)) >= 9, flagged  # jittered
 
 
+@needs_fashion
 def test_look_alikes_in_other_colours_count_only_within_the_recolored_reach(monkeypatch):
     """Colourised Fashion-MNIST: the colour-blind luma view puts different trousers painted
     in other colours (their principal colour axes disagree) within its cut. The combined
