@@ -195,9 +195,13 @@ def load_fashion() -> tuple[np.ndarray, np.ndarray]:
     return images("train-images-idx3-ubyte.gz"), images("t10k-images-idx3-ubyte.gz")
 
 
+#: Rec. 601 luma weights of R, G and B
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 def greyscale(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A colour image converted to grey: Rec. 601 luma in all three channels."""
-    luma = np.rint(x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+    luma = np.rint(x.astype(np.float32) @ LUMA)
     return np.repeat(luma[..., None], 3, axis=-1).astype(np.uint8)
 
 
@@ -209,7 +213,7 @@ def channel_swap(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def desaturate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Saturation halved: each pixel moved half way to its luma."""
     v = x.astype(np.float32)
-    luma = v @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = v @ LUMA
     return np.clip(np.rint(luma[..., None] + 0.5 * (v - luma[..., None])), 0, 255).astype(np.uint8)
 
 

@@ -326,8 +326,9 @@ def test_recolored_copies_are_found_in_the_colour_blind_views():
     from neardup._aligned_run import COLOR_AXIS_AGREEMENT, RECOLORED_REACH
 
     rng = np.random.default_rng(8)
-    grey = _fashion(1100)[..., None] / 255.0
-    images = _painted(_fashion(1100).astype(np.float64), rng)
+    pictures = _fashion(1100).astype(np.float64)
+    grey = pictures[..., None] / 255.0
+    images = _painted(pictures, rng)
     images[:10] = np.rint(grey[:10] * (200, 60, 60) + (1 - grey[:10]) * 60)  # red on grey
     train, test = images[:1000], images[1000:].copy()
     green = np.rint(grey[:10] * (60, 200, 60) + (1 - grey[:10]) * 60).astype(np.uint8)
