@@ -6,10 +6,16 @@ combination rule says so:
 
 - ``"any"``: the pair is within its own threshold in at least one view;
 - ``"confirm:<view>"``: as ``"any"``, and the named view must also put the pair within
-  :data:`CONFIRM_WITHIN` of its thresholds. Meant for a surface view of text (the
-  integrations' ``"input"`` :class:`~neardup.views.TextView`): an embedding's natural
-  neighbours (paraphrases, templated sentences) are close in the embedding but not in their
-  characters, while real near-duplicates are close in both, or in the characters alone.
+  :data:`CONFIRM_WITHIN` of its thresholds. Meant for an input view beside a model's views
+  (the integrations' ``"input"``). For text (a :class:`~neardup.views.TextView`): an
+  embedding's natural neighbours (paraphrases, templated sentences) are close in the
+  embedding but not in their characters, while real near-duplicates are close in both, or in
+  the characters alone. For images (:class:`~neardup.views.AlignedImageView` rows) the
+  named view stands for all its pixel views (thumbnail, aligned, luma, YCbCr): a pair must
+  lie within :data:`IMAGE_CONFIRM_WITHIN` of their thresholds in at least one of them. A
+  trained model's pooled features put look-alikes of a class close, pictures its pixels
+  place many thresholds apart; a copy, however edited, stays near its source in some pixel
+  view.
 
 A view of :class:`~neardup.views.TextRows` (a :class:`~neardup.views.TextView` of the texts)
 also checks the words of every pair it puts within its threshold (or within
@@ -69,6 +75,7 @@ from .views import ImageRows, ImageView, TextRows, word_edits
 __all__ = [
     "COMBINE_RULES",
     "CONFIRM_WITHIN",
+    "IMAGE_CONFIRM_WITHIN",
     "check_combine",
     "confirming_view",
     "find_duplicates_multiview",
@@ -82,7 +89,14 @@ COMBINE_RULES = ("any", "confirm:<view>")
 #: finds and drops most paraphrases, see benchmarks/README.md, "Quality through the
 #: integrations' defaults").
 CONFIRM_WITHIN = 1.1
+#: ``"confirm:<view>"`` with :class:`~neardup.views.AlignedImageView` rows as the named view:
+#: a pair must lie within this many thresholds of at least one of its pixel views (measured
+#: through the integrations' defaults on grey and colourised Fashion-MNIST, 10,000 + 2,000
+#: and 60,000 + 10,000: see benchmarks/README.md, "Round 14").
+IMAGE_CONFIRM_WITHIN = 1.6
 _CONFIRM = "confirm:"
+#: the views :func:`_image_rows` adds beside a view of colour images
+_LUMA_SUFFIX, _YCBCR_SUFFIX = "-luma", "-ycbcr"
 
 
 def check_combine(combine: Any, views: list[str] | None = None) -> str:
@@ -214,7 +228,7 @@ def _lopsided_views(
     for view, parts in image_rows.items():
         if parts[0].channels >= 3:
             reader = _image_reader(parts)
-            out[view], out[view + "-ycbcr"] = (reader, False), (reader, True)
+            out[view], out[view + _YCBCR_SUFFIX] = (reader, False), (reader, True)
     return out
 
 
@@ -284,7 +298,7 @@ def _color_gate(
     median of 0.10."""
     out: dict[str, int] = {}
     for view, parts in image_rows.items():
-        name = view + "-luma"
+        name = view + _LUMA_SUFFIX
         if parts[0].channels < 3 or name not in relative or not len(i):
             continue
         recolored = ~runs[view + ALIGNED_SUFFIX].color_axes_agree(i, j)
@@ -292,6 +306,18 @@ def _color_gate(
         relative[name][recolored] /= RECOLORED_REACH
         out[name] = int(np.count_nonzero(before & (relative[name] > 1.0)))
     return out
+
+
+def _confirming(
+    view: str, views: list[str], image_rows: dict[str, list[ImageRows]]
+) -> tuple[list[str], float]:
+    """The views that confirm for a ``"confirm:<view>"`` rule, and how many of their
+    thresholds a pair may lie from them: an image view's pixel views within
+    :data:`IMAGE_CONFIRM_WITHIN`, any other view alone within :data:`CONFIRM_WITHIN`."""
+    if view not in image_rows:
+        return [view], CONFIRM_WITHIN
+    derived = (view + ALIGNED_SUFFIX, view + _LUMA_SUFFIX, view + _YCBCR_SUFFIX)
+    return [view] + [v for v in derived if v in views], IMAGE_CONFIRM_WITHIN
 
 
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
@@ -425,8 +451,10 @@ def find_duplicates_multiview(
     gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view
+    reach = None
     if confirm is not None:
-        close &= relative[confirm] <= CONFIRM_WITHIN
+        family, reach = _confirming(confirm, views, image_rows)
+        close &= np.min(np.stack([relative[v] for v in family]), axis=0) <= reach
     i, j, score = i[close], j[close], score[close]
     relative = {v: r[close] for v, r in relative.items()}
     distance = {v: d[close] for v, d in distance.items()}
@@ -463,6 +491,7 @@ def find_duplicates_multiview(
         settings={
             "views": views,
             "combine": combine,
+            "confirm_within": reach,
             "word_check": turned_away,
             "color_gate": gated,
             "max_diameter": max_diameter,

@@ -251,10 +251,13 @@ def analyze_views(
     input_view:
         The view that made the :data:`INPUT_VIEW` rows (an :class:`InputView`'s ``view``):
         the rows of an :class:`neardup.views.AlignedImageView` are analysed with their
-        aligned view (``"input:aligned"``). With a :class:`neardup.views.TextView` beside
-        model layers, ``combine`` defaults to ``"confirm:input"``, as in the ``datasets``
-        hook: a pair a layer finds must also be close in the text's characters and pass the
-        word check (a text model's layers put paraphrases and templated sentences close).
+        aligned view (``"input:aligned"``). With a :class:`neardup.views.TextView` or an
+        :class:`neardup.views.AlignedImageView` beside model layers, ``combine`` defaults to
+        ``"confirm:input"``, as in the ``datasets`` hook: a pair a layer finds must also be
+        close in the text's characters and pass the word check (a text model's layers put
+        paraphrases and templated sentences close), or lie within
+        ``IMAGE_CONFIRM_WITHIN`` thresholds of one of the image's pixel views (a trained
+        model's pooled features put look-alikes of a class close).
     **options:
         Options of :func:`neardup.find_duplicates` (threshold, normalize, reduce, k, backend,
         reference, seed, combine, ...).
@@ -270,7 +273,8 @@ def analyze_views(
             "the layer names match?)."
         )
     views = list(views)
-    if isinstance(input_view, TextView) and len(views) > 1 and INPUT_VIEW in views:
+    confirms = isinstance(input_view, (TextView, AlignedImageView))
+    if confirms and len(views) > 1 and INPUT_VIEW in views:
         options.setdefault("combine", f"confirm:{INPUT_VIEW}")
     splits = list(dict.fromkeys(s for s, _ in rows))
     data: dict[str, dict[str, Any]] = {s: {} for s in splits}

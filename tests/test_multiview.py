@@ -311,3 +311,56 @@ def test_colour_image_rows_get_a_ycbcr_view_with_the_colour_cast_weighted_once()
     rows /= np.linalg.norm(rows, axis=1, keepdims=True)
     expected = np.linalg.norm(rows[0] - rows[1])
     assert leak.view_distances["image-ycbcr"][k] == pytest.approx(expected, rel=1e-3, abs=1e-5)
+
+
+def test_image_pixel_views_confirm_a_model_s_pairs_within_their_reach(digits):
+    """``"confirm:<image view>"``: a pair a model view finds must lie within
+    IMAGE_CONFIRM_WITHIN thresholds of one of the image's pixel views (thumbnail, aligned):
+    look-alikes the model puts together are dropped, copies at any noise level that the
+    pixels still place near their source are kept."""
+    from neardup._multiview import IMAGE_CONFIRM_WITHIN
+    from neardup.views import AlignedImageView
+
+    images, labels = digits
+    pixels = np.rint(images * 255).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    train, test = pixels[:1200], pixels[1200:].copy()
+    model_train = rng.normal(size=(1200, 16)).astype(np.float32)  # a model with no copies...
+    model_test = rng.normal(size=(len(test), 16)).astype(np.float32)
+    # ...but for 10 look-alikes (another image of the same digit) and 30 copies whose pixel
+    # noise grows from faint to heavy: the model puts each on its train partner
+    same_digit = [np.flatnonzero(labels[:1200] == labels[1200 + p]) for p in range(10)]
+    alike = {p: int(rng.choice(rows)) for p, rows in enumerate(same_digit)}
+    copies = dict(zip(range(10, 40), rng.choice(1200, 30, replace=False).tolist()))
+    for step, (p, q) in enumerate(copies.items()):
+        noise = rng.normal(0, 4 + 3 * step, size=(8, 8))
+        test[p] = np.clip(np.rint(train[q] + noise), 0, 255).astype(np.uint8)
+    for p, q in {**alike, **copies}.items():
+        model_test[p] = model_train[q] + rng.normal(0, 1e-3, size=16)
+    view = AlignedImageView()
+    data = {
+        "train": {"model": model_train, "input": view(train)},
+        "test": {"model": model_test, "input": view(test)},
+    }
+    anyway = find_duplicates(data).leakage["test"]
+    assert set(alike) | set(copies) <= set(anyway.positions)  # "any": the model finds all 40
+    pixel_views = ("input", "input:aligned")
+    result = find_duplicates(data, combine="confirm:input")
+    assert result.settings["confirm_within"] == IMAGE_CONFIRM_WITHIN == 1.6
+    kept = set(result.leakage["test"].positions)
+    reach = {}  # each planted pair's nearest pixel view, in thresholds (from the "any" run)
+    found = dict(zip(anyway.positions, range(anyway.count)))
+    for p in [*alike, *copies]:
+        row = found[p]
+        reach[p] = min(
+            anyway.view_distances[v][row] / result.views[v].threshold.value for v in pixel_views
+        )
+    assert all(reach[p] > IMAGE_CONFIRM_WITHIN for p in alike)  # different handwriting
+    assert not kept & set(alike)
+    expected = {p for p in copies if reach[p] <= IMAGE_CONFIRM_WITHIN}
+    assert {p for p in copies if p in kept} == expected
+    # the rule can fail both ways: heavy noise leaves some copies beyond the reach, and some
+    # copies lie beyond the pixels' own threshold but within the reach
+    assert 0 < len(expected) < len(copies)
+    assert any(1.0 < reach[p] <= IMAGE_CONFIRM_WITHIN for p in copies)
+    assert "confirms it (within 1.6 thresholds)" in result.to_html(None)

@@ -761,7 +761,9 @@ def _views_line(r: DuplicatesResult) -> str:
     combine = str(r.settings.get("combine", "any"))
     rule = "it is within the threshold of any view"
     if combine.startswith("confirm:"):
-        rule += f" and view {combine.split(':', 1)[1]} confirms it (within 1.25 thresholds)"
+        reach = r.settings.get("confirm_within")
+        within = f" (within {_fmt(reach)} thresholds)" if reach is not None else ""
+        rule += f" and view {combine.split(':', 1)[1]} confirms it{within}"
     return (
         f"<p>Views (a pair is a near-duplicate when {_e(rule)}; "
         "distances below are in threshold units):</p>"

@@ -177,8 +177,9 @@ def find_leakage(
         if id_column is not None:
             ids[name] = read_plain(ds, id_column, where, "id")
     several = any(isinstance(v, dict) for v in vectors.values())
-    if column is not None and source is not None and source[1] == "text":
-        # the text's characters confirm what the embedding finds (its paraphrases are not)
+    if column is not None and source is not None and (source[1] == "text" or aligned):
+        # the text's characters or the image's pixels confirm what the embedding finds (its
+        # paraphrases and look-alikes are not)
         options.setdefault("combine", f"confirm:{INPUT_VIEW}")
     layer = options.pop("layer", None)
     if not several:  # one view: its name is the result's layer

@@ -68,9 +68,10 @@ class DuplicatesCallback(keras.callbacks.Callback):
     thumbnails for image arrays, ``TextView()`` for arrays of strings). Each view gets its own
     automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
     is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
-    each view's own result. For texts, a pair a layer finds must also be close in the text
-    view, whose word check turns away templated sentences (the rule of the ``datasets``
-    hook, ``combine="confirm:input"``).
+    each view's own result. A pair a layer finds must also be close in the input view (the
+    rule of the ``datasets`` hook, ``combine="confirm:input"``): for texts, in the text view,
+    whose word check turns away templated sentences; for images, within 1.6 thresholds of a
+    pixel view (a trained model's pooled features put look-alikes of a class together).
 
     Parameters
     ----------
@@ -125,6 +126,11 @@ class DuplicatesCallback(keras.callbacks.Callback):
         temporary directory), removed when the analysis is done with them.
     threshold, normalize, reduce, k, backend, seed:
         Options of :func:`neardup.find_duplicates`.
+    combine:
+        How the views' verdicts combine (:func:`neardup.find_duplicates`). ``None``
+        (default): ``"confirm:input"`` when the input view is ``TextView()`` or
+        ``AlignedImageView()`` beside the layers (a pair a layer finds must also be close in
+        the input's characters or pixels), else ``"any"``.
     verbose:
         0 silent; 1 prints a summary per layer after training/evaluate/run and a progress
         bar on long extraction; 2 also prints the summaries of every-N-epochs analyses.
@@ -162,12 +168,13 @@ class DuplicatesCallback(keras.callbacks.Callback):
         k: int = 10,
         backend: Any = "auto",
         seed: int = 0,
+        combine: str | None = None,
         verbose: int = 1,
         memory_budget: int | str | None = None,
         spill_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        self.options = _check_options(threshold, normalize, reduce, k, backend, seed)
+        self.options = _check_options(threshold, normalize, reduce, k, backend, seed, combine)
         check_option("reference", reference, where="DuplicatesCallback")
         self.layers = _check_layers(layers, feature_fn)
         self.feature_fn = feature_fn
@@ -500,7 +507,13 @@ def _check_reference(reference: Any, sources: Mapping[str, SplitSource]) -> str 
 
 
 def _check_options(
-    threshold: Any, normalize: Any, reduce: Any, k: Any, backend: Any, seed: Any
+    threshold: Any,
+    normalize: Any,
+    reduce: Any,
+    k: Any,
+    backend: Any,
+    seed: Any,
+    combine: Any = None,
 ) -> dict[str, Any]:
     """Validate the find_duplicates options now, not after an epoch of training."""
     check_options(
@@ -509,7 +522,10 @@ def _check_options(
         where="DuplicatesCallback",
     )  # fmt: skip
     as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
-    return {
+    # None: analyze_views' default for the input view ("confirm:input" or "any")
+    extra = {} if combine is None else {"combine": combine}
+    check_options(extra, where="DuplicatesCallback")
+    return extra | {
         # None: find_duplicates' default (Auto, per view), as in the Lightning callback
         "threshold": None if threshold is None else as_strategy(threshold),
         "normalize": check_normalize(normalize),

@@ -149,9 +149,10 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     thumbnails for image batches, ``TextView()`` for lists of strings). Each view gets its own
     automatic threshold; ``cb.leakage[split]`` is the combined verdict (a pair leaks when it
     is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
-    each view's own result. For texts, a pair a layer finds must also be close in the text
-    view, whose word check turns away templated sentences (the rule of the ``datasets``
-    hook, ``combine="confirm:input"``).
+    each view's own result. A pair a layer finds must also be close in the input view (the
+    rule of the ``datasets`` hook, ``combine="confirm:input"``): for texts, in the text view,
+    whose word check turns away templated sentences; for images, within 1.6 thresholds of a
+    pixel view (a trained model's pooled features put look-alikes of a class together).
 
     Parameters
     ----------
@@ -205,6 +206,11 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     threshold, normalize, reduce, k, backend, seed:
         Passed to :func:`neardup.find_duplicates` (one threshold strategy for every view;
         default ``Auto()`` per view).
+    combine:
+        How the views' verdicts combine (:func:`neardup.find_duplicates`). ``None``
+        (default): ``"confirm:input"`` when the input view is ``TextView()`` or
+        ``AlignedImageView()`` beside the layers (a pair a layer finds must also be close in
+        the input's characters or pixels), else ``"any"``.
 
     Attributes
     ----------
@@ -238,6 +244,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         k: int = 10,
         backend: Any = "auto",
         seed: int = 0,
+        combine: str | None = None,
         memory_budget: int | str | None = None,
         spill_dir: str | Path | None = None,
     ) -> None:
@@ -283,6 +290,8 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
             "backend": backend,
             "seed": seed,
         }
+        if combine is not None:  # None: analyze_views' default for the input view
+            self.analyze_options["combine"] = combine
         check_options(self.analyze_options, where="DuplicatesCallback")
         self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}

@@ -854,6 +854,7 @@ def test_image_embedder_over_a_torch_module_with_report(digit_images, tmp_path):
     page = tmp_path / "digits.html"
     report = find_leakage(embedded, column="cnn", label_column="label", html=page)
     _assert_finds(report, planted)
+    assert report.settings["combine"] == "confirm:input"  # the pixels confirm the CNN's pairs
     text = page.read_text(encoding="utf-8")
     assert text.count("data:image/png") >= 2 * len(planted)  # both sides of every pair
 

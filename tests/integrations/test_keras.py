@@ -485,6 +485,7 @@ def test_unbuilt_sequential_says_how_to_build_it(split):
         ({"backend": "faiss"}, "backend='faiss'"),
         ({"normalize": "l2"}, "normalize"),
         ({"verbose": 3}, "verbose must be 0, 1 or 2"),
+        ({"combine": "all"}, "combine='all' is not valid.*'any', 'confirm:<view>'"),
     ],
 )
 def test_options_are_validated_in_init(split, kwargs, message):
@@ -547,6 +548,9 @@ def test_defaults_pick_a_layer_add_the_input_view_and_find_every_kind(sequential
     assert all("input" in by_position[p] for p in kinds["brightness"])
     assert leak.ids == leak.positions and len(leak.nearest_ids) == leak.count
     assert set(leak.view_distances) == {"conv2", "input", "input:aligned"}
+    # the layer's finds count when a pixel view confirms them (look-alikes of a digit do not)
+    assert cb.result.settings["combine"] == "confirm:input"
+    assert cb.result.settings["confirm_within"] == 1.6
     assert cb.metrics["neardup/test/leak_count"] == leak.count
     assert cb.metrics["neardup/input/test/leak_count"] == cb.results["input"].leakage["test"].count
 

@@ -367,6 +367,7 @@ def test_default_config_finds_exact_noise_and_brightness_copies(data, trained, t
     nearest = dict(zip(leak.ids, leak.nearest_ids))  # dataset indices on both sides
     assert all(nearest[int(s)] == int(t) for s, t in zip(slots, sources))
     assert set(leak.view_distances) == {"features", "input", "input:aligned"}
+    assert cb.result.settings["combine"] == "confirm:input"  # the pixels confirm the layer
     off = DuplicatesCallback(train_loader=train, save_reports=False, input_view=None, verbose=False)
     model = _model("lightning.pytorch", trained)
     _quiet(_trainer(lpl, tmp_path, callbacks=[off]).validate, model, test)
@@ -538,6 +539,7 @@ def test_fit_without_eval_dataloader_says_so(data, trained, tmp_path):
         ({"forward_fn": "model"}, r"forward_fn must be a callable"),
         ({"memory_budget": "lots"}, r"memory_budget='lots' is not a size in bytes"),
         ({"spill_dir": "/tmp"}, r"spill_dir='/tmp' is only used with memory_budget="),
+        ({"combine": "all"}, r"combine='all' is not valid.*'any', 'confirm:<view>'"),
     ],
 )
 def test_bad_options_are_rejected_in_init(options, message):
