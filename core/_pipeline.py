@@ -131,7 +131,7 @@ def find_duplicates(
         1.1 of its thresholds, and pass its word check for a text view: a text view
         confirming an embedding's finds, so that the embedding's paraphrases are not
         reported; for :class:`~neardup.views.AlignedImageView` rows, one of the image's
-        pixel views within 1.6 of its thresholds, so that a model's look-alikes are not).
+        pixel views within 2.5 of its thresholds, so that a model's look-alikes are not).
     max_diameter:
         Split chained duplicate sets so that no two members of a set are further apart than
         ``max_diameter`` thresholds (a multiple of the threshold, so one value fits every

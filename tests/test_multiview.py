@@ -346,7 +346,7 @@ def test_image_pixel_views_confirm_a_model_s_pairs_within_their_reach(digits):
     assert set(alike) | set(copies) <= set(anyway.positions)  # "any": the model finds all 40
     pixel_views = ("input", "input:aligned")
     result = find_duplicates(data, combine="confirm:input")
-    assert result.settings["confirm_within"] == IMAGE_CONFIRM_WITHIN == 1.6
+    assert result.settings["confirm_within"] == IMAGE_CONFIRM_WITHIN == 2.5
     kept = set(result.leakage["test"].positions)
     reach = {}  # each planted pair's nearest pixel view, in thresholds (from the "any" run)
     found = dict(zip(anyway.positions, range(anyway.count)))
@@ -358,9 +358,10 @@ def test_image_pixel_views_confirm_a_model_s_pairs_within_their_reach(digits):
     assert all(reach[p] > IMAGE_CONFIRM_WITHIN for p in alike)  # different handwriting
     assert not kept & set(alike)
     expected = {p for p in copies if reach[p] <= IMAGE_CONFIRM_WITHIN}
-    assert {p for p in copies if p in kept} == expected
+    edge = {p for p in copies if abs(reach[p] - IMAGE_CONFIRM_WITHIN) < 0.02}  # float32 here
+    assert {p for p in copies if p in kept} - edge == expected - edge
     # the rule can fail both ways: heavy noise leaves some copies beyond the reach, and some
     # copies lie beyond the pixels' own threshold but within the reach
     assert 0 < len(expected) < len(copies)
     assert any(1.0 < reach[p] <= IMAGE_CONFIRM_WITHIN for p in copies)
-    assert "confirms it (within 1.6 thresholds)" in result.to_html(None)
+    assert "confirms it (within 2.5 thresholds)" in result.to_html(None)

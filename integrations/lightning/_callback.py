@@ -151,7 +151,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
     is within the threshold of any view; ``found_by`` says which) and ``cb.results[view]``
     each view's own result. A pair a layer finds must also be close in the input view (the
     rule of the ``datasets`` hook, ``combine="confirm:input"``): for texts, in the text view,
-    whose word check turns away templated sentences; for images, within 1.6 thresholds of a
+    whose word check turns away templated sentences; for images, within 2.5 thresholds of a
     pixel view (a trained model's pooled features put look-alikes of a class together).
 
     Parameters
