@@ -32,6 +32,9 @@ and the luma view) it counts only within
 copies (greyscale, channels swapped) lie and look-alikes painted in other colours do not.
 ``settings["color_gate"]`` says how many luma-view pairs that turned away.
 
+``settings["confirm_within"]`` records the reach a ``"confirm:<view>"`` rule used and
+``settings["unconfirmed"]`` how many pairs within some view's threshold it turned away.
+
 The combined result puts every view on one scale, *threshold units* (a pair's distance in a
 view divided by that view's threshold), and scores a pair by its smallest relative distance
 over the views. Duplicate sets are the connected components of the union of all views' close
@@ -453,10 +456,12 @@ def find_duplicates_multiview(
     gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view
-    reach = None
+    reach, unconfirmed = None, 0
     if confirm is not None:
         family, reach = _confirming(confirm, views, image_rows)
-        close &= np.min(np.stack([relative[v] for v in family]), axis=0) <= reach
+        confirmed = np.min(np.stack([relative[v] for v in family]), axis=0) <= reach
+        unconfirmed = int(np.count_nonzero(close & ~confirmed))
+        close &= confirmed
     i, j, score = i[close], j[close], score[close]
     relative = {v: r[close] for v, r in relative.items()}
     distance = {v: d[close] for v, d in distance.items()}
@@ -494,6 +499,7 @@ def find_duplicates_multiview(
             "views": views,
             "combine": combine,
             "confirm_within": reach,
+            "unconfirmed": unconfirmed,
             "word_check": turned_away,
             "color_gate": gated,
             "max_diameter": max_diameter,

@@ -347,6 +347,7 @@ def test_image_pixel_views_confirm_a_model_s_pairs_within_their_reach(digits):
     pixel_views = ("input", "input:aligned")
     result = find_duplicates(data, combine="confirm:input")
     assert result.settings["confirm_within"] == IMAGE_CONFIRM_WITHIN == 2.5
+    assert result.settings["unconfirmed"] >= len(alike)  # the look-alikes, at least
     kept = set(result.leakage["test"].positions)
     reach = {}  # each planted pair's nearest pixel view, in thresholds (from the "any" run)
     found = dict(zip(anyway.positions, range(anyway.count)))
@@ -364,4 +365,5 @@ def test_image_pixel_views_confirm_a_model_s_pairs_within_their_reach(digits):
     # copies lie beyond the pixels' own threshold but within the reach
     assert 0 < len(expected) < len(copies)
     assert any(1.0 < reach[p] <= IMAGE_CONFIRM_WITHIN for p in copies)
-    assert "confirms it (within 2.5 thresholds)" in result.to_html(None)
+    away = result.settings["unconfirmed"]
+    assert f"confirms it (within 2.5 thresholds; {away} pairs within a view" in result.to_html(None)

@@ -761,8 +761,11 @@ def _views_line(r: DuplicatesResult) -> str:
     combine = str(r.settings.get("combine", "any"))
     rule = "it is within the threshold of any view"
     if combine.startswith("confirm:"):
-        reach = r.settings.get("confirm_within")
-        within = f" (within {_fmt(reach)} thresholds)" if reach is not None else ""
+        reach, away = r.settings.get("confirm_within"), r.settings.get("unconfirmed")
+        within = f" (within {_fmt(reach)} thresholds" if reach is not None else ""
+        if within and away is not None:
+            within += f"; {away} pair{'s' * (away != 1)} within a view's threshold failed it"
+        within += ")" if within else ""
         rule += f" and view {combine.split(':', 1)[1]} confirms it{within}"
     return (
         f"<p>Views (a pair is a near-duplicate when {_e(rule)}; "
