@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from neardup import DuplicatesResult, NeardupInputError, find_duplicates
+from neardup.validators import closest_names
 from neardup.views import (
     AlignedImageView,
     ImageView,
@@ -42,6 +43,7 @@ __all__ = [
     "InputView",
     "analyze_views",
     "auto_input_view",
+    "check_combine_view",
     "check_input_view",
     "check_view_names",
     "first_rows",
@@ -230,6 +232,27 @@ def check_view_names(layers: Sequence[str], input_view: Any) -> None:
                 f"a layer is named {name!r}, which is an input view's name; pass "
                 "input_view=None, or analyse a layer with another name."
             )
+
+
+def check_combine_view(combine: str | None, layers: Sequence[str] | None, input_view: Any) -> None:
+    """Refuse, before any training, a ``combine="confirm:<view>"`` that names a view the
+    callback will not collect: the input view with ``input_view=None``, or a layer outside
+    ``layers`` (``None``: chosen later, so only the input view's names are checked)."""
+    if not isinstance(combine, str) or not combine.startswith("confirm:"):
+        return
+    view = combine.split(":", 1)[1]
+    inputs = [INPUT_VIEW, INPUT_LUMA_VIEW, INPUT_YCBCR_VIEW]
+    if view in inputs and input_view is None:
+        raise NeardupInputError(
+            f"combine={combine!r} needs the input view, which input_view=None turns off; "
+            "pass an input_view, or combine='any'."
+        )
+    known = list(layers or []) + (inputs if input_view is not None else [])
+    if layers is not None and view not in known:
+        raise NeardupInputError(
+            f"combine={combine!r} names view {view!r}, which is not analysed "
+            f"({closest_names(view, known)}); name a layer or 'input', or pass combine='any'."
+        )
 
 
 def analyze_views(

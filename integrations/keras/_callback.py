@@ -42,7 +42,7 @@ from .._common import (
     pool_array,
 )
 from .._finish import announce, finish
-from .._views import InputView, analyze_views, check_view_names
+from .._views import InputView, analyze_views, check_combine_view, check_view_names
 
 try:
     import keras
@@ -177,6 +177,7 @@ class DuplicatesCallback(keras.callbacks.Callback):
         self.options = _check_options(threshold, normalize, reduce, k, backend, seed, combine)
         check_option("reference", reference, where="DuplicatesCallback")
         self.layers = _check_layers(layers, feature_fn)
+        check_combine_view(combine, self.layers, input_view)
         self.feature_fn = feature_fn
         self._default_layers = self.layers is None and feature_fn is None
         self._input_option = input_view

@@ -36,7 +36,13 @@ from .._common import (
     missing_framework,
 )
 from .._finish import announce, finish
-from .._views import InputView, analyze_views, check_view_names, first_rows
+from .._views import (
+    InputView,
+    analyze_views,
+    check_combine_view,
+    check_view_names,
+    first_rows,
+)
 
 if TYPE_CHECKING:  # both packages' classes share these names; lightning.pytorch's stand for both
     from lightning.pytorch import LightningModule, Trainer
@@ -293,6 +299,7 @@ class DuplicatesCallback(*_BASES):  # type: ignore[misc]
         if combine is not None:  # None: analyze_views' default for the input view
             self.analyze_options["combine"] = combine
         check_options(self.analyze_options, where="DuplicatesCallback")
+        check_combine_view(combine, layers, input_view)
         self.result: DuplicatesResult | None = None
         self.results: dict[str, DuplicatesResult] = {}
         self.report_paths: list[Path] = []

@@ -486,6 +486,8 @@ def test_unbuilt_sequential_says_how_to_build_it(split):
         ({"normalize": "l2"}, "normalize"),
         ({"verbose": 3}, "verbose must be 0, 1 or 2"),
         ({"combine": "all"}, "combine='all' is not valid.*'any', 'confirm:<view>'"),
+        ({"combine": "confirm:input", "input_view": None}, "needs the input view"),
+        ({"combine": "confirm:conv3"}, "names view 'conv3'.*closest: 'conv2'"),
     ],
 )
 def test_options_are_validated_in_init(split, kwargs, message):

@@ -540,6 +540,8 @@ def test_fit_without_eval_dataloader_says_so(data, trained, tmp_path):
         ({"memory_budget": "lots"}, r"memory_budget='lots' is not a size in bytes"),
         ({"spill_dir": "/tmp"}, r"spill_dir='/tmp' is only used with memory_budget="),
         ({"combine": "all"}, r"combine='all' is not valid.*'any', 'confirm:<view>'"),
+        ({"combine": "confirm:input", "input_view": None}, r"needs the input view.*'any'"),
+        ({"layers": ["fc"], "combine": "confirm:fc2"}, r"names view 'fc2'.*closest: 'fc'"),
     ],
 )
 def test_bad_options_are_rejected_in_init(options, message):
