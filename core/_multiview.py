@@ -17,7 +17,9 @@ also checks the words of every pair it puts within its threshold (or within
 dropped, added or misspelt (:func:`~neardup.views.word_edits`; templated sentences, reordered
 clauses) counts as not close in that view (``result.views[view]``, the view's own result,
 keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
-away.
+away. A pair whose words confirm it (:attr:`~neardup.views.WordEdits.confirmed`: none replaced,
+only a few dropped, added or misspelt) counts within :data:`~neardup.views.WORD_REACH` of the
+view's thresholds: its distance in threshold units is divided by that reach.
 
 For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
 colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
@@ -64,7 +66,7 @@ from ._view_run import (
 )
 from .report import DuplicatesResult, Leakage
 from .search import Backend, ProgressFn
-from .views import ImageRows, ImageView, TextRows, word_edits
+from .views import WORD_REACH, ImageRows, ImageView, TextRows, word_edits
 
 __all__ = [
     "COMBINE_RULES",
@@ -256,12 +258,18 @@ def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str,
 def _word_check(
     relative: np.ndarray, i: np.ndarray, j: np.ndarray, texts: list[str], within: float
 ) -> int:
-    """Set ``relative`` to inf (in place) for the pairs ``(i, j)`` within ``within``
-    thresholds whose words fail :func:`~neardup.views.word_edits`; return how many."""
-    checked = np.flatnonzero(relative <= within)
-    failed = [p for p in checked if not word_edits(texts[i[p]], texts[j[p]]).related]
-    relative[np.asarray(failed, dtype=np.int64)] = np.inf
-    return len(failed)
+    """Check the words of the pairs ``(i, j)`` within :data:`~neardup.views.WORD_REACH` x
+    ``within`` thresholds, in place: a pair whose words confirm it
+    (:attr:`~neardup.views.WordEdits.confirmed`) has its ``relative`` distance divided by the
+    reach; a pair within ``within`` whose words fail (:attr:`~neardup.views.WordEdits.related`)
+    is set to inf. Returns how many pairs within ``within`` the check turned away."""
+    checked = np.flatnonzero(relative <= WORD_REACH * within)
+    edits = [word_edits(texts[i[p]], texts[j[p]]) for p in checked]
+    confirmed = np.asarray([e.confirmed for e in edits], dtype=bool)
+    failed = np.asarray([not e.related for e in edits], dtype=bool) & (relative[checked] <= within)
+    relative[checked[confirmed]] /= WORD_REACH
+    relative[checked[failed]] = np.inf
+    return int(np.count_nonzero(failed))
 
 
 def _color_gate(
@@ -320,8 +328,8 @@ def _candidate_pairs(
     n = len(split_of_row)
     rows, cols = [], []
     for run in runs.values():
-        rows.append(run.pairs.i)
-        cols.append(run.pairs.j)
+        rows.extend((run.pairs.i, run.reach_pairs.i))
+        cols.extend((run.pairs.j, run.reach_pairs.j))
         if ref_index is not None and run.nearest is not None:
             # a kNN-graph backend: eval rows whose reference copy lies beyond the k-th
             best, _ = run.nearest
@@ -383,6 +391,7 @@ def find_duplicates_multiview(
                 seed=seed,
                 progress=progress,
                 text=text_source([data[split][view] for split in data]),
+                reach=WORD_REACH if view in texts else 1.0,
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err

@@ -273,3 +273,46 @@ def test_text_rows_turn_a_templated_pair_away_and_keep_a_dropped_word_copy(templ
     assert found[copied] == ["text"] and leak.nearest_positions[leak.positions.index(copied)] == 5
     assert checked.settings["word_check"]["text"] >= 1
     assert set(found) < set(flagged)
+
+
+def test_word_edits_confirm_only_pairs_without_replaced_words():
+    """``confirmed``: the stricter test a pair beyond the cut must pass (WORD_REACH)."""
+    assert word_edits("this is not pie in the sky", "this is not pie in sky").confirmed
+    assert word_edits("return the list of items", "return the lists of items").confirmed  # typo
+    assert not word_edits("outputs the number in base 8", "outputs the number in base 10").confirmed
+    long = " ".join(f"word{n}" for n in range(40))
+    replaced = word_edits(long, long.replace("word7", "other"))
+    assert replaced.related and not replaced.confirmed  # allowed within the cut, not beyond
+    clause = word_edits("converted to a common type and the result is of that type", "converted")
+    assert not clause.confirmed  # more than a fifth of the words dropped
+
+
+def test_text_rows_take_a_dropped_word_copy_beyond_the_cut_within_the_word_reach(
+    template_corpus,
+):
+    """A copy with a word dropped that lies a little beyond the view's cut is found through
+    its words (up to WORD_REACH cuts; rows without their texts keep the plain cut); the
+    templated pair is not, whatever its place within the reach."""
+    from neardup import Distance
+    from neardup.views import WORD_REACH
+
+    train, test, templated, copied = template_corpus
+    view = TextView()
+    rows = {"train": view(train), "test": view(test)}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    gap = float(np.linalg.norm(unit["test"][copied] - unit["train"][5]))
+    template_gap = float(np.linalg.norm(unit["test"][templated] - unit["train"][-1]))
+    beyond = 0.5 + 0.5 * WORD_REACH  # a pair at this many cuts: beyond the cut, within reach
+    texts = {s: {"text": r} for s, r in rows.items()}
+    plain = {s: {"text": np.asarray(r)} for s, r in rows.items()}
+    checked = find_duplicates(texts, threshold=Distance(gap / beyond))
+    leak = checked.leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)).get(copied) == 5
+    within = leak.distances[leak.positions.index(copied)]
+    assert within == pytest.approx(beyond / WORD_REACH, rel=1e-4)  # in the reach's units
+    assert (
+        copied
+        not in find_duplicates(plain, threshold=Distance(gap / beyond)).leakage["test"].positions
+    )
+    checked = find_duplicates(texts, threshold=Distance(template_gap / beyond))
+    assert templated not in checked.leakage["test"].positions
