@@ -19,7 +19,10 @@ clauses) counts as not close in that view (``result.views[view]``, the view's ow
 keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
 away. A pair whose words confirm it (:attr:`~neardup.views.WordEdits.confirmed`: none replaced,
 only a few dropped, added or misspelt) counts within :data:`~neardup.views.WORD_REACH` of the
-view's thresholds: its distance in threshold units is divided by that reach.
+view's thresholds: its distance in threshold units is divided by that reach. A text with
+markup is also compared, as the words its markup leaves without punctuation, with the texts
+without markup (:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its
+tags' words).
 
 For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
 colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
@@ -49,6 +52,7 @@ from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
 from ._lopsided_run import with_lopsided
+from ._markup_route import MarkupRoute, markup_route
 from ._stats import distinct
 from ._text_join import text_source
 from ._threshold import ResolvedThreshold, as_strategy
@@ -302,6 +306,12 @@ def _color_gate(
     return out
 
 
+def _within(view: str, combine: str) -> float:
+    """The thresholds within which ``view``'s pairs count: :data:`CONFIRM_WITHIN` for the
+    view a ``"confirm:<view>"`` rule names, 1 otherwise."""
+    return CONFIRM_WITHIN if view == confirming_view(combine) else 1.0
+
+
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
     if threshold > 0:
@@ -322,11 +332,16 @@ def _combined_pairwise(runs: dict[str, ViewRun]) -> PairwiseFn:
 
 
 def _candidate_pairs(
-    runs: dict[str, ViewRun], split_of_row: np.ndarray, ref_index: int | None
+    runs: dict[str, ViewRun],
+    split_of_row: np.ndarray,
+    ref_index: int | None,
+    routes: dict[str, MarkupRoute],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unique row pairs ``(i, j)``, ``i < j``, close in at least one view."""
+    """Unique row pairs ``(i, j)``, ``i < j``, close in at least one view (or its reach, or
+    its markup route)."""
     n = len(split_of_row)
-    rows, cols = [], []
+    rows = [route.i for route in routes.values()]
+    cols = [route.j for route in routes.values()]
     for run in runs.values():
         rows.extend((run.pairs.i, run.reach_pairs.i))
         cols.extend((run.pairs.j, run.reach_pairs.j))
@@ -391,7 +406,7 @@ def find_duplicates_multiview(
                 seed=seed,
                 progress=progress,
                 text=text_source([data[split][view] for split in data]),
-                reach=WORD_REACH if view in texts else 1.0,
+                reach=WORD_REACH * _within(view, combine) if view in texts else 1.0,
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
@@ -423,14 +438,26 @@ def find_duplicates_multiview(
 
     split_of_row = dataset.split_of_row
     n = len(split_of_row)
-    i, j = _candidate_pairs(runs, split_of_row, ref_index)
+    confirm = confirming_view(combine)
+    within = {v: _within(v, combine) for v in texts}
+    routes = {
+        v: route
+        for v, words in texts.items()
+        if (
+            route := markup_route(
+                runs[v], [data[s][v] for s in data], words, within=within[v], seed=seed
+            )
+        )
+        is not None
+    }
+    i, j = _candidate_pairs(runs, split_of_row, ref_index, routes)
     distance = {v: run.pair_distances(i, j) for v, run in runs.items()}
     relative = {v: runs[v].relative(i, j, distance[v]) for v in views}
-    confirm = confirming_view(combine)
     turned_away = {
-        v: _word_check(relative[v], i, j, words, CONFIRM_WITHIN if v == confirm else 1.0)
-        for v, words in texts.items()
+        v: _word_check(relative[v], i, j, words, within[v]) for v, words in texts.items()
     }
+    for v, route in routes.items():  # the markup words of texts with markup
+        np.minimum(relative[v], route.relative(runs[v], i, j, texts[v], within[v]), out=relative[v])
     gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view

@@ -27,7 +27,7 @@ from ._leakage import (
 )
 from ._reduce import as_reducer
 from ._stats import distinct, quantile
-from ._text_join import TextSource, text_close_pairs, uses_text_join
+from ._text_join import TextSource, text_join, uses_text_join
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale
@@ -77,7 +77,10 @@ class ViewRun:
     them (otherwise they come from ``pairs``); ``settings``: the options it ran with;
     ``reach_pairs``: the pairs beyond the threshold but within ``reach`` times it (a text
     view's word reach, :data:`~neardup.views.WORD_REACH`: pairs the word check may still
-    confirm), empty unless :func:`analyse_view` was given a reach.
+    confirm), empty unless :func:`analyse_view` was given a reach; ``markup_candidates``:
+    the ``(marked, plain)`` rows the n-gram join listed for the markup route
+    (:mod:`neardup._markup_route`), ``None`` when the rows were not joined through their
+    texts' n-grams.
     """
 
     rows: Rows
@@ -87,6 +90,7 @@ class ViewRun:
     pairs: ClosePairs
     nearest: tuple[np.ndarray, np.ndarray] | None = None
     reach_pairs: ClosePairs = field(default_factory=ClosePairs.empty)
+    markup_candidates: tuple[np.ndarray, np.ndarray] | None = None
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), d)`` normalised float32 rows."""
@@ -169,7 +173,7 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = margin = screen = text_join = None
+    nearest = margin = screen = join_info = markup = None
     if engine.finds_pairs:
         with engine.thread_limits():
             graph = engine.neighbor_graph(rows, k, seed=seed)
@@ -186,7 +190,8 @@ def analyse_view(
                 threshold=searched,
             )
             if through_text:
-                pairs, text_join = text_close_pairs(rows, text, searched, items=items, seed=seed)
+                joined = text_join(rows, text, searched, items=items, seed=seed)
+                pairs, join_info, markup = joined.pairs, joined.info, joined.markup
             else:
                 partition = engine.fit(rows, seed=seed)
                 margin = engine.margin_for(rows, partition, graph, searched)
@@ -229,7 +234,7 @@ def analyse_view(
         **engine.settings(),
         **({} if margin is None else {"margin_used": margin}),
         **({} if screen is None else {"screen_width": int(screen.shape[0])}),
-        **({} if text_join is None else {"text_join": text_join}),
+        **({} if join_info is None else {"text_join": join_info}),
         "seed": seed,
         "dim": int(rows.d),
     }
@@ -241,6 +246,7 @@ def analyse_view(
         pairs=pairs,
         nearest=nearest,
         reach_pairs=reach_pairs,
+        markup_candidates=markup,
     )
 
 

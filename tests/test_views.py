@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neardup import NeardupInputError, find_duplicates
-from neardup.views import ImageView, TextRows, TextView, WordEdits, word_edits
+from neardup.views import ImageView, TextRows, TextView, WordEdits, as_text_rows, word_edits
 from neardup.views._text import normalize_text
 
 
@@ -316,3 +318,47 @@ def test_text_rows_take_a_dropped_word_copy_beyond_the_cut_within_the_word_reach
     )
     checked = find_duplicates(texts, threshold=Distance(template_gap / beyond))
     assert templated not in checked.leakage["test"].positions
+
+
+def test_markup_words_keep_the_words_markup_leaves_without_punctuation():
+    from neardup.views import markup_words
+
+    source = '(Please select <a href="http://x.org/tz?id=7">time zone</a> &amp; click).'
+    stripped = " ".join(re.sub(r"[^\w\s]", " ", source).split())  # punctuation removed
+    assert markup_words(source) == "please select a href http x org tz id 7 time zone a amp click"
+    assert normalize_text(stripped) == markup_words(source)  # what the copy normalises to
+    assert normalize_text(source) == "please select time zone click"
+    rows = TextView()([source, "Plain text, no markup."])
+    assert rows.markup == (markup_words(source), "")  # "": the normalised text itself
+    assert rows[:1].markup is None  # a derived array: unknown
+    with pytest.raises(NeardupInputError, match="one markup string per text"):
+        as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, ["a"])
+
+
+def test_text_rows_find_a_copy_whose_markup_lost_its_punctuation(template_corpus):
+    """A sentence of a mail's HTML source, copied with its punctuation removed, keeps its
+    tags' words: far from its source in the view, found through the source's markup words;
+    two HTML texts of one template (whose markup words agree) are not compared that way."""
+    train, test, _, _ = template_corpus
+    source = (
+        'Or you can see it on our website by clicking <a href="http://topsitez.us/'
+        'category-tab.htm?id=713164&d=jmason.org">your listing</a>.'
+    )
+    template = '<a href="http://topsitez.us/category-tab.htm?id=713164&d=jmason.org">Palm Vx</a>'
+    other = template.replace("Palm Vx", "Visor Edge")
+    copy = " ".join(re.sub(r"[^\w\s]", " ", source).split())
+    train, test = [*train, source, template], [*test, copy, other]
+    view = TextView()
+    rows = {"train": view(train), "test": view(test)}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    result = find_duplicates({s: {"text": r} for s, r in rows.items()})
+    cut = result.views["text"].threshold.value
+    assert np.linalg.norm(unit["test"][-2] - unit["train"][-2]) > 1.3 * cut  # beyond reach
+    leak = result.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert found.get(len(test) - 2) == len(train) - 2
+    assert len(test) - 1 not in found  # markup alike, text not: a template
+    plain = find_duplicates(
+        {s: {"text": as_text_rows(r, r.texts, r.ngram)} for s, r in rows.items()}
+    )
+    assert len(test) - 2 not in plain.leakage["test"].positions  # without markup words

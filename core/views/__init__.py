@@ -55,7 +55,7 @@ from ._small_crops import (
     crop_samplers,
     zoomed_pairs,
 )
-from ._text import TextRows, TextView, as_text_rows, gram_sets, normalize_text
+from ._text import TextRows, TextView, as_text_rows, gram_sets, markup_words, normalize_text
 from ._words import WORD_REACH, WordEdits, word_edits
 
 __all__ = [
@@ -82,6 +82,7 @@ __all__ = [
     "crop_samplers",
     "gram_sets",
     "indexed_aligned_distances",
+    "markup_words",
     "normalize_text",
     "overlap_distances",
     "search_features",
