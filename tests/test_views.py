@@ -335,10 +335,17 @@ def test_markup_words_keep_the_words_markup_leaves_without_punctuation():
         as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, ["a"])
 
 
-def test_text_rows_find_a_copy_whose_markup_lost_its_punctuation(template_corpus):
+@pytest.mark.parametrize("brute_force_pairs", [10**8, 0])
+def test_text_rows_find_a_copy_whose_markup_lost_its_punctuation(
+    template_corpus, brute_force_pairs, monkeypatch
+):
     """A sentence of a mail's HTML source, copied with its punctuation removed, keeps its
-    tags' words: far from its source in the view, found through the source's markup words;
-    two HTML texts of one template (whose markup words agree) are not compared that way."""
+    tags' words: far from its source in the view, found through the source's markup words
+    (every pair measured, or, past BRUTE_FORCE_PAIRS, a MinHash pass); two HTML texts of one
+    template (whose markup words agree) are not compared that way."""
+    import neardup._markup_route as route
+
+    monkeypatch.setattr(route, "BRUTE_FORCE_PAIRS", brute_force_pairs)
     train, test, _, _ = template_corpus
     source = (
         'Or you can see it on our website by clicking <a href="http://topsitez.us/'
