@@ -270,6 +270,7 @@ class _Buffer:
         # once a batch came without texts: the rows are then returned without them
         self.texts: list[str] | None = []
         self.ngram: int | None = None  # the TextView gram length of every batch, if one
+        self.markup: list[str] | None = []  # their markup words ("": none), while all known
 
     @property
     def ram_bytes(self) -> int:
@@ -284,6 +285,7 @@ class _Buffer:
         where: str,
         texts: tuple[str, ...] | None = None,
         ngram: int | None = None,
+        markup: tuple[str, ...] | None = None,
     ) -> None:
         n = len(values)
         given_ids = ids is not None
@@ -317,6 +319,10 @@ class _Buffer:
             self.texts.extend(texts)
         else:
             self.texts = None
+        if self.texts is not None and self.markup is not None and markup is not None:
+            self.markup.extend(markup)
+        else:
+            self.markup = None
         self.ngram = ngram if self.rows == 0 or self.ngram == ngram else None
         self.rows += n
 
@@ -363,6 +369,7 @@ class _Buffer:
         self.chunks, self.id_chunks, self.label_chunks = [], [], []
         self.texts = []
         self.ngram = None
+        self.markup = []
 
     @property
     def values(self) -> np.ndarray:
@@ -371,7 +378,8 @@ class _Buffer:
         self.consolidate()
         values = self.spill.array() if self.spill is not None else self.chunks[0]
         if self.texts and len(self.texts) == self.rows:
-            return as_text_rows(values, self.texts, self.ngram)
+            markup = self.markup if self.markup and len(self.markup) == self.rows else None
+            return as_text_rows(values, self.texts, self.ngram, markup)
         return values
 
     @property
@@ -466,6 +474,7 @@ class ActivationCollector:
         where = f"split {split!r}, layer {layer!r}"
         texts = values.texts if isinstance(values, TextRows) else None
         ngram = values.ngram if isinstance(values, TextRows) else None
+        markup = values.markup if isinstance(values, TextRows) else None
         matrix = as_feature_matrix(values, f"batch for {where}")
         check_finite(matrix, f"batch for {where}")
         buffer = self._buffers.get((split, layer))
@@ -478,7 +487,7 @@ class ActivationCollector:
             )
         if self._over_budget(buffer, matrix.size * _FLOAT32.itemsize):
             self._spill(buffer, split, layer)
-        buffer.append(matrix, ids, labels, where, texts, ngram)
+        buffer.append(matrix, ids, labels, where, texts, ngram, markup)
         self._buffers[(split, layer)] = buffer
 
     def _over_budget(self, buffer: _Buffer, incoming: int) -> bool:

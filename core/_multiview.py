@@ -23,7 +23,12 @@ also checks the words of every pair it puts within its threshold (or within
 dropped, added or misspelt (:func:`~neardup.views.word_edits`; templated sentences, reordered
 clauses) counts as not close in that view (``result.views[view]``, the view's own result,
 keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
-away.
+away. A pair whose words confirm it (:attr:`~neardup.views.WordEdits.confirmed`: none replaced,
+only a few dropped, added or misspelt) counts within :data:`~neardup.views.WORD_REACH` of the
+view's thresholds: its distance in threshold units is divided by that reach. A text with
+markup is also compared, as the words its markup leaves without punctuation, with the texts
+without markup (:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its
+tags' words).
 
 For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
 colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
@@ -56,6 +61,7 @@ from ._clusters import ClusterAssignment
 from ._errors import NeardupInputError, closest_names
 from ._leakage import first_per_source
 from ._lopsided_run import with_lopsided
+from ._markup_route import MarkupRoute, markup_route
 from ._stats import distinct
 from ._text_join import text_source
 from ._threshold import ResolvedThreshold, as_strategy
@@ -73,7 +79,7 @@ from ._view_run import (
 )
 from .report import DuplicatesResult, Leakage
 from .search import Backend, ProgressFn
-from .views import ImageRows, ImageView, TextRows, word_edits
+from .views import WORD_REACH, ImageRows, ImageView, TextRows, word_edits
 
 __all__ = [
     "COMBINE_RULES",
@@ -275,12 +281,18 @@ def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str,
 def _word_check(
     relative: np.ndarray, i: np.ndarray, j: np.ndarray, texts: list[str], within: float
 ) -> int:
-    """Set ``relative`` to inf (in place) for the pairs ``(i, j)`` within ``within``
-    thresholds whose words fail :func:`~neardup.views.word_edits`; return how many."""
-    checked = np.flatnonzero(relative <= within)
-    failed = [p for p in checked if not word_edits(texts[i[p]], texts[j[p]]).related]
-    relative[np.asarray(failed, dtype=np.int64)] = np.inf
-    return len(failed)
+    """Check the words of the pairs ``(i, j)`` within :data:`~neardup.views.WORD_REACH` x
+    ``within`` thresholds, in place: a pair whose words confirm it
+    (:attr:`~neardup.views.WordEdits.confirmed`) has its ``relative`` distance divided by the
+    reach; a pair within ``within`` whose words fail (:attr:`~neardup.views.WordEdits.related`)
+    is set to inf. Returns how many pairs within ``within`` the check turned away."""
+    checked = np.flatnonzero(relative <= WORD_REACH * within)
+    edits = [word_edits(texts[i[p]], texts[j[p]]) for p in checked]
+    confirmed = np.asarray([e.confirmed for e in edits], dtype=bool)
+    failed = np.asarray([not e.related for e in edits], dtype=bool) & (relative[checked] <= within)
+    relative[checked[confirmed]] /= WORD_REACH
+    relative[checked[failed]] = np.inf
+    return int(np.count_nonzero(failed))
 
 
 def _color_gate(
@@ -325,6 +337,12 @@ def _confirming(
     return [view] + [v for v in derived if v in views], IMAGE_CONFIRM_WITHIN
 
 
+def _within(view: str, combine: str) -> float:
+    """The thresholds within which ``view``'s pairs count: :data:`CONFIRM_WITHIN` for the
+    view a ``"confirm:<view>"`` rule names, 1 otherwise."""
+    return CONFIRM_WITHIN if view == confirming_view(combine) else 1.0
+
+
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
     """Distances in threshold units (a zero threshold: 0 for exact copies, inf otherwise)."""
     if threshold > 0:
@@ -345,14 +363,19 @@ def _combined_pairwise(runs: dict[str, ViewRun]) -> PairwiseFn:
 
 
 def _candidate_pairs(
-    runs: dict[str, ViewRun], split_of_row: np.ndarray, ref_index: int | None
+    runs: dict[str, ViewRun],
+    split_of_row: np.ndarray,
+    ref_index: int | None,
+    routes: dict[str, MarkupRoute],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unique row pairs ``(i, j)``, ``i < j``, close in at least one view."""
+    """Unique row pairs ``(i, j)``, ``i < j``, close in at least one view (or its reach, or
+    its markup route)."""
     n = len(split_of_row)
-    rows, cols = [], []
+    rows = [route.i for route in routes.values()]
+    cols = [route.j for route in routes.values()]
     for run in runs.values():
-        rows.append(run.pairs.i)
-        cols.append(run.pairs.j)
+        rows.extend((run.pairs.i, run.reach_pairs.i))
+        cols.extend((run.pairs.j, run.reach_pairs.j))
         if ref_index is not None and run.nearest is not None:
             # a kNN-graph backend: eval rows whose reference copy lies beyond the k-th
             best, _ = run.nearest
@@ -414,6 +437,7 @@ def find_duplicates_multiview(
                 seed=seed,
                 progress=progress,
                 text=text_source([data[split][view] for split in data]),
+                reach=WORD_REACH * _within(view, combine) if view in texts else 1.0,
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
@@ -445,14 +469,26 @@ def find_duplicates_multiview(
 
     split_of_row = dataset.split_of_row
     n = len(split_of_row)
-    i, j = _candidate_pairs(runs, split_of_row, ref_index)
+    confirm = confirming_view(combine)
+    within = {v: _within(v, combine) for v in texts}
+    routes = {
+        v: route
+        for v, words in texts.items()
+        if (
+            route := markup_route(
+                runs[v], [data[s][v] for s in data], words, within=within[v], seed=seed
+            )
+        )
+        is not None
+    }
+    i, j = _candidate_pairs(runs, split_of_row, ref_index, routes)
     distance = {v: run.pair_distances(i, j) for v, run in runs.items()}
     relative = {v: runs[v].relative(i, j, distance[v]) for v in views}
-    confirm = confirming_view(combine)
     turned_away = {
-        v: _word_check(relative[v], i, j, words, CONFIRM_WITHIN if v == confirm else 1.0)
-        for v, words in texts.items()
+        v: _word_check(relative[v], i, j, words, within[v]) for v, words in texts.items()
     }
+    for v, route in routes.items():  # the markup words of texts with markup
+        np.minimum(relative[v], route.relative(runs[v], i, j, texts[v], within[v]), out=relative[v])
     gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view

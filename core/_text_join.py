@@ -21,6 +21,11 @@ sentence contained in a longer one), where a pair is still listed with probabili
 The bands make a pair at the bound a candidate with probability 0.99; measured against brute
 force (``benchmarks/bench_text_join.py``), every close pair was found at 25,000 and 50,000
 rows on three seeds.
+
+Texts with markup also carry their markup words (:func:`~neardup.views.markup_words`,
+:mod:`neardup._markup_route`): the same pass hashes them as extra rows, and lists the pairs
+of a text's markup words and a text without markup (:attr:`TextJoin.markup`) for that route,
+without a second pass over every text's n-grams.
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ from .views import TextRows, gram_sets
 
 __all__ = [
     "TEXT_JOIN_ROWS",
+    "TextJoin",
     "TextSource",
     "min_jaccard_for",
     "text_close_pairs",
+    "text_join",
     "text_source",
     "uses_text_join",
 ]
@@ -70,10 +77,23 @@ _MEASURE_PAIRS = 1 << 15  # candidate pairs measured at a time
 
 @dataclass(frozen=True)
 class TextSource:
-    """The normalised texts of every row (all splits, in row order) and the view's gram length."""
+    """The normalised texts of every row (all splits, in row order), the view's gram length
+    and, when known, every row's markup words (``""`` for a text without markup)."""
 
     texts: tuple[str, ...]
     ngram: int
+    markup: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TextJoin:
+    """What :func:`text_join` found: ``pairs`` within the threshold, ``info`` (see
+    :func:`text_close_pairs`) and ``markup``: the candidate pairs ``(marked, plain)`` (global
+    rows, unmeasured) of a text's markup words and a text without markup."""
+
+    pairs: ClosePairs
+    info: dict[str, Any]
+    markup: tuple[np.ndarray, np.ndarray]
 
 
 def text_source(parts: Sequence[Any]) -> TextSource | None:
@@ -84,7 +104,10 @@ def text_source(parts: Sequence[Any]) -> TextSource | None:
     ngrams = {p.ngram for p in parts}
     if len(ngrams) != 1 or None in ngrams:
         return None
-    return TextSource(tuple(t for p in parts for t in p.texts), int(ngrams.pop()))
+    markup = None
+    if all(p.markup is not None for p in parts):
+        markup = tuple(w for p in parts for w in p.markup)
+    return TextSource(tuple(t for p in parts for t in p.texts), int(ngrams.pop()), markup)
 
 
 def min_jaccard_for(threshold: float) -> float:
@@ -118,6 +141,7 @@ def text_close_pairs(
     *,
     items: np.ndarray | None = None,
     seed: int = 0,
+    across: np.ndarray | None = None,
 ) -> tuple[ClosePairs, dict[str, Any]]:
     """The pairs of ``rows`` within ``threshold`` among the MinHash candidates of their texts.
 
@@ -134,6 +158,9 @@ def text_close_pairs(
         every row.
     seed:
         Seeds the MinHash functions.
+    across:
+        ``(N,)`` bool: only the candidates between a ``True`` and a ``False`` row are
+        measured and kept; ``None``: every candidate.
 
     Returns
     -------
@@ -142,13 +169,43 @@ def text_close_pairs(
         (``settings["text_join"]``: bands, rows per band, the Jaccard similarity aimed at,
         candidates measured).
     """
+    join = text_join(rows, source, threshold, items=items, seed=seed, across=across)
+    return join.pairs, join.info
+
+
+def text_join(
+    rows: Rows,
+    source: TextSource,
+    threshold: float,
+    *,
+    items: np.ndarray | None = None,
+    seed: int = 0,
+    across: np.ndarray | None = None,
+) -> TextJoin:
+    """:func:`text_close_pairs`, and the candidates of the markup route: when ``source``
+    has markup words, they are hashed as extra rows in the same pass, and each candidate
+    pair of a marked row's markup words and a row without markup is listed
+    (:attr:`TextJoin.markup`)."""
     ids = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items, np.int64)
     min_jaccard = min_jaccard_for(threshold)
     bands = bands_for(min_jaccard)
-    owner, grams = gram_sets((source.texts[i] for i in ids), source.ngram)
-    signatures = minhash_signatures(owner, grams, len(ids), bands * BAND_ROWS, seed=seed)
+    markup = source.markup
+    # every marked row, also one whose row an exact copy stands for among the items: rows
+    # alike in the view may differ in their markup
+    marked = np.flatnonzero([bool(w) for w in markup]) if markup is not None else ids[:0]
+    texts = [source.texts[i] for i in ids] + [markup[i] for i in marked]
+    owner, grams = gram_sets(texts, source.ngram)
+    signatures = minhash_signatures(owner, grams, len(texts), bands * BAND_ROWS, seed=seed)
     a, b = banded_candidates(signatures, bands)
+    extra = b >= len(ids)  # a < b: b is a marked row's markup words, or both are
+    to_row = np.flatnonzero(extra & (a < len(ids)))
+    to_row = to_row[~np.isin(ids[a[to_row]], marked)]  # ... and a a row without markup
+    route = (ids[a[to_row]], marked[b[to_row] - len(ids)])
+    a, b = a[~extra], b[~extra]
     i, j = ids[a], ids[b]  # ids ascend: still i < j, sorted by (i, j)
+    if across is not None:
+        mixed = across[i] != across[j]
+        i, j = i[mixed], j[mixed]
     distance = np.empty(len(i), dtype=np.float32)
     for start in range(0, len(i), _MEASURE_PAIRS):
         pair = slice(start, start + _MEASURE_PAIRS)
@@ -160,4 +217,6 @@ def text_close_pairs(
         "min_jaccard": round(min_jaccard, 4),
         "candidates": len(i),
     }
-    return ClosePairs(i[keep], j[keep], distance[keep]), info
+    if len(marked):
+        info["markup_candidates"] = len(route[0])
+    return TextJoin(ClosePairs(i[keep], j[keep], distance[keep]), info, (route[1], route[0]))

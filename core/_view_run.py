@@ -9,7 +9,7 @@ close pair); :func:`single_view_result` (:func:`result_from_pairs`) turns a run 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from ._leakage import (
 )
 from ._reduce import as_reducer
 from ._stats import distinct, quantile
-from ._text_join import TextSource, text_close_pairs, uses_text_join
+from ._text_join import TextSource, text_join, uses_text_join
 from ._threshold import ResolvedThreshold, as_strategy, resolve_threshold
 from ._transform import Transform
 from ._validate import Dataset, check_unnormalized_scale
@@ -74,7 +74,13 @@ class ViewRun:
     reads any of them); ``graph``: the k nearest rows of every row, or of a seeded sample
     (``Cells``); ``threshold``: the resolved threshold; ``pairs``: every pair within it;
     ``nearest``: each row's nearest reference row and distance when the backend computed
-    them (otherwise they come from ``pairs``); ``settings``: the options it ran with.
+    them (otherwise they come from ``pairs``); ``settings``: the options it ran with;
+    ``reach_pairs``: the pairs beyond the threshold but within ``reach`` times it (a text
+    view's word reach, :data:`~neardup.views.WORD_REACH`: pairs the word check may still
+    confirm), empty unless :func:`analyse_view` was given a reach; ``markup_candidates``:
+    the ``(marked, plain)`` rows the n-gram join listed for the markup route
+    (:mod:`neardup._markup_route`), ``None`` when the rows were not joined through their
+    texts' n-grams.
     """
 
     rows: Rows
@@ -83,6 +89,8 @@ class ViewRun:
     settings: dict[str, Any]
     pairs: ClosePairs
     nearest: tuple[np.ndarray, np.ndarray] | None = None
+    reach_pairs: ClosePairs = field(default_factory=ClosePairs.empty)
+    markup_candidates: tuple[np.ndarray, np.ndarray] | None = None
 
     def take(self, rows: np.ndarray) -> np.ndarray:
         """``(len(rows), d)`` normalised float32 rows."""
@@ -142,13 +150,16 @@ def analyse_view(
     seed: int = 0,
     progress: ProgressFn | None = None,
     text: TextSource | None = None,
+    reach: float = 1.0,
 ) -> ViewRun:
     """Normalise, reduce, search and resolve the threshold of one view.
 
     ``threshold=None`` means :class:`Auto`. Options as in :func:`neardup.find_duplicates`
     (already validated there); ``backend`` is a backend object or name. ``text``: the texts
     of :class:`~neardup.views.TextRows` rows, whose close pairs then come from their n-grams
-    at scale (:func:`~neardup._text_join.uses_text_join`).
+    at scale (:func:`~neardup._text_join.uses_text_join`). ``reach`` (>= 1): the pairs are
+    searched within ``reach`` times the threshold; those beyond the threshold are kept apart
+    (:attr:`ViewRun.reach_pairs`), the threshold and ``pairs`` are as without it.
     """
     engine = as_backend(backend)
     strategy = Auto() if threshold is None else as_strategy(threshold)
@@ -162,7 +173,7 @@ def analyse_view(
     rows = Rows.transformed(dataset.arrays, transform)
     split_of_row = dataset.split_of_row
     ref_index = reference_index
-    nearest = margin = screen = text_join = None
+    nearest = margin = screen = join_info = markup = None
     if engine.finds_pairs:
         with engine.thread_limits():
             graph = engine.neighbor_graph(rows, k, seed=seed)
@@ -170,21 +181,21 @@ def analyse_view(
             copies = find_copies(rows) if engine.dedupe else None
             items = copies.first if copies is not None and copies.n_copies else None
             n_joined = rows.n if items is None else len(items)
+            searched = resolved.value * reach  # pairs beyond the threshold: reach_pairs
             through_text = text is not None and uses_text_join(
                 engine,
                 normalize=normalize,
                 reduced=reducer is not None,
                 n_rows=n_joined,
-                threshold=resolved.value,
+                threshold=searched,
             )
             if through_text:
-                pairs, text_join = text_close_pairs(
-                    rows, text, resolved.value, items=items, seed=seed
-                )
+                joined = text_join(rows, text, searched, items=items, seed=seed)
+                pairs, join_info, markup = joined.pairs, joined.info, joined.markup
             else:
                 partition = engine.fit(rows, seed=seed)
-                margin = engine.margin_for(rows, partition, graph, resolved.value)
-                screen = engine.screen_for(rows, partition, graph, resolved.value, seed=seed)
+                margin = engine.margin_for(rows, partition, graph, searched)
+                screen = engine.screen_for(rows, partition, graph, searched, seed=seed)
                 join = {
                     "seed": seed,
                     "partition": partition,
@@ -192,7 +203,8 @@ def analyse_view(
                     "screen": screen,
                     "progress": progress,
                 }
-                pairs = engine.find_pairs(rows, resolved.value, items=items, **join)
+                pairs = engine.find_pairs(rows, searched, items=items, **join)
+            pairs, reach_pairs = _beyond(pairs, resolved.value)
             if items is not None:  # each distinct row was joined once: link its copies
                 if ref_index is not None:
                     nearest = nearest_reference_by_group(
@@ -209,7 +221,9 @@ def analyse_view(
         )
         x = rows.matrix()  # rows.take reads it from now on
         resolved = resolve_threshold(strategy, graph, normalize)
-        pairs = graph_close_pairs(graph, resolved.value)
+        pairs, reach_pairs = _beyond(
+            graph_close_pairs(graph, resolved.value * reach), resolved.value
+        )
         if ref_index is not None:
             nearest = nearest_reference(x, graph, resolved.value, split_of_row, ref_index)
     settings = {
@@ -220,12 +234,31 @@ def analyse_view(
         **engine.settings(),
         **({} if margin is None else {"margin_used": margin}),
         **({} if screen is None else {"screen_width": int(screen.shape[0])}),
-        **({} if text_join is None else {"text_join": text_join}),
+        **({} if join_info is None else {"text_join": join_info}),
         "seed": seed,
         "dim": int(rows.d),
     }
     return ViewRun(
-        rows=rows, graph=graph, threshold=resolved, settings=settings, pairs=pairs, nearest=nearest
+        rows=rows,
+        graph=graph,
+        threshold=resolved,
+        settings=settings,
+        pairs=pairs,
+        nearest=nearest,
+        reach_pairs=reach_pairs,
+        markup_candidates=markup,
+    )
+
+
+def _beyond(pairs: ClosePairs, threshold: float) -> tuple[ClosePairs, ClosePairs]:
+    """``pairs`` split into those within ``threshold`` and those beyond it (order kept)."""
+    within = pairs.distance <= threshold
+    if within.all():
+        return pairs, ClosePairs.empty()
+    beyond = ~within
+    return (
+        ClosePairs(pairs.i[within], pairs.j[within], pairs.distance[within]),
+        ClosePairs(pairs.i[beyond], pairs.j[beyond], pairs.distance[beyond]),
     )
 
 

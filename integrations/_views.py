@@ -195,6 +195,7 @@ def _checked_rows(rows: Any) -> np.ndarray:
     ``TextView``'s :class:`~neardup.views.TextRows` keep their texts (the word check)."""
     texts = rows.texts if isinstance(rows, TextRows) else None
     ngram = rows.ngram if isinstance(rows, TextRows) else None
+    markup = rows.markup if isinstance(rows, TextRows) else None
     rows = np.asarray(_as_numpy(rows))
     if rows.ndim < 1 or rows.dtype.kind not in "biuf":
         raise NeardupInputError(
@@ -202,14 +203,15 @@ def _checked_rows(rows: Any) -> np.ndarray:
             "return a numeric (batch, features) array."
         )
     flat = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
-    return flat if texts is None else as_text_rows(flat, texts, ngram)
+    return flat if texts is None else as_text_rows(flat, texts, ngram, markup)
 
 
 def first_rows(rows: np.ndarray, n: int) -> np.ndarray:
     """The first ``n`` of a batch's input rows, keeping the texts of
     :class:`~neardup.views.TextRows` (a plain slice drops them)."""
     if isinstance(rows, TextRows) and rows.texts is not None:
-        return as_text_rows(rows[:n], rows.texts[:n], rows.ngram)
+        markup = None if rows.markup is None else rows.markup[:n]
+        return as_text_rows(rows[:n], rows.texts[:n], rows.ngram, markup)
     return rows[:n]
 
 

@@ -130,3 +130,22 @@ def test_ngram_join_only_where_it_holds(sentences, monkeypatch):
     unknown = as_text_rows(np.asarray(rows), rows.texts)  # no gram length: cells
     assert not used(find_duplicates({"data": {"text": unknown}}))
     assert text_source([rows, TextView(ngram=3)(["a b c"])]) is None  # mixed gram lengths
+
+
+def test_ngram_join_lists_the_markup_route_in_the_same_pass(sentences, monkeypatch):
+    """At scale the join hashes the markup words of texts with markup as extra rows: a copy
+    whose markup lost its punctuation is found as on small data, also when its source's
+    row is an exact copy of another text with other markup (the join takes one of them)."""
+    monkeypatch.setattr(text_join, "TEXT_JOIN_ROWS", 1000)
+    link = '<a href="http://topsitez.us/category-tab.htm?id=713164&d=jmason.org">{}</a>.'
+    shown = "Or you can see it on our website by clicking your listing"
+    sources = [shown + ".", shown.replace("your listing", link.format("your listing"))]
+    copy = " ".join(re.sub(r"[^\w\s]", " ", sources[1]).split())
+    train, test = [*sentences[:1200], *sources], [*sentences[1200:1500], copy]
+    view = TextView()
+    data = {"train": {"text": view(train)}, "test": {"text": view(test)}}
+    assert data["train"]["text"].texts[-1] == data["train"]["text"].texts[-2]  # one row
+    result = find_duplicates(data)
+    assert result.views["text"].settings["text_join"]["markup_candidates"] >= 1
+    leak = result.leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)).get(len(test) - 1) == len(train) - 1

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from neardup import NeardupInputError, find_duplicates
-from neardup.views import ImageView, TextRows, TextView, WordEdits, word_edits
+from neardup.views import ImageView, TextRows, TextView, WordEdits, as_text_rows, word_edits
 from neardup.views._text import normalize_text
 
 
@@ -273,3 +275,97 @@ def test_text_rows_turn_a_templated_pair_away_and_keep_a_dropped_word_copy(templ
     assert found[copied] == ["text"] and leak.nearest_positions[leak.positions.index(copied)] == 5
     assert checked.settings["word_check"]["text"] >= 1
     assert set(found) < set(flagged)
+
+
+def test_word_edits_confirm_only_pairs_without_replaced_words():
+    """``confirmed``: the stricter test a pair beyond the cut must pass (WORD_REACH)."""
+    assert word_edits("this is not pie in the sky", "this is not pie in sky").confirmed
+    assert word_edits("return the list of items", "return the lists of items").confirmed  # typo
+    assert not word_edits("outputs the number in base 8", "outputs the number in base 10").confirmed
+    long = " ".join(f"word{n}" for n in range(40))
+    replaced = word_edits(long, long.replace("word7", "other"))
+    assert replaced.related and not replaced.confirmed  # allowed within the cut, not beyond
+    clause = word_edits("converted to a common type and the result is of that type", "converted")
+    assert not clause.confirmed  # more than a fifth of the words dropped
+
+
+def test_text_rows_take_a_dropped_word_copy_beyond_the_cut_within_the_word_reach(
+    template_corpus,
+):
+    """A copy with a word dropped that lies a little beyond the view's cut is found through
+    its words (up to WORD_REACH cuts; rows without their texts keep the plain cut); the
+    templated pair is not, whatever its place within the reach."""
+    from neardup import Distance
+    from neardup.views import WORD_REACH
+
+    train, test, templated, copied = template_corpus
+    view = TextView()
+    rows = {"train": view(train), "test": view(test)}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    gap = float(np.linalg.norm(unit["test"][copied] - unit["train"][5]))
+    template_gap = float(np.linalg.norm(unit["test"][templated] - unit["train"][-1]))
+    beyond = 0.5 + 0.5 * WORD_REACH  # a pair at this many cuts: beyond the cut, within reach
+    texts = {s: {"text": r} for s, r in rows.items()}
+    plain = {s: {"text": np.asarray(r)} for s, r in rows.items()}
+    checked = find_duplicates(texts, threshold=Distance(gap / beyond))
+    leak = checked.leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)).get(copied) == 5
+    within = leak.distances[leak.positions.index(copied)]
+    assert within == pytest.approx(beyond / WORD_REACH, rel=1e-4)  # in the reach's units
+    assert (
+        copied
+        not in find_duplicates(plain, threshold=Distance(gap / beyond)).leakage["test"].positions
+    )
+    checked = find_duplicates(texts, threshold=Distance(template_gap / beyond))
+    assert templated not in checked.leakage["test"].positions
+
+
+def test_markup_words_keep_the_words_markup_leaves_without_punctuation():
+    from neardup.views import markup_words
+
+    source = '(Please select <a href="http://x.org/tz?id=7">time zone</a> &amp; click).'
+    stripped = " ".join(re.sub(r"[^\w\s]", " ", source).split())  # punctuation removed
+    assert markup_words(source) == "please select a href http x org tz id 7 time zone a amp click"
+    assert normalize_text(stripped) == markup_words(source)  # what the copy normalises to
+    assert normalize_text(source) == "please select time zone click"
+    rows = TextView()([source, "Plain text, no markup."])
+    assert rows.markup == (markup_words(source), "")  # "": the normalised text itself
+    assert rows[:1].markup is None  # a derived array: unknown
+    with pytest.raises(NeardupInputError, match="one markup string per text"):
+        as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, ["a"])
+
+
+@pytest.mark.parametrize("brute_force_pairs", [10**8, 0])
+def test_text_rows_find_a_copy_whose_markup_lost_its_punctuation(
+    template_corpus, brute_force_pairs, monkeypatch
+):
+    """A sentence of a mail's HTML source, copied with its punctuation removed, keeps its
+    tags' words: far from its source in the view, found through the source's markup words
+    (every pair measured, or, past BRUTE_FORCE_PAIRS, a MinHash pass); two HTML texts of one
+    template (whose markup words agree) are not compared that way."""
+    import neardup._markup_route as route
+
+    monkeypatch.setattr(route, "BRUTE_FORCE_PAIRS", brute_force_pairs)
+    train, test, _, _ = template_corpus
+    source = (
+        'Or you can see it on our website by clicking <a href="http://topsitez.us/'
+        'category-tab.htm?id=713164&d=jmason.org">your listing</a>.'
+    )
+    template = '<a href="http://topsitez.us/category-tab.htm?id=713164&d=jmason.org">Palm Vx</a>'
+    other = template.replace("Palm Vx", "Visor Edge")
+    copy = " ".join(re.sub(r"[^\w\s]", " ", source).split())
+    train, test = [*train, source, template], [*test, copy, other]
+    view = TextView()
+    rows = {"train": view(train), "test": view(test)}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    result = find_duplicates({s: {"text": r} for s, r in rows.items()})
+    cut = result.views["text"].threshold.value
+    assert np.linalg.norm(unit["test"][-2] - unit["train"][-2]) > 1.3 * cut  # beyond reach
+    leak = result.leakage["test"]
+    found = dict(zip(leak.positions, leak.nearest_positions))
+    assert found.get(len(test) - 2) == len(train) - 2
+    assert len(test) - 1 not in found  # markup alike, text not: a template
+    plain = find_duplicates(
+        {s: {"text": as_text_rows(r, r.texts, r.ngram)} for s, r in rows.items()}
+    )
+    assert len(test) - 2 not in plain.leakage["test"].positions  # without markup words

@@ -14,7 +14,8 @@ land next to each other even where a trained layer pulls a whole class together:
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
   whitespace are normalised away, as :class:`TextRows` that keep the normalised texts:
   :func:`neardup.find_duplicates` checks the words of every pair they put within their
-  threshold (:func:`word_edits`: words dropped or misspelt, not replaced).
+  threshold (:func:`word_edits`: words dropped or misspelt, not replaced), and takes pairs
+  whose words only were dropped, added or misspelt up to :data:`WORD_REACH` thresholds.
 
 All are plain callables ``view(samples) -> (N, d) float32``; pass their output to
 :func:`neardup.find_duplicates` as one view among others::
@@ -54,8 +55,8 @@ from ._small_crops import (
     crop_samplers,
     zoomed_pairs,
 )
-from ._text import TextRows, TextView, as_text_rows, gram_sets, normalize_text
-from ._words import WordEdits, word_edits
+from ._text import TextRows, TextView, as_text_rows, gram_sets, markup_words, normalize_text
+from ._words import WORD_REACH, WordEdits, word_edits
 
 __all__ = [
     "CROP_OFFSETS",
@@ -64,6 +65,7 @@ __all__ = [
     "DEFAULT_SCALES",
     "SEARCH_OFFSETS",
     "SHIFT_REACH",
+    "WORD_REACH",
     "AlignedImageView",
     "ImageRows",
     "ImageView",
@@ -80,6 +82,7 @@ __all__ = [
     "crop_samplers",
     "gram_sets",
     "indexed_aligned_distances",
+    "markup_words",
     "normalize_text",
     "overlap_distances",
     "search_features",

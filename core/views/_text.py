@@ -13,7 +13,14 @@ import numpy as np
 
 from .._errors import NeardupInputError
 
-__all__ = ["TextRows", "TextView", "as_text_rows", "gram_sets", "normalize_text"]
+__all__ = [
+    "TextRows",
+    "TextView",
+    "as_text_rows",
+    "gram_sets",
+    "markup_words",
+    "normalize_text",
+]
 
 _TAG = re.compile(r"<[^>]{0,200}>")
 _NOT_WORD = re.compile(r"[\W_]+", re.UNICODE)
@@ -32,6 +39,18 @@ def normalize_text(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text).split())
 
 
+def markup_words(text: str) -> str:
+    """The words of ``text`` with its markup and entities kept as words: case-folded, every
+    run of non-word characters one space (Unicode NFKC-normalised first).
+
+    ``'<a href="x.html">Hi</a> &amp;'`` -> ``"a href x html hi a amp"``: what is left of a
+    text with markup once its punctuation is removed, which :func:`normalize_text` can no
+    longer tell from words. For a text without markup or entities it is its normalised text.
+    """
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join(_NOT_WORD.sub(" ", text).split())
+
+
 def _gram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
     """Stable 64-bit hashes of every length-``n`` window of ``codes`` (uint64 arithmetic)."""
     h = np.zeros(len(codes) - n + 1, dtype=np.uint64)
@@ -42,8 +61,10 @@ def _gram_hashes(codes: np.ndarray, n: int) -> np.ndarray:
 
 
 class TextRows(np.ndarray):
-    """``(N, dim)`` float32 n-gram rows that keep their normalised texts (``texts``) and the
-    gram length of the view that made them (``ngram``; ``None`` when unknown).
+    """``(N, dim)`` float32 n-gram rows that keep their normalised texts (``texts``), the
+    gram length of the view that made them (``ngram``; ``None`` when unknown) and, for texts
+    with markup or entities, their :func:`markup_words` (``markup``: ``""`` for a text
+    without, whose markup words are its normalised text; ``None`` when unknown).
 
     Made by :class:`TextView` (or :func:`as_text_rows` from rows collected chunk by chunk).
     :func:`neardup.find_duplicates` reads ``texts`` to check the words of every pair the rows
@@ -55,17 +76,34 @@ class TextRows(np.ndarray):
 
     texts: tuple[str, ...] | None
     ngram: int | None
+    markup: tuple[str, ...] | None
 
     def __array_finalize__(self, obj: Any) -> None:
         self.texts = None  # a derived array may hold other rows: its texts are unknown
         self.ngram = None
+        self.markup = None
 
 
-def as_text_rows(rows: Any, texts: Iterable[str], ngram: int | None = None) -> TextRows:
+def as_text_rows(
+    rows: Any,
+    texts: Iterable[str],
+    ngram: int | None = None,
+    markup: Iterable[str] | None = None,
+) -> TextRows:
     """``(N, d)`` rows with their ``N`` normalised texts as :class:`TextRows` (``ngram``: the
     gram length of the :class:`TextView` that made them, which lets
-    :func:`neardup.find_duplicates` find their close pairs from the texts' grams at scale)."""
+    :func:`neardup.find_duplicates` find their close pairs from the texts' grams at scale;
+    ``markup``: the ``N`` texts' :func:`markup_words`, ``""`` for a text without markup, which
+    lets it find copies whose markup lost its punctuation)."""
     texts = tuple(texts)
+    marked = None if markup is None else tuple(markup)
+    if marked is not None and (
+        len(marked) != len(texts) or not all(isinstance(t, str) for t in marked)
+    ):
+        raise NeardupInputError(
+            f"as_text_rows takes one markup string per text ({len(texts)}), got "
+            f"{len(marked)} values."
+        )
     array = np.ascontiguousarray(rows, dtype=np.float32)
     if array.ndim != 2 or len(array) != len(texts):
         raise NeardupInputError(
@@ -77,6 +115,7 @@ def as_text_rows(rows: Any, texts: Iterable[str], ngram: int | None = None) -> T
     out = array.view(TextRows)
     out.texts = texts
     out.ngram = ngram
+    out.markup = marked
     return out
 
 
@@ -123,8 +162,10 @@ class TextView:
     Call it on a sequence of strings: ``TextView()(texts) -> (N, dim) float32``
     :class:`TextRows`, which keep the normalised texts for the word check of
     :func:`neardup.find_duplicates` (a pair within the threshold whose words were replaced,
-    not dropped or misspelt, is not a near-duplicate: :func:`neardup.views.word_edits`). An
-    empty text (after normalisation) gives a row of zeros.
+    not dropped or misspelt, is not a near-duplicate: :func:`neardup.views.word_edits`), and
+    the :func:`markup_words` of texts with markup (a copy whose punctuation was removed keeps
+    the tags' words, which it compares them with). An empty text (after normalisation)
+    gives a row of zeros.
     """
 
     ngram: int = 4
@@ -158,7 +199,7 @@ class TextView:
                 f"TextView takes a sequence of strings, got {type(texts).__name__}."
             ) from None
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        normalized = []
+        normalized, markup = [], []
         for row, text in enumerate(texts):
             if isinstance(text, bytes):
                 text = text.decode("utf-8", errors="replace")
@@ -167,8 +208,10 @@ class TextView:
                     f"TextView: text {row} is a {type(text).__name__}, not a string."
                 )
             normalized.append(normalize_text(text))
+            words = markup_words(text)
+            markup.append("" if words == normalized[-1] else words)
             out[row] = self._row(normalized[-1])
-        return as_text_rows(out, normalized, self.ngram)
+        return as_text_rows(out, normalized, self.ngram, markup)
 
     def _row(self, normalized: str) -> np.ndarray:
         if not normalized:

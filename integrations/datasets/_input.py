@@ -91,6 +91,7 @@ def input_rows(
     parts: list[np.ndarray] = []
     texts: list[str] | None = []  # the normalised texts of TextView rows (the word check)
     ngrams: set[int | None] = set()  # their gram length
+    markup: list[str] | None = []  # their markup words ("": none), while every batch has them
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an AlignedImageView whose colour and side the first chunk decides
@@ -100,6 +101,10 @@ def input_rows(
         if texts is not None and isinstance(viewed, TextRows) and viewed.texts is not None:
             texts.extend(viewed.texts)
             ngrams.add(viewed.ngram)
+            if markup is not None and viewed.markup is not None:
+                markup.extend(viewed.markup)
+            else:
+                markup = None
         else:
             texts = None
         rows = np.asarray(viewed)
@@ -115,7 +120,7 @@ def input_rows(
     if isinstance(view, AlignedImageView):
         return as_image_rows(rows)
     ngram = ngrams.pop() if len(ngrams) == 1 else None
-    return rows if texts is None else as_text_rows(rows, texts, ngram)
+    return rows if texts is None else as_text_rows(rows, texts, ngram, markup)
 
 
 def _has_colour(images: list[Any]) -> bool:
