@@ -57,12 +57,12 @@ class MarkupRoute:
     j: np.ndarray
 
     def relative(
-        self, run: ViewRun, i: np.ndarray, j: np.ndarray, texts: Sequence[str], within: float
+        self, run: ViewRun, i: np.ndarray, j: np.ndarray, texts: Sequence[str]
     ) -> np.ndarray:
         """``(p,)`` float64 distances in threshold units of the pairs ``(i, j)`` through
         their markup words: the pairs of one marked and one unmarked row whose words pass
-        :func:`~neardup.views.word_edits` (``related`` within ``within`` thresholds;
-        ``confirmed`` within :data:`~neardup.views.WORD_REACH` times that, divided by it);
+        :func:`~neardup.views.word_edits` (``related`` within the threshold; ``confirmed``
+        within :data:`~neardup.views.WORD_REACH` thresholds, divided by it);
         ``inf`` for every other pair."""
         out = np.full(len(i), np.inf)
         value = run.threshold.value
@@ -73,11 +73,11 @@ class MarkupRoute:
         plain = np.where(self.slot[i[mixed]] >= 0, j[mixed], i[mixed])
         gap = exact_pair_distances(self.rows[self.slot[marked]], run.take(plain))
         relative = gap.astype(np.float64) / value
-        for n in np.flatnonzero(relative <= WORD_REACH * within):
+        for n in np.flatnonzero(relative <= WORD_REACH):
             edits = word_edits(self.words[self.slot[marked[n]]], texts[plain[n]])
             if edits.confirmed:
                 out[mixed[n]] = relative[n] / WORD_REACH
-            elif edits.related and relative[n] <= within:
+            elif edits.related and relative[n] <= 1.0:
                 out[mixed[n]] = relative[n]
         return out
 
@@ -97,20 +97,20 @@ class _RouteRows:
 
 
 def markup_route(
-    run: ViewRun, parts: Sequence[Any], texts: Sequence[str], *, within: float, seed: int = 0
+    run: ViewRun, parts: Sequence[Any], texts: Sequence[str], *, seed: int = 0
 ) -> MarkupRoute | None:
     """The markup route of one text view (see the module docstring), or ``None`` where it
     does not apply: no row has markup, the rows' markup words, gram length or width are
     unknown (``parts``, one array per split, must be :class:`~neardup.views.TextRows` of a
     :class:`~neardup.views.TextView`), the view's rows are not unit rows in full width, or its
     threshold is too loose (or zero) for the n-gram join. ``texts``: the normalised texts of
-    all rows; ``within``: the thresholds within which the view's pairs count."""
+    all rows."""
     if not all(isinstance(p, TextRows) and p.markup is not None for p in parts):
         return None
     ngrams = {p.ngram for p in parts}
     words = [w for p in parts for w in p.markup]
     marked = np.flatnonzero([bool(w) for w in words])
-    value = run.threshold.value * WORD_REACH * within
+    value = run.threshold.value * WORD_REACH
     if (
         not len(marked)
         or len(ngrams) != 1

@@ -7,7 +7,8 @@ combination rule says so:
 - ``"any"``: the pair is within its own threshold in at least one view;
 - ``"confirm:<view>"``: as ``"any"``, and the named view must also put the pair within
   :data:`CONFIRM_WITHIN` of its thresholds. Meant for an input view beside a model's views
-  (the integrations' ``"input"``). For text (a :class:`~neardup.views.TextView`): an
+  (the integrations' ``"input"``). For text (a :class:`~neardup.views.TextView` with its
+  texts): within the text view's own threshold, its word check and word reach included: an
   embedding's natural neighbours (paraphrases, templated sentences) are close in the
   embedding but not in their characters, while real near-duplicates are close in both, or in
   the characters alone. For images (:class:`~neardup.views.AlignedImageView` rows) the
@@ -18,17 +19,16 @@ combination rule says so:
   view.
 
 A view of :class:`~neardup.views.TextRows` (a :class:`~neardup.views.TextView` of the texts)
-also checks the words of every pair it puts within its threshold (or within
-:data:`CONFIRM_WITHIN` of it when it confirms): a pair whose words were replaced rather than
-dropped, added or misspelt (:func:`~neardup.views.word_edits`; templated sentences, reordered
-clauses) counts as not close in that view (``result.views[view]``, the view's own result,
-keeps it). ``settings["word_check"]`` says, per such view, how many pairs the check turned
-away. A pair whose words confirm it (:attr:`~neardup.views.WordEdits.confirmed`: none replaced,
-only a few dropped, added or misspelt) counts within :data:`~neardup.views.WORD_REACH` of the
-view's thresholds: its distance in threshold units is divided by that reach. A text with
-markup is also compared, as the words its markup leaves without punctuation, with the texts
-without markup (:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its
-tags' words).
+also checks the words of every pair it puts within its threshold: a pair whose words were
+replaced rather than dropped, added or misspelt (:func:`~neardup.views.word_edits`;
+templated sentences, reordered clauses) counts as not close in that view
+(``result.views[view]``, the view's own result, keeps it). ``settings["word_check"]`` says,
+per such view, how many pairs the check turned away. A pair whose words confirm it
+(:attr:`~neardup.views.WordEdits.confirmed`: none replaced, only a few dropped, added or
+misspelt) counts within :data:`~neardup.views.WORD_REACH` of the view's thresholds: its
+distance in threshold units is divided by that reach. A text with markup is also compared,
+as the words its markup leaves without punctuation, with the texts without markup
+(:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its tags' words).
 
 For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
 colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
@@ -96,7 +96,12 @@ COMBINE_RULES = ("any", "confirm:<view>")
 #: embedding's templated neighbours it wrongly flags lie at 1.16-1.24 text thresholds, the
 #: planted edits it alone finds at most at 1.03; 1.1 keeps every planted edit that ``"any"``
 #: finds and drops most paraphrases, see benchmarks/README.md, "Quality through the
-#: integrations' defaults").
+#: integrations' defaults"). A text view with its texts confirms within its own threshold
+#: instead: since round 14 its word reach takes every pair whose words confirm it up to
+#: 1.3 thresholds, which covers those planted edits, and the band 1-1.1 held only pairs with a
+#: word replaced (on 48,000 + 12,000 sentences, ``bench_quality.py --only text-scale
+#: --text-scale-minilm``, seeds 0 / 1: control false alarms 1 / 2 -> 0 / 1, every recall
+#: unchanged).
 CONFIRM_WITHIN = 1.1
 #: ``"confirm:<view>"`` with :class:`~neardup.views.AlignedImageView` rows as the named view:
 #: a pair must lie within this many thresholds of at least one of its pixel views. Measured
@@ -278,18 +283,17 @@ def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str,
     return out
 
 
-def _word_check(
-    relative: np.ndarray, i: np.ndarray, j: np.ndarray, texts: list[str], within: float
-) -> int:
-    """Check the words of the pairs ``(i, j)`` within :data:`~neardup.views.WORD_REACH` x
-    ``within`` thresholds, in place: a pair whose words confirm it
+def _word_check(relative: np.ndarray, i: np.ndarray, j: np.ndarray, texts: list[str]) -> int:
+    """Check the words of the pairs ``(i, j)`` within :data:`~neardup.views.WORD_REACH`
+    thresholds, in place: a pair whose words confirm it
     (:attr:`~neardup.views.WordEdits.confirmed`) has its ``relative`` distance divided by the
-    reach; a pair within ``within`` whose words fail (:attr:`~neardup.views.WordEdits.related`)
-    is set to inf. Returns how many pairs within ``within`` the check turned away."""
-    checked = np.flatnonzero(relative <= WORD_REACH * within)
+    reach; a pair within the threshold whose words fail
+    (:attr:`~neardup.views.WordEdits.related`) is set to inf. Returns how many pairs within
+    the threshold the check turned away."""
+    checked = np.flatnonzero(relative <= WORD_REACH)
     edits = [word_edits(texts[i[p]], texts[j[p]]) for p in checked]
     confirmed = np.asarray([e.confirmed for e in edits], dtype=bool)
-    failed = np.asarray([not e.related for e in edits], dtype=bool) & (relative[checked] <= within)
+    failed = np.asarray([not e.related for e in edits], dtype=bool) & (relative[checked] <= 1.0)
     relative[checked[confirmed]] /= WORD_REACH
     relative[checked[failed]] = np.inf
     return int(np.count_nonzero(failed))
@@ -326,21 +330,22 @@ def _color_gate(
 
 
 def _confirming(
-    view: str, views: list[str], image_rows: dict[str, list[ImageRows]]
+    view: str,
+    views: list[str],
+    image_rows: dict[str, list[ImageRows]],
+    texts: Mapping[str, list[str]],
 ) -> tuple[list[str], float]:
     """The views that confirm for a ``"confirm:<view>"`` rule, and how many of their
     thresholds a pair may lie from them: an image view's pixel views within
-    :data:`IMAGE_CONFIRM_WITHIN`, any other view alone within :data:`CONFIRM_WITHIN`."""
+    :data:`IMAGE_CONFIRM_WITHIN`, a text view with its texts (``texts``) within its own
+    threshold (its word reach included), any other view alone within
+    :data:`CONFIRM_WITHIN`."""
+    if view in texts:
+        return [view], 1.0
     if view not in image_rows:
         return [view], CONFIRM_WITHIN
     derived = (view + ALIGNED_SUFFIX, view + _LUMA_SUFFIX, view + _YCBCR_SUFFIX)
     return [view] + [v for v in derived if v in views], IMAGE_CONFIRM_WITHIN
-
-
-def _within(view: str, combine: str) -> float:
-    """The thresholds within which ``view``'s pairs count: :data:`CONFIRM_WITHIN` for the
-    view a ``"confirm:<view>"`` rule names, 1 otherwise."""
-    return CONFIRM_WITHIN if view == confirming_view(combine) else 1.0
 
 
 def _relative(distance: np.ndarray, threshold: float) -> np.ndarray:
@@ -437,7 +442,7 @@ def find_duplicates_multiview(
                 seed=seed,
                 progress=progress,
                 text=text_source([data[split][view] for split in data]),
-                reach=WORD_REACH * _within(view, combine) if view in texts else 1.0,
+                reach=WORD_REACH if view in texts else 1.0,
             )
         except NeardupInputError as err:
             raise NeardupInputError(f"view {view!r}: {err}") from err
@@ -470,31 +475,24 @@ def find_duplicates_multiview(
     split_of_row = dataset.split_of_row
     n = len(split_of_row)
     confirm = confirming_view(combine)
-    within = {v: _within(v, combine) for v in texts}
     routes = {
         v: route
         for v, words in texts.items()
-        if (
-            route := markup_route(
-                runs[v], [data[s][v] for s in data], words, within=within[v], seed=seed
-            )
-        )
+        if (route := markup_route(runs[v], [data[s][v] for s in data], words, seed=seed))
         is not None
     }
     i, j = _candidate_pairs(runs, split_of_row, ref_index, routes)
     distance = {v: run.pair_distances(i, j) for v, run in runs.items()}
     relative = {v: runs[v].relative(i, j, distance[v]) for v in views}
-    turned_away = {
-        v: _word_check(relative[v], i, j, words, within[v]) for v, words in texts.items()
-    }
+    turned_away = {v: _word_check(relative[v], i, j, words) for v, words in texts.items()}
     for v, route in routes.items():  # the markup words of texts with markup
-        np.minimum(relative[v], route.relative(runs[v], i, j, texts[v], within[v]), out=relative[v])
+        np.minimum(relative[v], route.relative(runs[v], i, j, texts[v]), out=relative[v])
     gated = _color_gate(relative, runs, image_rows, i, j)
     score = np.min(np.stack(list(relative.values())), axis=0) if len(i) else np.zeros(0)
     close = score <= 1.0  # "any": within the threshold of at least one view
     reach, unconfirmed = None, 0
     if confirm is not None:
-        family, reach = _confirming(confirm, views, image_rows)
+        family, reach = _confirming(confirm, views, image_rows, texts)
         confirmed = np.min(np.stack([relative[v] for v in family]), axis=0) <= reach
         unconfirmed = int(np.count_nonzero(close & ~confirmed))
         close &= confirmed
