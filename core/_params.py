@@ -460,7 +460,8 @@ register(
         "how several views' verdicts combine into one",
         "'any': a pair is a near-duplicate when it is within its threshold in at least one "
         "view; 'confirm:<view>' (e.g. 'confirm:input'): and also within 1.1 thresholds in "
-        "that view (2.5 in one of its pixel views for AlignedImageView rows).",
+        "that view (a TextView's own threshold; 2.5 in one of its pixel views for "
+        "AlignedImageView rows).",
     )
 )
 register(

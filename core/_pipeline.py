@@ -128,7 +128,7 @@ def find_duplicates(
         With several views, how their verdicts combine into one: ``"any"`` (a pair is a
         near-duplicate when it is within its threshold in at least one view), or
         ``"confirm:<view>"`` (as ``"any"``, and the named view must also put the pair within
-        1.1 of its thresholds, and pass its word check for a text view: a text view
+        1.1 of its thresholds; a text view within its own, passing its word check: a text view
         confirming an embedding's finds, so that the embedding's paraphrases are not
         reported; for :class:`~neardup.views.AlignedImageView` rows, one of the image's
         pixel views within 2.5 of its thresholds, so that a model's look-alikes are not).

@@ -92,7 +92,7 @@ def find_leakage(
     threshold of any view; ``leakage[split].found_by`` says which) and ``result.views[view]``
     holds each view's own result (views named ``column`` and ``"input"``). For a text column
     the default rule is ``combine="confirm:input"``: a pair the embedding finds must also be
-    within 1.1 thresholds of the text view (an embedding's natural neighbours, paraphrases
+    within the text view's threshold (an embedding's natural neighbours, paraphrases
     and templated sentences, are far apart in their characters; on pydoc sentences this
     removed most false alarms and no planted edit); pass ``combine="any"`` to keep every
     pair any view finds. The text view also checks the words of each pair
