@@ -762,7 +762,8 @@ def _views_line(r: DuplicatesResult) -> str:
     rule = "it is within the threshold of any view"
     if combine.startswith("confirm:"):
         reach, away = r.settings.get("confirm_within"), r.settings.get("unconfirmed")
-        within = f" (within {_fmt(reach)} thresholds" if reach is not None else ""
+        within = "" if reach is None else f" (within {_fmt(reach)} thresholds"
+        within = " (within its threshold" if reach == 1.0 else within
         if within and away is not None:
             within += f"; {away} pair{'s' * (away != 1)} within a view's threshold failed it"
         within += ")" if within else ""
