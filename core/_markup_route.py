@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from ._text_join import MIN_JACCARD, TextSource, min_jaccard_for, text_close_pairs
+from ._text_join import MIN_JACCARD, TextSource, min_jaccard_for, text_join
 from ._view_run import ViewRun
 from .search import exact_pair_distances
 from .views import WORD_REACH, TextRows, TextView, word_edits
@@ -139,7 +139,7 @@ def markup_route(
         i, j = marked[i], plain[j]
     else:  # joined by the cell engine at scale: a MinHash pass of the route's own
         source = TextSource(tuple(w or t for w, t in zip(words, texts)), ngram)
-        pairs, _ = text_close_pairs(route_rows, source, value, seed=seed, across=slot >= 0)
+        pairs = text_join(route_rows, source, value, seed=seed, across=slot >= 0).pairs
         i, j = pairs.i, pairs.j
     return MarkupRoute(slot=slot, rows=rows, words=chosen, i=np.minimum(i, j), j=np.maximum(i, j))
 

@@ -54,7 +54,6 @@ __all__ = [
     "TextJoin",
     "TextSource",
     "min_jaccard_for",
-    "text_close_pairs",
     "text_join",
     "text_source",
     "uses_text_join",
@@ -87,8 +86,8 @@ class TextSource:
 
 @dataclass(frozen=True)
 class TextJoin:
-    """What :func:`text_join` found: ``pairs`` within the threshold, ``info`` (see
-    :func:`text_close_pairs`) and ``markup``: the candidate pairs ``(marked, plain)`` (global
+    """What :func:`text_join` found: ``pairs`` within the threshold, ``info`` (what the join
+    did) and ``markup``: the candidate pairs ``(marked, plain)`` (global
     rows, unmeasured) of a text's markup words and a text without markup."""
 
     pairs: ClosePairs
@@ -120,7 +119,7 @@ def min_jaccard_for(threshold: float) -> float:
 def uses_text_join(
     engine: Backend, *, normalize: str | None, reduced: bool, n_rows: int, threshold: float
 ) -> bool:
-    """Whether :func:`text_close_pairs` replaces the engine's join for text rows: the default
+    """Whether :func:`text_join` replaces the engine's join for text rows: the default
     cell engine (no margin or device chosen), unit rows in full width, at least
     :data:`TEXT_JOIN_ROWS` rows, and a threshold tight enough for MinHash."""
     return (
@@ -134,7 +133,7 @@ def uses_text_join(
     )
 
 
-def text_close_pairs(
+def text_join(
     rows: Rows,
     source: TextSource,
     threshold: float,
@@ -142,8 +141,11 @@ def text_close_pairs(
     items: np.ndarray | None = None,
     seed: int = 0,
     across: np.ndarray | None = None,
-) -> tuple[ClosePairs, dict[str, Any]]:
-    """The pairs of ``rows`` within ``threshold`` among the MinHash candidates of their texts.
+) -> TextJoin:
+    """The pairs of ``rows`` within ``threshold`` among the MinHash candidates of their texts,
+    and the candidates of the markup route: when ``source`` has markup words, they are hashed
+    as extra rows in the same pass, and each candidate pair of a marked row's markup words and
+    a row without markup is listed (:attr:`TextJoin.markup`).
 
     Parameters
     ----------
@@ -164,28 +166,11 @@ def text_close_pairs(
 
     Returns
     -------
-    (ClosePairs, dict)
-        The pairs (global rows, ``i < j``, sorted, exact distances) and what the join did
-        (``settings["text_join"]``: bands, rows per band, the Jaccard similarity aimed at,
-        candidates measured).
+    TextJoin
+        ``pairs`` (global rows, ``i < j``, sorted, exact distances), ``info``, what the join
+        did (``settings["text_join"]``: bands, rows per band, the Jaccard similarity aimed
+        at, candidates measured), and the markup route's candidates.
     """
-    join = text_join(rows, source, threshold, items=items, seed=seed, across=across)
-    return join.pairs, join.info
-
-
-def text_join(
-    rows: Rows,
-    source: TextSource,
-    threshold: float,
-    *,
-    items: np.ndarray | None = None,
-    seed: int = 0,
-    across: np.ndarray | None = None,
-) -> TextJoin:
-    """:func:`text_close_pairs`, and the candidates of the markup route: when ``source``
-    has markup words, they are hashed as extra rows in the same pass, and each candidate
-    pair of a marked row's markup words and a row without markup is listed
-    (:attr:`TextJoin.markup`)."""
     ids = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items, np.int64)
     min_jaccard = min_jaccard_for(threshold)
     bands = bands_for(min_jaccard)

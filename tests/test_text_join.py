@@ -13,7 +13,7 @@ import pytest
 
 import neardup._text_join as text_join
 from neardup import Cells, find_duplicates
-from neardup._text_join import min_jaccard_for, text_close_pairs, text_source
+from neardup._text_join import min_jaccard_for, text_source
 from neardup.search import Rows
 from neardup.views import TextView, as_text_rows
 
@@ -78,7 +78,8 @@ def test_ngram_join_finds_every_close_pair_of_real_sentences(sentences):
     x = np.asarray(rows) / np.linalg.norm(rows, axis=1, keepdims=True)
     threshold = 0.6  # about where Auto cuts on these sentences (0.59 on all 14,518)
     expected = _brute_pairs(x, threshold)
-    pairs, info = text_close_pairs(Rows.from_matrix(x), text_source([rows]), threshold, seed=0)
+    join = text_join.text_join(Rows.from_matrix(x), text_source([rows]), threshold, seed=0)
+    pairs, info = join.pairs, join.info
     assert set(zip(pairs.i.tolist(), pairs.j.tolist())) == expected
     assert len(expected) >= 80  # the 60 planted copies and the corpus' own near-duplicates
     want = np.linalg.norm(x[pairs.i] - x[pairs.j], axis=1)

@@ -747,6 +747,18 @@ def _found_by(leak: Leakage, i: int) -> str:
     return '<div class="views">found by:<br>' + "<br>".join(lines) + "</div>"
 
 
+def _confirm_reach(settings: dict) -> str:
+    """``" (within ... thresholds; N pairs ... failed it)"`` for a confirm rule's settings;
+    ``""`` for a result saved before they were recorded."""
+    reach, away = settings.get("confirm_within"), settings.get("unconfirmed")
+    if reach is None:
+        return ""
+    within = "its threshold" if reach == 1.0 else f"{_fmt(reach)} thresholds"
+    if away is not None:
+        within += f"; {away} pair{'s' * (away != 1)} within a view's threshold failed it"
+    return f" (within {within})"
+
+
 def _views_line(r: DuplicatesResult) -> str:
     """One line per view of a multi-view result: its threshold and why (distances of the
     combined verdict are in threshold units: distance / the view's threshold)."""
@@ -761,13 +773,7 @@ def _views_line(r: DuplicatesResult) -> str:
     combine = str(r.settings.get("combine", "any"))
     rule = "it is within the threshold of any view"
     if combine.startswith("confirm:"):
-        reach, away = r.settings.get("confirm_within"), r.settings.get("unconfirmed")
-        within = "" if reach is None else f" (within {_fmt(reach)} thresholds"
-        within = " (within its threshold" if reach == 1.0 else within
-        if within and away is not None:
-            within += f"; {away} pair{'s' * (away != 1)} within a view's threshold failed it"
-        within += ")" if within else ""
-        rule += f" and view {combine.split(':', 1)[1]} confirms it{within}"
+        rule += f" and view {combine.split(':', 1)[1]} confirms it{_confirm_reach(r.settings)}"
     return (
         f"<p>Views (a pair is a near-duplicate when {_e(rule)}; "
         "distances below are in threshold units):</p>"

@@ -517,15 +517,14 @@ def _check_options(
     combine: Any = None,
 ) -> dict[str, Any]:
     """Validate the find_duplicates options now, not after an epoch of training."""
+    # combine None: analyze_views' default for the input view ("confirm:input" or "any")
+    extra = {} if combine is None else {"combine": combine}
     check_options(
         dict(threshold=threshold, normalize=normalize, reduce=reduce, k=k, backend=backend,
-             seed=seed),
+             seed=seed, **extra),
         where="DuplicatesCallback",
     )  # fmt: skip
     as_backend(backend)  # a backend object or "auto" / "cells" / "annoy" / "exact"
-    # None: analyze_views' default for the input view ("confirm:input" or "any")
-    extra = {} if combine is None else {"combine": combine}
-    check_options(extra, where="DuplicatesCallback")
     return extra | {
         # None: find_duplicates' default (Auto, per view), as in the Lightning callback
         "threshold": None if threshold is None else as_strategy(threshold),
