@@ -4,10 +4,17 @@ points (no copies) that calibrate the lone and lopsided routes."""
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
 import pytest
+
+# The in-process Keras tests (tests/integrations/test_keras.py, the datasets hook's Keras
+# embedder) train on TensorFlow, whatever KERAS_BACKEND the shell exports: Keras reads it once,
+# at its first import. The other backends run in their own subprocesses
+# (tests/integrations/test_keras_backends.py), which set it themselves.
+os.environ["KERAS_BACKEND"] = "tensorflow"
 
 
 @pytest.fixture(scope="session")

@@ -162,6 +162,7 @@ def find_leakage(
             "input_column=None or rename the column."
         )
     vectors, labels, ids = {}, {}, {}
+    aligned = False  # the input view gives image rows (analysed as thumbnail + aligned views)
     for name, ds in parts.items():
         where = "the dataset" if single else f"split {name!r}"
         views = {}
@@ -170,7 +171,7 @@ def find_leakage(
         if source is not None:
             views[INPUT_VIEW] = input_rows(ds, source, input_view, where)
         # image rows are analysed as two views (thumbnail + aligned): keep the name "input"
-        aligned = isinstance(views.get(INPUT_VIEW), ImageRows)
+        aligned = aligned or isinstance(views.get(INPUT_VIEW), ImageRows)
         vectors[name] = views if len(views) > 1 or aligned else next(iter(views.values()))
         if label_column is not None:
             labels[name] = read_plain(ds, label_column, where, "label")
