@@ -37,6 +37,14 @@ and the luma view) it counts only within
 copies (greyscale, channels swapped) lie and look-alikes painted in other colours do not.
 ``settings["color_gate"]`` says how many luma-view pairs that turned away.
 
+The YCbCr view keeps a quarter of each picture's colour cast, uncapped (JPEG damages the
+chroma of faint pictures, and the cast helps find their copies), so two faint pictures of one
+hue collapse together in it, however different their shapes. A pair within its threshold that
+the colour thumbnail (whose cast is capped at the picture's structure) puts beyond
+:data:`YCBCR_THUMBNAIL_REACH` of its own threshold counts as not close in the YCbCr view
+(nor within a ``"confirm:<view>"`` rule's reach; ``settings["color_gate"]`` counts the
+pairs within its threshold that this turned away, under the YCbCr view's name).
+
 ``settings["confirm_within"]`` records the reach a ``"confirm:<view>"`` rule used and
 ``settings["unconfirmed"]`` how many pairs within some view's threshold it turned away.
 
@@ -85,6 +93,7 @@ __all__ = [
     "COMBINE_RULES",
     "CONFIRM_WITHIN",
     "IMAGE_CONFIRM_WITHIN",
+    "YCBCR_THUMBNAIL_REACH",
     "check_combine",
     "confirming_view",
     "find_duplicates_multiview",
@@ -110,6 +119,13 @@ CONFIRM_WITHIN = 1.1
 #: natural same picture that a model layer alone found lay within 2.25 (planted at most
 #: 1.38); the layers' look-alikes at 1.3-9.8, most of Keras' ``pool`` ones beyond 4.
 IMAGE_CONFIRM_WITHIN = 2.5
+#: a pair the YCbCr view of colour images puts within its threshold counts there only when
+#: the colour thumbnail puts it within this many of its own thresholds. Measured on
+#: colourised Fashion-MNIST (benchmarks/README.md, "Round 15"): the planted copies that the
+#: YCbCr view alone found lay at most 4.69 thumbnail thresholds away (a noisy copy; JPEG
+#: copies at most 3.56), the full-scale control's one false alarm, two nearly blank red
+#: pictures of different jackets, at 7.26.
+YCBCR_THUMBNAIL_REACH = 6.0
 _CONFIRM = "confirm:"
 #: the views :func:`_image_rows` adds beside a view of colour images
 _LUMA_SUFFIX, _YCBCR_SUFFIX = "-luma", "-ycbcr"
@@ -309,8 +325,10 @@ def _color_gate(
     """Divide ``relative`` (in place) in the luma view of colour images by
     :data:`~neardup._aligned_run.RECOLORED_REACH` for the pairs ``(i, j)`` whose principal
     colour axes disagree, as the aligned view does (re-coloured pairs, see
-    :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`); return, per gated view, how
-    many pairs within its threshold this turned away.
+    :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`), and set it to ``inf`` in the
+    YCbCr view for the pairs the colour thumbnail puts beyond :data:`YCBCR_THUMBNAIL_REACH`
+    of its threshold; return, per gated view, how many pairs within its threshold this turned
+    away.
 
     The luma view is blind to the colours that paint a picture: it finds re-coloured copies
     (greyscale, channels swapped), and one shape painted in other colours lies as close in
@@ -326,6 +344,13 @@ def _color_gate(
         before = relative[name] <= 1.0
         relative[name][recolored] /= RECOLORED_REACH
         out[name] = int(np.count_nonzero(before & (relative[name] > 1.0)))
+        ycbcr = view + _YCBCR_SUFFIX
+        if ycbcr in relative and view in relative:
+            # faint pictures of one hue: close in the YCbCr view, far in the colour thumbnail
+            # (not close at any distance: nor within a confirm rule's reach)
+            apart = relative[view] > YCBCR_THUMBNAIL_REACH
+            out[ycbcr] = int(np.count_nonzero(apart & (relative[ycbcr] <= 1.0)))
+            relative[ycbcr][apart] = np.inf
     return out
 
 

@@ -389,6 +389,66 @@ def test_look_alikes_in_other_colours_count_only_within_the_recolored_reach(monk
             assert all(differs), rows
 
 
+@needs_fashion
+def test_faint_pictures_of_one_hue_need_the_colour_thumbnail_in_the_ycbcr_view(monkeypatch):
+    """The YCbCr view keeps a quarter of each picture's colour cast, so faint pictures of one
+    hue (a few grey levels of shape on a red ground) collapse together in it whatever their
+    shapes. A pair the YCbCr view alone finds counts only within ``YCBCR_THUMBNAIL_REACH`` of
+    the colour thumbnail's threshold: beyond it, the look-alikes are turned away
+    (``settings["color_gate"]`` counts them), and noisy copies of faint pictures, close in
+    the thumbnail too, stay found. The reach is set here between the two groups of this small
+    set; its default (6) comes from the full-scale benchmark (benchmarks/README.md)."""
+    import neardup._multiview as multiview
+
+    grey = _fashion(5000).astype(np.float64)
+    rng = np.random.default_rng(0)
+    images = _painted(grey, rng)
+    train, test = images[:4000], images[4000:].copy()
+
+    def faint(g: np.ndarray, fg: np.ndarray, bg: np.ndarray) -> np.ndarray:
+        g = g[..., None] / 255.0
+        return np.rint(g * fg + (1 - g) * bg).astype(np.uint8)
+
+    red, pink = np.array([210.0, 20.0, 20.0]), np.array([240.0, 80.0, 85.0])
+    alike, copies = {}, {}
+    for k in range(10):  # test row p and train row q: one faint red, two different shapes
+        p, q, lift = 10 + k, 100 + k, rng.uniform(-20, 20)
+        train[q] = faint(grey[q], red + 6 + lift, red + lift)
+        test[p] = faint(grey[4000 + p], red + 10 + lift, red + 4 + lift)
+        alike[p] = q
+    for k in range(10):  # noisy copies of faint pink pictures
+        p, q = 30 + k, 200 + k
+        train[q] = faint(grey[q], pink + 12, pink)
+        noisy = train[q] + rng.normal(0, 1.5, train[q].shape)
+        test[p] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+        copies[p] = q
+    view = AlignedImageView()
+    data = {"train": view(train), "test": view(test)}
+
+    def flagged(result) -> dict[int, tuple[list[str], float]]:
+        leak, cut = result.leakage["test"], result.views["image"].threshold.value
+        return {
+            p: (leak.found_by[k], leak.view_distances["image"][k] / cut)
+            for k, p in enumerate(leak.positions)
+        }
+
+    monkeypatch.setattr(multiview, "YCBCR_THUMBNAIL_REACH", np.inf)
+    before = flagged(find_duplicates(data))
+    ycbcr_only = {p: far for p, (by, far) in before.items() if p in alike and by == ["image-ycbcr"]}
+    assert len(ycbcr_only) >= 3, before  # the look-alikes the YCbCr view alone puts together
+    assert all(p in before for p in copies)
+    reach = min(ycbcr_only.values()) - 0.01
+    copy_reach = [far for p, (by, far) in before.items() if p in copies and by == ["image-ycbcr"]]
+    assert all(far < reach for far in copy_reach)  # the copies lie nearer in the thumbnail
+
+    monkeypatch.setattr(multiview, "YCBCR_THUMBNAIL_REACH", reach)
+    result = find_duplicates(data)
+    after = flagged(result)
+    assert not set(ycbcr_only) & set(after)
+    assert all(p in after for p in copies)
+    assert result.settings["color_gate"]["image-ycbcr"] >= len(ycbcr_only)
+
+
 def test_disjoint_digits_flag_nothing_in_the_aligned_view():
     from sklearn.datasets import load_digits
 
