@@ -103,6 +103,15 @@ RECOLORED_REACH = 0.7
 #: (greyscale copies of colourised Fashion-MNIST at >= 0.9996, unless flat; 0.1 % of the
 #: colourised pictures themselves)
 ACHROMATIC_AXIS = 0.999
+#: colour images: two images whose colour casts (the per-channel means of their standardised
+#: thumbnails, a quarter of the cast over the picture's spread) both reach this norm and
+#: point apart (cosine below 0) are painted in other colours even where their principal
+#: colour axes agree. Measured on four plantings of colourised Fashion-MNIST 20,000 + 5,000
+#: (benchmarks/README.md, "Round 15"): of the planted copies with casts of 0.2 or more, the
+#: lowest cosine was 0.71 (colour jitter); the dresses that Lightning's subset control
+#: flagged (the aligned view at 0.93 of its cut, axes at |cos| 0.97) have casts of 1.14 and
+#: 0.37 at cosine -0.66.
+OPPOSED_CAST = 0.2
 _UNRELATED = float(np.sqrt(2.0))  # the aligned distance of unrelated images
 _PLAIN_SEARCHES = 3  # the candidate views' searches come first in _searches
 #: small images: up to this many query-target pairs, shift candidates by brute force
@@ -180,11 +189,16 @@ class _Scorer:
     unless ``gated=False`` (the threshold's statistics read the ungated distances)."""
 
     def __init__(
-        self, images: np.ndarray, signed: bool = True, axes: np.ndarray | None = None
+        self,
+        images: np.ndarray,
+        signed: bool = True,
+        axes: np.ndarray | None = None,
+        casts: np.ndarray | None = None,
     ) -> None:
         self.images = images
         self.signed = signed
         self.axes = axes
+        self.casts = casts
         #: ``(N,)`` bool: colour images whose contrast has no colour (:data:`ACHROMATIC_AXIS`)
         self.achromatic = (
             None
@@ -210,11 +224,18 @@ class _Scorer:
     def axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` have principal colour axes that
         agree (|cosine| at least :data:`COLOR_AXIS_AGREEMENT`), or one of them has no colour
-        to disagree with (:data:`ACHROMATIC_AXIS`); all true for grey images."""
+        to disagree with (:data:`ACHROMATIC_AXIS`), and colour casts that do not point apart
+        (:data:`OPPOSED_CAST`); all true for grey images."""
         if self.axes is None or not len(i):
             return np.ones(len(i), dtype=bool)
         cosine = np.abs(np.einsum("pc,pc->p", self.axes[i], self.axes[j]))
-        return (cosine >= COLOR_AXIS_AGREEMENT) | self.achromatic[i] | self.achromatic[j]
+        agree = (cosine >= COLOR_AXIS_AGREEMENT) | self.achromatic[i] | self.achromatic[j]
+        if self.casts is None:
+            return agree
+        a, b = self.casts[i], self.casts[j]
+        norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        opposed = (np.einsum("pc,pc->p", a, b) < 0) & (np.minimum(norm_a, norm_b) >= OPPOSED_CAST)
+        return agree & ~opposed
 
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """``distances`` of the pairs ``(i[p], j[p])``, those of colour images whose principal
@@ -451,7 +472,7 @@ def aligned_run(
     rows = as_image_rows(np.concatenate(parts), parts[0].side, parts[0].channels)
     # geometry is matched on one grey image (colour changes are the 8x8 colour view's job):
     # a third of the work and memory of matching three channels
-    images, axes = _grey(rows.images())
+    images, axes, casts = _grey(rows.images())
     n = len(images)
     everyone = np.arange(n)
     if reference_index is None:
@@ -463,7 +484,7 @@ def aligned_run(
         query = target = everyone
     # a colour image's principal colour axis has no sign of its own: a copy's may come out
     # flipped (noise, re-encoding), so colour images match on the absolute correlation
-    scorer = _Scorer(images, signed=rows.channels == 1, axes=axes)
+    scorer = _Scorer(images, signed=rows.channels == 1, axes=axes, casts=casts)
     if scorer.reach:  # small images: their nearest rows in the overlap distance itself
         shifted = _shift_candidates(scorer.source, query, target, candidates, scorer.reach)
         lists, plain_lists = [shifted], [np.ones(shifted.shape, dtype=bool)]
@@ -609,10 +630,11 @@ def _nearest_graph(
     )
 
 
-def _grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+def _grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """``(N, R, R, 1)`` float32 grey images of ``(N, R, R, C)`` thumbnails: each colour image's
     pixels projected on its own principal colour axis (oriented by :func:`_orientation`),
-    and those ``(N, C)`` unit axes (``None`` for grey images).
+    those ``(N, C)`` unit axes and the ``(N, C)`` per-channel means of the thumbnails, their
+    colour casts (both ``None`` for grey images).
 
     The channel mean loses pictures whose contrast lies in colour (a red object on a green
     ground of equal brightness is flat in it); the principal axis keeps the most contrast of
@@ -622,13 +644,16 @@ def _grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     (seeds 0 / 1), and fewer false alarms on the no-copy control (2 / 1 -> 1 / 0).
     """
     if images.shape[-1] == 1:
-        return np.ascontiguousarray(images, dtype=np.float32), None
+        return np.ascontiguousarray(images, dtype=np.float32), None, None
     out = np.empty((*images.shape[:-1], 1), dtype=np.float32)
     axes = np.empty((len(images), images.shape[-1]), dtype=np.float32)
+    casts = np.empty((len(images), images.shape[-1]), dtype=np.float32)
     for start in range(0, len(images), _GREY_CHUNK):
         chunk = images[start : start + _GREY_CHUNK]
         x = chunk.reshape(len(chunk), -1, chunk.shape[-1]).astype(np.float32)
-        x -= x.mean(axis=1, keepdims=True)
+        means = x.mean(axis=1, keepdims=True)
+        casts[start : start + len(chunk)] = means[:, 0]
+        x -= means
         scatter = np.matmul(x.transpose(0, 2, 1), x).astype(np.float64)  # (n, C, C)
         _, vectors = np.linalg.eigh(scatter)
         axis = vectors[:, :, -1].astype(np.float32)  # (n, C): eigenvalues ascend
@@ -636,7 +661,7 @@ def _grey(images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         grey = np.matmul(x, axis[:, :, None])  # (n, P, 1)
         grey *= _orientation(grey.reshape(chunk.shape[:3]))[:, None, None]
         out[start : start + len(chunk)] = grey.reshape(out[start : start + len(chunk)].shape)
-    return out, axes
+    return out, axes, casts
 
 
 def _orientation(grey: np.ndarray) -> np.ndarray:

@@ -31,7 +31,9 @@ as the words its markup leaves without punctuation, with the texts without marku
 (:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its tags' words).
 
 For colour images (:class:`~neardup.views.AlignedImageView` rows), a pair whose principal
-colour axes disagree is a *re-coloured pair*: in the views blind to colour (the aligned view
+colour axes disagree, or whose colour casts point apart
+(:data:`~neardup._aligned_run.OPPOSED_CAST`), is a *re-coloured pair*: in the views blind to
+colour (the aligned view
 and the luma view) it counts only within
 :data:`~neardup._aligned_run.RECOLORED_REACH` of the view's threshold, where re-coloured
 copies (greyscale, channels swapped) lie and look-alikes painted in other colours do not.

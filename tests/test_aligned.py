@@ -390,6 +390,41 @@ def test_look_alikes_in_other_colours_count_only_within_the_recolored_reach(monk
 
 
 @needs_fashion
+def test_pictures_whose_colour_casts_point_apart_are_re_coloured_pairs():
+    """One shape painted twice with the same contrast direction (so the principal colour
+    axes agree) on grounds of opposite hues (green, magenta) is a re-coloured pair: its casts
+    point apart. Copies keep their cast (noise, colour jitter), a greyscale copy has none:
+    neither is re-coloured."""
+    from neardup._aligned_run import aligned_run
+
+    grey = _fashion(60).astype(np.float64)[..., None] / 255.0
+    rng = np.random.default_rng(0)
+    contrast = np.array([60.0, 20.0, 70.0])  # foreground minus ground, the same everywhere
+    green, magenta = np.array([60.0, 190.0, 30.0]), np.array([180.0, 50.0, 150.0])
+
+    def paint(g: np.ndarray, ground: np.ndarray) -> np.ndarray:
+        return np.clip(np.rint(ground + g * contrast), 0, 255).astype(np.uint8)
+
+    source = paint(grey[:20], green)
+    copies = {
+        "other ground": paint(grey[:20], magenta),
+        "noise": np.clip(np.rint(source + rng.normal(0, 4, source.shape)), 0, 255),
+        "jitter": np.clip(np.rint(source * np.array([1.08, 0.95, 1.05])), 0, 255),
+        "greyscale": np.repeat(source.mean(axis=-1, keepdims=True), 3, axis=-1),
+    }
+    view = AlignedImageView()
+    parts = [view(source), *(view(c.astype(np.uint8)) for c in copies.values())]
+    split = np.repeat(np.arange(len(parts)), 20)
+    run = aligned_run(parts, split, 0, crop_candidates=0)
+    agree = {
+        name: run.color_axes_agree(np.arange(20), np.arange(20) + 20 * (k + 1))
+        for k, name in enumerate(copies)
+    }
+    assert not agree["other ground"].any()
+    assert agree["noise"].all() and agree["jitter"].all() and agree["greyscale"].all()
+
+
+@needs_fashion
 def test_faint_pictures_of_one_hue_need_the_colour_thumbnail_in_the_ycbcr_view(monkeypatch):
     """The YCbCr view keeps a quarter of each picture's colour cast, so faint pictures of one
     hue (a few grey levels of shape on a red ground) collapse together in it whatever their
