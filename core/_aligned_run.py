@@ -135,7 +135,8 @@ class AlignedRun(ViewRun):
 
     def color_axes_agree(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """``(p,)`` bool: whether rows ``i[p]`` and ``j[p]`` (colour images) have principal
-        colour axes that agree (all true for grey images); the pairs that do not are
+        colour axes that agree and colour casts that do not point apart (all true for grey
+        images; :meth:`_Scorer.axes_agree`); the pairs that do not are
         re-coloured pairs, copies only within :data:`RECOLORED_REACH` of the cut here and,
         in :func:`neardup.find_duplicates`, in the luma view of the same images."""
         return self.scorer.axes_agree(np.asarray(i), np.asarray(j))
@@ -238,8 +239,8 @@ class _Scorer:
         return agree & ~opposed
 
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
-        """``distances`` of the pairs ``(i[p], j[p])``, those of colour images whose principal
-        colour axes disagree (:meth:`axes_agree`) divided by :data:`RECOLORED_REACH` (no
+        """``distances`` of the pairs ``(i[p], j[p])``, those of re-coloured pairs of colour
+        images (:meth:`axes_agree` false) divided by :data:`RECOLORED_REACH` (no
         farther than unrelated images, unless they already were)."""
         if self.axes is None or not len(distances):
             return distances

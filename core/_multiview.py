@@ -125,8 +125,9 @@ IMAGE_CONFIRM_WITHIN = 2.5
 #: the colour thumbnail puts it within this many of its own thresholds. Measured on
 #: colourised Fashion-MNIST (benchmarks/README.md, "Round 15"): the planted copies that the
 #: YCbCr view alone found lay at most 4.69 thumbnail thresholds away (a noisy copy; JPEG
-#: copies at most 3.56), the full-scale control's one false alarm, two nearly blank red
-#: pictures of different jackets, at 7.26.
+#: copies at most 3.25), the full-scale control's false alarms at 7.26 (two nearly blank
+#: red pictures of different jackets, 0.75 of the YCbCr cut) and 9.46 (a pair Keras'
+#: ``pool`` layer found and the YCbCr view confirmed at 2.0 thresholds).
 YCBCR_THUMBNAIL_REACH = 6.0
 _CONFIRM = "confirm:"
 #: the views :func:`_image_rows` adds beside a view of colour images
@@ -325,12 +326,12 @@ def _color_gate(
     j: np.ndarray,
 ) -> dict[str, int]:
     """Divide ``relative`` (in place) in the luma view of colour images by
-    :data:`~neardup._aligned_run.RECOLORED_REACH` for the pairs ``(i, j)`` whose principal
-    colour axes disagree, as the aligned view does (re-coloured pairs, see
-    :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`), and set it to ``inf`` in the
-    YCbCr view for the pairs the colour thumbnail puts beyond :data:`YCBCR_THUMBNAIL_REACH`
-    of its threshold; return, per gated view, how many pairs within its threshold this turned
-    away.
+    :data:`~neardup._aligned_run.RECOLORED_REACH` for the re-coloured pairs ``(i, j)``
+    (principal colour axes that disagree, or colour casts that point apart), as the aligned
+    view does (see :meth:`~neardup._aligned_run.AlignedRun.color_axes_agree`), and set it
+    to ``inf`` in the YCbCr view for the pairs the colour thumbnail puts beyond
+    :data:`YCBCR_THUMBNAIL_REACH` of its threshold; return, per gated view, how many pairs
+    within its threshold this turned away.
 
     The luma view is blind to the colours that paint a picture: it finds re-coloured copies
     (greyscale, channels swapped), and one shape painted in other colours lies as close in
