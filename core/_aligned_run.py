@@ -199,7 +199,13 @@ class _Scorer:
         self.images = images
         self.signed = signed
         self.axes = axes
-        self.casts = casts
+        #: ``(N, C)`` unit colour casts and ``(N,)`` whether each reaches :data:`OPPOSED_CAST`
+        #: (``None`` without casts): what :meth:`axes_agree` compares
+        self.cast_directions = self.strong_cast = None
+        if casts is not None:
+            norms = np.linalg.norm(casts, axis=1)
+            self.cast_directions = casts / np.maximum(norms, 1e-12)[:, None]
+            self.strong_cast = norms >= OPPOSED_CAST
         #: ``(N,)`` bool: colour images whose contrast has no colour (:data:`ACHROMATIC_AXIS`)
         self.achromatic = (
             None
@@ -231,12 +237,10 @@ class _Scorer:
             return np.ones(len(i), dtype=bool)
         cosine = np.abs(np.einsum("pc,pc->p", self.axes[i], self.axes[j]))
         agree = (cosine >= COLOR_AXIS_AGREEMENT) | self.achromatic[i] | self.achromatic[j]
-        if self.casts is None:
+        if self.cast_directions is None:
             return agree
-        a, b = self.casts[i], self.casts[j]
-        norm_a, norm_b = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-        opposed = (np.einsum("pc,pc->p", a, b) < 0) & (np.minimum(norm_a, norm_b) >= OPPOSED_CAST)
-        return agree & ~opposed
+        apart = np.einsum("pc,pc->p", self.cast_directions[i], self.cast_directions[j]) < 0
+        return agree & ~(apart & self.strong_cast[i] & self.strong_cast[j])
 
     def gate(self, i: np.ndarray, j: np.ndarray, distances: np.ndarray) -> np.ndarray:
         """``distances`` of the pairs ``(i[p], j[p])``, those of re-coloured pairs of colour
