@@ -271,6 +271,7 @@ class _Buffer:
         self.texts: list[str] | None = []
         self.ngram: int | None = None  # the TextView gram length of every batch, if one
         self.markup: list[str] | None = []  # their markup words ("": none), while all known
+        self.grouped: list[str] | None = []  # their grouped words ("": none), while all known
 
     @property
     def ram_bytes(self) -> int:
@@ -286,6 +287,7 @@ class _Buffer:
         texts: tuple[str, ...] | None = None,
         ngram: int | None = None,
         markup: tuple[str, ...] | None = None,
+        grouped: tuple[str, ...] | None = None,
     ) -> None:
         n = len(values)
         given_ids = ids is not None
@@ -323,6 +325,10 @@ class _Buffer:
             self.markup.extend(markup)
         else:
             self.markup = None
+        if self.texts is not None and self.grouped is not None and grouped is not None:
+            self.grouped.extend(grouped)
+        else:
+            self.grouped = None
         self.ngram = ngram if self.rows == 0 or self.ngram == ngram else None
         self.rows += n
 
@@ -370,6 +376,7 @@ class _Buffer:
         self.texts = []
         self.ngram = None
         self.markup = []
+        self.grouped = []
 
     @property
     def values(self) -> np.ndarray:
@@ -379,7 +386,8 @@ class _Buffer:
         values = self.spill.array() if self.spill is not None else self.chunks[0]
         if self.texts and len(self.texts) == self.rows:
             markup = self.markup if self.markup and len(self.markup) == self.rows else None
-            return as_text_rows(values, self.texts, self.ngram, markup)
+            grouped = self.grouped if self.grouped and len(self.grouped) == self.rows else None
+            return as_text_rows(values, self.texts, self.ngram, markup, grouped)
         return values
 
     @property
@@ -475,6 +483,7 @@ class ActivationCollector:
         texts = values.texts if isinstance(values, TextRows) else None
         ngram = values.ngram if isinstance(values, TextRows) else None
         markup = values.markup if isinstance(values, TextRows) else None
+        grouped = values.grouped if isinstance(values, TextRows) else None
         matrix = as_feature_matrix(values, f"batch for {where}")
         check_finite(matrix, f"batch for {where}")
         buffer = self._buffers.get((split, layer))
@@ -487,7 +496,7 @@ class ActivationCollector:
             )
         if self._over_budget(buffer, matrix.size * _FLOAT32.itemsize):
             self._spill(buffer, split, layer)
-        buffer.append(matrix, ids, labels, where, texts, ngram, markup)
+        buffer.append(matrix, ids, labels, where, texts, ngram, markup, grouped)
         self._buffers[(split, layer)] = buffer
 
     def _over_budget(self, buffer: _Buffer, incoming: int) -> bool:

@@ -292,13 +292,19 @@ def _is_auto(threshold: Any) -> bool:
 
 
 def _texts(data: Mapping[str, Mapping[str, Any]], views: list[str]) -> dict[str, list[str]]:
-    """``view -> normalised texts of all splits in order`` for the views that hold
-    :class:`TextRows` with their texts in every split (the views the word check applies to)."""
+    """``view -> texts of all splits in order`` for the views that hold :class:`TextRows`
+    with their texts in every split (the views the word check applies to): each text's
+    :func:`~neardup.views.grouped_words` where known (a dropped URL is one word dropped),
+    else its normalised text."""
     out = {}
     for view in views:
         parts = [data[s][view] for s in data]
         if all(isinstance(p, TextRows) and p.texts is not None for p in parts):
-            out[view] = [t for p in parts for t in p.texts]
+            out[view] = [
+                grouped or text
+                for p in parts
+                for text, grouped in zip(p.texts, p.grouped or ("",) * len(p.texts))
+            ]
     return out
 
 

@@ -196,6 +196,7 @@ def _checked_rows(rows: Any) -> np.ndarray:
     texts = rows.texts if isinstance(rows, TextRows) else None
     ngram = rows.ngram if isinstance(rows, TextRows) else None
     markup = rows.markup if isinstance(rows, TextRows) else None
+    grouped = rows.grouped if isinstance(rows, TextRows) else None
     rows = np.asarray(_as_numpy(rows))
     if rows.ndim < 1 or rows.dtype.kind not in "biuf":
         raise NeardupInputError(
@@ -203,7 +204,7 @@ def _checked_rows(rows: Any) -> np.ndarray:
             "return a numeric (batch, features) array."
         )
     flat = np.ascontiguousarray(rows.reshape(len(rows), -1), dtype=np.float32)
-    return flat if texts is None else as_text_rows(flat, texts, ngram, markup)
+    return flat if texts is None else as_text_rows(flat, texts, ngram, markup, grouped)
 
 
 def first_rows(rows: np.ndarray, n: int) -> np.ndarray:
@@ -211,7 +212,8 @@ def first_rows(rows: np.ndarray, n: int) -> np.ndarray:
     :class:`~neardup.views.TextRows` (a plain slice drops them)."""
     if isinstance(rows, TextRows) and rows.texts is not None:
         markup = None if rows.markup is None else rows.markup[:n]
-        return as_text_rows(rows[:n], rows.texts[:n], rows.ngram, markup)
+        grouped = None if rows.grouped is None else rows.grouped[:n]
+        return as_text_rows(rows[:n], rows.texts[:n], rows.ngram, markup, grouped)
     return rows[:n]
 
 

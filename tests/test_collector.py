@@ -146,11 +146,11 @@ def test_a_rejected_first_batch_leaves_nothing_behind():
 def test_text_rows_keep_their_texts_through_batches_and_spills(tmp_path):
     """Batches of ``TextView`` rows keep their texts, so the analysis can check the words of
     each close pair (the Lightning and Keras input views of string batches); a batch without
-    texts gives plain rows; a spilled split keeps its texts (and markup words) too."""
+    texts gives plain rows; a spilled split keeps its texts (and markup and grouped words) too."""
     from neardup.views import TextRows, TextView, normalize_text
 
     view = TextView(dim=64)
-    texts = ["The cat sat on the mat.", "A <b>dog</b> ran far away.", "Rain fell all day long."]
+    texts = ["The cat sat on the mat.", "A <b>dog</b> ran far away.", "Rain fell (see x.org)."]
     for budget in (None, 1):
         spill = None if budget is None else tmp_path
         collector = ActivationCollector(memory_budget=budget, spill_dir=spill)
@@ -161,6 +161,7 @@ def test_text_rows_keep_their_texts_through_batches_and_spills(tmp_path):
         assert values.texts == tuple(normalize_text(t) for t in texts)
         assert values.ngram == 4  # the view's gram length: the n-gram join at scale reads it
         assert values.markup == ("", "a b dog b ran far away", "")  # the markup route's words
+        assert values.grouped == ("", "", "rain fell see x-org")  # the word check's tokens
         np.testing.assert_array_equal(values, np.concatenate([view(texts[:2]), view(texts[2:])]))
         assert (budget is not None) == bool(collector.spill_files)
         collector.add("other", "input", view(texts[:1]))

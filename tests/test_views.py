@@ -320,6 +320,75 @@ def test_text_rows_take_a_dropped_word_copy_beyond_the_cut_within_the_word_reach
     assert templated not in checked.leakage["test"].positions
 
 
+_TOKEN_CHARACTERS = list("ab-_.,:/ \n\tÉé<>&;()'\"xyz09\u00a0\uff21")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_TOKEN_CHARACTERS), max_size=40))
+def test_grouped_words_are_the_normalised_words_grouped_by_token(text):
+    """Joined back with spaces, the grouped words are the normalised text: the grouping only
+    says which words one whitespace token held."""
+    from neardup.views import TOKEN_JOINER, grouped_words
+
+    grouped = grouped_words(text)
+    assert grouped.replace(TOKEN_JOINER, " ") == normalize_text(text)
+    assert "  " not in grouped and TOKEN_JOINER * 2 not in grouped
+
+
+def test_word_edits_count_a_dropped_token_of_several_words_once():
+    """A URL or a call dropped from a sentence is one word dropped for its writer: counted
+    once, over the sentence's tokens (measured: 3 planted copies of 48,000 + 12,000 real
+    sentences, ``bench_quality.py --only text-scale``, that the normalised words turned away).
+    Punctuation turned into spaces changes no token's words; a footer written twice is not the
+    footer once (half its tokens added)."""
+    from neardup.views import grouped_words
+
+    source = 'A left shift by *n* bits is defined as multiplication with "pow(2,n)".'
+    dropped = "A left shift by *n* bits is defined as multiplication with"
+    assert grouped_words(source).endswith("with pow-2-n")
+    assert word_edits(normalize_text(source), normalize_text(dropped)).changed == 3
+    assert not word_edits(normalize_text(source), normalize_text(dropped)).confirmed  # 3 of 14
+    edits = word_edits(grouped_words(source), grouped_words(dropped))
+    assert edits == WordEdits(words=12, replaced=0, changed=1) and edits.confirmed
+    spaced = " ".join(re.sub(r"[^\w\s]", " ", source).split())  # punctuation -> spaces
+    assert word_edits(grouped_words(source), grouped_words(spaced)).changed == 0
+    footer = "RPM-List mailing list http://lists.freshrpms.net/mailman/listinfo/rpm-list"
+    twice = word_edits(grouped_words(footer), grouped_words(f"{footer} {footer}"))
+    assert twice.words == 8 and twice.changed >= 2 and not twice.related  # 4 of 8 added
+    rows = TextView()([source, "Plain words here."])
+    assert rows.grouped == (grouped_words(source), "")  # "": the normalised text itself
+    assert rows[:1].grouped is None  # a derived array: unknown
+    with pytest.raises(NeardupInputError, match="one grouped string per text"):
+        as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, None, ["a"])
+
+
+def test_text_rows_take_a_copy_without_its_call_through_its_grouped_words(template_corpus):
+    """A pydoc sentence copied without its quoted call (``"func(argument-list)"``: one token,
+    three words) lies a little beyond the view's cut; its grouped words confirm it (one token
+    of 12 dropped), its normalised words do not (3 of 14), so rows without ``grouped`` miss it."""
+    from neardup import Distance
+    from neardup.views import WORD_REACH
+
+    train, test, _, _ = template_corpus
+    source = next(n for n, t in enumerate(train) if t.startswith("The only operation on a func"))
+    copy = train[source].replace(' "func(argument-list)"', "")
+    assert copy != train[source]
+    view = TextView()
+    rows = {"train": view(train), "test": view([*test, copy])}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    gap = float(np.linalg.norm(unit["test"][-1] - unit["train"][source]))
+    threshold = Distance(gap / (0.5 + 0.5 * WORD_REACH))  # beyond the cut, within the reach
+    grouped = find_duplicates({s: {"text": r} for s, r in rows.items()}, threshold=threshold)
+    leak = grouped.leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)).get(len(test)) == source
+    words_only = {
+        s: {"text": as_text_rows(np.asarray(r), r.texts, r.ngram, r.markup)}
+        for s, r in rows.items()
+    }
+    missed = find_duplicates(words_only, threshold=threshold).leakage["test"]
+    assert len(test) not in missed.positions
+
+
 def test_markup_words_keep_the_words_markup_leaves_without_punctuation():
     from neardup.views import markup_words
 

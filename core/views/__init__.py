@@ -14,8 +14,9 @@ land next to each other even where a trained layer pulls a whole class together:
 - :class:`TextView`: hashed character n-grams of the text after case, punctuation, markup and
   whitespace are normalised away, as :class:`TextRows` that keep the normalised texts:
   :func:`neardup.find_duplicates` checks the words of every pair they put within their
-  threshold (:func:`word_edits`: words dropped or misspelt, not replaced), and takes pairs
-  whose words only were dropped, added or misspelt up to :data:`WORD_REACH` thresholds.
+  threshold (:func:`word_edits`: words dropped or misspelt, not replaced; a dropped token of
+  several words, such as a URL, counts once: :func:`grouped_words`), and takes pairs whose
+  words only were dropped, added or misspelt up to :data:`WORD_REACH` thresholds.
 
 All are plain callables ``view(samples) -> (N, d) float32``; pass their output to
 :func:`neardup.find_duplicates` as one view among others::
@@ -55,7 +56,16 @@ from ._small_crops import (
     crop_samplers,
     zoomed_pairs,
 )
-from ._text import TextRows, TextView, as_text_rows, gram_sets, markup_words, normalize_text
+from ._text import (
+    TOKEN_JOINER,
+    TextRows,
+    TextView,
+    as_text_rows,
+    gram_sets,
+    grouped_words,
+    markup_words,
+    normalize_text,
+)
 from ._words import WORD_REACH, WordEdits, word_edits
 
 __all__ = [
@@ -65,6 +75,7 @@ __all__ = [
     "DEFAULT_SCALES",
     "SEARCH_OFFSETS",
     "SHIFT_REACH",
+    "TOKEN_JOINER",
     "WORD_REACH",
     "AlignedImageView",
     "ImageRows",
@@ -81,6 +92,7 @@ __all__ = [
     "crop_distances",
     "crop_samplers",
     "gram_sets",
+    "grouped_words",
     "indexed_aligned_distances",
     "markup_words",
     "normalize_text",

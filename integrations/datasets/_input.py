@@ -92,6 +92,7 @@ def input_rows(
     texts: list[str] | None = []  # the normalised texts of TextView rows (the word check)
     ngrams: set[int | None] = set()  # their gram length
     markup: list[str] | None = []  # their markup words ("": none), while every batch has them
+    grouped: list[str] | None = []  # their grouped words ("": none), likewise
     for start in range(0, len(ds), _INPUT_CHUNK):
         values = ds.select_columns([column])[start : start + _INPUT_CHUNK][column]
         if view is None:  # an AlignedImageView whose colour and side the first chunk decides
@@ -105,6 +106,10 @@ def input_rows(
                 markup.extend(viewed.markup)
             else:
                 markup = None
+            if grouped is not None and viewed.grouped is not None:
+                grouped.extend(viewed.grouped)
+            else:
+                grouped = None
         else:
             texts = None
         rows = np.asarray(viewed)
@@ -120,7 +125,7 @@ def input_rows(
     if isinstance(view, AlignedImageView):
         return as_image_rows(rows)
     ngram = ngrams.pop() if len(ngrams) == 1 else None
-    return rows if texts is None else as_text_rows(rows, texts, ngram, markup)
+    return rows if texts is None else as_text_rows(rows, texts, ngram, markup, grouped)
 
 
 def _has_colour(images: list[Any]) -> bool:
