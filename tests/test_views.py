@@ -350,6 +350,11 @@ def test_word_edits_count_a_dropped_token_of_several_words_once():
     assert not word_edits(normalize_text(source), normalize_text(dropped)).confirmed  # 3 of 14
     edits = word_edits(grouped_words(source), grouped_words(dropped))
     assert edits == WordEdits(words=12, replaced=0, changed=1) and edits.confirmed
+    moved = word_edits(
+        grouped_words("Mail http://lists.example.org/list/help to leave the list now"),
+        grouped_words("Mail http://other.example.net/bye to leave the list now"),
+    )  # a replaced URL is one replaced word of 7, as a dropped one is one dropped word
+    assert moved == WordEdits(words=7, replaced=1, changed=1)
     spaced = " ".join(re.sub(r"[^\w\s]", " ", source).split())  # punctuation -> spaces
     assert word_edits(grouped_words(source), grouped_words(spaced)).changed == 0
     footer = "RPM-List mailing list http://lists.freshrpms.net/mailman/listinfo/rpm-list"
