@@ -19,7 +19,7 @@ or a call (``"http-x-org-a"``), so that such a token dropped or changed is one e
 was for its writer, not five. Measured on 48,000 + 12,000 real sentences
 (``bench_quality.py --only text-scale``, seeds 0 and 1): the 3 planted copies with a word
 dropped that the word check had turned away are found, and the one false alarm of the
-duplicate-free controls (one footer behind two sign-offs: 1 word of 23 replaced, but of 16
+duplicate-free controls (one footer behind two sign-offs: 1 word of 23 replaced, but of 14
 tokens) is turned away. On SpamAssassin (``--only spam``) 702 mails outside the identical
 groups sit in sets as confirmed near-duplicates, against 679 with words alone; counting words
 in the runs but tokens in the shares had lost mails whose replaced URLs counted every word
