@@ -71,12 +71,12 @@ def input_column(
     return None
 
 
-def input_rows(
-    ds: Dataset, source: tuple[str, str], input_view: Any, where: str
-) -> dict[str, np.ndarray]:
-    """``{view name: (n, d) float32 rows}`` of the input view over ``ds[column]``, chunk by
-    chunk: ``{"input": ...}``, plus ``"input-luma"`` and ``"input-ycbcr"`` for a colour
-    ``Image()`` column under ``input_view="auto"`` (:meth:`neardup.views.ImageView.views`)."""
+def input_rows(ds: Dataset, source: tuple[str, str], input_view: Any, where: str) -> np.ndarray:
+    """``(n, d)`` float32 rows of the input view over ``ds[column]``, viewed chunk by chunk:
+    :class:`~neardup.views.ImageRows` for an ``Image()`` column under ``input_view="auto"``
+    (``find_duplicates`` derives its thumbnail, luma, YCbCr and aligned views), and
+    :class:`~neardup.views.TextRows` with every text's normalised, markup and grouped words
+    for a text column (the word check and the markup route)."""
     column, kind = source
     if input_view == "auto":
         if kind == "other":

@@ -1039,3 +1039,21 @@ def test_text_column_takes_the_ngram_join_at_scale(corpus, monkeypatch):
     assert joined.settings["text_join"]["bands"] >= 1
     leak, want = joined.leakage["test"], cells.leakage["test"]
     assert (leak.positions, leak.nearest_positions) == (want.positions, want.nearest_positions)
+
+
+def test_text_column_keeps_each_texts_grouped_words_chunk_after_chunk(monkeypatch):
+    """The text column's rows keep each text's grouped words (``TextRows.grouped``) across the
+    chunks the column is viewed in, so the word check counts a dropped URL or call as one
+    word through ``find_leakage`` as through ``TextView``."""
+    from datasets import Dataset
+
+    import neardup.integrations.datasets._input as dataset_input
+    from neardup.views import TOKEN_JOINER, grouped_words
+
+    texts = ["See http://x.org/a now.", "Plain words.", "Call screen.width() here.", "No.", "Z"]
+    monkeypatch.setattr(dataset_input, "_INPUT_CHUNK", 2)
+    rows = dataset_input.input_rows(
+        Dataset.from_dict({"text": texts}), ("text", "text"), "auto", "split 'data'"
+    )
+    want = tuple(g if TOKEN_JOINER in g else "" for g in map(grouped_words, texts))
+    assert rows.grouped == want and want[0] == "see http-x-org-a now" and want[1] == ""
