@@ -26,7 +26,9 @@ templated sentences, reordered clauses) counts as not close in that view
 per such view, how many pairs the check turned away. A pair whose words confirm it
 (:attr:`~neardup.views.WordEdits.confirmed`: none replaced, only a few dropped, added or
 misspelt) counts within :data:`~neardup.views.WORD_REACH` of the view's thresholds: its
-distance in threshold units is divided by that reach. A text with markup is also compared,
+distance in threshold units is divided by that reach. The check reads each text's
+:func:`~neardup.views.grouped_words` (``TextRows.grouped``) where known, so that a dropped or
+changed URL, path or call counts as one word. A text with markup is also compared,
 as the words its markup leaves without punctuation, with the texts without markup
 (:mod:`neardup._markup_route`: a copy whose punctuation was removed keeps its tags' words).
 

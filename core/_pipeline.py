@@ -91,8 +91,9 @@ def find_duplicates(
         candidate pairs re-scored over small shifts and scales (1-2 px shifts, 90 % crops).
         :class:`neardup.views.TextRows` (from :class:`neardup.views.TextView`) as a view keep
         their texts: a pair within that view's threshold whose words were replaced rather
-        than dropped or misspelt (:func:`neardup.views.word_edits`: templated sentences) is
-        not close in it (``settings["word_check"]`` counts such pairs per view).
+        than dropped or misspelt (:func:`neardup.views.word_edits`, over whitespace tokens:
+        templated sentences) is not close in it (``settings["word_check"]`` counts such pairs
+        per view).
     labels, ids:
         Per split (a mapping like ``data``, or one sequence for a single array). Labels (int
         or str) give per-class leakage and effective class counts; ids (unique per split,
