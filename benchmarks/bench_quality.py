@@ -41,6 +41,7 @@ samples (whose natural near-duplicates the same checks confirm).
     python benchmarks/bench_quality.py --only small-scale  # all of Fashion-MNIST at 8x8
     python benchmarks/bench_quality.py --only text-scale   # 48,000 + 12,000 real sentences
     python benchmarks/bench_quality.py --only text-scale --text-scale-minilm --embed-cache F.npz
+    python benchmarks/bench_quality.py --only text-cjk     # Debian's Chinese program messages
     python benchmarks/bench_quality.py --only views    # ImageView size / alignment choice
     python benchmarks/bench_quality.py --only images --image-view thumbnail  # 8x8 view alone
     python benchmarks/bench_quality.py --only cost     # seconds: ImageView vs AlignedImageView
@@ -732,6 +733,67 @@ def text_scale(
         score(case, both, r, train, planted, kind_of, t)
 
 
+#: Debian ships each package's translations inside it: the simplified-Chinese messages
+CHINESE_MESSAGES = Path("/usr/share/locale/zh_CN/LC_MESSAGES")
+
+
+def chinese_messages() -> list[str]:
+    """Distinct simplified-Chinese messages of at least 10 characters holding a Han character,
+    from every ``.mo`` catalogue under :data:`CHINESE_MESSAGES` (one line each: whitespace
+    runs joined), sorted: real text written without spaces between words."""
+    import gettext
+
+    messages = set()
+    for path in sorted(CHINESE_MESSAGES.glob("*.mo")):
+        with open(path, "rb") as fh:
+            try:
+                catalog = gettext.GNUTranslations(fh)._catalog
+            except (OSError, UnicodeDecodeError, ValueError):
+                continue
+        for value in catalog.values():
+            text = " ".join(str(value).split())
+            if len(text) >= 10 and re.search(r"[\u4e00-\u9fff]", text):
+                messages.add(text)
+    if len(messages) < 10_000:
+        sys.exit(
+            f"only {len(messages)} Chinese messages under {CHINESE_MESSAGES}: --only text-cjk "
+            "needs a Debian system with its packages' zh_CN translations installed."
+        )
+    return sorted(messages)
+
+
+def _drop_character(s: str, rng: np.random.Generator) -> str:
+    """One Han character of ``s`` dropped (a word in writing without spaces)."""
+    han = [n for n, c in enumerate(s) if "\u4e00" <= c <= "\u9fff"]
+    n = han[int(rng.integers(1, len(han)))] if len(han) > 1 else han[0]
+    return s[:n] + s[n + 1 :]
+
+
+CJK_KINDS = {
+    "punctuation removed": _no_punct,
+    "one character dropped": _drop_character,
+    "two edits (character + punct)": lambda s, rng: _no_punct(_drop_character(s, rng), rng),
+    "whitespace/HTML noise": TEXT_KINDS["whitespace/HTML noise"],
+}
+
+
+def text_cjk(rng: np.random.Generator, per_kind: int) -> None:
+    """Chinese text (``--only text-cjk``): 20,000 + 5,000 of Debian's simplified-Chinese
+    program messages, ``TextView`` alone: the disjoint control, then copies with their
+    punctuation removed, a character dropped, both, or markup added."""
+    messages = chinese_messages()
+    order = rng.permutation(len(messages))
+    train = [messages[i] for i in order[:20_000]]
+    test = [messages[i] for i in order[20_000:25_000]]
+    case = f"Chinese messages 20,000 + 5,000 (of {len(messages):,})"
+    view = TextView()
+    r, t = run({"train": {"text": view(train)}, "test": {"text": view(test)}})
+    control(f"{case}, disjoint train/test (text)", r, t, train, test)
+    planted, kind_of, _ = plant(train, test, CJK_KINDS, per_kind, rng)
+    r, t = run({"train": {"text": view(train)}, "test": {"text": view(planted)}})
+    score(case, "text", r, train, planted, kind_of, t)
+
+
 def spam() -> None:
     bodies = spam_bodies()
     r, t = run({"data": {"text": TextView()(bodies)}})
@@ -953,6 +1015,8 @@ def main() -> None:
         spam()
     if "text-scale" in only:
         text_scale(rng, max(1, args.per_kind * 4 // 5), args.text_scale_minilm, args.embed_cache)
+    if "text-cjk" in only:
+        text_cjk(rng, max(1, args.per_kind * 4 // 5))
     if "views" in only:
         view_choice(rng)
     if "cost" in only:

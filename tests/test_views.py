@@ -367,6 +367,50 @@ def test_word_edits_count_a_dropped_token_of_several_words_once():
         as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, None, ["a"])
 
 
+def test_word_edits_count_each_character_of_a_script_written_without_spaces():
+    """Chinese, Japanese or Thai sentences have no spaces between their words: each of their
+    characters is one word and one token, so a character dropped is one edit in the
+    sentence's length, not the whole sentence changed (Debian's Chinese program messages,
+    ``bench_quality.py --only text-cjk``: one character dropped found at 0.15 before)."""
+    from neardup.views import grouped_words
+
+    source = "无法打开配置文件，请检查文件的权限设置。"
+    shorter = "无法打开配置文件，请检查文件权限设置。"  # "的" dropped
+    dropped = word_edits(grouped_words(source), grouped_words(shorter))
+    assert dropped == WordEdits(words=18, replaced=0, changed=1) and dropped.confirmed
+    unpunctuated = grouped_words("无法打开配置文件 请检查文件的权限设置")
+    assert word_edits(grouped_words(source), unpunctuated).changed == 0
+    other = "无法打开日志文件，请检查文件的权限设置。"  # "配置" -> "日志": another message
+    templated = word_edits(grouped_words(source), grouped_words(other))
+    assert templated.replaced == 2 and not templated.related
+    mixed = word_edits("use iphone手机 now", "use iphone手 now")
+    assert mixed == WordEdits(words=5, replaced=0, changed=1)
+    thai = word_edits("ฉันรักภาษาไทยมาก", "ฉันรักภาษาไทย")
+    assert thai.words == 16 and thai.confirmed
+
+
+def test_text_rows_find_a_chinese_copy_with_a_character_dropped(template_corpus):
+    """A Chinese sentence copied without one character, within the text view's threshold, is
+    found: the word check counts one character of 27 changed (it had counted the whole
+    sentence, one "word", as changed and turned the pair away)."""
+    from neardup import Distance
+
+    train, test, _, _ = template_corpus
+    chinese = [
+        "无法打开配置文件，请检查文件的权限设置以及磁盘上是否还有足够的空间。",
+        "下载软件包列表时出现错误，某些索引文件下载失败，它们已被忽略。",
+        "正在读取状态信息，这可能需要一些时间，请耐心等待当前操作完成。",
+    ]
+    copy = chinese[0].replace("足够的", "足够")
+    view = TextView()
+    rows = {"train": view([*train, *chinese]), "test": view([*test, copy])}
+    unit = {s: r / np.linalg.norm(r, axis=1, keepdims=True) for s, r in rows.items()}
+    gap = float(np.linalg.norm(unit["test"][-1] - unit["train"][len(train)]))
+    data = {s: {"text": r} for s, r in rows.items()}
+    leak = find_duplicates(data, threshold=Distance(gap / 0.9)).leakage["test"]
+    assert dict(zip(leak.positions, leak.nearest_positions)).get(len(test)) == len(train)
+
+
 def test_text_rows_take_a_copy_without_its_call_through_its_grouped_words(template_corpus):
     """A pydoc sentence copied without its quoted call (``"func(argument-list)"``: one token,
     three words) lies a little beyond the view's cut; its grouped words confirm it (one token
