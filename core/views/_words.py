@@ -23,7 +23,8 @@ duplicate-free controls (one footer behind two sign-offs: 1 word of 23 replaced,
 tokens) is turned away. On SpamAssassin (``--only spam``) 702 mails outside the identical
 groups sit in sets as confirmed near-duplicates, against 679 with words alone; counting words
 in the runs but tokens in the shares had lost mails whose replaced URLs counted every word
-(662).
+(662). In scripts written without spaces between words (Chinese, Japanese, Thai, ...) each
+character is a word and a token (:data:`_UNSPACED`).
 
 A replaced run of up to :data:`TYPO_WORDS` words whose characters mostly agree with its
 counterpart (:data:`TYPO_RATIO`: a typo, or a word split in two) counts as changed, not
