@@ -92,10 +92,10 @@ class TextRows(np.ndarray):
     Made by :class:`TextView` (or :func:`as_text_rows` from rows collected chunk by chunk).
     :func:`neardup.find_duplicates` reads ``texts`` to check the words of every pair the rows
     put within their threshold (:func:`neardup.views.word_edits`, on ``grouped`` where
-    known): a templated sentence
-    with a word replaced is not a copy with a word dropped, though both are as close in
-    n-grams. Any array derived from the rows (a slice, ``astype``, ``np.concatenate``) is
-    plain rows without texts (``texts`` is None): wrap it again with :func:`as_text_rows`.
+    known): a templated sentence with a word replaced is not a copy with a word dropped,
+    though both are as close in n-grams. Any array derived from the rows (a slice,
+    ``astype``, ``np.concatenate``) is plain rows without texts (``texts`` is None): wrap it
+    again with :func:`as_text_rows`.
     """
 
     texts: tuple[str, ...] | None

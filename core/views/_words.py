@@ -32,8 +32,8 @@ replaced. Pairs whose word counts alone already differ by more than :data:`CHANG
 (over the most words one token holds) are settled without aligning them (``replaced`` is
 then -1: not counted); texts of more than :data:`ALIGN_WORDS` words together are compared
 as word multisets (word order and typos not checked: ``replaced`` and ``changed`` are the
-smaller and the larger count of words that one text holds and the other does not). The pair passes
-(:attr:`WordEdits.related`) when at most one word in :data:`WORDS_PER_REPLACED` is replaced
+smaller and the larger count of words that one text holds and the other does not). The pair
+passes (:attr:`WordEdits.related`) when at most one word in :data:`WORDS_PER_REPLACED` is replaced
 (none below that many tokens) and at most :data:`CHANGED_SHARE` of the longer text's tokens
 changed.
 
@@ -60,12 +60,12 @@ from dataclasses import dataclass
 from .._errors import NeardupInputError
 from ._text import TOKEN_JOINER
 
-#: a character of a script written without spaces between its words (Han ideographs, Japanese
-#: kana, Thai, Lao, Myanmar, Khmer): the word check counts each as one word. Without this a
-#: Chinese sentence was one "word", and any edit changed all of it: on 20,000 + 5,000 of
-#: Debian's Chinese program messages (``bench_quality.py --only text-cjk``) copies with one
-#: character dropped were found at 0.15, with a character dropped and the punctuation removed
-#: at 0.20.
+#: a character of a script written without spaces between its words (Han ideographs,
+#: Japanese kana, Thai, Lao, Myanmar, Khmer): the word check counts each as a word and a
+#: token. Without this a Chinese sentence was one "word", and any edit changed all of it: on
+#: 20,000 + 5,000 of Debian's Chinese program messages (``bench_quality.py --only
+#: text-cjk``) copies with one character dropped were found at 0.15, with a character
+#: dropped and the punctuation removed at 0.20.
 _UNSPACED = re.compile(
     "([\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u31f0-\u31ff"
     "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f])"
