@@ -391,7 +391,7 @@ def test_word_edits_count_each_character_of_a_script_written_without_spaces():
 
 def test_text_rows_find_a_chinese_copy_with_a_character_dropped(template_corpus):
     """A Chinese sentence copied without one character, within the text view's threshold, is
-    found: the word check counts one character of 27 changed (it had counted the whole
+    found: the word check counts one character of 32 changed (it had counted the whole
     sentence, one "word", as changed and turned the pair away)."""
     from neardup import Distance
 
