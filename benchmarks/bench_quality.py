@@ -692,6 +692,20 @@ def scale_sentences() -> list[str]:
     return _distinct_sentences(docstring_sentences() + pydoc_sentences() + spam_bodies())
 
 
+def _shuffled_splits(items: list, n_train: int, n_test: int, rng: np.random.Generator):
+    """``n_train`` and ``n_test`` distinct items of ``items``, in an order drawn from ``rng``."""
+    order = rng.permutation(len(items))
+    train = [items[i] for i in order[:n_train]]
+    return train, [items[i] for i in order[n_train : n_train + n_test]]
+
+
+def _text_control(case: str, train: list[str], test: list[str]) -> None:
+    """The duplicate-free control of ``TextView`` alone on two disjoint splits of texts."""
+    view = TextView()
+    r, t = run({"train": {"text": view(train)}, "test": {"text": view(test)}})
+    control(f"{case}, disjoint train/test (text)", r, t, train, test)
+
+
 def text_scale(
     rng: np.random.Generator, per_kind: int, minilm: bool = False, cache: str | None = None
 ) -> None:
@@ -705,14 +719,11 @@ def text_scale(
     data, the ``TransformerEmbedder`` MiniLM column beside the ``TextView`` with
     ``combine="confirm:text"`` (:func:`datasets_minilm_embed`, ``cache`` its ``.npz``)."""
     sentences = scale_sentences()
-    order = rng.permutation(len(sentences))
-    train = [sentences[i] for i in order[:48_000]]
-    test = [sentences[i] for i in order[48_000:60_000]]
+    train, test = _shuffled_splits(sentences, 48_000, 12_000, rng)
     case = f"sentences 48,000 + 12,000 (of {len(sentences):,})"
     view = TextView()
     both = "text + MiniLM (confirm:text, the datasets default)"
-    r, t = run({"train": {"text": view(train)}, "test": {"text": view(test)}})
-    control(f"{case}, disjoint train/test (text)", r, t, train, test)
+    _text_control(case, train, test)
     if minilm:
         vectors = datasets_minilm_embed(train + test, cache)
         data = {
@@ -782,13 +793,10 @@ def text_cjk(rng: np.random.Generator, per_kind: int) -> None:
     program messages, ``TextView`` alone: the disjoint control, then copies with their
     punctuation removed, a character dropped, both, or markup added."""
     messages = chinese_messages()
-    order = rng.permutation(len(messages))
-    train = [messages[i] for i in order[:20_000]]
-    test = [messages[i] for i in order[20_000:25_000]]
+    train, test = _shuffled_splits(messages, 20_000, 5_000, rng)
     case = f"Chinese messages 20,000 + 5,000 (of {len(messages):,})"
     view = TextView()
-    r, t = run({"train": {"text": view(train)}, "test": {"text": view(test)}})
-    control(f"{case}, disjoint train/test (text)", r, t, train, test)
+    _text_control(case, train, test)
     planted, kind_of, _ = plant(train, test, CJK_KINDS, per_kind, rng)
     r, t = run({"train": {"text": view(train)}, "test": {"text": view(planted)}})
     score(case, "text", r, train, planted, kind_of, t)
