@@ -149,25 +149,24 @@ def word_edits(a: str, b: str) -> WordEdits:
         raise NeardupInputError(
             f"word_edits compares two strings, got {type(a).__name__} and {type(b).__name__}."
         )
-    wa, owner_a = _words_of(a)
-    wb, owner_b = _words_of(b)
-    words = max(_count(owner_a), _count(owner_b))
+    wa, counts_a = _words_of(a)
+    wb, counts_b = _words_of(b)
+    words = max(len(counts_a), len(counts_b))
     if wa == wb:
         return WordEdits(words=words, replaced=0, changed=0)
-    # the aligned differences hold at least the multiset differences, over the most words
-    # one token holds (a dropped run counts its tokens): a cheap bound that settles most
+    # the aligned differences hold at least the multiset differences, in at least as many
+    # tokens as the fewest that hold that many words: a cheap bound that settles most
     # unrelated pairs (long e-mails) without aligning them
     missing_a, missing_b = Counter(wa) - Counter(wb), Counter(wb) - Counter(wa)
-    only = sorted((sum(missing_a.values()), sum(missing_b.values())))
-    bound = max(
-        -(-sum(missing_a.values()) // _most_words(owner_a)),
-        -(-sum(missing_b.values()) // _most_words(owner_b)),
-    )
+    lacking_a, lacking_b = sum(missing_a.values()), sum(missing_b.values())
+    only = sorted((lacking_a, lacking_b))
+    bound = max(_fewest_tokens(lacking_a, counts_a), _fewest_tokens(lacking_b, counts_b))
     if bound > CHANGED_SHARE * words:
         return WordEdits(words=words, replaced=-1, changed=bound)
     if len(wa) + len(wb) > ALIGN_WORDS:  # long texts: as word multisets (order not checked)
         return WordEdits(words=max(len(wa), len(wb)), replaced=only[0], changed=only[1])
     # the tokens each side's differing runs touch, a token touched by several runs once
+    owner_a, owner_b = _owners(counts_a), _owners(counts_b)
     touched_a: set[int] = set()
     touched_b: set[int] = set()
     typo_a: set[int] = set()
@@ -189,40 +188,53 @@ def word_edits(a: str, b: str) -> WordEdits:
 
 
 def _words_of(text: str) -> tuple[list[str], list[int]]:
-    """The words of ``text`` in order, and for each word the number of its token: its
-    whitespace token, except that every character of a script written without spaces
-    (:data:`_UNSPACED`) is a word and a token of its own."""
+    """The words of ``text`` in order, and how many words each of its tokens holds, in order:
+    its whitespace tokens, except that every character of a script written without spaces
+    (:data:`_UNSPACED`) is a word and a token of its own (the words between two such
+    characters are a token of their own too)."""
+    if _UNSPACED.search(text) is None:
+        if TOKEN_JOINER not in text:  # one word a token (most texts): no Python loop
+            words = text.split()
+            return words, [1] * len(words)
+        tokens = text.split()
+        return text.replace(TOKEN_JOINER, " ").split(), [t.count(TOKEN_JOINER) + 1 for t in tokens]
     words: list[str] = []
-    owners: list[int] = []
-    token = -1
-    for whitespace_token in text.split():
-        token += 1
-        for word in whitespace_token.split(TOKEN_JOINER):
-            if not _UNSPACED.search(word):
-                words.append(word)
-                owners.append(token)
-                continue
+    counts: list[int] = []
+    for token in text.split():
+        run = 0  # words of the current token since the last unspaced character
+        for word in token.split(TOKEN_JOINER):
             # split on the unspaced characters, kept: [run, character, run, character, ...]
             for n, piece in enumerate(_UNSPACED.split(word)):
                 if n % 2:  # one unspaced character: its own word and token
-                    token += 1
+                    if run:
+                        counts.append(run)
+                        run = 0
                     words.append(piece)
-                    owners.append(token)
-                    token += 1
+                    counts.append(1)
                 elif piece:
                     words.append(piece)
-                    owners.append(token)
-    return words, owners
+                    run += 1
+        if run:
+            counts.append(run)
+    return words, counts
 
 
-def _count(owners: list[int]) -> int:
-    """How many tokens the words of ``owners`` fall in."""
-    return len(set(owners))
+def _fewest_tokens(words: int, counts: list[int]) -> int:
+    """The fewest tokens (of word ``counts``) that hold ``words`` words between them: a lower
+    bound on the tokens that ``words`` unmatched words touch."""
+    if words <= 0:
+        return 0
+    held = 0
+    for tokens, count in enumerate(sorted(counts, reverse=True), start=1):
+        held += count
+        if held >= words:
+            return tokens
+    return len(counts)
 
 
-def _most_words(owners: list[int]) -> int:
-    """The most words one token holds (1 for an empty text)."""
-    return max(Counter(owners).values(), default=1)
+def _owners(counts: list[int]) -> list[int]:
+    """For each word, the position of its token, from the tokens' word ``counts``."""
+    return [token for token, count in enumerate(counts) for _ in range(count)]
 
 
 def _typo(a: list[str], b: list[str]) -> bool:
