@@ -30,6 +30,7 @@ _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing (odd 64-bit con
 _STEP = np.uint64(0x100000001B3)  # FNV-1a prime: mixes each next code point into the hash
 #: joins the words of one whitespace token in :func:`grouped_words` (never inside a word)
 TOKEN_JOINER = "-"
+_INNER_PUNCTUATION = re.compile(r"(?:[^\w\s]|_)+")  # non-word characters but whitespace
 
 
 def normalize_text(text: str) -> str:
@@ -38,9 +39,28 @@ def normalize_text(text: str) -> str:
     ``"<p>Hello,&nbsp;WORLD!</p>"`` -> ``"hello world"``. Unicode is NFKC-normalised first
     (full-width and compatibility characters become their plain forms).
     """
-    text = html.unescape(_TAG.sub(" ", text))
-    text = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_NOT_WORD.sub(" ", text).split())
+    return _words_of_folded(_folded(text))
+
+
+def _folded(text: str) -> str:
+    """``text`` with its tags made spaces and its entities unescaped, NFKC-normalised and
+    case-folded: what :func:`normalize_text` and :func:`grouped_words` split into words."""
+    return unicodedata.normalize("NFKC", html.unescape(_TAG.sub(" ", text))).casefold()
+
+
+def _words_of_folded(folded: str) -> str:
+    """The words of a :func:`_folded` text, separated by single spaces."""
+    return " ".join(_NOT_WORD.sub(" ", folded).split())
+
+
+def _grouped_of_folded(folded: str) -> str:
+    """The words of a :func:`_folded` text, those of one whitespace token joined by
+    :data:`TOKEN_JOINER`: each punctuation run becomes one joiner, then joiners next to a
+    space or an end go (C-level passes over the whole text: a long mail has thousands of
+    tokens)."""
+    joined = " ".join(_INNER_PUNCTUATION.sub(TOKEN_JOINER, folded).split())
+    edges = joined.replace(" " + TOKEN_JOINER, " ").replace(TOKEN_JOINER + " ", " ")
+    return " ".join(edges.split()).strip(TOKEN_JOINER)
 
 
 def grouped_words(text: str) -> str:
@@ -54,10 +74,7 @@ def grouped_words(text: str) -> str:
     words (measured on 48,000 + 12,000 real sentences, ``bench_quality.py --only
     text-scale``: the 3 planted copies with a word dropped that the word check turned away).
     """
-    text = html.unescape(_TAG.sub(" ", text))
-    text = unicodedata.normalize("NFKC", text).casefold()
-    tokens = (TOKEN_JOINER.join(_NOT_WORD.sub(" ", token).split()) for token in text.split())
-    return " ".join(token for token in tokens if token)
+    return _grouped_of_folded(_folded(text))
 
 
 def markup_words(text: str) -> str:
@@ -243,10 +260,11 @@ class TextView:
                 raise NeardupInputError(
                     f"TextView: text {row} is a {type(text).__name__}, not a string."
                 )
-            normalized.append(normalize_text(text))
+            folded = _folded(text)
+            normalized.append(_words_of_folded(folded))
             words = markup_words(text)
             markup.append("" if words == normalized[-1] else words)
-            tokens = grouped_words(text)
+            tokens = _grouped_of_folded(folded)
             grouped.append(tokens if TOKEN_JOINER in tokens else "")
             out[row] = self._row(normalized[-1])
         return as_text_rows(out, normalized, self.ngram, markup, grouped)
