@@ -260,11 +260,11 @@ class TextView:
                 raise NeardupInputError(
                     f"TextView: text {row} is a {type(text).__name__}, not a string."
                 )
-            folded = _folded(text)
-            normalized.append(_words_of_folded(folded))
+            # the normalised text is the grouped words joined by spaces (one pass fewer)
+            tokens = _grouped_of_folded(_folded(text))
+            normalized.append(tokens.replace(TOKEN_JOINER, " "))
             words = markup_words(text)
             markup.append("" if words == normalized[-1] else words)
-            tokens = _grouped_of_folded(folded)
             grouped.append(tokens if TOKEN_JOINER in tokens else "")
             out[row] = self._row(normalized[-1])
         return as_text_rows(out, normalized, self.ngram, markup, grouped)
