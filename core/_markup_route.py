@@ -124,7 +124,7 @@ def markup_route(
         return None
     ngram = int(ngrams.pop())
     chosen = tuple(words[r] for r in marked)
-    rows = np.asarray(TextView(ngram=ngram, dim=int(run.rows.d))(chosen), dtype=np.float32)
+    rows = TextView(ngram=ngram, dim=int(run.rows.d)).rows(chosen)
     rows /= np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), np.float32(1e-12))
     slot = np.full(len(words), -1, dtype=np.int64)
     slot[marked] = np.arange(len(marked))

@@ -448,6 +448,10 @@ def test_markup_words_keep_the_words_markup_leaves_without_punctuation():
     assert normalize_text(source) == "please select time zone click"
     rows = TextView()([source, "Plain text, no markup."])
     assert rows.markup == (markup_words(source), "")  # "": the normalised text itself
+    # the rows alone (the markup route's), without the texts kept beside them: the same rows
+    np.testing.assert_array_equal(
+        TextView().rows([source, b"Plain text."]), np.asarray(TextView()([source, b"Plain text."]))
+    )
     assert rows[:1].markup is None  # a derived array: unknown
     with pytest.raises(NeardupInputError, match="one markup string per text"):
         as_text_rows(np.zeros((2, 4)), ["a", "b"], 4, ["a"])

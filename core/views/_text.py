@@ -193,6 +193,30 @@ def gram_sets(texts: Iterable[str], ngram: int) -> tuple[np.ndarray, np.ndarray]
     return np.concatenate(owners), np.concatenate(grams)
 
 
+def _strings(texts: Iterable[Any]) -> list[str]:
+    """``texts`` as a list of strings (bytes decoded as UTF-8), or a clear error."""
+    if isinstance(texts, (str, bytes)):
+        raise NeardupInputError(
+            "TextView takes a sequence of texts, got one string; wrap it in a list."
+        )
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise NeardupInputError(
+            f"TextView takes a sequence of strings, got {type(texts).__name__}."
+        ) from None
+    out = []
+    for row, text in enumerate(texts):
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", errors="replace")
+        if not isinstance(text, str):
+            raise NeardupInputError(
+                f"TextView: text {row} is a {type(text).__name__}, not a string."
+            )
+        out.append(text)
+    return out
+
+
 @dataclass(frozen=True)
 class TextView:
     """Hashed character n-gram counts of each normalised text, as one float32 row.
@@ -241,25 +265,10 @@ class TextView:
         return f"text{self.ngram}"
 
     def __call__(self, texts: Iterable[Any]) -> TextRows:
-        if isinstance(texts, (str, bytes)):
-            raise NeardupInputError(
-                "TextView takes a sequence of texts, got one string; wrap it in a list."
-            )
-        try:
-            texts = list(texts)
-        except TypeError:
-            raise NeardupInputError(
-                f"TextView takes a sequence of strings, got {type(texts).__name__}."
-            ) from None
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        strings = _strings(texts)
+        out = np.zeros((len(strings), self.dim), dtype=np.float32)
         normalized, markup, grouped = [], [], []
-        for row, text in enumerate(texts):
-            if isinstance(text, bytes):
-                text = text.decode("utf-8", errors="replace")
-            if not isinstance(text, str):
-                raise NeardupInputError(
-                    f"TextView: text {row} is a {type(text).__name__}, not a string."
-                )
+        for row, text in enumerate(strings):
             # the normalised text is the grouped words joined by spaces (one pass fewer)
             tokens = _grouped_of_folded(_folded(text))
             normalized.append(tokens.replace(TOKEN_JOINER, " "))
@@ -268,6 +277,16 @@ class TextView:
             grouped.append(tokens if TOKEN_JOINER in tokens else "")
             out[row] = self._row(normalized[-1])
         return as_text_rows(out, normalized, self.ngram, markup, grouped)
+
+    def rows(self, texts: Iterable[Any]) -> np.ndarray:
+        """``(N, dim)`` float32 rows of ``texts``, as :meth:`__call__` makes them, without the
+        normalised texts, markup and grouped words it keeps beside them (for a caller that
+        only compares the rows: the markup route's rows of markup words)."""
+        strings = _strings(texts)
+        out = np.zeros((len(strings), self.dim), dtype=np.float32)
+        for row, text in enumerate(strings):
+            out[row] = self._row(normalize_text(text))
+        return out
 
     def _row(self, normalized: str) -> np.ndarray:
         if not normalized:
