@@ -194,16 +194,16 @@ def analyse_view(
                 pairs, join_info, markup = joined.pairs, joined.info, joined.markup
             else:
                 partition = engine.fit(rows, seed=seed)
-                margin = engine.margin_for(rows, partition, graph, searched)
+                margins = engine.margins_for(rows, partition, graph, searched)
                 screen = engine.screen_for(rows, partition, graph, searched, seed=seed)
                 join = {
                     "seed": seed,
                     "partition": partition,
-                    "margin": margin,
+                    "margin": margins,
                     "screen": screen,
                     "progress": progress,
                 }
-                pairs = engine.find_pairs(rows, searched, items=items, **join)
+                pairs, margin = engine.join(rows, searched, items=items, **join)
             pairs, reach_pairs = _beyond(pairs, resolved.value)
             if items is not None:  # each distinct row was joined once: link its copies
                 if ref_index is not None:

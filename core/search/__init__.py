@@ -71,6 +71,7 @@ from ._graph import (
     graph_from_indices,
     row_distances,
 )
+from ._margin import MarginChoice
 from ._minhash import BAND_ROWS, PAIR_RECALL, banded_candidates, bands_for, minhash_signatures
 from ._probe import DEFAULT_PROBES, probed_neighbors, top_k_by_product
 from ._progress import ProgressFn
@@ -95,6 +96,7 @@ __all__ = [
     "Exact",
     "Executor",
     "HomeLimits",
+    "MarginChoice",
     "NeighborGraph",
     "Partition",
     "ProgressFn",

@@ -36,7 +36,7 @@ from ._cells import (
 )
 from ._executor import check_executor
 from ._graph import DEFAULT_TREES, NeighborGraph, build_graph
-from ._margin import EXACT_MARGIN, choose_margin
+from ._margin import EXACT_MARGIN, MarginChoice, choose_margins, trial_holds
 from ._masks import true_positions
 from ._progress import ProgressFn
 from ._rows import Rows
@@ -242,6 +242,8 @@ class CellTask:
     measure: bool = True
     #: (``measure`` False only) ``rows`` end with a column of their squared norms
     with_squares: bool = False
+    #: only the pairs of a primary row with a later, non-primary row
+    cross_only: bool = False
 
 
 def join_cell_task(task: CellTask) -> ClosePairs | tuple[np.ndarray, np.ndarray]:
@@ -251,6 +253,7 @@ def join_cell_task(task: CellTask) -> ClosePairs | tuple[np.ndarray, np.ndarray]
         "threshold": task.threshold,
         "block_size": task.block_size,
         "n_primary": task.n_primary,
+        "cross_only": task.cross_only,
     }
     if not task.measure:
         return screen_cell(task.rows, task.row_ids, with_squares=task.with_squares, **shared)
@@ -481,21 +484,31 @@ class Cells(Backend):
         self, rows: Rows, partition: Partition, graph: NeighborGraph, threshold: float
     ) -> float:
         """The spill margin (a multiple of ``threshold``): ``self.margin``, or when ``None``
-        chosen from the close pairs of the sampled neighbour ``graph`` (:func:`choose_margin`).
+        chosen from the close pairs of the sampled neighbour ``graph`` (the ladder's margin of
+        :meth:`margins_for`, without its trial).
         """
+        return self.margins_for(rows, partition, graph, threshold).margin
+
+    def margins_for(
+        self, rows: Rows, partition: Partition, graph: NeighborGraph, threshold: float
+    ) -> MarginChoice:
+        """The spill margin and the lower one :meth:`join` tries first
+        (``neardup.search._margin``): ``self.margin`` alone when set; else chosen from the
+        close pairs of the sampled neighbour ``graph``, with no trial for a torch ``device``."""
         if self.margin is not None:
-            return float(self.margin)
+            return MarginChoice(float(self.margin))
         close = graph.distances <= threshold
         sample_at, _ = true_positions(close)
         neighbor_ids, neighbor_at = np.unique(graph.indices[close], return_inverse=True)
         with blas_threads(self.blas_threads):
-            return choose_margin(
+            choice = choose_margins(
                 partition,
                 rows.take(graph.query_rows),
                 (sample_at.astype(np.int64), neighbor_at.astype(np.int64)),
                 rows.take(neighbor_ids),
                 threshold,
             )
+        return choice if self.device is None else MarginChoice(choice.margin)
 
     def screen_for(
         self,
@@ -543,7 +556,7 @@ class Cells(Backend):
         *,
         seed: int,
         partition: Partition | None = None,
-        margin: float | None = None,
+        margin: float | MarginChoice | None = None,
         items: np.ndarray | None = None,
         screen: np.ndarray | None = None,
         progress: ProgressFn | None = None,
@@ -551,72 +564,120 @@ class Cells(Backend):
         """Every pair of rows within ``threshold`` (exactly with a margin >= 0.5).
 
         ``margin``: the spill margin as a multiple of the threshold (``None``: ``self.margin``,
-        or 0.5 when that is ``None`` too; :meth:`margin_for` chooses one). ``items``
+        or 0.5 when that is ``None`` too; :meth:`margin_for` chooses one), or a
+        :class:`~neardup.search.MarginChoice` whose trial margin is tried first
+        (:meth:`margins_for`; :meth:`join` also says which margin stood). ``items``
         (ascending global rows): join only these rows (the distinct rows, when exact copies
         were grouped first); ``None``: every row. ``screen``: the ``(d', d)`` orthonormal
         projection the cells are screened through (:meth:`screen_for`; the same pairs).
         """
+        pairs, _ = self.join(
+            rows,
+            threshold,
+            seed=seed,
+            partition=partition,
+            margin=margin,
+            items=items,
+            screen=screen,
+            progress=progress,
+        )
+        return pairs
+
+    def join(
+        self,
+        rows: Rows,
+        threshold: float,
+        *,
+        seed: int,
+        partition: Partition | None = None,
+        margin: float | MarginChoice | None = None,
+        items: np.ndarray | None = None,
+        screen: np.ndarray | None = None,
+        progress: ProgressFn | None = None,
+    ) -> tuple[ClosePairs, float]:
+        """:meth:`find_pairs`'s pairs and the margin they were joined at.
+
+        With a :class:`~neardup.search.MarginChoice` that has a trial margin, the rows are
+        routed and joined at the trial margin first. When the pairs found do not show that it
+        suffices (``neardup.search._margin.trial_holds``), the rows are routed again at the
+        larger margin, each entry marked by whether the trial margin makes it too
+        (``route_entries``'s ``low_margin``: exactly the first routing's entries), and the
+        other entries are joined against each cell's primary rows: then the pairs are exactly
+        those of the larger margin.
+        """
+        choice = (
+            margin if isinstance(margin, MarginChoice) else MarginChoice(_margin_of(self, margin))
+        )
+        trial = choice.trial
+        if trial is not None and (self.device is not None or trial >= choice.margin):
+            trial = None
         with blas_threads(self.blas_threads):
             partition = self.fit(rows, seed=seed) if partition is None else partition
-            executor = check_executor(self.executor)
+            projected = on_block = None
             if _projects_once(rows, partition, screen, self.device):
-                return self._screened_pairs(
-                    rows, partition, threshold, margin, items, screen, executor, progress
-                )
-            tasks = self.cell_tasks(
+                projected, on_block = _projection_sink(rows, screen)
+            joining = functools.partial(
+                self._join_routed,
                 rows,
                 partition,
                 threshold,
-                margin=margin,
-                items=items,
                 screen=screen,
+                projected=projected,
+                executor=check_executor(self.executor),
                 progress=progress,
             )
-            return merge_pairs(executor.map(join_cell_task, tasks))
+            first = choice.margin if trial is None else trial
+            routed = self.route(
+                rows, partition, threshold, margin=first, items=items, on_block=on_block
+            )
+            found = joining(routed, part="all")
+            del routed
+            if trial is None:
+                return found, choice.margin
+            if trial_holds(partition, rows.take(found.i), rows.take(found.j), trial, threshold):
+                return found, trial
+            routed = self.route(
+                rows, partition, threshold, margin=choice.margin, low_margin=trial, items=items
+            )
+            return merge_pairs([found, joining(routed, part="beyond")]), choice.margin
 
-    def _screened_pairs(
+    def _join_routed(
         self,
         rows: Rows,
         partition: Partition,
         threshold: float,
-        margin: float | None,
-        items: np.ndarray | None,
-        screen: np.ndarray,
+        routed: tuple,
+        *,
+        part: str,
+        screen: np.ndarray | None,
+        projected: np.ndarray | None,
         executor: Any,
         progress: ProgressFn | None,
     ) -> ClosePairs:
-        """:meth:`find_pairs` through the ``(d', d)`` projection ``screen``: every row is
-        projected once, in the routing pass (an ``(N, d')`` float32 matrix), the cells screen
-        their projected rows and return unmeasured candidates, and the candidates of all cells
-        are measured here in full width, each pair once (:func:`_measured`). A cell whose
-        screen passes more than 5 % of its pairs is joined again in full width instead. The
-        same pairs and distances as screening and measuring cell by cell (measured at 1M x 64:
-        54,634 candidates for 3.3M routed rows, whose full-width gathers, normalisation and
-        per-cell projections this saves)."""
-        width = screen.shape[0]
-        # (N, d' + 1): the projected rows and their squared norms, gathered together by every
-        # cell (one gather, and no per-cell sums of squares)
-        projected = mapped_empty((rows.n, width + 1))  # 4 KiB pages: see mapped_empty
-        across = np.ascontiguousarray(screen.T)  # (d, d'): 65,536 x 64 rows 7.9 -> 4.3 ms
+        """The pairs of the routed entries' cells (``part`` as in :meth:`cell_tasks`).
 
-        def project(start: int, block: np.ndarray) -> None:
-            out = projected[start : start + len(block)]
-            np.matmul(block, across, out=out[:, :width])
-            np.einsum("ij,ij->i", out[:, :width], out[:, :width], out=out[:, width])
-
-        routed = self.route(
-            rows, partition, threshold, margin=margin, items=items, on_block=project
-        )
-        shapes: list[tuple[np.ndarray, int]] = []  # (row ids, primary rows) of every task
+        With ``projected`` (the ``(N, d' + 1)`` rows through ``screen`` and their squared
+        norms, made in the routing pass): the cells screen their projected rows and return
+        unmeasured candidates, and the candidates of all cells are measured here in full
+        width, each pair once (:func:`_measured`). A cell whose screen passes more than 5 % of
+        its pairs is joined again in full width instead. The same pairs and distances as
+        screening and measuring cell by cell (measured at 1M x 64: 54,634 candidates for 3.3M
+        routed rows, whose full-width gathers, normalisation and per-cell projections this
+        saves)."""
+        shapes: list[tuple[np.ndarray, int]] | None = [] if projected is not None else None
         tasks = self.cell_tasks(
             rows,
             partition,
             threshold,
+            screen=screen,
             routed=routed,
             projected=projected,
             shapes=shapes,
             progress=progress,
+            part=part,
         )
+        if projected is None:
+            return merge_pairs(executor.map(join_cell_task, tasks))
         found_i, found_j, joined = [], [], []
         for k, (i, j) in enumerate(executor.map(join_cell_task, tasks)):
             ids, n_primary = shapes[k]
@@ -629,6 +690,7 @@ class Cells(Backend):
                         threshold=float(threshold),
                         block_size=self.block_size,
                         n_primary=n_primary,
+                        cross_only=part == "beyond",
                     )
                 )
                 continue
@@ -643,31 +705,44 @@ class Cells(Backend):
         threshold: float,
         *,
         margin: float | None = None,
+        low_margin: float | None = None,
         items: np.ndarray | None = None,
         on_block: Callable[[int, np.ndarray], None] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(row, cell, primary)`` of every routed entry (of ``items`` only, when given),
-        sorted by cell, primary rows first and by row within each cell. ``margin``: as in
-        :meth:`find_pairs`. ``on_block(start, block)``: called with every ``(b, d)`` block of
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """``(row, cell, primary, low)`` of every routed entry (of ``items`` only, when
+        given), sorted by cell, primary rows first, then the entries that ``low_margin`` makes
+        too (``low`` True), then the others, and by row within each. ``margin``: as in
+        :meth:`find_pairs`; ``low_margin`` (a multiple of the threshold below ``margin``, which
+        must be below 0.5): also mark the entries of routing at it (``None``: ``low`` is
+        ``None``). ``on_block(start, block)``: called with every ``(b, d)`` block of
         normalised rows the routing reads (all rows, ``items`` or not), in order."""
-        if margin is None:
-            margin = EXACT_MARGIN if self.margin is None else self.margin
+        margin = _margin_of(self, margin)
         home_only = float(margin) < EXACT_MARGIN  # not exact anyway: the cheaper routing
+        if low_margin is not None and not (home_only and low_margin <= margin):
+            raise ValueError(f"low_margin {low_margin} needs a margin above it and below 0.5")
+        low_distance = None if low_margin is None else float(low_margin) * float(threshold)
         margin = float(margin) * float(threshold)
         if partition.n_cells == 1 and partition.projection is None:
             if on_block is not None:
                 for start, block in rows.blocks(_route_rows(rows.d)):
                     on_block(start, block)
             row = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items)
-            return row, np.zeros(len(row), dtype=np.int64), np.ones(len(row), dtype=bool)
+            primary = np.ones(len(row), dtype=bool)
+            return (
+                row,
+                np.zeros(len(row), dtype=np.int64),
+                primary,
+                None if low_margin is None else primary,
+            )
         keep = None
         if items is not None:
             keep = np.zeros(rows.n, dtype=bool)
             keep[items] = True
         n = np.int64(rows.n)
-        small = 2 * partition.n_cells <= _SMALL_KEYS
-        keys, at = [], []  # per block: (cell, primary first) keys and their rows
-        limits = HomeLimits.within(partition, margin, _HOME_LIMITS_BYTES) if home_only else None
+        tiers = 2 if low_margin is None else 4  # primary, (low,) other: a key's lowest bits
+        small = tiers * partition.n_cells <= _SMALL_KEYS
+        keys, at = [], []  # per block: (cell, tier) keys and their rows
+        limits = HomeLimits.within(partition, _HOME_LIMITS_BYTES) if home_only else None
         for start, block in rows.blocks(_route_rows(rows.d), reuse=True):
             if on_block is not None:
                 on_block(start, block)
@@ -680,33 +755,37 @@ class Cells(Backend):
             squares = rows.squares(start, block)  # recorded by the sample kNN's pass
             if local is not None:
                 block, squares = block[local], squares[local]
-            r, c, p, _ = route_entries(
+            r, c, p, _, *low = route_entries(
                 partition,
                 block,
                 margin=margin,
                 home_only=home_only,
                 home_limits=limits,
                 squares=squares,
+                low_margin=low_distance,
             )
             del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
                 r = local[r]
+            tier = (~p).astype(np.int64)  # 0 primary, 1 other (with a low margin: 1 low, 2 other)
+            if low:
+                tier += ~low[0]
             if mine is not None:
                 kept = np.take(mine, r)
-                r, c, p = r[kept], c[kept], p[kept]
-            if not small:  # one int64 per entry, (cell, primary first, row): sorted below
-                keys.append((c * 2 + ~p) * n + (r + start))
+                r, c, tier = r[kept], c[kept], tier[kept]
+            if not small:  # one int64 per entry, (cell, tier, row): sorted below
+                keys.append((c * tiers + tier) * n + (r + start))
                 continue
             by_row = stable_order(r, _ROUTE_ROWS)  # the block's entries in row order
-            keys.append((c * 2 + ~p)[by_row].astype(np.uint16))
+            keys.append((c * tiers + tier)[by_row].astype(np.uint16))
             at.append((r[by_row] + start).astype(_index_dtype(int(n))))
         del limits  # its buffer goes back before the entries are sorted (the peak)
         if not small:
             key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
             del keys
             key.sort()  # in place: no argsort index and no gathers (the entries set the peak)
-            return _decode_entries(key, n, partition.n_cells)
-        return _order_entries(keys, at, partition.n_cells, int(n))
+            return _decode_entries(key, n, partition.n_cells, tiers)
+        return _order_entries(keys, at, partition.n_cells, int(n), tiers)
 
     def cell_tasks(
         self,
@@ -718,9 +797,10 @@ class Cells(Backend):
         items: np.ndarray | None = None,
         screen: np.ndarray | None = None,
         progress: ProgressFn | None = None,
-        routed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+        routed: tuple | None = None,
         projected: np.ndarray | None = None,
         shapes: list[tuple[np.ndarray, int]] | None = None,
+        part: str = "all",
     ):
         """Lazily built :class:`CellTask` of every non-empty cell, in cell order (screened
         through ``screen``, a ``(d', d)`` orthonormal projection, when given).
@@ -729,24 +809,45 @@ class Cells(Backend):
         ``(N, d' + 1)`` projected rows, each followed by its squared norm; the tasks then carry
         their rows' projections and return unmeasured candidates (``CellTask.measure`` False).
         ``shapes``: a list to which each task's ``(row ids, primary rows)`` is appended as it
-        is built.
+        is built. ``part`` (entries routed with a ``low_margin``): ``"low"``, each cell's
+        primary and low entries; ``"beyond"``, its primary rows against its other entries
+        (``CellTask.cross_only``); ``"all"``, every entry.
         """
         if routed is None:
             routed = self.route(rows, partition, threshold, margin=margin, items=items)
-        row, cell, primary = routed
+        row, cell, primary, low = routed
         bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
         n_primary = np.add.reduceat(primary, bounds[:-1]) if len(row) else []
+        n_low = n_primary
+        if part != "all":
+            n_low = np.add.reduceat(low, bounds[:-1]) if len(row) else []
+        label = "joining cells" if part != "beyond" else "joining cells at the wider margin"
         for c in range(partition.n_cells):
             lo, hi = int(bounds[c]), int(bounds[c + 1])
+            if part == "low":
+                hi = lo + int(n_low[c]) if hi > lo else hi
             if hi - lo >= 2 and n_primary[c] >= 1:
                 ids = row[lo:hi]
-                if shapes is not None:
-                    shapes.append((ids, int(n_primary[c])))
-                yield self._cell_task(
-                    rows, partition, ids, int(n_primary[c]), threshold, screen, projected
-                )
+                if part == "beyond":
+                    # the primary rows, then the entries beyond the low margin
+                    ids = np.concatenate(
+                        [row[lo : lo + int(n_primary[c])], row[lo + int(n_low[c]) : hi]]
+                    )
+                if part != "beyond" or len(ids) > n_primary[c]:
+                    if shapes is not None:
+                        shapes.append((ids, int(n_primary[c])))
+                    yield self._cell_task(
+                        rows,
+                        partition,
+                        ids,
+                        int(n_primary[c]),
+                        threshold,
+                        screen,
+                        projected,
+                        cross_only=part == "beyond",
+                    )
             if progress:
-                progress("joining cells", c + 1, partition.n_cells)
+                progress(label, c + 1, partition.n_cells)
 
     def _cell_task(
         self,
@@ -757,6 +858,8 @@ class Cells(Backend):
         threshold: float,
         screen: np.ndarray | None,
         projected: np.ndarray | None,
+        *,
+        cross_only: bool = False,
     ) -> CellTask:
         """The :class:`CellTask` of one cell's rows ``ids`` (primary rows first)."""
         common = {
@@ -765,6 +868,7 @@ class Cells(Backend):
             "threshold": float(threshold),
             "block_size": self.block_size,
             "device": self.device,
+            "cross_only": cross_only,
         }
         if projected is not None:  # np.take: faster than projected[ids]
             rows = np.take(projected, ids, axis=0)
@@ -796,6 +900,32 @@ class Cells(Backend):
 #: above (e.g. 10M x 64: 1.28 GB), each cell projects its own rows, as the input may be a
 #: memory map that the engine never holds in full.
 _PROJECTED_BYTES = 256 << 20
+
+
+def _margin_of(engine: Cells, margin: float | None) -> float:
+    """The spill margin a join uses: ``margin``, else the engine's own, else the exact 0.5."""
+    if margin is not None:
+        return float(margin)
+    return EXACT_MARGIN if engine.margin is None else float(engine.margin)
+
+
+def _projection_sink(
+    rows: Rows, screen: np.ndarray
+) -> tuple[np.ndarray, Callable[[int, np.ndarray], None]]:
+    """An ``(N, d' + 1)`` float32 matrix for the rows through the ``(d', d)`` ``screen``, each
+    followed by its squared norm (one gather serves every cell, with no per-cell sums of
+    squares), and the ``on_block(start, block)`` that fills it from :meth:`Cells.route`'s
+    pass over the rows."""
+    width = screen.shape[0]
+    projected = mapped_empty((rows.n, width + 1))  # 4 KiB pages: see mapped_empty
+    across = np.ascontiguousarray(screen.T)  # (d, d'): 65,536 x 64 rows 7.9 -> 4.3 ms
+
+    def project(start: int, block: np.ndarray) -> None:
+        out = projected[start : start + len(block)]
+        np.matmul(block, across, out=out[:, :width])
+        np.einsum("ij,ij->i", out[:, :width], out[:, :width], out=out[:, width])
+
+    return projected, project
 
 
 def _projects_once(
@@ -855,18 +985,21 @@ _SMALL_KEYS = 1 << 16
 
 
 def _order_entries(
-    keys: list[np.ndarray], at: list[np.ndarray], n_cells: int, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(row, cell, primary)`` sorted by cell, primary first, then row, from per-block
-    ``(e_b,)`` uint16 keys ``cell * 2 + (not primary)`` and their rows, each block in row order
-    and the blocks in row order: one stable radix sort of the keys keeps the rows ascending
-    within each key (at 1M x 64, 3.3M entries: about 0.09 s, against 0.22 s for sorting
-    int64 keys of ``(cell, primary, row)`` and decoding them)."""
+    keys: list[np.ndarray], at: list[np.ndarray], n_cells: int, n: int, tiers: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(row, cell, primary, low)`` sorted by cell, tier, then row, from per-block ``(e_b,)``
+    uint16 keys ``cell * tiers + tier`` and their rows, each block in row order and the blocks
+    in row order: one stable radix sort of the keys keeps the rows ascending within each key
+    (at 1M x 64, 3.3M entries: about 0.09 s, against 0.22 s for sorting int64 keys of
+    ``(cell, primary, row)`` and decoding them). Tiers: 0 primary, 1 other (``tiers`` 2;
+    ``low`` ``None``), or 0 primary, 1 low, 2 other (``tiers`` 4)."""
     if not keys:
+        empty = np.zeros(0, dtype=bool)
         return (
             np.zeros(0, _index_dtype(n)),
             np.zeros(0, _index_dtype(n_cells)),
-            np.zeros(0, dtype=bool),
+            empty,
+            None if tiers == 2 else empty.copy(),
         )
     key = np.concatenate(keys)
     del keys[:]
@@ -876,9 +1009,10 @@ def _order_entries(
     row = row[order]
     key = key[order]
     del order
-    cell = (key >> 1).astype(_index_dtype(n_cells))
-    primary = (key & 1) == 0
-    return row, cell, primary
+    shift = tiers.bit_length() - 1
+    cell = (key >> shift).astype(_index_dtype(n_cells))
+    tier = key & (tiers - 1)
+    return row, cell, tier == 0, None if tiers == 2 else tier <= 1
 
 
 #: entries decoded at a time (bounded int64 temporaries).
@@ -886,19 +1020,25 @@ _DECODE_CHUNK = 1 << 22
 
 
 def _decode_entries(
-    key: np.ndarray, n: np.int64, n_cells: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(row, cell, primary)`` of sorted keys ``(cell * 2 + (not primary)) * n + row``, in
-    int32 where the values fit (measured at 1M x 64: about 3.3 entries a row)."""
+    key: np.ndarray, n: np.int64, n_cells: int, tiers: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(row, cell, primary, low)`` of sorted keys ``(cell * tiers + tier) * n + row`` (tiers
+    as in :func:`_order_entries`), in int32 where the values fit (measured at 1M x 64: about
+    3.3 entries a row)."""
     row = np.empty(len(key), dtype=_index_dtype(int(n)))
     cell = np.empty(len(key), dtype=_index_dtype(n_cells))
     primary = np.empty(len(key), dtype=bool)
+    low = None if tiers == 2 else np.empty(len(key), dtype=bool)
+    shift = tiers.bit_length() - 1
     for start in range(0, len(key), _DECODE_CHUNK):
         stop = start + _DECODE_CHUNK
         quotient, row[start:stop] = np.divmod(key[start:stop], n)
-        cell[start:stop] = quotient >> 1
-        np.equal(quotient & 1, 0, out=primary[start:stop])
-    return row, cell, primary
+        cell[start:stop] = quotient >> shift
+        tier = quotient & (tiers - 1)
+        np.equal(tier, 0, out=primary[start:stop])
+        if low is not None:
+            np.less_equal(tier, 1, out=low[start:stop])
+    return row, cell, primary, low
 
 
 def _index_dtype(count: int) -> type:

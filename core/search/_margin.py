@@ -11,33 +11,84 @@ between the pair and the boundary's normal, small in high dimension). Measured a
 So the margin is the exact ``0.5`` when that is cheap (few copies per row), and otherwise the
 smallest margin of a fixed ladder that joins every close pair of the seeded sample, one rung
 up for safety and never below ``0.15``.
+
+A seeded sample holds few close pairs (17 among 250 sampled rows of 1M x 64), too few to see
+a tail of 1 % of pairs that need a wider margin. Where the ladder would go below the floor
+(every sampled pair meets at ``0.05``), the join itself decides (:class:`MarginChoice`): it
+first joins at the lower margin ``0.1``, then measures how many of the thousands of pairs it
+found needed more than half of it (they would have been lost at ``0.05``). Pairs that need more
+than the margin are lost, and their share is at most about that of the band just below it
+(the pairs' needs thin out towards larger margins: measured on ``bench_recall.make_hard``
+rows, pairs spread up to the threshold, 300,000 x 64, the band's share 1.9 % where 0.81 %
+were lost, 1.2 % where 0.18 %; on the benchmark's 1M x 64, 0.055 % where none). When that
+share is at most :data:`TRIAL_BAND_SHARE` of at least :data:`TRIAL_MIN_PAIRS` pairs, the lower
+margin stands; otherwise the entries between the two margins are joined too, which gives the
+pairs of the ladder's margin exactly (one routing serves both: see ``route_entries``'s
+``low_margin``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 from .._stats import distinct
 from ._cells import Partition, route_rows
 
-__all__ = ["EXACT_MARGIN", "choose_margin"]
+__all__ = [
+    "EXACT_MARGIN",
+    "TRIAL_BAND_SHARE",
+    "TRIAL_MIN_PAIRS",
+    "MarginChoice",
+    "choose_margins",
+    "trial_holds",
+]
 
 #: the margin (a multiple of the threshold) that finds every pair.
 EXACT_MARGIN = 0.5
 #: margins tried, ascending (multiples of the threshold).
 _LADDER = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, EXACT_MARGIN)
 _FLOOR = 0.15
+#: the lower margin the join tries first where the ladder goes below the floor.
+_TRIAL = 0.1
 #: at most this many cells per row at the exact margin: keep it exact.
 _CHEAP_ENTRIES_PER_ROW = 2.0
+#: the trial margin stands when at most this share of the pairs it found needed more than half
+#: of it...
+TRIAL_BAND_SHARE = 0.001
+#: ...among at least this many pairs (fewer cannot show a share of 0.1 %).
+TRIAL_MIN_PAIRS = 3000
+#: no trial where more than this share of the sampled close pairs are longer than twice the
+#: trial margin: only such pairs can need more than it (two rows on either side of a boundary
+#: are together at most the pair's length from it), and a join that will not hold is wasted.
+_TRIAL_LONG_SHARE = 0.25
 
 
-def choose_margin(
+@dataclass(frozen=True)
+class MarginChoice:
+    """The spill margin of a join (multiples of the threshold).
+
+    Attributes
+    ----------
+    margin:
+        The ladder's margin (:func:`choose_margins`): what the join uses unless the trial holds.
+    trial:
+        A lower margin joined first (``None``: none), kept when :func:`trial_holds` on the
+        pairs it found.
+    """
+
+    margin: float
+    trial: float | None = None
+
+
+def choose_margins(
     partition: Partition,
     sample: np.ndarray,
     pairs: tuple[np.ndarray, np.ndarray],
     neighbors: np.ndarray,
     threshold: float,
-) -> float:
+) -> MarginChoice:
     """The spill margin, as a multiple of ``threshold``, for joining with ``partition``.
 
     Parameters
@@ -57,24 +108,65 @@ def choose_margin(
 
     Returns
     -------
-    float
-        ``0.5`` (exact) when that routes each sampled row to at most 2 cells on average;
-        otherwise the smallest margin of the ladder ``0.05 ... 0.5`` at which every sampled
-        pair meets in a cell, one rung up, and at least ``0.15``.
+    MarginChoice
+        ``margin``: ``0.5`` (exact) when that routes each sampled row to at most 2 cells on
+        average; otherwise the smallest margin of the ladder ``0.05 ... 0.5`` at which every
+        sampled pair meets in a cell, one rung up, and at least ``0.15``. ``trial``: ``0.1``
+        where the rung up is below that floor, else ``None``.
     """
     if partition.n_cells == 1 or len(sample) == 0 or threshold <= 0:
-        return EXACT_MARGIN
+        return MarginChoice(EXACT_MARGIN)
     row, _ = route_rows(partition, sample, margin=EXACT_MARGIN * threshold)
     if len(row) <= _CHEAP_ENTRIES_PER_ROW * len(sample):
-        return EXACT_MARGIN
+        return MarginChoice(EXACT_MARGIN)
     a, b = pairs
     for rung, margin in enumerate(_LADDER):
         if _all_pairs_meet(
             partition, sample, neighbors, a, b, margin * threshold, home_only=margin < EXACT_MARGIN
         ):
             safe = _LADDER[min(rung + 1, len(_LADDER) - 1)]
-            return max(safe, _FLOOR)
-    return EXACT_MARGIN
+            trial = max(safe, _TRIAL) if safe < _FLOOR else None
+            if (
+                trial is not None
+                and _long_share(sample[a], neighbors[b], 2 * trial * threshold) > _TRIAL_LONG_SHARE
+            ):
+                trial = None  # pairs spread out towards the threshold: the trial would not hold
+            return MarginChoice(max(safe, _FLOOR), trial)
+    return MarginChoice(EXACT_MARGIN)
+
+
+def _long_share(first: np.ndarray, second: np.ndarray, length: float) -> float:
+    """Share of the pairs ``(first[k], second[k])`` (``(p, d)`` rows) longer than ``length``."""
+    if len(first) == 0:
+        return 0.0
+    diff = first.astype(np.float64) - second
+    return float(np.mean(np.einsum("ij,ij->i", diff, diff) > length * length))
+
+
+def trial_holds(
+    partition: Partition, first: np.ndarray, second: np.ndarray, trial: float, threshold: float
+) -> bool:
+    """Whether a join at the ``trial`` margin (a multiple of ``threshold``) is kept, from the
+    pairs it found: at least :data:`TRIAL_MIN_PAIRS` pairs, of which at most
+    :data:`TRIAL_BAND_SHARE` do not meet in a cell at half the trial margin.
+
+    Parameters
+    ----------
+    partition:
+        The join's partition.
+    first, second:
+        ``(p, d)`` float32 normalised rows of the found pairs (row ``k`` of each: one pair).
+    trial:
+        The margin they were joined at.
+    threshold:
+        The join's distance.
+    """
+    n = len(first)
+    if n < TRIAL_MIN_PAIRS:
+        return False
+    pair = np.arange(n, dtype=np.int64)
+    unmet = n - _meeting(partition, first, second, pair, pair, 0.5 * trial * threshold, True)
+    return unmet <= TRIAL_BAND_SHARE * n
 
 
 def _cells_of(
@@ -106,6 +198,19 @@ def _all_pairs_meet(
     (rows routed as :class:`Cells` routes them at this margin)."""
     if len(a) == 0:
         return True
+    return _meeting(partition, sample, neighbors, a, b, margin, home_only) == len(a)
+
+
+def _meeting(
+    partition: Partition,
+    sample: np.ndarray,
+    neighbors: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    margin: float,
+    home_only: bool,
+) -> int:
+    """How many pairs ``(sample[a], neighbors[b])`` share a cell where one is primary."""
     cells = np.int64(partition.n_cells)
     pair_a, cell_a, primary_a = _cells_of(partition, sample, a, margin, home_only)
     pair_b, cell_b, primary_b = _cells_of(partition, neighbors, b, margin, home_only)
@@ -113,4 +218,4 @@ def _all_pairs_meet(
         pair_a * cells + cell_a, pair_b * cells + cell_b, assume_unique=True, return_indices=True
     )
     joined = primary_a[at_a] | primary_b[at_b]
-    return len(distinct(pair_a[at_a][joined])) == len(a)
+    return len(distinct(pair_a[at_a][joined]))

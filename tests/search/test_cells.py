@@ -181,14 +181,14 @@ def test_home_only_routing_has_one_primary_entry_per_row_at_its_home(data):
 def test_home_limits_kept_across_blocks_give_the_same_entries(data):
     part = fit_partition(data[:2000], n_cells=100, seed=3)
     margin = 0.05
-    limits = HomeLimits(part, margin)
+    limits = HomeLimits(part)  # gaps: the same tables serve any margin
     for start in range(0, len(data), 700):  # blocks reuse the tables of the first ones
         block = data[start : start + 700]
         plain = route_entries(part, block, margin=margin, home_only=True)
         kept = route_entries(part, block, margin=margin, home_only=True, home_limits=limits)
         for a, b in zip(plain, kept):
             assert np.array_equal(a, b)
-    assert HomeLimits.within(part, margin, budget=4 * part.n_cells**2 - 1) is None
+    assert HomeLimits.within(part, budget=4 * part.n_cells**2 - 1) is None
 
 
 def test_merge_pairs_is_order_independent(data):
@@ -430,8 +430,8 @@ def test_route_entries_sorted_by_cell_primary_first_then_row(data, margin):
     backend = Cells(n_cells=40)
     partition = backend.fit(rows, seed=0)
     items = np.arange(0, len(data), 3)
-    row, cell, primary = backend.route(rows, partition, 0.4, margin=margin, items=items)
-    assert row.dtype == cell.dtype == np.int32 and primary.dtype == bool
+    row, cell, primary, low = backend.route(rows, partition, 0.4, margin=margin, items=items)
+    assert row.dtype == cell.dtype == np.int32 and primary.dtype == bool and low is None
     # the same entries as routing the chosen rows in one go, in (cell, primary first, row)
     r, c, p, _ = route_entries(
         partition, rows.matrix()[items], margin=margin * 0.4, home_only=margin < 0.5
