@@ -507,6 +507,7 @@ class Cells(Backend):
                 (sample_at.astype(np.int64), neighbor_at.astype(np.int64)),
                 rows.take(neighbor_ids),
                 threshold,
+                n_rows=rows.n,
             )
         return choice if self.device is None else MarginChoice(choice.margin)
 

@@ -88,6 +88,8 @@ def choose_margins(
     pairs: tuple[np.ndarray, np.ndarray],
     neighbors: np.ndarray,
     threshold: float,
+    *,
+    n_rows: int | None = None,
 ) -> MarginChoice:
     """The spill margin, as a multiple of ``threshold``, for joining with ``partition``.
 
@@ -105,6 +107,8 @@ def choose_margins(
         ``(q, d)`` float32 rows, the sampled rows' close neighbours.
     threshold:
         The join's distance.
+    n_rows:
+        Rows the join covers, the sample's among them (``None``: the sample's own count).
 
     Returns
     -------
@@ -112,7 +116,11 @@ def choose_margins(
         ``margin``: ``0.5`` (exact) when that routes each sampled row to at most 2 cells on
         average; otherwise the smallest margin of the ladder ``0.05 ... 0.5`` at which every
         sampled pair meets in a cell, one rung up, and at least ``0.15``. ``trial``: ``0.1``
-        where the rung up is below that floor, else ``None``.
+        where the rung up is below that floor, unless the join would find too few pairs for
+        :func:`trial_holds` (the sampled pairs of distinct rows, scaled to ``n_rows``) or more
+        than a quarter of the sampled pairs are longer than twice the trial margin (only such
+        pairs can need more than it: a pair's rows on either side of a boundary are together
+        at most its length from it); else ``None``.
     """
     if partition.n_cells == 1 or len(sample) == 0 or threshold <= 0:
         return MarginChoice(EXACT_MARGIN)
@@ -126,21 +134,29 @@ def choose_margins(
         ):
             safe = _LADDER[min(rung + 1, len(_LADDER) - 1)]
             trial = max(safe, _TRIAL) if safe < _FLOOR else None
-            if (
-                trial is not None
-                and _long_share(sample[a], neighbors[b], 2 * trial * threshold) > _TRIAL_LONG_SHARE
+            if trial is not None and not _worth_a_trial(
+                sample[a], neighbors[b], trial * threshold, len(sample), n_rows
             ):
-                trial = None  # pairs spread out towards the threshold: the trial would not hold
+                trial = None
             return MarginChoice(max(safe, _FLOOR), trial)
     return MarginChoice(EXACT_MARGIN)
 
 
-def _long_share(first: np.ndarray, second: np.ndarray, length: float) -> float:
-    """Share of the pairs ``(first[k], second[k])`` (``(p, d)`` rows) longer than ``length``."""
-    if len(first) == 0:
-        return 0.0
+def _worth_a_trial(
+    first: np.ndarray, second: np.ndarray, trial: float, n_sampled: int, n_rows: int | None
+) -> bool:
+    """Whether a join at the ``trial`` margin (a distance) may hold, from the sampled close
+    pairs ``(first[k], second[k])`` (``(p, d)`` rows) of ``n_sampled`` rows among ``n_rows``:
+    enough pairs of distinct rows expected in all (at least :data:`TRIAL_MIN_PAIRS`, each
+    counted from both its rows), and at most :data:`_TRIAL_LONG_SHARE` of the pairs longer
+    than twice the trial margin. A join that will not hold costs a second routing."""
     diff = first.astype(np.float64) - second
-    return float(np.mean(np.einsum("ij,ij->i", diff, diff) > length * length))
+    squares = np.einsum("ij,ij->i", diff, diff)
+    rows = n_sampled if n_rows is None else n_rows
+    expected = np.count_nonzero(squares > 0) * rows / (2 * max(1, n_sampled))
+    if expected < TRIAL_MIN_PAIRS:
+        return False
+    return float(np.mean(squares > (2 * trial) ** 2)) <= _TRIAL_LONG_SHARE
 
 
 def trial_holds(

@@ -13,9 +13,11 @@ from neardup.search import (
     Cells,
     ClosePairs,
     HomeLimits,
+    MarginChoice,
     Partition,
     Rows,
     ThreadExecutor,
+    _margin,
     build_graph,
     fit_partition,
     join_cell,
@@ -24,7 +26,9 @@ from neardup.search import (
     route_rows,
     sample_rows,
     sampled_neighbor_graph,
+    screen_cell,
 )
+from neardup.search._cells import orthonormal_projection
 
 
 def _clustered(n: int, d: int, seed: int = 0) -> np.ndarray:
@@ -601,3 +605,163 @@ def test_coarse_centres_fitted_on_a_subset_of_the_sample():
     expected = _cells._kmeans(x[::4], 10, np.random.default_rng(3))
     np.testing.assert_array_equal(subset.coarse, expected)  # every coarse cell kept here
     assert np.all(np.diff(subset.parent) >= 0) and 90 <= subset.n_cells <= 110
+
+
+# --------------------------------------------------------------------------- trial margin
+# one routing that marks a lower margin's entries, joins of a cell's primary rows against its
+# other entries alone, and the trial kept or topped up
+
+
+@pytest.fixture(scope="module")
+def spread() -> np.ndarray:
+    """64 dimensions, exact and noisy copies: cells of 24 rows spill a row into many."""
+    return _clustered(3000, 64, seed=1)
+
+
+def _entries(routed: tuple) -> set[tuple[int, int, bool]]:
+    row, cell, primary = routed[:3]
+    return set(zip(row.tolist(), cell.tolist(), primary.tolist()))
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_low_margin_marks_exactly_the_entries_of_routing_at_it(spread, kept):
+    part = fit_partition(spread[:2000], n_cells=100, seed=3)  # two levels
+    limits = HomeLimits(part) if kept else None
+    wide = route_entries(
+        part, spread, margin=0.12, home_only=True, low_margin=0.04, home_limits=limits
+    )
+    assert len(wide) == 5
+    row, cell, primary, _, low = wide
+    assert low[primary].all()
+    narrow = route_entries(part, spread, margin=0.04, home_only=True, home_limits=limits)
+    marked = (row[low], cell[low], primary[low])
+    assert _entries(marked) == _entries(narrow)
+    assert len(row) > len(narrow[0]) > len(spread)  # the wider margin makes more entries
+    # without a low margin: the same entries as before, four arrays
+    assert _entries(route_entries(part, spread, margin=0.12, home_only=True)) == _entries(wide)
+
+
+def test_low_margin_needs_the_home_routing(spread):
+    part = fit_partition(spread[:2000], n_cells=100, seed=3)
+    with pytest.raises(ValueError, match="home_only"):
+        route_entries(part, spread, margin=0.2, low_margin=0.1)
+
+
+def test_route_orders_primary_then_trial_then_other_entries(spread):
+    rows = Rows([spread], "row")
+    engine = Cells(cell_size=24)
+    partition = engine.fit(rows, seed=0)
+    row, cell, primary, low = engine.route(rows, partition, 0.4, margin=0.3, low_margin=0.1)
+    tier = np.where(primary, 0, np.where(low, 1, 2))
+    key = (cell.astype(np.int64) * 3 + tier) * len(spread) + row
+    assert np.all(np.diff(key) > 0)  # by cell, tier, then row; no entry twice
+    assert {0, 1, 2} <= set(tier.tolist())
+    narrow = engine.route(rows, partition, 0.4, margin=0.1)
+    assert narrow[3] is None
+    assert _entries((row[low], cell[low], primary[low])) == _entries(narrow)
+    with pytest.raises(ValueError, match="low_margin"):
+        engine.route(rows, partition, 0.4, margin=0.1, low_margin=0.3)
+
+
+@pytest.mark.parametrize("device", [None, "cpu"])
+def test_cross_only_joins_the_primary_rows_against_the_others_alone(spread, device):
+    x = spread[:600].copy()
+    x[400:450] = x[:50] + 1e-3  # pairs across the primary rows' boundary
+    ids = np.arange(5000, 5600)
+    n_primary = 300
+    every = _pairs(join_cell(x, ids, threshold=0.5, n_primary=n_primary, device=device))
+    cross = join_cell(x, ids, threshold=0.5, n_primary=n_primary, cross_only=True, device=device)
+    among_primary = {(i, j) for i, j in every if j < 5000 + n_primary}
+    assert among_primary and _pairs(cross) == every - among_primary
+    assert len(_pairs(cross)) >= 50
+    # the screen of projected rows: the candidates without the primary rows' own pairs
+    i, j = screen_cell(x, ids, threshold=0.5, n_primary=n_primary, cross_only=True)
+    assert np.all(j >= 5000 + n_primary) and _pairs(cross) <= set(zip(i.tolist(), j.tolist()))
+    # nothing but primary rows: nothing to join
+    none = join_cell(x[:10], ids[:10], threshold=0.5, n_primary=10, cross_only=True)
+    assert len(none) == 0
+
+
+@pytest.mark.parametrize("screened", [False, True])
+def test_a_trial_that_does_not_hold_gives_the_pairs_of_the_margin(spread, screened):
+    rows = Rows([spread], "row")
+    engine = Cells(cell_size=24)
+    partition = engine.fit(rows, seed=0)
+    screen = orthonormal_projection(spread[:1000], 32, seed=0)  # screened through 32 columns
+    join = {"seed": 0, "partition": partition, "screen": screen if screened else None}
+    # fewer pairs than a trial needs to hold (TRIAL_MIN_PAIRS): the entries beyond the trial
+    # margin are joined too
+    pairs, used = engine.join(rows, 0.4, margin=MarginChoice(0.3, trial=0.1), **join)
+    assert used == 0.3 and len(pairs) < _margin.TRIAL_MIN_PAIRS
+    plain = engine.find_pairs(rows, 0.4, margin=0.3, **join)
+    assert _pairs(pairs) == _pairs(plain)
+    np.testing.assert_array_equal(pairs.distance, plain.distance)
+    trial_only = _pairs(engine.find_pairs(rows, 0.4, margin=0.1, **join))
+    assert trial_only < _pairs(plain)  # the wider margin found more: the top-up mattered
+    assert _pairs(plain) <= _brute_pairs(spread, 0.4)
+
+
+def test_a_trial_that_holds_is_kept(spread, monkeypatch):
+    monkeypatch.setattr(_margin, "TRIAL_MIN_PAIRS", 10)
+    monkeypatch.setattr(_margin, "TRIAL_BAND_SHARE", 1.0)
+    rows = Rows([spread], "row")
+    engine = Cells(cell_size=24)
+    partition = engine.fit(rows, seed=0)
+    pairs, used = engine.join(
+        rows, 0.4, seed=0, partition=partition, margin=MarginChoice(0.3, trial=0.1)
+    )
+    assert used == 0.1
+    assert _pairs(pairs) == _pairs(
+        engine.find_pairs(rows, 0.4, seed=0, partition=partition, margin=0.1)
+    )
+
+
+def test_trial_holds_reads_the_band_below_the_trial_margin(spread, monkeypatch):
+    monkeypatch.setattr(_margin, "TRIAL_MIN_PAIRS", 10)
+    part = fit_partition(spread[:2000], n_cells=100, seed=3)
+    rng = np.random.default_rng(0)
+    first = spread[:1000]
+    near = first + rng.normal(scale=1e-4, size=first.shape).astype(np.float32)
+    # copies a hair apart share a cell at any margin: none needs more than half the trial
+    assert _margin.trial_holds(part, first, near, 0.1, 0.4)
+    # pairs as long as the threshold straddle boundaries far from their rows
+    far = spread[1000:2000]
+    assert not _margin.trial_holds(part, first, far, 0.1, 0.4)
+    monkeypatch.setattr(_margin, "TRIAL_MIN_PAIRS", 2000)
+    assert not _margin.trial_holds(part, first, near, 0.1, 0.4)  # too few pairs to tell
+
+
+def test_no_trial_where_the_sampled_pairs_are_long(spread):
+    rows = Rows([spread], "row")
+    engine = Cells(cell_size=24)
+    partition = engine.fit(rows, seed=0)
+    sample = spread[:200]
+    a = b = np.arange(200, dtype=np.int64)
+    tight = _margin.choose_margins(partition, sample, (a, b), sample + 1e-4, 0.4, n_rows=1_000_000)
+    assert tight == MarginChoice(0.15, trial=0.1)
+    # too few rows for the pairs a trial needs to hold (TRIAL_MIN_PAIRS): no trial
+    few = _margin.choose_margins(partition, sample, (a, b), sample + 1e-4, 0.4, n_rows=5_000)
+    assert few == MarginChoice(0.15)
+    rng = np.random.default_rng(1)
+    step = rng.normal(size=sample.shape).astype(np.float32)
+    step *= 0.3 * 0.4 / np.linalg.norm(step, axis=1, keepdims=True)  # 0.3 of the threshold
+    long = _margin.choose_margins(partition, sample, (a, b), sample + step, 0.4, n_rows=1_000_000)
+    assert long.trial is None and long.margin >= 0.15
+    # an explicit margin, or a torch device: no trial
+    graph = engine.neighbor_graph(rows, 10, seed=0)
+    assert Cells(cell_size=24, margin=0.2).margins_for(rows, partition, graph, 0.4) == MarginChoice(
+        0.2
+    )
+    on_torch = Cells(cell_size=24, device="cpu").margins_for(rows, partition, graph, 0.4)
+    assert on_torch.trial is None
+
+
+def test_find_duplicates_records_the_trial_margin_and_finds_the_same_sets(monkeypatch):
+    monkeypatch.setattr(_margin, "TRIAL_MIN_PAIRS", 100)  # 20,000 rows hold ~640 pairs
+    x = _clustered(20_000, 64, seed=4)
+    trial = neardup.find_duplicates(x)
+    assert trial.settings["margin_used"] == 0.1
+    wider = neardup.find_duplicates(x, backend=Cells(margin=0.15))
+    assert wider.settings["margin_used"] == 0.15
+    assert [c.ids for c in trial.clusters] == [c.ids for c in wider.clusters]
+    assert len(trial.clusters) > 300
