@@ -18,12 +18,15 @@ Data sets:
     python benchmarks/bench_cells_recall.py                 # all
     python benchmarks/bench_cells_recall.py --only synthetic
     python benchmarks/bench_cells_recall.py --only hard      # 300k x 64, pairs up to t
+    python benchmarks/bench_cells_recall.py --only synthetic-scale  # 1M x 64, the speed data
     python benchmarks/bench_cells_recall.py --only minilm-scale --cache /tmp/minilm60k.npy
 
 ``hard`` (too large for brute force over all pairs): ``bench_recall.make_hard`` rows (5 % noisy
 copies spread from distance 0 to about the ``Relative(0.2)`` threshold, so many sit at its
-edge), default cells, the same partition joined at several margins; recall is against the
-union of the pairs every margin found (the largest margin finds them all).
+edge), default cells, the same partition joined at the automatic margin (with its trial, see
+``neardup.search._margin``) and at several fixed ones; recall is against the union of the
+pairs every margin found (the largest margin finds them all). ``synthetic-scale``: the same
+on ``bench_duplicates.py``'s 1M x 64 rows at the default threshold.
 """
 
 from __future__ import annotations
@@ -217,9 +220,9 @@ def _measure_margins(rows, truth: set, full: float, cell_size: int) -> None:
         with blas_threads(1):
             partition = backend.fit(rows, seed=0)
             graph = backend.neighbor_graph(rows, 10, seed=0)
-            used = backend.margin_for(rows, partition, graph, full)
-            row, _, _ = backend.route(rows, partition, full, margin=used)
-        got = backend.find_pairs(rows, full, seed=0, partition=partition, margin=used)
+            margins = backend.margins_for(rows, partition, graph, full)
+            got, used = backend.join(rows, full, seed=0, partition=partition, margin=margins)
+            row = backend.route(rows, partition, full, margin=used)[0]
         seconds = time.perf_counter() - start
         found = set(zip(got.i.tolist(), got.j.tolist()))
         recall = len(found & truth) / len(truth) if truth else float("nan")
@@ -232,31 +235,56 @@ def _measure_margins(rows, truth: set, full: float, cell_size: int) -> None:
         )
 
 
-def measure_hard(n: int = 300_000, d: int = 64, margins=(0.05, 0.1, 0.15, 0.3)) -> None:
+def measure_hard(n: int = 300_000, d: int = 64) -> None:
+    """``bench_recall.make_hard`` rows at ``Relative(0.2)``: pairs spread up to the threshold."""
     from bench_recall import make_hard
 
     from neardup import Relative
+
+    measure_at_scale(f"hard {n:,} x {d}", make_hard(n, d), Relative(0.2), "Relative(0.2)")
+
+
+def measure_synthetic_scale(n: int = 1_000_000, d: int = 64) -> None:
+    """The speed benchmark's rows (``bench_duplicates.make_data``) at the default threshold."""
+    from bench_duplicates import make_data
+
+    from neardup import Auto
+
+    measure_at_scale(f"synthetic {n:,} x {d}", make_data(n, d), Auto(), "Auto, the default")
+
+
+def measure_at_scale(
+    name: str, x: np.ndarray, strategy, label: str, margins=(None, 0.05, 0.1, 0.15, 0.3)
+) -> None:
+    """Default cells, one partition joined at several margins (``None``: the automatic one,
+    with its trial); recall against the union of the pairs every margin found (too many rows
+    for brute force over all pairs; the largest margin finds them all)."""
     from neardup.search import Cells, Rows, blas_threads, find_copies
 
-    rows = Rows([make_hard(n, d)], "row")
+    rows = Rows([x], "row")
     engine = Cells()
     with blas_threads(1):
-        t = Relative(0.2).resolve(engine.neighbor_graph(rows, 10, seed=0), "row")
+        graph = engine.neighbor_graph(rows, 10, seed=0)
+        t = strategy.resolve(graph, "row")
         partition = engine.fit(rows, seed=0)
         copies = find_copies(rows)
         found = {}
         for margin in margins:
+            if margin is None:
+                margin = engine.margins_for(rows, partition, graph, t)
             start = time.process_time()
-            pairs = engine.find_pairs(
+            pairs, used = engine.join(
                 rows, t, seed=0, partition=partition, margin=margin, items=copies.first
             )
             seconds = time.process_time() - start
-            found[margin] = (set(zip(pairs.i.tolist(), pairs.j.tolist())), seconds)
-    union = set().union(*(f for f, _ in found.values()))
-    print(f"hard {n:,} x {d}: threshold {t:.4f} (Relative(0.2)), {len(union)} pairs found in all")
-    for margin, (pairs, seconds) in found.items():
+            auto = not isinstance(margin, float)
+            found[(auto, used)] = (set(zip(pairs.i.tolist(), pairs.j.tolist())), seconds, margin)
+    union = set().union(*(f for f, _, _ in found.values()))
+    print(f"{name}: threshold {t:.4f} ({label}), {len(union)} pairs found in all")
+    for (auto, used), (pairs, seconds, margin) in found.items():
+        how = f"auto {used:4.2f} (tried {margin.trial})" if auto else f"{used:4.2f}"
         print(
-            f"  margin {margin:4.2f} x t: recall {len(pairs) / len(union):.4f} "
+            f"  margin {how} x t: recall {len(pairs) / len(union):.4f} "
             f"({len(union) - len(pairs)} missed), {seconds:.1f} CPU s",
             flush=True,
         )
@@ -265,7 +293,8 @@ def measure_hard(n: int = 300_000, d: int = 64, margins=(0.05, 0.1, 0.15, 0.3)) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=["synthetic", "digits-cnn", "minilm", "hard", "minilm-scale"]
+        "--only",
+        choices=["synthetic", "digits-cnn", "minilm", "hard", "synthetic-scale", "minilm-scale"],
     )
     parser.add_argument("--cache", help="minilm-scale: .npy file for the 60,000 embeddings")
     args = parser.parse_args()
@@ -277,6 +306,8 @@ def main() -> None:
             measure(name, x)
     if args.only == "hard":
         measure_hard()
+    if args.only == "synthetic-scale":
+        measure_synthetic_scale()
     if args.only == "minilm-scale":
         measure_minilm_scale(args.cache)
 

@@ -810,23 +810,19 @@ class Cells(Backend):
         ``(N, d' + 1)`` projected rows, each followed by its squared norm; the tasks then carry
         their rows' projections and return unmeasured candidates (``CellTask.measure`` False).
         ``shapes``: a list to which each task's ``(row ids, primary rows)`` is appended as it
-        is built. ``part`` (entries routed with a ``low_margin``): ``"low"``, each cell's
-        primary and low entries; ``"beyond"``, its primary rows against its other entries
-        (``CellTask.cross_only``); ``"all"``, every entry.
+        is built. ``part``: ``"all"``, every entry; ``"beyond"`` (entries routed with a
+        ``low_margin``), each cell's primary rows against its entries beyond the low margin
+        alone (``CellTask.cross_only``).
         """
         if routed is None:
             routed = self.route(rows, partition, threshold, margin=margin, items=items)
         row, cell, primary, low = routed
         bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
-        n_primary = np.add.reduceat(primary, bounds[:-1]) if len(row) else []
-        n_low = n_primary
-        if part != "all":
-            n_low = np.add.reduceat(low, bounds[:-1]) if len(row) else []
-        label = "joining cells" if part != "beyond" else "joining cells at the wider margin"
+        n_primary = _per_cell(primary, bounds)
+        n_low = _per_cell(low, bounds) if part == "beyond" else n_primary
+        label = "joining cells" if part == "all" else "joining cells at the wider margin"
         for c in range(partition.n_cells):
             lo, hi = int(bounds[c]), int(bounds[c + 1])
-            if part == "low":
-                hi = lo + int(n_low[c]) if hi > lo else hi
             if hi - lo >= 2 and n_primary[c] >= 1:
                 ids = row[lo:hi]
                 if part == "beyond":
@@ -901,6 +897,14 @@ class Cells(Backend):
 #: above (e.g. 10M x 64: 1.28 GB), each cell projects its own rows, as the input may be a
 #: memory map that the engine never holds in full.
 _PROJECTED_BYTES = 256 << 20
+
+
+def _per_cell(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """``(C,)`` int64 count of the true ``(e,)`` ``flags`` of each cell's entries
+    ``[bounds[c], bounds[c + 1])``."""
+    running = np.zeros(len(flags) + 1, dtype=np.int64)
+    np.cumsum(flags, out=running[1:])
+    return np.diff(running[bounds])
 
 
 def _margin_of(engine: Cells, margin: float | None) -> float:

@@ -603,8 +603,9 @@ def route_entries(
 
     ``low_margin`` (``home_only`` only; at most ``margin``): also return ``low``, a fifth
     ``(e,)`` bool array: whether each entry is one that routing at ``low_margin`` makes too
-    (every primary entry is). One routing then serves a join at either margin
-    (:meth:`neardup.search.Cells.find_pairs` tries the lower one first).
+    (every primary entry is), decided by the same float32 comparisons, so the marked entries
+    are exactly those of that routing. :meth:`neardup.search.Cells.join` routes so when the
+    trial margin it joined first does not hold, to join the other entries alone.
     """
     if low_margin is not None and not home_only:
         raise ValueError("route_entries: low_margin needs home_only=True")
