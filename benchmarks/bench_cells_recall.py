@@ -235,6 +235,10 @@ def _measure_margins(rows, truth: set, full: float, cell_size: int) -> None:
         )
 
 
+def _pair_set(pairs) -> set[tuple[int, int]]:
+    return set(zip(pairs.i.tolist(), pairs.j.tolist()))
+
+
 def measure_hard(n: int = 300_000, d: int = 64) -> None:
     """``bench_recall.make_hard`` rows at ``Relative(0.2)``: pairs spread up to the threshold."""
     from bench_recall import make_hard
@@ -259,7 +263,7 @@ def measure_at_scale(
     """Default cells, one partition joined at several margins (``None``: the automatic one,
     with its trial); recall against the union of the pairs every margin found (too many rows
     for brute force over all pairs; the largest margin finds them all)."""
-    from neardup.search import Cells, Rows, blas_threads, find_copies
+    from neardup.search import Cells, Rows, band_share, blas_threads, find_copies
 
     rows = Rows([x], "row")
     engine = Cells()
@@ -278,14 +282,17 @@ def measure_at_scale(
             )
             seconds = time.process_time() - start
             auto = not isinstance(margin, float)
-            found[(auto, used)] = (set(zip(pairs.i.tolist(), pairs.j.tolist())), seconds, margin)
-    union = set().union(*(f for f, _, _ in found.values()))
+            # the trial's evidence: pairs found at this margin that need more than half of it
+            band = band_share(partition, rows.take(pairs.i), rows.take(pairs.j), used, t)
+            found[(auto, used)] = (_pair_set(pairs), seconds, margin, band)
+    union = set().union(*(f[0] for f in found.values()))
     print(f"{name}: threshold {t:.4f} ({label}), {len(union)} pairs found in all")
-    for (auto, used), (pairs, seconds, margin) in found.items():
+    for (auto, used), (pairs, seconds, margin, band) in found.items():
         how = f"auto {used:4.2f} (tried {margin.trial})" if auto else f"{used:4.2f}"
         print(
             f"  margin {how} x t: recall {len(pairs) / len(union):.4f} "
-            f"({len(union) - len(pairs)} missed), {seconds:.1f} CPU s",
+            f"({len(union) - len(pairs)} missed), {seconds:.1f} CPU s; "
+            f"{band:.3%} of its pairs need more than half of it",
             flush=True,
         )
 

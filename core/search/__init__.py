@@ -71,7 +71,7 @@ from ._graph import (
     graph_from_indices,
     row_distances,
 )
-from ._margin import MarginChoice
+from ._margin import MarginChoice, band_share
 from ._minhash import BAND_ROWS, PAIR_RECALL, banded_candidates, bands_for, minhash_signatures
 from ._probe import DEFAULT_PROBES, probed_neighbors, top_k_by_product
 from ._progress import ProgressFn
@@ -104,6 +104,7 @@ __all__ = [
     "SerialExecutor",
     "ThreadExecutor",
     "as_backend",
+    "band_share",
     "banded_candidates",
     "bands_for",
     "blas_threads",

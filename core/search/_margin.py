@@ -41,6 +41,7 @@ __all__ = [
     "TRIAL_BAND_SHARE",
     "TRIAL_MIN_PAIRS",
     "MarginChoice",
+    "band_share",
     "choose_margins",
     "trial_holds",
 ]
@@ -177,12 +178,24 @@ def trial_holds(
     threshold:
         The join's distance.
     """
-    n = len(first)
-    if n < TRIAL_MIN_PAIRS:
+    if len(first) < TRIAL_MIN_PAIRS:
         return False
+    return band_share(partition, first, second, trial, threshold) <= TRIAL_BAND_SHARE
+
+
+def band_share(
+    partition: Partition, first: np.ndarray, second: np.ndarray, margin: float, threshold: float
+) -> float:
+    """Share of the pairs ``(first[k], second[k])`` (``(p, d)`` float32 normalised rows) that
+    do not share a cell where one is primary when routed at half ``margin`` (a multiple of
+    ``threshold``), as :class:`~neardup.search.Cells` routes below 0.5: of pairs found at
+    ``margin``, those that needed more than half of it (0.0 for no pair)."""
+    n = len(first)
+    if n == 0:
+        return 0.0
     pair = np.arange(n, dtype=np.int64)
-    unmet = n - _meeting(partition, first, second, pair, pair, 0.5 * trial * threshold, True)
-    return unmet <= TRIAL_BAND_SHARE * n
+    met = _meeting(partition, first, second, pair, pair, 0.5 * margin * threshold, True)
+    return (n - met) / n
 
 
 def _cells_of(

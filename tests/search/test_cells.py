@@ -18,6 +18,7 @@ from neardup.search import (
     Rows,
     ThreadExecutor,
     _margin,
+    band_share,
     build_graph,
     fit_partition,
     join_cell,
@@ -724,9 +725,12 @@ def test_trial_holds_reads_the_band_below_the_trial_margin(spread, monkeypatch):
     near = first + rng.normal(scale=1e-4, size=first.shape).astype(np.float32)
     # copies a hair apart share a cell at any margin: none needs more than half the trial
     assert _margin.trial_holds(part, first, near, 0.1, 0.4)
+    assert band_share(part, first, near, 0.1, 0.4) == 0.0
     # pairs as long as the threshold straddle boundaries far from their rows
     far = spread[1000:2000]
     assert not _margin.trial_holds(part, first, far, 0.1, 0.4)
+    assert band_share(part, first, far, 0.1, 0.4) > 0.5
+    assert band_share(part, first[:0], far[:0], 0.1, 0.4) == 0.0
     monkeypatch.setattr(_margin, "TRIAL_MIN_PAIRS", 2000)
     assert not _margin.trial_holds(part, first, near, 0.1, 0.4)  # too few pairs to tell
 
