@@ -147,6 +147,7 @@ def _child(
         out["sets"] = len(result.clusters)
         out["leaked"] = result.leakage["test"].count
         out["threshold"] = result.threshold.value
+        out["margin"] = result.settings.get("margin_used")
     out["seconds"] = time.perf_counter() - start
     out["cpu_seconds"] = time.process_time() - cpu_start + _children_cpu()
     out["peak_mb_above_input"] = _peak_mb() - base
@@ -330,6 +331,7 @@ def main() -> None:
         print(
             f"  neardup: {ours['sets']} sets, {ours['leaked']} test samples leaked, "
             f"threshold {ours['threshold']:.4g}"
+            + (f", spill margin {ours['margin']:g} x threshold" if ours.get("margin") else "")
             + (f"; DNIKit (Slope): {theirs['sets']} sets" if theirs else ""),
             flush=True,
         )
