@@ -601,10 +601,9 @@ class Cells(Backend):
         With a :class:`~neardup.search.MarginChoice` that has a trial margin, the rows are
         routed and joined at the trial margin first. When the pairs found do not show that it
         suffices (``neardup.search._margin.trial_holds``), the rows are routed again at the
-        larger margin, each entry marked by whether the trial margin makes it too
-        (``route_entries``'s ``low_margin``: exactly the first routing's entries), and the
-        other entries are joined against each cell's primary rows: then the pairs are exactly
-        those of the larger margin.
+        larger margin and only the entries that the first routing did not make are joined,
+        against each cell's primary rows (a row's home, its primary entry, is the same at any
+        margin): then every pair of the larger margin's join is found.
         """
         choice = (
             margin if isinstance(margin, MarginChoice) else MarginChoice(_margin_of(self, margin))
@@ -631,31 +630,33 @@ class Cells(Backend):
             routed = self.route(
                 rows, partition, threshold, margin=first, items=items, on_block=on_block
             )
-            found = joining(routed, part="all")
-            del routed
+            found = joining(routed)
             if trial is None:
                 return found, choice.margin
             if trial_holds(partition, rows.take(found.i), rows.take(found.j), trial, threshold):
                 return found, trial
-            routed = self.route(
-                rows, partition, threshold, margin=choice.margin, low_margin=trial, items=items
-            )
-            return merge_pairs([found, joining(routed, part="beyond")]), choice.margin
+            made = _entry_keys(routed, rows.n)
+            made.sort()
+            del routed
+            routed = self.route(rows, partition, threshold, margin=choice.margin, items=items)
+            beyond = ~_sorted_contains(made, _entry_keys(routed, rows.n))
+            del made
+            return merge_pairs([found, joining(routed, beyond=beyond)]), choice.margin
 
     def _join_routed(
         self,
         rows: Rows,
         partition: Partition,
         threshold: float,
-        routed: tuple,
+        routed: tuple[np.ndarray, np.ndarray, np.ndarray],
         *,
-        part: str,
+        beyond: np.ndarray | None = None,
         screen: np.ndarray | None,
         projected: np.ndarray | None,
         executor: Any,
         progress: ProgressFn | None,
     ) -> ClosePairs:
-        """The pairs of the routed entries' cells (``part`` as in :meth:`cell_tasks`).
+        """The pairs of the routed entries' cells (``beyond`` as in :meth:`cell_tasks`).
 
         With ``projected`` (the ``(N, d' + 1)`` rows through ``screen`` and their squared
         norms, made in the routing pass): the cells screen their projected rows and return
@@ -675,7 +676,7 @@ class Cells(Backend):
             projected=projected,
             shapes=shapes,
             progress=progress,
-            part=part,
+            beyond=beyond,
         )
         if projected is None:
             return merge_pairs(executor.map(join_cell_task, tasks))
@@ -691,7 +692,7 @@ class Cells(Backend):
                         threshold=float(threshold),
                         block_size=self.block_size,
                         n_primary=n_primary,
-                        cross_only=part == "beyond",
+                        cross_only=beyond is not None,
                     )
                 )
                 continue
@@ -706,44 +707,30 @@ class Cells(Backend):
         threshold: float,
         *,
         margin: float | None = None,
-        low_margin: float | None = None,
         items: np.ndarray | None = None,
         on_block: Callable[[int, np.ndarray], None] | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-        """``(row, cell, primary, low)`` of every routed entry (of ``items`` only, when
-        given), sorted by cell, primary rows first, then the entries that ``low_margin`` makes
-        too (``low`` True), then the others, and by row within each. ``margin``: as in
-        :meth:`find_pairs`; ``low_margin`` (a multiple of the threshold below ``margin``, which
-        must be below 0.5): also mark the entries of routing at it (``None``: ``low`` is
-        ``None``). ``on_block(start, block)``: called with every ``(b, d)`` block of
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(row, cell, primary)`` of every routed entry (of ``items`` only, when given),
+        sorted by cell, primary rows first and by row within each cell. ``margin``: as in
+        :meth:`find_pairs`. ``on_block(start, block)``: called with every ``(b, d)`` block of
         normalised rows the routing reads (all rows, ``items`` or not), in order."""
         margin = _margin_of(self, margin)
         home_only = float(margin) < EXACT_MARGIN  # not exact anyway: the cheaper routing
-        if low_margin is not None and not (home_only and low_margin <= margin):
-            raise ValueError(f"low_margin {low_margin} needs a margin above it and below 0.5")
-        low_distance = None if low_margin is None else float(low_margin) * float(threshold)
         margin = float(margin) * float(threshold)
         if partition.n_cells == 1 and partition.projection is None:
             if on_block is not None:
                 for start, block in rows.blocks(_route_rows(rows.d)):
                     on_block(start, block)
             row = np.arange(rows.n, dtype=np.int64) if items is None else np.asarray(items)
-            primary = np.ones(len(row), dtype=bool)
-            return (
-                row,
-                np.zeros(len(row), dtype=np.int64),
-                primary,
-                None if low_margin is None else primary,
-            )
+            return row, np.zeros(len(row), dtype=np.int64), np.ones(len(row), dtype=bool)
         keep = None
         if items is not None:
             keep = np.zeros(rows.n, dtype=bool)
             keep[items] = True
         n = np.int64(rows.n)
-        tiers = 2 if low_margin is None else 4  # primary, (low,) other: a key's lowest bits
-        small = tiers * partition.n_cells <= _SMALL_KEYS
-        keys, at = [], []  # per block: (cell, tier) keys and their rows
-        limits = HomeLimits.within(partition, _HOME_LIMITS_BYTES) if home_only else None
+        small = 2 * partition.n_cells <= _SMALL_KEYS
+        keys, at = [], []  # per block: (cell, primary first) keys and their rows
+        limits = HomeLimits.within(partition, margin, _HOME_LIMITS_BYTES) if home_only else None
         for start, block in rows.blocks(_route_rows(rows.d), reuse=True):
             if on_block is not None:
                 on_block(start, block)
@@ -756,37 +743,33 @@ class Cells(Backend):
             squares = rows.squares(start, block)  # recorded by the sample kNN's pass
             if local is not None:
                 block, squares = block[local], squares[local]
-            r, c, p, _, *low = route_entries(
+            r, c, p, _ = route_entries(
                 partition,
                 block,
                 margin=margin,
                 home_only=home_only,
                 home_limits=limits,
                 squares=squares,
-                low_margin=low_distance,
             )
             del block  # not held while the next block is read (one block fewer at the peak)
             if local is not None:
                 r = local[r]
-            tier = (~p).astype(np.int64)  # 0 primary, 1 other (with a low margin: 1 low, 2 other)
-            if low:
-                tier += ~low[0]
             if mine is not None:
                 kept = np.take(mine, r)
-                r, c, tier = r[kept], c[kept], tier[kept]
-            if not small:  # one int64 per entry, (cell, tier, row): sorted below
-                keys.append((c * tiers + tier) * n + (r + start))
+                r, c, p = r[kept], c[kept], p[kept]
+            if not small:  # one int64 per entry, (cell, primary first, row): sorted below
+                keys.append((c * 2 + ~p) * n + (r + start))
                 continue
             by_row = stable_order(r, _ROUTE_ROWS)  # the block's entries in row order
-            keys.append((c * tiers + tier)[by_row].astype(np.uint16))
+            keys.append((c * 2 + ~p)[by_row].astype(np.uint16))
             at.append((r[by_row] + start).astype(_index_dtype(int(n))))
         del limits  # its buffer goes back before the entries are sorted (the peak)
         if not small:
             key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
             del keys
             key.sort()  # in place: no argsort index and no gathers (the entries set the peak)
-            return _decode_entries(key, n, partition.n_cells, tiers)
-        return _order_entries(keys, at, partition.n_cells, int(n), tiers)
+            return _decode_entries(key, n, partition.n_cells)
+        return _order_entries(keys, at, partition.n_cells, int(n))
 
     def cell_tasks(
         self,
@@ -798,10 +781,10 @@ class Cells(Backend):
         items: np.ndarray | None = None,
         screen: np.ndarray | None = None,
         progress: ProgressFn | None = None,
-        routed: tuple | None = None,
+        routed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
         projected: np.ndarray | None = None,
         shapes: list[tuple[np.ndarray, int]] | None = None,
-        part: str = "all",
+        beyond: np.ndarray | None = None,
     ):
         """Lazily built :class:`CellTask` of every non-empty cell, in cell order (screened
         through ``screen``, a ``(d', d)`` orthonormal projection, when given).
@@ -810,27 +793,24 @@ class Cells(Backend):
         ``(N, d' + 1)`` projected rows, each followed by its squared norm; the tasks then carry
         their rows' projections and return unmeasured candidates (``CellTask.measure`` False).
         ``shapes``: a list to which each task's ``(row ids, primary rows)`` is appended as it
-        is built. ``part``: ``"all"``, every entry; ``"beyond"`` (entries routed with a
-        ``low_margin``), each cell's primary rows against its entries beyond the low margin
-        alone (``CellTask.cross_only``).
+        is built. ``beyond``: ``(e,)`` bool over the routed entries: each cell's primary rows
+        are joined only against its entries marked there (``CellTask.cross_only``); ``None``:
+        every pair of a cell with a primary row.
         """
         if routed is None:
             routed = self.route(rows, partition, threshold, margin=margin, items=items)
-        row, cell, primary, low = routed
+        row, cell, primary = routed
         bounds = np.searchsorted(cell, np.arange(partition.n_cells + 1))
         n_primary = _per_cell(primary, bounds)
-        n_low = _per_cell(low, bounds) if part == "beyond" else n_primary
-        label = "joining cells" if part == "all" else "joining cells at the wider margin"
+        label = "joining cells" if beyond is None else "joining cells at the wider margin"
         for c in range(partition.n_cells):
             lo, hi = int(bounds[c]), int(bounds[c + 1])
             if hi - lo >= 2 and n_primary[c] >= 1:
                 ids = row[lo:hi]
-                if part == "beyond":
-                    # the primary rows, then the entries beyond the low margin
-                    ids = np.concatenate(
-                        [row[lo : lo + int(n_primary[c])], row[lo + int(n_low[c]) : hi]]
-                    )
-                if part != "beyond" or len(ids) > n_primary[c]:
+                if beyond is not None:  # the primary rows, then the entries marked beyond
+                    split = lo + int(n_primary[c])
+                    ids = np.concatenate([row[lo:split], row[split:hi][beyond[split:hi]]])
+                if len(ids) > n_primary[c] or beyond is None:
                     if shapes is not None:
                         shapes.append((ids, int(n_primary[c])))
                     yield self._cell_task(
@@ -841,7 +821,7 @@ class Cells(Backend):
                         threshold,
                         screen,
                         projected,
-                        cross_only=part == "beyond",
+                        cross_only=beyond is not None,
                     )
             if progress:
                 progress(label, c + 1, partition.n_cells)
@@ -901,10 +881,25 @@ _PROJECTED_BYTES = 256 << 20
 
 def _per_cell(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """``(C,)`` int64 count of the true ``(e,)`` ``flags`` of each cell's entries
-    ``[bounds[c], bounds[c + 1])``."""
+    ``[bounds[c], bounds[c + 1])`` (``np.add.reduceat`` refuses a start at ``e``: an empty
+    last cell)."""
     running = np.zeros(len(flags) + 1, dtype=np.int64)
     np.cumsum(flags, out=running[1:])
     return np.diff(running[bounds])
+
+
+def _entry_keys(routed: tuple[np.ndarray, np.ndarray, np.ndarray], n: int) -> np.ndarray:
+    """``(e,)`` int64 ``cell * n + row`` of :meth:`Cells.route`'s entries (``n`` rows)."""
+    row, cell, _ = routed
+    return cell.astype(np.int64) * np.int64(n) + row
+
+
+def _sorted_contains(known: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """``(k,)`` bool: whether each of ``keys`` is among the ascending ``known``."""
+    if len(known) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    at = np.minimum(np.searchsorted(known, keys), len(known) - 1)
+    return known[at] == keys
 
 
 def _margin_of(engine: Cells, margin: float | None) -> float:
@@ -990,21 +985,18 @@ _SMALL_KEYS = 1 << 16
 
 
 def _order_entries(
-    keys: list[np.ndarray], at: list[np.ndarray], n_cells: int, n: int, tiers: int = 2
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(row, cell, primary, low)`` sorted by cell, tier, then row, from per-block ``(e_b,)``
-    uint16 keys ``cell * tiers + tier`` and their rows, each block in row order and the blocks
-    in row order: one stable radix sort of the keys keeps the rows ascending within each key
-    (at 1M x 64, 3.3M entries: about 0.09 s, against 0.22 s for sorting int64 keys of
-    ``(cell, primary, row)`` and decoding them). Tiers: 0 primary, 1 other (``tiers`` 2;
-    ``low`` ``None``), or 0 primary, 1 low, 2 other (``tiers`` 4)."""
+    keys: list[np.ndarray], at: list[np.ndarray], n_cells: int, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, cell, primary)`` sorted by cell, primary first, then row, from per-block
+    ``(e_b,)`` uint16 keys ``cell * 2 + (not primary)`` and their rows, each block in row order
+    and the blocks in row order: one stable radix sort of the keys keeps the rows ascending
+    within each key (at 1M x 64, 3.3M entries: about 0.09 s, against 0.22 s for sorting
+    int64 keys of ``(cell, primary, row)`` and decoding them)."""
     if not keys:
-        empty = np.zeros(0, dtype=bool)
         return (
             np.zeros(0, _index_dtype(n)),
             np.zeros(0, _index_dtype(n_cells)),
-            empty,
-            None if tiers == 2 else empty.copy(),
+            np.zeros(0, dtype=bool),
         )
     key = np.concatenate(keys)
     del keys[:]
@@ -1014,10 +1006,9 @@ def _order_entries(
     row = row[order]
     key = key[order]
     del order
-    shift = tiers.bit_length() - 1
-    cell = (key >> shift).astype(_index_dtype(n_cells))
-    tier = key & (tiers - 1)
-    return row, cell, tier == 0, None if tiers == 2 else tier <= 1
+    cell = (key >> 1).astype(_index_dtype(n_cells))
+    primary = (key & 1) == 0
+    return row, cell, primary
 
 
 #: entries decoded at a time (bounded int64 temporaries).
@@ -1025,25 +1016,19 @@ _DECODE_CHUNK = 1 << 22
 
 
 def _decode_entries(
-    key: np.ndarray, n: np.int64, n_cells: int, tiers: int = 2
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(row, cell, primary, low)`` of sorted keys ``(cell * tiers + tier) * n + row`` (tiers
-    as in :func:`_order_entries`), in int32 where the values fit (measured at 1M x 64: about
-    3.3 entries a row)."""
+    key: np.ndarray, n: np.int64, n_cells: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(row, cell, primary)`` of sorted keys ``(cell * 2 + (not primary)) * n + row``, in
+    int32 where the values fit (measured at 1M x 64: about 3.3 entries a row)."""
     row = np.empty(len(key), dtype=_index_dtype(int(n)))
     cell = np.empty(len(key), dtype=_index_dtype(n_cells))
     primary = np.empty(len(key), dtype=bool)
-    low = None if tiers == 2 else np.empty(len(key), dtype=bool)
-    shift = tiers.bit_length() - 1
     for start in range(0, len(key), _DECODE_CHUNK):
         stop = start + _DECODE_CHUNK
         quotient, row[start:stop] = np.divmod(key[start:stop], n)
-        cell[start:stop] = quotient >> shift
-        tier = quotient & (tiers - 1)
-        np.equal(tier, 0, out=primary[start:stop])
-        if low is not None:
-            np.less_equal(tier, 1, out=low[start:stop])
-    return row, cell, primary, low
+        cell[start:stop] = quotient >> 1
+        np.equal(quotient & 1, 0, out=primary[start:stop])
+    return row, cell, primary
 
 
 def _index_dtype(count: int) -> type:

@@ -462,15 +462,13 @@ def _spill(
     sq_c: np.ndarray,
     max_sq_c: float,
     margin: float,
-    low_margin: float | None = None,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Rows to their nearest centre and every centre whose bisector with it is within ``margin``.
 
     Returns ``(row, centre, primary)`` for the kept entries, then per row ``nearest`` (its
     nearest centre) and ``best`` (``|x - c1|^2 - |x|^2`` there). The test is
     ``|x-c|^2 - |x-c1|^2 <= 2 |c-c1| margin`` (distance of ``x`` to the bisector of ``c1``, ``c``
-    times ``2 |c - c1|``), with a small slack for float32 rounding. With ``low_margin`` (at
-    most ``margin``), a sixth array: ``low``, whether each kept entry also passes at it.
+    times ``2 |c - c1|``), with a small slack for float32 rounding.
     """
     # every pass runs over the whole (m, w) scores: a view of their first c columns would
     # make each ufunc loop once per row (measured 4 -> 60 us for a comparison of 1,000 x 62)
@@ -480,11 +478,7 @@ def _spill(
     d2 -= best[:, None] + _slack(sq_x, max_sq_c)  # the nearest centre itself stays below 0
     limits = _spill_limits(gaps, margin, d2.shape[1])
     row, centre = true_positions(d2 <= np.take(limits, nearest, axis=0))
-    if low_margin is None:
-        return row, centre, centre == nearest[row], nearest, best
-    low_limits = _spill_limits(gaps, low_margin, d2.shape[1])
-    low = d2[row, centre] <= low_limits[nearest[row], centre]
-    return row, centre, centre == nearest[row], nearest, best, low
+    return row, centre, centre == nearest[row], nearest, best
 
 
 #: :func:`_spill_limits` of the current partition's gaps, by ``(id(gaps), margin, width)``.
@@ -571,8 +565,7 @@ def route_entries(
     home_limits: HomeLimits | None = None,
     coarse_through: tuple[np.ndarray, np.ndarray] | None = None,
     squares: np.ndarray | None = None,
-    low_margin: float | None = None,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_rows`'s entries, unsorted: ``(row, cell, primary, first)``, where ``first``
     marks each row's nearest cell overall (its *home*: nearest leaf of its nearest coarse cell).
 
@@ -586,10 +579,10 @@ def route_entries(
     at any margin (a row's home leaf need not be its nearest leaf overall); the automatic
     margin (``neardup.search._margin``) checks it on sampled pairs.
 
-    ``home_limits`` (``home_only`` only): a :class:`HomeLimits` of this partition, for a
-    caller that routes many blocks: each coarse cell's gaps are then computed once, not for
-    the home leaves of every block. ``None``: each block computes the gaps of its own home
-    leaves.
+    ``home_limits`` (``home_only`` only): a :class:`HomeLimits` of this partition and
+    ``margin``, for a caller that routes many blocks: each coarse cell's limits are then
+    computed once, not for the home leaves of every block. ``None``: each block computes the
+    limits of its own home leaves.
 
     ``coarse_through``: ``(through, basis)``, the ``(m, w)`` float32 ``rows`` times a
     ``(d, w)`` orthonormal ``basis`` whose span holds the coarse centers (fitted with
@@ -600,50 +593,30 @@ def route_entries(
 
     ``squares``: the ``(m,)`` float32 ``_squared_norms`` of ``rows``, when the caller has
     them (a partition without a projection only; ``None``: computed here).
-
-    ``low_margin`` (``home_only`` only; at most ``margin``): also return ``low``, a fifth
-    ``(e,)`` bool array: whether each entry is one that routing at ``low_margin`` makes too
-    (every primary entry is), decided by the same float32 comparisons, so the marked entries
-    are exactly those of that routing. :meth:`neardup.search.Cells.join` routes so when the
-    trial margin it joined first does not hold, to join the other entries alone.
     """
-    if low_margin is not None and not home_only:
-        raise ValueError("route_entries: low_margin needs home_only=True")
     rows = np.ascontiguousarray(partition.project(rows), dtype=np.float32)
     if len(rows) == 0:
         empty = np.zeros(0, dtype=np.int64)
-        flags = [np.zeros(0, dtype=bool) for _ in range(2 if low_margin is None else 3)]
-        return (empty, empty.copy(), *flags)
+        return empty, empty.copy(), np.zeros(0, dtype=bool), np.zeros(0, dtype=bool)
     known = squares is not None and partition.projection is None
     sq = np.asarray(squares, dtype=np.float32) if known else _squared_norms(rows)
     geometry = _geometry(partition)
-    c_low = None
     if len(partition.coarse) == 1:
         c_row = np.arange(len(rows))
         c_cell = np.zeros(len(rows), dtype=np.int64)
         c_primary = np.ones(len(rows), dtype=bool)
-        c_low = c_primary if low_margin is not None else None
     else:
         c_rows, coarse = rows, partition.coarse
         if coarse_through is not None:
             c_rows, basis = coarse_through
             coarse = (partition.coarse @ basis).astype(np.float32)
-        c_row, c_cell, c_primary, c_low = _spill_chunked(
-            c_rows, sq, coarse, geometry[-1], margin, low_margin
-        )
+        c_row, c_cell, c_primary = _spill_chunked(c_rows, sq, coarse, geometry[-1], margin)
     order = stable_order(c_cell, len(partition.coarse))
     bounds = np.searchsorted(c_cell[order], np.arange(len(partition.coarse) + 1))
     by_coarse = [order[bounds[c] : bounds[c + 1]] for c in range(len(partition.coarse))]
     if home_only:
         return _route_home_leaves(
-            partition,
-            rows,
-            sq,
-            geometry,
-            by_coarse,
-            (c_row, c_primary, c_low),
-            (margin, low_margin),
-            home_limits,
+            partition, rows, sq, geometry, by_coarse, c_row, c_primary, margin, home_limits
         )
     out_row, out_cell, out_primary, out_first = [], [], [], []
     for c, entries in enumerate(by_coarse):
@@ -657,9 +630,9 @@ def route_entries(
             l_primary = np.ones(len(members), dtype=bool)
         else:
             mine = np.take(rows, members, axis=0)  # faster than rows[members]
-            l_row, l_cell, l_primary = _spill(
+            l_row, l_cell, l_primary, _, _ = _spill(
                 mine, sq[members], partition.centroids[leaves], *geometry[c], margin
-            )[:3]
+            )
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
         out_primary.append(l_primary)
@@ -673,28 +646,27 @@ def _spill_chunked(
     centres: np.ndarray,
     geometry: tuple[np.ndarray, np.ndarray, float],
     margin: float,
-    low_margin: float | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`_spill`'s ``(row, centre, primary)`` of ``(m, d)`` rows, and ``low`` (``None``
-    without a ``low_margin``), a few thousand rows at a time: the ``(rows, centres)`` scores
-    and their masks then stay in the CPU's cache through their half a dozen passes (measured at
-    1M x 64, 62 coarse cells: about 0.05 of 1.75 CPU s of routing; the same scores, bit for
-    bit, as the whole block's)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_spill`'s ``(row, centre, primary)`` of ``(m, d)`` rows, a few thousand rows at
+    a time: the ``(rows, centres)`` scores and their masks then stay in the CPU's cache through
+    their half a dozen passes (measured at 1M x 64, 62 coarse cells: about 0.05 of 1.75 CPU s
+    of routing; the same scores, bit for bit, as the whole block's)."""
     step = max(256, _SPILL_CACHE_BYTES // (4 * max(1, len(centres))))
+    if len(rows) <= step:
+        return _spill(rows, sq, centres, *geometry, margin)[:3]
     # chunks of equal size (at least half a step): no small tail, which BLAS would multiply
     # with its small-matrix kernel (other roundings than the whole block's product)
-    chunks = max(1, -(-len(rows) // step))
+    chunks = -(-len(rows) // step)
     cuts = [len(rows) * k // chunks for k in range(chunks + 1)]
-    out: list[list[np.ndarray]] = [[], [], [], []]
+    out_row, out_cell, out_primary = [], [], []
     for start, stop in itertools.pairwise(cuts):
-        spilled = _spill(rows[start:stop], sq[start:stop], centres, *geometry, margin, low_margin)
-        out[0].append(spilled[0] + start)
-        out[1].append(spilled[1])
-        out[2].append(spilled[2])
-        if low_margin is not None:
-            out[3].append(spilled[5])
-    row, cell, primary = (np.concatenate(part) for part in out[:3])
-    return row, cell, primary, np.concatenate(out[3]) if low_margin is not None else None
+        row, cell, primary, _, _ = _spill(
+            rows[start:stop], sq[start:stop], centres, *geometry, margin
+        )
+        out_row.append(row + start)
+        out_cell.append(cell)
+        out_primary.append(primary)
+    return np.concatenate(out_row), np.concatenate(out_cell), np.concatenate(out_primary)
 
 
 def stable_order(values: np.ndarray, bound: int) -> np.ndarray:
@@ -723,24 +695,18 @@ def _route_home_leaves(
     sq: np.ndarray,
     geometry: list[tuple[np.ndarray, np.ndarray, float]],
     by_coarse: list[np.ndarray],
-    coarse_entries: tuple[np.ndarray, np.ndarray, np.ndarray | None],
-    margins: tuple[float, float | None],
+    c_row: np.ndarray,
+    c_primary: np.ndarray,
+    margin: float,
     home_limits: HomeLimits | None = None,
-) -> tuple[np.ndarray, ...]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`route_entries` with ``home_only``: first every row's home leaf (and the leaves
     of its home coarse cell within ``margin`` of it), then, in the other coarse cells it
     reaches, the leaves within ``margin`` of its home leaf's boundary with them (their limits
-    kept in ``home_limits`` when given, see :func:`route_entries`).
-
-    ``coarse_entries``: ``(row, primary, low)`` of the rows' coarse entries (``low`` ``None``
-    without a low margin); ``margins``: ``(margin, low_margin)``. An entry in another coarse
-    cell is ``low`` when both its coarse entry and its leaf pass at ``low_margin``.
-    """
-    c_row, c_primary, c_low = coarse_entries
-    margin, low_margin = margins
+    kept in ``home_limits`` when given, see :func:`route_entries`)."""
     home = np.zeros(len(rows), dtype=np.int64)
     home_score = np.zeros(len(rows), dtype=np.float32)  # |x - home|^2 - |x|^2
-    out_row, out_cell, out_primary, out_low = [], [], [], []
+    out_row, out_cell, out_primary = [], [], []
     for c, entries in enumerate(by_coarse):  # rows at home in coarse cell c
         members = c_row[entries[c_primary[entries]]]
         if len(members) == 0:
@@ -751,23 +717,18 @@ def _route_home_leaves(
             l_row, l_cell = np.arange(len(members)), np.zeros(len(members), dtype=np.int64)
             l_primary, nearest = np.ones(len(members), dtype=bool), l_cell
             best = _centre_scores(mine, partition.centroids[leaves], geometry[c][1])[:, 0]
-            l_low = l_primary
         else:
-            spilled = _spill(
-                mine, sq[members], partition.centroids[leaves], *geometry[c], margin, low_margin
+            l_row, l_cell, l_primary, nearest, best = _spill(
+                mine, sq[members], partition.centroids[leaves], *geometry[c], margin
             )
-            l_row, l_cell, l_primary, nearest, best = spilled[:5]
-            l_low = spilled[5] if low_margin is not None else None
         home[members] = nearest + leaves.start
         home_score[members] = best
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
         out_primary.append(l_primary)
-        out_low.append(l_low)
     sq_centres = _squared_norms(partition.centroids)
     for c, entries in enumerate(by_coarse):  # rows reaching coarse cell c from elsewhere
-        away = entries[~c_primary[entries]]
-        members = c_row[away]
+        members = c_row[entries[~c_primary[entries]]]
         if len(members) == 0:
             continue
         leaves = partition.leaves_of(c)
@@ -776,33 +737,22 @@ def _route_home_leaves(
         d2 -= home_score[members][:, None] + _slack(sq[members], float(sq_centres.max()))
         if home_limits is None:
             homes, which = _distinct(home[members], partition.n_cells)
-            gaps = _home_gaps(homes, partition, leaves, sq_centres)[which]
+            limits = _home_limits(homes, partition, leaves, sq_centres, margin)[which]
         else:
-            gaps = np.take(home_limits.of(c, sq_centres), home[members], axis=0)
-        # a leaf is reached within 2 * margin * |home - leaf|: the limits are the gaps times
-        # the float32 2 * margin, so a routing at the low margin makes exactly the entries
-        # marked low here
-        limits = gaps if low_margin is None else gaps.copy()
-        limits *= np.float32(2.0 * margin)
+            limits = np.take(home_limits.of(c, sq_centres), home[members], axis=0)
         l_row, l_cell = true_positions(d2 <= limits)
         out_row.append(members[l_row])
         out_cell.append(l_cell + leaves.start)
         out_primary.append(np.zeros(len(l_row), dtype=bool))
-        if low_margin is not None:
-            low = d2[l_row, l_cell] <= gaps[l_row, l_cell] * np.float32(2.0 * low_margin)
-            out_low.append(low & c_low[away][l_row])
-    joined = _joined(out_row, out_cell, out_primary, out_primary)
-    if low_margin is None:
-        return joined
-    return (*joined, np.concatenate(out_low))
+    return _joined(out_row, out_cell, out_primary, out_primary)
 
 
 class HomeLimits:
-    """The gaps ``|home - leaf|`` of every leaf of a partition, as a home, to the leaves of
-    each coarse cell: :func:`route_entries` with ``home_only`` tests a row against ``2 *
-    margin`` times them in the coarse cells it reaches from its home. Kept for a caller that
-    routes many blocks with one partition: a coarse cell's ``(C, c)`` float32 table is
-    computed on first use, once, instead of for the home leaves of every block (measured at
+    """The limits ``2 * margin * |home - leaf|`` of every leaf of a partition, as a home,
+    against the leaves of each coarse cell: what :func:`route_entries` with ``home_only``
+    tests a row against in the coarse cells it reaches from its home. Kept for a caller that
+    routes many blocks with one partition and margin: a coarse cell's ``(C, c)`` float32 table
+    is computed on first use, once, instead of for the home leaves of every block (measured at
     1M x 64, 16 blocks: 907,039 home rows of products in 992 calls, about 0.15 CPU s).
 
     One ``(C * C,)`` float32 buffer (60 MB at 3,910 leaves) holds all tables; the caller drops
@@ -816,21 +766,24 @@ class HomeLimits:
     ----------
     partition:
         The routed :class:`Partition` (``C`` leaves).
+    margin:
+        The spill margin the blocks are routed with (a distance, as in :func:`route_entries`).
     """
 
-    def __init__(self, partition: Partition) -> None:
+    def __init__(self, partition: Partition, margin: float) -> None:
         self.partition = partition
+        self.margin = float(margin)
         n = partition.n_cells
         self._buffer = mapped_empty((n * n,))  # populated: every table is built at 1M rows
         self._tables: dict[int, np.ndarray] = {}
 
     @classmethod
-    def within(cls, partition: Partition, budget: int) -> HomeLimits | None:
+    def within(cls, partition: Partition, margin: float, budget: int) -> HomeLimits | None:
         """A :class:`HomeLimits` when its buffer takes at most ``budget`` bytes, else ``None``."""
-        return cls(partition) if 4 * partition.n_cells**2 <= budget else None
+        return cls(partition, margin) if 4 * partition.n_cells**2 <= budget else None
 
     def of(self, coarse_cell: int, sq_centres: np.ndarray) -> np.ndarray:
-        """``(C, c)`` float32 gaps of every leaf to the ``c`` leaves of ``coarse_cell``
+        """``(C, c)`` float32 limits of every leaf against the ``c`` leaves of ``coarse_cell``
         (``sq_centres``: ``(C,)`` squared norms of the leaves)."""
         table = self._tables.get(coarse_cell)
         if table is None:
@@ -839,20 +792,22 @@ class HomeLimits:
             n = partition.n_cells
             width = leaves.stop - leaves.start
             table = self._buffer[n * leaves.start : n * leaves.stop].reshape(n, width)
-            table[...] = _home_gaps(np.arange(n), partition, leaves, sq_centres)
+            table[...] = _home_limits(np.arange(n), partition, leaves, sq_centres, self.margin)
             self._tables[coarse_cell] = table
         return table
 
 
-def _home_gaps(
-    homes: np.ndarray, partition: Partition, leaves: slice, sq_centres: np.ndarray
+def _home_limits(
+    homes: np.ndarray, partition: Partition, leaves: slice, sq_centres: np.ndarray, margin: float
 ) -> np.ndarray:
-    """``(h, c)`` float32 ``|home - leaf|`` of the ``(h,)`` leaves ``homes`` to the ``c``
-    leaves ``leaves`` (``sq_centres``: squared norms of every leaf)."""
+    """``(h, c)`` float32 ``2 * margin * |home - leaf|`` of the ``(h,)`` leaves ``homes``
+    against the ``c`` leaves ``leaves`` (``sq_centres``: squared norms of every leaf)."""
     centres = partition.centroids
     gaps = _centre_scores(centres[homes], centres[leaves], sq_centres[leaves])
     gaps += sq_centres[homes][:, None]
-    return np.sqrt(np.maximum(gaps, 0.0, out=gaps), out=gaps)
+    np.sqrt(np.maximum(gaps, 0.0, out=gaps), out=gaps)  # |home - leaf|
+    gaps *= 2.0 * float(margin)
+    return gaps
 
 
 def _distinct(values: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:

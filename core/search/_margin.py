@@ -22,10 +22,11 @@ than the margin are lost, and their share is at most about that of the band just
 rows, pairs spread up to the threshold, 300,000 x 64, the band's share 1.9 % where 0.81 %
 were lost, 1.2 % where 0.18 %; on the benchmark's 1M x 64, 0.055 % where none). When that
 share is at most :data:`TRIAL_BAND_SHARE` of at least :data:`TRIAL_MIN_PAIRS` pairs, the lower
-margin stands; otherwise the rows are routed again at the ladder's margin with the trial's
-entries marked (``route_entries``'s ``low_margin``) and only the other entries are joined,
-which gives the pairs of the ladder's margin exactly. No trial where it would be wasted: where
-the sampled pairs promise fewer pairs than that, or many of them are long.
+margin stands; otherwise the rows are routed again at the ladder's margin and only the entries
+that the trial's routing did not make are joined, against each cell's primary rows (a row's
+home is the same at any margin): every pair of the ladder's margin is then found. No trial
+where it would be wasted: where the sampled pairs promise fewer pairs than that, or many of
+them are long.
 """
 
 from __future__ import annotations

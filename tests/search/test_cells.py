@@ -186,14 +186,14 @@ def test_home_only_routing_has_one_primary_entry_per_row_at_its_home(data):
 def test_home_limits_kept_across_blocks_give_the_same_entries(data):
     part = fit_partition(data[:2000], n_cells=100, seed=3)
     margin = 0.05
-    limits = HomeLimits(part)  # gaps: the same tables serve any margin
+    limits = HomeLimits(part, margin)
     for start in range(0, len(data), 700):  # blocks reuse the tables of the first ones
         block = data[start : start + 700]
         plain = route_entries(part, block, margin=margin, home_only=True)
         kept = route_entries(part, block, margin=margin, home_only=True, home_limits=limits)
         for a, b in zip(plain, kept):
             assert np.array_equal(a, b)
-    assert HomeLimits.within(part, budget=4 * part.n_cells**2 - 1) is None
+    assert HomeLimits.within(part, margin, budget=4 * part.n_cells**2 - 1) is None
 
 
 def test_merge_pairs_is_order_independent(data):
@@ -435,8 +435,8 @@ def test_route_entries_sorted_by_cell_primary_first_then_row(data, margin):
     backend = Cells(n_cells=40)
     partition = backend.fit(rows, seed=0)
     items = np.arange(0, len(data), 3)
-    row, cell, primary, low = backend.route(rows, partition, 0.4, margin=margin, items=items)
-    assert row.dtype == cell.dtype == np.int32 and primary.dtype == bool and low is None
+    row, cell, primary = backend.route(rows, partition, 0.4, margin=margin, items=items)
+    assert row.dtype == cell.dtype == np.int32 and primary.dtype == bool
     # the same entries as routing the chosen rows in one go, in (cell, primary first, row)
     r, c, p, _ = route_entries(
         partition, rows.matrix()[items], margin=margin * 0.4, home_only=margin < 0.5
@@ -619,49 +619,17 @@ def spread() -> np.ndarray:
     return _clustered(3000, 64, seed=1)
 
 
-def _entries(routed: tuple) -> set[tuple[int, int, bool]]:
-    row, cell, primary = routed[:3]
-    return set(zip(row.tolist(), cell.tolist(), primary.tolist()))
-
-
-@pytest.mark.parametrize("kept", [False, True])
-def test_low_margin_marks_exactly_the_entries_of_routing_at_it(spread, kept):
-    part = fit_partition(spread[:2000], n_cells=100, seed=3)  # two levels
-    limits = HomeLimits(part) if kept else None
-    wide = route_entries(
-        part, spread, margin=0.12, home_only=True, low_margin=0.04, home_limits=limits
-    )
-    assert len(wide) == 5
-    row, cell, primary, _, low = wide
-    assert low[primary].all()
-    narrow = route_entries(part, spread, margin=0.04, home_only=True, home_limits=limits)
-    marked = (row[low], cell[low], primary[low])
-    assert _entries(marked) == _entries(narrow)
-    assert len(row) > len(narrow[0]) > len(spread)  # the wider margin makes more entries
-    # without a low margin: the same entries as before, four arrays
-    assert _entries(route_entries(part, spread, margin=0.12, home_only=True)) == _entries(wide)
-
-
-def test_low_margin_needs_the_home_routing(spread):
-    part = fit_partition(spread[:2000], n_cells=100, seed=3)
-    with pytest.raises(ValueError, match="home_only"):
-        route_entries(part, spread, margin=0.2, low_margin=0.1)
-
-
-def test_route_orders_primary_then_trial_then_other_entries(spread):
+def test_a_wider_margin_keeps_every_primary_entry_and_adds_others(spread):
+    # the trial's top-up joins the entries a wider routing adds: a row's home (its primary
+    # entry) is the same at any margin, and the narrower routing's entries come again
     rows = Rows([spread], "row")
     engine = Cells(cell_size=24)
     partition = engine.fit(rows, seed=0)
-    row, cell, primary, low = engine.route(rows, partition, 0.4, margin=0.3, low_margin=0.1)
-    tier = np.where(primary, 0, np.where(low, 1, 2))
-    key = (cell.astype(np.int64) * 3 + tier) * len(spread) + row
-    assert np.all(np.diff(key) > 0)  # by cell, tier, then row; no entry twice
-    assert {0, 1, 2} <= set(tier.tolist())
     narrow = engine.route(rows, partition, 0.4, margin=0.1)
-    assert narrow[3] is None
-    assert _entries((row[low], cell[low], primary[low])) == _entries(narrow)
-    with pytest.raises(ValueError, match="low_margin"):
-        engine.route(rows, partition, 0.4, margin=0.1, low_margin=0.3)
+    wide = engine.route(rows, partition, 0.4, margin=0.3)
+    entries = [set(zip(r.tolist(), c.tolist(), p.tolist())) for r, c, p in (narrow, wide)]
+    assert entries[0] < entries[1]
+    assert {e for e in entries[0] if e[2]} == {e for e in entries[1] if e[2]}
 
 
 @pytest.mark.parametrize("device", [None, "cpu"])
