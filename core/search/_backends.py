@@ -880,12 +880,16 @@ _PROJECTED_BYTES = 256 << 20
 
 
 def _per_cell(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:
-    """``(C,)`` int64 count of the true ``(e,)`` ``flags`` of each cell's entries
-    ``[bounds[c], bounds[c + 1])`` (``np.add.reduceat`` refuses a start at ``e``: an empty
-    last cell)."""
-    running = np.zeros(len(flags) + 1, dtype=np.int64)
-    np.cumsum(flags, out=running[1:])
-    return np.diff(running[bounds])
+    """``(C,)`` count of the true ``(e,)`` bool ``flags`` of each cell's entries
+    ``[bounds[c], bounds[c + 1])``: ``np.add.reduceat`` over the flags and one false entry (it
+    refuses a start at ``e``, which an empty last cell has), empty cells set to 0 (it gives
+    them the entry at their start). One bool copy of the flags: 30 MB at 10M rows, where a
+    cumulative sum in int64 took 240 MB at the routing's peak."""
+    padded = np.zeros(len(flags) + 1, dtype=bool)
+    padded[:-1] = flags
+    counts = np.add.reduceat(padded, bounds[:-1])
+    counts[bounds[:-1] == bounds[1:]] = 0
+    return counts
 
 
 def _entry_keys(routed: tuple[np.ndarray, np.ndarray, np.ndarray], n: int) -> np.ndarray:
