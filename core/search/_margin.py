@@ -132,9 +132,10 @@ def choose_margins(
         return MarginChoice(EXACT_MARGIN)
     a, b = pairs
     for rung, margin in enumerate(_LADDER):
-        if _all_pairs_meet(
-            partition, sample, neighbors, a, b, margin * threshold, home_only=margin < EXACT_MARGIN
-        ):
+        home_only = margin < EXACT_MARGIN
+        if len(a) == 0 or _meeting(
+            partition, sample, neighbors, a, b, margin * threshold, home_only
+        ) == len(a):
             safe = _LADDER[min(rung + 1, len(_LADDER) - 1)]
             trial = max(safe, _TRIAL) if safe < _FLOOR else None
             if trial is not None and not _worth_a_trial(
@@ -215,23 +216,6 @@ def _cells_of(
     return pair, cell[index], primary[index]
 
 
-def _all_pairs_meet(
-    partition: Partition,
-    sample: np.ndarray,
-    neighbors: np.ndarray,
-    a: np.ndarray,
-    b: np.ndarray,
-    margin: float,
-    *,
-    home_only: bool,
-) -> bool:
-    """Whether every pair ``(sample[a], neighbors[b])`` shares a cell where one is primary
-    (rows routed as :class:`Cells` routes them at this margin)."""
-    if len(a) == 0:
-        return True
-    return _meeting(partition, sample, neighbors, a, b, margin, home_only) == len(a)
-
-
 def _meeting(
     partition: Partition,
     sample: np.ndarray,
@@ -241,7 +225,8 @@ def _meeting(
     margin: float,
     home_only: bool,
 ) -> int:
-    """How many pairs ``(sample[a], neighbors[b])`` share a cell where one is primary."""
+    """How many pairs ``(sample[a], neighbors[b])`` share a cell where one is primary (rows
+    routed as :class:`Cells` routes them at this ``margin``, a distance)."""
     cells = np.int64(partition.n_cells)
     pair_a, cell_a, primary_a = _cells_of(partition, sample, a, margin, home_only)
     pair_b, cell_b, primary_b = _cells_of(partition, neighbors, b, margin, home_only)
