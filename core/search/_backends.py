@@ -633,8 +633,14 @@ class Cells(Backend):
             found = joining(routed)
             if trial is None:
                 return found, choice.margin
-            if trial_holds(partition, rows.take(found.i), rows.take(found.j), trial, threshold):
+            # the band is read on at most 100,000 seeded pairs (their rows gathered twice)
+            pick = sample_rows(
+                len(found), _TRIAL_PAIRS, self.seed if self.seed is not None else seed
+            )
+            first_rows, second_rows = rows.take(found.i[pick]), rows.take(found.j[pick])
+            if trial_holds(partition, first_rows, second_rows, trial, threshold):
                 return found, trial
+            del first_rows, second_rows
             made = _entry_keys(routed, rows.n)
             made.sort()
             del routed
@@ -877,6 +883,10 @@ class Cells(Backend):
 #: above (e.g. 10M x 64: 1.28 GB), each cell projects its own rows, as the input may be a
 #: memory map that the engine never holds in full.
 _PROJECTED_BYTES = 256 << 20
+
+
+#: found pairs on which the trial margin is judged, at most (a seeded subset beyond).
+_TRIAL_PAIRS = 100_000
 
 
 def _per_cell(flags: np.ndarray, bounds: np.ndarray) -> np.ndarray:

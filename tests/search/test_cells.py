@@ -17,6 +17,7 @@ from neardup.search import (
     Partition,
     Rows,
     ThreadExecutor,
+    _backends,
     _margin,
     band_share,
     build_graph,
@@ -683,6 +684,12 @@ def test_a_trial_that_holds_is_kept(spread, monkeypatch):
     assert _pairs(pairs) == _pairs(
         engine.find_pairs(rows, 0.4, seed=0, partition=partition, margin=0.1)
     )
+    # judged on a seeded subset of the pairs found when there are many
+    monkeypatch.setattr(_backends, "_TRIAL_PAIRS", 20)
+    subset, used = engine.join(
+        rows, 0.4, seed=0, partition=partition, margin=MarginChoice(0.3, trial=0.1)
+    )
+    assert used == 0.1 and _pairs(subset) == _pairs(pairs)
 
 
 def test_trial_holds_reads_the_band_below_the_trial_margin(spread, monkeypatch):
