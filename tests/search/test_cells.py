@@ -610,8 +610,8 @@ def test_coarse_centres_fitted_on_a_subset_of_the_sample():
 
 
 # --------------------------------------------------------------------------- trial margin
-# one routing that marks a lower margin's entries, joins of a cell's primary rows against its
-# other entries alone, and the trial kept or topped up
+# joins of a cell's primary rows against its other entries alone, the trial margin kept or
+# topped up to the ladder's, and the gates that offer it
 
 
 @pytest.fixture(scope="module")
