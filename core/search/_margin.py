@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._stats import distinct
-from ._cells import Partition, route_rows
+from ._cells import Partition, exact_pair_distances, route_rows
 
 __all__ = [
     "EXACT_MARGIN",
@@ -154,13 +154,12 @@ def _worth_a_trial(
     enough pairs of distinct rows expected in all (at least :data:`TRIAL_MIN_PAIRS`, each
     counted from both its rows), and at most :data:`_TRIAL_LONG_SHARE` of the pairs longer
     than twice the trial margin. A join that will not hold costs a second routing."""
-    diff = first.astype(np.float64) - second
-    squares = np.einsum("ij,ij->i", diff, diff)
+    lengths = exact_pair_distances(first, second)
     rows = n_sampled if n_rows is None else n_rows
-    expected = np.count_nonzero(squares > 0) * rows / (2 * max(1, n_sampled))
+    expected = np.count_nonzero(lengths > 0) * rows / (2 * max(1, n_sampled))
     if expected < TRIAL_MIN_PAIRS:
         return False
-    return float(np.mean(squares > (2 * trial) ** 2)) <= _TRIAL_LONG_SHARE
+    return float(np.mean(lengths > 2 * trial)) <= _TRIAL_LONG_SHARE
 
 
 def trial_holds(
